@@ -1,0 +1,37 @@
+/* aarmd-cli.c — the developer tool's dispatcher: one table of subcommands. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Each subcommand lives in its own tools/cli_*.c file and is listed here. */
+static const struct aarmd_cli_cmd commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: aarmd-cli COMMAND [ARGS...]\n\ncommands:\n");
+    for (const struct aarmd_cli_cmd *c = commands; c->name; c++)
+        fprintf(f, "  %-14s %s\n", c->name, c->summary);
+    return f == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr);
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))
+        return usage(stdout);
+    if (!strcmp(argv[1], "--version")) {
+        printf("aarmd-cli %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    for (const struct aarmd_cli_cmd *c = commands; c->name; c++)
+        if (!strcmp(c->name, argv[1]))
+            return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "aarmd-cli: unknown command '%s'\n", argv[1]);
+    return usage(stderr);
+}
