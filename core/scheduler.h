@@ -1,0 +1,112 @@
+/*
+ * scheduler.h — the one thread that owns the backend. Each iteration gathers
+ * the next tokens of every running job (prefill chunks of newly admitted jobs
+ * and single-token decodes of the others, up to max_jobs) into one step call,
+ * samples each job's next token, detokenizes, applies stops, and reports
+ * events through the job's callback. Submitting, cancelling and pausing are
+ * thread-safe and cheap (the HTTP event loop calls them); everything that
+ * computes (tokenizing the prompt included) runs on scheduler-owned threads.
+ */
+#ifndef AARMD_SCHEDULER_H
+#define AARMD_SCHEDULER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sampler.h"
+
+struct aarmd_engine;
+struct aarmd_sched;
+
+struct aarmd_sched_opts {
+    uint32_t max_jobs;          /* jobs decoded concurrently (>= 1) */
+    uint32_t queue_depth;       /* jobs waiting beyond those (>= 0) */
+    uint32_t ctx_size;          /* tokens of context per job */
+    uint32_t inference_timeout_s;
+    uint32_t prefill_chunk;     /* max prompt tokens of one job per step (0 = whole prompt) */
+};
+
+#define AARMD_MAX_STOPS 4
+
+/* One /execute request after validation. Strings are copied by submit. */
+struct aarmd_job_request {
+    const char *job_id;
+    const char *prompt;
+    size_t prompt_len;
+    uint32_t max_tokens;
+    struct aarmd_sampler_params sampling;   /* seed concrete: the caller draws a null seed */
+    const char *stop[AARMD_MAX_STOPS];
+    uint32_t n_stop;
+    const char *correlation_id;             /* for logs; may be NULL */
+};
+
+enum aarmd_job_event_kind {
+    AARMD_EV_STARTED,    /* first event of an admitted job */
+    AARMD_EV_TOKEN,
+    AARMD_EV_METRICS,    /* at most every 500 ms per job */
+    AARMD_EV_END,        /* terminal */
+    AARMD_EV_ERROR,      /* terminal; may come first (rejection: http_status != 0) */
+};
+
+struct aarmd_job_event {
+    enum aarmd_job_event_kind kind;
+    const char *job_id;
+    union {
+        struct { uint64_t seed; uint32_t tokens_in; int64_t started_at_ms; } started;
+        struct {
+            const char *text; size_t len;           /* whole UTF-8 characters, may be empty */
+            uint32_t index; int32_t id;
+            const struct aarmd_sample *sample;      /* logprobs when requested, else NULL */
+        } token;
+        struct { uint32_t tokens_out; double decode_time_ms, tokens_per_sec; uint64_t memory_bytes; } metrics;
+        struct {
+            uint32_t tokens_out; double decode_time_ms, prompt_time_ms;
+            const char *stop_reason;                 /* "MAX_TOKENS", "EOS", "STOP_SEQUENCE" */
+            const char *stop_sequence_matched;       /* only with STOP_SEQUENCE, else NULL */
+        } end;
+        struct {
+            const char *code;                        /* contract code, e.g. "CANCELLED" */
+            const char *message;
+            bool retriable;
+            int http_status;                         /* != 0: rejected before start (e.g. 400 prompt too long) */
+        } error;
+    } u;
+};
+
+/* Called on a scheduler thread; the event and its strings are valid only during
+ * the call. Must not block for long nor call back into the scheduler except
+ * aarmd_sched_cancel/pause. After a terminal event the callback is never called
+ * again for that job. */
+typedef void (*aarmd_job_event_fn)(void *user, const struct aarmd_job_event *ev);
+
+enum aarmd_submit_result {
+    AARMD_SUBMIT_OK = 0,
+    AARMD_SUBMIT_DUPLICATE,      /* a live job has this id → 409 */
+    AARMD_SUBMIT_BUSY,           /* queue full → 503 */
+    AARMD_SUBMIT_SHUTTING_DOWN,  /* → 503 */
+    AARMD_SUBMIT_NOMEM,
+};
+
+/* Starts the scheduler thread(s) over an engine that outlives it. NULL on failure (message in err). */
+struct aarmd_sched *aarmd_sched_new(struct aarmd_engine *e, const struct aarmd_sched_opts *o,
+                                    char *err, size_t errlen);
+/* Stops accepting, cancels everything left after drain_ms, joins the threads, frees. Accepts NULL. */
+void aarmd_sched_free(struct aarmd_sched *s, uint32_t drain_ms);
+
+enum aarmd_submit_result aarmd_sched_submit(struct aarmd_sched *s, const struct aarmd_job_request *r,
+                                            aarmd_job_event_fn cb, void *user);
+/* Ends a queued or running job with error CANCELLED within 100 ms; unknown ids are ignored. */
+void aarmd_sched_cancel(struct aarmd_sched *s, const char *job_id);
+/* Backpressure: a paused job is skipped by steps until resumed. */
+void aarmd_sched_pause(struct aarmd_sched *s, const char *job_id, bool paused);
+/* Stop accepting new jobs (submit → SHUTTING_DOWN). */
+void aarmd_sched_stop_accepting(struct aarmd_sched *s);
+
+struct aarmd_sched_stats {
+    uint32_t running, queued;
+    bool fatal;                 /* a backend error made the worker unhealthy */
+};
+void aarmd_sched_stats(struct aarmd_sched *s, struct aarmd_sched_stats *out);
+
+#endif
