@@ -77,7 +77,10 @@ struct aarmd_gguf_tensor {
 
 struct aarmd_gguf;
 
-/* Opens and validates `path`. On success *out owns the map; free with aarmd_gguf_free. */
+/* Opens and validates `path`. On success *out owns the map; free with aarmd_gguf_free.
+ * Errors: AARMD_EIO when the file can't be opened or mapped ("PATH: strerror"),
+ * AARMD_EINVAL for a directory, an empty or malformed file ("PATH: offset N: why"),
+ * AARMD_ENOMEM. *out is NULL on error. */
 int aarmd_gguf_open(const char *path, struct aarmd_gguf **out, char *err, size_t errlen);
 /* Same over a caller-owned buffer (the fuzzer's entry); `name` appears in errors.
  * The buffer must outlive the result. */
@@ -89,6 +92,8 @@ const char *aarmd_gguf_path(const struct aarmd_gguf *g);
 uint32_t aarmd_gguf_version(const struct aarmd_gguf *g);
 uint32_t aarmd_gguf_alignment(const struct aarmd_gguf *g);
 uint64_t aarmd_gguf_file_size(const struct aarmd_gguf *g);
+/* File offset of the tensor data section (tensor offsets are relative to it). */
+uint64_t aarmd_gguf_data_offset(const struct aarmd_gguf *g);
 
 uint64_t aarmd_gguf_n_kv(const struct aarmd_gguf *g);
 const struct aarmd_gguf_kv *aarmd_gguf_kv_at(const struct aarmd_gguf *g, uint64_t i);
@@ -112,6 +117,11 @@ int aarmd_gguf_get_arr(const struct aarmd_gguf *g, const char *key, const struct
 /* Element i of a scalar array converted to double / int64 / uint64 (caller checks i < n). */
 double aarmd_gguf_arr_f64(const struct aarmd_gguf_value *arr, uint64_t i);
 int64_t aarmd_gguf_arr_i64(const struct aarmd_gguf_value *arr, uint64_t i);
+
+/* Element i of any array as a value: scalars decoded from the map, string and
+ * array elements copied from items (their pointers still point into g).
+ * AARMD_EINVAL when arr is not an array or i >= n. */
+int aarmd_gguf_arr_get(const struct aarmd_gguf_value *arr, uint64_t i, struct aarmd_gguf_value *out);
 
 uint64_t aarmd_gguf_n_tensors(const struct aarmd_gguf *g);
 const struct aarmd_gguf_tensor *aarmd_gguf_tensor_at(const struct aarmd_gguf *g, uint64_t i);

@@ -52,6 +52,10 @@ int aarmd_plugin_seq_truncate(struct aarmd_plugin *p, struct aarmd_backend_seq *
 int aarmd_plugin_step(struct aarmd_plugin *p, struct aarmd_backend_model *model,
                       const struct aarmd_batch_entry *entries, uint32_t n_entries, char *err, size_t errlen);
 
+/* 1 when the table has `method` (e.g. "seq_truncate") and the wrappers will
+ * call it: the plugin's abi_minor and struct_size cover the slot and it is set. */
+int aarmd_plugin_has_method(const struct aarmd_plugin *p, const char *method);
+
 /* "invalid argument", "out of memory", ... for an AARMD_E* code. */
 const char *aarmd_status_str(int status);
 

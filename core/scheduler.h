@@ -6,6 +6,25 @@
  * events through the job's callback. Submitting, cancelling and pausing are
  * thread-safe and cheap (the HTTP event loop calls them); everything that
  * computes (tokenizing the prompt included) runs on scheduler-owned threads.
+ *
+ * Threads: an intake thread validates and tokenizes each submitted prompt in
+ * arrival order (add_special and parse_special on) and sends the job's first
+ * event at once, even while the job waits for a slot: STARTED, or a rejecting
+ * ERROR (http_status 400, INVALID_REQUEST: prompt of zero tokens, prompt +1
+ * token over ctx_size, max_tokens 0, bad stop list, empty job_id). It also ends
+ * cancelled queued jobs. The scheduler thread does everything else.
+ *
+ * Text: a token event's text is what is safe to send once that token is
+ * decoded; it is empty while bytes are held (an unfinished UTF-8 character, or
+ * a tail that may start a stop string). While text is held the token's event
+ * waits for the next token, so held text is sent with it when the job ends
+ * (EOS, max_tokens, context full). Concatenating every token's text gives the
+ * decoded output up to (not including) a matched stop string.
+ *
+ * Limits: the job ends with MAX_TOKENS when the sequence holds ctx_size tokens
+ * (its last sampled token is sent but never fed back). inference_timeout_s
+ * (0 = none) counts from admission to a decoding slot. ctx_size 0 means the
+ * model's training context (4096 when unknown).
  */
 #ifndef AARMD_SCHEDULER_H
 #define AARMD_SCHEDULER_H

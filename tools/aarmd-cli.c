@@ -8,6 +8,11 @@
 
 /* Each subcommand lives in its own tools/cli_*.c file and is listed here. */
 static const struct aarmd_cli_cmd commands[] = {
+    {"gguf-dump", "print a GGUF file's metadata and tensor table", aarmd_cli_gguf_dump},
+    {"plugin-check", "load a backend plugin and check it through one tiny session", aarmd_cli_plugin_check},
+    {"gguf-synth", "write a synthetic GGUF model with random weights", aarmd_cli_gguf_synth},
+    {"tokenize", "text on stdin -> token ids (or --bench: encode throughput)", aarmd_cli_tokenize},
+    {"detokenize", "token ids on stdin -> text", aarmd_cli_detokenize},
     {NULL, NULL, NULL},
 };
 

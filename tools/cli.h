@@ -11,4 +11,11 @@ struct aarmd_cli_cmd {
     int (*run)(int argc, char **argv);
 };
 
+int aarmd_cli_gguf_dump(int argc, char **argv);
+int aarmd_cli_generate(int argc, char **argv);
+
+int aarmd_cli_plugin_check(int argc, char **argv);
+int aarmd_cli_gguf_synth(int argc, char **argv);
+int aarmd_cli_tokenize(int argc, char **argv);
+int aarmd_cli_detokenize(int argc, char **argv);
 #endif

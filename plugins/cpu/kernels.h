@@ -49,9 +49,109 @@ void cpu_matmul(struct cpu_pool *pool, enum cpu_simd simd, const struct aarmd_te
                 const float *x, uint32_t n_tok, float *y, void *scratch);
 size_t cpu_matmul_scratch_bytes(uint32_t type, int64_t n_in, uint32_t n_tok);
 
+/*
+ * Checks that `w` can go through cpu_matmul / cpu_dequant_row: a supported
+ * type, ne[0] a whole number of blocks, data non-NULL and nbytes covering
+ * ne[1]*ne[2]*ne[3] rows. AARMD_OK, or AARMD_EUNSUPPORTED (type) / AARMD_EINVAL
+ * (shape, size) with a message naming the tensor. Call it at model load:
+ * cpu_matmul and cpu_dequant_row do not re-check (they write zeros for an
+ * unsupported type rather than read out of bounds).
+ */
+int cpu_weight_check(const struct aarmd_tensor *w, char *err, size_t errlen);
+
 /* ---- F16 / BF16 conversion ---------------------------------------------- */
 float cpu_f16_to_f32(uint16_t h);
-uint16_t cpu_f32_to_f16(float f);
+uint16_t cpu_f32_to_f16(float f);       /* round to nearest even; overflow -> inf */
 float cpu_bf16_to_f32(uint16_t h);
+
+/* ====================================================================== */
+/* Below: the kernels' own layer, used by matmul.c, the simd_*.c files and  */
+/* tests/plugins/test_cpu_kernels.c. The forward pass needs only the above. */
+/* ====================================================================== */
+
+/* ---- block layouts (ggml's, byte for byte; little-endian hosts) ---------- */
+#define CPU_QK 32      /* elements per block of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 */
+#define CPU_QK_K 256   /* elements per K-quant super-block */
+
+struct cpu_block_q4_0 { uint16_t d; uint8_t qs[16]; };            /* (nib - 8) * d; low nibbles 0..15, high 16..31 */
+struct cpu_block_q4_1 { uint16_t d, m; uint8_t qs[16]; };         /* nib * d + m */
+struct cpu_block_q5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };    /* ((nib | bit j of qh << 4) - 16) * d */
+struct cpu_block_q5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; }; /* (nib | bit << 4) * d + m */
+struct cpu_block_q8_0 { uint16_t d; int8_t qs[32]; };             /* q * d */
+/* 8 sub-blocks of 32: element 64*j + l (l < 32) is the low nibble of qs[32*j + l]
+ * with sub-block 2j, element 64*j + 32 + l the high nibble with sub-block 2j+1;
+ * value = d*sc[s] * q - dmin*mn[s], 6-bit sc/mn packed in scales[12]. */
+struct cpu_block_q4_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
+/* As q4_k plus a 5th bit: bit 2j of qh[l] for element 64*j + l, bit 2j+1 for 64*j + 32 + l. */
+struct cpu_block_q5_k { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
+/* Two halves of 128; in half h, for l < 32: element 128h + l + 32*k (k = 0..3) has
+ * low 4 bits from ql[64h + l] (k=0), ql[64h + 32 + l] (k=1), their high nibbles
+ * (k=2, 3), and bits 2k..2k+1 of qh[32h + l] on top; value = d * scales[8h + l/16 + 2k] * (q - 32). */
+struct cpu_block_q6_k { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
+
+/* Activation blocks (this backend's own, not GGUF formats). */
+struct cpu_block_q8a { float d; float s; int8_t qs[32]; };   /* x ~ d*qs; s = d * sum(qs) (for Q4_1/Q5_1 mins) */
+struct cpu_block_q8k { float d; int8_t qs[256]; int16_t bsums[16]; };   /* bsums[g] = sum of qs[16g..16g+15] */
+
+/* Unpacks K-quant 6-bit scale and min j (0..7) from scales[12]. */
+static inline void cpu_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *mn = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* ---- per-type facts ------------------------------------------------------ */
+enum cpu_act_kind { CPU_ACT_NONE = 0, CPU_ACT_F32, CPU_ACT_Q8A, CPU_ACT_Q8K };
+int64_t cpu_type_block_elems(uint32_t type);      /* 1 for F32/F16/BF16; 0 if unsupported */
+size_t cpu_type_block_bytes(uint32_t type);       /* 0 if unsupported */
+const char *cpu_type_name(uint32_t type);         /* "Q4_K", ...; "?" if unsupported */
+/* Bytes of one row of n elements (n a multiple of the block), 0 otherwise. */
+size_t cpu_type_row_bytes(uint32_t type, int64_t n);
+enum cpu_act_kind cpu_type_act(uint32_t type);    /* what the activations become */
+/* Bytes of one token's activations for this weight type (0 for F32 kinds: x is used as is). */
+size_t cpu_act_row_bytes(uint32_t type, int64_t n);
+
+/* Dequantizes n elements (whole blocks) of `type` at src into dst (plain C, exact in f32). */
+void cpu_dequant(uint32_t type, const void *src, float *dst, int64_t n);
+/* Quantizes n activations into the kind cpu_type_act(type) needs (no-op for F32 kinds).
+ * One implementation for every SIMD level, so all levels see identical activations. */
+void cpu_quantize_act(uint32_t type, const float *x, void *dst, int64_t n);
+
+/* ---- dot products -------------------------------------------------------- */
+/* Dot of one weight row (n elements of its type) with one token's activations
+ * (as cpu_quantize_act made them, or the F32 x for F32/F16/BF16). */
+typedef float (*cpu_vec_dot_fn)(int64_t n, const void *w, const void *a);
+/* One weight row against nt <= CPU_DOT_MAX_TOK tokens' activations a + t*a_stride;
+ * out[t] = dot. Lets a kernel decode the weight block once for several tokens. */
+#define CPU_DOT_MAX_TOK 4
+typedef void (*cpu_vec_dot_multi_fn)(int64_t n, const void *w, const void *a, size_t a_stride,
+                                     int nt, float *out);
+
+#define CPU_TYPE_SLOTS 31   /* type ids 0..30 (BF16) */
+struct cpu_kernel_tab {
+    cpu_vec_dot_fn dot[CPU_TYPE_SLOTS];
+    cpu_vec_dot_multi_fn dot_multi[CPU_TYPE_SLOTS];   /* optional; NULL = loop over dot */
+};
+/* Fill the entries a level implements and leave the rest as they are. */
+void cpu_kernels_plain(struct cpu_kernel_tab *tab);
+#if defined(__x86_64__)
+void cpu_kernels_avx2(struct cpu_kernel_tab *tab);
+void cpu_kernels_avx512(struct cpu_kernel_tab *tab);
+#endif
+#if defined(__aarch64__)
+void cpu_kernels_neon(struct cpu_kernel_tab *tab);
+#endif
+
+/* True when this machine can run level s (NONE always). */
+int cpu_simd_available(enum cpu_simd s);
+/* The kernels of level s, every slot filled from lower levels where s has no
+ * kernel of its own (plain C in the end). A level the machine cannot run
+ * gives the best level below it that it can. Never NULL. */
+const struct cpu_kernel_tab *cpu_kernels_get(enum cpu_simd s);
 
 #endif

@@ -1,0 +1,498 @@
+/*
+ * backend_cpu.c — the CPU backend plugin's table (aarmd_backend.h): options,
+ * device info, models, sequences and step validation/chunking. The decoder
+ * itself is forward.c; the kernels are kernels.c.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aarmd_backend.h"
+#include "forward.h"
+#include "kernels.h"
+#include "kv.h"
+
+#define CPU_VERSION "0.1.0"
+#define CPU_DEFAULT_BATCH 512
+#define CPU_MAX_BATCH 65536
+#define CPU_MAX_THREADS 1024
+
+struct aarmd_backend_ctx {
+    const struct aarmd_host *host;
+    struct cpu_pool *pool;
+    enum cpu_simd simd;
+    uint32_t kv_type;           /* AARMD_TYPE_F16 or AARMD_TYPE_F32 */
+    uint32_t batch;             /* max tokens per forward chunk */
+    int n_threads;
+};
+
+struct aarmd_backend_model {
+    struct aarmd_backend_ctx *ctx;
+    struct cpu_model *fw;
+    uint32_t n_seqs;            /* live sequences (model_free expects 0) */
+    /* one chunk's tokens, assembled by step: [batch] each */
+    int32_t *tok;
+    int32_t *pos;
+    struct cpu_kv **kv;
+    float **logits;
+};
+
+struct aarmd_backend_seq {
+    struct aarmd_backend_model *model;
+    struct cpu_kv kv;
+    uint32_t n_ctx;
+    uint32_t n_past;            /* tokens cached */
+};
+
+static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static void logf_host(const struct aarmd_host *host, int level, const char *fmt, ...)
+{
+    if (!host || !host->log)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    host->log(host->log_user, level, buf);
+}
+
+/* ---- machine facts -------------------------------------------------------- */
+
+static int read_long(const char *path, long *out)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int ok = fscanf(f, "%ld", out) == 1;
+    fclose(f);
+    return ok ? 0 : -1;
+}
+
+/* Physical cores: distinct (package, core) pairs under sysfs; else online CPUs. */
+static int physical_cores(void)
+{
+    long pairs[1024][2];
+    int n = 0;
+    DIR *dir = opendir("/sys/devices/system/cpu");
+    if (dir) {
+        struct dirent *de;
+        while ((de = readdir(dir)) != NULL && n < 1024) {
+            if (strncmp(de->d_name, "cpu", 3) || !isdigit((unsigned char)de->d_name[3]))
+                continue;
+            char path[512];
+            long core, pkg;
+            snprintf(path, sizeof path, "/sys/devices/system/cpu/%s/topology/core_id", de->d_name);
+            if (read_long(path, &core))
+                continue;
+            snprintf(path, sizeof path, "/sys/devices/system/cpu/%s/topology/physical_package_id", de->d_name);
+            if (read_long(path, &pkg))
+                pkg = 0;
+            int seen = 0;
+            for (int i = 0; i < n && !seen; i++)
+                seen = pairs[i][0] == pkg && pairs[i][1] == core;
+            if (!seen) {
+                pairs[n][0] = pkg;
+                pairs[n][1] = core;
+                n++;
+            }
+        }
+        closedir(dir);
+    }
+    if (n > 0)
+        return n;
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c > 0 ? (int)c : 1;
+}
+
+/* MemTotal / MemAvailable from /proc/meminfo, bytes; 0 when unknown. */
+static void meminfo(uint64_t *total, uint64_t *avail)
+{
+    *total = *avail = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            *total = (uint64_t)kb * 1024;
+        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            *avail = (uint64_t)kb * 1024;
+    }
+    fclose(f);
+}
+
+static void cpu_model_name(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10))
+            continue;
+        const char *v = strchr(line, ':');
+        if (!v)
+            break;
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        snprintf(buf, cap, "%s", v);
+        buf[strcspn(buf, "\n")] = '\0';
+        break;
+    }
+    fclose(f);
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+static int parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
+{
+    if (!s || !*s || !isdigit((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_simd(const char *v, enum cpu_simd *out, char *err, size_t errlen)
+{
+    enum cpu_simd have = cpu_simd_detect();
+    if (!strcmp(v, "auto")) {
+        *out = have;
+        return AARMD_OK;
+    }
+    if (!strcmp(v, "0") || !strcmp(v, "none")) {
+        *out = CPU_SIMD_NONE;
+        return AARMD_OK;
+    }
+    enum cpu_simd want;
+    int ok;
+    if (!strcmp(v, "avx2")) {
+        want = CPU_SIMD_AVX2;
+        ok = have == CPU_SIMD_AVX2 || have == CPU_SIMD_AVX512;
+    } else if (!strcmp(v, "avx512")) {
+        want = CPU_SIMD_AVX512;
+        ok = have == CPU_SIMD_AVX512;
+    } else if (!strcmp(v, "neon")) {
+        want = CPU_SIMD_NEON;
+        ok = have == CPU_SIMD_NEON;
+    } else {
+        return set_err(err, errlen, AARMD_EINVAL, "option simd=%s: expected 0, avx2, avx512, neon or auto", v);
+    }
+    if (!ok)
+        return set_err(err, errlen, AARMD_EUNSUPPORTED, "option simd=%s: this CPU supports only %s", v,
+                       cpu_simd_name(have));
+    *out = want;
+    return AARMD_OK;
+}
+
+static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host, char *err, size_t errlen)
+{
+    c->n_threads = physical_cores();
+    c->simd = cpu_simd_detect();
+    c->kv_type = AARMD_TYPE_F16;
+    c->batch = CPU_DEFAULT_BATCH;
+    for (uint32_t i = 0; host && i < host->n_opts; i++) {
+        const char *k = host->opts[i].key ? host->opts[i].key : "";
+        const char *v = host->opts[i].value ? host->opts[i].value : "";
+        unsigned long u;
+        if (!strcmp(k, "threads")) {
+            if (parse_uint(v, 1, CPU_MAX_THREADS, &u))
+                return set_err(err, errlen, AARMD_EINVAL, "option threads=%s: expected an integer in [1, %d]", v,
+                               CPU_MAX_THREADS);
+            c->n_threads = (int)u;
+        } else if (!strcmp(k, "simd")) {
+            int rc = parse_simd(v, &c->simd, err, errlen);
+            if (rc)
+                return rc;
+        } else if (!strcmp(k, "kv_type")) {
+            if (!strcmp(v, "f16"))
+                c->kv_type = AARMD_TYPE_F16;
+            else if (!strcmp(v, "f32"))
+                c->kv_type = AARMD_TYPE_F32;
+            else
+                return set_err(err, errlen, AARMD_EINVAL, "option kv_type=%s: expected f16 or f32", v);
+        } else if (!strcmp(k, "batch")) {
+            if (parse_uint(v, 1, CPU_MAX_BATCH, &u))
+                return set_err(err, errlen, AARMD_EINVAL, "option batch=%s: expected an integer in [1, %d]", v,
+                               CPU_MAX_BATCH);
+            c->batch = (uint32_t)u;
+        } else {
+            return set_err(err, errlen, AARMD_EINVAL, "unknown option '%s' (cpu backend knows threads, simd, kv_type, batch)", k);
+        }
+    }
+    return AARMD_OK;
+}
+
+/* ---- context -------------------------------------------------------------- */
+
+static void cpu_ctx_free(struct aarmd_backend_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    cpu_pool_free(ctx->pool);
+    free(ctx);
+}
+
+static int cpu_ctx_new(const struct aarmd_host *host, int32_t device, struct aarmd_backend_ctx **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    if (device > 0)
+        return set_err(err, errlen, AARMD_EINVAL, "cpu backend has only device 0 (asked for %d)", device);
+    struct aarmd_backend_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return set_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    c->host = host;
+    int rc = parse_opts(c, host, err, errlen);
+    if (rc)
+        goto fail;
+    c->pool = cpu_pool_new(c->n_threads);
+    if (!c->pool) {
+        rc = set_err(err, errlen, AARMD_ENOMEM, "cannot start %d threads", c->n_threads);
+        goto fail;
+    }
+    logf_host(host, AARMD_LOG_INFO, "cpu backend: threads=%d simd=%s kv_type=%s batch=%u", c->n_threads,
+              cpu_simd_name(c->simd), c->kv_type == AARMD_TYPE_F16 ? "f16" : "f32", c->batch);
+    *out = c;
+    return AARMD_OK;
+fail:
+    cpu_ctx_free(c);
+    return rc;
+}
+
+static int cpu_device_info(struct aarmd_backend_ctx *ctx, struct aarmd_device_info *info, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    struct aarmd_device_info d;
+    memset(&d, 0, sizeof d);
+    char model[96];
+    cpu_model_name(model, sizeof model);
+    snprintf(d.name, sizeof d.name, "%s (%d threads, %s)", model, ctx->n_threads, cpu_simd_name(ctx->simd));
+    meminfo(&d.memory_total, &d.memory_free);
+    snprintf(d.memory_architecture, sizeof d.memory_architecture, "host");
+    snprintf(d.worker_type, sizeof d.worker_type, "cpu");
+    d.advised_seqs = 4;
+    size_t n = info->struct_size < sizeof d ? info->struct_size : sizeof d;
+    uint32_t keep = info->struct_size;
+    if (n > sizeof d.struct_size)
+        memcpy((char *)info + sizeof d.struct_size, (char *)&d + sizeof d.struct_size, n - sizeof d.struct_size);
+    info->struct_size = keep;
+    return AARMD_OK;
+}
+
+/* ---- model ---------------------------------------------------------------- */
+
+static void cpu_model_free_(struct aarmd_backend_model *model)
+{
+    if (!model)
+        return;
+    cpu_model_free(model->fw);
+    free(model->tok);
+    free(model->pos);
+    free(model->kv);
+    free(model->logits);
+    free(model);
+}
+
+static int cpu_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc *desc,
+                          aarmd_progress_fn progress, void *progress_user, struct aarmd_backend_model **out,
+                          char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!desc)
+        return set_err(err, errlen, AARMD_EINVAL, "no model description");
+    if (progress && progress(progress_user, 0.0f))
+        return set_err(err, errlen, AARMD_ECANCELLED, "model load cancelled");
+    struct aarmd_backend_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return set_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    m->ctx = ctx;
+    int rc = cpu_model_new(desc, ctx->pool, ctx->simd, ctx->batch, &m->fw, err, errlen);
+    if (rc)
+        goto fail;
+    m->tok = malloc(ctx->batch * sizeof *m->tok);
+    m->pos = malloc(ctx->batch * sizeof *m->pos);
+    m->kv = malloc(ctx->batch * sizeof *m->kv);
+    m->logits = malloc(ctx->batch * sizeof *m->logits);
+    if (!m->tok || !m->pos || !m->kv || !m->logits) {
+        rc = set_err(err, errlen, AARMD_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (progress && progress(progress_user, 1.0f)) {
+        rc = set_err(err, errlen, AARMD_ECANCELLED, "model load cancelled");
+        goto fail;
+    }
+    logf_host(ctx->host, AARMD_LOG_INFO, "cpu backend: model %s (%s) loaded: %llu weight bytes in place, %llu scratch bytes",
+              desc->name ? desc->name : "?", desc->arch ? desc->arch : "?",
+              (unsigned long long)cpu_model_weight_bytes(m->fw), (unsigned long long)cpu_model_scratch_bytes(m->fw));
+    *out = m;
+    return AARMD_OK;
+fail:
+    cpu_model_free_(m);
+    return rc;
+}
+
+static uint64_t cpu_model_bytes(struct aarmd_backend_model *model)
+{
+    return cpu_model_weight_bytes(model->fw) + cpu_model_scratch_bytes(model->fw);
+}
+
+/* ---- sequences ------------------------------------------------------------- */
+
+static int cpu_seq_new(struct aarmd_backend_model *model, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    const struct cpu_hparams *hp = cpu_model_hparams(model->fw);
+    if (n_ctx == 0 || n_ctx > INT32_MAX)
+        return set_err(err, errlen, AARMD_EINVAL, "n_ctx %u out of range", n_ctx);
+    if (hp->has_pos_embd && n_ctx > hp->n_ctx_train)
+        return set_err(err, errlen, AARMD_EINVAL, "n_ctx %u exceeds the model's %u learned positions", n_ctx,
+                       hp->n_ctx_train);
+    struct aarmd_backend_seq *s = calloc(1, sizeof *s);
+    if (!s)
+        return set_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    int rc = cpu_kv_init(&s->kv, model->ctx->kv_type, hp->n_layer, (int32_t)n_ctx, hp->kv_dim);
+    if (rc) {
+        free(s);
+        return set_err(err, errlen, rc, "cannot allocate the KV cache for %u tokens", n_ctx);
+    }
+    s->model = model;
+    s->n_ctx = n_ctx;
+    model->n_seqs++;
+    *out = s;
+    return AARMD_OK;
+}
+
+static void cpu_seq_free(struct aarmd_backend_seq *seq)
+{
+    if (!seq)
+        return;
+    seq->model->n_seqs--;
+    cpu_kv_fini(&seq->kv);
+    free(seq);
+}
+
+static int cpu_seq_truncate(struct aarmd_backend_seq *seq, uint32_t n, char *err, size_t errlen)
+{
+    if (!seq)
+        return set_err(err, errlen, AARMD_EINVAL, "no sequence");
+    if (n > seq->n_past)
+        return set_err(err, errlen, AARMD_EINVAL, "cannot truncate to %u tokens: the sequence holds %u", n, seq->n_past);
+    seq->n_past = n;   /* rows past n are simply overwritten later */
+    return AARMD_OK;
+}
+
+/* ---- step ------------------------------------------------------------------ */
+
+static int validate_step(const struct aarmd_backend_model *model, const struct aarmd_batch_entry *entries,
+                         uint32_t n_entries, char *err, size_t errlen)
+{
+    const struct cpu_hparams *hp = cpu_model_hparams(model->fw);
+    if (n_entries && !entries)
+        return set_err(err, errlen, AARMD_EINVAL, "no entries");
+    for (uint32_t e = 0; e < n_entries; e++) {
+        const struct aarmd_batch_entry *en = &entries[e];
+        if (!en->seq)
+            return set_err(err, errlen, AARMD_EINVAL, "entry %u: no sequence", e);
+        if (en->seq->model != model)
+            return set_err(err, errlen, AARMD_EINVAL, "entry %u: sequence belongs to another model", e);
+        if (en->n_tokens == 0 || !en->tokens)
+            return set_err(err, errlen, AARMD_EINVAL, "entry %u: no tokens", e);
+        if (en->want_logits && !en->logits)
+            return set_err(err, errlen, AARMD_EINVAL, "entry %u: wants logits but has no buffer", e);
+        if ((uint64_t)en->seq->n_past + en->n_tokens > en->seq->n_ctx)
+            return set_err(err, errlen, AARMD_EINVAL, "entry %u: context full (%u cached + %u new > n_ctx %u)", e,
+                           en->seq->n_past, en->n_tokens, en->seq->n_ctx);
+        for (uint32_t i = 0; i < en->n_tokens; i++)
+            if (en->tokens[i] < 0 || en->tokens[i] >= hp->n_vocab)
+                return set_err(err, errlen, AARMD_EINVAL, "entry %u: token %u is %d, outside [0, %d)", e, i,
+                               en->tokens[i], hp->n_vocab);
+        for (uint32_t f = 0; f < e; f++)
+            if (entries[f].seq == en->seq)
+                return set_err(err, errlen, AARMD_EINVAL, "entries %u and %u share a sequence", f, e);
+    }
+    return AARMD_OK;
+}
+
+static int cpu_step(struct aarmd_backend_model *model, const struct aarmd_batch_entry *entries, uint32_t n_entries,
+                    char *err, size_t errlen)
+{
+    int rc = validate_step(model, entries, n_entries, err, errlen);
+    if (rc)
+        return rc;
+    /* All entries' tokens in order, cut into chunks of at most `batch`: one
+     * matmul per weight per chunk covers every sequence in it. */
+    uint32_t max_tok = cpu_model_max_tok(model->fw);
+    uint32_t n = 0;
+    for (uint32_t e = 0; e < n_entries; e++) {
+        const struct aarmd_batch_entry *en = &entries[e];
+        for (uint32_t i = 0; i < en->n_tokens; i++) {
+            model->tok[n] = en->tokens[i];
+            model->pos[n] = (int32_t)(en->seq->n_past + i);
+            model->kv[n] = &en->seq->kv;
+            model->logits[n] = en->want_logits && i + 1 == en->n_tokens ? en->logits : NULL;
+            if (++n == max_tok) {
+                cpu_forward(model->fw, n, model->tok, model->kv, model->pos, model->logits);
+                n = 0;
+            }
+        }
+    }
+    if (n)
+        cpu_forward(model->fw, n, model->tok, model->kv, model->pos, model->logits);
+    for (uint32_t e = 0; e < n_entries; e++)
+        entries[e].seq->n_past += entries[e].n_tokens;
+    return AARMD_OK;
+}
+
+/* ---- the table ------------------------------------------------------------- */
+
+static const struct aarmd_backend cpu_backend = {
+    .abi_major = AARMD_ABI_MAJOR,
+    .abi_minor = AARMD_ABI_MINOR,
+    .struct_size = sizeof(struct aarmd_backend),
+    .name = "cpu",
+    .version = CPU_VERSION,
+    .ctx_new = cpu_ctx_new,
+    .ctx_free = cpu_ctx_free,
+    .device_info = cpu_device_info,
+    .model_load = cpu_model_load,
+    .model_free = cpu_model_free_,
+    .model_bytes = cpu_model_bytes,
+    .seq_new = cpu_seq_new,
+    .seq_free = cpu_seq_free,
+    .seq_truncate = cpu_seq_truncate,
+    .step = cpu_step,
+};
+
+__attribute__((visibility("default"))) const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host);
+
+__attribute__((visibility("default"))) const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host)
+{
+    (void)host;
+    return &cpu_backend;
+}

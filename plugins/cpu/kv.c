@@ -1,0 +1,74 @@
+/*
+ * kv.c — allocation and row writes of a sequence's KV cache (kv.h). It does
+ * not compute attention (ops.c does) nor decide positions (forward.c does).
+ */
+#include "kv.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+float cpu_f16_lut[65536];
+static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
+
+static void lut_fill(void)
+{
+    for (uint32_t i = 0; i < 65536; i++)
+        cpu_f16_lut[i] = cpu_f16_to_f32((uint16_t)i);
+}
+
+int cpu_kv_init(struct cpu_kv *kv, uint32_t type, int n_layer, int32_t n_ctx, int kv_dim)
+{
+    memset(kv, 0, sizeof *kv);
+    if (type != AARMD_TYPE_F16 && type != AARMD_TYPE_F32)
+        return AARMD_EINVAL;
+    if (n_layer <= 0 || n_ctx <= 0 || kv_dim <= 0)
+        return AARMD_EINVAL;
+    pthread_once(&lut_once, lut_fill);
+    kv->type = type;
+    kv->n_layer = n_layer;
+    kv->n_ctx = n_ctx;
+    kv->kv_dim = kv_dim;
+    kv->elt = type == AARMD_TYPE_F16 ? 2 : 4;
+    size_t bytes = (size_t)n_layer * (size_t)n_ctx * (size_t)kv_dim * kv->elt;
+    /* calloc: untouched pages cost nothing until the sequence grows into them */
+    kv->k = calloc(1, bytes);
+    kv->v = calloc(1, bytes);
+    if (!kv->k || !kv->v) {
+        cpu_kv_fini(kv);
+        return AARMD_ENOMEM;
+    }
+    return AARMD_OK;
+}
+
+void cpu_kv_fini(struct cpu_kv *kv)
+{
+    if (!kv)
+        return;
+    free(kv->k);
+    free(kv->v);
+    kv->k = kv->v = NULL;
+}
+
+size_t cpu_kv_bytes(const struct cpu_kv *kv)
+{
+    return 2 * (size_t)kv->n_layer * (size_t)kv->n_ctx * (size_t)kv->kv_dim * kv->elt;
+}
+
+void cpu_kv_store(struct cpu_kv *kv, int layer, int32_t pos, const float *k, const float *v)
+{
+    void *kr = (void *)cpu_kv_k_row(kv, layer, pos);
+    void *vr = (void *)cpu_kv_v_row(kv, layer, pos);
+    if (kv->type == AARMD_TYPE_F32) {
+        memcpy(kr, k, (size_t)kv->kv_dim * sizeof(float));
+        memcpy(vr, v, (size_t)kv->kv_dim * sizeof(float));
+        return;
+    }
+    uint16_t *kh = kr, *vh = vr;
+    for (int i = 0; i < kv->kv_dim; i++) {
+        kh[i] = cpu_f32_to_f16(k[i]);
+        vh[i] = cpu_f32_to_f16(v[i]);
+    }
+}

@@ -1,0 +1,172 @@
+/*
+ * pool.c — the CPU backend's persistent thread pool: n-1 pthreads plus the
+ * caller, woken per run by a generation counter (spin, then sleep on a condvar).
+ * Nothing is allocated per run. Not re-entrant: one run at a time per pool.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* Spin this many polls before sleeping: long enough to bridge the gap between
+ * back-to-back matmuls of one forward pass, short enough not to burn a core
+ * while the scheduler is idle. */
+#define POOL_SPIN 20000
+
+struct worker {
+    struct cpu_pool *pool;
+    int ith;
+};
+
+struct cpu_pool {
+    int n_threads;
+    int n_started;                /* workers successfully created */
+    pthread_t *threads;
+    struct worker *workers;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv_work;       /* generation changed or stop */
+    pthread_cond_t cv_done;       /* pending reached 0 */
+
+    void (*fn)(void *arg, int ith, int nth);
+    void *arg;
+    atomic_uint generation;
+    atomic_int pending;           /* workers still running the current generation */
+    atomic_int stop;
+};
+
+static void *worker_main(void *p)
+{
+    struct worker *w = p;
+    struct cpu_pool *pool = w->pool;
+    unsigned seen = 0;
+
+    for (;;) {
+        unsigned gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        for (int spin = 0; gen == seen && spin < POOL_SPIN; spin++) {
+            if (atomic_load_explicit(&pool->stop, memory_order_relaxed))
+                break;
+            CPU_RELAX();
+            gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        }
+        if (gen == seen) {
+            pthread_mutex_lock(&pool->mu);
+            while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen &&
+                   !atomic_load(&pool->stop))
+                pthread_cond_wait(&pool->cv_work, &pool->mu);
+            pthread_mutex_unlock(&pool->mu);
+        }
+        if (atomic_load(&pool->stop))
+            return NULL;
+        seen = gen;
+        pool->fn(pool->arg, w->ith, pool->n_threads);
+        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_signal(&pool->cv_done);
+            pthread_mutex_unlock(&pool->mu);
+        }
+    }
+}
+
+struct cpu_pool *cpu_pool_new(int n_threads)
+{
+    if (n_threads < 1 || n_threads > 1024)
+        return NULL;
+    struct cpu_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->n_threads = n_threads;
+    atomic_init(&pool->generation, 0);
+    atomic_init(&pool->pending, 0);
+    atomic_init(&pool->stop, 0);
+    if (pthread_mutex_init(&pool->mu, NULL) != 0)
+        goto fail_mu;
+    if (pthread_cond_init(&pool->cv_work, NULL) != 0)
+        goto fail_cv_work;
+    if (pthread_cond_init(&pool->cv_done, NULL) != 0)
+        goto fail_cv_done;
+    if (n_threads > 1) {
+        pool->threads = calloc((size_t)n_threads - 1, sizeof *pool->threads);
+        pool->workers = calloc((size_t)n_threads - 1, sizeof *pool->workers);
+        if (!pool->threads || !pool->workers)
+            goto fail;
+        for (int i = 0; i < n_threads - 1; i++) {
+            pool->workers[i].pool = pool;
+            pool->workers[i].ith = i + 1;
+            if (pthread_create(&pool->threads[i], NULL, worker_main, &pool->workers[i]) != 0)
+                goto fail;
+            pool->n_started++;
+        }
+    }
+    return pool;
+
+fail:
+    cpu_pool_free(pool);   /* stops the workers started so far */
+    return NULL;
+fail_cv_done:
+    pthread_cond_destroy(&pool->cv_work);
+fail_cv_work:
+    pthread_mutex_destroy(&pool->mu);
+fail_mu:
+    free(pool);
+    return NULL;
+}
+
+void cpu_pool_free(struct cpu_pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    atomic_store(&pool->stop, 1);
+    pthread_cond_broadcast(&pool->cv_work);
+    pthread_mutex_unlock(&pool->mu);
+    for (int i = 0; i < pool->n_started; i++)
+        pthread_join(pool->threads[i], NULL);
+    pthread_cond_destroy(&pool->cv_done);
+    pthread_cond_destroy(&pool->cv_work);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool->workers);
+    free(pool->threads);
+    free(pool);
+}
+
+int cpu_pool_threads(const struct cpu_pool *pool) { return pool ? pool->n_threads : 1; }
+
+void cpu_pool_run(struct cpu_pool *pool, void (*fn)(void *arg, int ith, int nth), void *arg)
+{
+    if (!pool || pool->n_threads == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pool->fn = fn;
+    pool->arg = arg;
+    atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
+    /* The release makes fn, arg and pending visible to a worker that sees the new generation;
+     * taking the mutex before the broadcast means a worker about to sleep cannot miss it. */
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    pthread_mutex_lock(&pool->mu);
+    pthread_cond_broadcast(&pool->cv_work);
+    pthread_mutex_unlock(&pool->mu);
+
+    fn(arg, 0, pool->n_threads);
+
+    for (int spin = 0; spin < POOL_SPIN; spin++) {
+        if (atomic_load_explicit(&pool->pending, memory_order_acquire) == 0)
+            return;
+        CPU_RELAX();
+    }
+    pthread_mutex_lock(&pool->mu);
+    while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
+        pthread_cond_wait(&pool->cv_done, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+}

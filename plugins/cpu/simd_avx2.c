@@ -1,0 +1,325 @@
+/*
+ * simd_avx2.c — AVX2/FMA/F16C dot kernels of the CPU backend (x86-64 only;
+ * built with -mavx2 -mfma -mf16c, called only after run-time detection).
+ * Each kernel takes 1..CPU_DOT_MAX_TOK tokens so a weight block is decoded once per token tile.
+ */
+#include "kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+/* The 32 nibbles of 16 bytes in element order: low nibbles 0..15, high 16..31. */
+INLINE __m256i nibbles32(const uint8_t *qs)
+{
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    __m128i m = _mm_set1_epi8(0xF);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+/* Byte j is 0xFF where bit j of the little-endian 32-bit word at qh is set. */
+INLINE __m256i bits32(const uint8_t *qh)
+{
+    uint32_t v;
+    memcpy(&v, qh, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303ll, 0x0202020202020202ll, 0x0101010101010101ll, 0);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+}
+
+/* Sums of 4 products of unsigned u (<= 63) and signed s bytes, as 8 int32. */
+INLINE __m256i dot_u8i8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* Same for two signed vectors (y never -128: activations are clamped to +-127). */
+INLINE __m256i dot_i8i8(__m256i x, __m256i y)
+{
+    return dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+INLINE const void *act_at(const void *a, size_t stride, int t) { return (const uint8_t *)a + (size_t)t * stride; }
+
+/* ---- 32-element formats against Q8A activations -------------------------------- */
+
+enum q32_kind { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
+
+INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va, size_t as, const int nt,
+                     float *out)
+{
+    const size_t bb = k == K_Q4_0 ? sizeof(struct cpu_block_q4_0) : k == K_Q4_1 ? sizeof(struct cpu_block_q4_1)
+                    : k == K_Q5_0 ? sizeof(struct cpu_block_q5_0) : k == K_Q5_1 ? sizeof(struct cpu_block_q5_1)
+                    : sizeof(struct cpu_block_q8_0);
+    __m256 acc[CPU_DOT_MAX_TOK];
+    float accm[CPU_DOT_MAX_TOK];
+    for (int t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = 0.0f;
+    }
+    const uint8_t *wp = vw;
+    for (int64_t i = 0; i < n / CPU_QK; i++, wp += bb) {
+        __m256i q;
+        float d, m = 0.0f;
+        if (k == K_Q4_0) {
+            const struct cpu_block_q4_0 *b = (const void *)wp;
+            q = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
+            d = f16(b->d);
+        } else if (k == K_Q4_1) {
+            const struct cpu_block_q4_1 *b = (const void *)wp;
+            q = nibbles32(b->qs);
+            d = f16(b->d);
+            m = f16(b->m);
+        } else if (k == K_Q5_0) {
+            const struct cpu_block_q5_0 *b = (const void *)wp;
+            q = _mm256_or_si256(nibbles32(b->qs), _mm256_and_si256(bits32(b->qh), _mm256_set1_epi8(0x10)));
+            q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+            d = f16(b->d);
+        } else if (k == K_Q5_1) {
+            const struct cpu_block_q5_1 *b = (const void *)wp;
+            q = _mm256_or_si256(nibbles32(b->qs), _mm256_and_si256(bits32(b->qh), _mm256_set1_epi8(0x10)));
+            d = f16(b->d);
+            m = f16(b->m);
+        } else {
+            const struct cpu_block_q8_0 *b = (const void *)wp;
+            q = _mm256_loadu_si256((const __m256i *)b->qs);
+            d = f16(b->d);
+        }
+        for (int t = 0; t < nt; t++) {
+            const struct cpu_block_q8a *x = (const struct cpu_block_q8a *)act_at(va, as, t) + i;
+            __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
+            __m256i p = (k == K_Q4_1 || k == K_Q5_1) ? dot_u8i8(q, xq) : dot_i8i8(q, xq);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(p), acc[t]);
+            if (k == K_Q4_1 || k == K_Q5_1)
+                accm[t] += m * x->s;
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = hsum8(acc[t]) + accm[t];
+}
+
+/* ---- K-quants against Q8K activations -------------------------------------------- */
+
+enum qk_kind { K_Q4_K, K_Q5_K };
+
+INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)
+{
+    __m256 acc[CPU_DOT_MAX_TOK];
+    float accm[CPU_DOT_MAX_TOK];
+    for (int t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = 0.0f;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+    const size_t bb = k == K_Q4_K ? sizeof(struct cpu_block_q4_k) : sizeof(struct cpu_block_q5_k);
+    const uint8_t *wp = vw;
+    for (int64_t i = 0; i < n / CPU_QK_K; i++, wp += bb) {
+        /* q4_k and q5_k share d, dmin, scales at the same offsets */
+        const struct cpu_block_q4_k *b = (const void *)wp;
+        const uint8_t *qs = k == K_Q4_K ? b->qs : ((const struct cpu_block_q5_k *)wp)->qs;
+        __m256i hb = k == K_Q5_K ? _mm256_loadu_si256((const __m256i *)((const struct cpu_block_q5_k *)wp)->qh)
+                                 : _mm256_setzero_si256();
+        uint8_t sc[8], mn[8];
+        for (int j = 0; j < 8; j++)
+            cpu_scale_min_k4(j, b->scales, &sc[j], &mn[j]);
+        __m256i sumi[CPU_DOT_MAX_TOK];
+        for (int t = 0; t < nt; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (k == K_Q5_K) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
+            }
+            __m256i s_lo = _mm256_set1_epi16(sc[2 * j]), s_hi = _mm256_set1_epi16(sc[2 * j + 1]);
+            for (int t = 0; t < nt; t++) {
+                const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 64 * j;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)x)), s_lo);
+                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 32))), s_hi);
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p0, p1));
+            }
+        }
+        float d = f16(b->d), dmin = f16(b->dmin);
+        for (int t = 0; t < nt; t++) {
+            const struct cpu_block_q8k *x = (const struct cpu_block_q8k *)act_at(va, as, t) + i;
+            int summ = 0;
+            for (int j = 0; j < 8; j++)
+                summ += mn[j] * (x->bsums[2 * j] + x->bsums[2 * j + 1]);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            accm[t] += dmin * x->d * (float)summ;
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = hsum8(acc[t]) - accm[t];
+}
+
+INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)
+{
+    __m256 acc[CPU_DOT_MAX_TOK];
+    float accm[CPU_DOT_MAX_TOK];
+    for (int t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = 0.0f;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+    const struct cpu_block_q6_k *w = vw;
+    for (int64_t i = 0; i < n / CPU_QK_K; i++) {
+        __m256i sumi[CPU_DOT_MAX_TOK];
+        for (int t = 0; t < nt; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = w[i].ql + 64 * h;
+            const int8_t *sc = w[i].scales + 8 * h;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
+            __m256i q[4], s[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+            for (int c = 0; c < 4; c++)   /* elements 0..15 of a chunk take scale 2c, 16..31 scale 2c+1 */
+                s[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+            for (int t = 0; t < nt; t++) {
+                const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 128 * h;
+                for (int c = 0; c < 4; c++) {
+                    __m256i p = _mm256_maddubs_epi16(q[c], _mm256_loadu_si256((const __m256i *)(x + 32 * c)));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, s[c]));
+                }
+            }
+        }
+        float d = f16(w[i].d);
+        for (int t = 0; t < nt; t++) {
+            /* the -32 offset: sum over groups g of scale[g] * 32 * bsums[g] */
+            const struct cpu_block_q8k *x = (const struct cpu_block_q8k *)act_at(va, as, t) + i;
+            __m256i bs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums),
+                                           _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales)));
+            sumi[t] = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(bs, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t] = hsum8(acc[t]) + accm[t];
+}
+
+/* ---- float weights against F32 activations ------------------------------------------ */
+
+enum fk_kind { K_F32, K_F16, K_BF16 };
+
+INLINE __m256 load8(enum fk_kind k, const void *w, int64_t i)
+{
+    if (k == K_F32)
+        return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (k == K_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+INLINE float load1(enum fk_kind k, const void *w, int64_t i)
+{
+    if (k == K_F32)
+        return ((const float *)w)[i];
+    uint16_t h = ((const uint16_t *)w)[i];
+    if (k == K_F16)
+        return f16(h);
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+INLINE void f_impl(enum fk_kind k, int64_t n, const void *w, const void *va, size_t as, const int nt, float *out)
+{
+    __m256 acc0[CPU_DOT_MAX_TOK], acc1[CPU_DOT_MAX_TOK];
+    for (int t = 0; t < nt; t++)
+        acc0[t] = acc1[t] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 w0 = load8(k, w, i), w1 = load8(k, w, i + 8);
+        for (int t = 0; t < nt; t++) {
+            const float *x = act_at(va, as, t);
+            acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc0[t]);
+            acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), acc1[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        const float *x = act_at(va, as, t);
+        float s = hsum8(_mm256_add_ps(acc0[t], acc1[t]));
+        for (int64_t j = i; j < n; j++)
+            s += load1(k, w, j) * x[j];
+        out[t] = s;
+    }
+}
+
+/* ---- entry points: one token, and a tile of tokens ------------------------------------- */
+
+#define KERNELS(name, call)                                                                       \
+    static float name##_dot(int64_t n, const void *w, const void *a)                               \
+    {                                                                                             \
+        float o;                                                                                  \
+        const size_t as = 0;                                                                      \
+        float *out = &o;                                                                          \
+        const int nt = 1;                                                                         \
+        call;                                                                                     \
+        return o;                                                                                 \
+    }                                                                                             \
+    static void name##_multi(int64_t n, const void *w, const void *a, size_t as, int ntok, float *out) \
+    {                                                                                             \
+        switch (ntok) {                                                                           \
+        case 1: { const int nt = 1; call; break; }                                                \
+        case 2: { const int nt = 2; call; break; }                                                \
+        case 3: { const int nt = 3; call; break; }                                                \
+        default: { const int nt = 4; call; break; }                                               \
+        }                                                                                         \
+    }
+
+KERNELS(q4_0, q32_impl(K_Q4_0, n, w, a, as, nt, out))
+KERNELS(q4_1, q32_impl(K_Q4_1, n, w, a, as, nt, out))
+KERNELS(q5_0, q32_impl(K_Q5_0, n, w, a, as, nt, out))
+KERNELS(q5_1, q32_impl(K_Q5_1, n, w, a, as, nt, out))
+KERNELS(q8_0, q32_impl(K_Q8_0, n, w, a, as, nt, out))
+KERNELS(q4_k, q45k_impl(K_Q4_K, n, w, a, as, nt, out))
+KERNELS(q5_k, q45k_impl(K_Q5_K, n, w, a, as, nt, out))
+KERNELS(q6_k, q6k_impl(n, w, a, as, nt, out))
+KERNELS(f32, f_impl(K_F32, n, w, a, as, nt, out))
+KERNELS(f16, f_impl(K_F16, n, w, a, as, nt, out))
+KERNELS(bf16, f_impl(K_BF16, n, w, a, as, nt, out))
+
+void cpu_kernels_avx2(struct cpu_kernel_tab *tab)
+{
+#define SET(T, name)                      \
+    tab->dot[T] = name##_dot;             \
+    tab->dot_multi[T] = name##_multi
+    SET(AARMD_TYPE_Q4_0, q4_0);
+    SET(AARMD_TYPE_Q4_1, q4_1);
+    SET(AARMD_TYPE_Q5_0, q5_0);
+    SET(AARMD_TYPE_Q5_1, q5_1);
+    SET(AARMD_TYPE_Q8_0, q8_0);
+    SET(AARMD_TYPE_Q4_K, q4_k);
+    SET(AARMD_TYPE_Q5_K, q5_k);
+    SET(AARMD_TYPE_Q6_K, q6_k);
+    SET(AARMD_TYPE_F32, f32);
+    SET(AARMD_TYPE_F16, f16);
+    SET(AARMD_TYPE_BF16, bf16);
+#undef SET
+}
+#else
+typedef int cpu_simd_avx2_empty;   /* ISO C wants a non-empty translation unit */
+#endif

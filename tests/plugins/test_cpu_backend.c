@@ -1,0 +1,430 @@
+/*
+ * test_cpu_backend.c — the CPU plugin's table through the real loader:
+ * options, device info, model_load refusals, step validation, sequence
+ * bookkeeping and batching invariants, on a tiny hand-built F32 llama-style
+ * description (no GGUF involved). Numerics against an independent reference
+ * are in test_cpu_reference.c.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aarmd_backend.h"
+#include "plugin.h"
+
+/* ---- a tiny model ----------------------------------------------------------- */
+
+enum { E = 32, NH = 4, NKV = 2, HD = 8, FF = 64, V = 50, NL = 2 };
+
+struct tiny {
+    struct aarmd_model_desc d;
+    struct aarmd_tensor t[64];
+    float *bufs[64];
+    char names[64][48];
+};
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static void add_t(struct tiny *m, const char *name, int role, int layer, int64_t ne0, int64_t ne1, float base,
+                  float amp)
+{
+    uint32_t i = m->d.n_tensors++;
+    size_t n = (size_t)(ne0 * ne1);
+    float *b = malloc(n * sizeof(float));
+    for (size_t k = 0; k < n; k++)
+        b[k] = base + amp * frand();
+    m->bufs[i] = b;
+    snprintf(m->names[i], sizeof m->names[i], "%s", name);
+    m->t[i] = (struct aarmd_tensor){.name = m->names[i], .role = role, .layer = layer, .type = AARMD_TYPE_F32,
+                                    .n_dims = ne1 > 1 ? 2 : 1, .ne = {ne0, ne1, 1, 1}, .data = b,
+                                    .nbytes = n * sizeof(float)};
+}
+
+static struct tiny *tiny_new(void)
+{
+    struct tiny *m = calloc(1, sizeof *m);
+    rng = 88172645463325252ull;
+    m->d = (struct aarmd_model_desc){
+        .struct_size = sizeof(struct aarmd_model_desc), .arch = "llama", .name = "tiny",
+        .n_embd = E, .n_layer = NL, .n_head = NH, .n_head_kv = NKV, .head_dim = HD, .n_ff = FF, .n_vocab = V,
+        .n_ctx_train = 64, .rope_kind = AARMD_ROPE_NORMAL, .n_rot = HD, .rope_freq_base = 10000.0f,
+        .rope_freq_base_swa = 10000.0f, .rope_scale = 1.0f, .norm_kind = AARMD_NORM_RMS, .norm_eps = 1e-5f,
+        .act = AARMD_ACT_SILU_GATED, .attn_scale = 1.0f / sqrtf((float)HD), .tied_embeddings = 1,
+        .embd_scale = 1.0f, .bos_id = -1, .eos_id = -1, .tensors = m->t};
+    add_t(m, "token_embd.weight", AARMD_ROLE_TOKEN_EMBD, -1, E, V, 0.0f, 1.0f);
+    add_t(m, "output_norm.weight", AARMD_ROLE_OUTPUT_NORM, -1, E, 1, 1.0f, 0.1f);
+    for (int l = 0; l < NL; l++) {
+        char n[48];
+#define T(s, role, a, b, base, amp) snprintf(n, sizeof n, "blk.%d." s ".weight", l), add_t(m, n, role, l, a, b, base, amp)
+        T("attn_norm", AARMD_ROLE_ATTN_NORM, E, 1, 1.0f, 0.1f);
+        T("attn_q", AARMD_ROLE_ATTN_Q, E, NH * HD, 0.0f, 0.3f);
+        T("attn_k", AARMD_ROLE_ATTN_K, E, NKV * HD, 0.0f, 0.3f);
+        T("attn_v", AARMD_ROLE_ATTN_V, E, NKV * HD, 0.0f, 0.3f);
+        T("attn_output", AARMD_ROLE_ATTN_OUT, NH * HD, E, 0.0f, 0.3f);
+        T("ffn_norm", AARMD_ROLE_FFN_NORM, E, 1, 1.0f, 0.1f);
+        T("ffn_gate", AARMD_ROLE_FFN_GATE, E, FF, 0.0f, 0.3f);
+        T("ffn_up", AARMD_ROLE_FFN_UP, E, FF, 0.0f, 0.3f);
+        T("ffn_down", AARMD_ROLE_FFN_DOWN, FF, E, 0.0f, 0.3f);
+#undef T
+    }
+    return m;
+}
+
+static void tiny_free(struct tiny *m)
+{
+    for (uint32_t i = 0; i < m->d.n_tensors; i++)
+        free(m->bufs[i]);
+    free(m);
+}
+
+static struct aarmd_tensor *tiny_find(struct tiny *m, const char *name)
+{
+    for (uint32_t i = 0; i < m->d.n_tensors; i++)
+        if (!strcmp(m->t[i].name, name))
+            return &m->t[i];
+    return NULL;
+}
+
+/* ---- plugin plumbing -------------------------------------------------------- */
+
+struct rig {
+    struct aarmd_host host;
+    struct aarmd_opt opts[8];
+    struct aarmd_plugin *p;
+    struct aarmd_backend_ctx *ctx;
+    struct tiny *tiny;
+    struct aarmd_backend_model *model;
+    char err[512];
+};
+
+/* Loads the plugin with options "k=v" (NULL-terminated) and makes a context; returns ctx_new's status. */
+static int rig_open(struct rig *r, const char *const *kv)
+{
+    memset(r, 0, sizeof *r);
+    uint32_t n = 0;
+    static char keys[8][32], vals[8][32];
+    for (; kv && kv[n]; n++) {
+        const char *eq = strchr(kv[n], '=');
+        snprintf(keys[n], sizeof keys[n], "%.*s", (int)(eq - kv[n]), kv[n]);
+        snprintf(vals[n], sizeof vals[n], "%s", eq + 1);
+        r->opts[n] = (struct aarmd_opt){keys[n], vals[n]};
+    }
+    aarmd_plugin_host_init(&r->host, r->opts, n, 0);
+    int rc = aarmd_plugin_load("cpu", NULL, &r->host, &r->p, r->err, sizeof r->err);
+    cr_assert_eq(rc, AARMD_OK, "load: %s", r->err);
+    return aarmd_plugin_ctx_new(r->p, 0, &r->ctx, r->err, sizeof r->err);
+}
+
+static void rig_model(struct rig *r)
+{
+    r->tiny = tiny_new();
+    int rc = aarmd_plugin_model_load(r->p, r->ctx, &r->tiny->d, NULL, NULL, &r->model, r->err, sizeof r->err);
+    cr_assert_eq(rc, AARMD_OK, "model_load: %s", r->err);
+}
+
+static void rig_close(struct rig *r)
+{
+    aarmd_plugin_model_free(r->p, r->model);
+    aarmd_plugin_ctx_free(r->p, r->ctx);
+    aarmd_plugin_free(r->p);
+    if (r->tiny)
+        tiny_free(r->tiny);
+}
+
+static struct aarmd_backend_seq *seq(struct rig *r, uint32_t n_ctx)
+{
+    struct aarmd_backend_seq *s = NULL;
+    int rc = aarmd_plugin_seq_new(r->p, r->model, n_ctx, &s, r->err, sizeof r->err);
+    cr_assert_eq(rc, AARMD_OK, "seq_new: %s", r->err);
+    return s;
+}
+
+/* One entry; logits of the last token into out (may be NULL). */
+static int step1(struct rig *r, struct aarmd_backend_seq *s, const int32_t *tok, uint32_t n, float *out)
+{
+    struct aarmd_batch_entry e = {.seq = s, .tokens = tok, .n_tokens = n, .want_logits = out != NULL, .logits = out};
+    return aarmd_plugin_step(r->p, r->model, &e, 1, r->err, sizeof r->err);
+}
+
+static float max_diff(const float *a, const float *b, int n)
+{
+    float m = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        if (d > m || isnan(d))
+            m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+static const int32_t PROMPT[] = {3, 17, 42, 8, 8, 29, 1, 49, 0, 33};
+#define NP ((uint32_t)(sizeof PROMPT / sizeof PROMPT[0]))
+
+/* ---- options and device ------------------------------------------------------ */
+
+Test(cpu_backend, unknown_option_is_named)
+{
+    struct rig r;
+    const char *o[] = {"threads=1", "turbo=yes", NULL};
+    cr_assert_eq(rig_open(&r, o), AARMD_EINVAL);
+    cr_assert(strstr(r.err, "turbo"), "%s", r.err);
+    rig_close(&r);
+}
+
+Test(cpu_backend, bad_option_values)
+{
+    const char *bad[][2] = {{"threads=0", "threads"}, {"threads=two", "threads"}, {"kv_type=f64", "kv_type"},
+                            {"batch=0", "batch"}, {"batch=-3", "batch"}, {"simd=sse9", "simd"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct rig r;
+        const char *o[] = {bad[i][0], NULL};
+        cr_assert_eq(rig_open(&r, o), AARMD_EINVAL, "%s accepted", bad[i][0]);
+        cr_assert(strstr(r.err, bad[i][1]), "%s: %s", bad[i][0], r.err);
+        rig_close(&r);
+    }
+}
+
+Test(cpu_backend, device_info)
+{
+    struct rig r;
+    const char *o[] = {"threads=2", NULL};
+    cr_assert_eq(rig_open(&r, o), AARMD_OK, "%s", r.err);
+    struct aarmd_device_info info = {.struct_size = sizeof info};
+    cr_assert_eq(aarmd_plugin_device_info(r.p, r.ctx, &info, r.err, sizeof r.err), AARMD_OK, "%s", r.err);
+    cr_assert_str_eq(info.memory_architecture, "host");
+    cr_assert_str_eq(info.worker_type, "cpu");
+    cr_assert_gt(info.memory_total, 0);
+    cr_assert_leq(info.memory_free, info.memory_total);
+    cr_assert_eq(info.advised_seqs, 4);
+    cr_assert(strstr(info.name, "2 threads"), "%s", info.name);
+    rig_close(&r);
+}
+
+/* ---- model_load refusals ----------------------------------------------------- */
+
+Test(cpu_backend, no_tensors_is_vocab_only)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    r.tiny = tiny_new();
+    struct aarmd_model_desc d = r.tiny->d;
+    d.n_tensors = 0;
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &d, NULL, NULL, &r.model, r.err, sizeof r.err), AARMD_EINVAL);
+    cr_assert(strstr(r.err, "no weights"), "%s", r.err);
+    rig_close(&r);
+}
+
+Test(cpu_backend, unsupported_type_names_tensor_and_type)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    r.tiny = tiny_new();
+    tiny_find(r.tiny, "blk.1.attn_k.weight")->type = AARMD_TYPE_IQ2_XXS;
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
+                 AARMD_EUNSUPPORTED);
+    cr_assert(strstr(r.err, "blk.1.attn_k.weight") && strstr(r.err, "IQ2_XXS"), "%s", r.err);
+    rig_close(&r);
+}
+
+Test(cpu_backend, missing_and_misshaped_tensors)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    r.tiny = tiny_new();
+    struct aarmd_tensor *t = tiny_find(r.tiny, "blk.0.ffn_down.weight");
+    t->role = AARMD_ROLE_COUNT + 5;   /* no longer ffn_down */
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
+                 AARMD_EINVAL);
+    cr_assert(strstr(r.err, "ffn_down"), "%s", r.err);
+    t->role = AARMD_ROLE_FFN_DOWN;
+    t = tiny_find(r.tiny, "blk.1.attn_q.weight");
+    t->ne[1] = NH * HD - 1;
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
+                 AARMD_EINVAL);
+    cr_assert(strstr(r.err, "blk.1.attn_q.weight"), "%s", r.err);
+    rig_close(&r);
+}
+
+static int cancel_cb(void *user, float f)
+{
+    (void)f;
+    ++*(int *)user;
+    return 1;
+}
+
+Test(cpu_backend, progress_can_cancel)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    r.tiny = tiny_new();
+    int calls = 0;
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, cancel_cb, &calls, &r.model, r.err, sizeof r.err),
+                 AARMD_ECANCELLED);
+    cr_assert_eq(calls, 1);
+    cr_assert_null(r.model);
+    rig_close(&r);
+}
+
+/* ---- step ----------------------------------------------------------------------- */
+
+Test(cpu_backend, bad_token_and_context_full_advance_nothing)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    rig_model(&r);
+    struct aarmd_backend_seq *a = seq(&r, 8), *b = seq(&r, 4);
+    float ref[V], got[V];
+    cr_assert_eq(step1(&r, a, PROMPT, 3, ref), AARMD_OK, "%s", r.err);
+
+    int32_t bad[] = {1, V, 2};
+    cr_assert_eq(step1(&r, b, bad, 3, got), AARMD_EINVAL);
+    cr_assert(strstr(r.err, "outside"), "%s", r.err);
+    int32_t neg[] = {-1};
+    cr_assert_eq(step1(&r, b, neg, 1, got), AARMD_EINVAL);
+    cr_assert_eq(step1(&r, b, PROMPT, 5, got), AARMD_EINVAL);
+    cr_assert(strstr(r.err, "context full"), "%s", r.err);
+
+    /* a good entry and a bad one in one step: neither sequence moves */
+    struct aarmd_batch_entry e[2] = {{.seq = b, .tokens = PROMPT, .n_tokens = 3},
+                                     {.seq = a, .tokens = PROMPT, .n_tokens = 6}};
+    cr_assert_eq(aarmd_plugin_step(r.p, r.model, e, 2, r.err, sizeof r.err), AARMD_EINVAL);
+    cr_assert(strstr(r.err, "context full"), "%s", r.err);
+
+    /* b is still empty: the same 3 tokens give a's logits */
+    cr_assert_eq(step1(&r, b, PROMPT, 3, got), AARMD_OK, "%s", r.err);
+    cr_assert_lt(max_diff(ref, got, V), 1e-6f);
+    /* a holds 3: 5 more fit exactly, a 6th does not */
+    cr_assert_eq(step1(&r, a, PROMPT, 5, got), AARMD_OK, "%s", r.err);
+    cr_assert_eq(step1(&r, a, PROMPT, 1, got), AARMD_EINVAL);
+
+    struct aarmd_batch_entry dup[2] = {{.seq = b, .tokens = PROMPT, .n_tokens = 1},
+                                       {.seq = b, .tokens = PROMPT, .n_tokens = 1}};
+    cr_assert_eq(aarmd_plugin_step(r.p, r.model, dup, 2, r.err, sizeof r.err), AARMD_EINVAL);
+    aarmd_plugin_seq_free(r.p, a);
+    aarmd_plugin_seq_free(r.p, b);
+    rig_close(&r);
+}
+
+Test(cpu_backend, prefill_equals_token_by_token)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    rig_model(&r);
+    struct aarmd_backend_seq *a = seq(&r, 32), *b = seq(&r, 32);
+    float pre[V], one[V];
+    cr_assert_eq(step1(&r, a, PROMPT, NP, pre), AARMD_OK, "%s", r.err);
+    for (uint32_t i = 0; i < NP; i++)
+        cr_assert_eq(step1(&r, b, &PROMPT[i], 1, one), AARMD_OK, "%s", r.err);
+    cr_assert_lt(max_diff(pre, one, V), 1e-3f, "max diff %g", max_diff(pre, one, V));
+    aarmd_plugin_seq_free(r.p, a);
+    aarmd_plugin_seq_free(r.p, b);
+    rig_close(&r);
+}
+
+Test(cpu_backend, two_sequences_in_one_step_equal_each_alone)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    rig_model(&r);
+    struct aarmd_backend_seq *a = seq(&r, 32), *b = seq(&r, 32), *c = seq(&r, 32), *d = seq(&r, 32);
+    float la[V], lb[V], ja[V], jb[V];
+    /* alone: a gets PROMPT[0..6), then 1 token; b gets PROMPT[4..10) */
+    cr_assert_eq(step1(&r, a, PROMPT, 6, NULL), AARMD_OK, "%s", r.err);
+    cr_assert_eq(step1(&r, a, &PROMPT[6], 1, la), AARMD_OK, "%s", r.err);
+    cr_assert_eq(step1(&r, b, &PROMPT[4], 6, lb), AARMD_OK, "%s", r.err);
+    /* together: c's decode token and d's prefill share one step */
+    cr_assert_eq(step1(&r, c, PROMPT, 6, NULL), AARMD_OK, "%s", r.err);
+    struct aarmd_batch_entry e[2] = {{.seq = c, .tokens = &PROMPT[6], .n_tokens = 1, .want_logits = 1, .logits = ja},
+                                     {.seq = d, .tokens = &PROMPT[4], .n_tokens = 6, .want_logits = 1, .logits = jb}};
+    cr_assert_eq(aarmd_plugin_step(r.p, r.model, e, 2, r.err, sizeof r.err), AARMD_OK, "%s", r.err);
+    cr_assert_lt(max_diff(la, ja, V), 1e-4f);
+    cr_assert_lt(max_diff(lb, jb, V), 1e-4f);
+    cr_assert_gt(max_diff(la, lb, V), 1e-2f, "different prompts should give different logits");
+    aarmd_plugin_seq_free(r.p, a);
+    aarmd_plugin_seq_free(r.p, b);
+    aarmd_plugin_seq_free(r.p, c);
+    aarmd_plugin_seq_free(r.p, d);
+    rig_close(&r);
+}
+
+/* A step bigger than `batch` runs in chunks and matches one big chunk. */
+Test(cpu_backend, chunked_steps_match)
+{
+    float big[V], small1[V], small2[V];
+    for (int pass = 0; pass < 2; pass++) {
+        struct rig r;
+        const char *o[] = {pass ? "batch=3" : "batch=512", NULL};
+        cr_assert_eq(rig_open(&r, o), AARMD_OK, "%s", r.err);
+        rig_model(&r);
+        struct aarmd_backend_seq *a = seq(&r, 32), *b = seq(&r, 32);
+        struct aarmd_batch_entry e[2] = {{.seq = a, .tokens = PROMPT, .n_tokens = NP, .want_logits = 1,
+                                          .logits = pass ? small1 : big},
+                                         {.seq = b, .tokens = &PROMPT[2], .n_tokens = 4, .want_logits = 1,
+                                          .logits = small2}};
+        cr_assert_eq(aarmd_plugin_step(r.p, r.model, e, pass ? 2 : 1, r.err, sizeof r.err), AARMD_OK, "%s", r.err);
+        aarmd_plugin_seq_free(r.p, a);
+        aarmd_plugin_seq_free(r.p, b);
+        rig_close(&r);
+    }
+    cr_assert_lt(max_diff(big, small1, V), 1e-4f);
+}
+
+Test(cpu_backend, truncate_then_redecode)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    rig_model(&r);
+    struct aarmd_backend_seq *a = seq(&r, 16);
+    float first[V], again[V], other[V];
+    cr_assert_eq(step1(&r, a, PROMPT, 6, first), AARMD_OK, "%s", r.err);
+    cr_assert_eq(aarmd_plugin_seq_truncate(r.p, a, 3, r.err, sizeof r.err), AARMD_OK, "%s", r.err);
+    int32_t alt[] = {9, 9, 9};
+    cr_assert_eq(step1(&r, a, alt, 3, other), AARMD_OK, "%s", r.err);
+    cr_assert_gt(max_diff(first, other, V), 1e-2f);
+    cr_assert_eq(aarmd_plugin_seq_truncate(r.p, a, 3, r.err, sizeof r.err), AARMD_OK, "%s", r.err);
+    cr_assert_eq(step1(&r, a, &PROMPT[3], 3, again), AARMD_OK, "%s", r.err);
+    cr_assert_lt(max_diff(first, again, V), 1e-5f);
+    cr_assert_eq(aarmd_plugin_seq_truncate(r.p, a, 7, r.err, sizeof r.err), AARMD_EINVAL);
+    aarmd_plugin_seq_free(r.p, a);
+    rig_close(&r);
+}
+
+/* kv_type=f32 and simd=0 change rounding only. */
+Test(cpu_backend, kv_f32_and_plain_c_agree)
+{
+    const char *variants[][2] = {{"kv_type=f16", NULL}, {"kv_type=f32", NULL}, {"simd=0", NULL}};
+    float out[3][V];
+    for (int v = 0; v < 3; v++) {
+        struct rig r;
+        cr_assert_eq(rig_open(&r, variants[v]), AARMD_OK, "%s", r.err);
+        rig_model(&r);
+        struct aarmd_backend_seq *a = seq(&r, 16);
+        cr_assert_eq(step1(&r, a, PROMPT, NP, out[v]), AARMD_OK, "%s", r.err);
+        aarmd_plugin_seq_free(r.p, a);
+        rig_close(&r);
+    }
+    cr_assert_lt(max_diff(out[0], out[1], V), 2e-2f, "f16 vs f32 kv: %g", max_diff(out[0], out[1], V));
+    cr_assert_lt(max_diff(out[0], out[2], V), 1e-3f, "simd vs plain: %g", max_diff(out[0], out[2], V));
+}
+
+Test(cpu_backend, model_bytes_and_seq_limits)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    rig_model(&r);
+    uint64_t w = (uint64_t)(E * V + E + NL * (2 * E + 2 * E * NH * HD + 2 * E * NKV * HD + 3 * E * FF)) * 4;
+    cr_assert_geq(aarmd_plugin_model_bytes(r.p, r.model), w);
+    struct aarmd_backend_seq *s = NULL;
+    cr_assert_eq(aarmd_plugin_seq_new(r.p, r.model, 0, &s, r.err, sizeof r.err), AARMD_EINVAL);
+    cr_assert_null(s);
+    rig_close(&r);
+}

@@ -1,0 +1,201 @@
+/* test_cli_gguf_dump.c — `aarmd-cli gguf-dump`: text and JSON output of real
+ * files agree with the reader; usage errors and bad files exit 1 on stderr. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "gguf.h"
+
+struct run {
+    int rc;
+    char *out, *err;
+};
+
+static char *slurp_fd(int fd)
+{
+    off_t n = lseek(fd, 0, SEEK_END);
+    cr_assert_geq(n, 0);
+    char *s = malloc((size_t)n + 1);
+    cr_assert_eq(pread(fd, s, (size_t)n, 0), n);
+    s[n] = '\0';
+    close(fd);
+    return s;
+}
+
+static int tmp_fd(void)
+{
+    char path[] = "/tmp/aarmd-test-dump-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    return fd;
+}
+
+/* Runs the subcommand with stdout and stderr captured in temporary files
+ * (not pipes: the JSON of a model is larger than a pipe buffer). */
+static struct run dump(int argc, const char **argv)
+{
+    struct run r;
+    int out = tmp_fd(), err = tmp_fd();
+    fflush(stdout);
+    fflush(stderr);
+    int so = dup(1), se = dup(2);
+    dup2(out, 1);
+    dup2(err, 2);
+    r.rc = aarmd_cli_gguf_dump(argc, (char **)argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(so, 1);
+    dup2(se, 2);
+    close(so);
+    close(se);
+    r.out = slurp_fd(out);
+    r.err = slurp_fd(err);
+    return r;
+}
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+static char *path_of(const char *env, const char *rel)
+{
+    const char *d = getenv(env);
+    cr_assert_not_null(d, "%s not set", env);
+    static char buf[4][1024];
+    static int i;
+    char *p = buf[i++ % 4];
+    snprintf(p, sizeof buf[0], "%s/%s", d, rel);
+    return p;
+}
+
+Test(cli_gguf_dump, usage_errors_exit_1)
+{
+    const char *none[] = {"gguf-dump", NULL};
+    struct run r = dump(1, none);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "missing FILE"), "%s", r.err);
+    cr_assert_str_empty(r.out);
+    run_free(&r);
+
+    const char *bogus[] = {"gguf-dump", "--bogus", "x.gguf", NULL};
+    r = dump(3, bogus);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "unknown option '--bogus'"), "%s", r.err);
+    run_free(&r);
+
+    const char *two[] = {"gguf-dump", "a.gguf", "b.gguf", NULL};
+    r = dump(3, two);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "more than one FILE"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(cli_gguf_dump, help_documents_abbreviation)
+{
+    const char *argv[] = {"gguf-dump", "--help", NULL};
+    struct run r = dump(2, argv);
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "usage: aarmd-cli gguf-dump FILE [--json]"));
+    cr_assert(strstr(r.out, "first 64 items"), "%s", r.out);
+    run_free(&r);
+}
+
+Test(cli_gguf_dump, bad_files_exit_1)
+{
+    const char *missing[] = {"gguf-dump", "/nonexistent/m.gguf", NULL};
+    struct run r = dump(2, missing);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "gguf-dump: /nonexistent/m.gguf: No such file or directory"), "%s", r.err);
+    cr_assert_str_empty(r.out);
+    run_free(&r);
+
+    /* the first 4 KiB of a real model: counts exceed the file */
+    const char *trunc[] = {"gguf-dump", path_of("AARMD_TEST_DATA", "../fuzz/corpus/head4k-SmolLM2-135M-Instruct.Q4_1.gguf"),
+                           NULL};
+    r = dump(2, trunc);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, ": offset 8: tensor count 272 exceeds"), "%s", r.err);
+    cr_assert_str_empty(r.out);
+    run_free(&r);
+
+    const char *dir[] = {"gguf-dump", "--json", path_of("AARMD_TEST_DATA", "vocab"), NULL};
+    r = dump(3, dir);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "not a regular file"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(cli_gguf_dump, text_of_vocab_file)
+{
+    const char *argv[] = {"gguf-dump", path_of("AARMD_TEST_DATA", "vocab/ggml-vocab-gpt-2.gguf"), NULL};
+    struct run r = dump(2, argv);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "version: 3\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "  general.architecture: string \"gpt2\"\n"));
+    cr_assert(strstr(r.out, "  tokenizer.ggml.tokens: string[50257] [\"!\", \"\\\"\", \"#\""), "quotes escaped");
+    cr_assert(strstr(r.out, ", ... (50257 items)]\n"));
+    cr_assert(strstr(r.out, "tensors (0):\n"));
+    run_free(&r);
+}
+
+Test(cli_gguf_dump, json_of_model_matches_reader)
+{
+    const char *file = path_of("AARMD_TEST_MODELS", "SmolLM2-135M-Instruct.Q4_1.gguf");
+    const char *argv[] = {"gguf-dump", file, "--json", NULL};
+    struct run r = dump(3, argv);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    struct json_object *root = json_tokener_parse(r.out), *v, *md, *ts;
+    cr_assert_not_null(root, "not JSON");
+    struct aarmd_gguf *g = NULL;
+    char err[256];
+    cr_assert_eq(aarmd_gguf_open(file, &g, err, sizeof err), AARMD_OK, "%s", err);
+
+    cr_assert(json_object_object_get_ex(root, "version", &v));
+    cr_assert_eq(json_object_get_int(v), (int)aarmd_gguf_version(g));
+    cr_assert(json_object_object_get_ex(root, "data_offset", &v));
+    cr_assert_eq((uint64_t)json_object_get_int64(v), aarmd_gguf_data_offset(g));
+    cr_assert(json_object_object_get_ex(root, "metadata", &md));
+    cr_assert_eq((uint64_t)json_object_object_length(md), aarmd_gguf_n_kv(g));
+
+    struct json_object *tok, *n, *items, *trunc, *arch;
+    cr_assert(json_object_object_get_ex(md, "tokenizer.ggml.tokens", &tok));
+    cr_assert(json_object_object_get_ex(tok, "n", &n));
+    const struct aarmd_gguf_value *a;
+    cr_assert_eq(aarmd_gguf_get_arr(g, "tokenizer.ggml.tokens", &a), AARMD_OK);
+    cr_assert_eq((uint64_t)json_object_get_int64(n), a->v.arr.n);
+    cr_assert(json_object_object_get_ex(tok, "truncated", &trunc));
+    cr_assert(json_object_get_boolean(trunc));
+    cr_assert(json_object_object_get_ex(tok, "value", &items));
+    cr_assert_eq(json_object_array_length(items), 64);
+    cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(items, 0)), "<|endoftext|>");
+    cr_assert(json_object_object_get_ex(md, "general.architecture", &arch));
+    cr_assert(json_object_object_get_ex(arch, "value", &v));
+    cr_assert_str_eq(json_object_get_string(v), "llama");
+
+    cr_assert(json_object_object_get_ex(root, "tensors", &ts));
+    cr_assert_eq((uint64_t)json_object_array_length(ts), aarmd_gguf_n_tensors(g));
+    for (uint64_t i = 0; i < aarmd_gguf_n_tensors(g); i++) {
+        const struct aarmd_gguf_tensor *t = aarmd_gguf_tensor_at(g, i);
+        struct json_object *o = json_object_array_get_idx(ts, (size_t)i), *f, *dims;
+        cr_assert(json_object_object_get_ex(o, "name", &f));
+        cr_assert_str_eq(json_object_get_string(f), t->name);
+        cr_assert(json_object_object_get_ex(o, "offset", &f));
+        cr_assert_eq((uint64_t)json_object_get_int64(f), t->offset);
+        cr_assert(json_object_object_get_ex(o, "bytes", &f));
+        cr_assert_eq((uint64_t)json_object_get_int64(f), t->nbytes);
+        cr_assert(json_object_object_get_ex(o, "dims", &dims));
+        cr_assert_eq(json_object_array_length(dims), t->n_dims);
+        cr_assert_eq(json_object_get_int64(json_object_array_get_idx(dims, 0)), t->ne[0]);
+    }
+    aarmd_gguf_free(g);
+    json_object_put(root);
+    run_free(&r);
+}

@@ -1,0 +1,346 @@
+/*
+ * cli_plugin_check.c — `aarmd-cli plugin-check PATH|NAME`: loads a backend
+ * through the real loader and walks it through one tiny session, printing
+ * each check as PASS/FAIL/SKIP. It checks the plugin contract, not accuracy.
+ */
+#include "config.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "gguf.h"
+#include "log.h"
+#include "model.h"
+#include "plugin.h"
+
+#define SYNTH_VOCAB 300u
+#define CHECK_CTX 64u
+#define CHECK_STEPS 3
+
+static const char check_help[] =
+    "usage: aarmd-cli plugin-check PATH|NAME [--backend-opt k=v ...] [--plugin-dir DIR]\n"
+    "                              [--device N] [--model FILE.gguf] [-v]\n"
+    "\n"
+    "Loads a backend plugin through aarmd's loader (a NAME resolves to\n"
+    "backend_NAME" AARMD_PLUGIN_SUFFIX " in --plugin-dir, $AARMD_PLUGIN_PATH, then the install's\n"
+    "plugin dir), prints its table (name, version, ABI, struct size, optional\n"
+    "methods), then creates a context, reads the device info, loads a model,\n"
+    "creates a sequence, decodes " "3 tokens greedily, checks every logit is finite,\n"
+    "truncates the sequence (when supported), checks a bad token is refused and\n"
+    "frees everything.\n"
+    "\n"
+    "Without --model the model is a synthetic description (n_vocab 300, no\n"
+    "tensors): the mock backend runs it; a real backend refuses it, which is\n"
+    "reported as SKIP. -v shows the plugin's log lines.\n"
+    "\n"
+    "Each check prints PASS, FAIL or SKIP. Exit status: 0 when no check failed,\n"
+    "1 otherwise, 2 on a usage error.\n";
+
+struct checker {
+    int n_pass, n_fail, n_skip;
+};
+
+static void report(struct checker *c, const char *verdict, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(struct checker *c, const char *verdict, const char *fmt, ...)
+{
+    va_list ap;
+    printf("%-4s ", verdict);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+    if (!strcmp(verdict, "PASS"))
+        c->n_pass++;
+    else if (!strcmp(verdict, "FAIL"))
+        c->n_fail++;
+    else
+        c->n_skip++;
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    long v = strtol(s, &end, 10);
+    if (*end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void synthetic_desc(struct aarmd_model_desc *d)
+{
+    memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
+    d->arch = "llama";
+    d->name = "plugin-check synthetic";
+    d->n_vocab = SYNTH_VOCAB;
+    d->n_ctx_train = CHECK_CTX;
+    d->rope_scale = 1.0f;
+    d->embd_scale = 1.0f;
+    d->bos_id = 1;
+    d->eos_id = 2;
+}
+
+static uint32_t argmax(const float *l, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (l[i] > l[best])
+            best = i;
+    return best;
+}
+
+/* Count of non-finite logits. */
+static uint32_t n_nonfinite(const float *l, uint32_t n)
+{
+    uint32_t bad = 0;
+    for (uint32_t i = 0; i < n; i++)
+        bad += !isfinite(l[i]);
+    return bad;
+}
+
+static void print_table(struct aarmd_plugin *p)
+{
+    const struct aarmd_backend *t = aarmd_plugin_table(p);
+    printf("plugin        %s\n", aarmd_plugin_path(p));
+    printf("name          %s\n", t->name);
+    printf("version       %s\n", t->version ? t->version : "(none)");
+    printf("ABI           %u.%u (host %d.%d)\n", (unsigned)t->abi_major, (unsigned)t->abi_minor, AARMD_ABI_MAJOR,
+           AARMD_ABI_MINOR);
+    printf("struct_size   %u (host %zu)\n", (unsigned)t->struct_size, sizeof(struct aarmd_backend));
+    printf("optional      device_info %s, model_bytes %s, seq_truncate %s\n",
+           aarmd_plugin_has_method(p, "device_info") ? "yes" : "no (default)",
+           aarmd_plugin_has_method(p, "model_bytes") ? "yes" : "no (default 0)",
+           aarmd_plugin_has_method(p, "seq_truncate") ? "yes" : "no (unsupported)");
+}
+
+/* Runs the session checks on a loaded plugin. */
+static void run_checks(struct checker *c, struct aarmd_plugin *p, int32_t device, const char *model_path)
+{
+    char err[1024];
+    struct aarmd_backend_ctx *ctx = NULL;
+    struct aarmd_backend_model *m = NULL;
+    struct aarmd_backend_seq *s = NULL;
+    struct aarmd_gguf *g = NULL;
+    struct aarmd_model_desc *file_desc = NULL;
+    struct aarmd_model_desc synth;
+    const struct aarmd_model_desc *desc = &synth;
+    float *logits = NULL;
+    int rc;
+
+    rc = aarmd_plugin_ctx_new(p, device, &ctx, err, sizeof err);
+    if (rc != AARMD_OK) {
+        report(c, "FAIL", "ctx_new on device %d: %s", (int)device, err);
+        goto done;
+    }
+    report(c, "PASS", "ctx_new on device %d", (int)device);
+
+    struct aarmd_device_info info;
+    rc = aarmd_plugin_device_info(p, ctx, &info, err, sizeof err);
+    if (rc != AARMD_OK)
+        report(c, "FAIL", "device_info: %s", err);
+    else
+        report(c, "PASS", "device_info: \"%s\", %s, worker_type %s, memory %" PRIu64 " free of %" PRIu64
+               ", advised_seqs %u", info.name, info.memory_architecture, info.worker_type, info.memory_free,
+               info.memory_total, (unsigned)info.advised_seqs);
+
+    if (model_path) {
+        rc = aarmd_gguf_open(model_path, &g, err, sizeof err);
+        if (rc == AARMD_OK)
+            rc = aarmd_model_desc_from_gguf(g, &file_desc, err, sizeof err);
+        if (rc != AARMD_OK) {
+            report(c, "FAIL", "model %s: %s", model_path, err);
+            goto done;
+        }
+        desc = file_desc;
+    } else {
+        synthetic_desc(&synth);
+    }
+    rc = aarmd_plugin_model_load(p, ctx, desc, NULL, NULL, &m, err, sizeof err);
+    if (rc != AARMD_OK) {
+        if (!model_path) {
+            report(c, "SKIP", "model load: unsupported without --model (backend said: %s)", err);
+            goto done;
+        }
+        report(c, "FAIL", "model_load %s: %s", model_path, err);
+        goto done;
+    }
+    report(c, "PASS", "model_load %s (arch %s, n_vocab %u, %u tensors)", model_path ? model_path : "synthetic",
+           desc->arch ? desc->arch : "?", (unsigned)desc->n_vocab, (unsigned)desc->n_tensors);
+    report(c, "PASS", "model_bytes: %" PRIu64, aarmd_plugin_model_bytes(p, m));
+
+    uint32_t n_vocab = desc->n_vocab;
+    logits = malloc((size_t)n_vocab * sizeof *logits);
+    if (!logits) {
+        report(c, "FAIL", "out of memory for %u logits", (unsigned)n_vocab);
+        goto done;
+    }
+    rc = aarmd_plugin_seq_new(p, m, CHECK_CTX, &s, err, sizeof err);
+    if (rc != AARMD_OK) {
+        report(c, "FAIL", "seq_new (n_ctx %u): %s", CHECK_CTX, err);
+        goto done;
+    }
+    report(c, "PASS", "seq_new (n_ctx %u)", CHECK_CTX);
+
+    /* first token: BOS when the model has one; then greedy */
+    int32_t tok = desc->bos_id >= 0 && (uint32_t)desc->bos_id < n_vocab ? desc->bos_id : 0;
+    int32_t toks[CHECK_STEPS];
+    for (int i = 0; i < CHECK_STEPS; i++) {
+        toks[i] = tok;
+        struct aarmd_batch_entry e = {.seq = s, .tokens = &tok, .n_tokens = 1, .want_logits = 1, .logits = logits};
+        for (uint32_t k = 0; k < n_vocab; k++)
+            logits[k] = NAN;   /* a backend that writes nothing is caught below */
+        rc = aarmd_plugin_step(p, m, &e, 1, err, sizeof err);
+        if (rc != AARMD_OK) {
+            report(c, "FAIL", "step %d (token %d): %s", i + 1, (int)tok, err);
+            goto done;
+        }
+        uint32_t bad = n_nonfinite(logits, n_vocab);
+        if (bad) {
+            report(c, "FAIL", "step %d (token %d): %u of %u logits are not finite", i + 1, (int)tok, (unsigned)bad,
+                   (unsigned)n_vocab);
+            goto done;
+        }
+        uint32_t next = argmax(logits, n_vocab);
+        report(c, "PASS", "step %d: token %d -> %u logits finite, argmax %u (%.3f)", i + 1, (int)tok,
+               (unsigned)n_vocab, (unsigned)next, (double)logits[next]);
+        tok = (int32_t)next;
+    }
+
+    if (aarmd_plugin_has_method(p, "seq_truncate")) {
+        rc = aarmd_plugin_seq_truncate(p, s, 1, err, sizeof err);
+        if (rc == AARMD_OK) {
+            struct aarmd_batch_entry e = {.seq = s, .tokens = &toks[1], .n_tokens = 1, .want_logits = 1,
+                                          .logits = logits};
+            rc = aarmd_plugin_step(p, m, &e, 1, err, sizeof err);
+        }
+        if (rc != AARMD_OK)
+            report(c, "FAIL", "seq_truncate to 1 and step again: %s", err);
+        else if (n_nonfinite(logits, n_vocab))
+            report(c, "FAIL", "seq_truncate to 1 and step again: logits not finite");
+        else
+            report(c, "PASS", "seq_truncate to 1 and step again");
+    } else {
+        report(c, "SKIP", "seq_truncate: not provided");
+    }
+
+    /* a token outside the vocabulary must be refused, not read out of bounds */
+    int32_t bad_tok = (int32_t)n_vocab;
+    struct aarmd_batch_entry e = {.seq = s, .tokens = &bad_tok, .n_tokens = 1, .want_logits = 1, .logits = logits};
+    rc = aarmd_plugin_step(p, m, &e, 1, err, sizeof err);
+    if (rc == AARMD_OK)
+        report(c, "FAIL", "step with token %d (= n_vocab) was accepted", (int)bad_tok);
+    else
+        report(c, "PASS", "step with token %d refused: %s", (int)bad_tok, err);
+
+done:
+    free(logits);
+    aarmd_plugin_seq_free(p, s);
+    aarmd_plugin_model_free(p, m);
+    aarmd_plugin_ctx_free(p, ctx);
+    aarmd_model_desc_free(file_desc);
+    aarmd_gguf_free(g);
+    if (ctx)
+        report(c, "PASS", "freed everything it created");
+}
+
+int aarmd_cli_plugin_check(int argc, char **argv)
+{
+    const char *target = NULL, *plugin_dir = NULL, *model_path = NULL;
+    long device = 0;
+    int verbose = 0, status = 2;
+    struct aarmd_opt *opts = calloc((size_t)argc + 1, sizeof *opts);
+    char **keys = calloc((size_t)argc + 1, sizeof *keys);
+    uint32_t n_opts = 0;
+    struct aarmd_plugin *p = NULL;
+    struct checker c = {0, 0, 0};
+    char err[2048];
+
+    if (!opts || !keys) {
+        fprintf(stderr, "plugin-check: out of memory\n");
+        goto out;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(check_help, stdout);
+            status = 0;
+            goto out;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            verbose = 1;
+        } else if (!strcmp(a, "--backend-opt") || !strcmp(a, "--plugin-dir") || !strcmp(a, "--device") ||
+                   !strcmp(a, "--model")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "plugin-check: %s needs a value\n", a);
+                goto out;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--plugin-dir")) {
+                plugin_dir = v;
+            } else if (!strcmp(a, "--model")) {
+                model_path = v;
+            } else if (!strcmp(a, "--device")) {
+                if (parse_int(v, 0, INT32_MAX, &device)) {
+                    fprintf(stderr, "plugin-check: --device %s: expected an integer >= 0\n", v);
+                    goto out;
+                }
+            } else {
+                const char *eq = strchr(v, '=');
+                if (!eq || eq == v) {
+                    fprintf(stderr, "plugin-check: --backend-opt %s: expected KEY=VALUE\n", v);
+                    goto out;
+                }
+                keys[n_opts] = strndup(v, (size_t)(eq - v));
+                if (!keys[n_opts]) {
+                    fprintf(stderr, "plugin-check: out of memory\n");
+                    goto out;
+                }
+                opts[n_opts].key = keys[n_opts];
+                opts[n_opts].value = eq + 1;
+                n_opts++;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "plugin-check: unknown option %s\n%s", a, check_help);
+            goto out;
+        } else if (!target) {
+            target = a;
+        } else {
+            fprintf(stderr, "plugin-check: one plugin at a time (got %s and %s)\n", target, a);
+            goto out;
+        }
+    }
+    if (!target) {
+        fputs(check_help, stderr);
+        goto out;
+    }
+    aarmd_log_setup(AARMD_LOG_TEXT, "plugin-check", verbose ? AARMD_LOG_DEBUG : AARMD_LOG_WARN);
+
+    struct aarmd_host host;
+    aarmd_plugin_host_init(&host, opts, n_opts, (int32_t)device);
+    if (aarmd_plugin_load(target, plugin_dir, &host, &p, err, sizeof err) != AARMD_OK) {
+        report(&c, "FAIL", "load %s: %s", target, err);
+    } else {
+        print_table(p);
+        report(&c, "PASS", "load %s (ABI %u.%u, host %d.%d)", target, (unsigned)aarmd_plugin_table(p)->abi_major,
+               (unsigned)aarmd_plugin_table(p)->abi_minor, AARMD_ABI_MAJOR, AARMD_ABI_MINOR);
+        run_checks(&c, p, (int32_t)device, model_path);
+        aarmd_plugin_free(p);
+    }
+    printf("%d passed, %d failed, %d skipped\n", c.n_pass, c.n_fail, c.n_skip);
+    status = c.n_fail ? 1 : 0;
+
+out:
+    for (uint32_t i = 0; keys && i < n_opts; i++)
+        free(keys[i]);
+    free(keys);
+    free(opts);
+    return status;
+}
