@@ -25,6 +25,9 @@
 #define GGUF_MAX_NAME 256             /* tensor name bytes (ggml uses 64) */
 
 /* Smallest encodings, used to bound counts before allocating. */
+#define SHOWN_CAP 300               /* buffer for shown(): 64 bytes as \xNN + "..." */
+#define SHOWN(t) shown((t)->name, strlen((t)->name), pn, sizeof pn)
+
 #define MIN_KV_BYTES 13u              /* u64 key len + u32 type + 1-byte value */
 #define MIN_TENSOR_BYTES 32u          /* u64 name len + u32 n_dims + u64 ne + u32 type + u64 offset */
 
@@ -108,6 +111,28 @@ static int set_err(char *err, size_t errlen, int rc, const char *fmt, ...)
         va_end(ap);
     }
     return rc;
+}
+
+/* A name from the file as it may appear in a message: control bytes, quotes
+ * and non-ASCII as \xNN, cut at 64 bytes, so a file can't inject terminal
+ * escapes or break the one-line error. */
+static const char *shown(const char *s, uint64_t n, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (uint64_t i = 0; i < n && o + 8 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (i == 64) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\')
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", ch);
+        else
+            buf[o++] = (char)ch;
+    }
+    buf[o] = '\0';
+    return buf;
 }
 
 /* ---- cursor reads ---------------------------------------------------------- */
@@ -341,6 +366,7 @@ static uint64_t index_slot(const struct aarmd_gguf *g, const uint64_t *idx, uint
 
 static int parse_kvs(struct cursor *c, struct aarmd_gguf *g)
 {
+    char pn[SHOWN_CAP];
     int rc;
     for (uint64_t i = 0; i < g->n_kv; i++) {
         struct aarmd_gguf_kv *kv = &g->kv[i];
@@ -352,8 +378,7 @@ static int parse_kvs(struct cursor *c, struct aarmd_gguf *g)
             return fail_at(c, key_off, "empty key (kv %" PRIu64 ")", i);
         uint64_t s = index_slot(g, g->kv_index, g->kv_cap, kv_key, kv->key.data, kv->key.len);
         if (g->kv_index[s])
-            return fail_at(c, key_off, "duplicate key \"%.*s\"", (int)(kv->key.len > 200 ? 200 : kv->key.len),
-                           kv->key.data);
+            return fail_at(c, key_off, "duplicate key \"%s\"", shown(kv->key.data, kv->key.len, pn, sizeof pn));
         uint64_t type_off = c->off;
         if ((rc = rd_u32(c, "value type", &type)))
             return rc;
@@ -376,6 +401,7 @@ static int parse_kvs(struct cursor *c, struct aarmd_gguf *g)
 
 static int parse_tensors(struct cursor *c, struct aarmd_gguf *g)
 {
+    char pn[SHOWN_CAP];
     int rc;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         struct aarmd_gguf_tensor *t = &g->tensors[i];
@@ -390,22 +416,21 @@ static int parse_tensors(struct cursor *c, struct aarmd_gguf *g)
                            name.len, GGUF_MAX_NAME - 1);
         if (memchr(name.data, 0, (size_t)name.len))
             return fail_at(c, name_off, "tensor name contains a NUL byte");
-        int nl = (int)name.len;
         if (!(t->name = malloc((size_t)name.len + 1)))
             return set_err(c->err, c->errlen, AARMD_ENOMEM, "%s: out of memory", c->name);
         memcpy(t->name, name.data, (size_t)name.len);
         t->name[name.len] = '\0';
         uint64_t s = index_slot(g, g->tensor_index, g->tensor_cap, tensor_key, t->name, name.len);
         if (g->tensor_index[s])
-            return fail_at(c, name_off, "duplicate tensor name \"%s\"", t->name);
+            return fail_at(c, name_off, "duplicate tensor name \"%s\"", SHOWN(t));
         g->tensor_index[s] = i + 1;
 
         uint64_t dims_off = c->off;
         if ((rc = rd_u32(c, "tensor n_dims", &t->n_dims)))
             return rc;
         if (t->n_dims < 1 || t->n_dims > 4)
-            return fail_at(c, dims_off, "tensor \"%.*s\": n_dims %" PRIu32 " is not in 1..4",
-                           nl, name.data, t->n_dims);
+            return fail_at(c, dims_off, "tensor \"%s\": n_dims %" PRIu32 " is not in 1..4",
+                           SHOWN(t), t->n_dims);
         for (int d = 0; d < 4; d++)
             t->ne[d] = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) {
@@ -414,7 +439,7 @@ static int parse_tensors(struct cursor *c, struct aarmd_gguf *g)
                 return rc;
             if (ne > (uint64_t)INT64_MAX)
                 return fail_at(c, at, "tensor \"%s\": dimension %" PRIu32 " is negative (%" PRId64 ")",
-                               t->name, d, (int64_t)ne);
+                               SHOWN(t), d, (int64_t)ne);
             t->ne[d] = (int64_t)ne;
         }
         uint64_t type_off = c->off;
@@ -422,18 +447,18 @@ static int parse_tensors(struct cursor *c, struct aarmd_gguf *g)
             return rc;
         const struct aarmd_type_info *ti = aarmd_type_info(t->type);
         if (!ti)
-            return fail_at(c, type_off, "tensor \"%s\": unknown ggml type %" PRIu32, t->name, t->type);
+            return fail_at(c, type_off, "tensor \"%s\": unknown ggml type %" PRIu32, SHOWN(t), t->type);
         if ((uint64_t)t->ne[0] % ti->block_elems)
             return fail_at(c, dims_off + 4, "tensor \"%s\": ne[0] = %" PRId64 " is not a multiple of the %s block size %"
-                           PRIu32, t->name, t->ne[0], ti->name, ti->block_elems);
+                           PRIu32, SHOWN(t), t->ne[0], ti->name, ti->block_elems);
         if (!aarmd_type_nbytes(t->type, t->ne, t->n_dims, &t->nbytes))
-            return fail_at(c, dims_off + 4, "tensor \"%s\": element or byte count overflows", t->name);
+            return fail_at(c, dims_off + 4, "tensor \"%s\": element or byte count overflows", SHOWN(t));
         off_at = c->off;
         if ((rc = rd_u64(c, "tensor offset", &t->offset)))
             return rc;
         if (t->offset % g->alignment)
             return fail_at(c, off_at, "tensor \"%s\": data offset %" PRIu64 " is not a multiple of the alignment %"
-                           PRIu32, t->name, t->offset, g->alignment);
+                           PRIu32, SHOWN(t), t->offset, g->alignment);
     }
     return AARMD_OK;
 }
@@ -441,6 +466,7 @@ static int parse_tensors(struct cursor *c, struct aarmd_gguf *g)
 /* Tensor data must lie inside the file; checked once data_start is known. */
 static int check_tensor_data(struct cursor *c, struct aarmd_gguf *g)
 {
+    char pn[SHOWN_CAP];
     uint64_t data_bytes = g->size - g->data_start;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         struct aarmd_gguf_tensor *t = &g->tensors[i];
@@ -448,7 +474,7 @@ static int check_tensor_data(struct cursor *c, struct aarmd_gguf *g)
             return fail_at(c, g->data_start + (t->offset < data_bytes ? t->offset : data_bytes),
                            "tensor \"%s\": data [%" PRIu64 ", +%" PRIu64 ") runs past the end of the file"
                            " (data section %" PRIu64 " bytes at offset %" PRIu64 ", file size %" PRIu64 ")",
-                           t->name, t->offset, t->nbytes, data_bytes, g->data_start, g->size);
+                           SHOWN(t), t->offset, t->nbytes, data_bytes, g->data_start, g->size);
         t->data = g->base + g->data_start + t->offset;
     }
     return AARMD_OK;
@@ -588,7 +614,8 @@ int aarmd_gguf_open(const char *path, struct aarmd_gguf **out, char *err, size_t
         rc = set_err(err, errlen, AARMD_ENOMEM, "%s: out of memory", path);
         goto fail;
     }
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below) */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
         rc = set_err(err, errlen, AARMD_EIO, "%s: %s", path, strerror(errno));
         goto fail;
     }

@@ -88,6 +88,8 @@ int aarmd_gguf_open_mem(const void *data, size_t size, const char *name,
                         struct aarmd_gguf **out, char *err, size_t errlen);
 void aarmd_gguf_free(struct aarmd_gguf *g);   /* accepts NULL */
 
+/* Accessors and getters take a NULL g as an empty file (0, "", NULL, AARMD_EINVAL).
+ * Lookups by key or tensor name are hashed (O(1)). */
 const char *aarmd_gguf_path(const struct aarmd_gguf *g);
 uint32_t aarmd_gguf_version(const struct aarmd_gguf *g);
 uint32_t aarmd_gguf_alignment(const struct aarmd_gguf *g);

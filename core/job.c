@@ -41,19 +41,14 @@ struct aarmd_job *aarmd_job_new(const struct aarmd_job_request *r, aarmd_job_eve
     j->user = user;
     if (!j->id || !j->prompt || (r->correlation_id && !j->corr))
         goto fail;
-    if (r->n_stop > AARMD_MAX_STOPS)
-        j->bad_stop = true;
-    for (uint32_t i = 0; i < r->n_stop && i < AARMD_MAX_STOPS; i++) {
-        size_t l = r->stop[i] ? strlen(r->stop[i]) : 0;
-        if (l == 0 || l > AARMD_JOB_STOP_MAX_LEN) {
-            j->bad_stop = true;
-            continue;
-        }
-        j->stop[j->n_stop] = dup_n(r->stop[i], l);
-        if (!j->stop[j->n_stop])
-            goto fail;
-        j->stop_len[j->n_stop++] = l;
-    }
+    char err[sizeof j->stop_err - 8] = "";
+    if (r->n_stop > AARMD_MAX_STOPS || r->n_stop > AARMD_STOP_MAX)
+        snprintf(j->stop_err, sizeof j->stop_err, "stop: at most %d strings (got %u)", AARMD_MAX_STOPS,
+                 (unsigned)r->n_stop);
+    else if (aarmd_stop_init(&j->stop, r->stop, r->n_stop, err, sizeof err) != 0)
+        snprintf(j->stop_err, sizeof j->stop_err, "stop: %s", err);
+    if (j->stop_err[0])
+        aarmd_stop_init(&j->stop, NULL, 0, NULL, 0);
     return j;
 
 fail:
@@ -70,8 +65,6 @@ void aarmd_job_free(struct aarmd_job *j, struct aarmd_plugin *p)
     aarmd_sampler_free(j->smp);
     free(j->logits);
     free(j->ids);
-    for (uint32_t i = 0; i < AARMD_MAX_STOPS; i++)
-        free(j->stop[i]);
     free(j->id);
     free(j->corr);
     free(j->prompt);
@@ -84,9 +77,8 @@ const char *aarmd_job_check(const struct aarmd_job *j, char *buf, size_t cap)
         return "job_id must not be empty";
     if (j->max_tokens == 0)
         return "max_tokens must be at least 1 (got 0)";
-    if (j->bad_stop) {
-        snprintf(buf, cap, "stop: at most %d strings of 1..%d bytes each", AARMD_MAX_STOPS,
-                 AARMD_JOB_STOP_MAX_LEN);
+    if (j->stop_err[0]) {
+        snprintf(buf, cap, "%s", j->stop_err);
         return buf;
     }
     return NULL;
@@ -156,39 +148,7 @@ void aarmd_job_emit_metrics(struct aarmd_job *j, uint64_t memory_bytes)
 void aarmd_job_text_begin(struct aarmd_job *j, const struct aarmd_tokenizer *t)
 {
     aarmd_detok_init(&j->detok, t);
-    j->n_held = 0;
     j->has_deferred = false;
-}
-
-/* Length of the longest suffix of buf[0..n) that is a proper prefix of a stop string. */
-static size_t stop_prefix_suffix(const struct aarmd_job *j, const char *buf, size_t n)
-{
-    size_t best = 0;
-    for (uint32_t i = 0; i < j->n_stop; i++) {
-        size_t l = j->stop_len[i];
-        for (size_t k = l - 1 < n ? l - 1 : n; k > best; k--)
-            if (!memcmp(buf + n - k, j->stop[i], k)) {
-                best = k;
-                break;
-            }
-    }
-    return best;
-}
-
-/* The stop string that occurs first in buf (-1 when none); *at its offset. */
-static int find_stop(const struct aarmd_job *j, const char *buf, size_t n, size_t *at)
-{
-    int found = -1;
-    size_t best = n;
-    for (uint32_t i = 0; i < j->n_stop; i++) {
-        const char *p = memmem(buf, n, j->stop[i], j->stop_len[i]);
-        if (p && (size_t)(p - buf) < best) {
-            best = (size_t)(p - buf);
-            found = (int)i;
-        }
-    }
-    *at = best;
-    return found;
 }
 
 static void append(char *dst, size_t *n, size_t cap, const char *src, size_t len)
@@ -207,45 +167,46 @@ void aarmd_job_flush_deferred(struct aarmd_job *j)
     emit_token(j, j->dtext, j->n_dtext, j->d_index, j->d_id, &j->d_sample);
 }
 
+/* Feeds bytes to the stop matcher, appending what may be sent to out. */
+static int stop_feed(struct aarmd_job *j, const char *piece, size_t len, char *out, size_t *n_out, size_t cap)
+{
+    int matched = -1;
+    int n = aarmd_stop_push(&j->stop, piece, len, out + *n_out, cap - *n_out, &matched);
+    if (n > 0)
+        *n_out += (size_t)n;
+    return matched;
+}
+
 int aarmd_job_push_token(struct aarmd_job *j, int32_t id, const struct aarmd_sample *sample, bool last)
 {
     char piece[PIECE_CAP];
-    int n = aarmd_detok_push(&j->detok, id, piece, sizeof piece);
-    append(j->held, &j->n_held, sizeof j->held, piece, n > 0 ? (size_t)n : 0);
+    char out[AARMD_STOP_OUT_CAP(2 * PIECE_CAP)];
+    size_t n_out = 0;
     uint32_t index = j->n_out - 1;
-
-    size_t at;
-    int k = find_stop(j, j->held, j->n_held, &at);
-    if (k >= 0) {
-        aarmd_job_flush_deferred(j);
-        emit_token(j, j->held, at, index, id, sample);
-        j->n_held = 0;
-        return k;
+    int n = aarmd_detok_push(&j->detok, id, piece, sizeof piece);
+    int k = stop_feed(j, piece, n > 0 ? (size_t)n : 0, out, &n_out, sizeof out);
+    if (k < 0 && last) {
+        /* an unfinished character's bytes, then the held tail */
+        n = aarmd_detok_flush(&j->detok, piece, sizeof piece);
+        k = stop_feed(j, piece, n > 0 ? (size_t)n : 0, out, &n_out, sizeof out);
+        if (k < 0) {
+            int f = aarmd_stop_flush(&j->stop, out + n_out, sizeof out - n_out);
+            if (f > 0)
+                n_out += (size_t)f;
+        }
     }
-    if (last) {
-        int f = aarmd_detok_flush(&j->detok, piece, sizeof piece);
-        append(j->held, &j->n_held, sizeof j->held, piece, f > 0 ? (size_t)f : 0);
-        aarmd_job_flush_deferred(j);
-        emit_token(j, j->held, j->n_held, index, id, sample);
-        j->n_held = 0;
-        return -1;
-    }
-    size_t keep = stop_prefix_suffix(j, j->held, j->n_held);
-    size_t safe = j->n_held - keep;
     aarmd_job_flush_deferred(j);
-    if (keep > 0 || j->detok.n_pending > 0) {
+    if (k < 0 && !last && (aarmd_stop_held(&j->stop) > 0 || j->detok.n_pending > 0)) {
         j->has_deferred = true;
         j->n_dtext = 0;
-        append(j->dtext, &j->n_dtext, sizeof j->dtext, j->held, safe);
+        append(j->dtext, &j->n_dtext, sizeof j->dtext, out, n_out);
         j->d_index = index;
         j->d_id = id;
         j->d_sample = *sample;
     } else {
-        emit_token(j, j->held, safe, index, id, sample);
+        emit_token(j, out, n_out, index, id, sample);
     }
-    memmove(j->held, j->held + safe, keep);
-    j->n_held = keep;
-    return -1;
+    return k;
 }
 
 void aarmd_job_text_eos(struct aarmd_job *j)
@@ -254,8 +215,13 @@ void aarmd_job_text_eos(struct aarmd_job *j)
     if (!j->has_deferred)
         return;
     char piece[PIECE_CAP];
-    int f = aarmd_detok_flush(&j->detok, piece, sizeof piece);
-    append(j->dtext, &j->n_dtext, sizeof j->dtext, j->held, j->n_held);
-    append(j->dtext, &j->n_dtext, sizeof j->dtext, piece, f > 0 ? (size_t)f : 0);
-    j->n_held = 0;
+    char out[AARMD_STOP_OUT_CAP(PIECE_CAP) + AARMD_STOP_MAX_LEN];
+    size_t n_out = 0;
+    int n = aarmd_detok_flush(&j->detok, piece, sizeof piece);
+    if (stop_feed(j, piece, n > 0 ? (size_t)n : 0, out, &n_out, sizeof out) < 0) {
+        int f = aarmd_stop_flush(&j->stop, out + n_out, sizeof out - n_out);
+        if (f > 0)
+            n_out += (size_t)f;
+    }
+    append(j->dtext, &j->n_dtext, sizeof j->dtext, out, n_out);
 }

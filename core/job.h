@@ -14,12 +14,12 @@
 
 #include "sampler.h"
 #include "scheduler.h"
+#include "stop.h"
 #include "tokenizer.h"
 
 struct aarmd_plugin;
 
-#define AARMD_JOB_STOP_MAX_LEN 100   /* contract: each stop string 1..100 bytes */
-#define AARMD_JOB_TEXT_CAP 1024      /* held text: < STOP_MAX_LEN + one piece (<= 272) */
+#define AARMD_JOB_TEXT_CAP 1024      /* a deferred event's text: < 2 pieces + a held stop prefix */
 
 enum aarmd_job_state {
     AARMD_JOB_INTAKE,      /* submitted, waiting for the intake thread */
@@ -39,10 +39,8 @@ struct aarmd_job {
     size_t prompt_len;
     uint32_t max_tokens;
     struct aarmd_sampler_params sp;
-    char *stop[AARMD_MAX_STOPS];
-    size_t stop_len[AARMD_MAX_STOPS];
-    uint32_t n_stop;
-    bool bad_stop;                    /* > AARMD_MAX_STOPS strings or one of bad length */
+    struct aarmd_stop stop;           /* the stop strings and the text they hold back */
+    char stop_err[200];               /* non-empty: the stop list is invalid (rejected at intake) */
     aarmd_job_event_fn cb;
     void *user;
 
@@ -63,8 +61,6 @@ struct aarmd_job {
 
     /* text pipeline (aarmd_job_push_token) */
     struct aarmd_detok detok;
-    char held[AARMD_JOB_TEXT_CAP];    /* decoded, not yet sent: may start a stop string */
-    size_t n_held;
     bool has_deferred;                /* a token event waits for the next token */
     char dtext[AARMD_JOB_TEXT_CAP];
     size_t n_dtext;
@@ -90,8 +86,10 @@ void aarmd_job_text_begin(struct aarmd_job *j, const struct aarmd_tokenizer *t);
  * character, are held; while text is held the token's event waits for the next
  * token so that held text can still ride on a token event if the job ends
  * with EOS (EOS itself is never sent). `last`: nothing follows this token:
- * everything held goes into its event. Returns the index of the stop string
- * that matched (its text and what follows are never sent), else -1.
+ * everything held goes into its event. Stop strings follow core/stop.h (the
+ * one that ends first wins). Returns the index of the stop string that
+ * matched (its text and what follows are never sent; its text is
+ * aarmd_stop_string(&j->stop, index)), else -1.
  */
 int aarmd_job_push_token(struct aarmd_job *j, int32_t id, const struct aarmd_sample *sample, bool last);
 /* EOS was sampled: everything held joins the waiting token event. */

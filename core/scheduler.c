@@ -300,7 +300,7 @@ static void after_logits(struct aarmd_sched *s, struct aarmd_job *j)
     bool last = j->n_out >= j->max_tokens || j->seq_len >= s->o.ctx_size;
     int k = aarmd_job_push_token(j, id, &sample, last);
     if (k >= 0)
-        end_ok(s, j, "STOP_SEQUENCE", j->stop[k]);
+        end_ok(s, j, "STOP_SEQUENCE", aarmd_stop_string(&j->stop, k));
     else if (last)
         end_ok(s, j, "MAX_TOKENS", NULL);
     else if (now - j->t_metrics >= METRICS_EVERY_MS) {

@@ -60,7 +60,10 @@ int aarmd_tokenizer_encode(const struct aarmd_tokenizer *t, const char *text, si
 /*
  * The bytes one token contributes to output text (▁ -> space, <0x41> -> 'A',
  * byte-level BPE chars -> bytes). Control tokens give 0 bytes. Writes at most
- * cap bytes and returns the full length (like snprintf, no NUL). -1 when out of range.
+ * cap bytes and returns the full length (like snprintf, no NUL; buf may be NULL
+ * when cap is 0). -1 when out of range. Pieces follow llama.cpp's token_to_piece
+ * with special = false: control/unknown/unused tokens give nothing, user-defined
+ * tokens give their raw text, byte tokens their byte.
  */
 int aarmd_tokenizer_piece(const struct aarmd_tokenizer *t, int32_t id, char *buf, size_t cap);
 

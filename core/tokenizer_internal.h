@@ -129,6 +129,16 @@ int tok_bpe_encode(const struct aarmd_tokenizer *t, const char *text, size_t len
                    struct tok_bpe_scratch **s, struct tok_ids *out, char *err, size_t errlen);
 void tok_bpe_scratch_free(struct tok_bpe_scratch *s);
 
+/* A piece of prompt text: raw (token = -1) or one special token. */
+struct tok_frag {
+    size_t off, len;
+    int32_t token;
+};
+/* Splits text around the special tokens that apply (control/unknown only with
+ * parse_special, user-defined always), longest first; *out is malloc'd. */
+int tok_partition(const struct aarmd_tokenizer *t, const char *text, size_t len, bool parse_special,
+                  struct tok_frag **out, size_t *nout);
+
 /* hf-json: fills t from a tokenizer.json file (everything before tok_finish). */
 int tok_hfjson_load(struct aarmd_tokenizer *t, const char *path, char *err, size_t errlen);
 

@@ -69,31 +69,46 @@ static size_t utf8_seq(const unsigned char *s, uint64_t n)
     return len;
 }
 
-/* Text mode: quoted, with control bytes and ill-formed UTF-8 as \xNN. */
-static void print_str(FILE *f, struct aarmd_gguf_str s, uint64_t max)
+/* Text mode: control bytes and ill-formed UTF-8 as \xNN (a file can't send
+ * escape sequences to the terminal); quotes and backslashes escaped when
+ * quoted. Returns the columns written, roughly, for padding. */
+static size_t print_esc(FILE *f, const char *data, uint64_t len, uint64_t max, bool quoted)
 {
-    const unsigned char *p = (const unsigned char *)s.data;
-    uint64_t n = s.len < max ? s.len : max, i = 0;
-    fputc('"', f);
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t n = len < max ? len : max, i = 0;
+    size_t cols = 0;
+    if (quoted)
+        cols += (size_t)(fputc('"', f) != EOF);
     while (i < n) {
         unsigned char ch = p[i];
-        size_t len = utf8_seq(p + i, n - i);
-        if (ch == '"' || ch == '\\')
+        size_t l = utf8_seq(p + i, n - i);
+        if (quoted && (ch == '"' || ch == '\\')) {
             fprintf(f, "\\%c", ch);
-        else if (ch == '\n')
+            cols += 2;
+        } else if (ch == '\n') {
             fputs("\\n", f);
-        else if (len == 0 || ch < 0x20 || ch == 0x7f)
+            cols += 2;
+        } else if (l == 0 || ch < 0x20 || ch == 0x7f) {
             fprintf(f, "\\x%02x", ch);
-        else {
-            fwrite(p + i, 1, len, f);
-            i += len;
+            cols += 4;
+        } else {
+            fwrite(p + i, 1, l, f);
+            i += l;
+            cols++;
             continue;
         }
         i++;
     }
-    fputc('"', f);
-    if (n < s.len)
-        fprintf(f, "...(%" PRIu64 " bytes)", s.len);
+    if (quoted)
+        cols += (size_t)(fputc('"', f) != EOF);
+    if (n < len)
+        fprintf(f, "...(%" PRIu64 " bytes)", len);
+    return cols;
+}
+
+static void print_str(FILE *f, struct aarmd_gguf_str s, uint64_t max)
+{
+    print_esc(f, s.data, s.len, max, true);
 }
 
 static void print_value(FILE *f, const struct aarmd_gguf_value *v);
@@ -164,7 +179,9 @@ static void dump_text(const struct aarmd_gguf *g)
     for (uint64_t i = 0; i < aarmd_gguf_n_kv(g); i++) {
         const struct aarmd_gguf_kv *kv = aarmd_gguf_kv_at(g, i);
         const struct aarmd_gguf_value *v = &kv->value;
-        printf("  %.*s: ", (int)kv->key.len, kv->key.data);
+        fputs("  ", stdout);
+        print_esc(stdout, kv->key.data, kv->key.len, 400, false);
+        fputs(": ", stdout);
         if (v->type == AARMD_GGUF_ARRAY)
             printf("%s[%" PRIu64 "] ", aarmd_gguf_vtype_name(v->v.arr.elem_type), v->v.arr.n);
         else
@@ -178,41 +195,52 @@ static void dump_text(const struct aarmd_gguf *g)
         const struct aarmd_gguf_tensor *t = aarmd_gguf_tensor_at(g, i);
         char dims[128];
         dims_text(t, dims, sizeof dims);
-        printf("  %-40s %-8s %-24s %14" PRIu64 " %14" PRIu64 "\n", t->name, aarmd_type_name(t->type), dims,
+        fputs("  ", stdout);
+        size_t cols = print_esc(stdout, t->name, strlen(t->name), 400, false);
+        printf("%*s %-8s %-24s %14" PRIu64 " %14" PRIu64 "\n", cols < 40 ? (int)(40 - cols) : 0, "",
+               aarmd_type_name(t->type), dims,
                t->offset, t->nbytes);
     }
 }
 
 /* ---- JSON ---------------------------------------------------------------- */
 
-/* JSON strings must be UTF-8: ill-formed bytes become U+FFFD. */
-static struct json_object *json_string(struct aarmd_gguf_str s)
+/* JSON strings must be UTF-8: a malloc'd, NUL-terminated copy of s with
+ * ill-formed bytes replaced by U+FFFD; *len gets its length. */
+static char *utf8_clean(const char *s, uint64_t n, size_t *len)
 {
-    const unsigned char *p = (const unsigned char *)s.data;
-    uint64_t n = s.len > INT32_MAX / 3 ? INT32_MAX / 3 : s.len, i;
-    for (i = 0; i < n; i += utf8_seq(p + i, n - i))
-        if (!utf8_seq(p + i, n - i))
-            break;
-    if (i >= n)
-        return json_object_new_string_len(s.data, (int)n);
+    const unsigned char *p = (const unsigned char *)s;
+    if (n > INT32_MAX / 3)
+        n = INT32_MAX / 3;
     char *buf = malloc((size_t)n * 3 + 1);
     if (!buf)
         return NULL;
     size_t o = 0;
-    for (i = 0; i < n;) {
-        size_t len = utf8_seq(p + i, n - i);
-        if (len) {
-            memcpy(buf + o, p + i, len);
-            o += len;
-            i += len;
+    for (uint64_t i = 0; i < n;) {
+        size_t l = utf8_seq(p + i, n - i);
+        if (l) {
+            memcpy(buf + o, p + i, l);
+            o += l;
+            i += l;
         } else {
             memcpy(buf + o, "\xef\xbf\xbd", 3);
             o += 3;
             i++;
         }
     }
-    struct json_object *j = json_object_new_string_len(buf, (int)o);
-    free(buf);
+    buf[o] = '\0';
+    *len = o;
+    return buf;
+}
+
+static struct json_object *json_string(struct aarmd_gguf_str s)
+{
+    size_t len;
+    char *c = utf8_clean(s.data, s.len, &len);
+    if (!c)
+        return NULL;
+    struct json_object *j = json_object_new_string_len(c, (int)len);
+    free(c);
     return j;
 }
 
@@ -275,24 +303,25 @@ static int dump_json(const struct aarmd_gguf *g)
 {
     struct json_object *root = json_object_new_object(), *md = json_object_new_object(),
                        *ts = json_object_new_array();
-    json_object_object_add(root, "file", json_object_new_string(aarmd_gguf_path(g)));
+    const char *path = aarmd_gguf_path(g);
+    json_object_object_add(root, "file", json_string((struct aarmd_gguf_str){path, strlen(path)}));
     json_object_object_add(root, "version", json_object_new_int64(aarmd_gguf_version(g)));
     json_object_object_add(root, "alignment", json_object_new_int64(aarmd_gguf_alignment(g)));
     json_object_object_add(root, "file_size", json_object_new_uint64(aarmd_gguf_file_size(g)));
     json_object_object_add(root, "data_offset", json_object_new_uint64(aarmd_gguf_data_offset(g)));
     for (uint64_t i = 0; i < aarmd_gguf_n_kv(g); i++) {
         const struct aarmd_gguf_kv *kv = aarmd_gguf_kv_at(g, i);
-        char key[1024];
-        size_t n = kv->key.len < sizeof key - 1 ? (size_t)kv->key.len : sizeof key - 1;
-        memcpy(key, kv->key.data, n);
-        key[n] = '\0';
-        json_object_object_add(md, key, json_kv(&kv->value));
+        size_t n;
+        char *key = utf8_clean(kv->key.data, kv->key.len, &n);
+        if (key)
+            json_object_object_add(md, key, json_kv(&kv->value));
+        free(key);
     }
     json_object_object_add(root, "metadata", md);
     for (uint64_t i = 0; i < aarmd_gguf_n_tensors(g); i++) {
         const struct aarmd_gguf_tensor *t = aarmd_gguf_tensor_at(g, i);
         struct json_object *o = json_object_new_object(), *dims = json_object_new_array();
-        json_object_object_add(o, "name", json_object_new_string(t->name));
+        json_object_object_add(o, "name", json_string((struct aarmd_gguf_str){t->name, strlen(t->name)}));
         json_object_object_add(o, "type", json_object_new_string(aarmd_type_name(t->type)));
         for (uint32_t d = 0; d < t->n_dims; d++)
             json_object_array_add(dims, json_object_new_int64(t->ne[d]));

@@ -105,6 +105,25 @@ static inline void cpu_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_
     }
 }
 
+/* All 8 scales and mins at once: out[0..7] = sc[0..7], out[8..15] = mn[0..7]
+ * (the same values as cpu_scale_min_k4, with 32-bit masks instead of 16 branches). */
+static inline void cpu_scales_k4_unpack(const uint8_t *scales, uint8_t out[16])
+{
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    uint32_t u[4];
+    for (int i = 0; i < 3; i++)
+        u[i] = (uint32_t)scales[4 * i] | ((uint32_t)scales[4 * i + 1] << 8) |
+               ((uint32_t)scales[4 * i + 2] << 16) | ((uint32_t)scales[4 * i + 3] << 24);
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);   /* mn[4..7] */
+    uint32_t mn03 = u[1] & k1;                               /* mn[0..3] */
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);          /* sc[4..7] */
+    u[2] = mn03;
+    u[0] &= k1;                                              /* sc[0..3] */
+    for (int i = 0; i < 4; i++)
+        for (int b = 0; b < 4; b++)
+            out[4 * i + b] = (uint8_t)(u[i] >> (8 * b));
+}
+
 /* ---- per-type facts ------------------------------------------------------ */
 enum cpu_act_kind { CPU_ACT_NONE = 0, CPU_ACT_F32, CPU_ACT_Q8A, CPU_ACT_Q8K };
 int64_t cpu_type_block_elems(uint32_t type);      /* 1 for F32/F16/BF16; 0 if unsupported */

@@ -40,6 +40,8 @@ INLINE __m256i bits32(const uint8_t *qh)
     return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
 }
 
+INLINE __m256i bit4_32(const uint8_t *qh) { return _mm256_and_si256(bits32(qh), _mm256_set1_epi8(0x10)); }
+
 /* Sums of 4 products of unsigned u (<= 63) and signed s bytes, as 8 int32. */
 INLINE __m256i dot_u8i8(__m256i u, __m256i s)
 {
@@ -58,70 +60,96 @@ INLINE const void *act_at(const void *a, size_t stride, int t) { return (const u
 
 enum q32_kind { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
 
+INLINE void q32_block(enum q32_kind k, const uint8_t *wp, const void *va, size_t as, const int nt, int64_t i,
+                      __m256 *acc, float *accm)
+{
+    __m256i q;
+    float d, m = 0.0f;
+    if (k == K_Q4_0) {
+        const struct cpu_block_q4_0 *b = (const void *)wp;
+        q = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
+        d = f16(b->d);
+    } else if (k == K_Q4_1) {
+        const struct cpu_block_q4_1 *b = (const void *)wp;
+        q = nibbles32(b->qs);
+        d = f16(b->d);
+        m = f16(b->m);
+    } else if (k == K_Q5_0) {
+        const struct cpu_block_q5_0 *b = (const void *)wp;
+        q = _mm256_sub_epi8(_mm256_or_si256(nibbles32(b->qs), bit4_32(b->qh)), _mm256_set1_epi8(16));
+        d = f16(b->d);
+    } else if (k == K_Q5_1) {
+        const struct cpu_block_q5_1 *b = (const void *)wp;
+        q = _mm256_or_si256(nibbles32(b->qs), bit4_32(b->qh));
+        d = f16(b->d);
+        m = f16(b->m);
+    } else {
+        const struct cpu_block_q8_0 *b = (const void *)wp;
+        q = _mm256_loadu_si256((const __m256i *)b->qs);
+        d = f16(b->d);
+    }
+    for (int t = 0; t < nt; t++) {
+        const struct cpu_block_q8a *x = (const struct cpu_block_q8a *)act_at(va, as, t) + i;
+        __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
+        __m256i p = (k == K_Q4_1 || k == K_Q5_1) ? dot_u8i8(q, xq) : dot_i8i8(q, xq);
+        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(p), acc[t]);
+        if (k == K_Q4_1 || k == K_Q5_1)
+            accm[t] += m * x->s;
+    }
+}
+
 INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va, size_t as, const int nt,
                      float *out)
 {
     const size_t bb = k == K_Q4_0 ? sizeof(struct cpu_block_q4_0) : k == K_Q4_1 ? sizeof(struct cpu_block_q4_1)
                     : k == K_Q5_0 ? sizeof(struct cpu_block_q5_0) : k == K_Q5_1 ? sizeof(struct cpu_block_q5_1)
                     : sizeof(struct cpu_block_q8_0);
-    __m256 acc[CPU_DOT_MAX_TOK];
-    float accm[CPU_DOT_MAX_TOK];
+    /* two accumulator sets (even and odd blocks) so the FMA latency does not serialise a matvec */
+    __m256 acc0[CPU_DOT_MAX_TOK], acc1[CPU_DOT_MAX_TOK];
+    float accm0[CPU_DOT_MAX_TOK], accm1[CPU_DOT_MAX_TOK];
     for (int t = 0; t < nt; t++) {
-        acc[t] = _mm256_setzero_ps();
-        accm[t] = 0.0f;
+        acc0[t] = acc1[t] = _mm256_setzero_ps();
+        accm0[t] = accm1[t] = 0.0f;
     }
     const uint8_t *wp = vw;
-    for (int64_t i = 0; i < n / CPU_QK; i++, wp += bb) {
-        __m256i q;
-        float d, m = 0.0f;
-        if (k == K_Q4_0) {
-            const struct cpu_block_q4_0 *b = (const void *)wp;
-            q = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
-            d = f16(b->d);
-        } else if (k == K_Q4_1) {
-            const struct cpu_block_q4_1 *b = (const void *)wp;
-            q = nibbles32(b->qs);
-            d = f16(b->d);
-            m = f16(b->m);
-        } else if (k == K_Q5_0) {
-            const struct cpu_block_q5_0 *b = (const void *)wp;
-            q = _mm256_or_si256(nibbles32(b->qs), _mm256_and_si256(bits32(b->qh), _mm256_set1_epi8(0x10)));
-            q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
-            d = f16(b->d);
-        } else if (k == K_Q5_1) {
-            const struct cpu_block_q5_1 *b = (const void *)wp;
-            q = _mm256_or_si256(nibbles32(b->qs), _mm256_and_si256(bits32(b->qh), _mm256_set1_epi8(0x10)));
-            d = f16(b->d);
-            m = f16(b->m);
-        } else {
-            const struct cpu_block_q8_0 *b = (const void *)wp;
-            q = _mm256_loadu_si256((const __m256i *)b->qs);
-            d = f16(b->d);
-        }
-        for (int t = 0; t < nt; t++) {
-            const struct cpu_block_q8a *x = (const struct cpu_block_q8a *)act_at(va, as, t) + i;
-            __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
-            __m256i p = (k == K_Q4_1 || k == K_Q5_1) ? dot_u8i8(q, xq) : dot_i8i8(q, xq);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(p), acc[t]);
-            if (k == K_Q4_1 || k == K_Q5_1)
-                accm[t] += m * x->s;
-        }
+    const int64_t nb = n / CPU_QK;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        q32_block(k, wp + (size_t)i * bb, va, as, nt, i, acc0, accm0);
+        q32_block(k, wp + (size_t)(i + 1) * bb, va, as, nt, i + 1, acc1, accm1);
     }
+    if (i < nb)
+        q32_block(k, wp + (size_t)i * bb, va, as, nt, i, acc0, accm0);
     for (int t = 0; t < nt; t++)
-        out[t] = hsum8(acc[t]) + accm[t];
+        out[t] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (accm0[t] + accm1[t]);
 }
 
 /* ---- K-quants against Q8K activations -------------------------------------------- */
 
 enum qk_kind { K_Q4_K, K_Q5_K };
 
+INLINE float hsum4(__m128 s)
+{
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]) as 4 int32 partial sums. */
+INLINE __m128i mins_dot(const int16_t *bsums, __m128i mn16)
+{
+    __m256i bs = _mm256_loadu_si256((const __m256i *)bsums);
+    __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    return _mm_madd_epi16(pairs, mn16);
+}
+
 INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)
 {
     __m256 acc[CPU_DOT_MAX_TOK];
-    float accm[CPU_DOT_MAX_TOK];
+    __m128 accm[CPU_DOT_MAX_TOK];
     for (int t = 0; t < nt; t++) {
         acc[t] = _mm256_setzero_ps();
-        accm[t] = 0.0f;
+        accm[t] = _mm_setzero_ps();
     }
     const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
     const size_t bb = k == K_Q4_K ? sizeof(struct cpu_block_q4_k) : sizeof(struct cpu_block_q5_k);
@@ -132,9 +160,8 @@ INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va,
         const uint8_t *qs = k == K_Q4_K ? b->qs : ((const struct cpu_block_q5_k *)wp)->qs;
         __m256i hb = k == K_Q5_K ? _mm256_loadu_si256((const __m256i *)((const struct cpu_block_q5_k *)wp)->qh)
                                  : _mm256_setzero_si256();
-        uint8_t sc[8], mn[8];
-        for (int j = 0; j < 8; j++)
-            cpu_scale_min_k4(j, b->scales, &sc[j], &mn[j]);
+        uint8_t sm[16];
+        cpu_scales_k4_unpack(b->scales, sm);
         __m256i sumi[CPU_DOT_MAX_TOK];
         for (int t = 0; t < nt; t++)
             sumi[t] = _mm256_setzero_si256();
@@ -145,7 +172,7 @@ INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va,
                 lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
             }
-            __m256i s_lo = _mm256_set1_epi16(sc[2 * j]), s_hi = _mm256_set1_epi16(sc[2 * j + 1]);
+            __m256i s_lo = _mm256_set1_epi16(sm[2 * j]), s_hi = _mm256_set1_epi16(sm[2 * j + 1]);
             for (int t = 0; t < nt; t++) {
                 const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 64 * j;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)x)), s_lo);
@@ -154,17 +181,15 @@ INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va,
             }
         }
         float d = f16(b->d), dmin = f16(b->dmin);
+        __m128i mn16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
         for (int t = 0; t < nt; t++) {
             const struct cpu_block_q8k *x = (const struct cpu_block_q8k *)act_at(va, as, t) + i;
-            int summ = 0;
-            for (int j = 0; j < 8; j++)
-                summ += mn[j] * (x->bsums[2 * j] + x->bsums[2 * j + 1]);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            accm[t] += dmin * x->d * (float)summ;
+            accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * x->d), _mm_cvtepi32_ps(mins_dot(x->bsums, mn16)), accm[t]);
         }
     }
     for (int t = 0; t < nt; t++)
-        out[t] = hsum8(acc[t]) - accm[t];
+        out[t] = hsum8(acc[t]) - hsum4(accm[t]);
 }
 
 INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)

@@ -347,6 +347,21 @@ Test(gguf_open, directory_is_refused)
     cr_assert(strstr(err, data_dir()), "%s", err);
 }
 
+Test(gguf_open, fifo_is_refused_without_blocking, .timeout = 10)
+{
+    char path[] = "/tmp/aarmd-test-fifo-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(path);
+    cr_assert_eq(mkfifo(path, 0600), 0, "%s", strerror(errno));
+    struct aarmd_gguf *g = NULL;
+    int rc = aarmd_gguf_open(path, &g, err, sizeof err);
+    unlink(path);
+    cr_assert_eq(rc, AARMD_EINVAL, "%s", err);
+    cr_assert(strstr(err, "not a regular file"), "%s", err);
+}
+
 static char *tmp_file(const void *data, size_t n)
 {
     static char path[64];
@@ -606,6 +621,29 @@ Test(gguf_bad, duplicate_key)
     size_t at = w.n;
     wb_kv_str(&w, "a.b", "x");
     expect_bad(&w, at, "duplicate key \"a.b\"");
+}
+
+Test(gguf_bad, names_in_errors_are_escaped)
+{
+    struct wb w = {0};
+    wb_header(&w, 3, 0, 2);
+    wb_kv_u32(&w, "a\x1b[2J\"", 1);
+    size_t at = w.n;
+    wb_kv_u32(&w, "a\x1b[2J\"", 2);
+    expect_bad(&w, at, "duplicate key \"a\\x1b[2J\\x22\"");
+    /* long names are cut */
+    char name[200];
+    memset(name, 'q', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    int64_t ne[1] = {8};
+    struct toff o;
+    wb_header(&w, 3, 1, 0);
+    wb_tensor(&w, name, 1, ne, 99, 0, &o);
+    wb_pad(&w, 32);
+    wb_zeros(&w, 32);
+    char want[128];
+    snprintf(want, sizeof want, "tensor \"%.64s...\": unknown ggml type 99", name);
+    expect_bad(&w, o.type, want);
 }
 
 Test(gguf_bad, scalar_array_length_exceeds_file)

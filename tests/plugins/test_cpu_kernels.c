@@ -391,13 +391,17 @@ struct mm_case { uint32_t type; int64_t n_in; int64_t n_out; uint32_t n_tok; };
 
 ParameterizedTestParameters(cpu_simd, matches_plain)
 {
-    static struct mm_case cases[N_TYPES * 3];
+    static struct mm_case cases[N_TYPES * 3 + 3];
     static const int64_t shapes[3][2] = {{256, 7}, {768, 33}, {2304, 9}};
     static const uint32_t toks[3] = {1, 3, 17};
     size_t k = 0;
     for (size_t i = 0; i < N_TYPES; i++)
         for (int s = 0; s < 3; s++)
             cases[k++] = (struct mm_case){all_types[i], shapes[s][0], shapes[s][1], toks[(i + (size_t)s) % 3]};
+    /* float rows of any length: the SIMD tails */
+    cases[k++] = (struct mm_case){AARMD_TYPE_F32, 100, 7, 3};
+    cases[k++] = (struct mm_case){AARMD_TYPE_F16, 37, 5, 2};
+    cases[k++] = (struct mm_case){AARMD_TYPE_BF16, 250, 3, 5};
     return cr_make_param_array(struct mm_case, cases, k);
 }
 
@@ -631,4 +635,22 @@ Test(cpu_simd, names_and_detection)
     cr_assert_not(cpu_simd_available(CPU_SIMD_NEON));
 #endif
     cr_log_info("best SIMD level here: %s", cpu_simd_name(cpu_simd_detect()));
+}
+
+Test(cpu_types, k4_scale_unpack_matches_reference)
+{
+    uint8_t scales[12], got[16];
+    for (int it = 0; it < 20000; it++) {
+        for (int i = 0; i < 12; i++)
+            scales[i] = (uint8_t)rng_next();
+        if (it == 0)
+            memset(scales, 0xFF, sizeof scales);
+        cpu_scales_k4_unpack(scales, got);
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, mn;
+            cpu_scale_min_k4(j, scales, &sc, &mn);
+            cr_assert(got[j] == sc && got[8 + j] == mn, "iteration %d sub-block %d: %u/%u vs %u/%u", it, j, got[j],
+                      got[8 + j], sc, mn);
+        }
+    }
 }

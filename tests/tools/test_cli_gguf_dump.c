@@ -199,3 +199,52 @@ Test(cli_gguf_dump, json_of_model_matches_reader)
     json_object_put(root);
     run_free(&r);
 }
+
+/* A file with a control byte in a key, ill-formed UTF-8 in a string and a NaN:
+ * text escapes them, JSON stays valid UTF-8 JSON. */
+static const char *odd_file(void)
+{
+    static char path[] = "/tmp/aarmd-test-dump-odd-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    static const unsigned char bytes[] = {
+        'G', 'G', 'U', 'F', 3, 0, 0, 0,            /* magic, version 3 */
+        0, 0, 0, 0, 0, 0, 0, 0,                    /* 0 tensors */
+        2, 0, 0, 0, 0, 0, 0, 0,                    /* 2 kvs */
+        3, 0, 0, 0, 0, 0, 0, 0, 'k', 0x1b, 'x',    /* key "k\x1bx" */
+        8, 0, 0, 0,                                /* string */
+        4, 0, 0, 0, 0, 0, 0, 0, 'a', 0xff, 0xc3, 0xa9,   /* "a", bad byte, "é" */
+        3, 0, 0, 0, 0, 0, 0, 0, 'n', 'a', 'n',
+        6, 0, 0, 0, 0x00, 0x00, 0xc0, 0x7f,        /* f32 NaN */
+    };
+    cr_assert_eq(write(fd, bytes, sizeof bytes), (ssize_t)sizeof bytes);
+    close(fd);
+    return path;
+}
+
+Test(cli_gguf_dump, escapes_odd_bytes)
+{
+    const char *file = odd_file();
+    const char *text[] = {"gguf-dump", file, NULL};
+    struct run r = dump(2, text);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "  k\\x1bx: string \"a\\xff\xc3\xa9\"\n"), "%s", r.out);
+    cr_assert(strstr(r.out, "  nan: f32 nan\n"), "%s", r.out);
+    run_free(&r);
+
+    const char *json[] = {"gguf-dump", "--json", file, NULL};
+    r = dump(3, json);
+    unlink(file);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    struct json_object *root = json_tokener_parse(r.out), *md, *kv, *v;
+    cr_assert_not_null(root, "%s", r.out);
+    cr_assert(json_object_object_get_ex(root, "metadata", &md));
+    cr_assert(json_object_object_get_ex(md, "k\x1bx", &kv), "%s", r.out);
+    cr_assert(json_object_object_get_ex(kv, "value", &v));
+    cr_assert_str_eq(json_object_get_string(v), "a\xef\xbf\xbd\xc3\xa9");
+    cr_assert(json_object_object_get_ex(md, "nan", &kv));
+    cr_assert(json_object_object_get_ex(kv, "value", &v));
+    cr_assert_str_eq(json_object_get_string(v), "nan");
+    json_object_put(root);
+    run_free(&r);
+}

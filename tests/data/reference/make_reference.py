@@ -13,7 +13,8 @@ Writes into this directory:
   reference.json   cases: model file (or gguf-synth command), prompt ids,
                    top-1 id per prompt position, logits file of the last position;
                    greedy runs: prompt, generated ids, top1-top2 margin per step
-  *.f16            last-position logits, raw little-endian float16
+  *.f16, *.f32     last-position logits, raw little-endian float16 (real models)
+                   or float32 (synthetic models)
 
 Usage:
   python3 make_reference.py --models ../../../models [--synth-cli PATH/aarmd-cli]
@@ -274,11 +275,13 @@ def forward(m, tokens, cache):
     return logits.astype(np.float32)
 
 
-def run_case(m, name, prompt, out_dir):
+def run_case(m, name, prompt, out_dir, ext="f16"):
+    """ext f16 for the real models (size), f32 for the synthetic ones (their
+    logits have an RMS of ~0.2, where float16 steps would hide our errors)."""
     logits = forward(m, list(prompt), Cache(m))
     top1 = [int(np.argmax(r)) for r in logits]
-    fn = name + ".f16"
-    logits[-1].astype("<f2").tofile(os.path.join(out_dir, fn))
+    fn = name + "." + ext
+    logits[-1].astype("<f2" if ext == "f16" else "<f4").tofile(os.path.join(out_dir, fn))
     srt = np.sort(logits, axis=1)
     margins = [float(r[-1] - r[-2]) for r in srt]
     return {"name": name, "prompt": [int(t) for t in prompt], "top1": top1,
@@ -355,7 +358,7 @@ def main():
                     m = Model(out)
                     prompt = [t % m.n_vocab for t in SYNTH_PROMPT]
                     m.q8_act = args.q8_act
-                    c = run_case(m, name, prompt, out_dir)
+                    c = run_case(m, name, prompt, out_dir, "f32")
                     c["synth_args"] = argv
                     c["type"] = ty.lower()
                     c["arch"] = arch

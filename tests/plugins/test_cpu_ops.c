@@ -1,0 +1,227 @@
+/*
+ * test_cpu_ops.c — the CPU backend's per-vector primitives (plugins/cpu/ops.c,
+ * kv.c) built straight into the test: norms, activations, softcap, RoPE modes
+ * and scalings (properties that hold whatever the implementation), and
+ * single-query attention over the KV cache with causal / window bounds,
+ * against direct formulas.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "kv.h"
+#include "ops.h"
+
+static float close_to(float a, float b) { return fabsf(a - b) <= 1e-5f * (1.0f + fabsf(b)); }
+
+Test(cpu_ops, rmsnorm_and_layernorm)
+{
+    float x[4] = {1, -2, 3, -4}, w[4] = {1, 2, 1, 0.5f}, b[4] = {0, 1, 0, -1}, y[4];
+    cpu_rmsnorm(y, x, w, 4, 0.0f);
+    float r = 1.0f / sqrtf((1 + 4 + 9 + 16) / 4.0f);
+    for (int i = 0; i < 4; i++)
+        cr_assert(close_to(y[i], x[i] * r * w[i]), "rms %d: %g", i, y[i]);
+    cpu_layernorm(y, x, w, b, 4, 0.0f);
+    float mean = -0.5f, var = 0;
+    for (int i = 0; i < 4; i++)
+        var += (x[i] - mean) * (x[i] - mean) / 4;
+    for (int i = 0; i < 4; i++)
+        cr_assert(close_to(y[i], (x[i] - mean) / sqrtf(var) * w[i] + b[i]), "ln %d: %g", i, y[i]);
+    cpu_rmsnorm(x, x, NULL, 4, 0.0f);   /* in place, no weight */
+    cr_assert(close_to(x[2], 3 * r));
+}
+
+Test(cpu_ops, activations_softcap_softmax)
+{
+    cr_assert(close_to(cpu_silu(2.0f), 2.0f / (1.0f + expf(-2.0f))));
+    cr_assert(close_to(cpu_gelu(1.0f), 0.8411920f), "%g", cpu_gelu(1.0f));   /* tanh approximation */
+    cr_assert(close_to(cpu_gelu(-3.0f), -0.0036374f), "%g", cpu_gelu(-3.0f));
+    float v[3] = {100.0f, -100.0f, 1.0f};
+    cpu_softcap(v, 3, 30.0f);
+    cr_assert(close_to(v[0], 30.0f * tanhf(100.0f / 30.0f)));
+    cr_assert(v[0] < 30.0f && v[1] > -30.0f);
+    float u[3] = {1.0f, 1.0f, 1.0f};
+    cpu_softcap(u, 3, 0.0f);   /* cap 0: untouched */
+    cr_assert_eq(u[0], 1.0f);
+    float s[3] = {1.0f, 2.0f, 3.0f};
+    cpu_softmax(s, 3);
+    float z = expf(1) + expf(2) + expf(3);
+    cr_assert(close_to(s[2], expf(3) / z));
+    float g[2] = {1.0f, -1.0f}, up[2] = {2.0f, 3.0f};
+    cpu_gated_act(g, up, 2, 0);
+    cr_assert(close_to(g[0], cpu_silu(1.0f) * 2.0f) && close_to(g[1], cpu_silu(-1.0f) * 3.0f));
+}
+
+static struct aarmd_model_desc rope_desc(uint32_t kind, uint32_t n_rot)
+{
+    struct aarmd_model_desc d = {0};
+    d.rope_kind = kind;
+    d.n_rot = n_rot;
+    d.head_dim = 8;
+    d.rope_freq_base = 10000.0f;
+    d.rope_scale = 1.0f;
+    d.n_ctx_train = 4096;
+    return d;
+}
+
+static void rotate(const struct cpu_rope *r, int32_t pos, float *v, int heads)
+{
+    float cs[8];
+    cpu_rope_cos_sin(r, pos, cs);
+    cpu_rope_apply(r, cs, v, heads, 8);
+}
+
+Test(cpu_ops, rope_normal_neox_partial)
+{
+    struct aarmd_model_desc d = rope_desc(AARMD_ROPE_NORMAL, 8);
+    struct cpu_rope r;
+    cpu_rope_init(&r, &d, d.rope_freq_base, NULL);
+    float v[8] = {1, 0, 0, 1, 1, 1, 2, 0};
+    float w[8];
+    memcpy(w, v, sizeof v);
+    rotate(&r, 3, v, 1);
+    /* normal: pair (0,1) rotates by 3 * base^0 = 3 rad */
+    cr_assert(close_to(v[0], cosf(3.0f)) && close_to(v[1], sinf(3.0f)), "%g %g", v[0], v[1]);
+    /* pair (6,7) by 3 * base^(-6/8) */
+    float th = 3.0f * powf(10000.0f, -0.75f);
+    cr_assert(close_to(v[6], 2 * cosf(th)) && close_to(v[7], 2 * sinf(th)));
+    /* rotations preserve each pair's norm and position 0 is the identity */
+    rotate(&r, 0, w, 1);
+    cr_assert(close_to(w[4], 1.0f) && close_to(w[5], 1.0f));
+
+    struct aarmd_model_desc dn = rope_desc(AARMD_ROPE_NEOX, 4);   /* partial: dims 4..7 untouched */
+    cpu_rope_init(&r, &dn, dn.rope_freq_base, NULL);
+    float x[16] = {1, 0, 0, 5, 7, 8, 9, 10, 1, 0, 0, 5, 7, 8, 9, 10};
+    rotate(&r, 2, x, 2);
+    /* neox pairs (0,2), (1,3); pair 0 by 2 rad, pair 1 by 2 * base^(-2/4) = 0.02 rad */
+    cr_assert(close_to(x[0], cosf(2.0f)) && close_to(x[2], sinf(2.0f)));
+    float t1 = 2.0f * powf(10000.0f, -0.5f);
+    cr_assert(close_to(x[1], -5 * sinf(t1)) && close_to(x[3], 5 * cosf(t1)));
+    cr_assert(x[4] == 7 && x[5] == 8 && x[6] == 9 && x[7] == 10, "dims past n_rot moved");
+    cr_assert(x[8] == x[0] && x[11] == x[3], "second head rotated differently");
+}
+
+Test(cpu_ops, rope_linear_scaling_is_position_division)
+{
+    struct aarmd_model_desc d = rope_desc(AARMD_ROPE_NEOX, 8);
+    d.rope_scaling = AARMD_ROPE_SCALING_LINEAR;
+    d.rope_scale = 4.0f;
+    struct aarmd_model_desc plain = rope_desc(AARMD_ROPE_NEOX, 8);
+    struct cpu_rope rs, rp;
+    cpu_rope_init(&rs, &d, 10000.0f, NULL);
+    cpu_rope_init(&rp, &plain, 10000.0f, NULL);
+    float a[8], b[8];
+    for (int i = 0; i < 8; i++)
+        a[i] = b[i] = (float)(i + 1);
+    rotate(&rs, 40, a, 1);
+    rotate(&rp, 10, b, 1);
+    for (int i = 0; i < 8; i++)
+        cr_assert(close_to(a[i], b[i]), "dim %d: %g vs %g", i, a[i], b[i]);
+}
+
+Test(cpu_ops, rope_yarn_ramp_and_magnitude)
+{
+    struct aarmd_model_desc d = rope_desc(AARMD_ROPE_NEOX, 8);
+    d.rope_scaling = AARMD_ROPE_SCALING_YARN;
+    d.rope_scale = 4.0f;
+    d.rope_orig_ctx = 4096;
+    d.yarn_ext_factor = 1.0f;
+    d.yarn_attn_factor = 1.0f;
+    d.yarn_beta_fast = 32.0f;
+    d.yarn_beta_slow = 1.0f;
+    struct cpu_rope r;
+    cpu_rope_init(&r, &d, 10000.0f, NULL);
+    cr_assert(r.corr_low <= r.corr_high && r.corr_high <= 7.0f, "corr %g %g", r.corr_low, r.corr_high);
+    float cs[8];
+    cpu_rope_cos_sin(&r, 100, cs);
+    float mscale = 1.0f + 0.1f * logf(4.0f);
+    /* pair 0 is below the ramp: extrapolated (unscaled) angle, magnitude mscale */
+    cr_assert(close_to(cs[0], mscale * cosf(100.0f)) && close_to(cs[1], mscale * sinf(100.0f)), "%g %g", cs[0], cs[1]);
+    /* the last pair is past the ramp: interpolated angle pos/scale */
+    float th = 100.0f * powf(10000.0f, -6.0f / 8.0f) / 4.0f;
+    cr_assert(close_to(cs[6], mscale * cosf(th)) && close_to(cs[7], mscale * sinf(th)), "%g vs %g", cs[6], mscale * cosf(th));
+    /* ext_factor 0: plain interpolation, no magnitude change */
+    d.yarn_ext_factor = 0.0f;
+    cpu_rope_init(&r, &d, 10000.0f, NULL);
+    cpu_rope_cos_sin(&r, 100, cs);
+    cr_assert(close_to(cs[0], cosf(25.0f)));
+}
+
+Test(cpu_ops, rope_llama3_factors)
+{
+    struct aarmd_model_desc d = rope_desc(AARMD_ROPE_NORMAL, 128);
+    d.head_dim = 128;
+    d.rope_freq_base = 500000.0f;
+    d.rope_scaling = AARMD_ROPE_SCALING_LLAMA3;
+    d.rope_scale = 8.0f;
+    d.rope_orig_ctx = 8192;
+    d.llama3_low_freq_factor = 1.0f;
+    d.llama3_high_freq_factor = 4.0f;
+    float f[64];
+    cpu_rope_llama3_factors(&d, f);
+    cr_assert_eq(f[0], 1.0f);                     /* short wavelengths: untouched */
+    cr_assert(close_to(f[63], 8.0f), "%g", f[63]); /* long wavelengths: the full factor */
+    for (int i = 1; i < 64; i++)
+        cr_assert(f[i] >= f[i - 1] && f[i] >= 1.0f && f[i] <= 8.0f, "factor %d = %g", i, f[i]);
+    /* factors divide the angle */
+    struct cpu_rope r;
+    cpu_rope_init(&r, &d, d.rope_freq_base, f);
+    float cs[128];
+    cpu_rope_cos_sin(&r, 1000, cs);
+    float th = 1000.0f * powf(500000.0f, -2.0f * 63 / 128.0f) / f[63];
+    cr_assert(close_to(cs[126], cosf(th)) && close_to(cs[127], sinf(th)));
+}
+
+/* Attention against a direct two-pass softmax over the same cached rows. */
+Test(cpu_ops, attend_matches_direct_softmax_with_window)
+{
+    for (int ty = 0; ty < 2; ty++) {
+        struct cpu_kv kv;
+        uint32_t type = ty ? AARMD_TYPE_F32 : AARMD_TYPE_F16;
+        cr_assert_eq(cpu_kv_init(&kv, type, 2, 16, 2 * 4), AARMD_OK);
+        float k[8], v[8];
+        for (int p = 0; p < 10; p++) {
+            for (int i = 0; i < 8; i++) {
+                k[i] = sinf((float)(p * 8 + i));
+                v[i] = cosf((float)(p * 3 + i));
+            }
+            cpu_kv_store(&kv, 1, p, k, v);
+        }
+        float q[4] = {0.5f, -1.0f, 2.0f, 0.25f}, out[4];
+        int kvh = 1, j0 = 4, j1 = 9;
+        float scale = 0.5f, cap = 3.0f;
+        cpu_attend(&kv, 1, kvh, q, 4, j0, j1, scale, cap, out);
+        double sc[16], mx = -1e30, z = 0, want[4] = {0};
+        for (int j = j0; j <= j1; j++) {
+            double s = 0;
+            for (int i = 0; i < 4; i++)
+                s += q[i] * sin((double)(j * 8 + kvh * 4 + i));
+            s *= scale;
+            s = cap * tanh(s / cap);
+            sc[j] = s;
+            mx = s > mx ? s : mx;
+        }
+        for (int j = j0; j <= j1; j++)
+            z += exp(sc[j] - mx);
+        for (int j = j0; j <= j1; j++)
+            for (int i = 0; i < 4; i++)
+                want[i] += exp(sc[j] - mx) / z * cos((double)(j * 3 + kvh * 4 + i));
+        float tol = ty ? 1e-5f : 2e-3f;   /* F16 cache rounds k and v */
+        for (int i = 0; i < 4; i++)
+            cr_assert(fabs(out[i] - want[i]) < tol, "type %u dim %d: %g vs %g", type, i, out[i], want[i]);
+        cpu_kv_fini(&kv);
+    }
+}
+
+Test(cpu_ops, kv_rejects_bad_shapes)
+{
+    struct cpu_kv kv;
+    cr_assert_eq(cpu_kv_init(&kv, AARMD_TYPE_Q8_0, 1, 4, 4), AARMD_EINVAL);
+    cr_assert_eq(cpu_kv_init(&kv, AARMD_TYPE_F16, 0, 4, 4), AARMD_EINVAL);
+    cr_assert_eq(cpu_kv_init(&kv, AARMD_TYPE_F16, 1, 4, 4), AARMD_OK);
+    cr_assert_eq(cpu_kv_bytes(&kv), 2 * 4 * 4 * 2);
+    cpu_kv_fini(&kv);
+    cpu_kv_fini(&kv);   /* idempotent */
+}
