@@ -46,7 +46,7 @@ struct aarmd_job *aarmd_job_new(const struct aarmd_job_request *r, aarmd_job_eve
         snprintf(j->stop_err, sizeof j->stop_err, "stop: at most %d strings (got %u)", AARMD_MAX_STOPS,
                  (unsigned)r->n_stop);
     else if (aarmd_stop_init(&j->stop, r->stop, r->n_stop, err, sizeof err) != 0)
-        snprintf(j->stop_err, sizeof j->stop_err, "stop: %s", err);
+        snprintf(j->stop_err, sizeof j->stop_err, "%s", err);
     if (j->stop_err[0])
         aarmd_stop_init(&j->stop, NULL, 0, NULL, 0);
     return j;

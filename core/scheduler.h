@@ -19,7 +19,8 @@
  * a tail that may start a stop string). While text is held the token's event
  * waits for the next token, so held text is sent with it when the job ends
  * (EOS, max_tokens, context full). Concatenating every token's text gives the
- * decoded output up to (not including) a matched stop string.
+ * decoded output up to (not including) a matched stop string (core/stop.h:
+ * the stop string that ends first in the text wins).
  *
  * Limits: the job ends with MAX_TOKENS when the sequence holds ctx_size tokens
  * (its last sampled token is sent but never fed back). inference_timeout_s
@@ -113,6 +114,8 @@ struct aarmd_sched *aarmd_sched_new(struct aarmd_engine *e, const struct aarmd_s
 /* Stops accepting, cancels everything left after drain_ms, joins the threads, frees. Accepts NULL. */
 void aarmd_sched_free(struct aarmd_sched *s, uint32_t drain_ms);
 
+/* Copies r and queues the job; events follow on scheduler threads (STARTED or a
+ * 400 rejection first). A NULL s, r or cb gives AARMD_SUBMIT_NOMEM. */
 enum aarmd_submit_result aarmd_sched_submit(struct aarmd_sched *s, const struct aarmd_job_request *r,
                                             aarmd_job_event_fn cb, void *user);
 /* Ends a queued or running job with error CANCELLED within 100 ms; unknown ids are ignored. */

@@ -463,7 +463,8 @@ static void job_close_cb(struct evhttp_connection *conn, void *arg)
     if (j->ping_ev)
         event_del(j->ping_ev);
     if (j->sched_live) {
-        aarmd_log_ctx(AARMD_LOG_INFO, "cancel", &(struct aarmd_log_ctx){.job_id = j->id, .correlation_id = j->corr},
+        /* the scheduler logs the "cancel" event itself; this only says why */
+        aarmd_log_ctx(AARMD_LOG_DEBUG, "cancel", &(struct aarmd_log_ctx){.job_id = j->id, .correlation_id = j->corr},
                       "client closed the connection");
         aarmd_sched_cancel(s->sched, j->id);
         if (j->paused) {

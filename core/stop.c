@@ -6,15 +6,21 @@
 #include "config.h"
 #include "stop.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "aarmd_backend.h"
 
-static void set_err(char *err, size_t errlen, const char *msg, uint32_t i)
+__attribute__((format(printf, 3, 4)))
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (err && errlen)
-        snprintf(err, errlen, msg, i);
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }
 
 /* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */

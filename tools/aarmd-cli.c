@@ -13,6 +13,9 @@ static const struct aarmd_cli_cmd commands[] = {
     {"gguf-synth", "write a synthetic GGUF model with random weights", aarmd_cli_gguf_synth},
     {"tokenize", "text on stdin -> token ids (or --bench: encode throughput)", aarmd_cli_tokenize},
     {"detokenize", "token ids on stdin -> text", aarmd_cli_detokenize},
+    {"generate", "one prompt through the engine and scheduler, tokens streamed to stdout", aarmd_cli_generate},
+    {"bench-sampler", "samples/s of the sampler over random model-shaped logits", aarmd_cli_bench_sampler},
+    {"bench", "prefill/decode throughput of a backend plugin (pp/tg tokens/s)", aarmd_cli_bench},
     {NULL, NULL, NULL},
 };
 

@@ -18,4 +18,6 @@ int aarmd_cli_plugin_check(int argc, char **argv);
 int aarmd_cli_gguf_synth(int argc, char **argv);
 int aarmd_cli_tokenize(int argc, char **argv);
 int aarmd_cli_detokenize(int argc, char **argv);
+int aarmd_cli_bench_sampler(int argc, char **argv);
+int aarmd_cli_bench(int argc, char **argv);
 #endif

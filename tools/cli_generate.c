@@ -25,7 +25,7 @@
 struct gen_state {
     pthread_mutex_t lock;
     pthread_cond_t cv;
-    bool done, failed;
+    bool done, failed, printed;
     uint32_t tokens_in, tokens_out;
     uint64_t seed;
     double prompt_ms, decode_ms;
@@ -45,6 +45,7 @@ static void gen_event_cb(void *user, const struct aarmd_job_event *ev)
         if (ev->u.token.len) {
             fwrite(ev->u.token.text, 1, ev->u.token.len, stdout);
             fflush(stdout);
+            st->printed = true;
         }
         return;
     case AARMD_EV_METRICS:
@@ -266,8 +267,10 @@ int aarmd_cli_generate(int argc, char **argv)
     while (!st.done)
         pthread_cond_wait(&st.cv, &st.lock);
     pthread_mutex_unlock(&st.lock);
-    printf("\n");
-    fflush(stdout);
+    if (st.printed) {
+        printf("\n");
+        fflush(stdout);
+    }
     if (st.failed) {
         fprintf(stderr, "aarmd-cli generate: %s\n", st.error);
         goto out;

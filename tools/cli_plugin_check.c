@@ -39,11 +39,27 @@ static const char check_help[] =
     "reported as SKIP. -v shows the plugin's log lines.\n"
     "\n"
     "Each check prints PASS, FAIL or SKIP. Exit status: 0 when no check failed,\n"
-    "1 otherwise, 2 on a usage error.\n";
+    "1 otherwise, 2 on a usage error.\n"
+    "\n"
+    "--reference NAME --model FILE: instead of the session checks, runs the same\n"
+    "prompt (--prompt-len N tokens, default 8, as one prefill) and --steps S greedy\n"
+    "decodes (default 8, driven by the reference's argmax) through both plugins\n"
+    "and compares the logits of every step: max|dlogit| relative to the reference's\n"
+    "largest |logit| must stay under --tol (default 0.02), and top-1 must agree\n"
+    "unless the reference's top-2 gap is below 2 max|dlogit| (a near tie).\n";
 
 struct checker {
     int n_pass, n_fail, n_skip;
 };
+
+/* --reference mode (below run_checks): options and entry. */
+struct ref_opts {
+    const char *reference;      /* second plugin, the numerical reference (e.g. cpu) */
+    long prompt_len, steps;
+    double tol;                 /* bound on max|dlogit| / max|ref logit| */
+};
+static void run_reference(struct checker *c, struct aarmd_plugin *p, struct aarmd_plugin *ref, int32_t device,
+                          const char *model_path, const struct ref_opts *ro);
 
 static void report(struct checker *c, const char *verdict, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void report(struct checker *c, const char *verdict, const char *fmt, ...)
@@ -262,6 +278,8 @@ int aarmd_cli_plugin_check(int argc, char **argv)
     uint32_t n_opts = 0;
     struct aarmd_plugin *p = NULL;
     struct checker c = {0, 0, 0};
+    struct ref_opts ro = {NULL, 8, 8, 0.02};
+    struct aarmd_plugin *ref = NULL;
     char err[2048];
 
     if (!opts || !keys) {
@@ -276,6 +294,26 @@ int aarmd_cli_plugin_check(int argc, char **argv)
             goto out;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             verbose = 1;
+        } else if (!strcmp(a, "--reference") || !strcmp(a, "--prompt-len") || !strcmp(a, "--steps") ||
+                   !strcmp(a, "--tol")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "plugin-check: %s needs a value\n", a);
+                goto out;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--reference")) {
+                ro.reference = v;
+            } else if (!strcmp(a, "--tol")) {
+                char *end;
+                ro.tol = strtod(v, &end);
+                if (*end || !(ro.tol > 0.0)) {
+                    fprintf(stderr, "plugin-check: --tol %s: expected a number > 0\n", v);
+                    goto out;
+                }
+            } else if (parse_int(v, 1, 4096, !strcmp(a, "--steps") ? &ro.steps : &ro.prompt_len)) {
+                fprintf(stderr, "plugin-check: %s %s: expected an integer in 1..4096\n", a, v);
+                goto out;
+            }
         } else if (!strcmp(a, "--backend-opt") || !strcmp(a, "--plugin-dir") || !strcmp(a, "--device") ||
                    !strcmp(a, "--model")) {
             if (i + 1 >= argc) {
@@ -321,9 +359,13 @@ int aarmd_cli_plugin_check(int argc, char **argv)
         fputs(check_help, stderr);
         goto out;
     }
+    if (ro.reference && !model_path) {
+        fprintf(stderr, "plugin-check: --reference needs --model FILE.gguf\n");
+        goto out;
+    }
     aarmd_log_setup(AARMD_LOG_TEXT, "plugin-check", verbose ? AARMD_LOG_DEBUG : AARMD_LOG_WARN);
 
-    struct aarmd_host host;
+    struct aarmd_host host, ref_host;
     aarmd_plugin_host_init(&host, opts, n_opts, (int32_t)device);
     if (aarmd_plugin_load(target, plugin_dir, &host, &p, err, sizeof err) != AARMD_OK) {
         report(&c, "FAIL", "load %s: %s", target, err);
@@ -331,7 +373,15 @@ int aarmd_cli_plugin_check(int argc, char **argv)
         print_table(p);
         report(&c, "PASS", "load %s (ABI %u.%u, host %d.%d)", target, (unsigned)aarmd_plugin_table(p)->abi_major,
                (unsigned)aarmd_plugin_table(p)->abi_minor, AARMD_ABI_MAJOR, AARMD_ABI_MINOR);
-        run_checks(&c, p, (int32_t)device, model_path);
+        if (!ro.reference) {
+            run_checks(&c, p, (int32_t)device, model_path);
+        } else if (aarmd_plugin_host_init(&ref_host, NULL, 0, (int32_t)device),   /* --backend-opt: tested plugin only */
+                   aarmd_plugin_load(ro.reference, plugin_dir, &ref_host, &ref, err, sizeof err) != AARMD_OK) {
+            report(&c, "FAIL", "load reference %s: %s", ro.reference, err);
+        } else {
+            run_reference(&c, p, ref, (int32_t)device, model_path, &ro);
+            aarmd_plugin_free(ref);
+        }
         aarmd_plugin_free(p);
     }
     printf("%d passed, %d failed, %d skipped\n", c.n_pass, c.n_fail, c.n_skip);
@@ -343,4 +393,130 @@ out:
     free(keys);
     free(opts);
     return status;
+}
+
+/* ---- --reference: the same prompt through two plugins, logits compared ------- */
+
+struct ref_side {
+    struct aarmd_plugin *p;
+    struct aarmd_backend_ctx *ctx;
+    struct aarmd_backend_model *m;
+    struct aarmd_backend_seq *s;
+    float *logits;
+};
+
+static int ref_side_open(struct checker *c, struct ref_side *r, int32_t device, const struct aarmd_model_desc *d,
+                         uint32_t n_ctx)
+{
+    char err[1024];
+    const char *name = aarmd_plugin_table(r->p)->name;
+    if (aarmd_plugin_ctx_new(r->p, device, &r->ctx, err, sizeof err) != AARMD_OK ||
+        aarmd_plugin_model_load(r->p, r->ctx, d, NULL, NULL, &r->m, err, sizeof err) != AARMD_OK ||
+        aarmd_plugin_seq_new(r->p, r->m, n_ctx, &r->s, err, sizeof err) != AARMD_OK) {
+        report(c, "FAIL", "%s: %s", name, err);
+        return -1;
+    }
+    r->logits = malloc((size_t)d->n_vocab * sizeof(float));
+    if (!r->logits) {
+        report(c, "FAIL", "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void ref_side_close(struct ref_side *r)
+{
+    free(r->logits);
+    aarmd_plugin_seq_free(r->p, r->s);
+    aarmd_plugin_model_free(r->p, r->m);
+    aarmd_plugin_ctx_free(r->p, r->ctx);
+}
+
+static int ref_step(struct checker *c, struct ref_side *r, const int32_t *toks, uint32_t n, uint32_t n_vocab)
+{
+    char err[1024];
+    struct aarmd_batch_entry e = {.seq = r->s, .tokens = toks, .n_tokens = n, .want_logits = 1, .logits = r->logits};
+    for (uint32_t k = 0; k < n_vocab; k++)
+        r->logits[k] = NAN;
+    if (aarmd_plugin_step(r->p, r->m, &e, 1, err, sizeof err) != AARMD_OK) {
+        report(c, "FAIL", "%s step: %s", aarmd_plugin_table(r->p)->name, err);
+        return -1;
+    }
+    return 0;
+}
+
+static void run_reference(struct checker *c, struct aarmd_plugin *p, struct aarmd_plugin *ref, int32_t device,
+                          const char *model_path, const struct ref_opts *ro)
+{
+    char err[1024];
+    struct aarmd_gguf *g = NULL;
+    struct aarmd_model_desc *d = NULL;
+    struct ref_side a = {.p = p}, b = {.p = ref};
+    int32_t *toks = NULL;
+    double worst = 0.0;
+    int agree = 0, compared = 0;
+
+    if (aarmd_gguf_open(model_path, &g, err, sizeof err) != AARMD_OK ||
+        aarmd_model_desc_from_gguf(g, &d, err, sizeof err) != AARMD_OK) {
+        report(c, "FAIL", "model %s: %s", model_path, err);
+        goto done;
+    }
+    uint32_t n_vocab = d->n_vocab, n_ctx = (uint32_t)(ro->prompt_len + ro->steps + 1);
+    if (ref_side_open(c, &a, device, d, n_ctx) || ref_side_open(c, &b, device, d, n_ctx))
+        goto done;
+    toks = malloc((size_t)ro->prompt_len * sizeof *toks);
+    if (!toks)
+        goto done;
+    toks[0] = d->bos_id >= 0 && (uint32_t)d->bos_id < n_vocab ? d->bos_id : 0;
+    for (long i = 1; i < ro->prompt_len; i++)
+        toks[i] = (int32_t)(((uint64_t)i * 7919u + 13u) % n_vocab);
+
+    for (long step = 0; step <= ro->steps; step++) {
+        const int32_t *in = toks;
+        uint32_t n = (uint32_t)ro->prompt_len;
+        int32_t next;
+        if (step > 0) {
+            next = (int32_t)argmax(b.logits, n_vocab);
+            in = &next;
+            n = 1;
+        }
+        if (ref_step(c, &a, in, n, n_vocab) || ref_step(c, &b, in, n, n_vocab))
+            goto done;
+        double maxd = 0.0, scale = 0.0;
+        uint32_t bad = n_nonfinite(a.logits, n_vocab);
+        for (uint32_t k = 0; k < n_vocab; k++) {
+            double dd = fabs((double)a.logits[k] - (double)b.logits[k]);
+            if (dd > maxd)
+                maxd = dd;
+            if (fabs((double)b.logits[k]) > scale)
+                scale = fabs((double)b.logits[k]);
+        }
+        uint32_t ta = argmax(a.logits, n_vocab), tb = argmax(b.logits, n_vocab);
+        double second = -INFINITY;
+        for (uint32_t k = 0; k < n_vocab; k++)
+            if (k != tb && b.logits[k] > second)
+                second = b.logits[k];
+        double gap = b.logits[tb] - second, rel = scale > 0.0 ? maxd / scale : maxd;
+        int near_tie = gap < 2.0 * maxd;
+        compared++;
+        agree += ta == tb;
+        if (rel > worst)
+            worst = rel;
+        const char *what = step == 0 ? "prefill" : "decode";
+        if (bad || rel > ro->tol || (ta != tb && !near_tie))
+            report(c, "FAIL", "%s %ld: max|d| %.3g of max|ref| %.3g (rel %.3g, tol %.3g), top-1 %u vs %u (gap %.3g)%s",
+                   what, step, maxd, scale, rel, ro->tol, ta, tb, gap, bad ? ", non-finite logits" : "");
+        else
+            report(c, "PASS", "%s %ld: max|d| %.3g of max|ref| %.3g (rel %.3g), top-1 %u vs %u%s", what, step, maxd,
+                   scale, rel, ta, tb, ta != tb ? " (near tie)" : "");
+    }
+    printf("COMPARE %s vs %s arch %s: %d steps, top-1 agreement %d/%d, worst rel max|dlogit| %.3g\n",
+           aarmd_plugin_table(p)->name, aarmd_plugin_table(ref)->name, d->arch ? d->arch : "?", compared, agree,
+           compared, worst);
+done:
+    free(toks);
+    ref_side_close(&a);
+    ref_side_close(&b);
+    aarmd_model_desc_free(d);
+    aarmd_gguf_free(g);
 }

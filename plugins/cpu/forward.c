@@ -16,6 +16,8 @@
 
 /* Tokens whose logits are computed by one output matmul. */
 #define LOGIT_GROUP 8
+/* Attention below this many multiply-adds runs on the calling thread. */
+#define ATTN_INLINE_WORK (1u << 20)
 
 /* ---- weights: pointers into the mmap (vectors possibly converted) --------- */
 
@@ -503,26 +505,39 @@ struct attn_job {
     uint32_t n_tok;
     struct cpu_kv *const *kv;
     const int32_t *pos;
+    int vec;                    /* AVX2 attention (x86-64 with simd >= avx2) */
 };
 
-static void attn_cb(void *arg, int ith, int nth)
+/* Item `it` = (token it / n_head, head it % n_head). */
+static void attn_item(const struct attn_job *j, size_t it)
 {
-    const struct attn_job *j = arg;
     const struct cpu_hparams *hp = &j->m->hp;
     const struct cpu_layer *L = &j->m->w.layers[j->layer];
     int group = hp->n_head / hp->n_head_kv;
-    size_t items = (size_t)j->n_tok * (size_t)hp->n_head;
-    for (size_t it = (size_t)ith; it < items; it += (size_t)nth) {
-        uint32_t t = (uint32_t)(it / (size_t)hp->n_head);
-        int h = (int)(it % (size_t)hp->n_head);
-        int32_t p = j->pos[t];
-        int32_t j0 = 0;
-        if (L->is_swa && p - hp->sliding_window + 1 > 0)
-            j0 = p - hp->sliding_window + 1;   /* a key is visible while q_pos - k_pos < window */
-        const float *q = j->m->s.q + (size_t)t * hp->q_dim + (size_t)h * hp->head_dim;
-        float *out = j->m->s.att + (size_t)t * hp->q_dim + (size_t)h * hp->head_dim;
-        cpu_attend(j->kv[t], j->layer, h / group, q, hp->head_dim, j0, p, hp->attn_scale, hp->attn_softcap, out);
-    }
+    uint32_t t = (uint32_t)(it / (size_t)hp->n_head);
+    int h = (int)(it % (size_t)hp->n_head);
+    int32_t p = j->pos[t];
+    int32_t j0 = 0;
+    if (L->is_swa && p - hp->sliding_window + 1 > 0)
+        j0 = p - hp->sliding_window + 1;   /* a key is visible while q_pos - k_pos < window */
+    const float *q = j->m->s.q + (size_t)t * hp->q_dim + (size_t)h * hp->head_dim;
+    float *out = j->m->s.att + (size_t)t * hp->q_dim + (size_t)h * hp->head_dim;
+    cpu_attend(j->kv[t], j->layer, h / group, q, hp->head_dim, j0, p, hp->attn_scale, hp->attn_softcap, j->vec, out);
+}
+
+/* Pool chunk: one (token, head) item, claimed by whichever thread comes. */
+static void attn_chunk_cb(void *arg, int64_t chunk)
+{
+    attn_item(arg, (size_t)chunk);
+}
+
+/* Multiply-adds of a chunk's attention (keys visited x heads x head_dim x 2). */
+static uint64_t attn_work(const struct cpu_hparams *hp, uint32_t n_tok, const int32_t *pos)
+{
+    uint64_t keys = 0;
+    for (uint32_t t = 0; t < n_tok; t++)
+        keys += (uint64_t)pos[t] + 1;
+    return keys * (uint64_t)hp->n_head * (uint64_t)hp->head_dim * 2;
 }
 
 /* Logits of up to LOGIT_GROUP tokens whose final hidden rows are in s->lx. */
@@ -602,8 +617,15 @@ void cpu_forward(struct cpu_model *m, uint32_t n_tok, const int32_t *tokens, str
             cpu_kv_store(kv[t], il, pos[t], k, s->v + (size_t)t * KV); /* cache k, v at pos */
         }
 
-        struct attn_job job = {.m = m, .layer = il, .n_tok = n_tok, .kv = kv, .pos = pos};
-        cpu_pool_run(m->pool, attn_cb, &job);                        /* att = softmax(q·k * scale) · v */
+        struct attn_job job = {.m = m, .layer = il, .n_tok = n_tok, .kv = kv, .pos = pos,
+                               .vec = m->simd == CPU_SIMD_AVX2 || m->simd == CPU_SIMD_AVX512};
+        size_t items = (size_t)n_tok * (size_t)hp->n_head;         /* att = softmax(q·k * scale) · v */
+        if (attn_work(hp, n_tok, pos) < ATTN_INLINE_WORK) {
+            for (size_t it = 0; it < items; it++)                    /* too small to pay for a pool hand-off */
+                attn_item(&job, it);
+        } else {
+            cpu_pool_run_chunks(m->pool, attn_chunk_cb, &job, (int64_t)items);
+        }
 
         matmul(m, L->wo, s->att, n_tok, s->xb2);                     /* xb2 = att @ wo (+ b) */
         add_bias(s->xb2, L->bo, n_tok, E);

@@ -23,6 +23,14 @@ void cpu_pool_free(struct cpu_pool *pool);   /* accepts NULL */
 int cpu_pool_threads(const struct cpu_pool *pool);
 /* Runs fn(arg, ith, nth) for ith in 0..nth-1 on the pool's threads and waits. */
 void cpu_pool_run(struct cpu_pool *pool, void (*fn)(void *arg, int ith, int nth), void *arg);
+/*
+ * Runs fn(arg, chunk) once for every chunk in 0..n_chunks-1, handed out one at
+ * a time to whichever threads come (the caller included), and returns when all
+ * are done. A worker that is not scheduled in time is not waited for: on a
+ * busy machine the caller does the work instead of sleeping on a straggler.
+ * fn must not depend on which thread runs a chunk. One run at a time per pool.
+ */
+void cpu_pool_run_chunks(struct cpu_pool *pool, void (*fn)(void *arg, int64_t chunk), void *arg, int64_t n_chunks);
 
 /* ---- SIMD level ----------------------------------------------------------- */
 enum cpu_simd { CPU_SIMD_NONE = 0, CPU_SIMD_AVX2 = 1, CPU_SIMD_AVX512 = 2, CPU_SIMD_NEON = 3 };

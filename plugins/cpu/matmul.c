@@ -103,13 +103,13 @@ struct mm_job {
     uint8_t *act;        /* quantized activations, or x itself for float weights */
     size_t a_rb;
     float *y;
+    int64_t rows_per_chunk, n_row_chunks;
 };
 
-static void mm_quant_cb(void *arg, int ith, int nth)
+static void mm_quant_cb(void *arg, int64_t t)
 {
     struct mm_job *j = arg;
-    for (uint32_t t = (uint32_t)ith; t < j->n_tok; t += (uint32_t)nth)
-        cpu_quantize_act(j->type, j->x + (size_t)t * (size_t)j->n_in, j->act + (size_t)t * j->a_rb, j->n_in);
+    cpu_quantize_act(j->type, j->x + (size_t)t * (size_t)j->n_in, j->act + (size_t)t * j->a_rb, j->n_in);
 }
 
 static void mm_tile(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0, uint32_t t1)
@@ -124,7 +124,9 @@ static void mm_tile(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0,
                 for (int64_t r = rc; r < re; r++) {
                     const uint8_t *w = j->w + (size_t)r * j->w_rb;
                     float *y = j->y + (size_t)ts * (size_t)j->n_out + (size_t)r;
-                    if (j->multi && nt > 1) {
+                    /* multi even for one token: a token's result then never depends on the tiling
+                     * (nor on the thread count), since every kernel treats each token alike */
+                    if (j->multi) {
                         float out[CPU_DOT_MAX_TOK];
                         j->multi(j->n_in, w, a, j->a_rb, nt, out);
                         for (int t = 0; t < nt; t++)
@@ -139,23 +141,16 @@ static void mm_tile(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0,
     }
 }
 
-static void mm_dot_cb(void *arg, int ith, int nth)
+/* Chunk c covers rows [rc * rows_per_chunk, +rows_per_chunk) of token super-block
+ * tb = c / n_row_chunks: threads sweep one super-block together, so its
+ * activations stay hot in the shared cache, and each weight row is read by one thread. */
+static void mm_chunk_cb(void *arg, int64_t c)
 {
     struct mm_job *j = arg;
-    /* Rows are the natural split (each weight byte read by one thread); only when
-     * there are too few rows to go around do the threads split tokens instead. */
-    if (j->n_out >= (int64_t)nth * ROW_TILE || j->n_tok < (uint32_t)nth) {
-        int64_t per = (j->n_out + nth - 1) / nth;
-        per = (per + 3) & ~(int64_t)3;   /* keep row chunks cache-line friendly */
-        int64_t r0 = per * ith, r1 = r0 + per < j->n_out ? r0 + per : j->n_out;
-        if (r0 < r1)
-            mm_tile(j, r0, r1, 0, j->n_tok);
-    } else {
-        uint32_t per = (j->n_tok + (uint32_t)nth - 1) / (uint32_t)nth;
-        uint32_t t0 = per * (uint32_t)ith, t1 = t0 + per < j->n_tok ? t0 + per : j->n_tok;
-        if (t0 < t1)
-            mm_tile(j, 0, j->n_out, t0, t1);
-    }
+    int64_t tb = c / j->n_row_chunks, rc = c % j->n_row_chunks;
+    int64_t r0 = rc * j->rows_per_chunk, r1 = r0 + j->rows_per_chunk < j->n_out ? r0 + j->rows_per_chunk : j->n_out;
+    uint32_t t0 = (uint32_t)tb * TOK_SUPER, t1 = t0 + TOK_SUPER < j->n_tok ? t0 + TOK_SUPER : j->n_tok;
+    mm_tile(j, r0, r1, t0, t1);
 }
 
 size_t cpu_matmul_scratch_bytes(uint32_t type, int64_t n_in, uint32_t n_tok)
@@ -188,10 +183,14 @@ void cpu_matmul(struct cpu_pool *pool, enum cpu_simd simd, const struct aarmd_te
     } else {
         j.act = scratch;
         j.a_rb = cpu_act_row_bytes(w->type, j.n_in);
-        if (n_tok == 1 || cpu_pool_threads(pool) == 1)
-            mm_quant_cb(&j, 0, 1);
-        else
-            cpu_pool_run(pool, mm_quant_cb, &j);
+        cpu_pool_run_chunks(pool, mm_quant_cb, &j, n_tok);
     }
-    cpu_pool_run(pool, mm_dot_cb, &j);
+    /* about 8 chunks per thread for balance on a shared machine, 4..64 rows each */
+    int nth = cpu_pool_threads(pool);
+    int64_t rpc = (j.n_out + 8 * nth - 1) / (8 * nth);
+    rpc = (rpc + 3) & ~(int64_t)3;
+    j.rows_per_chunk = rpc < 4 ? 4 : rpc > 64 ? 64 : rpc;
+    j.n_row_chunks = (j.n_out + j.rows_per_chunk - 1) / j.rows_per_chunk;
+    int64_t n_tok_blocks = ((int64_t)n_tok + TOK_SUPER - 1) / TOK_SUPER;
+    cpu_pool_run_chunks(pool, mm_chunk_cb, &j, j.n_row_chunks * n_tok_blocks);
 }

@@ -8,6 +8,10 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 void cpu_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
     double ss = 0.0;
@@ -233,14 +237,61 @@ static void axpy_row(const struct cpu_kv *kv, const void *row, float w, float *a
     }
 }
 
+#if defined(__x86_64__)
+/* AVX2 + F16C versions (8 lanes; a scalar tail for head_dim % 8). Compiled
+ * for those extensions only here and called only when the context's SIMD
+ * level says the CPU has them. */
+#define CPU_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+CPU_TARGET_AVX2 static inline __m256 load8(const struct cpu_kv *kv, const void *row, int i)
+{
+    if (kv->type == AARMD_TYPE_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+CPU_TARGET_AVX2 static float dot_row_avx2(const struct cpu_kv *kv, const void *row, const float *q, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8(kv, row, i), acc);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    float s = _mm_cvtss_f32(s4);
+    for (; i < n; i++)
+        s += q[i] * (kv->type == AARMD_TYPE_F16 ? cpu_f16_lut[((const uint16_t *)row)[i]] : ((const float *)row)[i]);
+    return s;
+}
+
+CPU_TARGET_AVX2 static void axpy_row_avx2(const struct cpu_kv *kv, const void *row, float w, float *acc, int n)
+{
+    __m256 vw = _mm256_set1_ps(w);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(vw, load8(kv, row, i), _mm256_loadu_ps(acc + i)));
+    for (; i < n; i++)
+        acc[i] += w * (kv->type == AARMD_TYPE_F16 ? cpu_f16_lut[((const uint16_t *)row)[i]] : ((const float *)row)[i]);
+}
+#endif
+
 void cpu_attend(const struct cpu_kv *kv, int layer, int kvh, const float *q, int head_dim,
-                int32_t j0, int32_t j1, float scale, float softcap, float *out)
+                int32_t j0, int32_t j1, float scale, float softcap, int vec, float *out)
 {
     size_t off = (size_t)kvh * (size_t)head_dim * kv->elt;
     float m = -INFINITY, sum = 0.0f;
+#if defined(__x86_64__)
+    float (*dot)(const struct cpu_kv *, const void *, const float *, int) = vec ? dot_row_avx2 : dot_row;
+    void (*axpy)(const struct cpu_kv *, const void *, float, float *, int) = vec ? axpy_row_avx2 : axpy_row;
+#else
+    (void)vec;
+    float (*dot)(const struct cpu_kv *, const void *, const float *, int) = dot_row;
+    void (*axpy)(const struct cpu_kv *, const void *, float, float *, int) = axpy_row;
+#endif
     memset(out, 0, (size_t)head_dim * sizeof(float));
     for (int32_t j = j0; j <= j1; j++) {
-        float s = dot_row(kv, (const char *)cpu_kv_k_row(kv, layer, j) + off, q, head_dim) * scale;
+        float s = dot(kv, (const char *)cpu_kv_k_row(kv, layer, j) + off, q, head_dim) * scale;
         if (softcap > 0.0f)
             s = softcap * tanhf(s / softcap);
         if (s > m) {
@@ -252,7 +303,7 @@ void cpu_attend(const struct cpu_kv *kv, int layer, int kvh, const float *q, int
         }
         float w = expf(s - m);
         sum += w;
-        axpy_row(kv, (const char *)cpu_kv_v_row(kv, layer, j) + off, w, out, head_dim);
+        axpy(kv, (const char *)cpu_kv_v_row(kv, layer, j) + off, w, out, head_dim);
     }
     if (sum > 0.0f)
         cpu_scale(out, 1.0f / sum, head_dim);

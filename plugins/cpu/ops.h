@@ -65,8 +65,10 @@ void cpu_rope_apply(const struct cpu_rope *r, const float *cs, float *v, int n_h
  * One query head over a sequence's cached keys/values of one layer:
  * out[head_dim] = softmax_j(softcap(q·k_j * scale)) · v_j for j in [j0, j1],
  * keys of kv head `kvh`. Single pass with a running max (no score buffer).
+ * vec != 0 uses the AVX2/F16C dot and axpy (x86-64 only; the caller checks
+ * the CPU has them); 0 is plain C.
  */
 void cpu_attend(const struct cpu_kv *kv, int layer, int kvh, const float *q, int head_dim,
-                int32_t j0, int32_t j1, float scale, float softcap, float *out);
+                int32_t j0, int32_t j1, float scale, float softcap, int vec, float *out);
 
 #endif

@@ -1,6 +1,8 @@
 /*
  * pool.c — the CPU backend's persistent thread pool: n-1 pthreads plus the
  * caller, woken per run by a generation counter (spin, then sleep on a condvar).
+ * Two kinds of run: static (every thread runs its ith share) and chunked
+ * (threads that show up claim chunks; stragglers are not waited for).
  * Nothing is allocated per run. Not re-entrant: one run at a time per pool.
  */
 #include <pthread.h>
@@ -23,6 +25,11 @@
  * while the scheduler is idle. */
 #define POOL_SPIN 20000
 
+/* joined: bit 31 closes the chunked run; the low bits count workers that joined it. */
+#define JOIN_CLOSED 0x80000000u
+
+enum run_mode { RUN_STATIC, RUN_CHUNKS };
+
 struct worker {
     struct cpu_pool *pool;
     int ith;
@@ -36,14 +43,51 @@ struct cpu_pool {
 
     pthread_mutex_t mu;
     pthread_cond_t cv_work;       /* generation changed or stop */
-    pthread_cond_t cv_done;       /* pending reached 0 */
+    pthread_cond_t cv_done;       /* a worker finished its part */
 
+    /* the current run; written by the caller before the generation moves */
     void (*fn)(void *arg, int ith, int nth);
+    void (*chunk_fn)(void *arg, int64_t chunk);
     void *arg;
-    atomic_uint generation;
-    atomic_int pending;           /* workers still running the current generation */
+    int64_t n_chunks;
+
+    atomic_uint generation;       /* run counter << 1 | enum run_mode of that run */
+    atomic_int pending;           /* static: workers still running */
+    atomic_llong next_chunk;      /* chunked: next chunk to claim */
+    atomic_uint joined;           /* chunked: JOIN_CLOSED | workers joined */
+    atomic_uint finished;         /* chunked: joined workers done */
     atomic_int stop;
 };
+
+static void signal_done(struct cpu_pool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    pthread_cond_broadcast(&pool->cv_done);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+static void claim_chunks(struct cpu_pool *pool)
+{
+    int64_t c;
+    while ((c = atomic_fetch_add_explicit(&pool->next_chunk, 1, memory_order_relaxed)) < pool->n_chunks)
+        pool->chunk_fn(pool->arg, c);
+}
+
+/* A chunked run: join unless the caller already closed it. The run's fields are
+ * read only after a successful join, whose acquire pairs with the caller's
+ * release that opened the run, so a stale worker can only join the live run. */
+static void worker_chunks(struct cpu_pool *pool)
+{
+    unsigned j = atomic_load_explicit(&pool->joined, memory_order_acquire);
+    do {
+        if (j & JOIN_CLOSED)
+            return;
+    } while (!atomic_compare_exchange_weak_explicit(&pool->joined, &j, j + 1, memory_order_acq_rel,
+                                                    memory_order_acquire));
+    claim_chunks(pool);
+    atomic_fetch_add_explicit(&pool->finished, 1, memory_order_acq_rel);
+    signal_done(pool);
+}
 
 static void *worker_main(void *p)
 {
@@ -68,13 +112,15 @@ static void *worker_main(void *p)
         }
         if (atomic_load(&pool->stop))
             return NULL;
-        seen = gen;
-        pool->fn(pool->arg, w->ith, pool->n_threads);
-        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&pool->mu);
-            pthread_cond_signal(&pool->cv_done);
-            pthread_mutex_unlock(&pool->mu);
+        seen = gen;   /* the mode travels in the same word, so it is the mode of this very run */
+        if ((gen & 1u) == RUN_CHUNKS) {
+            worker_chunks(pool);
+            continue;
         }
+        /* static: the caller waits for every worker, so this run is still the live one */
+        pool->fn(pool->arg, w->ith, pool->n_threads);
+        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1)
+            signal_done(pool);
     }
 }
 
@@ -88,6 +134,9 @@ struct cpu_pool *cpu_pool_new(int n_threads)
     pool->n_threads = n_threads;
     atomic_init(&pool->generation, 0);
     atomic_init(&pool->pending, 0);
+    atomic_init(&pool->next_chunk, 0);
+    atomic_init(&pool->joined, JOIN_CLOSED);
+    atomic_init(&pool->finished, 0);
     atomic_init(&pool->stop, 0);
     if (pthread_mutex_init(&pool->mu, NULL) != 0)
         goto fail_mu;
@@ -142,6 +191,18 @@ void cpu_pool_free(struct cpu_pool *pool)
 
 int cpu_pool_threads(const struct cpu_pool *pool) { return pool ? pool->n_threads : 1; }
 
+/* The release makes the run's fields visible to a worker that sees the new
+ * generation; taking the mutex before the broadcast means a worker about to
+ * sleep cannot miss it. */
+static void wake_workers(struct cpu_pool *pool, enum run_mode mode)
+{
+    unsigned g = atomic_load_explicit(&pool->generation, memory_order_relaxed);   /* only the caller writes it */
+    atomic_store_explicit(&pool->generation, (g & ~1u) + 2u + (unsigned)mode, memory_order_release);
+    pthread_mutex_lock(&pool->mu);
+    pthread_cond_broadcast(&pool->cv_work);
+    pthread_mutex_unlock(&pool->mu);
+}
+
 void cpu_pool_run(struct cpu_pool *pool, void (*fn)(void *arg, int ith, int nth), void *arg)
 {
     if (!pool || pool->n_threads == 1) {
@@ -151,12 +212,7 @@ void cpu_pool_run(struct cpu_pool *pool, void (*fn)(void *arg, int ith, int nth)
     pool->fn = fn;
     pool->arg = arg;
     atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
-    /* The release makes fn, arg and pending visible to a worker that sees the new generation;
-     * taking the mutex before the broadcast means a worker about to sleep cannot miss it. */
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
-    pthread_mutex_lock(&pool->mu);
-    pthread_cond_broadcast(&pool->cv_work);
-    pthread_mutex_unlock(&pool->mu);
+    wake_workers(pool, RUN_STATIC);
 
     fn(arg, 0, pool->n_threads);
 
@@ -167,6 +223,38 @@ void cpu_pool_run(struct cpu_pool *pool, void (*fn)(void *arg, int ith, int nth)
     }
     pthread_mutex_lock(&pool->mu);
     while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
+        pthread_cond_wait(&pool->cv_done, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+void cpu_pool_run_chunks(struct cpu_pool *pool, void (*fn)(void *arg, int64_t chunk), void *arg, int64_t n_chunks)
+{
+    if (n_chunks <= 0)
+        return;
+    if (!pool || pool->n_threads == 1 || n_chunks == 1) {
+        for (int64_t c = 0; c < n_chunks; c++)
+            fn(arg, c);
+        return;
+    }
+    pool->chunk_fn = fn;
+    pool->arg = arg;
+    pool->n_chunks = n_chunks;
+    atomic_store_explicit(&pool->next_chunk, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->finished, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->joined, 0, memory_order_release);   /* open */
+    wake_workers(pool, RUN_CHUNKS);
+
+    claim_chunks(pool);
+
+    /* Close: workers that have not joined by now never will; wait for those that did. */
+    unsigned j = atomic_fetch_or_explicit(&pool->joined, JOIN_CLOSED, memory_order_acq_rel) & ~JOIN_CLOSED;
+    for (int spin = 0; spin < POOL_SPIN; spin++) {
+        if (atomic_load_explicit(&pool->finished, memory_order_acquire) == j)
+            return;
+        CPU_RELAX();
+    }
+    pthread_mutex_lock(&pool->mu);
+    while (atomic_load_explicit(&pool->finished, memory_order_acquire) != j)
         pthread_cond_wait(&pool->cv_done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }

@@ -19,6 +19,13 @@
 #define ERRLEN 512
 #define NAME "t.gguf"
 
+/* a broken index or bound shows up as a hang: fail it instead */
+TestSuite(gguf_real, .timeout = 60);
+TestSuite(gguf_open, .timeout = 60);
+TestSuite(gguf_bad, .timeout = 60);
+TestSuite(gguf_ok, .timeout = 60);
+TestSuite(gguf_fuzz, .timeout = 60);
+
 /* ---- a tiny GGUF writer ------------------------------------------------------ */
 
 struct wb {
@@ -659,6 +666,21 @@ Test(gguf_bad, scalar_array_length_exceeds_file)
     expect_bad(&w, at, "array of 4611686018427387904 i32 exceeds file size");
 }
 
+Test(gguf_bad, scalar_array_bytes_exceed_file)
+{
+    /* 3 u32 need 12 bytes: the count alone (3 <= 8 bytes left) is not the check */
+    struct wb w = {0};
+    wb_header(&w, 3, 0, 1);
+    wb_str(&w, "arr");
+    wb_u32(&w, AARMD_GGUF_ARRAY);
+    wb_u32(&w, AARMD_GGUF_U32);
+    size_t at = w.n;
+    wb_u64(&w, 3);
+    wb_u32(&w, 1);
+    wb_u32(&w, 2);
+    expect_bad(&w, at, "array of 3 u32 exceeds file size");
+}
+
 Test(gguf_bad, string_array_length_exceeds_file)
 {
     struct wb w = {0};
@@ -1055,6 +1077,12 @@ Test(gguf_ok, every_value_type_and_getter)
     char buf[4];
     cr_assert_eq(aarmd_gguf_get_cstr(g, "s", buf, sizeof buf), AARMD_OK);
     cr_assert_str_eq(buf, "h\xc3\xa9", "truncated to cap - 1");
+    char fit[8] = "XXXXXXXX";
+    cr_assert_eq(aarmd_gguf_get_cstr(g, "s", fit, 6), AARMD_OK);   /* len 6 == cap */
+    cr_assert_str_eq(fit, "h\xc3\xa9ll");
+    cr_assert_eq(fit[6], 'X', "wrote past cap");
+    cr_assert_eq(aarmd_gguf_get_cstr(g, "s", fit, 7), AARMD_OK);
+    cr_assert_str_eq(fit, "h\xc3\xa9llo");
     cr_assert_eq(aarmd_gguf_get_cstr(g, "u8", buf, sizeof buf), AARMD_EINVAL);
     cr_assert_eq(aarmd_gguf_get_str(g, "astr", &s), AARMD_EINVAL);
 

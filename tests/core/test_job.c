@@ -104,7 +104,7 @@ Test(job, request_is_copied_and_checked)
     id[0] = 'z';
     stop[0] = 'z';
     cr_assert_str_eq(j->id, "abc");
-    cr_assert_str_eq(j->stop[0], "xy");
+    cr_assert_str_eq(aarmd_stop_string(&j->stop, 0), "xy");
     cr_assert_str_eq(j->prompt, "hel");   /* prompt_len bytes */
     cr_assert_str_eq(j->corr, "c");
     char buf[128];
@@ -122,8 +122,10 @@ Test(job, request_is_copied_and_checked)
         {{.job_id = "a", .prompt = "p", .prompt_len = 1, .max_tokens = 1, .stop = {NULL}, .n_stop = 1}, "stop"},
         {{.job_id = "a", .prompt = "p", .prompt_len = 1, .max_tokens = 1, .n_stop = AARMD_MAX_STOPS + 1,
           .stop = {"a", "b", "c", "d"}}, "stop"},
+        {{.job_id = "a", .prompt = "p", .prompt_len = 1, .max_tokens = 1, .stop = {"ok", "\xC3"}, .n_stop = 2},
+         "UTF-8"},
     };
-    char longstop[AARMD_JOB_STOP_MAX_LEN + 2];
+    char longstop[AARMD_STOP_MAX_LEN + 2];
     memset(longstop, 's', sizeof longstop - 1);
     longstop[sizeof longstop - 1] = '\0';
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -257,7 +259,8 @@ Test(job, split_utf8_character_waits_for_its_end)
     aarmd_job_free(j, NULL);
 }
 
-Test(job, earliest_stop_wins)
+/* core/stop.h: the stop string that ends first wins, however the text is split. */
+Test(job, stop_that_ends_first_wins)
 {
     int32_t *ids;
     size_t n = encode("abcdef", &ids);
@@ -265,11 +268,12 @@ Test(job, earliest_stop_wins)
     char *all = decode(ids, n, &len);
     cr_assert_eq(len, 6u);
     struct ev_rec r = {0};
-    struct aarmd_job *j = make_job(&r, "de", "bc");
+    struct aarmd_job *j = make_job(&r, "abcd", "bc");
     int k = -1;
     for (size_t i = 0; i < n && k < 0; i++)
         k = push(j, ids[i], i + 1 == n);
     cr_assert_eq(k, 1, "stop %d matched", k);
+    cr_assert_str_eq(aarmd_stop_string(&j->stop, k), "bc");
     cr_assert_eq(r.all_len, 1u);
     cr_assert_eq(r.all[0], 'a');
     free(all);

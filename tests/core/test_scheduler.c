@@ -3,6 +3,7 @@
  * injected faults, determinism, and exactly one terminal event per job. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -812,4 +813,36 @@ Test(sched, two_hundred_jobs_with_random_cancels)
     }
     cr_assert_gt(cancelled, 0);
     cr_assert_gt(ended, 0);
+}
+
+static void redirect_err(void)
+{
+    cr_redirect_stderr();
+}
+
+Test(sched_log, execute_start_and_end_lines, .init = redirect_err, .fini = teardown)
+{
+    setup(NULL, 1, 4, 256);
+    aarmd_log_setup(AARMD_LOG_JSON, "w", AARMD_LOG_INFO);
+    struct rec r;
+    struct aarmd_job_request q = req("logged", "hello", 3, 0.0f, 1);
+    q.correlation_id = "corr-1";
+    run_job(&q, &r);
+    aarmd_sched_free(sched, 0);
+    sched = NULL;
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    char line[4096];
+    bool start = false, end = false;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"job_id\":\"logged\"") || !strstr(line, "\"correlation_id\":\"corr-1\""))
+            continue;
+        if (strstr(line, "\"event\":\"execute_start\"") && strstr(line, "\"tokens_in\":"))
+            start = true;
+        if (strstr(line, "\"event\":\"execute_end\"") && strstr(line, "\"tokens_out\":3") &&
+            strstr(line, "\"stop_reason\":\"MAX_TOKENS\""))
+            end = true;
+    }
+    cr_assert(start, "no execute_start line");
+    cr_assert(end, "no execute_end line");
 }

@@ -654,3 +654,71 @@ Test(cpu_types, k4_scale_unpack_matches_reference)
         }
     }
 }
+
+struct chunk_job {
+    atomic_int hits[257];
+    atomic_int total;
+};
+
+static void chunk_cb(void *arg, int64_t c)
+{
+    struct chunk_job *j = arg;
+    atomic_fetch_add(&j->hits[c], 1);
+    atomic_fetch_add(&j->total, 1);
+}
+
+Test(cpu_pool, chunks_each_run_exactly_once_mixed_with_static_runs)
+{
+    for (int n = 1; n <= 4; n++) {
+        struct cpu_pool *pool = cpu_pool_new(n);
+        cr_assert(pool != NULL);
+        for (int run = 0; run < 600; run++) {
+            struct chunk_job j;
+            int64_t nc = (run * 37) % 258;   /* 0..257 chunks, including none and one */
+            for (int i = 0; i < 257; i++)
+                atomic_init(&j.hits[i], 0);
+            atomic_init(&j.total, 0);
+            cpu_pool_run_chunks(pool, chunk_cb, &j, nc > 257 ? 257 : nc);
+            int64_t want = nc > 257 ? 257 : nc;
+            cr_assert_eq(atomic_load(&j.total), want, "n %d run %d", n, run);
+            for (int64_t i = 0; i < want; i++)
+                cr_assert_eq(atomic_load(&j.hits[i]), 1, "n %d run %d chunk %lld", n, run, (long long)i);
+            if (run % 3 == 0) {   /* static runs in between still reach every worker */
+                struct count_job cj;
+                for (int i = 0; i < 8; i++)
+                    atomic_init(&cj.hits[i], 0);
+                atomic_init(&cj.nth_seen, 0);
+                cpu_pool_run(pool, count_cb, &cj);
+                for (int i = 0; i < n; i++)
+                    cr_assert_eq(atomic_load(&cj.hits[i]), 1, "n %d run %d worker %d", n, run, i);
+            }
+        }
+        cpu_pool_free(pool);
+    }
+}
+
+static void slow_chunk_cb(void *arg, int64_t c)
+{
+    struct chunk_job *j = arg;
+    if (c == 0) {   /* one slow chunk: the others must still all be done, once */
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_fetch_add(&j->hits[c], 1);
+}
+
+Test(cpu_pool, chunks_wait_for_a_slow_chunk)
+{
+    struct cpu_pool *pool = cpu_pool_new(3);
+    for (int run = 0; run < 5; run++) {
+        struct chunk_job j;
+        for (int i = 0; i < 257; i++)
+            atomic_init(&j.hits[i], 0);
+        cpu_pool_run_chunks(pool, slow_chunk_cb, &j, 64);
+        for (int i = 0; i < 64; i++)
+            cr_assert_eq(atomic_load(&j.hits[i]), 1, "run %d chunk %d", run, i);
+        struct timespec ts = {0, 25 * 1000 * 1000};   /* let the workers go to sleep */
+        nanosleep(&ts, NULL);
+    }
+    cpu_pool_free(pool);
+}

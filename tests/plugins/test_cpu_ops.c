@@ -174,30 +174,36 @@ Test(cpu_ops, rope_llama3_factors)
     cr_assert(close_to(cs[126], cosf(th)) && close_to(cs[127], sinf(th)));
 }
 
-/* Attention against a direct two-pass softmax over the same cached rows. */
+/* Attention against a direct two-pass softmax over the same cached rows;
+ * head_dim 12 exercises the 8-lane loop and the scalar tail of the SIMD path. */
 Test(cpu_ops, attend_matches_direct_softmax_with_window)
 {
-    for (int ty = 0; ty < 2; ty++) {
+    enum { HD = 12, NKV = 2 };
+    int n_vec = cpu_simd_detect() == CPU_SIMD_AVX2 || cpu_simd_detect() == CPU_SIMD_AVX512 ? 2 : 1;
+    for (int run = 0; run < 2 * n_vec; run++) {
+        int ty = run & 1, vec = run >> 1;
         struct cpu_kv kv;
         uint32_t type = ty ? AARMD_TYPE_F32 : AARMD_TYPE_F16;
-        cr_assert_eq(cpu_kv_init(&kv, type, 2, 16, 2 * 4), AARMD_OK);
-        float k[8], v[8];
+        cr_assert_eq(cpu_kv_init(&kv, type, 2, 16, NKV * HD), AARMD_OK);
+        float k[NKV * HD], v[NKV * HD];
         for (int p = 0; p < 10; p++) {
-            for (int i = 0; i < 8; i++) {
-                k[i] = sinf((float)(p * 8 + i));
+            for (int i = 0; i < NKV * HD; i++) {
+                k[i] = sinf((float)(p * NKV * HD + i));
                 v[i] = cosf((float)(p * 3 + i));
             }
             cpu_kv_store(&kv, 1, p, k, v);
         }
-        float q[4] = {0.5f, -1.0f, 2.0f, 0.25f}, out[4];
+        float q[HD], out[HD];
+        for (int i = 0; i < HD; i++)
+            q[i] = 0.3f * (float)(i % 5) - 0.5f;
         int kvh = 1, j0 = 4, j1 = 9;
         float scale = 0.5f, cap = 3.0f;
-        cpu_attend(&kv, 1, kvh, q, 4, j0, j1, scale, cap, out);
-        double sc[16], mx = -1e30, z = 0, want[4] = {0};
+        cpu_attend(&kv, 1, kvh, q, HD, j0, j1, scale, cap, vec, out);
+        double sc[16], mx = -1e30, z = 0, want[HD] = {0};
         for (int j = j0; j <= j1; j++) {
             double s = 0;
-            for (int i = 0; i < 4; i++)
-                s += q[i] * sin((double)(j * 8 + kvh * 4 + i));
+            for (int i = 0; i < HD; i++)
+                s += q[i] * sin((double)(j * NKV * HD + kvh * HD + i));
             s *= scale;
             s = cap * tanh(s / cap);
             sc[j] = s;
@@ -206,11 +212,11 @@ Test(cpu_ops, attend_matches_direct_softmax_with_window)
         for (int j = j0; j <= j1; j++)
             z += exp(sc[j] - mx);
         for (int j = j0; j <= j1; j++)
-            for (int i = 0; i < 4; i++)
-                want[i] += exp(sc[j] - mx) / z * cos((double)(j * 3 + kvh * 4 + i));
+            for (int i = 0; i < HD; i++)
+                want[i] += exp(sc[j] - mx) / z * cos((double)(j * 3 + kvh * HD + i));
         float tol = ty ? 1e-5f : 2e-3f;   /* F16 cache rounds k and v */
-        for (int i = 0; i < 4; i++)
-            cr_assert(fabs(out[i] - want[i]) < tol, "type %u dim %d: %g vs %g", type, i, out[i], want[i]);
+        for (int i = 0; i < HD; i++)
+            cr_assert(fabs(out[i] - want[i]) < tol, "type %u vec %d dim %d: %g vs %g", type, vec, i, out[i], want[i]);
         cpu_kv_fini(&kv);
     }
 }

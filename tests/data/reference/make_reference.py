@@ -48,6 +48,14 @@ REAL_CASES = [
      [2, 9920, 3324, 496, 990, 236764, 993, 691, 496, 2268]),
 ]
 GREEDY_TOKENS = 64
+# Long prompts, checked at the last position only (one batched prefill in the
+# test): past gemma3's 512-token sliding window and past the backend's default
+# 512-token chunk. The two sentences above, repeated.
+LONG_CASES = [
+    ("gemma-3-270m-q4_k_m.gguf", "gemma3_long",
+     ([2] + ([669, 5279, 529, 7001, 563, 9079, 236761, 9920, 3324, 496, 990, 236764, 993, 691, 496, 2268,
+              236761] * 40))[:600]),
+]
 
 # Synthetic models: `aarmd-cli gguf-synth` arguments (deterministic from --seed).
 SYNTH_ARCHS = ["llama", "qwen2", "qwen3", "phi3", "gpt2", "gemma3"]
@@ -187,8 +195,9 @@ class Cache:
         self.n = 0
 
 
-def forward(m, tokens, cache):
-    """Appends tokens to cache; returns logits [T, n_vocab] for every new token."""
+def forward(m, tokens, cache, last_only=False):
+    """Appends tokens to cache; returns logits [T, n_vocab] for every new token
+    (only [1, n_vocab] for the last one with last_only)."""
     T = len(tokens)
     pos = np.arange(cache.n, cache.n + T)
     g = m.get
@@ -265,6 +274,8 @@ def forward(m, tokens, cache):
             f = rmsnorm(f, g(p + "post_ffw_norm.weight"), m.eps)
         x = x + f
     cache.n += T
+    if last_only:
+        x = x[-1:]
     x = norm(x, "output_norm")
     out = g("output.weight")
     if out is None:
@@ -275,10 +286,10 @@ def forward(m, tokens, cache):
     return logits.astype(np.float32)
 
 
-def run_case(m, name, prompt, out_dir, ext="f16"):
+def run_case(m, name, prompt, out_dir, ext="f16", last_only=False):
     """ext f16 for the real models (size), f32 for the synthetic ones (their
     logits have an RMS of ~0.2, where float16 steps would hide our errors)."""
-    logits = forward(m, list(prompt), Cache(m))
+    logits = forward(m, list(prompt), Cache(m), last_only)
     top1 = [int(np.argmax(r)) for r in logits]
     fn = name + "." + ext
     logits[-1].astype("<f2" if ext == "f16" else "<f4").tofile(os.path.join(out_dir, fn))
@@ -332,6 +343,12 @@ def main():
             c["model"] = fname
             ref["real"].append(c)
             print(name, "top1", c["top1"], file=sys.stderr)
+        for fname, name, prompt in LONG_CASES:
+            c = run_case(models[fname], name, prompt, out_dir, last_only=True)
+            c["model"] = fname
+            c["last_only"] = True
+            ref["real"].append(c)
+            print(name, "top1 (last)", c["top1"], file=sys.stderr)
     if "greedy" in only:
         ref["greedy"] = []
         done = set()

@@ -1,0 +1,203 @@
+/*
+ * sampler_kern.h — the sampler's loops over the whole vocabulary, written
+ * once for any vector width. Private to core/sampler.c, which includes it
+ * once per width after defining KW (lanes: 4 or 8), KSUF (name suffix) and
+ * KTARGET (a target attribute or nothing). No include guard on purpose.
+ *
+ * Every loop walks the vocabulary in steps of 8 floats (8 / KW vectors), and
+ * sums keep 8 logical lanes reduced in lane order, so each width computes
+ * bit-identical results: a machine with AVX2 draws the same tokens as one
+ * without. None of these contract a*b+c into FMA (no fma target here).
+ */
+
+#define KCAT_(a, b) a##_##b
+#define KCAT(a, b) KCAT_(a, b)
+#define K(name) KCAT(name, KSUF)
+#define KN (8 / KW)
+
+typedef float K(vf) __attribute__((vector_size(KW * 4)));
+typedef int32_t K(vi) __attribute__((vector_size(KW * 4)));
+
+KTARGET static inline __attribute__((always_inline)) K(vf) K(load)(const float *p)
+{
+    K(vf) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+KTARGET static inline __attribute__((always_inline)) bool K(any)(const K(vi) *m)
+{
+#if KW == 8 && defined(__x86_64__)
+    __m256 x;
+    memcpy(&x, m, sizeof x);
+    return _mm256_movemask_ps(x) != 0;
+#elif KW == 4 && defined(__SSE2__)
+    __m128 x;
+    memcpy(&x, m, sizeof x);
+    return _mm_movemask_ps(x) != 0;
+#else
+    int32_t o = 0;
+    for (int j = 0; j < KW; j++)
+        o |= (*m)[j];
+    return o != 0;
+#endif
+}
+
+/*
+ * exp(x) for x <= 0 (-inf included), relative error < 1e-7: Cody-Waite
+ * reduction to |r| <= ln2/2, degree-7 Taylor, scaling by 2^k through the
+ * exponent bits; 0 below -87 where float would go subnormal (weights under
+ * e^-87 never matter next to the top token's 1).
+ */
+KTARGET static inline __attribute__((always_inline)) void K(exp)(K(vf) *px)
+{
+    K(vf) x = *px, lo = (K(vf)){0} - 87.0f;
+    K(vi) under = x < lo;
+    x = (K(vf))(((K(vi))x & ~under) | ((K(vi))lo & under));
+    K(vf) t = x * 1.44269504088896341f - 0.5f;
+    K(vi) k = __builtin_convertvector(t, K(vi));
+    K(vf) kf = __builtin_convertvector(k, K(vf));
+    K(vf) r = x - kf * 0.693145751953125f - kf * 1.42860682030941723e-6f;
+    K(vf) p = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    K(vi) bits = (k + 127) << 23;
+    K(vf) scale;
+    memcpy(&scale, &bits, sizeof scale);
+    K(vf) y = p * scale;
+    *px = (K(vf))((K(vi))y & ~under);
+}
+
+KTARGET static inline float K(sexp)(float x)
+{
+    K(vf) v = (K(vf)){0} + x;
+    K(exp)(&v);
+    return v[0];
+}
+
+/* Max over l[0..n), NaN skipped; *has_nan when any. */
+KTARGET static float K(clean_max)(const float *l, uint32_t n, bool *has_nan)
+{
+    enum { A = 32 / KW };   /* independent accumulators: 32 floats per iteration */
+    K(vf) m[A];
+    K(vi) nan_any = {0};
+    for (int a = 0; a < A; a++)
+        m[a] = (K(vf)){0} - INFINITY;
+    uint32_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int a = 0; a < A; a++) {
+            K(vf) v = K(load)(l + i + (uint32_t)a * KW);
+            K(vi) gt = v > m[a];   /* NaN compares false: skipped */
+            nan_any |= v != v;
+            m[a] = (K(vf))(((K(vi))v & gt) | ((K(vi))m[a] & ~gt));
+        }
+    float max = -INFINITY;
+    for (int a = 0; a < A; a++)
+        for (int j = 0; j < KW; j++)
+            max = m[a][j] > max ? m[a][j] : max;
+    bool nan = K(any)(&nan_any);
+    for (; i < n; i++) {
+        if (l[i] != l[i])
+            nan = true;
+        else if (l[i] > max)
+            max = l[i];
+    }
+    *has_nan = nan;
+    return max;
+}
+
+/* First i with l[i] == v (n when none). */
+KTARGET static uint32_t K(find_eq)(const float *l, uint32_t n, float v)
+{
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        K(vi) eq = {0};
+        for (int a = 0; a < KN; a++)
+            eq |= K(load)(l + i + (uint32_t)a * KW) == v;
+        if (K(any)(&eq))
+            break;
+    }
+    for (; i < n; i++)
+        if (l[i] == v)
+            return i;
+    return n;
+}
+
+/* blocks[b] (when not NULL) = sum of weights of block b; returns their sum. */
+KTARGET static double K(total_mass)(const float *l, uint32_t n, float max, float inv_t, double *blocks)
+{
+    double z = 0;
+    for (uint32_t b = 0, i0 = 0; i0 < n; b++, i0 += BLOCK) {
+        uint32_t i1 = n - i0 < BLOCK ? n : i0 + BLOCK;
+        K(vf) acc[KN];
+        for (int a = 0; a < KN; a++)
+            acc[a] = (K(vf)){0};
+        uint32_t i = i0;
+        for (; i + 8 <= i1; i += 8)
+            for (int a = 0; a < KN; a++) {
+                K(vf) y = (K(load)(l + i + (uint32_t)a * KW) - max) * inv_t;
+                K(exp)(&y);
+                acc[a] += y;
+            }
+        double bs = 0;
+        for (int a = 0; a < KN; a++)   /* logical lanes 0..7 in order */
+            for (int j = 0; j < KW; j++)
+                bs += acc[a][j];
+        for (; i < i1; i++)
+            bs += K(sexp)((l[i] - max) * inv_t);
+        if (blocks)
+            blocks[b] = bs;
+        z += bs;
+    }
+    return z;
+}
+
+/* Weights of l[i0..i1) into w[0..i1-i0). */
+KTARGET static void K(block_weights)(const float *l, uint32_t i0, uint32_t i1, float max, float inv_t, float *w)
+{
+    uint32_t i = i0;
+    for (; i + KW <= i1; i += KW) {
+        K(vf) y = (K(load)(l + i) - max) * inv_t;
+        K(exp)(&y);
+        memcpy(w + (i - i0), &y, sizeof y);
+    }
+    for (; i < i1; i++)
+        w[i - i0] = K(sexp)((l[i] - max) * inv_t);
+}
+
+/* Tokens with l >= thr, ascending id, into c (weights not set); returns how many. */
+KTARGET static uint32_t K(collect)(const float *l, uint32_t n, float thr, struct cand *c)
+{
+    uint32_t m = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        K(vi) ge = {0};
+        for (int a = 0; a < KN; a++)
+            ge |= K(load)(l + i + (uint32_t)a * KW) >= thr;
+        if (!K(any)(&ge))
+            continue;
+        for (uint32_t j = i; j < i + 8; j++)
+            if (l[j] >= thr)
+                c[m++] = (struct cand){.l = l[j], .id = (int32_t)j};
+    }
+    for (; i < n; i++)
+        if (l[i] >= thr)
+            c[m++] = (struct cand){.l = l[i], .id = (int32_t)i};
+    return m;
+}
+
+static const struct kern K(kern) = {
+    .clean_max = K(clean_max),
+    .find_eq = K(find_eq),
+    .total_mass = K(total_mass),
+    .block_weights = K(block_weights),
+    .collect = K(collect),
+};
+
+#undef K
+#undef KN
+#undef KCAT
+#undef KCAT_

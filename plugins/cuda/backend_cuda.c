@@ -1,0 +1,311 @@
+/*
+ * backend_cuda.c — the CUDA backend plugin's table (aarmd_backend.h): device
+ * context, weight upload, sequences (F16 KV caches) and step validation. The
+ * decoder's sequence of kernel launches is forward_cuda.c; kernels are in
+ * shaders/cuda/.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "aarmd_backend.h"
+#include "cuda_model.h"
+
+#define CUDA_VERSION_STR "0.1.0"
+#define CUDA_DEFAULT_BATCH 512u
+#define CUDA_MAX_BATCH 8192u
+#define STAGE_BYTES ((size_t)64 << 20)   /* pinned staging buffer for uploads */
+
+int cuda_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+void cuda_log(const struct aarmd_host *host, int level, const char *fmt, ...)
+{
+    if (!host || !host->log)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    host->log(host->log_user, level, buf);
+}
+
+/* ---- context --------------------------------------------------------------- */
+
+static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; host && i < host->n_opts; i++) {
+        const char *k = host->opts[i].key, *v = host->opts[i].value;
+        if (!strcmp(k, "batch")) {
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (!*v || *end || n < 1 || n > CUDA_MAX_BATCH)
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option batch=%s: expected 1..%u", v,
+                                CUDA_MAX_BATCH);
+            c->batch = (uint32_t)n;
+        } else if (!strcmp(k, "graphs")) {
+            if (strcmp(v, "0") && strcmp(v, "1"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option graphs=%s: expected 0 or 1", v);
+            c->use_graphs = v[0] == '1';
+        } else if (!strcmp(k, "cublas")) {
+            if (strcmp(v, "0") && strcmp(v, "1"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option cublas=%s: expected 0 or 1", v);
+            c->use_cublas = v[0] == '1';
+        } else {
+            return cuda_err(err, errlen, AARMD_EINVAL, "unknown backend option %s (known: batch, graphs, cublas)", k);
+        }
+    }
+    return AARMD_OK;
+}
+
+static int cuda_probe(const struct aarmd_host *host, char *err, size_t errlen)
+{
+    (void)host;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess)
+        return cuda_err(err, errlen, AARMD_EDEVICE, "no CUDA device: %s", cudaGetErrorString(e));
+    if (n == 0)
+        return cuda_err(err, errlen, AARMD_EDEVICE, "no CUDA device: the driver reports 0 devices");
+    return AARMD_OK;
+}
+
+static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aarmd_backend_ctx **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    int n = 0, rc;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        return cuda_err(err, errlen, AARMD_EDEVICE, "no CUDA device: %s",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "the driver reports 0 devices");
+    if (device < 0 || device >= n)
+        return cuda_err(err, errlen, AARMD_EINVAL, "device %d does not exist (%d CUDA device%s)", (int)device, n,
+                        n == 1 ? "" : "s");
+    struct aarmd_backend_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return cuda_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    c->host = host;
+    c->device = device;
+    c->batch = CUDA_DEFAULT_BATCH;
+    c->use_graphs = 1;
+    c->use_cublas = 1;
+    if ((rc = parse_opts(c, host, err, errlen)) != AARMD_OK)
+        goto fail;
+    if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&c->prop, device)) != cudaSuccess) {
+        rc = cuda_err(err, errlen, AARMD_EDEVICE, "CUDA device %d: %s", (int)device, cudaGetErrorString(e));
+        goto fail;
+    }
+    cuda_log(host, AARMD_LOG_INFO, "cuda: device %d %s, sm_%d%d, %d SMs, %.1f GiB", (int)device, c->prop.name,
+             c->prop.major, c->prop.minor, c->prop.multiProcessorCount,
+             (double)c->prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    *out = c;
+    return AARMD_OK;
+fail:
+    free(c);
+    return rc;
+}
+
+static void cuda_ctx_free(struct aarmd_backend_ctx *ctx)
+{
+    free(ctx);
+}
+
+static int cuda_device_info(struct aarmd_backend_ctx *ctx, struct aarmd_device_info *info, char *err, size_t errlen)
+{
+    size_t fr = 0, tot = 0;
+    cudaSetDevice(ctx->device);
+    cudaError_t e = cudaMemGetInfo(&fr, &tot);
+    if (e != cudaSuccess)
+        return cuda_err(err, errlen, AARMD_EDEVICE, "cudaMemGetInfo: %s", cudaGetErrorString(e));
+    struct aarmd_device_info di;
+    memset(&di, 0, sizeof di);
+    di.struct_size = info->struct_size;
+    snprintf(di.name, sizeof di.name, "%.127s", ctx->prop.name);
+    di.memory_total = tot;
+    di.memory_free = fr;
+    snprintf(di.memory_architecture, sizeof di.memory_architecture, "vram-only");
+    snprintf(di.worker_type, sizeof di.worker_type, "bespoke-cuda");
+    di.advised_seqs = 8;
+    size_t n = info->struct_size < sizeof di ? info->struct_size : sizeof di;
+    memcpy(info, &di, n);
+    info->struct_size = di.struct_size;
+    return AARMD_OK;
+}
+
+/* ---- models ---------------------------------------------------------------- */
+
+static int cuda_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc *desc,
+                           aarmd_progress_fn progress, void *progress_user, struct aarmd_backend_model **out,
+                           char *err, size_t errlen)
+{
+    cudaSetDevice(ctx->device);
+    return cuda_model_new(ctx, desc, progress, progress_user, STAGE_BYTES, out, err, errlen);
+}
+
+static void cuda_model_free_m(struct aarmd_backend_model *m)
+{
+    cuda_model_free(m);
+}
+
+static uint64_t cuda_model_bytes(struct aarmd_backend_model *m)
+{
+    return m ? m->weight_bytes + m->scratch_bytes : 0;
+}
+
+/* ---- sequences ------------------------------------------------------------- */
+
+static int cuda_seq_new(struct aarmd_backend_model *m, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    if (n_ctx == 0)
+        return cuda_err(err, errlen, AARMD_EINVAL, "n_ctx must be >= 1");
+    if (m->hp.has_pos_embd && n_ctx > m->hp.n_ctx_train)
+        return cuda_err(err, errlen, AARMD_EINVAL, "n_ctx %u exceeds the %u positions of the model's pos_embd", n_ctx,
+                        m->hp.n_ctx_train);
+    cudaSetDevice(m->ctx->device);
+    struct aarmd_backend_seq *s = calloc(1, sizeof *s);
+    if (!s)
+        return cuda_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    s->model = m;
+    s->n_ctx = n_ctx;
+    size_t bytes = (size_t)m->hp.n_layer * n_ctx * (size_t)m->hp.kv_dim * 2;
+    cudaError_t e1 = cudaMalloc(&s->k, bytes), e2 = cudaMalloc(&s->v, bytes);
+    if (e1 != cudaSuccess || e2 != cudaSuccess) {
+        size_t fr = 0, tot = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&fr, &tot);
+        cudaFree(s->k);
+        cudaFree(s->v);
+        free(s);
+        return cuda_err(err, errlen, AARMD_ENOMEM, "KV cache of %u tokens needs %zu bytes of device memory, %zu free",
+                        n_ctx, 2 * bytes, fr);
+    }
+    s->kv_bytes = 2 * bytes;
+    m->n_seqs++;
+    *out = s;
+    return AARMD_OK;
+}
+
+static void cuda_seq_free(struct aarmd_backend_seq *s)
+{
+    if (!s)
+        return;
+    cudaSetDevice(s->model->ctx->device);
+    if (s->graph_exec)
+        cudaGraphExecDestroy(s->graph_exec);
+    cudaFree(s->k);
+    cudaFree(s->v);
+    s->model->n_seqs--;
+    free(s);
+}
+
+static int cuda_seq_truncate(struct aarmd_backend_seq *s, uint32_t n, char *err, size_t errlen)
+{
+    if (n > s->n_past)
+        return cuda_err(err, errlen, AARMD_EINVAL, "cannot truncate to %u tokens: the sequence holds %u", n, s->n_past);
+    s->n_past = n;
+    return AARMD_OK;
+}
+
+/* ---- step ------------------------------------------------------------------ */
+
+static int validate_step(const struct aarmd_backend_model *m, const struct aarmd_batch_entry *entries,
+                         uint32_t n_entries, char *err, size_t errlen)
+{
+    if (!entries && n_entries)
+        return cuda_err(err, errlen, AARMD_EINVAL, "entries is NULL");
+    for (uint32_t i = 0; i < n_entries; i++) {
+        const struct aarmd_batch_entry *e = &entries[i];
+        if (!e->seq || e->seq->model != m)
+            return cuda_err(err, errlen, AARMD_EINVAL, "entry %u: sequence missing or of another model", i);
+        if (!e->tokens || e->n_tokens == 0)
+            return cuda_err(err, errlen, AARMD_EINVAL, "entry %u: no tokens", i);
+        if (e->want_logits && !e->logits)
+            return cuda_err(err, errlen, AARMD_EINVAL, "entry %u: want_logits without a logits buffer", i);
+        if ((uint64_t)e->seq->n_past + e->n_tokens > e->seq->n_ctx)
+            return cuda_err(err, errlen, AARMD_EINVAL, "entry %u: %u + %u tokens exceed the sequence's n_ctx %u", i,
+                            e->seq->n_past, e->n_tokens, e->seq->n_ctx);
+        for (uint32_t t = 0; t < e->n_tokens; t++)
+            if (e->tokens[t] < 0 || e->tokens[t] >= m->hp.n_vocab)
+                return cuda_err(err, errlen, AARMD_EINVAL, "entry %u: token %d at %u is outside the vocabulary [0, %d)",
+                                i, (int)e->tokens[t], t, m->hp.n_vocab);
+        for (uint32_t j = 0; j < i; j++)
+            if (entries[j].seq == e->seq)
+                return cuda_err(err, errlen, AARMD_EINVAL, "entries %u and %u name the same sequence", j, i);
+    }
+    return AARMD_OK;
+}
+
+static int cuda_step(struct aarmd_backend_model *m, const struct aarmd_batch_entry *entries, uint32_t n_entries,
+                     char *err, size_t errlen)
+{
+    int rc = validate_step(m, entries, n_entries, err, errlen);
+    if (rc != AARMD_OK)
+        return rc;
+    cudaSetDevice(m->ctx->device);
+    for (uint32_t i = 0; i < n_entries; i++) {
+        const struct aarmd_batch_entry *e = &entries[i];
+        uint32_t done = 0;
+        while (done < e->n_tokens) {
+            uint32_t n = e->n_tokens - done;
+            if (n > m->max_tok)
+                n = m->max_tok;
+            int last = done + n == e->n_tokens;
+            rc = cuda_forward(m, e->seq, e->tokens + done, n, last && e->want_logits ? e->logits : NULL, err, errlen);
+            if (rc != AARMD_OK)
+                return rc;
+            e->seq->n_past += n;
+            done += n;
+        }
+    }
+    return AARMD_OK;
+}
+
+/* ---- the table ------------------------------------------------------------- */
+
+static const struct aarmd_backend cuda_backend = {
+    .abi_major = AARMD_ABI_MAJOR,
+    .abi_minor = AARMD_ABI_MINOR,
+    .struct_size = sizeof(struct aarmd_backend),
+    .name = "cuda",
+    .version = CUDA_VERSION_STR,
+    .ctx_new = cuda_ctx_new,
+    .ctx_free = cuda_ctx_free,
+    .device_info = cuda_device_info,
+    .model_load = cuda_model_load,
+    .model_free = cuda_model_free_m,
+    .model_bytes = cuda_model_bytes,
+    .seq_new = cuda_seq_new,
+    .seq_free = cuda_seq_free,
+    .seq_truncate = cuda_seq_truncate,
+    .step = cuda_step,
+};
+
+__attribute__((visibility("default"))) const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host);
+__attribute__((visibility("default"))) int aarmd_backend_probe(const struct aarmd_host *host, char *err,
+                                                               size_t errlen);
+
+const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host)
+{
+    (void)host;
+    return &cuda_backend;
+}
+
+int aarmd_backend_probe(const struct aarmd_host *host, char *err, size_t errlen)
+{
+    return cuda_probe(host, err, errlen);
+}

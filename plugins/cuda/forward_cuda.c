@@ -1,0 +1,188 @@
+/*
+ * forward_cuda.c — the CUDA backend's decoder forward pass (the generic
+ * decoder of aarmd_backend.h) as kernel launches on the model's stream, and
+ * the CUDA graph that replays a batch-1 decode. Loading is cuda_load.c.
+ */
+#include <string.h>
+
+#include "cuda_model.h"
+
+/* Prefill chunks at least this long go through cuBLAS when it is loaded. */
+#define GEMM_MIN_TOK 16
+
+static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, uint32_t n_tok, float *y)
+{
+    cudaStream_t s = m->stream;
+    if (m->blas && n_tok >= GEMM_MIN_TOK && (size_t)(w->n_in * w->n_out) <= m->w16_elems) {
+        const void *w16 = w->d;
+        if (w->type != AARMD_TYPE_F16) {
+            cuk_dequant_f16(s, w->type, w->d, w->n_in, w->n_out, m->w16);
+            w16 = m->w16;
+        }
+        cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
+        if (cuda_blas_gemm(m->blas, w16, m->a16, y, (int)w->n_in, (int)w->n_out, (int)n_tok) == 0)
+            return;
+    }
+    cuk_matmul(s, w->type, w->d, w->n_in, w->n_out, x, (int)n_tok, y);
+}
+
+static void norm(struct aarmd_backend_model *m, float *out, const float *x, const float *w, const float *b, int rows)
+{
+    cuk_norm(m->stream, out, x, w, b, rows, m->hp.n_embd, m->hp.norm_eps, m->hp.norm_kind == AARMD_NORM_LAYER);
+}
+
+static void bias(struct aarmd_backend_model *m, float *y, const float *b, uint32_t n_tok, int n)
+{
+    if (b)
+        cuk_add_bias(m->stream, y, b, (int)n_tok, n);
+}
+
+/* Split-K chunks for the attention of n_tok tokens whose last key is at most p_max. */
+static int attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint32_t p_max, int graph)
+{
+    const struct cuda_hparams *hp = &m->hp;
+    if (graph)
+        return CUK_ATTN_MAX_CHUNKS;   /* the graph is replayed at growing positions */
+    size_t per = (size_t)n_tok * hp->n_head * (size_t)(hp->head_dim + 2);
+    size_t fit = m->partial_floats / per;
+    size_t want = (p_max + 1 + 63) / 64;   /* ~64 keys per chunk at least */
+    size_t n = want < fit ? want : fit;
+    if (n > CUK_ATTN_MAX_CHUNKS)
+        n = CUK_ATTN_MAX_CHUNKS;
+    return n ? (int)n : 1;
+}
+
+/* Everything between the upload of tokens/positions and the logits copy. */
+static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq, uint32_t n_tok, int nch,
+                         int want_logits)
+{
+    const struct cuda_hparams *hp = &m->hp;
+    cudaStream_t s = m->stream;
+    const int E = hp->n_embd, Q = hp->q_dim, KV = hp->kv_dim, F = hp->n_ff, D = hp->head_dim;
+    const size_t layer_kv = (size_t)seq->n_ctx * (size_t)KV * 2;
+
+    /* x = token_embd[tok] * embd_scale (+ pos_embd[pos]) */
+    cuk_get_rows(s, m->token_embd.type, m->token_embd.d, E, m->d_tok, (int)n_tok, m->x, hp->embd_scale, 0);
+    if (m->pos_embd.d)
+        cuk_get_rows(s, m->pos_embd.type, m->pos_embd.d, E, m->d_pos, (int)n_tok, m->x, 1.0f, 1);
+
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct cuda_layer *L = &m->layers[il];
+        norm(m, m->xb, m->x, L->attn_norm, L->attn_norm_b, (int)n_tok);           /* xb = norm(x) * attn_norm */
+        if (L->wqkv.d) {                                                           /* q|k|v = xb @ wqkv, split */
+            int QKV = Q + 2 * KV;
+            matmul(m, &L->wqkv, m->xb, n_tok, m->qkv);
+            bias(m, m->qkv, L->bqkv, n_tok, QKV);
+            cuk_copy_rows(s, m->q, Q, m->qkv, QKV, (int)n_tok, Q);
+            cuk_copy_rows(s, m->k, KV, m->qkv + Q, QKV, (int)n_tok, KV);
+            cuk_copy_rows(s, m->v, KV, m->qkv + Q + KV, QKV, (int)n_tok, KV);
+        } else {
+            matmul(m, &L->wq, m->xb, n_tok, m->q);
+            matmul(m, &L->wk, m->xb, n_tok, m->k);
+            matmul(m, &L->wv, m->xb, n_tok, m->v);
+            bias(m, m->q, L->bq, n_tok, Q);
+            bias(m, m->k, L->bk, n_tok, KV);
+            bias(m, m->v, L->bv, n_tok, KV);
+        }
+        if (L->q_norm)                                                             /* per-head rms_norm */
+            cuk_norm(s, m->q, m->q, L->q_norm, NULL, (int)n_tok * hp->n_head, D, hp->norm_eps, 0);
+        if (L->k_norm)
+            cuk_norm(s, m->k, m->k, L->k_norm, NULL, (int)n_tok * hp->n_head_kv, D, hp->norm_eps, 0);
+        char *kc = (char *)seq->k + (size_t)il * layer_kv, *vc = (char *)seq->v + (size_t)il * layer_kv;
+        cuk_rope_store(s, m->q, m->k, m->v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, kc, vc);
+        cuk_attention(s, m->q, kc, vc, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
+                      hp->attn_softcap, L->is_swa ? hp->sliding_window : 0, nch, m->partial, m->att);
+        matmul(m, &L->wo, m->att, n_tok, m->xb2);                                  /* xb2 = att @ wo (+ b) */
+        bias(m, m->xb2, L->bo, n_tok, E);
+        if (L->attn_post_norm)
+            norm(m, m->xb2, m->xb2, L->attn_post_norm, NULL, (int)n_tok);
+        cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);                             /* x += a */
+
+        norm(m, m->xb, m->x, L->ffn_norm, L->ffn_norm_b, (int)n_tok);             /* xb = norm(x) * ffn_norm */
+        int gelu = hp->act != AARMD_ACT_SILU_GATED;
+        float *ffn = m->hb;                                                        /* [T][F] input of down */
+        if (hp->act == AARMD_ACT_GELU) {                                           /* hb = gelu(xb @ up + b) */
+            matmul(m, &L->w_up, m->xb, n_tok, m->hb);
+            bias(m, m->hb, L->b_up, n_tok, F);
+            cuk_gelu(s, m->hb, (int64_t)n_tok * F);
+        } else if (L->w_up_gate.d) {                                               /* phi3: [gate|up] */
+            matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb);
+            cuk_act_gated(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu);
+            ffn = m->hb2;
+        } else {                                                                   /* act(xb @ gate) * (xb @ up) */
+            matmul(m, &L->w_gate, m->xb, n_tok, m->hb);
+            matmul(m, &L->w_up, m->xb, n_tok, m->hb2);
+            bias(m, m->hb2, L->b_up, n_tok, F);
+            cuk_act_gated(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu);
+        }
+        matmul(m, &L->w_down, ffn, n_tok, m->xb2);                                 /* xb2 = hb @ down (+ b) */
+        bias(m, m->xb2, L->b_down, n_tok, E);
+        if (L->ffn_post_norm)
+            norm(m, m->xb2, m->xb2, L->ffn_post_norm, NULL, (int)n_tok);
+        cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);                             /* x += f */
+    }
+
+    if (want_logits) {                                                             /* last token only */
+        float *last = m->x + (size_t)(n_tok - 1) * E;
+        norm(m, m->xb, last, m->output_norm, m->output_norm_b, 1);
+        cuk_matmul(s, m->output.type, m->output.d, E, m->output.n_out, m->xb, 1, m->logits);
+        if (hp->final_softcap > 0.0f)
+            cuk_softcap(s, m->logits, hp->n_vocab, hp->final_softcap);
+        cudaMemcpyAsync(m->h_logits, m->logits, (size_t)hp->n_vocab * sizeof(float), cudaMemcpyDeviceToHost, s);
+    }
+}
+
+/* Captures the batch-1 decode of `seq` (logits included) into seq->graph_exec. */
+static int capture(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq)
+{
+    cudaGraph_t g = NULL;
+    if (cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
+        goto fail;
+    forward_body(m, seq, 1, CUK_ATTN_MAX_CHUNKS, 1);
+    if (cudaStreamEndCapture(m->stream, &g) != cudaSuccess || !g)
+        goto fail;
+    if (cudaGraphInstantiate(&seq->graph_exec, g, 0) != cudaSuccess) {
+        seq->graph_exec = NULL;
+        goto fail;
+    }
+    cudaGraphDestroy(g);
+    return 0;
+fail:
+    if (g)
+        cudaGraphDestroy(g);
+    cudaGetLastError();
+    seq->graph_failed = 1;
+    cuda_log(m->ctx->host, AARMD_LOG_WARN, "cuda: graph capture failed; decoding without graphs");
+    return -1;
+}
+
+int cuda_forward(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq, const int32_t *tokens, uint32_t n,
+                 float *logits, char *err, size_t errlen)
+{
+    cudaStream_t s = m->stream;
+    for (uint32_t t = 0; t < n; t++) {
+        m->h_tok[t] = tokens[t];
+        m->h_pos[t] = (int32_t)(seq->n_past + t);
+    }
+    cudaMemcpyAsync(m->d_tok, m->h_tok, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
+    cudaMemcpyAsync(m->d_pos, m->h_pos, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
+
+    int graph = n == 1 && logits && m->ctx->use_graphs && !seq->graph_failed;
+    if (graph && !seq->graph_exec)
+        capture(m, seq);
+    if (graph && seq->graph_exec) {
+        cudaError_t e = cudaGraphLaunch(seq->graph_exec, s);
+        if (e != cudaSuccess)
+            return cuda_err(err, errlen, AARMD_EDEVICE, "cudaGraphLaunch: %s", cudaGetErrorString(e));
+    } else {
+        forward_body(m, seq, n, attn_chunks(m, n, seq->n_past + n - 1, 0), logits != NULL);
+    }
+    cudaError_t e = cudaStreamSynchronize(s);
+    if (e == cudaSuccess)
+        e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return cuda_err(err, errlen, AARMD_EDEVICE, "CUDA: %s", cudaGetErrorString(e));
+    if (logits)
+        memcpy(logits, m->h_logits, (size_t)m->hp.n_vocab * sizeof(float));
+    return AARMD_OK;
+}

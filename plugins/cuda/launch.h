@@ -1,0 +1,86 @@
+/*
+ * launch.h — the CUDA backend's kernel launchers (the .cu files of shaders/cuda), callable
+ * from C. Every launcher enqueues on `stream` and returns at once; pointers
+ * are device pointers unless said otherwise. Internal to plugins/cuda.
+ */
+#ifndef AARMD_CUDA_LAUNCH_H
+#define AARMD_CUDA_LAUNCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Elements decoded per work item by every weight kernel: rows must hold a
+ * whole number of them (cuk_type_ok says so per type). */
+#define CUK_ITEM 32
+/* Key chunks per (token, head) of the attention kernel at most. */
+#define CUK_ATTN_MAX_CHUNKS 32
+/* head_dim the attention kernel handles at most. */
+#define CUK_MAX_HEAD_DIM 256
+
+/* Rotary parameters of one layer (the CPU backend's cpu_rope, for the device). */
+struct cuk_rope {
+    int kind;               /* enum aarmd_rope_kind */
+    int n_rot;
+    float freq_base, freq_scale, attn_factor, ext_factor, corr_low, corr_high;
+    const float *freq_factors;   /* device [n_rot/2] or NULL */
+};
+
+/* 1 when the weight kernels run `type` with rows of n_in elements. */
+int cuk_type_ok(uint32_t type, int64_t n_in);
+/* Bytes of one row of n_in elements of `type` (0 when unsupported). */
+size_t cuk_row_bytes(uint32_t type, int64_t n_in);
+
+/* y[t][r] = sum_c W[r][c] x[t][c] for t < n_tok, r < n_out; W in its GGUF type. */
+void cuk_matmul(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
+                int n_tok, float *y);
+/* Dequantizes W (n_out rows of n_in, any supported type) into F16 dst [n_out][n_in]. */
+void cuk_dequant_f16(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, void *dst);
+/* dst[i] = (half) src[i], i < n. */
+void cuk_f32_to_f16(cudaStream_t s, const float *src, void *dst, int64_t n);
+/* out[i][:] (+)= scale * W[ids[i]][:] for i < n (embedding lookup; add != 0 accumulates). */
+void cuk_get_rows(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, const int32_t *ids, int n,
+                  float *out, float scale, int add);
+/* out[r] = norm(x[r]) * w (+ b) for `rows` rows of n; RMS unless layer != 0; w, b may be NULL; out may be x. */
+void cuk_norm(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
+              float eps, int layer);
+/* y[i] += x[i], i < n. */
+void cuk_add(cudaStream_t s, float *y, const float *x, int64_t n);
+/* y[r][i] += b[i] for `rows` rows of n. */
+void cuk_add_bias(cudaStream_t s, float *y, const float *b, int rows, int n);
+/* dst[r][0..n) = src[r][0..n) with row strides (floats). */
+void cuk_copy_rows(cudaStream_t s, float *dst, int dst_stride, const float *src, int src_stride, int rows, int n);
+/*
+ * Rotates q [n_tok][n_head*D] and k [n_tok][n_kv*D] in place at positions
+ * pos[t] (when r->kind != NONE), then stores k and v rows of token t as F16
+ * at row pos[t] of kc and vc ([n_ctx][n_kv*D], one layer).
+ */
+void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv, int D,
+                    const struct cuk_rope *r, const int32_t *pos, void *kc, void *vc);
+/*
+ * out[t][h*D..] = softmax(softcap(q.k * scale)) . v over keys j of the cache
+ * with max(0, pos[t]-window+1) <= j <= pos[t] (window 0: from 0), head h using
+ * kv head h / (n_head/n_kv). `partial` is scratch of
+ * n_tok*n_head*n_chunks*(D+2) floats; n_chunks in 1..CUK_ATTN_MAX_CHUNKS
+ * splits each row's keys (split-K).
+ */
+void cuk_attention(cudaStream_t s, const float *q, const void *kc, const void *vc, const int32_t *pos, int n_tok,
+                   int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks,
+                   float *partial, float *out);
+/* out[t][i] = act(gate[t*gs + i]) * up[t*us + i], t < n_tok, i < n; act GELU when gelu != 0 else SiLU. */
+void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok, int n,
+                   int gelu);
+/* x[i] = gelu(x[i]). */
+void cuk_gelu(cudaStream_t s, float *x, int64_t n);
+/* x[i] = cap * tanh(x[i] / cap) (cap > 0). */
+void cuk_softcap(cudaStream_t s, float *x, int64_t n, float cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

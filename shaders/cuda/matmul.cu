@@ -1,0 +1,458 @@
+/*
+ * matmul.cu — weight kernels of the CUDA backend: per-type decoding of 32
+ * elements of a GGUF row (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+ * Q5_K, Q6_K), the dequantize-matvec/matmul, embedding lookup and
+ * dequantization to F16 for the cuBLAS prefill path. No attention or norms.
+ */
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "../../plugins/cuda/launch.h"
+#include "../../core/abi/aarmd_backend.h"
+
+#define WARP 32
+#define MM_WARPS 8          /* rows (warps) per block of the matmul */
+#define MM_NT 8             /* tokens per block of the matmul (prefill) */
+
+/* ---- per-type facts ------------------------------------------------------- */
+
+/* bytes of a block and elements per block; 0 when unsupported */
+static void type_block(uint32_t type, size_t *bytes, int *elems)
+{
+    switch (type) {
+    case AARMD_TYPE_F32: *bytes = 4; *elems = 1; return;
+    case AARMD_TYPE_F16: case AARMD_TYPE_BF16: *bytes = 2; *elems = 1; return;
+    case AARMD_TYPE_Q4_0: *bytes = 18; *elems = 32; return;
+    case AARMD_TYPE_Q4_1: *bytes = 20; *elems = 32; return;
+    case AARMD_TYPE_Q5_0: *bytes = 22; *elems = 32; return;
+    case AARMD_TYPE_Q5_1: *bytes = 24; *elems = 32; return;
+    case AARMD_TYPE_Q8_0: *bytes = 34; *elems = 32; return;
+    case AARMD_TYPE_Q4_K: *bytes = 144; *elems = 256; return;
+    case AARMD_TYPE_Q5_K: *bytes = 176; *elems = 256; return;
+    case AARMD_TYPE_Q6_K: *bytes = 210; *elems = 256; return;
+    default: *bytes = 0; *elems = 0; return;
+    }
+}
+
+extern "C" size_t cuk_row_bytes(uint32_t type, int64_t n_in)
+{
+    size_t b;
+    int e;
+    type_block(type, &b, &e);
+    if (!e || n_in % e)
+        return 0;
+    return (size_t)(n_in / e) * b;
+}
+
+extern "C" int cuk_type_ok(uint32_t type, int64_t n_in)
+{
+    return n_in > 0 && n_in % CUK_ITEM == 0 && cuk_row_bytes(type, n_in) != 0;
+}
+
+/* ---- decoding 32 elements (item `it` of a row) ------------------------------ */
+
+__device__ __forceinline__ float ld_f16(const uint8_t *p)
+{
+    return __half2float(*reinterpret_cast<const __half *>(p));
+}
+
+__device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, float *sc, float *mn)
+{
+    if (j < 4) {
+        *sc = (float)(q[j] & 63);
+        *mn = (float)(q[j + 4] & 63);
+    } else {
+        *sc = (float)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *mn = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+template <uint32_t T> struct dec;
+
+template <> struct dec<AARMD_TYPE_F32> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const float4 *p = reinterpret_cast<const float4 *>(row) + it * 8;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float4 v = p[i];
+            w[4 * i] = v.x; w[4 * i + 1] = v.y; w[4 * i + 2] = v.z; w[4 * i + 3] = v.w;
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_F16> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint4 *p = reinterpret_cast<const uint4 *>(row) + it * 4;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint4 v = p[i];
+            const __half2 *h = reinterpret_cast<const __half2 *>(&v);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 f = __half22float2(h[j]);
+                w[8 * i + 2 * j] = f.x;
+                w[8 * i + 2 * j + 1] = f.y;
+            }
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_BF16> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint4 *p = reinterpret_cast<const uint4 *>(row) + it * 4;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint4 v = p[i];
+            uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                w[8 * i + 2 * j] = __uint_as_float(u[j] << 16);
+                w[8 * i + 2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
+            }
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_Q4_0> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)it * 18;
+        float d = ld_f16(b);
+        const uint16_t *qs = reinterpret_cast<const uint16_t *>(b + 2);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t q = qs[j];
+            w[2 * j] = (float)((int)(q & 0xF) - 8) * d;
+            w[2 * j + 1] = (float)((int)((q >> 8) & 0xF) - 8) * d;
+            w[2 * j + 16] = (float)((int)((q >> 4) & 0xF) - 8) * d;
+            w[2 * j + 17] = (float)((int)((q >> 12) & 0xF) - 8) * d;
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_Q4_1> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)it * 20;
+        float d = ld_f16(b), m = ld_f16(b + 2);
+        const uint32_t *qs = reinterpret_cast<const uint32_t *>(b + 4);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint32_t q = qs[j];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                w[4 * j + k] = (float)((q >> (8 * k)) & 0xF) * d + m;
+                w[4 * j + k + 16] = (float)((q >> (8 * k + 4)) & 0xF) * d + m;
+            }
+        }
+    }
+};
+
+__device__ __forceinline__ uint32_t ld_qh(const uint8_t *p)
+{
+    const uint16_t *h = reinterpret_cast<const uint16_t *>(p);
+    return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
+}
+
+template <> struct dec<AARMD_TYPE_Q5_0> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)it * 22;
+        float d = ld_f16(b);
+        uint32_t qh = ld_qh(b + 2);
+        const uint16_t *qs = reinterpret_cast<const uint16_t *>(b + 6);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t q = qs[j];
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                int e = 2 * j + k;
+                uint32_t byte = (q >> (8 * k)) & 0xFF;
+                int q0 = (int)((byte & 0xF) | (((qh >> e) & 1) << 4));
+                int q1 = (int)((byte >> 4) | (((qh >> (e + 16)) & 1) << 4));
+                w[e] = (float)(q0 - 16) * d;
+                w[e + 16] = (float)(q1 - 16) * d;
+            }
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_Q5_1> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)it * 24;
+        float d = ld_f16(b), m = ld_f16(b + 2);
+        uint32_t qh = ld_qh(b + 4);
+        const uint32_t *qs = reinterpret_cast<const uint32_t *>(b + 8);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint32_t q = qs[j];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                int e = 4 * j + k;
+                uint32_t byte = (q >> (8 * k)) & 0xFF;
+                uint32_t q0 = (byte & 0xF) | (((qh >> e) & 1) << 4);
+                uint32_t q1 = (byte >> 4) | (((qh >> (e + 16)) & 1) << 4);
+                w[e] = (float)q0 * d + m;
+                w[e + 16] = (float)q1 * d + m;
+            }
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_Q8_0> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)it * 34;
+        float d = ld_f16(b);
+        const uint16_t *qs = reinterpret_cast<const uint16_t *>(b + 2);
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            uint32_t q = qs[j];
+            w[2 * j] = (float)(int8_t)(q & 0xFF) * d;
+            w[2 * j + 1] = (float)(int8_t)(q >> 8) * d;
+        }
+    }
+};
+
+/* K-quants: item `it` is sub-block it % 8 of super-block it / 8. */
+template <> struct dec<AARMD_TYPE_Q4_K> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)(it >> 3) * 144;
+        int s = it & 7;
+        float d = ld_f16(b), dmin = ld_f16(b + 2), sc, mn;
+        scale_min_k4(s, b + 4, &sc, &mn);
+        float d1 = d * sc, m1 = dmin * mn;
+        const uint4 *qs = reinterpret_cast<const uint4 *>(b + 16 + 32 * (s >> 1));
+        int sh = (s & 1) * 4;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint4 v = qs[i];
+            uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    w[16 * i + 4 * j + k] = d1 * (float)((u[j] >> (8 * k + sh)) & 0xF) - m1;
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_Q5_K> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)(it >> 3) * 176;
+        int s = it & 7;
+        float d = ld_f16(b), dmin = ld_f16(b + 2), sc, mn;
+        scale_min_k4(s, b + 4, &sc, &mn);
+        float d1 = d * sc, m1 = dmin * mn;
+        const uint4 *qh = reinterpret_cast<const uint4 *>(b + 16);
+        const uint4 *qs = reinterpret_cast<const uint4 *>(b + 48 + 32 * (s >> 1));
+        int sh = (s & 1) * 4;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint4 v = qs[i], h = qh[i];
+            uint32_t u[4] = {v.x, v.y, v.z, v.w};
+            uint32_t hh[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    uint32_t q = ((u[j] >> (8 * k + sh)) & 0xF) | (((hh[j] >> (8 * k + s)) & 1) << 4);
+                    w[16 * i + 4 * j + k] = d1 * (float)q - m1;
+                }
+        }
+    }
+};
+
+template <> struct dec<AARMD_TYPE_Q6_K> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, float *w)
+    {
+        const uint8_t *b = row + (size_t)(it >> 3) * 210;
+        int s = it & 7, h = s >> 2, k = s & 3;
+        float d = ld_f16(b + 208);
+        const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192) + 8 * h + 2 * k;
+        const uint16_t *ql = reinterpret_cast<const uint16_t *>(b + 64 * h + 32 * (k & 1));
+        const uint16_t *qh = reinterpret_cast<const uint16_t *>(b + 128 + 32 * h);
+        int shl = (k >> 1) * 4, shh = 2 * k;
+        float d0 = d * (float)sc[0], d1 = d * (float)sc[1];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            uint32_t l = ql[j], hb = qh[j];
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int q = (int)(((l >> (8 * e + shl)) & 0xF) | (((hb >> (8 * e + shh)) & 3) << 4)) - 32;
+                int idx = 2 * j + e;
+                w[idx] = (idx < 16 ? d0 : d1) * (float)q;
+            }
+        }
+    }
+};
+
+/* ---- matmul: one warp per weight row, MM_NT tokens per block ---------------- */
+
+template <uint32_t T, int NT>
+__global__ void __launch_bounds__(MM_WARPS * WARP)
+k_matmul(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const float *__restrict__ x,
+         int n_in, int n_tok, float *__restrict__ y)
+{
+    int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    int t0 = blockIdx.y * NT;
+    if (r >= n_out)
+        return;
+    int nt = min(NT, n_tok - t0);
+    const uint8_t *row = W + (size_t)r * row_bytes;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        acc[t] = 0.0f;
+    for (int it = lane; it < n_items; it += WARP) {
+        float w[32];
+        dec<T>::run(row, it, w);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t < nt) {
+                const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)(t0 + t) * n_in) + it * 8;
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 8; i++) {
+                    float4 v = __ldg(xp + i);
+                    s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+                }
+                acc[t] += s;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float v = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0 && t < nt)
+            y[(size_t)(t0 + t) * n_out + r] = v;
+    }
+}
+
+template <uint32_t T>
+static void matmul_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const float *x, int n_tok, float *y)
+{
+    size_t rb = cuk_row_bytes(T, n_in);
+    int items = (int)(n_in / CUK_ITEM);
+    dim3 block(MM_WARPS * WARP);
+    if (n_tok == 1) {
+        dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS), 1);
+        k_matmul<T, 1><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
+    } else if (n_tok <= 4) {
+        dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS), 1);
+        k_matmul<T, 4><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
+    } else {
+        dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS), (unsigned)((n_tok + MM_NT - 1) / MM_NT));
+        k_matmul<T, MM_NT><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
+    }
+}
+
+/* ---- embedding lookup and F16 dequantization: one thread per item ---------- */
+
+template <uint32_t T>
+__global__ void k_get_rows(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, const int32_t *ids, int n,
+                           float *out, float scale, int add)
+{
+    int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= (int64_t)n * n_items)
+        return;
+    int i = (int)(g / n_items), it = (int)(g % n_items);
+    float w[32];
+    dec<T>::run(W + (size_t)ids[i] * row_bytes, it, w);
+    float *o = out + (size_t)i * n_items * CUK_ITEM + (size_t)it * CUK_ITEM;
+#pragma unroll
+    for (int j = 0; j < 32; j++)
+        o[j] = add ? o[j] + w[j] * scale : w[j] * scale;
+}
+
+template <uint32_t T>
+__global__ void k_dequant_f16(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int64_t n_rows,
+                              __half *dst)
+{
+    int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= n_rows * n_items)
+        return;
+    int64_t r = g / n_items;
+    int it = (int)(g % n_items);
+    float w[32];
+    dec<T>::run(W + (size_t)r * row_bytes, it, w);
+    __half2 *o = reinterpret_cast<__half2 *>(dst + (size_t)r * n_items * CUK_ITEM + (size_t)it * CUK_ITEM);
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+        o[j] = __floats2half2_rn(w[2 * j], w[2 * j + 1]);
+}
+
+template <uint32_t T>
+static void get_rows_t(cudaStream_t s, const void *w, int64_t n_in, const int32_t *ids, int n, float *out, float scale,
+                       int add)
+{
+    int items = (int)(n_in / CUK_ITEM);
+    int64_t total = (int64_t)n * items;
+    k_get_rows<T><<<(unsigned)((total + 127) / 128), 128, 0, s>>>((const uint8_t *)w, cuk_row_bytes(T, n_in), items,
+                                                                   ids, n, out, scale, add);
+}
+
+template <uint32_t T>
+static void dequant_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, void *dst)
+{
+    int items = (int)(n_in / CUK_ITEM);
+    int64_t total = n_out * items;
+    k_dequant_f16<T><<<(unsigned)((total + 127) / 128), 128, 0, s>>>((const uint8_t *)w, cuk_row_bytes(T, n_in), items,
+                                                                      n_out, (__half *)dst);
+}
+
+#define DISPATCH(type, fn, ...)                                        \
+    switch (type) {                                                    \
+    case AARMD_TYPE_F32: fn<AARMD_TYPE_F32>(__VA_ARGS__); break;       \
+    case AARMD_TYPE_F16: fn<AARMD_TYPE_F16>(__VA_ARGS__); break;       \
+    case AARMD_TYPE_BF16: fn<AARMD_TYPE_BF16>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q4_0: fn<AARMD_TYPE_Q4_0>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q4_1: fn<AARMD_TYPE_Q4_1>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q5_0: fn<AARMD_TYPE_Q5_0>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q5_1: fn<AARMD_TYPE_Q5_1>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q8_0: fn<AARMD_TYPE_Q8_0>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q4_K: fn<AARMD_TYPE_Q4_K>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q5_K: fn<AARMD_TYPE_Q5_K>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q6_K: fn<AARMD_TYPE_Q6_K>(__VA_ARGS__); break;     \
+    default: break;                                                    \
+    }
+
+extern "C" void cuk_matmul(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
+                           int n_tok, float *y)
+{
+    DISPATCH(type, matmul_t, s, w, n_in, n_out, x, n_tok, y);
+}
+
+extern "C" void cuk_get_rows(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, const int32_t *ids, int n,
+                             float *out, float scale, int add)
+{
+    DISPATCH(type, get_rows_t, s, w, n_in, ids, n, out, scale, add);
+}
+
+extern "C" void cuk_dequant_f16(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, void *dst)
+{
+    DISPATCH(type, dequant_t, s, w, n_in, n_out, dst);
+}
+
+__global__ void k_f32_to_f16(const float *src, __half *dst, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        dst[i] = __float2half_rn(src[i]);
+}
+
+extern "C" void cuk_f32_to_f16(cudaStream_t s, const float *src, void *dst, int64_t n)
+{
+    k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(src, (__half *)dst, n);
+}

@@ -1,0 +1,357 @@
+/*
+ * ops.cu — per-row kernels of the CUDA backend: norms, residual and bias adds,
+ * rotary embedding fused with the F16 KV-cache write, split-K attention with
+ * GQA, gated activations and softcap. Weight kernels live in matmul.cu.
+ */
+#include <cuda_fp16.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "../../plugins/cuda/launch.h"
+#include "../../core/abi/aarmd_backend.h"
+
+#define WARP 32
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum over a block of blockDim.x (a multiple of 32, <= 1024) threads; every thread gets it. */
+__device__ float block_sum(float v, float *sh)
+{
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[wid] = v;
+    __syncthreads();
+    float t = lane < nw ? sh[lane] : 0.0f;
+    return warp_sum(t);
+}
+
+/* ---- norms ------------------------------------------------------------------ */
+
+__global__ void k_norm(float *out, const float *x, const float *w, const float *b, int n, float eps, int layer)
+{
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * n;
+    float *orow = out + (size_t)blockIdx.x * n;
+    float mean = 0.0f;
+    if (layer) {
+        float s = 0.0f;
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            s += xr[i];
+        mean = block_sum(s, sh) / (float)n;
+    }
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float d = xr[i] - mean;
+        ss += d * d;
+    }
+    float r = rsqrtf(block_sum(ss, sh) / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float y = (xr[i] - mean) * r;
+        if (w)
+            y *= w[i];
+        if (b)
+            y += b[i];
+        orow[i] = y;
+    }
+}
+
+extern "C" void cuk_norm(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
+                         float eps, int layer)
+{
+    int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
+    k_norm<<<rows, threads, 0, s>>>(out, x, w, b, n, eps, layer);
+}
+
+/* ---- elementwise -------------------------------------------------------------- */
+
+__global__ void k_add(float *y, const float *x, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] += x[i];
+}
+
+extern "C" void cuk_add(cudaStream_t s, float *y, const float *x, int64_t n)
+{
+    k_add<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(y, x, n);
+}
+
+__global__ void k_add_bias(float *y, const float *b, int rows, int n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (int64_t)rows * n)
+        y[i] += b[i % n];
+}
+
+extern "C" void cuk_add_bias(cudaStream_t s, float *y, const float *b, int rows, int n)
+{
+    int64_t tot = (int64_t)rows * n;
+    k_add_bias<<<(unsigned)((tot + 255) / 256), 256, 0, s>>>(y, b, rows, n);
+}
+
+__global__ void k_copy_rows(float *dst, int ds, const float *src, int ss, int rows, int n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)rows * n)
+        return;
+    int r = (int)(i / n), c = (int)(i % n);
+    dst[(size_t)r * ds + c] = src[(size_t)r * ss + c];
+}
+
+extern "C" void cuk_copy_rows(cudaStream_t s, float *dst, int dst_stride, const float *src, int src_stride, int rows,
+                              int n)
+{
+    int64_t tot = (int64_t)rows * n;
+    k_copy_rows<<<(unsigned)((tot + 255) / 256), 256, 0, s>>>(dst, dst_stride, src, src_stride, rows, n);
+}
+
+__device__ __forceinline__ float gelu_f(float x)
+{
+    const float c = 0.7978845608028654f;
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+}
+
+__device__ __forceinline__ float silu_f(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+__global__ void k_act_gated(float *out, const float *g, int gs, const float *u, int us, int n_tok, int n, int gelu)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)n_tok * n)
+        return;
+    int t = (int)(i / n), c = (int)(i % n);
+    float a = g[(size_t)t * gs + c];
+    a = gelu ? gelu_f(a) : silu_f(a);
+    out[i] = a * u[(size_t)t * us + c];
+}
+
+extern "C" void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us,
+                              int n_tok, int n, int gelu)
+{
+    int64_t tot = (int64_t)n_tok * n;
+    k_act_gated<<<(unsigned)((tot + 255) / 256), 256, 0, s>>>(out, gate, gs, up, us, n_tok, n, gelu);
+}
+
+__global__ void k_gelu(float *x, int64_t n)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] = gelu_f(x[i]);
+}
+
+extern "C" void cuk_gelu(cudaStream_t s, float *x, int64_t n)
+{
+    k_gelu<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(x, n);
+}
+
+__global__ void k_softcap(float *x, int64_t n, float cap)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
+extern "C" void cuk_softcap(cudaStream_t s, float *x, int64_t n, float cap)
+{
+    k_softcap<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(x, n, cap);
+}
+
+/* ---- rotary embedding + KV store --------------------------------------------- */
+
+/* cos/sin of pair i at position p, as the CPU backend's cpu_rope_cos_sin (double precision). */
+__device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, float *sn)
+{
+    double extrap = (double)p * pow((double)r.freq_base, -2.0 * i / (double)r.n_rot);
+    if (r.freq_factors)
+        extrap /= r.freq_factors[i];
+    double theta = r.freq_scale * extrap;
+    double mscale = r.attn_factor;
+    if (r.ext_factor != 0.0f) {
+        double span = r.corr_high - r.corr_low;
+        double y = (i - r.corr_low) / (span > 0.001 ? span : 0.001);
+        double ramp = 1.0 - fmin(1.0, fmax(0.0, y));
+        double mix = ramp * r.ext_factor;
+        theta = theta * (1.0 - mix) + extrap * mix;
+        mscale *= 1.0 + 0.1 * log(1.0 / r.freq_scale);
+    }
+    *c = (float)(cos(theta) * mscale);
+    *sn = (float)(sin(theta) * mscale);
+}
+
+/* block per token; threads over (head, pair) of q then k, then the K/V store */
+__global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int n_kv, int D, struct cuk_rope r,
+                             const int32_t *pos, __half *kc, __half *vc)
+{
+    int t = blockIdx.x;
+    int32_t p = pos[t];
+    int kv_dim = n_kv * D;
+    if (r.kind != AARMD_ROPE_NONE) {
+        int half = r.n_rot / 2;
+        int work = (n_head + n_kv) * half;
+        for (int w = threadIdx.x; w < work; w += blockDim.x) {
+            int h = w / half, i = w % half;
+            float *x = h < n_head ? q + (size_t)t * n_head * D + (size_t)h * D
+                                  : k + (size_t)t * kv_dim + (size_t)(h - n_head) * D;
+            int a = r.kind == AARMD_ROPE_NEOX ? i : 2 * i;
+            int b = r.kind == AARMD_ROPE_NEOX ? i + half : 2 * i + 1;
+            float c, sn;
+            rope_cs(r, p, i, &c, &sn);
+            float x0 = x[a], x1 = x[b];
+            x[a] = x0 * c - x1 * sn;
+            x[b] = x0 * sn + x1 * c;
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kc[(size_t)p * kv_dim + i] = __float2half_rn(k[(size_t)t * kv_dim + i]);
+        vc[(size_t)p * kv_dim + i] = __float2half_rn(v[(size_t)t * kv_dim + i]);
+    }
+}
+
+extern "C" void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv,
+                               int D, const struct cuk_rope *r, const int32_t *pos, void *kc, void *vc)
+{
+    k_rope_store<<<n_tok, 256, 0, s>>>(q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
+}
+
+/* ---- attention ------------------------------------------------------------------ */
+
+#define ATTN_WARPS 4
+#define ATTN_PER_LANE (CUK_MAX_HEAD_DIM / WARP)
+
+/*
+ * grid (n_head, n_tok, n_chunks), ATTN_WARPS warps: the block takes chunk c of
+ * the token's visible keys, a warp one key at a time (lanes over dims) with an
+ * online softmax; the warps merge in shared memory and write (m, s, acc[D]) to
+ * the partial row, which k_attn_combine merges over the chunks.
+ */
+__global__ void __launch_bounds__(ATTN_WARPS * WARP)
+k_attn(const float *__restrict__ q, const __half *__restrict__ kc, const __half *__restrict__ vc, const int32_t *pos,
+       int n_head, int group, int D, int kv_dim, float scale, float softcap, int window, float *partial)
+{
+    __shared__ float sm[ATTN_WARPS], ss[ATTN_WARPS];
+    __shared__ float sacc[ATTN_WARPS][CUK_MAX_HEAD_DIM];
+    int h = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int32_t p = pos[t];
+    int32_t j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    int32_t nk = p - j0 + 1;
+    int32_t chunk = (nk + nch - 1) / nch;
+    int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
+    int kvh = h / group;
+    const float *qr = q + ((size_t)t * n_head + h) * D;
+    float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        qv[i] = d < D ? qr[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, s = 0.0f;
+    for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
+        const __half *kr = kc + (size_t)j * kv_dim + (size_t)kvh * D;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATTN_PER_LANE; i++) {
+            int d = lane + WARP * i;
+            if (d < D)
+                dot += qv[i] * __half2float(kr[d]);
+        }
+        float sc = warp_sum(dot) * scale;
+        if (softcap > 0.0f)
+            sc = softcap * tanhf(sc / softcap);
+        if (sc > m) {
+            float f = expf(m - sc);
+            s *= f;
+#pragma unroll
+            for (int i = 0; i < ATTN_PER_LANE; i++)
+                acc[i] *= f;
+            m = sc;
+        }
+        float wgt = expf(sc - m);
+        s += wgt;
+        const __half *vr = vc + (size_t)j * kv_dim + (size_t)kvh * D;
+#pragma unroll
+        for (int i = 0; i < ATTN_PER_LANE; i++) {
+            int d = lane + WARP * i;
+            if (d < D)
+                acc[i] += wgt * __half2float(vr[d]);
+        }
+    }
+    if (lane == 0) {
+        sm[wid] = m;
+        ss[wid] = s;
+    }
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            sacc[wid][d] = acc[i];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < ATTN_WARPS; w++)
+        M = fmaxf(M, sm[w]);
+    float *out = partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2);
+    float S = 0.0f;
+    for (int w = 0; w < ATTN_WARPS; w++)
+        S += sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - M);
+    if (threadIdx.x == 0) {
+        out[0] = M;
+        out[1] = S;
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < ATTN_WARPS; w++)
+            if (sm[w] != -INFINITY)
+                v += sacc[w][d] * expf(sm[w] - M);
+        out[2 + d] = v;
+    }
+}
+
+/* block per (head, token): merge the chunks' (m, s, acc) */
+__global__ void k_attn_combine(const float *partial, int n_head, int D, int nch, float *out)
+{
+    int h = blockIdx.x, t = blockIdx.y;
+    const float *pr = partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2);
+    float M = -INFINITY;
+    for (int c = 0; c < nch; c++)
+        M = fmaxf(M, pr[(size_t)c * (D + 2)]);
+    float S = 0.0f;
+    for (int c = 0; c < nch; c++) {
+        float m = pr[(size_t)c * (D + 2)];
+        if (m != -INFINITY)
+            S += pr[(size_t)c * (D + 2) + 1] * expf(m - M);
+    }
+    float inv = S > 0.0f ? 1.0f / S : 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = 0.0f;
+        for (int c = 0; c < nch; c++) {
+            float m = pr[(size_t)c * (D + 2)];
+            if (m != -INFINITY)
+                v += pr[(size_t)c * (D + 2) + 2 + d] * expf(m - M);
+        }
+        out[((size_t)t * n_head + h) * D + d] = v * inv;
+    }
+}
+
+extern "C" void cuk_attention(cudaStream_t s, const float *q, const void *kc, const void *vc, const int32_t *pos,
+                              int n_tok, int n_head, int n_kv, int D, float scale, float softcap, int window,
+                              int n_chunks, float *partial, float *out)
+{
+    dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
+    k_attn<<<grid, ATTN_WARPS * WARP, 0, s>>>(q, (const __half *)kc, (const __half *)vc, pos, n_head, n_head / n_kv,
+                                              D, n_kv * D, scale, softcap, window, partial);
+    dim3 g2((unsigned)n_head, (unsigned)n_tok);
+    k_attn_combine<<<g2, 128, 0, s>>>(partial, n_head, D, n_chunks, out);
+}

@@ -1,0 +1,427 @@
+/*
+ * cli_bench.c — `aarmd-cli bench BACKEND`: prefill (ppN) and decode (tgN)
+ * throughput of one backend plugin at batch 1, on a GGUF file or on a
+ * synthetic model shape built in memory (no server, no tokenizer).
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "cli.h"
+#include "gguf.h"
+#include "log.h"
+#include "model.h"
+#include "plugin.h"
+
+static const char bench_help[] =
+    "usage: aarmd-cli bench BACKEND [--model FILE.gguf | --shape S --type T] [--pp N] [--tg N]\n"
+    "                       [--reps R] [--bw GBPS] [--backend-opt k=v ...] [--plugin-dir DIR] [--device N]\n"
+    "\n"
+    "Times a prefill of N tokens (pp, default 512) and N single-token decodes after\n"
+    "it (tg, default 128) at batch 1 and prints tokens/s (best of --reps, default 3).\n"
+    "--shape builds a llama-architecture model in memory with filler weights of type T\n"
+    "(F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K):\n"
+    "  smollm2-135m  576 x 30 layers, 9/3 heads, ff 1536, vocab 49152, tied\n"
+    "  llama-1b      2048 x 16, 32/8 heads, ff 8192, vocab 128256, tied\n"
+    "  llama-8b      4096 x 32, 32/8 heads, ff 14336, vocab 128256\n"
+    "--bw GBPS (device copy bandwidth, bytes read + written) adds the decode roofline:\n"
+    "(weight bytes + KV bytes read per token) / bandwidth.\n";
+
+struct shape {
+    const char *name;
+    uint32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, tied;
+};
+
+static const struct shape shapes[] = {
+    {"smollm2-135m", 576, 30, 9, 3, 1536, 49152, 1},
+    {"llama-1b", 2048, 16, 32, 8, 8192, 128256, 1},
+    {"llama-8b", 4096, 32, 32, 8, 14336, 128256, 0},
+};
+
+struct type_row {
+    const char *name;
+    uint32_t type;
+    uint32_t blck, bytes;
+    uint32_t f16_at[2];     /* byte offsets of F16 scale fields in a block; 0xFFFF = none */
+};
+
+static const struct type_row types[] = {
+    {"F32", AARMD_TYPE_F32, 1, 4, {0xFFFF, 0xFFFF}},   {"F16", AARMD_TYPE_F16, 1, 2, {0xFFFF, 0xFFFF}},
+    {"BF16", AARMD_TYPE_BF16, 1, 2, {0xFFFF, 0xFFFF}}, {"Q8_0", AARMD_TYPE_Q8_0, 32, 34, {0, 0xFFFF}},
+    {"Q4_0", AARMD_TYPE_Q4_0, 32, 18, {0, 0xFFFF}},    {"Q4_1", AARMD_TYPE_Q4_1, 32, 20, {0, 2}},
+    {"Q5_0", AARMD_TYPE_Q5_0, 32, 22, {0, 0xFFFF}},    {"Q5_1", AARMD_TYPE_Q5_1, 32, 24, {0, 2}},
+    {"Q4_K", AARMD_TYPE_Q4_K, 256, 144, {0, 2}},       {"Q5_K", AARMD_TYPE_Q5_K, 256, 176, {0, 2}},
+    {"Q6_K", AARMD_TYPE_Q6_K, 256, 210, {208, 0xFFFF}},
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Filler data valid for `t`: small finite values (F16 0.05-ish scale fields). */
+static void fill(const struct type_row *t, uint8_t *buf, size_t bytes)
+{
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < bytes; i += 8) {
+        uint64_t r = rng_next(&s);
+        memcpy(buf + i, &r, bytes - i < 8 ? bytes - i : 8);
+    }
+    if (t->type == AARMD_TYPE_F32) {
+        for (size_t i = 0; i + 4 <= bytes; i += 4) {
+            float f = (float)((int)(buf[i] % 200) - 100) * 5e-4f;
+            memcpy(buf + i, &f, 4);
+        }
+    } else if (t->type == AARMD_TYPE_F16 || t->type == AARMD_TYPE_BF16) {
+        for (size_t i = 0; i + 2 <= bytes; i += 2) {
+            /* sign | exponent around 2^-5 | random mantissa */
+            uint16_t h = t->type == AARMD_TYPE_F16 ? (uint16_t)(((buf[i] & 1) << 15) | (0x0A << 10) | (buf[i + 1] << 2))
+                                                   : (uint16_t)(((buf[i] & 1) << 15) | (0x7A << 7) | (buf[i + 1] & 0x7F));
+            memcpy(buf + i, &h, 2);
+        }
+    } else {
+        const uint16_t scale = 0x1C00;   /* F16 0.0039 */
+        for (size_t b = 0; b + t->bytes <= bytes; b += t->bytes)
+            for (int k = 0; k < 2; k++)
+                if (t->f16_at[k] != 0xFFFF)
+                    memcpy(buf + b + t->f16_at[k], &scale, 2);
+    }
+}
+
+struct synth {
+    struct aarmd_model_desc d;
+    struct aarmd_tensor *t;
+    uint8_t *wbuf;
+    float *ones;
+};
+
+static void synth_free(struct synth *s)
+{
+    free(s->t);
+    free(s->wbuf);
+    free(s->ones);
+}
+
+static int synth_build(struct synth *s, const struct shape *sh, const struct type_row *ty)
+{
+    memset(s, 0, sizeof *s);
+    uint32_t E = sh->n_embd, L = sh->n_layer, H = sh->n_head, KV = sh->n_head_kv, D = E / H, F = sh->n_ff;
+    uint32_t n_t = 3 + 9 * L;
+    s->t = calloc(n_t, sizeof *s->t);
+    size_t maxrow = (size_t)(F > E ? F : E) / ty->blck * ty->bytes;
+    size_t maxrows = sh->n_vocab > F ? sh->n_vocab : F;
+    s->wbuf = malloc(maxrow * maxrows);
+    s->ones = malloc((size_t)(F > E ? F : E) * sizeof(float));
+    if (!s->t || !s->wbuf || !s->ones)
+        return -1;
+    fill(ty, s->wbuf, maxrow * maxrows);
+    for (uint32_t i = 0; i < (F > E ? F : E); i++)
+        s->ones[i] = 1.0f;
+    uint32_t n = 0;
+#define MAT(role_, layer_, nin, nout)                                                          \
+    do {                                                                                       \
+        struct aarmd_tensor *x = &s->t[n++];                                                   \
+        x->name = #role_;                                                                      \
+        x->role = role_;                                                                       \
+        x->layer = layer_;                                                                     \
+        x->type = ty->type;                                                                    \
+        x->n_dims = 2;                                                                         \
+        x->ne[0] = nin; x->ne[1] = nout; x->ne[2] = 1; x->ne[3] = 1;                           \
+        x->data = s->wbuf;                                                                     \
+        x->nbytes = (uint64_t)(nin) / ty->blck * ty->bytes * (uint64_t)(nout);                 \
+    } while (0)
+#define VEC(role_, layer_, nn)                                                                 \
+    do {                                                                                       \
+        struct aarmd_tensor *x = &s->t[n++];                                                   \
+        x->name = #role_;                                                                      \
+        x->role = role_;                                                                       \
+        x->layer = layer_;                                                                     \
+        x->type = AARMD_TYPE_F32;                                                              \
+        x->n_dims = 1;                                                                         \
+        x->ne[0] = nn; x->ne[1] = 1; x->ne[2] = 1; x->ne[3] = 1;                               \
+        x->data = s->ones;                                                                     \
+        x->nbytes = (uint64_t)(nn) * 4;                                                        \
+    } while (0)
+    MAT(AARMD_ROLE_TOKEN_EMBD, -1, E, sh->n_vocab);
+    VEC(AARMD_ROLE_OUTPUT_NORM, -1, E);
+    if (!sh->tied)
+        MAT(AARMD_ROLE_OUTPUT, -1, E, sh->n_vocab);
+    for (int l = 0; l < (int)L; l++) {
+        VEC(AARMD_ROLE_ATTN_NORM, l, E);
+        MAT(AARMD_ROLE_ATTN_Q, l, E, H * D);
+        MAT(AARMD_ROLE_ATTN_K, l, E, KV * D);
+        MAT(AARMD_ROLE_ATTN_V, l, E, KV * D);
+        MAT(AARMD_ROLE_ATTN_OUT, l, H * D, E);
+        VEC(AARMD_ROLE_FFN_NORM, l, E);
+        MAT(AARMD_ROLE_FFN_GATE, l, E, F);
+        MAT(AARMD_ROLE_FFN_UP, l, E, F);
+        MAT(AARMD_ROLE_FFN_DOWN, l, F, E);
+    }
+#undef MAT
+#undef VEC
+    struct aarmd_model_desc *d = &s->d;
+    d->struct_size = sizeof *d;
+    d->arch = "llama";
+    d->name = sh->name;
+    d->n_embd = E;
+    d->n_layer = L;
+    d->n_head = H;
+    d->n_head_kv = KV;
+    d->head_dim = D;
+    d->n_ff = F;
+    d->n_vocab = sh->n_vocab;
+    d->n_ctx_train = 8192;
+    d->rope_kind = AARMD_ROPE_NORMAL;
+    d->n_rot = D;
+    d->rope_freq_base = 500000.0f;
+    d->rope_freq_base_swa = 500000.0f;
+    d->rope_scale = 1.0f;
+    d->norm_kind = AARMD_NORM_RMS;
+    d->norm_eps = 1e-5f;
+    d->act = AARMD_ACT_SILU_GATED;
+    d->attn_scale = 1.0f / sqrtf((float)D);
+    d->tied_embeddings = sh->tied;
+    d->embd_scale = 1.0f;
+    d->bos_id = 1;
+    d->eos_id = 2;
+    d->tensors = s->t;
+    d->n_tensors = n;
+    return 0;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    long v = strtol(s, &end, 10);
+    if (*end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int aarmd_cli_bench(int argc, char **argv)
+{
+    const char *target = NULL, *plugin_dir = NULL, *model_path = NULL, *shape_name = NULL, *type_name = NULL;
+    long pp = 512, tg = 128, reps = 3, device = 0;
+    double bw = 0.0;
+    int status = 2;
+    struct aarmd_opt *opts = calloc((size_t)argc + 1, sizeof *opts);
+    char **keys = calloc((size_t)argc + 1, sizeof *keys);
+    uint32_t n_opts = 0;
+    struct aarmd_plugin *p = NULL;
+    struct aarmd_backend_ctx *ctx = NULL;
+    struct aarmd_backend_model *m = NULL;
+    struct aarmd_backend_seq *seq = NULL;
+    struct aarmd_gguf *g = NULL;
+    struct aarmd_model_desc *file_desc = NULL;
+    struct synth sy;
+    int32_t *toks = NULL;
+    float *logits = NULL;
+    char err[2048];
+    memset(&sy, 0, sizeof sy);
+
+    if (!opts || !keys)
+        goto out;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(bench_help, stdout);
+            status = 0;
+            goto out;
+        }
+        if (a[0] != '-') {
+            if (target) {
+                fprintf(stderr, "bench: one backend at a time (got %s and %s)\n", target, a);
+                goto out;
+            }
+            target = a;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "bench: %s needs a value\n", a);
+            goto out;
+        }
+        const char *v = argv[++i];
+        int bad = 0;
+        if (!strcmp(a, "--model")) model_path = v;
+        else if (!strcmp(a, "--shape")) shape_name = v;
+        else if (!strcmp(a, "--type")) type_name = v;
+        else if (!strcmp(a, "--plugin-dir")) plugin_dir = v;
+        else if (!strcmp(a, "--pp")) bad = parse_long(v, 1, 65536, &pp);
+        else if (!strcmp(a, "--tg")) bad = parse_long(v, 0, 65536, &tg);
+        else if (!strcmp(a, "--reps")) bad = parse_long(v, 1, 100, &reps);
+        else if (!strcmp(a, "--device")) bad = parse_long(v, 0, INT32_MAX, &device);
+        else if (!strcmp(a, "--bw")) {
+            char *end;
+            bw = strtod(v, &end);
+            bad = *end || !(bw > 0.0);
+        } else if (!strcmp(a, "--backend-opt")) {
+            const char *eq = strchr(v, '=');
+            if (!eq || eq == v) {
+                fprintf(stderr, "bench: --backend-opt %s: expected KEY=VALUE\n", v);
+                goto out;
+            }
+            keys[n_opts] = strndup(v, (size_t)(eq - v));
+            if (!keys[n_opts])
+                goto out;
+            opts[n_opts].key = keys[n_opts];
+            opts[n_opts].value = eq + 1;
+            n_opts++;
+        } else {
+            fprintf(stderr, "bench: unknown option %s\n%s", a, bench_help);
+            goto out;
+        }
+        if (bad) {
+            fprintf(stderr, "bench: %s %s: bad value\n", a, v);
+            goto out;
+        }
+    }
+    if (!target || (!model_path && !shape_name) || (model_path && shape_name)) {
+        fprintf(stderr, "bench: need BACKEND and one of --model or --shape\n%s", bench_help);
+        goto out;
+    }
+    const struct aarmd_model_desc *desc = NULL;
+    if (shape_name) {
+        const struct shape *sh = NULL;
+        const struct type_row *ty = NULL;
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            if (!strcmp(shapes[i].name, shape_name))
+                sh = &shapes[i];
+        for (size_t i = 0; type_name && i < sizeof types / sizeof types[0]; i++)
+            if (!strcasecmp(types[i].name, type_name))
+                ty = &types[i];
+        if (!sh || !ty) {
+            fprintf(stderr, "bench: unknown %s %s\n%s", sh ? "--type" : "--shape", sh ? (type_name ? type_name : "(none)")
+                                                                                      : shape_name, bench_help);
+            goto out;
+        }
+        if (sh->n_embd % ty->blck || sh->n_ff % ty->blck) {
+            fprintf(stderr, "bench: shape %s (n_embd %u, n_ff %u) does not fit %s blocks of %u\n", sh->name,
+                    sh->n_embd, sh->n_ff, ty->name, ty->blck);
+            goto out;
+        }
+        if (synth_build(&sy, sh, ty)) {
+            fprintf(stderr, "bench: out of memory\n");
+            status = 1;
+            goto out;
+        }
+        desc = &sy.d;
+    } else {
+        if (aarmd_gguf_open(model_path, &g, err, sizeof err) != AARMD_OK ||
+            aarmd_model_desc_from_gguf(g, &file_desc, err, sizeof err) != AARMD_OK) {
+            fprintf(stderr, "bench: %s: %s\n", model_path, err);
+            status = 1;
+            goto out;
+        }
+        desc = file_desc;
+    }
+    status = 1;
+    aarmd_log_setup(AARMD_LOG_TEXT, "bench", AARMD_LOG_WARN);
+    struct aarmd_host host;
+    aarmd_plugin_host_init(&host, opts, n_opts, (int32_t)device);
+    uint64_t wbytes = 0;
+    for (uint32_t i = 0; i < desc->n_tensors; i++)
+        wbytes += desc->tensors[i].nbytes;
+    uint32_t n_ctx = (uint32_t)(pp + tg + 1);
+    double t0 = now_s();
+    if (aarmd_plugin_load(target, plugin_dir, &host, &p, err, sizeof err) != AARMD_OK ||
+        aarmd_plugin_ctx_new(p, (int32_t)device, &ctx, err, sizeof err) != AARMD_OK ||
+        aarmd_plugin_model_load(p, ctx, desc, NULL, NULL, &m, err, sizeof err) != AARMD_OK ||
+        aarmd_plugin_seq_new(p, m, n_ctx, &seq, err, sizeof err) != AARMD_OK) {
+        fprintf(stderr, "bench: %s: %s\n", target, err);
+        goto out;
+    }
+    double t_load = now_s() - t0;
+    toks = malloc((size_t)pp * sizeof *toks);
+    logits = malloc((size_t)desc->n_vocab * sizeof *logits);
+    if (!toks || !logits)
+        goto out;
+    for (long i = 0; i < pp; i++)
+        toks[i] = (int32_t)(((uint64_t)i * 7919u + 13u) % desc->n_vocab);
+
+    double best_pp = 1e30, best_tg = 1e30;
+    for (long r = 0; r <= reps; r++) {   /* r == 0 warms up (graph capture, cuBLAS init) */
+        if (aarmd_plugin_seq_truncate(p, seq, 0, err, sizeof err) != AARMD_OK) {
+            fprintf(stderr, "bench: truncate: %s\n", err);
+            goto out;
+        }
+        struct aarmd_batch_entry e = {.seq = seq, .tokens = toks, .n_tokens = (uint32_t)pp, .want_logits = 1,
+                                      .logits = logits};
+        double a = now_s();
+        if (aarmd_plugin_step(p, m, &e, 1, err, sizeof err) != AARMD_OK) {
+            fprintf(stderr, "bench: prefill: %s\n", err);
+            goto out;
+        }
+        double b = now_s();
+        for (long i = 0; i < tg; i++) {
+            int32_t tok = (int32_t)((i * 31 + 7) % desc->n_vocab);
+            struct aarmd_batch_entry d1 = {.seq = seq, .tokens = &tok, .n_tokens = 1, .want_logits = 1,
+                                           .logits = logits};
+            if (aarmd_plugin_step(p, m, &d1, 1, err, sizeof err) != AARMD_OK) {
+                fprintf(stderr, "bench: decode: %s\n", err);
+                goto out;
+            }
+        }
+        double c = now_s();
+        if (r > 0) {
+            if (b - a < best_pp)
+                best_pp = b - a;
+            if (c - b < best_tg)
+                best_tg = c - b;
+        }
+    }
+    uint32_t kv_dim = desc->n_head_kv * desc->head_dim;
+    double kv_per_tok = (double)desc->n_layer * kv_dim * 2.0 * 2.0 * ((double)pp + (double)tg / 2.0);   /* F16 K+V */
+    printf("bench backend=%s model=%s type=%s weights=%.3f GB load=%.2f s\n", target, desc->name ? desc->name : "?",
+           shape_name ? type_name : "file", (double)wbytes / 1e9, t_load);
+    printf("  pp%ld: %.1f tok/s (%.2f ms)\n", pp, (double)pp / best_pp, best_pp * 1e3);
+    if (tg > 0) {
+        double ms = best_tg * 1e3 / (double)tg;
+        printf("  tg%ld: %.1f tok/s (%.3f ms/token)\n", tg, (double)tg / best_tg, ms);
+        if (bw > 0.0) {
+            /* roofline: bytes read per token (an untied token_embd is read one row at a time, so not
+             * counted) over the copy bandwidth (bytes read + written per second) */
+            double bytes = (double)wbytes + kv_per_tok;
+            for (uint32_t i = 0; i < desc->n_tensors && !desc->tied_embeddings; i++)
+                if (desc->tensors[i].role == AARMD_ROLE_TOKEN_EMBD)
+                    bytes -= (double)desc->tensors[i].nbytes;
+            double roof_ms = bytes / (bw * 1e9) * 1e3;
+            printf("  roofline: %.3f GB/token at %.0f GB/s -> %.3f ms/token (%.1f tok/s); tg at %.0f%% of it\n",
+                   bytes / 1e9, bw, roof_ms, 1e3 / roof_ms, 100.0 * roof_ms / ms);
+        }
+    }
+    status = 0;
+out:
+    free(toks);
+    free(logits);
+    if (p) {
+        aarmd_plugin_seq_free(p, seq);
+        aarmd_plugin_model_free(p, m);
+        aarmd_plugin_ctx_free(p, ctx);
+        aarmd_plugin_free(p);
+    }
+    synth_free(&sy);
+    aarmd_model_desc_free(file_desc);
+    aarmd_gguf_free(g);
+    for (uint32_t i = 0; keys && i < n_opts; i++)
+        free(keys[i]);
+    free(keys);
+    free(opts);
+    return status;
+}

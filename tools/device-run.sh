@@ -1,0 +1,103 @@
+#!/bin/sh
+# device-run.sh — the recipe to check and measure the CUDA backend on the GPU machine.
+#
+#   tools/device-run.sh build [BUILDDIR]   (here) configure + build aarmd-cli, backend_cpu
+#                                          and backend_cuda (sm_90 only) with libevent and
+#                                          json-c linked statically, and copy them to .device/
+#   tools/device-run.sh check              (there) synthetic model of every arch x weight type,
+#                                          plugin-check --reference cpu on each, memcheck once
+#   tools/device-run.sh bench              (there) copy bandwidth + aarmd-cli bench on the
+#                                          SmolLM2/Llama-1B/Llama-8B-shaped synthetic models
+#
+# .device/ must be ignored (echo /.device/ >> .git/info/exclude) and carried by the device
+# tool (carry: [".device"]). Logs go to $OUT (or .device/out when OUT is unset).
+set -u
+cmd=${1:-}
+root=$(cd "$(dirname "$0")/.." && pwd)
+dev="$root/.device"
+out=${OUT:-$dev/out}
+
+case "$cmd" in
+build)
+    b=${2:-/tmp/b-cuda-dev}
+    lib=/usr/lib/x86_64-linux-gnu
+    mkdir -p "$b" "$dev" || exit 1
+    cd "$b" || exit 1
+    if [ ! -f Makefile ]; then
+        "$root/configure" -q JSONC_LIBS="$lib/libjson-c.a" \
+            LIBEVENT_LIBS="$lib/libevent.a $lib/libevent_pthreads.a" || exit 1
+    fi
+    make -j2 aarmd-cli plugins/cpu/backend_cpu.la plugins/cuda/backend_cuda.la \
+        NVCC_ARCHS='-gencode arch=compute_90,code=sm_90' || exit 1
+    cp aarmd-cli plugins/cpu/.libs/backend_cpu.so plugins/cuda/.libs/backend_cuda.so "$dev/" || exit 1
+    cp "$root/plugins/cuda/cuda_bw.cu" "$dev/" || exit 1
+    ls -la "$dev"
+    ;;
+check|bench|all)
+    mkdir -p "$out" /tmp/synth
+    export AARMD_PLUGIN_PATH="$dev"
+    # cuBLAS: the system toolkit's, else the one PyTorch ships
+    cub=$(ls /usr/local/cuda/lib64/libcublas.so.13 2>/dev/null ||
+          find / -name 'libcublas.so.13' -not -path '/proc/*' 2>/dev/null | head -1)
+    [ -n "$cub" ] && export LD_LIBRARY_PATH="$(dirname "$cub")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "cublas: ${cub:-none}" | tee "$out/env.txt"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >>"$out/env.txt" 2>&1
+    cli="$dev/aarmd-cli"
+    ;;
+*)
+    sed -n '2,14p' "$0"
+    exit 2
+    ;;
+esac
+
+if [ "$cmd" = check ] || [ "$cmd" = all ]; then
+    pass=0; fail=0
+    : >"$out/check.txt"
+    for arch in llama qwen2 qwen3 phi3 gpt2 gemma3; do
+        for type in F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K; do
+            f=/tmp/synth/$arch-$type.gguf
+            "$cli" gguf-synth --arch "$arch" --type "$type" --vocab-size 1024 --out "$f" >/dev/null || {
+                echo "SYNTH-FAIL $arch $type" >>"$out/check.txt"; fail=$((fail + 1)); continue; }
+            if "$cli" plugin-check cuda --reference cpu --model "$f" --prompt-len 40 --steps 24 \
+                   --tol "${TOL:-0.05}" >"/tmp/synth/$arch-$type.log" 2>&1; then
+                pass=$((pass + 1)); v=OK
+            else
+                fail=$((fail + 1)); v=FAIL
+                cat "/tmp/synth/$arch-$type.log" >>"$out/check-failures.txt"
+            fi
+            echo "$v $arch $type $(grep '^COMPARE' "/tmp/synth/$arch-$type.log")" | tee -a "$out/check.txt"
+        done
+    done
+    # long context (split-K over > 64 keys, cuBLAS prefill) and the matmul-kernel prefill
+    "$cli" gguf-synth --arch llama --type Q4_K --vocab-size 1024 --ctx 1024 --out /tmp/synth/long.gguf >/dev/null
+    for o in cublas=1 cublas=0; do
+        "$cli" plugin-check cuda --reference cpu --model /tmp/synth/long.gguf --prompt-len 300 --steps 40 \
+            --backend-opt $o --tol "${TOL:-0.05}" >"/tmp/synth/long-$o.log" 2>&1 && v=OK || v=FAIL
+        echo "$v long $o $(grep '^COMPARE' "/tmp/synth/long-$o.log")" | tee -a "$out/check.txt"
+        [ $v = FAIL ] && cat "/tmp/synth/long-$o.log" >>"$out/check-failures.txt"
+    done
+    echo "check: $pass passed, $fail failed" | tee -a "$out/check.txt"
+    if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+        cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+        "$cs" --tool memcheck --error-exitcode 9 "$cli" plugin-check cuda --model /tmp/synth/gemma3-Q4_K.gguf \
+            >"$out/memcheck.txt" 2>&1
+        echo "memcheck exit $? $(tail -2 "$out/memcheck.txt" | tr '\n' ' ')" | tee -a "$out/check.txt"
+    else
+        echo "memcheck: compute-sanitizer not found" | tee -a "$out/check.txt"
+    fi
+fi
+
+if [ "$cmd" = bench ] || [ "$cmd" = all ]; then
+    bw=
+    if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+        nv=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+        "$nv" -O2 -o /tmp/cuda_bw "$dev/cuda_bw.cu" && /tmp/cuda_bw | tee "$out/bw.txt"
+        bw=$(sed -n 's/^BW_GBPS=//p' "$out/bw.txt")
+    fi
+    : >"$out/bench.txt"
+    for st in ${BENCH:-smollm2-135m:Q4_1 llama-1b:BF16 llama-8b:Q4_K llama-8b:Q8_0 llama-8b:F16}; do
+        s=${st%%:*}; t=${st#*:}
+        "$cli" bench cuda --shape "$s" --type "$t" --pp 512 --tg 128 --reps "${REPS:-2}" \
+            ${bw:+--bw $bw} ${BENCH_OPTS:-} 2>&1 | tee -a "$out/bench.txt"
+    done
+fi
