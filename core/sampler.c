@@ -23,21 +23,39 @@
 #define BLOCK 512            /* logits per partial sum in the full-vocab path */
 #define SMALL_K 256          /* top-k up to this uses a heap, above it quickselect */
 #define TOPP_FIRST_TAU -7.0f /* first guess for the top-p scan, in tempered log-weight */
+#define NBUCKET 1024         /* log-weight buckets that narrow top-p over many candidates */
+#define BUCKET_FROM 2048     /* candidates from which top-p buckets before quickselecting */
 
 struct cand {
     float l;    /* logit after penalty (NaN -> -inf) */
     float w;    /* exp((l - max) / T), in (0, 1] */
     int32_t id;
+    uint32_t b;   /* scratch: log-weight bucket in prefix_bucketed */
 };
 
 /* The loops over the whole vocabulary, one set per vector width (sampler_kern.h). */
 struct kern {
+    const char *name;
     float (*clean_max)(const float *l, uint32_t n, bool *has_nan);
     uint32_t (*find_eq)(const float *l, uint32_t n, float v);
     double (*total_mass)(const float *l, uint32_t n, float max, float inv_t, double *blocks);
     void (*block_weights)(const float *l, uint32_t i0, uint32_t i1, float max, float inv_t, float *w);
     uint32_t (*collect)(const float *l, uint32_t n, float thr, struct cand *c);
+    double (*mass_collect)(const float *l, uint32_t n, float max, float inv_t, float thr, struct cand *c,
+                           uint32_t *m);
+    double (*cand_weights)(struct cand *c, uint32_t n, float max, float inv_t);
 };
+
+/* Appends token i + j for each set bit j of bits, in ascending j. */
+static inline uint32_t append_bits(const float *l, uint32_t i, uint32_t bits, struct cand *c, uint32_t m)
+{
+    while (bits) {
+        uint32_t j = i + (uint32_t)__builtin_ctz(bits);
+        c[m++] = (struct cand){.l = l[j], .id = (int32_t)j};
+        bits &= bits - 1;
+    }
+    return m;
+}
 
 /*
  * GCC/Clang vector extensions: SSE2 or NEON at 4 lanes everywhere, AVX2 at 8
@@ -48,27 +66,44 @@ struct kern {
 #endif
 #define KW 4
 #define KSUF v4
+#define KNAME "v4"
 #define KTARGET
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF
+#undef KNAME
 #undef KTARGET
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_AVX2_KERN 1
 #define KW 8
 #define KSUF avx2
+#define KNAME "avx2"
 #define KTARGET __attribute__((target("avx2")))
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF
+#undef KNAME
+#undef KTARGET
+#define KW 16
+#define KSUF avx512
+#define KNAME "avx512"
+#define KTARGET __attribute__((target("avx512f"), optimize("fp-contract=off")))
+#include "sampler_kern.h"
+#undef KW
+#undef KSUF
+#undef KNAME
 #undef KTARGET
 #endif
 
 static const struct kern *pick_kern(void)
 {
 #ifdef HAVE_AVX2_KERN
+    const char *lim = getenv("AARMD_SAMPLER_SIMD");   /* "v4" or "avx2": use at most that */
+    bool no512 = lim && strcmp(lim, "avx512"), no256 = no512 && strcmp(lim, "avx2");
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && !getenv("AARMD_SAMPLER_NO_AVX2"))
+    if (!no512 && __builtin_cpu_supports("avx512f"))
+        return &kern_avx512;
+    if (!no256 && __builtin_cpu_supports("avx2"))
         return &kern_avx2;
 #endif
     return &kern_v4;
@@ -84,6 +119,8 @@ struct aarmd_sampler {
     int32_t *seen_ids;      /* [n_vocab] distinct accepted ids */
     uint32_t n_seen;
     struct cand *c;         /* [n_vocab] candidates */
+    double *bmass;          /* [NBUCKET] */
+    uint32_t *bcount;       /* [NBUCKET] */
     double *blocks;         /* [ceil(n_vocab / BLOCK)] masses, full-vocab path */
 };
 
@@ -153,7 +190,9 @@ struct aarmd_sampler *aarmd_sampler_new(const struct aarmd_sampler_params *param
     s->seen_ids = malloc((size_t)n_vocab * sizeof *s->seen_ids);
     s->c = malloc((size_t)n_vocab * sizeof *s->c);
     s->blocks = malloc(((size_t)n_vocab + BLOCK - 1) / BLOCK * sizeof *s->blocks);
-    if (!s->seen || !s->seen_ids || !s->c || !s->blocks)
+    s->bmass = malloc(NBUCKET * sizeof *s->bmass);
+    s->bcount = malloc(NBUCKET * sizeof *s->bcount);
+    if (!s->seen || !s->seen_ids || !s->c || !s->blocks || !s->bmass || !s->bcount)
         goto fail;
     return s;
 fail:
@@ -169,6 +208,8 @@ void aarmd_sampler_free(struct aarmd_sampler *s)
     free(s->seen_ids);
     free(s->c);
     free(s->blocks);
+    free(s->bmass);
+    free(s->bcount);
     free(s);
 }
 
@@ -328,6 +369,49 @@ static uint32_t prefix_by_mass(struct cand *c, uint32_t n, double target)
     return hi;
 }
 
+/*
+ * prefix_by_mass for many candidates: a histogram of weight over NBUCKET
+ * log-weight buckets finds the bucket where the prefix reaches target;
+ * buckets before it are kept whole, after it dropped, and only that one
+ * bucket is quickselected. Bucket index falls as the logit rises, so buckets
+ * follow the better() order.
+ */
+static uint32_t prefix_bucketed(struct aarmd_sampler *s, struct cand *c, uint32_t n, double target, float max,
+                                float inv_t)
+{
+    float lmin = c[0].l;
+    for (uint32_t i = 1; i < n; i++)
+        lmin = c[i].l < lmin ? c[i].l : lmin;
+    float zmin = (lmin - max) * inv_t;
+    if (!(zmin < 0.0f) || !isfinite(zmin))
+        return prefix_by_mass(c, n, target);
+    float scale = (float)NBUCKET / -zmin;
+    memset(s->bmass, 0, NBUCKET * sizeof *s->bmass);
+    memset(s->bcount, 0, NBUCKET * sizeof *s->bcount);
+    for (uint32_t i = 0; i < n; i++) {
+        float x = (max - c[i].l) * inv_t * scale;
+        uint32_t b = x < (float)(NBUCKET - 1) ? (uint32_t)x : NBUCKET - 1;
+        c[i].b = b;
+        s->bmass[b] += c[i].w;
+        s->bcount[b]++;
+    }
+    double acc = 0;
+    uint32_t cut = 0;
+    while (cut < NBUCKET && acc + s->bmass[cut] < target)
+        acc += s->bmass[cut++];
+    if (cut == NBUCKET)
+        return n;   /* rounding: everything is needed */
+    uint32_t k0 = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (c[i].b < cut)
+            swap(&c[i], &c[k0++]);
+    uint32_t k1 = k0;
+    for (uint32_t i = k0; i < n; i++)
+        if (c[i].b == cut)
+            swap(&c[i], &c[k1++]);
+    return k0 + prefix_by_mass(c + k0, k1 - k0, target - acc);
+}
+
 /* The k best finite logits into c (k <= SMALL_K) via a min-heap; returns how many. */
 static uint32_t top_small(const float *l, uint32_t n, uint32_t k, struct cand *h)
 {
@@ -376,15 +460,6 @@ static uint32_t top_small(const float *l, uint32_t n, uint32_t k, struct cand *h
 
 /* ---- the pipeline ---------------------------------------------------------- */
 
-static double set_weights(struct cand *c, uint32_t n, float max, float inv_t)
-{
-    double z = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        c[i].w = weight(c[i].l, max, inv_t);
-        z += c[i].w;
-    }
-    return z;
-}
 
 /* Keeps c[i] with w >= min_p (w is relative to the top token's 1), order kept. */
 static uint32_t keep_min_p(struct cand *c, uint32_t n, float min_p)
@@ -441,35 +516,35 @@ static int filter(struct aarmd_sampler *s, float *l, struct dist *d)
                 m = k;
             }
         }
-        z = set_weights(c, m, max, inv_t);
-        if (top_p)
-            m = prefix_by_mass(c, m, (double)p->top_p * z);
+        z = s->k->cand_weights(c, m, max, inv_t);
+        if (top_p) {
+            double target = (double)p->top_p * z;
+            m = m >= BUCKET_FROM ? prefix_bucketed(s, c, m, target, max, inv_t) : prefix_by_mass(c, m, target);
+        }
     } else if (top_p) {
-        z = s->k->total_mass(l, n, max, inv_t, NULL);
-        double target = (double)p->top_p * z;
         /*
-         * Tokens below exp(tau) = Z(1-p)/(2n) weigh less than (1-p)Z/2 all
-         * together, so the nucleus lies above that: tau_safe always suffices.
-         * Cheaper guesses first; a guess is right when what it collects
-         * already reaches p*Z (it is a prefix of the sorted order).
+         * The nucleus is a prefix of the sorted order, so any threshold whose
+         * tokens already weigh p*Z holds it. Guess tau = -7 (collected in the
+         * same pass as Z), then -14, -28, ... down to tau_safe: the tokens
+         * below exp(tau_safe) = Z(1-p)/(2n) weigh less than (1-p)Z/2 all
+         * together, so the nucleus lies above it. When min-p binds (tau_min
+         * reached) what was collected is all that can survive anyway.
          */
+        float tau = TOPP_FIRST_TAU;
+        z = s->k->mass_collect(l, n, max, inv_t, max + tau / inv_t, c, &m);
+        double target = (double)p->top_p * z;
         float tau_safe = (float)log(z * (1.0 - (double)p->top_p) / (2.0 * n));
         float floor_tau = tau_safe > tau_min ? tau_safe : tau_min;
-        float tau = TOPP_FIRST_TAU;
-        for (;;) {
-            bool last = tau <= floor_tau;
-            if (last)
-                tau = floor_tau;
+        double got = s->k->cand_weights(c, m, max, inv_t);
+        while (got < target && tau > floor_tau) {
+            tau = 2.0f * tau > floor_tau ? 2.0f * tau : floor_tau;
             m = s->k->collect(l, n, max + tau / inv_t, c);
-            double got = set_weights(c, m, max, inv_t);
-            if (last || got >= target)
-                break;
-            tau *= 2.0f;
+            got = s->k->cand_weights(c, m, max, inv_t);
         }
-        m = prefix_by_mass(c, m, target);
+        m = m >= BUCKET_FROM ? prefix_bucketed(s, c, m, target, max, inv_t) : prefix_by_mass(c, m, target);
     } else if (min_p) {
         m = s->k->collect(l, n, max + tau_min / inv_t, c);
-        set_weights(c, m, max, inv_t);
+        s->k->cand_weights(c, m, max, inv_t);
     } else {
         d->full = true;
         d->mass = s->k->total_mass(l, n, max, inv_t, s->blocks);
@@ -556,6 +631,11 @@ int aarmd_sampler_sample(struct aarmd_sampler *s, float *logits, struct aarmd_sa
     return AARMD_OK;
 }
 
+const char *aarmd_sampler_simd(const struct aarmd_sampler *s)
+{
+    return s ? s->k->name : "";
+}
+
 int aarmd_sampler_probs(struct aarmd_sampler *s, float *logits, int32_t *ids, double *probs, size_t *n)
 {
     if (!s || !ids || !probs || !n)
@@ -574,7 +654,7 @@ int aarmd_sampler_probs(struct aarmd_sampler *s, float *logits, int32_t *ids, do
     uint32_t m = d.n;
     if (d.full) {
         m = s->k->collect(logits, s->n_vocab, -FLT_MAX, s->c);
-        set_weights(s->c, m, d.max, d.inv_t);
+        s->k->cand_weights(s->c, m, d.max, d.inv_t);
     }
     qsort(s->c, m, sizeof *s->c, cand_cmp);
     size_t k = 0;

@@ -78,6 +78,13 @@ int aarmd_sampler_params_check(const struct aarmd_sampler_params *params, char *
  */
 int aarmd_sampler_probs(struct aarmd_sampler *s, float *logits, int32_t *ids, double *probs, size_t *n);
 
+/*
+ * Which vector loops this sampler runs: "v4" (SSE2/NEON), "avx2" or "avx512",
+ * the widest the CPU has unless AARMD_SAMPLER_SIMD=v4|avx2 caps it. All give
+ * bit-identical results; for benchmarks and tests.
+ */
+const char *aarmd_sampler_simd(const struct aarmd_sampler *s);
+
 /* A seed from the OS (getrandom), for jobs whose seed is null. */
 uint64_t aarmd_seed_from_os(void);
 

@@ -4,16 +4,16 @@
  * once per width after defining KW (lanes: 4 or 8), KSUF (name suffix) and
  * KTARGET (a target attribute or nothing). No include guard on purpose.
  *
- * Every loop walks the vocabulary in steps of 8 floats (8 / KW vectors), and
- * sums keep 8 logical lanes reduced in lane order, so each width computes
- * bit-identical results: a machine with AVX2 draws the same tokens as one
- * without. None of these contract a*b+c into FMA (no fma target here).
+ * Every loop walks the vocabulary in steps of 16 floats (16 / KW vectors), and
+ * sums keep 16 logical lanes reduced in lane order, so each width computes
+ * bit-identical results: a machine with AVX2 or AVX-512 draws the same tokens
+ * as one without. No a*b+c is contracted into an FMA (see sampler.c).
  */
 
 #define KCAT_(a, b) a##_##b
 #define KCAT(a, b) KCAT_(a, b)
 #define K(name) KCAT(name, KSUF)
-#define KN (8 / KW)
+#define KN (16 / KW)
 
 typedef float K(vf) __attribute__((vector_size(KW * 4)));
 typedef int32_t K(vi) __attribute__((vector_size(KW * 4)));
@@ -27,7 +27,11 @@ KTARGET static inline __attribute__((always_inline)) K(vf) K(load)(const float *
 
 KTARGET static inline __attribute__((always_inline)) bool K(any)(const K(vi) *m)
 {
-#if KW == 8 && defined(__x86_64__)
+#if KW == 16 && defined(__x86_64__)
+    __m512i x;
+    memcpy(&x, m, sizeof x);
+    return _mm512_test_epi32_mask(x, x) != 0;
+#elif KW == 8 && defined(__x86_64__)
     __m256 x;
     memcpy(&x, m, sizeof x);
     return _mm256_movemask_ps(x) != 0;
@@ -43,28 +47,51 @@ KTARGET static inline __attribute__((always_inline)) bool K(any)(const K(vi) *m)
 #endif
 }
 
+/* Bit j set when lane j of m is set (m from a comparison: lanes are 0 or -1). */
+KTARGET static inline __attribute__((always_inline)) uint32_t K(bits)(const K(vi) *m)
+{
+#if KW == 16 && defined(__x86_64__)
+    __m512i x;
+    memcpy(&x, m, sizeof x);
+    return _mm512_test_epi32_mask(x, x);
+#elif KW == 8 && defined(__x86_64__)
+    __m256 x;
+    memcpy(&x, m, sizeof x);
+    return (uint32_t)_mm256_movemask_ps(x);
+#elif KW == 4 && defined(__SSE2__)
+    __m128 x;
+    memcpy(&x, m, sizeof x);
+    return (uint32_t)_mm_movemask_ps(x);
+#else
+    uint32_t b = 0;
+    for (int j = 0; j < KW; j++)
+        b |= (uint32_t)((*m)[j] & 1) << j;
+    return b;
+#endif
+}
+
 /*
- * exp(x) for x <= 0 (-inf included), relative error < 1e-7: Cody-Waite
- * reduction to |r| <= ln2/2, degree-7 Taylor, scaling by 2^k through the
- * exponent bits; 0 below -87 where float would go subnormal (weights under
- * e^-87 never matter next to the top token's 1).
+ * exp(x) for x <= 0 (-inf included) as 2^t, t = x log2(e) = k + f with
+ * |f| <= 1/2: Cephes' degree-6 polynomial for 2^f (relative error ~1e-7),
+ * times 2^k through the exponent bits. The rounding of t costs up to |t|
+ * 6e-8 relative, so the absolute error stays below 3e-8 of the top token's
+ * weight 1. 0 below -87, where float would go subnormal (weights under e^-87
+ * never matter next to the top token's 1).
  */
 KTARGET static inline __attribute__((always_inline)) void K(exp)(K(vf) *px)
 {
     K(vf) x = *px, lo = (K(vf)){0} - 87.0f;
     K(vi) under = x < lo;
     x = (K(vf))(((K(vi))x & ~under) | ((K(vi))lo & under));
-    K(vf) t = x * 1.44269504088896341f - 0.5f;
-    K(vi) k = __builtin_convertvector(t, K(vi));
-    K(vf) kf = __builtin_convertvector(k, K(vf));
-    K(vf) r = x - kf * 0.693145751953125f - kf * 1.42860682030941723e-6f;
-    K(vf) p = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    K(vf) t = x * 1.44269504088896341f;
+    K(vi) k = __builtin_convertvector(t - 0.5f, K(vi)); /* t <= 0: truncation rounds to nearest */
+    K(vf) f = t - __builtin_convertvector(k, K(vf));      /* exact */
+    K(vf) p = f * 1.535336188319500e-4f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
+    p = p * f + 1.0f;
     K(vi) bits = (k + 127) << 23;
     K(vf) scale;
     memcpy(&scale, &bits, sizeof scale);
@@ -114,7 +141,7 @@ KTARGET static float K(clean_max)(const float *l, uint32_t n, bool *has_nan)
 KTARGET static uint32_t K(find_eq)(const float *l, uint32_t n, float v)
 {
     uint32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; i + 16 <= n; i += 16) {
         K(vi) eq = {0};
         for (int a = 0; a < KN; a++)
             eq |= K(load)(l + i + (uint32_t)a * KW) == v;
@@ -137,14 +164,14 @@ KTARGET static double K(total_mass)(const float *l, uint32_t n, float max, float
         for (int a = 0; a < KN; a++)
             acc[a] = (K(vf)){0};
         uint32_t i = i0;
-        for (; i + 8 <= i1; i += 8)
+        for (; i + 16 <= i1; i += 16)
             for (int a = 0; a < KN; a++) {
                 K(vf) y = (K(load)(l + i + (uint32_t)a * KW) - max) * inv_t;
                 K(exp)(&y);
                 acc[a] += y;
             }
         double bs = 0;
-        for (int a = 0; a < KN; a++)   /* logical lanes 0..7 in order */
+        for (int a = 0; a < KN; a++)   /* logical lanes 0..15 in order */
             for (int j = 0; j < KW; j++)
                 bs += acc[a][j];
         for (; i < i1; i++)
@@ -152,6 +179,71 @@ KTARGET static double K(total_mass)(const float *l, uint32_t n, float max, float
         if (blocks)
             blocks[b] = bs;
         z += bs;
+    }
+    return z;
+}
+
+/*
+ * total_mass(l, n, max, inv_t, NULL) that also collects, like collect(), the
+ * tokens with l >= thr into c (*m of them): one pass over memory, not two.
+ */
+KTARGET static double K(mass_collect)(const float *l, uint32_t n, float max, float inv_t, float thr,
+                                      struct cand *c, uint32_t *m)
+{
+    double z = 0;
+    uint32_t got = 0;
+    for (uint32_t i0 = 0; i0 < n; i0 += BLOCK) {
+        uint32_t i1 = n - i0 < BLOCK ? n : i0 + BLOCK;
+        K(vf) acc[KN];
+        for (int a = 0; a < KN; a++)
+            acc[a] = (K(vf)){0};
+        uint32_t i = i0;
+        for (; i + 16 <= i1; i += 16) {
+            uint32_t bits = 0;
+            for (int a = 0; a < KN; a++) {
+                K(vf) v = K(load)(l + i + (uint32_t)a * KW);
+                K(vi) ge = v >= thr;
+                bits |= K(bits)(&ge) << (a * KW);
+                K(vf) y = (v - max) * inv_t;
+                K(exp)(&y);
+                acc[a] += y;
+            }
+            got = append_bits(l, i, bits, c, got);
+        }
+        double bs = 0;
+        for (int a = 0; a < KN; a++)
+            for (int j = 0; j < KW; j++)
+                bs += acc[a][j];
+        for (; i < i1; i++) {
+            bs += K(sexp)((l[i] - max) * inv_t);
+            if (l[i] >= thr)
+                c[got++] = (struct cand){.l = l[i], .id = (int32_t)i};
+        }
+        z += bs;
+    }
+    *m = got;
+    return z;
+}
+
+/* c[i].w for i < n; returns their sum, added in candidate order in double. */
+KTARGET static double K(cand_weights)(struct cand *c, uint32_t n, float max, float inv_t)
+{
+    double z = 0;
+    uint32_t i = 0;
+    for (; i + KW <= n; i += KW) {
+        K(vf) y;
+        for (int j = 0; j < KW; j++)
+            y[j] = c[i + (uint32_t)j].l;
+        y = (y - max) * inv_t;
+        K(exp)(&y);
+        for (int j = 0; j < KW; j++) {
+            c[i + (uint32_t)j].w = y[j];
+            z += y[j];
+        }
+    }
+    for (; i < n; i++) {
+        c[i].w = K(sexp)((c[i].l - max) * inv_t);
+        z += c[i].w;
     }
     return z;
 }
@@ -173,15 +265,13 @@ KTARGET static void K(block_weights)(const float *l, uint32_t i0, uint32_t i1, f
 KTARGET static uint32_t K(collect)(const float *l, uint32_t n, float thr, struct cand *c)
 {
     uint32_t m = 0, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        K(vi) ge = {0};
-        for (int a = 0; a < KN; a++)
-            ge |= K(load)(l + i + (uint32_t)a * KW) >= thr;
-        if (!K(any)(&ge))
-            continue;
-        for (uint32_t j = i; j < i + 8; j++)
-            if (l[j] >= thr)
-                c[m++] = (struct cand){.l = l[j], .id = (int32_t)j};
+    for (; i + 16 <= n; i += 16) {
+        uint32_t bits = 0;
+        for (int a = 0; a < KN; a++) {
+            K(vi) ge = K(load)(l + i + (uint32_t)a * KW) >= thr;
+            bits |= K(bits)(&ge) << (a * KW);
+        }
+        m = append_bits(l, i, bits, c, m);
     }
     for (; i < n; i++)
         if (l[i] >= thr)
@@ -190,11 +280,14 @@ KTARGET static uint32_t K(collect)(const float *l, uint32_t n, float thr, struct
 }
 
 static const struct kern K(kern) = {
+    .name = KNAME,
     .clean_max = K(clean_max),
     .find_eq = K(find_eq),
     .total_mass = K(total_mass),
     .block_weights = K(block_weights),
     .collect = K(collect),
+    .mass_collect = K(mass_collect),
+    .cand_weights = K(cand_weights),
 };
 
 #undef K

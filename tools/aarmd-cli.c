@@ -16,6 +16,7 @@ static const struct aarmd_cli_cmd commands[] = {
     {"generate", "one prompt through the engine and scheduler, tokens streamed to stdout", aarmd_cli_generate},
     {"bench-sampler", "samples/s of the sampler over random model-shaped logits", aarmd_cli_bench_sampler},
     {"bench", "prefill/decode throughput of a backend plugin (pp/tg tokens/s)", aarmd_cli_bench},
+    {"loadgen", "N concurrent SSE clients against a running worker: tokens/s, TTFT, ITL", aarmd_cli_loadgen},
     {NULL, NULL, NULL},
 };
 

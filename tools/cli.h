@@ -20,4 +20,5 @@ int aarmd_cli_tokenize(int argc, char **argv);
 int aarmd_cli_detokenize(int argc, char **argv);
 int aarmd_cli_bench_sampler(int argc, char **argv);
 int aarmd_cli_bench(int argc, char **argv);
+int aarmd_cli_loadgen(int argc, char **argv);
 #endif

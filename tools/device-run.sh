@@ -27,10 +27,20 @@ build)
         "$root/configure" -q JSONC_LIBS="$lib/libjson-c.a" \
             LIBEVENT_LIBS="$lib/libevent.a $lib/libevent_pthreads.a" || exit 1
     fi
+    # libtool drops the .a files from the core convenience library's deps: add them last
     make -j2 aarmd-cli plugins/cpu/backend_cpu.la plugins/cuda/backend_cuda.la \
-        NVCC_ARCHS='-gencode arch=compute_90,code=sm_90' || exit 1
+        NVCC_ARCHS='-gencode arch=compute_90,code=sm_90' \
+        LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread" || exit 1
     cp aarmd-cli plugins/cpu/.libs/backend_cpu.so plugins/cuda/.libs/backend_cuda.so "$dev/" || exit 1
     cp "$root/plugins/cuda/cuda_bw.cu" "$dev/" || exit 1
+    # the Criterion test and the libraries the GPU machine lacks (it has no Criterion)
+    if make -j2 tests/plugins/test_cuda_backend LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread"; then
+        t=tests/plugins/test_cuda_backend
+        [ -x tests/plugins/.libs/test_cuda_backend ] && t=tests/plugins/.libs/test_cuda_backend
+        mkdir -p "$dev/testlib" && cp "$t" "$dev/test_cuda_backend" &&
+            ldd "$t" | awk '/criterion|nanomsg|libgit2|mbed|http_parser|libssh2/ {print $3}' |
+            xargs -r cp -L -t "$dev/testlib/"
+    fi
     ls -la "$dev"
     ;;
 check|bench|all)
@@ -70,13 +80,18 @@ if [ "$cmd" = check ] || [ "$cmd" = all ]; then
     done
     # long context (split-K over > 64 keys, cuBLAS prefill) and the matmul-kernel prefill
     "$cli" gguf-synth --arch llama --type Q4_K --vocab-size 1024 --ctx 1024 --out /tmp/synth/long.gguf >/dev/null
-    for o in cublas=1 cublas=0; do
+    for o in cublas=1 cublas=0 q8=0; do
         "$cli" plugin-check cuda --reference cpu --model /tmp/synth/long.gguf --prompt-len 300 --steps 40 \
             --backend-opt $o --tol "${TOL:-0.05}" >"/tmp/synth/long-$o.log" 2>&1 && v=OK || v=FAIL
         echo "$v long $o $(grep '^COMPARE' "/tmp/synth/long-$o.log")" | tee -a "$out/check.txt"
         [ $v = FAIL ] && cat "/tmp/synth/long-$o.log" >>"$out/check-failures.txt"
     done
     echo "check: $pass passed, $fail failed" | tee -a "$out/check.txt"
+    if [ -x "$dev/test_cuda_backend" ]; then
+        LD_LIBRARY_PATH="$dev/testlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$dev/test_cuda_backend" --verbose \
+            >"$out/test_cuda_backend.txt" 2>&1
+        echo "test_cuda_backend exit $? $(grep Synthesis "$out/test_cuda_backend.txt")" | tee -a "$out/check.txt"
+    fi
     if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
         cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
         "$cs" --tool memcheck --error-exitcode 9 "$cli" plugin-check cuda --model /tmp/synth/gemma3-Q4_K.gguf \
@@ -95,9 +110,11 @@ if [ "$cmd" = bench ] || [ "$cmd" = all ]; then
         bw=$(sed -n 's/^BW_GBPS=//p' "$out/bw.txt")
     fi
     : >"$out/bench.txt"
-    for st in ${BENCH:-smollm2-135m:Q4_1 llama-1b:BF16 llama-8b:Q4_K llama-8b:Q8_0 llama-8b:F16}; do
-        s=${st%%:*}; t=${st#*:}
+    for st in ${BENCH:-smollm2-135m:Q4_1 llama-1b:BF16 llama-8b:Q4_K llama-8b:Q8_0 llama-8b:F16 llama-8b:Q4_K:q8=0}; do
+        s=${st%%:*}; rest=${st#*:}; t=${rest%%:*}; o=
+        [ "$rest" != "$t" ] && o="--backend-opt ${rest#*:}"
+        echo "== $s $t $o" | tee -a "$out/bench.txt"
         "$cli" bench cuda --shape "$s" --type "$t" --pp 512 --tg 128 --reps "${REPS:-2}" \
-            ${bw:+--bw $bw} ${BENCH_OPTS:-} 2>&1 | tee -a "$out/bench.txt"
+            ${bw:+--bw $bw} $o ${BENCH_OPTS:-} 2>&1 | tee -a "$out/bench.txt"
     done
 fi

@@ -235,7 +235,6 @@ static int load_layer(struct cpu_model *m, const struct aarmd_model_desc *d, int
     struct cpu_layer *L = &m->w.layers[il];
     int rc;
     int64_t E = hp->n_embd, Q = hp->q_dim, KV = hp->kv_dim, F = hp->n_ff;
-    int layer_norm = hp->norm_kind == AARMD_NORM_LAYER;
 
 #define TRY(x) do { if ((rc = (x)) != AARMD_OK) return rc; } while (0)
     TRY(get_vec(m, AARMD_ROLE_ATTN_NORM, il, E, 1, "attn_norm", &L->attn_norm, err, errlen));
@@ -272,7 +271,6 @@ static int load_layer(struct cpu_model *m, const struct aarmd_model_desc *d, int
     TRY(get_vec(m, AARMD_ROLE_FFN_DOWN_B, il, E, 0, "ffn_down_b", &L->b_down, err, errlen));
     TRY(get_vec(m, AARMD_ROLE_FFN_POST_NORM, il, E, 0, "ffn_post_norm", &L->ffn_post_norm, err, errlen));
 #undef TRY
-    (void)layer_norm;
     L->is_swa = d->layer_is_swa && d->layer_is_swa[il] && d->sliding_window > 0;
     float base = L->is_swa && d->rope_freq_base_swa > 0.0f ? d->rope_freq_base_swa : d->rope_freq_base;
     cpu_rope_init(&L->rope, d, base, m->w.rope_freqs);

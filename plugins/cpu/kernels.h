@@ -52,6 +52,9 @@ void cpu_dequant_row(const struct aarmd_tensor *w, int64_t row, float *out);
  * (the quantized activations). Splits rows (and tokens) across the pool.
  * A batch of tokens runs as a matrix-matrix product (each weight row read once
  * per block of tokens), not n_tok matvecs.
+ * scratch must be 4-byte aligned (malloc'd memory is); NULL is fine when the
+ * scratch size is 0 (F32, F16, BF16 weights). Results do not depend on the
+ * pool's thread count: the same bits come out with 1 thread or 16.
  */
 void cpu_matmul(struct cpu_pool *pool, enum cpu_simd simd, const struct aarmd_tensor *w,
                 const float *x, uint32_t n_tok, float *y, void *scratch);
@@ -113,12 +116,12 @@ static inline void cpu_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_
     }
 }
 
-/* All 8 scales and mins at once: out[0..7] = sc[0..7], out[8..15] = mn[0..7]
- * (the same values as cpu_scale_min_k4, with 32-bit masks instead of 16 branches). */
-static inline void cpu_scales_k4_unpack(const uint8_t *scales, uint8_t out[16])
+/* All 8 scales and mins at once, packed 4 per word: sc[k] is byte k%4 of u[k/4],
+ * mn[k] byte k%4 of u[2 + k/4] (the same values as cpu_scale_min_k4, with 32-bit
+ * masks instead of 16 branches, and no byte stores for SIMD code to reload). */
+static inline void cpu_scales_k4_unpack(const uint8_t *scales, uint32_t u[4])
 {
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-    uint32_t u[4];
     for (int i = 0; i < 3; i++)
         u[i] = (uint32_t)scales[4 * i] | ((uint32_t)scales[4 * i + 1] << 8) |
                ((uint32_t)scales[4 * i + 2] << 16) | ((uint32_t)scales[4 * i + 3] << 24);
@@ -127,10 +130,10 @@ static inline void cpu_scales_k4_unpack(const uint8_t *scales, uint8_t out[16])
     u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);          /* sc[4..7] */
     u[2] = mn03;
     u[0] &= k1;                                              /* sc[0..3] */
-    for (int i = 0; i < 4; i++)
-        for (int b = 0; b < 4; b++)
-            out[4 * i + b] = (uint8_t)(u[i] >> (8 * b));
 }
+
+#define CPU_K4_SC(u, k) ((int)(((u)[(k) / 4] >> (8 * ((k) % 4))) & 0xFF))
+#define CPU_K4_MN(u, k) ((int)(((u)[2 + (k) / 4] >> (8 * ((k) % 4))) & 0xFF))
 
 /* ---- per-type facts ------------------------------------------------------ */
 enum cpu_act_kind { CPU_ACT_NONE = 0, CPU_ACT_F32, CPU_ACT_Q8A, CPU_ACT_Q8K };

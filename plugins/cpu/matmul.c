@@ -84,10 +84,10 @@ const struct cpu_kernel_tab *cpu_kernels_get(enum cpu_simd s)
 
 /* ---- matmul ----------------------------------------------------------------- */
 
-/* Tiling: a thread walks its rows in tiles of ROW_TILE; within a tile each
- * weight row meets TOK_TILE tokens at a time (CPU_DOT_MAX_TOK for kernels that
- * decode a block once for several tokens), over super-blocks of TOK_SUPER
- * tokens whose quantized activations stay in L2 (2048 x 64 Q8_K = 150 KB). */
+/* Tiling: work is cut into chunks of rows x a super-block of TOK_SUPER tokens
+ * (whose quantized activations stay in L2: 2048 x 64 Q8_K = 150 KB); inside a
+ * chunk rows go in tiles of ROW_TILE, and each weight row meets CPU_DOT_MAX_TOK
+ * tokens at a time, so a kernel decodes a weight block once for several tokens. */
 #define ROW_TILE 16
 #define TOK_SUPER 64
 

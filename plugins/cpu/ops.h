@@ -1,8 +1,9 @@
 /*
  * ops.h — the CPU backend's per-vector primitives of the decoder: norms,
  * rotary embedding, softcap, activations, attention of one query over one
- * sequence's KV cache. Plain C on F32 activations; the heavy matmuls live in
- * kernels.h. Internal to plugins/cpu.
+ * sequence's KV cache. Plain C on F32 activations (attention also has an
+ * AVX2/F16C path on x86-64); the heavy matmuls live in kernels.h. Internal
+ * to plugins/cpu.
  */
 #ifndef AARMD_CPU_OPS_H
 #define AARMD_CPU_OPS_H

@@ -10,6 +10,12 @@
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
+/* token loops must unroll so per-token accumulators live in registers */
+#if defined(__clang__)
+#define UNROLL _Pragma("unroll")
+#else
+#define UNROLL _Pragma("GCC unroll 4")
+#endif
 
 INLINE float hsum8(__m256 v)
 {
@@ -88,6 +94,7 @@ INLINE void q32_block(enum q32_kind k, const uint8_t *wp, const void *va, size_t
         q = _mm256_loadu_si256((const __m256i *)b->qs);
         d = f16(b->d);
     }
+    UNROLL
     for (int t = 0; t < nt; t++) {
         const struct cpu_block_q8a *x = (const struct cpu_block_q8a *)act_at(va, as, t) + i;
         __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
@@ -107,6 +114,7 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
     /* two accumulator sets (even and odd blocks) so the FMA latency does not serialise a matvec */
     __m256 acc0[CPU_DOT_MAX_TOK], acc1[CPU_DOT_MAX_TOK];
     float accm0[CPU_DOT_MAX_TOK], accm1[CPU_DOT_MAX_TOK];
+    UNROLL
     for (int t = 0; t < nt; t++) {
         acc0[t] = acc1[t] = _mm256_setzero_ps();
         accm0[t] = accm1[t] = 0.0f;
@@ -120,6 +128,7 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
     }
     if (i < nb)
         q32_block(k, wp + (size_t)i * bb, va, as, nt, i, acc0, accm0);
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (accm0[t] + accm1[t]);
 }
@@ -127,13 +136,6 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
 /* ---- K-quants against Q8K activations -------------------------------------------- */
 
 enum qk_kind { K_Q4_K, K_Q5_K };
-
-INLINE float hsum4(__m128 s)
-{
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* sum_j mn[j] * (bsums[2j] + bsums[2j+1]) as 4 int32 partial sums. */
 INLINE __m128i mins_dot(const int16_t *bsums, __m128i mn16)
@@ -145,12 +147,10 @@ INLINE __m128i mins_dot(const int16_t *bsums, __m128i mn16)
 
 INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)
 {
-    __m256 acc[CPU_DOT_MAX_TOK];
-    __m128 accm[CPU_DOT_MAX_TOK];
-    for (int t = 0; t < nt; t++) {
+    __m256 acc[CPU_DOT_MAX_TOK];   /* the mins are folded in too: 4 fewer live registers */
+    UNROLL
+    for (int t = 0; t < nt; t++)
         acc[t] = _mm256_setzero_ps();
-        accm[t] = _mm_setzero_ps();
-    }
     const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
     const size_t bb = k == K_Q4_K ? sizeof(struct cpu_block_q4_k) : sizeof(struct cpu_block_q5_k);
     const uint8_t *wp = vw;
@@ -160,11 +160,13 @@ INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va,
         const uint8_t *qs = k == K_Q4_K ? b->qs : ((const struct cpu_block_q5_k *)wp)->qs;
         __m256i hb = k == K_Q5_K ? _mm256_loadu_si256((const __m256i *)((const struct cpu_block_q5_k *)wp)->qh)
                                  : _mm256_setzero_si256();
-        uint8_t sm[16];
+        uint32_t sm[4];
         cpu_scales_k4_unpack(b->scales, sm);
         __m256i sumi[CPU_DOT_MAX_TOK];
+        UNROLL
         for (int t = 0; t < nt; t++)
             sumi[t] = _mm256_setzero_si256();
+        UNROLL
         for (int j = 0; j < 4; j++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
@@ -172,7 +174,9 @@ INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va,
                 lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4));
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4));
             }
-            __m256i s_lo = _mm256_set1_epi16(sm[2 * j]), s_hi = _mm256_set1_epi16(sm[2 * j + 1]);
+            __m256i s_lo = _mm256_set1_epi16((short)CPU_K4_SC(sm, 2 * j)),
+                    s_hi = _mm256_set1_epi16((short)CPU_K4_SC(sm, 2 * j + 1));
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 64 * j;
                 __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)x)), s_lo);
@@ -181,55 +185,56 @@ INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va,
             }
         }
         float d = f16(b->d), dmin = f16(b->dmin);
-        __m128i mn16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+        __m128i mn16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, (int)sm[3], (int)sm[2]));
+        UNROLL
         for (int t = 0; t < nt; t++) {
             const struct cpu_block_q8k *x = (const struct cpu_block_q8k *)act_at(va, as, t) + i;
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * x->d), _mm_cvtepi32_ps(mins_dot(x->bsums, mn16)), accm[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * x->d),
+                                      _mm256_cvtepi32_ps(_mm256_zextsi128_si256(mins_dot(x->bsums, mn16))), acc[t]);
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
-        out[t] = hsum8(acc[t]) - hsum4(accm[t]);
+        out[t] = hsum8(acc[t]);
 }
 
 INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)
 {
     __m256 acc[CPU_DOT_MAX_TOK];
-    float accm[CPU_DOT_MAX_TOK];
-    for (int t = 0; t < nt; t++) {
+    UNROLL
+    for (int t = 0; t < nt; t++)
         acc[t] = _mm256_setzero_ps();
-        accm[t] = 0.0f;
-    }
     const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
     const struct cpu_block_q6_k *w = vw;
     for (int64_t i = 0; i < n / CPU_QK_K; i++) {
         __m256i sumi[CPU_DOT_MAX_TOK];
+        UNROLL
         for (int t = 0; t < nt; t++)
             sumi[t] = _mm256_setzero_si256();
+        UNROLL
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = w[i].ql + 64 * h;
             const int8_t *sc = w[i].scales + 8 * h;
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i hb = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
-            __m256i q[4], s[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
-            for (int c = 0; c < 4; c++)   /* elements 0..15 of a chunk take scale 2c, 16..31 scale 2c+1 */
-                s[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
-            for (int t = 0; t < nt; t++) {
-                const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 128 * h;
-                for (int c = 0; c < 4; c++) {
-                    __m256i p = _mm256_maddubs_epi16(q[c], _mm256_loadu_si256((const __m256i *)(x + 32 * c)));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, s[c]));
+            UNROLL
+            for (int c = 0; c < 4; c++) {   /* chunk c: elements 128h + 32c .. +31, built one at a time */
+                __m256i base = (c & 1) ? l1 : l0;
+                __m256i lo4 = c < 2 ? _mm256_and_si256(base, m4) : _mm256_and_si256(_mm256_srli_epi16(base, 4), m4);
+                __m256i q = _mm256_or_si256(lo4, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), m2), 4));
+                /* elements 0..15 of a chunk take scale 2c, 16..31 scale 2c+1 */
+                __m256i sc16 = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+                UNROLL
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 128 * h + 32 * c;
+                    __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)x));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc16));
                 }
             }
         }
         float d = f16(w[i].d);
+        UNROLL
         for (int t = 0; t < nt; t++) {
             /* the -32 offset: sum over groups g of scale[g] * 32 * bsums[g] */
             const struct cpu_block_q8k *x = (const struct cpu_block_q8k *)act_at(va, as, t) + i;
@@ -239,8 +244,9 @@ INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
-        out[t] = hsum8(acc[t]) + accm[t];
+        out[t] = hsum8(acc[t]);
 }
 
 /* ---- float weights against F32 activations ------------------------------------------ */
@@ -273,17 +279,20 @@ INLINE float load1(enum fk_kind k, const void *w, int64_t i)
 INLINE void f_impl(enum fk_kind k, int64_t n, const void *w, const void *va, size_t as, const int nt, float *out)
 {
     __m256 acc0[CPU_DOT_MAX_TOK], acc1[CPU_DOT_MAX_TOK];
+    UNROLL
     for (int t = 0; t < nt; t++)
         acc0[t] = acc1[t] = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 w0 = load8(k, w, i), w1 = load8(k, w, i + 8);
+        UNROLL
         for (int t = 0; t < nt; t++) {
             const float *x = act_at(va, as, t);
             acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), acc0[t]);
             acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), acc1[t]);
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++) {
         const float *x = act_at(va, as, t);
         float s = hsum8(_mm256_add_ps(acc0[t], acc1[t]));

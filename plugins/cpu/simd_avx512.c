@@ -1,7 +1,7 @@
 /*
  * simd_avx512.c — AVX-512 (F, BW, VL, VNNI) dot kernels of the CPU backend
  * (x86-64 only; built with -mavx512*, called only after run-time detection).
- * K-quants and float weights run 64 elements per zmm; the 32-element formats
+ * Q6_K and float weights run 64 elements per zmm (Q4_K, Q5_K inherit AVX2); the 32-element formats
  * keep one block per ymm and use VNNI (vpdpbusd) for the byte products.
  */
 #include "kernels.h"
@@ -11,6 +11,12 @@
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
+/* token loops must unroll so per-token accumulators live in registers */
+#if defined(__clang__)
+#define UNROLL _Pragma("unroll")
+#else
+#define UNROLL _Pragma("GCC unroll 4")
+#endif
 
 INLINE float hsum8(__m256 v)
 {
@@ -80,6 +86,7 @@ INLINE void q32_block(enum q32_kind k, const uint8_t *wp, const void *va, size_t
         q = _mm256_loadu_si256((const __m256i *)b->qs);
         d = f16(b->d);
     }
+    UNROLL
     for (int t = 0; t < nt; t++) {
         const struct cpu_block_q8a *x = (const struct cpu_block_q8a *)act_at(va, as, t) + i;
         __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
@@ -99,6 +106,7 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
     /* two accumulator sets (even and odd blocks) so the FMA latency does not serialise a matvec */
     __m256 acc0[CPU_DOT_MAX_TOK], acc1[CPU_DOT_MAX_TOK];
     float accm0[CPU_DOT_MAX_TOK], accm1[CPU_DOT_MAX_TOK];
+    UNROLL
     for (int t = 0; t < nt; t++) {
         acc0[t] = acc1[t] = _mm256_setzero_ps();
         accm0[t] = accm1[t] = 0.0f;
@@ -112,89 +120,20 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
     }
     if (i < nb)
         q32_block(k, wp + (size_t)i * bb, va, as, nt, i, acc0, accm0);
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (accm0[t] + accm1[t]);
 }
 
-/* ---- K-quants against Q8K activations (zmm: 64 elements in element order) ------------- */
-
-enum qk_kind { K_Q4_K, K_Q5_K };
-
-INLINE __m512i scales16(int a, int b) { return join256(_mm256_set1_epi16((short)a), _mm256_set1_epi16((short)b)); }
-
-INLINE float hsum4(__m128 s)
-{
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]) as 4 int32 partial sums. */
-INLINE __m128i mins_dot(const int16_t *bsums, __m128i mn16)
-{
-    __m256i bs = _mm256_loadu_si256((const __m256i *)bsums);
-    __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    return _mm_madd_epi16(pairs, mn16);
-}
-
-INLINE void q45k_impl(enum qk_kind k, int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)
-{
-    __m512 acc[CPU_DOT_MAX_TOK];
-    __m128 accm[CPU_DOT_MAX_TOK];
-    for (int t = 0; t < nt; t++) {
-        acc[t] = _mm512_setzero_ps();
-        accm[t] = _mm_setzero_ps();
-    }
-    const __m512i m4 = _mm512_set1_epi8(0xF);
-    const __m256i one = _mm256_set1_epi8(1);
-    const size_t bb = k == K_Q4_K ? sizeof(struct cpu_block_q4_k) : sizeof(struct cpu_block_q5_k);
-    const uint8_t *wp = vw;
-    for (int64_t i = 0; i < n / CPU_QK_K; i++, wp += bb) {
-        const struct cpu_block_q4_k *b = (const void *)wp;   /* d, dmin, scales shared with q5_k */
-        const uint8_t *qs = k == K_Q4_K ? b->qs : ((const struct cpu_block_q5_k *)wp)->qs;
-        __m256i hb = k == K_Q5_K ? _mm256_loadu_si256((const __m256i *)((const struct cpu_block_q5_k *)wp)->qh)
-                                 : _mm256_setzero_si256();
-        uint8_t sm[16];
-        cpu_scales_k4_unpack(b->scales, sm);
-        /* two accumulators (even and odd j): vpdpwssd has a 5-cycle latency */
-        __m512i sumi0[CPU_DOT_MAX_TOK], sumi1[CPU_DOT_MAX_TOK];
-        for (int t = 0; t < nt; t++)
-            sumi0[t] = sumi1[t] = _mm512_setzero_si512();
-        for (int j = 0; j < 4; j++) {
-            /* elements 64j..64j+31 are the low nibbles of qs[32j..], 64j+32.. the high ones */
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
-            __m512i w = _mm512_and_si512(join256(q, _mm256_srli_epi16(q, 4)), m4);
-            if (k == K_Q5_K) {
-                __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), one), 4);
-                __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), one), 4);
-                w = _mm512_or_si512(w, join256(h0, h1));
-            }
-            __m512i s = scales16(sm[2 * j], sm[2 * j + 1]);
-            for (int t = 0; t < nt; t++) {
-                const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 64 * j;
-                __m512i p = _mm512_maddubs_epi16(w, _mm512_loadu_si512((const void *)x));
-                if (j & 1)
-                    sumi1[t] = _mm512_dpwssd_epi32(sumi1[t], p, s);
-                else
-                    sumi0[t] = _mm512_dpwssd_epi32(sumi0[t], p, s);
-            }
-        }
-        float d = f16(b->d), dmin = f16(b->dmin);
-        __m128i mn16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
-        for (int t = 0; t < nt; t++) {
-            const struct cpu_block_q8k *x = (const struct cpu_block_q8k *)act_at(va, as, t) + i;
-            acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(d * x->d), _mm512_cvtepi32_ps(_mm512_add_epi32(sumi0[t], sumi1[t])),
-                                     acc[t]);
-            accm[t] = _mm_fmadd_ps(_mm_set1_ps(dmin * x->d), _mm_cvtepi32_ps(mins_dot(x->bsums, mn16)), accm[t]);
-        }
-    }
-    for (int t = 0; t < nt; t++)
-        out[t] = _mm512_reduce_add_ps(acc[t]) - hsum4(accm[t]);
-}
+/* ---- Q6_K against Q8K activations (zmm: 64 elements in element order) ------------------ */
+/* Q4_K and Q5_K have no AVX-512 kernels: the level inherits AVX2's. On the Zen 4 dev VM
+ * zmm versions (vpdpwssd, 64 elements per op) were no faster for 1 token and ~10% slower
+ * for 16-64 (zmm integer multiplies are double-pumped there); Q6_K's gained ~30%. */
 
 INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const int nt, float *out)
 {
     __m512 acc[CPU_DOT_MAX_TOK];
+    UNROLL
     for (int t = 0; t < nt; t++)
         acc[t] = _mm512_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
@@ -205,8 +144,10 @@ INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const
     const struct cpu_block_q6_k *w = vw;
     for (int64_t i = 0; i < n / CPU_QK_K; i++) {
         __m512i sumi[CPU_DOT_MAX_TOK], sumi1[CPU_DOT_MAX_TOK];   /* two dpwssd chains */
+        UNROLL
         for (int t = 0; t < nt; t++)
             sumi[t] = sumi1[t] = _mm512_setzero_si512();
+        UNROLL
         for (int h = 0; h < 2; h++) {
             __m512i l = _mm512_loadu_si512((const void *)(w[i].ql + 64 * h));
             __m256i hb = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
@@ -218,6 +159,7 @@ INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const
             __m256i scb = _mm256_broadcastsi128_si256(_mm_loadl_epi64((const __m128i *)(w[i].scales + 8 * h)));
             __m512i s0 = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(scb, spread0));
             __m512i s1 = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(scb, spread1));
+            UNROLL
             for (int t = 0; t < nt; t++) {
                 const int8_t *x = ((const struct cpu_block_q8k *)act_at(va, as, t))[i].qs + 128 * h;
                 __m512i p0 = _mm512_maddubs_epi16(q0, _mm512_loadu_si512((const void *)x));
@@ -228,6 +170,7 @@ INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const
         }
         float d = f16(w[i].d);
         __m256i scw = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
+        UNROLL
         for (int t = 0; t < nt; t++) {
             /* the -32 offset: sum over groups g of scale[g] * 32 * bsums[g] */
             const struct cpu_block_q8k *x = (const struct cpu_block_q8k *)act_at(va, as, t) + i;
@@ -239,6 +182,7 @@ INLINE void q6k_impl(int64_t n, const void *vw, const void *va, size_t as, const
                                      acc[t]);
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(acc[t]);
 }
@@ -260,11 +204,13 @@ INLINE __m512 load16(enum fk_kind k, const void *w, int64_t i, __mmask16 m)
 INLINE void f_impl(enum fk_kind k, int64_t n, const void *w, const void *va, size_t as, const int nt, float *out)
 {
     __m512 acc0[CPU_DOT_MAX_TOK], acc1[CPU_DOT_MAX_TOK];
+    UNROLL
     for (int t = 0; t < nt; t++)
         acc0[t] = acc1[t] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
         __m512 w0 = load16(k, w, i, 0xFFFF), w1 = load16(k, w, i + 16, 0xFFFF);
+        UNROLL
         for (int t = 0; t < nt; t++) {
             const float *x = act_at(va, as, t);
             acc0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), acc0[t]);
@@ -274,11 +220,13 @@ INLINE void f_impl(enum fk_kind k, int64_t n, const void *w, const void *va, siz
     for (; i < n; i += 16) {   /* masked tail */
         __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         __m512 w0 = load16(k, w, i, m);
+        UNROLL
         for (int t = 0; t < nt; t++) {
             const float *x = act_at(va, as, t);
             acc0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + i), acc0[t]);
         }
     }
+    UNROLL
     for (int t = 0; t < nt; t++)
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
@@ -310,9 +258,6 @@ KERNELS(q4_1, q32_impl(K_Q4_1, n, w, a, as, nt, out))
 KERNELS(q5_0, q32_impl(K_Q5_0, n, w, a, as, nt, out))
 KERNELS(q5_1, q32_impl(K_Q5_1, n, w, a, as, nt, out))
 KERNELS(q8_0, q32_impl(K_Q8_0, n, w, a, as, nt, out))
-/* No Q4_K here: the level inherits AVX2's. On the Zen 4 dev VM the zmm kernel was equal for
- * one token and ~15% slower for 16-64 (zmm integer multiplies are double-pumped there). */
-KERNELS(q5_k, q45k_impl(K_Q5_K, n, w, a, as, nt, out))
 KERNELS(q6_k, q6k_impl(n, w, a, as, nt, out))
 KERNELS(f32, f_impl(K_F32, n, w, a, as, nt, out))
 KERNELS(f16, f_impl(K_F16, n, w, a, as, nt, out))
@@ -328,7 +273,6 @@ void cpu_kernels_avx512(struct cpu_kernel_tab *tab)
     SET(AARMD_TYPE_Q5_0, q5_0);
     SET(AARMD_TYPE_Q5_1, q5_1);
     SET(AARMD_TYPE_Q8_0, q8_0);
-    SET(AARMD_TYPE_Q5_K, q5_k);
     SET(AARMD_TYPE_Q6_K, q6_k);
     SET(AARMD_TYPE_F32, f32);
     SET(AARMD_TYPE_F16, f16);

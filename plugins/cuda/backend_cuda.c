@@ -63,8 +63,13 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
             if (strcmp(v, "0") && strcmp(v, "1"))
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option cublas=%s: expected 0 or 1", v);
             c->use_cublas = v[0] == '1';
+        } else if (!strcmp(k, "q8")) {
+            if (strcmp(v, "0") && strcmp(v, "1"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option q8=%s: expected 0 or 1", v);
+            c->use_q8 = v[0] == '1';
         } else {
-            return cuda_err(err, errlen, AARMD_EINVAL, "unknown backend option %s (known: batch, graphs, cublas)", k);
+            return cuda_err(err, errlen, AARMD_EINVAL, "unknown backend option %s (known: batch, graphs, cublas, q8)",
+                            k);
         }
     }
     return AARMD_OK;
@@ -102,6 +107,7 @@ static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aa
     c->batch = CUDA_DEFAULT_BATCH;
     c->use_graphs = 1;
     c->use_cublas = 1;
+    c->use_q8 = 1;
     if ((rc = parse_opts(c, host, err, errlen)) != AARMD_OK)
         goto fail;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&c->prop, device)) != cudaSuccess) {

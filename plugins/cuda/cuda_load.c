@@ -394,6 +394,7 @@ static int alloc_state(struct aarmd_backend_model *m, char *err, size_t errlen)
         {(void **)&m->hb2, T * hp->n_ff * 4},       {(void **)&m->logits, (size_t)hp->n_vocab * 4},
         {(void **)&m->partial, m->partial_floats * 4},
         {(void **)&m->d_tok, T * 4},                {(void **)&m->d_pos, T * 4},
+        {&m->xq, (size_t)CUK_Q8_MAX_TOK * max_in},   {(void **)&m->xd, (size_t)CUK_Q8_MAX_TOK * max_in / 32 * 4},
         {&m->w16, m->w16_elems * 2},                {&m->a16, m->blas ? T * max_in * 2 : 0},
     };
     size_t total = 0;
@@ -450,6 +451,7 @@ int cuda_model_new(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc 
         return cuda_err(err, errlen, AARMD_ENOMEM, "out of memory");
     m->ctx = ctx;
     m->max_tok = ctx->batch;
+    m->use_q8 = ctx->use_q8;
     struct cuda_hparams *hp = &m->hp;
     hp->n_embd = (int)d->n_embd;
     hp->n_layer = (int)d->n_layer;
@@ -568,7 +570,7 @@ void cuda_model_free(struct aarmd_backend_model *m)
     if (m->stream)
         cudaStreamSynchronize(m->stream);
     void *dev[] = {m->x, m->xb, m->xb2, m->q, m->k, m->v, m->qkv, m->att, m->hb, m->hb2, m->logits, m->partial,
-                   m->d_tok, m->d_pos, m->w16, m->a16, m->arena};
+                   m->d_tok, m->d_pos, m->w16, m->a16, m->xq, m->xd, m->arena};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i])
             cudaFree(dev[i]);

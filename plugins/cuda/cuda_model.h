@@ -23,6 +23,7 @@ struct aarmd_backend_ctx {
     uint32_t batch;             /* max tokens per forward chunk (option batch) */
     int use_graphs;             /* option graphs: capture batch-1 decode as a CUDA graph */
     int use_cublas;             /* option cublas: prefill through cublasGemmEx when loadable */
+    int use_q8;                 /* option q8: decode matvec on Q8 activations (dp4a) for quantized weights */
 };
 
 /* A weight matrix {n_in, n_out} in its GGUF type, on the device. d == NULL: absent. */
@@ -64,6 +65,7 @@ struct aarmd_backend_model {
     struct cuda_hparams hp;
     uint32_t max_tok;
     uint32_t n_seqs;
+    int use_q8;                 /* from the context */
     cudaStream_t stream;
     struct cuda_blas *blas;
 
@@ -85,6 +87,9 @@ struct aarmd_backend_model {
     size_t partial_floats;
     void *w16, *a16;            /* cuBLAS path: F16 weight tile [max n_in*n_out], F16 activations [T][max n_in] */
     size_t w16_elems;
+    void *xq;                   /* Q8 activations: int8 [CUK_Q8_MAX_TOK][max n_in] */
+    float *xd;                  /* their scales [CUK_Q8_MAX_TOK][max n_in / 32] */
+    const float *q8_src;        /* the F32 rows xq holds now (forward_cuda.c), NULL: none */
     int32_t *d_tok, *d_pos;     /* [T] */
     int32_t *h_tok, *h_pos;     /* pinned [T] */
     float *h_logits;            /* pinned [n_vocab] */

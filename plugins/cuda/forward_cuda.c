@@ -10,9 +10,17 @@
 /* Prefill chunks at least this long go through cuBLAS when it is loaded. */
 #define GEMM_MIN_TOK 16
 
-static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, uint32_t n_tok, float *y)
+/*
+ * y = x @ w for n_tok rows. Decode-sized batches of quantized weights go
+ * through the Q8 (dp4a) matvec: x is quantized once and reused while
+ * `reuse` says the caller passes the same rows again (q, k, v; gate, up).
+ */
+static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, uint32_t n_tok, float *y,
+                   int reuse)
 {
     cudaStream_t s = m->stream;
+    if (!reuse)
+        m->q8_src = NULL;
     if (m->blas && n_tok >= GEMM_MIN_TOK && (size_t)(w->n_in * w->n_out) <= m->w16_elems) {
         const void *w16 = w->d;
         if (w->type != AARMD_TYPE_F16) {
@@ -22,6 +30,14 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
         cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
         if (cuda_blas_gemm(m->blas, w16, m->a16, y, (int)w->n_in, (int)w->n_out, (int)n_tok) == 0)
             return;
+    }
+    if (m->use_q8 && n_tok <= CUK_Q8_MAX_TOK && cuk_type_q8(w->type)) {
+        if (m->q8_src != x) {
+            cuk_quantize_q8(s, x, (int64_t)n_tok * w->n_in, m->xq, m->xd);
+            m->q8_src = x;
+        }
+        cuk_matvec_q8(s, w->type, w->d, w->n_in, w->n_out, m->xq, m->xd, (int)n_tok, y);
+        return;
     }
     cuk_matmul(s, w->type, w->d, w->n_in, w->n_out, x, (int)n_tok, y);
 }
@@ -71,15 +87,15 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
         norm(m, m->xb, m->x, L->attn_norm, L->attn_norm_b, (int)n_tok);           /* xb = norm(x) * attn_norm */
         if (L->wqkv.d) {                                                           /* q|k|v = xb @ wqkv, split */
             int QKV = Q + 2 * KV;
-            matmul(m, &L->wqkv, m->xb, n_tok, m->qkv);
+            matmul(m, &L->wqkv, m->xb, n_tok, m->qkv, 0);
             bias(m, m->qkv, L->bqkv, n_tok, QKV);
             cuk_copy_rows(s, m->q, Q, m->qkv, QKV, (int)n_tok, Q);
             cuk_copy_rows(s, m->k, KV, m->qkv + Q, QKV, (int)n_tok, KV);
             cuk_copy_rows(s, m->v, KV, m->qkv + Q + KV, QKV, (int)n_tok, KV);
         } else {
-            matmul(m, &L->wq, m->xb, n_tok, m->q);
-            matmul(m, &L->wk, m->xb, n_tok, m->k);
-            matmul(m, &L->wv, m->xb, n_tok, m->v);
+            matmul(m, &L->wq, m->xb, n_tok, m->q, 0);
+            matmul(m, &L->wk, m->xb, n_tok, m->k, 1);
+            matmul(m, &L->wv, m->xb, n_tok, m->v, 1);
             bias(m, m->q, L->bq, n_tok, Q);
             bias(m, m->k, L->bk, n_tok, KV);
             bias(m, m->v, L->bv, n_tok, KV);
@@ -92,7 +108,7 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
         cuk_rope_store(s, m->q, m->k, m->v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, kc, vc);
         cuk_attention(s, m->q, kc, vc, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
                       hp->attn_softcap, L->is_swa ? hp->sliding_window : 0, nch, m->partial, m->att);
-        matmul(m, &L->wo, m->att, n_tok, m->xb2);                                  /* xb2 = att @ wo (+ b) */
+        matmul(m, &L->wo, m->att, n_tok, m->xb2, 0);                                  /* xb2 = att @ wo (+ b) */
         bias(m, m->xb2, L->bo, n_tok, E);
         if (L->attn_post_norm)
             norm(m, m->xb2, m->xb2, L->attn_post_norm, NULL, (int)n_tok);
@@ -102,20 +118,20 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
         int gelu = hp->act != AARMD_ACT_SILU_GATED;
         float *ffn = m->hb;                                                        /* [T][F] input of down */
         if (hp->act == AARMD_ACT_GELU) {                                           /* hb = gelu(xb @ up + b) */
-            matmul(m, &L->w_up, m->xb, n_tok, m->hb);
+            matmul(m, &L->w_up, m->xb, n_tok, m->hb, 0);
             bias(m, m->hb, L->b_up, n_tok, F);
             cuk_gelu(s, m->hb, (int64_t)n_tok * F);
         } else if (L->w_up_gate.d) {                                               /* phi3: [gate|up] */
-            matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb);
+            matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 0);
             cuk_act_gated(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu);
             ffn = m->hb2;
         } else {                                                                   /* act(xb @ gate) * (xb @ up) */
-            matmul(m, &L->w_gate, m->xb, n_tok, m->hb);
-            matmul(m, &L->w_up, m->xb, n_tok, m->hb2);
+            matmul(m, &L->w_gate, m->xb, n_tok, m->hb, 0);
+            matmul(m, &L->w_up, m->xb, n_tok, m->hb2, 1);
             bias(m, m->hb2, L->b_up, n_tok, F);
             cuk_act_gated(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu);
         }
-        matmul(m, &L->w_down, ffn, n_tok, m->xb2);                                 /* xb2 = hb @ down (+ b) */
+        matmul(m, &L->w_down, ffn, n_tok, m->xb2, 0);                                 /* xb2 = hb @ down (+ b) */
         bias(m, m->xb2, L->b_down, n_tok, E);
         if (L->ffn_post_norm)
             norm(m, m->xb2, m->xb2, L->ffn_post_norm, NULL, (int)n_tok);
@@ -125,7 +141,7 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
     if (want_logits) {                                                             /* last token only */
         float *last = m->x + (size_t)(n_tok - 1) * E;
         norm(m, m->xb, last, m->output_norm, m->output_norm_b, 1);
-        cuk_matmul(s, m->output.type, m->output.d, E, m->output.n_out, m->xb, 1, m->logits);
+        matmul(m, &m->output, m->xb, 1, m->logits, 0);
         if (hp->final_softcap > 0.0f)
             cuk_softcap(s, m->logits, hp->n_vocab, hp->final_softcap);
         cudaMemcpyAsync(m->h_logits, m->logits, (size_t)hp->n_vocab * sizeof(float), cudaMemcpyDeviceToHost, s);

@@ -39,6 +39,15 @@ size_t cuk_row_bytes(uint32_t type, int64_t n_in);
 /* y[t][r] = sum_c W[r][c] x[t][c] for t < n_tok, r < n_out; W in its GGUF type. */
 void cuk_matmul(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
                 int n_tok, float *y);
+/* Tokens the Q8 matvec takes at most per launch. */
+#define CUK_Q8_MAX_TOK 8
+/* 1 when `type` runs through the Q8-activation (dp4a) matvec. */
+int cuk_type_q8(uint32_t type);
+/* Quantizes n activations (n % 32 == 0) per 32: xq int8 [n], xd F32 [n/32]. */
+void cuk_quantize_q8(cudaStream_t s, const float *x, int64_t n, void *xq, float *xd);
+/* y[t][r] = W[r] . dequant(xq[t], xd[t]) for t < n_tok <= CUK_Q8_MAX_TOK; W quantized (cuk_type_q8). */
+void cuk_matvec_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                   const float *xd, int n_tok, float *y);
 /* Dequantizes W (n_out rows of n_in, any supported type) into F16 dst [n_out][n_in]. */
 void cuk_dequant_f16(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, void *dst);
 /* dst[i] = (half) src[i], i < n. */

@@ -358,6 +358,292 @@ static void matmul_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out,
     }
 }
 
+/* ---- Q8 activations and the dp4a matvec ----------------------------------------- */
+/*
+ * Decode-time path for quantized weights: activations are quantized per 32
+ * (int8 + F32 scale, as the CPU backend's Q8 activations) and each item of 32
+ * weights becomes 8 words of bytes q with affine coefficients, so
+ *   dot = dx * (a0*S0 + a1*S1 + b0*X0 + b1*X1)
+ * with S_h = sum q*xq and X_h = sum xq over the item's halves (16 elements).
+ */
+struct q8item {
+    int q[8];
+    float a0, a1, b0, b1;
+};
+
+__device__ __forceinline__ uint32_t ld_u32_2(const uint8_t *p)
+{
+    const uint16_t *h = reinterpret_cast<const uint16_t *>(p);
+    return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
+}
+
+__device__ __forceinline__ uint32_t spread4(uint32_t h)
+{
+    return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
+}
+
+template <uint32_t T> struct decq;
+
+template <> struct decq<AARMD_TYPE_Q4_0> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)it * 18;
+        float d = ld_f16(b);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            uint32_t w = ld_u32_2(b + 2 + 4 * k);
+            o.q[k] = (int)(w & 0x0F0F0F0Fu);
+            o.q[k + 4] = (int)((w >> 4) & 0x0F0F0F0Fu);
+        }
+        o.a0 = o.a1 = d;
+        o.b0 = o.b1 = -8.0f * d;
+    }
+};
+
+template <> struct decq<AARMD_TYPE_Q4_1> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)it * 20;
+        float d = ld_f16(b), m = ld_f16(b + 2);
+        const uint32_t *p = reinterpret_cast<const uint32_t *>(b + 4);
+        uint32_t w[4] = {p[0], p[1], p[2], p[3]};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            o.q[k] = (int)(w[k] & 0x0F0F0F0Fu);
+            o.q[k + 4] = (int)((w[k] >> 4) & 0x0F0F0F0Fu);
+        }
+        o.a0 = o.a1 = d;
+        o.b0 = o.b1 = m;
+    }
+};
+
+template <> struct decq<AARMD_TYPE_Q5_0> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)it * 22;
+        float d = ld_f16(b);
+        uint32_t qh = ld_u32_2(b + 2);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            uint32_t w = ld_u32_2(b + 6 + 4 * k);
+            o.q[k] = (int)((w & 0x0F0F0F0Fu) | spread4((qh >> (4 * k)) & 0xF));
+            o.q[k + 4] = (int)(((w >> 4) & 0x0F0F0F0Fu) | spread4((qh >> (16 + 4 * k)) & 0xF));
+        }
+        o.a0 = o.a1 = d;
+        o.b0 = o.b1 = -16.0f * d;
+    }
+};
+
+template <> struct decq<AARMD_TYPE_Q5_1> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)it * 24;
+        float d = ld_f16(b), m = ld_f16(b + 2);
+        uint32_t qh = *reinterpret_cast<const uint32_t *>(b + 4);
+        const uint32_t *p = reinterpret_cast<const uint32_t *>(b + 8);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            uint32_t w = p[k];
+            o.q[k] = (int)((w & 0x0F0F0F0Fu) | spread4((qh >> (4 * k)) & 0xF));
+            o.q[k + 4] = (int)(((w >> 4) & 0x0F0F0F0Fu) | spread4((qh >> (16 + 4 * k)) & 0xF));
+        }
+        o.a0 = o.a1 = d;
+        o.b0 = o.b1 = m;
+    }
+};
+
+template <> struct decq<AARMD_TYPE_Q8_0> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)it * 34;
+        float d = ld_f16(b);
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            o.q[k] = (int)ld_u32_2(b + 2 + 4 * k);
+        o.a0 = o.a1 = d;
+        o.b0 = o.b1 = 0.0f;
+    }
+};
+
+template <> struct decq<AARMD_TYPE_Q4_K> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)(it >> 3) * 144;
+        int s = it & 7;
+        float d = ld_f16(b), dmin = ld_f16(b + 2), sc, mn;
+        scale_min_k4(s, b + 4, &sc, &mn);
+        const uint4 *qs = reinterpret_cast<const uint4 *>(b + 16 + 32 * (s >> 1));
+        int sh = (s & 1) * 4;
+        uint4 v0 = qs[0], v1 = qs[1];
+        uint32_t u[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            o.q[k] = (int)((u[k] >> sh) & 0x0F0F0F0Fu);
+        o.a0 = o.a1 = d * sc;
+        o.b0 = o.b1 = -(dmin * mn);
+    }
+};
+
+template <> struct decq<AARMD_TYPE_Q5_K> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)(it >> 3) * 176;
+        int s = it & 7;
+        float d = ld_f16(b), dmin = ld_f16(b + 2), sc, mn;
+        scale_min_k4(s, b + 4, &sc, &mn);
+        const uint4 *qh = reinterpret_cast<const uint4 *>(b + 16);
+        const uint4 *qs = reinterpret_cast<const uint4 *>(b + 48 + 32 * (s >> 1));
+        int sh = (s & 1) * 4;
+        uint4 v0 = qs[0], v1 = qs[1], h0 = qh[0], h1 = qh[1];
+        uint32_t u[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+        uint32_t hh[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            o.q[k] = (int)(((u[k] >> sh) & 0x0F0F0F0Fu) | (((hh[k] >> s) & 0x01010101u) << 4));
+        o.a0 = o.a1 = d * sc;
+        o.b0 = o.b1 = -(dmin * mn);
+    }
+};
+
+template <> struct decq<AARMD_TYPE_Q6_K> {
+    static __device__ __forceinline__ void run(const uint8_t *row, int it, q8item &o)
+    {
+        const uint8_t *b = row + (size_t)(it >> 3) * 210;
+        int s = it & 7, h = s >> 2, k = s & 3;
+        float d = ld_f16(b + 208);
+        const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192) + 8 * h + 2 * k;
+        const uint8_t *ql = b + 64 * h + 32 * (k & 1);
+        const uint8_t *qh = b + 128 + 32 * h;
+        int shl = (k >> 1) * 4, shh = 2 * k;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t l = ld_u32_2(ql + 4 * j), hb = ld_u32_2(qh + 4 * j);
+            o.q[j] = (int)(((l >> shl) & 0x0F0F0F0Fu) | (((hb >> shh) & 0x03030303u) << 4));
+        }
+        o.a0 = d * (float)sc[0];
+        o.a1 = d * (float)sc[1];
+        o.b0 = -32.0f * o.a0;
+        o.b1 = -32.0f * o.a1;
+    }
+};
+
+/* one warp per 32-element block: xq = round(x / d), d = max|x| / 127 */
+__global__ void k_quantize_q8(const float *x, int64_t n_blocks, int8_t *xq, float *xd)
+{
+    int64_t blk = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    if (blk >= n_blocks)
+        return;
+    float v = x[blk * 32 + lane];
+    float a = fabsf(v);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+    float d = a / 127.0f;
+    xq[blk * 32 + lane] = (int8_t)(d > 0.0f ? __float2int_rn(v / d) : 0);
+    if (lane == 0)
+        xd[blk] = d;
+}
+
+extern "C" void cuk_quantize_q8(cudaStream_t s, const float *x, int64_t n, void *xq, float *xd)
+{
+    int64_t nb = n / 32;
+    k_quantize_q8<<<(unsigned)((nb * 32 + 255) / 256), 256, 0, s>>>(x, nb, (int8_t *)xq, xd);
+}
+
+template <uint32_t T, int NT>
+__global__ void __launch_bounds__(MM_WARPS * WARP)
+k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const int8_t *__restrict__ xq,
+            const float *__restrict__ xd, int n_in, int n_tok, float *__restrict__ y)
+{
+    int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= n_out)
+        return;
+    int nt = min(NT, n_tok);
+    const uint8_t *row = W + (size_t)r * row_bytes;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        acc[t] = 0.0f;
+    for (int it = lane; it < n_items; it += WARP) {
+        q8item o;
+        decq<T>::run(row, it, o);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t < nt) {
+                const int4 *xp = reinterpret_cast<const int4 *>(xq + (size_t)t * n_in) + it * 2;
+                int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+                int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+                int s0 = 0, s1 = 0, c0 = 0, c1 = 0;
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    s0 = __dp4a(o.q[k], xw[k], s0);
+                    s1 = __dp4a(o.q[k + 4], xw[k + 4], s1);
+                    c0 = __dp4a(0x01010101, xw[k], c0);
+                    c1 = __dp4a(0x01010101, xw[k + 4], c1);
+                }
+                float dx = __ldg(xd + (size_t)t * n_items + it);
+                acc[t] += dx * (o.a0 * (float)s0 + o.a1 * (float)s1 + o.b0 * (float)c0 + o.b1 * (float)c1);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float v = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0 && t < nt)
+            y[(size_t)t * n_out + r] = v;
+    }
+}
+
+template <uint32_t T>
+static void matvec_q8_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
+                        int n_tok, float *y)
+{
+    size_t rb = cuk_row_bytes(T, n_in);
+    int items = (int)(n_in / CUK_ITEM);
+    dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS)), block(MM_WARPS * WARP);
+    if (n_tok == 1)
+        k_matvec_q8<T, 1><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
+                                                 (int)n_in, n_tok, y);
+    else
+        k_matvec_q8<T, CUK_Q8_MAX_TOK><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out,
+                                                              (const int8_t *)xq, xd, (int)n_in, n_tok, y);
+}
+
+extern "C" int cuk_type_q8(uint32_t type)
+{
+    switch (type) {
+    case AARMD_TYPE_Q4_0: case AARMD_TYPE_Q4_1: case AARMD_TYPE_Q5_0: case AARMD_TYPE_Q5_1: case AARMD_TYPE_Q8_0:
+    case AARMD_TYPE_Q4_K: case AARMD_TYPE_Q5_K: case AARMD_TYPE_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+#define DISPATCH_Q(type, fn, ...)                                      \
+    switch (type) {                                                    \
+    case AARMD_TYPE_Q4_0: fn<AARMD_TYPE_Q4_0>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q4_1: fn<AARMD_TYPE_Q4_1>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q5_0: fn<AARMD_TYPE_Q5_0>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q5_1: fn<AARMD_TYPE_Q5_1>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q8_0: fn<AARMD_TYPE_Q8_0>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q4_K: fn<AARMD_TYPE_Q4_K>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q5_K: fn<AARMD_TYPE_Q5_K>(__VA_ARGS__); break;     \
+    case AARMD_TYPE_Q6_K: fn<AARMD_TYPE_Q6_K>(__VA_ARGS__); break;     \
+    default: break;                                                    \
+    }
+
+extern "C" void cuk_matvec_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                              const void *xq, const float *xd, int n_tok, float *y)
+{
+    DISPATCH_Q(type, matvec_q8_t, s, w, n_in, n_out, xq, xd, n_tok, y);
+}
+
 /* ---- embedding lookup and F16 dequantization: one thread per item ---------- */
 
 template <uint32_t T>

@@ -221,7 +221,7 @@ __global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int
 extern "C" void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv,
                                int D, const struct cuk_rope *r, const int32_t *pos, void *kc, void *vc)
 {
-    k_rope_store<<<n_tok, 256, 0, s>>>(q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
+    k_rope_store<<<n_tok, 1024, 0, s>>>(q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
 }
 
 /* ---- attention ------------------------------------------------------------------ */

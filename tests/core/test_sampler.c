@@ -724,17 +724,20 @@ Test(sampler, same_seed_same_tokens_on_every_code_path)
     const uint32_t n = 32000;
     float *l = malloc(n * sizeof *l);
     model_logits(l, n, 8, 1.0, 3.0, 10);
-    int32_t a[300], b[300], c[300], d[300];
+    int32_t a[300], b[300], c[300], d[300], e[300];
     draw_sequence(42, l, n, a, 300);
     draw_sequence(42, l, n, b, 300);
     draw_sequence(43, l, n, c, 300);
     cr_assert_eq(memcmp(a, b, sizeof a), 0);
     cr_assert_neq(memcmp(a, c, sizeof a), 0);
-    /* the 4-lane kernels (forced) give the same tokens as whatever this CPU picked */
-    setenv("AARMD_SAMPLER_NO_AVX2", "1", 1);
+    /* narrower vector loops (forced) give the same tokens as the widest this CPU has */
+    setenv("AARMD_SAMPLER_SIMD", "v4", 1);
     draw_sequence(42, l, n, d, 300);
-    unsetenv("AARMD_SAMPLER_NO_AVX2");
+    setenv("AARMD_SAMPLER_SIMD", "avx2", 1);
+    draw_sequence(42, l, n, e, 300);
+    unsetenv("AARMD_SAMPLER_SIMD");
     cr_assert_eq(memcmp(a, d, sizeof a), 0);
+    cr_assert_eq(memcmp(a, e, sizeof a), 0);
     free(l);
 }
 

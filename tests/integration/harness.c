@@ -133,7 +133,15 @@ static void build_argv(const struct hx_spec *spec, const char **argv, char *exe,
                        size_t model_cap)
 {
     int n = 0;
-    if (under_valgrind()) {
+    /* AARMD_TEST_WRAPPER: words put before the binary, for debugging (e.g. "gdb -batch -ex run -ex bt --args") */
+    static char wrap[1024];
+    const char *w = getenv("AARMD_TEST_WRAPPER");
+    if (w && *w) {
+        snprintf(wrap, sizeof wrap, "%s", w);
+        char *save = NULL;
+        for (char *t = strtok_r(wrap, " ", &save); t && n < 12; t = strtok_r(NULL, " ", &save))
+            argv[n++] = t;
+    } else if (under_valgrind()) {
         argv[n++] = "valgrind";
         argv[n++] = "--leak-check=full";
         argv[n++] = "--error-exitcode=9";
@@ -151,7 +159,7 @@ static void build_argv(const struct hx_spec *spec, const char **argv, char *exe,
         argv[n++] = "json";
     }
     for (int i = 0; i < HX_MAX_ARGS && spec->args[i]; i++) {
-        cr_assert_lt(n, HX_MAX_ARGS + 14, "too many arguments");
+        cr_assert_lt(n, HX_MAX_ARGS + 26, "too many arguments");
         argv[n++] = spec->args[i];
     }
     argv[n] = NULL;
@@ -160,7 +168,7 @@ static void build_argv(const struct hx_spec *spec, const char **argv, char *exe,
 static struct hx_proc *spawn_child(const struct hx_spec *spec)
 {
     char exe[4096], model[4096];
-    const char *argv[HX_MAX_ARGS + 16];
+    const char *argv[HX_MAX_ARGS + 28];
     build_argv(spec, argv, exe, sizeof exe, model, sizeof model);
 
     int fds[2];
@@ -178,12 +186,12 @@ static struct hx_proc *spawn_child(const struct hx_spec *spec)
         (void)parent;
 #endif
         dup2(fds[1], 2);
+        dup2(fds[1], 1);   /* stdout (only --help and debuggers write there) into the same capture */
         close(fds[0]);
         close(fds[1]);
-        int devnull = open("/dev/null", O_RDWR);
+        int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0) {
             dup2(devnull, 0);
-            dup2(devnull, 1);
             close(devnull);
         }
         signal(SIGPIPE, SIG_DFL);

@@ -428,3 +428,71 @@ Test(cpu_backend, model_bytes_and_seq_limits)
     cr_assert_null(s);
     rig_close(&r);
 }
+
+Test(cpu_backend, unavailable_simd_and_bad_device)
+{
+    struct rig r;
+#if defined(__x86_64__)
+    const char *o[] = {"simd=neon", NULL};
+#else
+    const char *o[] = {"simd=avx2", NULL};
+#endif
+    cr_assert_eq(rig_open(&r, o), AARMD_EUNSUPPORTED);
+    cr_assert(strstr(r.err, "simd"), "%s", r.err);
+    rig_close(&r);
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    struct aarmd_backend_ctx *c2 = NULL;
+    cr_assert_eq(aarmd_plugin_ctx_new(r.p, 1, &c2, r.err, sizeof r.err), AARMD_EINVAL);
+    cr_assert_null(c2);
+    cr_assert(strstr(r.err, "device"), "%s", r.err);
+    rig_close(&r);
+}
+
+Test(cpu_backend, foreign_sequence_and_missing_logits_buffer)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    rig_model(&r);
+    struct aarmd_backend_model *other = NULL;
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &other, r.err, sizeof r.err), AARMD_OK,
+                 "%s", r.err);
+    struct aarmd_backend_seq *s = seq(&r, 8), *t = NULL;
+    cr_assert_eq(aarmd_plugin_seq_new(r.p, other, 8, &t, r.err, sizeof r.err), AARMD_OK, "%s", r.err);
+    struct aarmd_batch_entry e = {.seq = t, .tokens = PROMPT, .n_tokens = 1};
+    cr_assert_eq(aarmd_plugin_step(r.p, r.model, &e, 1, r.err, sizeof r.err), AARMD_EINVAL);
+    cr_assert(strstr(r.err, "another model"), "%s", r.err);
+    struct aarmd_batch_entry f = {.seq = s, .tokens = PROMPT, .n_tokens = 1, .want_logits = 1, .logits = NULL};
+    cr_assert_eq(aarmd_plugin_step(r.p, r.model, &f, 1, r.err, sizeof r.err), AARMD_EINVAL);
+    aarmd_plugin_seq_free(r.p, s);
+    aarmd_plugin_seq_free(r.p, t);
+    aarmd_plugin_model_free(r.p, other);
+    rig_close(&r);
+}
+
+/* Learned positions (gpt2) bound the context, and change the logits. */
+Test(cpu_backend, learned_positions_limit_context)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    r.tiny = tiny_new();
+    float plain[V], with_pos[V];
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
+                 AARMD_OK, "%s", r.err);
+    struct aarmd_backend_seq *s = seq(&r, 8);
+    cr_assert_eq(step1(&r, s, PROMPT, 4, plain), AARMD_OK, "%s", r.err);
+    aarmd_plugin_seq_free(r.p, s);
+    aarmd_plugin_model_free(r.p, r.model);
+    r.model = NULL;
+
+    add_t(r.tiny, "position_embd.weight", AARMD_ROLE_POS_EMBD, -1, E, 16, 0.0f, 1.0f);
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
+                 AARMD_OK, "%s", r.err);
+    s = NULL;
+    cr_assert_eq(aarmd_plugin_seq_new(r.p, r.model, 17, &s, r.err, sizeof r.err), AARMD_EINVAL);
+    cr_assert(strstr(r.err, "learned positions"), "%s", r.err);
+    s = seq(&r, 16);
+    cr_assert_eq(step1(&r, s, PROMPT, 4, with_pos), AARMD_OK, "%s", r.err);
+    cr_assert_gt(max_diff(plain, with_pos, V), 1e-2f);
+    aarmd_plugin_seq_free(r.p, s);
+    rig_close(&r);
+}

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "kernels.h"
+#include "gguf.h"
 #include "quant_write.h"
 
 static const uint32_t all_types[] = {
@@ -472,14 +473,11 @@ ParameterizedTestParameters(cpu_matmul, matches_f32_reference)
     return cr_make_param_array(struct mm_case, cases, k);
 }
 
-ParameterizedTest(struct mm_case *c, cpu_matmul, matches_f32_reference)
+/* Every level and 1-3 threads against dequantized weights x the unquantized x,
+ * within the activation-quantization bound; thread counts must agree bit for bit. */
+static void check_reference(const struct aarmd_tensor *t, uint32_t n_tok)
 {
-    rng_state = 0xABCDEFull + c->type * 131u + (uint64_t)c->n_out;
-    size_t nbytes;
-    void *w = random_weights(c->type, c->n_in, c->n_out, &nbytes);
-    struct aarmd_tensor t = tensor(c->type, c->n_in, c->n_out, w, nbytes);
-    char err[256];
-    cr_assert_eq(cpu_weight_check(&t, err, sizeof err), AARMD_OK, "%s", err);
+    struct mm_case cc = {t->type, t->ne[0], t->ne[1], n_tok}, *c = &cc;
     float *x = random_x(c->n_in * c->n_tok);
     size_t ny = (size_t)c->n_out * c->n_tok;
 
@@ -490,7 +488,7 @@ ParameterizedTest(struct mm_case *c, cpu_matmul, matches_f32_reference)
     float *row = malloc((size_t)c->n_in * sizeof *row);
     int64_t ab = cpu_type_act(c->type) == CPU_ACT_Q8A ? CPU_QK : cpu_type_act(c->type) == CPU_ACT_Q8K ? CPU_QK_K : 0;
     for (int64_t r = 0; r < c->n_out; r++) {
-        cpu_dequant_row(&t, r, row);
+        cpu_dequant_row(t, r, row);
         for (uint32_t tk = 0; tk < c->n_tok; tk++) {
             const float *xt = x + (size_t)tk * (size_t)c->n_in;
             double s = 0, sabs = 0, q = 0;
@@ -522,7 +520,7 @@ ParameterizedTest(struct mm_case *c, cpu_matmul, matches_f32_reference)
             struct cpu_pool *pool = cpu_pool_new(threads[th]);
             cr_assert(pool != NULL);
             memset(y, 0xff, ny * sizeof *y);
-            cpu_matmul(pool, levels[l], &t, x, c->n_tok, y, scratch);
+            cpu_matmul(pool, levels[l], t, x, c->n_tok, y, scratch);
             cpu_pool_free(pool);
             double worst = 0;
             for (size_t i = 0; i < ny; i++) {
@@ -543,7 +541,63 @@ ParameterizedTest(struct mm_case *c, cpu_matmul, matches_f32_reference)
                             worst);
         }
     }
-    free(w); free(x); free(ref); free(bound); free(row); free(y); free(y_first); free(scratch);
+    free(x); free(ref); free(bound); free(row); free(y); free(y_first); free(scratch);
+}
+
+ParameterizedTest(struct mm_case *c, cpu_matmul, matches_f32_reference)
+{
+    rng_state = 0xABCDEFull + c->type * 131u + (uint64_t)c->n_out;
+    size_t nbytes;
+    void *w = random_weights(c->type, c->n_in, c->n_out, &nbytes);
+    struct aarmd_tensor t = tensor(c->type, c->n_in, c->n_out, w, nbytes);
+    char err[256];
+    cr_assert_eq(cpu_weight_check(&t, err, sizeof err), AARMD_OK, "%s", err);
+    check_reference(&t, c->n_tok);
+    free(w);
+}
+
+/* ---- real weights from the test models ----------------------------------------------- */
+
+/* arrays, not pointers: Criterion may run a test in a fresh process (other addresses) */
+struct model_case { char file[64]; char tensor[48]; uint32_t type; };
+
+ParameterizedTestParameters(cpu_matmul, real_model_tensors)
+{
+    static struct model_case cases[] = {
+        {"SmolLM2-135M-Instruct.Q4_1.gguf", "blk.0.ffn_down.weight", AARMD_TYPE_Q4_1},
+        {"SmolLM2-135M-Instruct.Q4_1.gguf", "token_embd.weight", AARMD_TYPE_Q8_0},
+        {"SmolLM2-135M-Instruct.Q4_1.gguf", "blk.0.attn_norm.weight", AARMD_TYPE_F32},
+        {"gemma-3-270m-q4_k_m.gguf", "blk.0.attn_output.weight", AARMD_TYPE_Q4_K},
+        {"gemma-3-270m-q4_k_m.gguf", "blk.0.ffn_down.weight", AARMD_TYPE_Q6_K},
+        {"gemma-3-270m-q4_k_m.gguf", "blk.0.attn_k.weight", AARMD_TYPE_Q5_0},
+    };
+    return cr_make_param_array(struct model_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct model_case *mc, cpu_matmul, real_model_tensors)
+{
+    const char *dir = getenv("AARMD_TEST_MODELS");
+    char path[1024], err[256];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "models", mc->file);
+    struct aarmd_gguf *g = NULL;
+    if (aarmd_gguf_open(path, &g, err, sizeof err) != AARMD_OK)
+        cr_skip_test("model not available (%s): run tools/fetch-models.sh", err);
+    const struct aarmd_gguf_tensor *gt = aarmd_gguf_find_tensor(g, mc->tensor);
+    cr_assert_not_null(gt, "%s has no %s", mc->file, mc->tensor);
+    cr_assert_eq(gt->type, mc->type, "%s is %s, expected %s", mc->tensor, cpu_type_name(gt->type),
+                 cpu_type_name(mc->type));
+    struct aarmd_tensor t = {.name = gt->name, .type = gt->type, .n_dims = gt->n_dims,
+                             .ne = {gt->ne[0], gt->ne[1], gt->ne[2], gt->ne[3]}, .data = gt->data,
+                             .nbytes = gt->nbytes};
+    cr_assert_eq(cpu_weight_check(&t, err, sizeof err), AARMD_OK, "%s", err);
+    /* a slice of rows keeps the reference cheap: 1-D tensors become one row */
+    int64_t rows = t.ne[1] < 40 ? t.ne[1] : 40;
+    t.ne[1] = rows;
+    t.ne[2] = t.ne[3] = 1;
+    t.nbytes = cpu_type_row_bytes(t.type, t.ne[0]) * (uint64_t)rows;
+    rng_state = 0x5151ull + mc->type;
+    check_reference(&t, 6);
+    aarmd_gguf_free(g);
 }
 
 /* ---- thread pool -------------------------------------------------------------------- */
@@ -639,7 +693,8 @@ Test(cpu_simd, names_and_detection)
 
 Test(cpu_types, k4_scale_unpack_matches_reference)
 {
-    uint8_t scales[12], got[16];
+    uint8_t scales[12];
+    uint32_t got[4];
     for (int it = 0; it < 20000; it++) {
         for (int i = 0; i < 12; i++)
             scales[i] = (uint8_t)rng_next();
@@ -649,8 +704,8 @@ Test(cpu_types, k4_scale_unpack_matches_reference)
         for (int j = 0; j < 8; j++) {
             uint8_t sc, mn;
             cpu_scale_min_k4(j, scales, &sc, &mn);
-            cr_assert(got[j] == sc && got[8 + j] == mn, "iteration %d sub-block %d: %u/%u vs %u/%u", it, j, got[j],
-                      got[8 + j], sc, mn);
+            cr_assert(CPU_K4_SC(got, j) == sc && CPU_K4_MN(got, j) == mn, "iteration %d sub-block %d: %d/%d vs %u/%u",
+                      it, j, CPU_K4_SC(got, j), CPU_K4_MN(got, j), sc, mn);
         }
     }
 }

@@ -1,6 +1,7 @@
 /* test_cli_gguf_dump.c — `aarmd-cli gguf-dump`: text and JSON output of real
  * files agree with the reader; usage errors and bad files exit 1 on stderr. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -247,4 +248,42 @@ Test(cli_gguf_dump, escapes_odd_bytes)
     cr_assert_str_eq(json_object_get_string(v), "nan");
     json_object_put(root);
     run_free(&r);
+}
+
+/* Every fuzz corpus file dumps (exit 0, JSON that parses) or is refused (exit 1,
+ * one error line naming the file); nothing else reaches stdout on refusal. */
+Test(cli_gguf_dump, corpus_replays, .timeout = 120)
+{
+    const char *dir = path_of("AARMD_TEST_DATA", "../fuzz/corpus");
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    struct dirent *de;
+    int n = 0, ok = 0;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char file[2048];
+        snprintf(file, sizeof file, "%s/%s", dir, de->d_name);
+        const char *text[] = {"gguf-dump", file, NULL}, *json[] = {"gguf-dump", "--json", file, NULL};
+        struct run t = dump(2, text), j = dump(3, json);
+        cr_assert_eq(t.rc, j.rc, "%s: text %d, json %d", file, t.rc, j.rc);
+        if (t.rc == 0) {
+            struct json_object *root = json_tokener_parse(j.out);
+            cr_assert_not_null(root, "%s: --json output is not JSON", file);
+            json_object_put(root);
+            ok++;
+        } else {
+            cr_assert_eq(t.rc, 1, "%s", file);
+            cr_assert_str_empty(t.out);
+            cr_assert_str_empty(j.out);
+            cr_assert(strstr(t.err, file) && strstr(t.err, ": offset "), "%s", t.err);
+            cr_assert_eq(strchr(t.err, '\n'), t.err + strlen(t.err) - 1, "one line: %s", t.err);
+        }
+        run_free(&t);
+        run_free(&j);
+        n++;
+    }
+    closedir(d);
+    cr_assert_geq(n, 10);
+    cr_assert_geq(ok, 3);
 }
