@@ -16,6 +16,9 @@
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #include "aarmd_backend.h"
 #include "rng.h"
@@ -67,7 +70,7 @@ static inline uint32_t append_bits(const float *l, uint32_t i, uint32_t bits, st
 #define KW 4
 #define KSUF v4
 #define KNAME "v4"
-#define KTARGET
+#define KTARGET __attribute__((optimize("fp-contract=off")))
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF
@@ -78,7 +81,7 @@ static inline uint32_t append_bits(const float *l, uint32_t i, uint32_t bits, st
 #define KW 8
 #define KSUF avx2
 #define KNAME "avx2"
-#define KTARGET __attribute__((target("avx2")))
+#define KTARGET __attribute__((target("avx2,fma"), optimize("fp-contract=off")))
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF
@@ -103,7 +106,7 @@ static const struct kern *pick_kern(void)
     __builtin_cpu_init();
     if (!no512 && __builtin_cpu_supports("avx512f"))
         return &kern_avx512;
-    if (!no256 && __builtin_cpu_supports("avx2"))
+    if (!no256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return &kern_avx2;
 #endif
     return &kern_v4;
@@ -133,12 +136,6 @@ struct dist {
     double mass;            /* sum of weights over what is kept */
     float max, inv_t;
 };
-
-/* A token's weight; bit-identical to what every kernel computes for it. */
-static inline float weight(float l, float max, float inv_t)
-{
-    return sexp_v4((l - max) * inv_t);
-}
 
 /* ---- parameters and lifetime --------------------------------------------- */
 

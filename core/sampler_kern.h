@@ -7,7 +7,8 @@
  * Every loop walks the vocabulary in steps of 16 floats (16 / KW vectors), and
  * sums keep 16 logical lanes reduced in lane order, so each width computes
  * bit-identical results: a machine with AVX2 or AVX-512 draws the same tokens
- * as one without. No a*b+c is contracted into an FMA (see sampler.c).
+ * as one without. The polynomial uses fused multiply-adds on every width
+ * (K(fma)); nothing else may be contracted (see sampler.c).
  */
 
 #define KCAT_(a, b) a##_##b
@@ -71,6 +72,26 @@ KTARGET static inline __attribute__((always_inline)) uint32_t K(bits)(const K(vi
 }
 
 /*
+ * a*b + c rounded once (fused) in every lane, on every width: the hardware
+ * FMA where the target has one, else C99 fmaf (exact, slower) per lane.
+ */
+KTARGET static inline __attribute__((always_inline)) K(vf) K(fma)(K(vf) a, K(vf) b, K(vf) c)
+{
+#if KW == 16 && defined(__x86_64__)
+    return (K(vf))_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif KW == 8 && defined(__x86_64__)
+    return (K(vf))_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#elif KW == 4 && defined(__aarch64__)
+    return (K(vf))vfmaq_f32((float32x4_t)c, (float32x4_t)a, (float32x4_t)b);
+#else
+    K(vf) r;
+    for (int j = 0; j < KW; j++)
+        r[j] = fmaf(a[j], b[j], c[j]);
+    return r;
+#endif
+}
+
+/*
  * exp(x) for x <= 0 (-inf included) as 2^t, t = x log2(e) = k + f with
  * |f| <= 1/2: Cephes' degree-6 polynomial for 2^f (relative error ~1e-7),
  * times 2^k through the exponent bits. The rounding of t costs up to |t|
@@ -86,12 +107,13 @@ KTARGET static inline __attribute__((always_inline)) void K(exp)(K(vf) *px)
     K(vf) t = x * 1.44269504088896341f;
     K(vi) k = __builtin_convertvector(t - 0.5f, K(vi)); /* t <= 0: truncation rounds to nearest */
     K(vf) f = t - __builtin_convertvector(k, K(vf));      /* exact */
-    K(vf) p = f * 1.535336188319500e-4f + 1.339887440266574e-3f;
-    p = p * f + 9.618437357674640e-3f;
-    p = p * f + 5.550332471162809e-2f;
-    p = p * f + 2.402264791363012e-1f;
-    p = p * f + 6.931472028550421e-1f;
-    p = p * f + 1.0f;
+    const K(vf) zero = {0};
+    K(vf) p = K(fma)(f, zero + 1.535336188319500e-4f, zero + 1.339887440266574e-3f);
+    p = K(fma)(p, f, zero + 9.618437357674640e-3f);
+    p = K(fma)(p, f, zero + 5.550332471162809e-2f);
+    p = K(fma)(p, f, zero + 2.402264791363012e-1f);
+    p = K(fma)(p, f, zero + 6.931472028550421e-1f);
+    p = K(fma)(p, f, zero + 1.0f);
     K(vi) bits = (k + 127) << 23;
     K(vf) scale;
     memcpy(&scale, &bits, sizeof scale);

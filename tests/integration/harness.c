@@ -628,6 +628,26 @@ static void decode(struct hx_http *c)
         c->body_done = true;
 }
 
+/* Reads the status line and headers of the next response on c. */
+static bool read_head(struct hx_http *c)
+{
+    double deadline = hx_now_ms() + 5000;
+    for (;;) {
+        const char *base = c->in.p ? c->in.p + c->in_pos : NULL;
+        const char *e = base ? strstr(base, "\r\n\r\n") : NULL;
+        if (e) {
+            size_t hl = (size_t)(e - base);
+            if (!parse_head(c, base, hl))
+                return false;
+            c->in_pos += hl + 4;
+            decode(c);
+            return true;
+        }
+        if (fill(c, deadline) <= 0)
+            return false;
+    }
+}
+
 static struct hx_http *open_with(int port, const char *req, size_t req_len, const char *body, size_t body_len)
 {
     int fd = connect_port(port);
@@ -639,42 +659,65 @@ static struct hx_http *open_with(int port, const char *req, size_t req_len, cons
     if (!send_all(fd, req, req_len) || (body && body_len && !send_all(fd, body, body_len))) {
         /* the server may answer (413) before reading everything: still try to read the head */
     }
-    double deadline = hx_now_ms() + 5000;
-    for (;;) {
-        const char *e = c->in.p ? strstr(c->in.p, "\r\n\r\n") : NULL;
-        if (e) {
-            size_t hl = (size_t)(e - c->in.p);
-            if (!parse_head(c, c->in.p, hl)) {
-                hx_http_close(c);
-                return NULL;
-            }
-            c->in_pos = hl + 4;
-            decode(c);
-            return c;
-        }
-        if (fill(c, deadline) <= 0) {
-            hx_http_close(c);
-            return NULL;
-        }
+    if (!read_head(c)) {
+        hx_http_close(c);
+        return NULL;
     }
+    return c;
+}
+
+/* The request text (head, and body appended) for method/path. */
+static void build_request(struct hbuf *r, int port, const char *method, const char *path, const char *headers,
+                          const char *body, size_t body_len)
+{
+    char line[1024];
+    snprintf(line, sizeof line, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n", method, path, port);
+    hbuf_add(r, line, strlen(line));
+    if (headers)
+        hbuf_add(r, headers, strlen(headers));
+    if (body) {
+        snprintf(line, sizeof line, "Content-Type: application/json\r\nContent-Length: %zu\r\n", body_len);
+        hbuf_add(r, line, strlen(line));
+    } else if (!strcmp(method, "POST")) {
+        hbuf_add(r, "Content-Length: 0\r\n", 19);
+    }
+    hbuf_add(r, "\r\n", 2);
+}
+
+int hx_http_again(struct hx_http *c, int port, const char *method, const char *path, const char *headers,
+                  const char *body, size_t body_len)
+{
+    if (!c->body_done || c->eof)
+        return -1;
+    /* keep bytes already read past the previous body */
+    free(c->head);
+    c->head = NULL;
+    c->n_headers = 0;
+    c->status = 0;
+    c->chunked = false;
+    c->clen = -1;
+    c->chunk_left = -1;
+    c->body_done = false;
+    c->body.len = 0;
+    if (c->body.p)
+        c->body.p[0] = '\0';
+    c->body_pos = 0;
+    json_object_put(c->json);
+    c->json = NULL;
+    struct hbuf r = {0};
+    build_request(&r, port, method, path, headers, body, body_len);
+    if (body && body_len)
+        hbuf_add(&r, body, body_len);
+    bool ok = send_all(c->fd, r.p, r.len);
+    free(r.p);
+    return ok && read_head(c) ? 0 : -1;
 }
 
 struct hx_http *hx_http_open(int port, const char *method, const char *path, const char *headers,
                              const char *body, size_t body_len)
 {
     struct hbuf r = {0};
-    char line[1024];
-    snprintf(line, sizeof line, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n", method, path, port);
-    hbuf_add(&r, line, strlen(line));
-    if (headers)
-        hbuf_add(&r, headers, strlen(headers));
-    if (body) {
-        snprintf(line, sizeof line, "Content-Type: application/json\r\nContent-Length: %zu\r\n", body_len);
-        hbuf_add(&r, line, strlen(line));
-    } else if (!strcmp(method, "POST")) {
-        hbuf_add(&r, "Content-Length: 0\r\n", 19);
-    }
-    hbuf_add(&r, "\r\n", 2);
+    build_request(&r, port, method, path, headers, body, body_len);
     struct hx_http *c = open_with(port, r.p, r.len, body, body_len);
     free(r.p);
     return c;

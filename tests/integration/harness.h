@@ -96,6 +96,10 @@ struct hx_http;
  * no valid head came. */
 struct hx_http *hx_http_open(int port, const char *method, const char *path, const char *headers,
                              const char *body, size_t body_len);
+/* Sends the next request on the same (keep-alive) connection once the
+ * previous body was read to its end; reads the head. 0 ok, -1 failure. */
+int hx_http_again(struct hx_http *c, int port, const char *method, const char *path, const char *headers,
+                  const char *body, size_t body_len);
 /* Sends raw bytes as the request (for malformed requests); reads the head as above. */
 struct hx_http *hx_http_open_raw(int port, const char *raw, size_t raw_len);
 int hx_http_status(const struct hx_http *c);

@@ -283,6 +283,105 @@ Test(execute, stop_sequence_ends_the_job_and_is_not_sent)
     hx_stream_fini(&s2);
 }
 
+Test(execute, tokens_stream_without_batching_delay)
+{
+    /* With a backend that needs no time per token the first token must come
+     * at once; a stream held back by Nagle's algorithm against the client's
+     * delayed ACK shows ~40 ms here. One slow job of 7 is forgiven (a busy machine). */
+    struct hx_proc *p = hx_start("--backend-opt", "delay_ms=0", NULL);
+    double ttft[7];
+    struct hx_http *c = NULL;
+    for (int k = 0; k < 7; k++) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"job_id\":\"nagle-%d\",\"prompt\":\"x\",\"max_tokens\":20}", k);
+        double t0 = hx_now_ms();
+        /* one keep-alive connection, as orchestrators use (a fresh one starts in quick-ACK mode) */
+        if (!c)
+            c = hx_execute(hx_port(p), NULL, body);
+        else
+            cr_assert_eq(hx_http_again(c, hx_port(p), "POST", "/execute", NULL, body, strlen(body)), 0,
+                         "keep-alive request %d failed", k);
+        cr_assert_eq(hx_http_status(c), 200);
+        ttft[k] = -1;
+        for (;;) {
+            struct hx_sse_event ev;
+            int r = hx_sse_next(c, &ev, 5000);
+            cr_assert_neq(r, -1, "stream stalled");
+            if (r == 0)
+                break;
+            if (!strcmp(ev.event, "token") && ttft[k] < 0)
+                ttft[k] = hx_now_ms() - t0;
+            hx_sse_event_fini(&ev);
+        }
+    }
+    hx_http_close(c);
+    int slow = 0;
+    for (int k = 0; k < 7; k++)
+        slow += ttft[k] >= 30.0;
+    cr_assert_leq(slow, 1, "%d of 7 jobs took >= 30 ms to their first token (ms: %.1f %.1f %.1f %.1f %.1f %.1f %.1f)",
+                  slow, ttft[0], ttft[1], ttft[2], ttft[3], ttft[4], ttft[5], ttft[6]);
+}
+
+/* POSTs {"tokens":[ids]} to /detokenize and returns the content (caller frees). */
+static char *detok(int port, struct json_object *ids)
+{
+    struct json_object *req = json_object_new_object();
+    json_object_object_add(req, "tokens", json_object_get(ids));
+    struct hx_http *c = hx_fetch(port, "POST", "/detokenize", NULL, json_object_to_json_string(req));
+    json_object_put(req);
+    cr_assert_eq(hx_http_status(c), 200, "%s", hx_http_body(c));
+    char *out = strdup(hx_jstr(hx_http_json(c), "content"));
+    hx_http_close(c);
+    return out;
+}
+
+Test(execute, spm_stream_keeps_the_leading_space_of_generated_text)
+{
+    /* SPM pieces carry their space as a leading U+2581; the first generated
+     * token continues the prompt, so "\u2581Paris" must stream as " Paris".
+     * Reference: detok(prompt + generated) minus detok(prompt). */
+    char model[4096];
+    hx_data_path("vocab/ggml-vocab-llama-spm.gguf", model, sizeof model);
+    struct hx_proc *p = hx_spawn(&(struct hx_spec){.model = model});
+    int port = hx_port(p);
+    struct hx_http *t = hx_fetch(port, "POST", "/tokenize", NULL,
+                                 "{\"content\":\"The capital of France is\",\"add_special\":true}");
+    struct json_object *prompt_ids = json_object_get(json_object_object_get(hx_http_json(t), "tokens"));
+    cr_assert_not_null(prompt_ids, "%s", hx_http_body(t));
+    hx_http_close(t);
+    char *prompt_text = detok(port, prompt_ids);
+    int spaced = 0;
+    for (int k = 0; k < 6; k++) {
+        char body[200];
+        snprintf(body, sizeof body,
+                 "{\"job_id\":\"spm-%d\",\"prompt\":\"The capital of France is\",\"max_tokens\":4,\"seed\":%d}", k,
+                 k + 1);
+        struct hx_stream s;
+        run_job(port, NULL, body, &s);
+        cr_assert_eq(hx_jint(s.data[0], "tokens_in"), (int64_t)json_object_array_length(prompt_ids));
+        struct json_object *all = json_object_new_array();
+        for (size_t i = 0; i < json_object_array_length(prompt_ids); i++)
+            json_object_array_add(all, json_object_get(json_object_array_get_idx(prompt_ids, i)));
+        for (int i = 0; i < s.n; i++)
+            if (!strcmp(s.names[i], "token"))
+                json_object_array_add(all, json_object_new_int64(hx_jint(s.data[i], "id")));
+        char *full = detok(port, all);
+        json_object_put(all);
+        cr_assert_eq(strncmp(full, prompt_text, strlen(prompt_text)), 0, "'%s' does not start with '%s'", full,
+                     prompt_text);
+        const char *want = full + strlen(prompt_text);
+        char got[4096];
+        token_text(&s, got, sizeof got);
+        cr_assert_str_eq(got, want, "seed %d: streamed '%s', the continuation is '%s'", k + 1, got, want);
+        spaced += want[0] == ' ';
+        free(full);
+        hx_stream_fini(&s);
+    }
+    cr_assert_gt(spaced, 0, "no job began with a spaced piece: the test proved nothing");
+    free(prompt_text);
+    json_object_put(prompt_ids);
+}
+
 /* ---- validation ------------------------------------------------------------------ */
 
 struct vcase {
