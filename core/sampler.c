@@ -64,13 +64,17 @@ static inline uint32_t append_bits(const float *l, uint32_t i, uint32_t bits, st
  * GCC/Clang vector extensions: SSE2 or NEON at 4 lanes everywhere, AVX2 at 8
  * lanes where the CPU has it; same results either way (see sampler_kern.h).
  */
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#define NO_CONTRACT
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"   /* vectors only cross static inline calls */
+#define NO_CONTRACT optimize("fp-contract=off")
 #endif
 #define KW 4
 #define KSUF v4
 #define KNAME "v4"
-#define KTARGET __attribute__((optimize("fp-contract=off")))
+#define KTARGET __attribute__((NO_CONTRACT))
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF
@@ -81,7 +85,7 @@ static inline uint32_t append_bits(const float *l, uint32_t i, uint32_t bits, st
 #define KW 8
 #define KSUF avx2
 #define KNAME "avx2"
-#define KTARGET __attribute__((target("avx2,fma"), optimize("fp-contract=off")))
+#define KTARGET __attribute__((target("avx2,fma"), NO_CONTRACT))
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF
@@ -90,7 +94,7 @@ static inline uint32_t append_bits(const float *l, uint32_t i, uint32_t bits, st
 #define KW 16
 #define KSUF avx512
 #define KNAME "avx512"
-#define KTARGET __attribute__((target("avx512f"), optimize("fp-contract=off")))
+#define KTARGET __attribute__((target("avx512f"), NO_CONTRACT))
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF

@@ -42,7 +42,8 @@ void aarmd_sampler_accept(struct aarmd_sampler *s, const int32_t *ids, size_t n)
 
 /*
  * Samples from logits[n_vocab] (modified in place: penalty applied, NaN ->
- * -inf). Returns AARMD_OK, or AARMD_EINVAL when logits is NULL, the params
+ * -inf). A token whose tempered log-weight (l - max) / T is below -87 has
+ * probability 0 (it would be under 1.7e-38 of the top token's). Returns AARMD_OK, or AARMD_EINVAL when logits is NULL, the params
  * fail aarmd_sampler_params_check, or every logit is -inf/NaN.
  * Draws exactly one uniform from the job's RNG per call unless greedy
  * (temperature 0 draws none), so a seed fixes the whole token sequence.

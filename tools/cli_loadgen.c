@@ -391,7 +391,7 @@ int aarmd_cli_loadgen(int argc, char **argv)
         fprintf(stderr, "aarmd-cli loadgen: --url must be http://HOST[:PORT] (got '%s')\n", g.o.url);
         if (uri)
             evhttp_uri_free(uri);
-        return 2;
+        return usage(stderr);
     }
     snprintf(g.host, sizeof g.host, "%s", host);
     g.port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;

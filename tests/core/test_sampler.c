@@ -741,6 +741,49 @@ Test(sampler, same_seed_same_tokens_on_every_code_path)
     free(l);
 }
 
+/* Every vector width computes bit-identical distributions (same float ops, same order). */
+Test(sampler, vector_widths_agree_bit_for_bit)
+{
+    const uint32_t n = 20000;
+    float *l = malloc(n * sizeof *l);
+    model_logits(l, n, 31, 2.0, 8.0, 6);
+    const struct aarmd_sampler_params sets[] = {params(0.8f, 0.9f, 0, 0), params(1, 1, 0, 0),
+                                                params(1.3f, 1, 40, 0), params(0.7f, 1, 0, 0.02f),
+                                                params(1, 0.99f, 3000, 0)};
+    const char *widths[] = {"v4", "avx2", NULL};   /* NULL: the widest this CPU has */
+    int32_t *ids[3];
+    double *p[3];
+    size_t k[3];
+    for (int w = 0; w < 3; w++) {
+        ids[w] = malloc(n * sizeof(int32_t));
+        p[w] = malloc(n * sizeof(double));
+    }
+    for (size_t c = 0; c < sizeof sets / sizeof *sets; c++) {
+        for (int w = 0; w < 3; w++) {
+            if (widths[w])
+                setenv("AARMD_SAMPLER_SIMD", widths[w], 1);
+            else
+                unsetenv("AARMD_SAMPLER_SIMD");
+            struct aarmd_sampler *s = aarmd_sampler_new(&sets[c], n);
+            if (w == 2)
+                cr_log_info("widest vector loops here: %s", aarmd_sampler_simd(s));
+            k[w] = sampler_dist(s, l, n, ids[w], p[w]);
+            aarmd_sampler_free(s);
+        }
+        for (int w = 1; w < 3; w++) {
+            cr_assert_eq(k[w], k[0], "set %zu width %d: %zu tokens vs %zu", c, w, k[w], k[0]);
+            cr_assert_eq(memcmp(ids[w], ids[0], k[0] * sizeof(int32_t)), 0, "set %zu width %d: ids", c, w);
+            cr_assert_eq(memcmp(p[w], p[0], k[0] * sizeof(double)), 0, "set %zu width %d: probabilities", c, w);
+        }
+    }
+    unsetenv("AARMD_SAMPLER_SIMD");
+    for (int w = 0; w < 3; w++) {
+        free(ids[w]);
+        free(p[w]);
+    }
+    free(l);
+}
+
 Test(sampler, logprobs_are_raw_log_softmax)
 {
     const uint32_t n = 3000;
