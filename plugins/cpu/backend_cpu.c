@@ -8,14 +8,18 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aarmd_backend.h"
 #include "forward.h"
 #include "kernels.h"
 #include "kv.h"
+#include "tune.h"
 
 #define CPU_VERSION "0.1.0"
 #define CPU_DEFAULT_BATCH 512
@@ -29,6 +33,8 @@ struct aarmd_backend_ctx {
     uint32_t kv_type;           /* AARMD_TYPE_F16 or AARMD_TYPE_F32 */
     uint32_t batch;             /* max tokens per forward chunk */
     int n_threads;
+    int autothreads;            /* option autothreads: let tune.h pick 1 or n_threads per pass */
+    struct cpu_tune tune;
 };
 
 struct aarmd_backend_model {
@@ -214,6 +220,7 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
     c->simd = cpu_simd_detect();
     c->kv_type = AARMD_TYPE_F16;
     c->batch = CPU_DEFAULT_BATCH;
+    c->autothreads = 1;
     for (uint32_t i = 0; host && i < host->n_opts; i++) {
         const char *k = host->opts[i].key ? host->opts[i].key : "";
         const char *v = host->opts[i].value ? host->opts[i].value : "";
@@ -239,8 +246,16 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 return set_err(err, errlen, AARMD_EINVAL, "option batch=%s: expected an integer in [1, %d]", v,
                                CPU_MAX_BATCH);
             c->batch = (uint32_t)u;
+        } else if (!strcmp(k, "autothreads")) {
+            if (!strcmp(v, "1") || !strcmp(v, "on"))
+                c->autothreads = 1;
+            else if (!strcmp(v, "0") || !strcmp(v, "off"))
+                c->autothreads = 0;
+            else
+                return set_err(err, errlen, AARMD_EINVAL, "option autothreads=%s: expected 0, 1, off or on", v);
         } else {
-            return set_err(err, errlen, AARMD_EINVAL, "unknown option '%s' (cpu backend knows threads, simd, kv_type, batch)", k);
+            return set_err(err, errlen, AARMD_EINVAL,
+                           "unknown option '%s' (cpu backend knows threads, simd, kv_type, batch, autothreads)", k);
         }
     }
     return AARMD_OK;
@@ -274,8 +289,10 @@ static int cpu_ctx_new(const struct aarmd_host *host, int32_t device, struct aar
         rc = set_err(err, errlen, AARMD_ENOMEM, "cannot start %d threads", c->n_threads);
         goto fail;
     }
-    logf_host(host, AARMD_LOG_INFO, "cpu backend: threads=%d simd=%s kv_type=%s batch=%u", c->n_threads,
-              cpu_simd_name(c->simd), c->kv_type == AARMD_TYPE_F16 ? "f16" : "f32", c->batch);
+    cpu_tune_init(&c->tune, c->n_threads, c->autothreads);
+    logf_host(host, AARMD_LOG_INFO, "cpu backend: threads=%d%s simd=%s kv_type=%s batch=%u", c->n_threads,
+              c->autothreads && c->n_threads > 1 ? " (auto: 1 when faster)" : "", cpu_simd_name(c->simd),
+              c->kv_type == AARMD_TYPE_F16 ? "f16" : "f32", c->batch);
     *out = c;
     return AARMD_OK;
 fail:
@@ -318,6 +335,41 @@ static void cpu_model_free_(struct aarmd_backend_model *model)
     free(model);
 }
 
+/* Keeps the page reads of prefault from being optimised away. */
+static volatile unsigned prefault_sink;
+
+static int d_has_no_tensors(const struct aarmd_model_desc *d) { return d->n_tensors == 0 || !d->tensors; }
+
+/* Reads every page of the weights once, tensor by tensor, so the first step
+ * does not pay for the page faults (and a load from a cold disk is a load), and
+ * reports the fraction of weight bytes read after each tensor. Non-zero when
+ * the callback cancels. */
+static int prefault(const struct aarmd_model_desc *d, aarmd_progress_fn progress, void *user)
+{
+    uint64_t total = 0, done = 0;
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t page = pg > 0 ? (size_t)pg : 4096;
+    for (uint32_t i = 0; i < d->n_tensors; i++)
+        total += d->tensors[i].nbytes;
+    unsigned acc = 0;
+    for (uint32_t i = 0; i < d->n_tensors; i++) {
+        const struct aarmd_tensor *t = &d->tensors[i];
+        const unsigned char *p = t->data;
+        if (p && t->nbytes) {
+            uintptr_t a0 = (uintptr_t)p & ~(uintptr_t)(page - 1);
+            posix_madvise((void *)a0, (size_t)((uintptr_t)p + t->nbytes - a0), POSIX_MADV_WILLNEED);
+            for (uint64_t off = 0; off < t->nbytes; off += page)
+                acc += p[off];
+            acc += p[t->nbytes - 1];
+        }
+        done += t->nbytes;
+        if (progress && progress(user, total ? (float)((double)done / (double)total) : 1.0f))
+            return 1;
+    }
+    prefault_sink = acc;
+    return 0;
+}
+
 static int cpu_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc *desc,
                           aarmd_progress_fn progress, void *progress_user, struct aarmd_backend_model **out,
                           char *err, size_t errlen)
@@ -342,7 +394,7 @@ static int cpu_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_mode
         rc = set_err(err, errlen, AARMD_ENOMEM, "out of memory");
         goto fail;
     }
-    if (progress && progress(progress_user, 1.0f)) {
+    if (d_has_no_tensors(desc) ? progress && progress(progress_user, 1.0f) : prefault(desc, progress, progress_user)) {
         rc = set_err(err, errlen, AARMD_ECANCELLED, "model load cancelled");
         goto fail;
     }
@@ -439,6 +491,23 @@ static int validate_step(const struct aarmd_backend_model *model, const struct a
     return AARMD_OK;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One forward pass, on as many threads as tune.h finds faster right now. */
+static void forward_tuned(struct aarmd_backend_model *model, uint32_t n)
+{
+    struct aarmd_backend_ctx *c = model->ctx;
+    cpu_pool_set_active(c->pool, cpu_tune_pick(&c->tune, n));
+    double t0 = now_s();
+    cpu_forward(model->fw, n, model->tok, model->kv, model->pos, model->logits);
+    cpu_tune_done(&c->tune, n, now_s() - t0);
+}
+
 static int cpu_step(struct aarmd_backend_model *model, const struct aarmd_batch_entry *entries, uint32_t n_entries,
                     char *err, size_t errlen)
 {
@@ -457,13 +526,13 @@ static int cpu_step(struct aarmd_backend_model *model, const struct aarmd_batch_
             model->kv[n] = &en->seq->kv;
             model->logits[n] = en->want_logits && i + 1 == en->n_tokens ? en->logits : NULL;
             if (++n == max_tok) {
-                cpu_forward(model->fw, n, model->tok, model->kv, model->pos, model->logits);
+                forward_tuned(model, n);
                 n = 0;
             }
         }
     }
     if (n)
-        cpu_forward(model->fw, n, model->tok, model->kv, model->pos, model->logits);
+        forward_tuned(model, n);
     for (uint32_t e = 0; e < n_entries; e++)
         entries[e].seq->n_past += entries[e].n_tokens;
     return AARMD_OK;

@@ -318,6 +318,16 @@ static int alloc_state(struct cpu_model *m, uint32_t max_tok)
             if (b > mm)
                 mm = b;
         }
+        if (L->wq) {   /* q/k/v and gate/up run as groups (cpu_matmul_group) */
+            const struct aarmd_tensor *qkv[] = {L->wq, L->wk, L->wv};
+            size_t b = cpu_matmul_group_scratch_bytes(3, qkv, max_tok);
+            mm = b > mm ? b : mm;
+        }
+        if (L->w_gate && L->w_up) {
+            const struct aarmd_tensor *gu[] = {L->w_gate, L->w_up};
+            size_t b = cpu_matmul_group_scratch_bytes(2, gu, max_tok);
+            mm = b > mm ? b : mm;
+        }
     }
     s->mm_bytes = mm;
     s->mm = malloc(mm ? mm : 1);
@@ -506,24 +516,27 @@ struct attn_job {
     int vec;                    /* AVX2 attention (x86-64 with simd >= avx2) */
 };
 
-/* Item `it` = (token it / n_head, head it % n_head). */
+/* Item `it` = (token it / n_head_kv, kv head it % n_head_kv): the `group` query
+ * heads sharing that kv head, so each K/V row is read once for all of them. */
 static void attn_item(const struct attn_job *j, size_t it)
 {
     const struct cpu_hparams *hp = &j->m->hp;
     const struct cpu_layer *L = &j->m->w.layers[j->layer];
     int group = hp->n_head / hp->n_head_kv;
-    uint32_t t = (uint32_t)(it / (size_t)hp->n_head);
-    int h = (int)(it % (size_t)hp->n_head);
+    uint32_t t = (uint32_t)(it / (size_t)hp->n_head_kv);
+    int kvh = (int)(it % (size_t)hp->n_head_kv);
     int32_t p = j->pos[t];
     int32_t j0 = 0;
     if (L->is_swa && p - hp->sliding_window + 1 > 0)
         j0 = p - hp->sliding_window + 1;   /* a key is visible while q_pos - k_pos < window */
-    const float *q = j->m->s.q + (size_t)t * hp->q_dim + (size_t)h * hp->head_dim;
-    float *out = j->m->s.att + (size_t)t * hp->q_dim + (size_t)h * hp->head_dim;
-    cpu_attend(j->kv[t], j->layer, h / group, q, hp->head_dim, j0, p, hp->attn_scale, hp->attn_softcap, j->vec, out);
+    size_t h0 = (size_t)kvh * (size_t)group;
+    const float *q = j->m->s.q + (size_t)t * hp->q_dim + h0 * hp->head_dim;
+    float *out = j->m->s.att + (size_t)t * hp->q_dim + h0 * hp->head_dim;
+    cpu_attend_group(j->kv[t], j->layer, kvh, q, group, hp->head_dim, j0, p, hp->attn_scale, hp->attn_softcap, j->vec,
+                     out);
 }
 
-/* Pool chunk: one (token, head) item, claimed by whichever thread comes. */
+/* Pool chunk: one (token, kv head) item, claimed by whichever thread comes. */
 static void attn_chunk_cb(void *arg, int64_t chunk)
 {
     attn_item(arg, (size_t)chunk);
@@ -591,9 +604,9 @@ void cpu_forward(struct cpu_model *m, uint32_t n_tok, const int32_t *tokens, str
                 memcpy(s->v + (size_t)t * KV, r + Q + KV, (size_t)KV * sizeof(float));
             }
         } else {                                                     /* q, k, v = xb @ wq, wk, wv (+ b) */
-            matmul(m, L->wq, s->xb, n_tok, s->q);
-            matmul(m, L->wk, s->xb, n_tok, s->k);
-            matmul(m, L->wv, s->xb, n_tok, s->v);
+            const struct aarmd_tensor *ws[] = {L->wq, L->wk, L->wv};  /* one pool run for all three */
+            float *ys[] = {s->q, s->k, s->v};
+            cpu_matmul_group(m->pool, m->simd, 3, ws, s->xb, n_tok, ys, s->mm);
             add_bias(s->q, L->bq, n_tok, Q);
             add_bias(s->k, L->bk, n_tok, KV);
             add_bias(s->v, L->bv, n_tok, KV);
@@ -617,7 +630,7 @@ void cpu_forward(struct cpu_model *m, uint32_t n_tok, const int32_t *tokens, str
 
         struct attn_job job = {.m = m, .layer = il, .n_tok = n_tok, .kv = kv, .pos = pos,
                                .vec = m->simd == CPU_SIMD_AVX2 || m->simd == CPU_SIMD_AVX512};
-        size_t items = (size_t)n_tok * (size_t)hp->n_head;         /* att = softmax(q·k * scale) · v */
+        size_t items = (size_t)n_tok * (size_t)hp->n_head_kv;      /* att = softmax(q·k * scale) · v */
         if (attn_work(hp, n_tok, pos) < ATTN_INLINE_WORK) {
             for (size_t it = 0; it < items; it++)                    /* too small to pay for a pool hand-off */
                 attn_item(&job, it);
@@ -653,8 +666,9 @@ void cpu_forward(struct cpu_model *m, uint32_t n_tok, const int32_t *tokens, str
             }
             memcpy(s->hb, s->hb2, (size_t)n_tok * F * sizeof(float));
         } else {                                                     /* hb = act(xb @ gate) * (xb @ up) */
-            matmul(m, L->w_gate, s->xb, n_tok, s->hb);
-            matmul(m, L->w_up, s->xb, n_tok, s->hb2);
+            const struct aarmd_tensor *ws[] = {L->w_gate, L->w_up};   /* one pool run for both */
+            float *ys[] = {s->hb, s->hb2};
+            cpu_matmul_group(m->pool, m->simd, 2, ws, s->xb, n_tok, ys, s->mm);
             add_bias(s->hb2, L->b_up, n_tok, F);
             cpu_gated_act(s->hb, s->hb2, (int)(n_tok * (uint32_t)F), gelu);
         }

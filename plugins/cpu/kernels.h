@@ -21,6 +21,12 @@ struct cpu_pool;
 struct cpu_pool *cpu_pool_new(int n_threads);
 void cpu_pool_free(struct cpu_pool *pool);   /* accepts NULL */
 int cpu_pool_threads(const struct cpu_pool *pool);
+/* Chunked runs use only the first n threads (clamped to 1..n_threads; the
+ * caller is one of them); the others stay asleep. With 1 a chunked run is a
+ * plain loop on the caller: no hand-off at all. Static runs (cpu_pool_run)
+ * always use every thread. Set between runs, from the caller's thread. */
+void cpu_pool_set_active(struct cpu_pool *pool, int n);
+int cpu_pool_active(const struct cpu_pool *pool);   /* n_threads until set; 1 for NULL */
 /* Runs fn(arg, ith, nth) for ith in 0..nth-1 on the pool's threads and waits. */
 void cpu_pool_run(struct cpu_pool *pool, void (*fn)(void *arg, int ith, int nth), void *arg);
 /*
@@ -59,6 +65,21 @@ void cpu_dequant_row(const struct aarmd_tensor *w, int64_t row, float *out);
 void cpu_matmul(struct cpu_pool *pool, enum cpu_simd simd, const struct aarmd_tensor *w,
                 const float *x, uint32_t n_tok, float *y, void *scratch);
 size_t cpu_matmul_scratch_bytes(uint32_t type, int64_t n_in, uint32_t n_tok);
+
+/*
+ * Several weights that share one input x (q/k/v, gate/up): y[i] = x @ w[i]
+ * for i < n_w (1..CPU_MM_GROUP_MAX), bit for bit what cpu_matmul gives for
+ * each, but as one pool run over the rows of all of them (one hand-off
+ * instead of n_w), with the activations quantized once per activation kind.
+ * All w[i] have the same ne[0]. scratch holds
+ * cpu_matmul_group_scratch_bytes(n_w, w, n_tok) bytes, 4-byte aligned.
+ * cpu_matmul(w) is cpu_matmul_group of the one weight (and its scratch size
+ * is never larger than the group's).
+ */
+#define CPU_MM_GROUP_MAX 3
+void cpu_matmul_group(struct cpu_pool *pool, enum cpu_simd simd, int n_w, const struct aarmd_tensor *const *w,
+                      const float *x, uint32_t n_tok, float *const *y, void *scratch);
+size_t cpu_matmul_group_scratch_bytes(int n_w, const struct aarmd_tensor *const *w, uint32_t n_tok);
 
 /*
  * Checks that `w` can go through cpu_matmul / cpu_dequant_row: a supported
@@ -149,8 +170,11 @@ size_t cpu_act_row_bytes(uint32_t type, int64_t n);
 /* Dequantizes n elements (whole blocks) of `type` at src into dst (plain C, exact in f32). */
 void cpu_dequant(uint32_t type, const void *src, float *dst, int64_t n);
 /* Quantizes n activations into the kind cpu_type_act(type) needs (no-op for F32 kinds).
- * One implementation for every SIMD level, so all levels see identical activations. */
+ * Every SIMD level sees identical activations (one function, the same bytes on any CPU). */
 void cpu_quantize_act(uint32_t type, const float *x, void *dst, int64_t n);
+/* The plain-C loops cpu_quantize_act is checked against: it uses AVX2 where the
+ * CPU has it, with byte-identical output (tests compare the two). */
+void cpu_quantize_act_plain(uint32_t type, const float *x, void *dst, int64_t n);
 
 /* ---- dot products -------------------------------------------------------- */
 /* Dot of one weight row (n elements of its type) with one token's activations

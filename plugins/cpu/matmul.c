@@ -106,10 +106,29 @@ struct mm_job {
     int64_t rows_per_chunk, n_row_chunks;
 };
 
-static void mm_quant_cb(void *arg, int64_t t)
+/* One pool run over all the weights of a group (cpu_matmul is a group of one):
+ * chunks are numbered weight by weight, chunk_end[g] the end of weight g's range. */
+struct mm_group {
+    int n_w;
+    struct mm_job jobs[CPU_MM_GROUP_MAX];
+    int64_t chunk_end[CPU_MM_GROUP_MAX];
+    /* activation quantization: one region per activation kind, not per weight */
+    int n_q;
+    uint32_t q_type[CPU_MM_GROUP_MAX];
+    uint8_t *q_dst[CPU_MM_GROUP_MAX];
+    size_t q_rb[CPU_MM_GROUP_MAX];
+    const float *x;
+    int64_t n_in;
+    uint32_t n_tok;
+};
+
+/* Chunk c = (kind c / n_tok, token c % n_tok). */
+static void mm_quant_cb(void *arg, int64_t c)
 {
-    struct mm_job *j = arg;
-    cpu_quantize_act(j->type, j->x + (size_t)t * (size_t)j->n_in, j->act + (size_t)t * j->a_rb, j->n_in);
+    struct mm_group *g = arg;
+    int k = (int)(c / g->n_tok);
+    int64_t t = c % g->n_tok;
+    cpu_quantize_act(g->q_type[k], g->x + (size_t)t * (size_t)g->n_in, g->q_dst[k] + (size_t)t * g->q_rb[k], g->n_in);
 }
 
 static void mm_tile(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0, uint32_t t1)
@@ -141,16 +160,55 @@ static void mm_tile(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0,
     }
 }
 
-/* Chunk c covers rows [rc * rows_per_chunk, +rows_per_chunk) of token super-block
+/* Chunk c of a weight covers rows [rc * rows_per_chunk, +rows_per_chunk) of token super-block
  * tb = c / n_row_chunks: threads sweep one super-block together, so its
  * activations stay hot in the shared cache, and each weight row is read by one thread. */
 static void mm_chunk_cb(void *arg, int64_t c)
 {
-    struct mm_job *j = arg;
+    struct mm_group *grp = arg;
+    int gi = 0;
+    while (c >= grp->chunk_end[gi])
+        gi++;
+    if (gi > 0)
+        c -= grp->chunk_end[gi - 1];
+    const struct mm_job *j = &grp->jobs[gi];
     int64_t tb = c / j->n_row_chunks, rc = c % j->n_row_chunks;
     int64_t r0 = rc * j->rows_per_chunk, r1 = r0 + j->rows_per_chunk < j->n_out ? r0 + j->rows_per_chunk : j->n_out;
     uint32_t t0 = (uint32_t)tb * TOK_SUPER, t1 = t0 + TOK_SUPER < j->n_tok ? t0 + TOK_SUPER : j->n_tok;
     mm_tile(j, r0, r1, t0, t1);
+}
+
+/* The activation kinds of a group in first-seen order, with one type standing for each. */
+static int act_kinds(int n_w, const struct aarmd_tensor *const *w, uint32_t *kind_type, int *kind_of)
+{
+    int n = 0;
+    for (int i = 0; i < n_w; i++) {
+        enum cpu_act_kind k = cpu_type_act(w[i]->type);
+        kind_of[i] = -1;
+        if (k != CPU_ACT_Q8A && k != CPU_ACT_Q8K)
+            continue;
+        for (int e = 0; e < n; e++)
+            if (cpu_type_act(kind_type[e]) == k)
+                kind_of[i] = e;
+        if (kind_of[i] < 0) {
+            kind_type[n] = w[i]->type;
+            kind_of[i] = n++;
+        }
+    }
+    return n;
+}
+
+size_t cpu_matmul_group_scratch_bytes(int n_w, const struct aarmd_tensor *const *w, uint32_t n_tok)
+{
+    uint32_t kt[CPU_MM_GROUP_MAX];
+    int ko[CPU_MM_GROUP_MAX];
+    if (n_w < 1 || n_w > CPU_MM_GROUP_MAX)
+        return 0;
+    int n = act_kinds(n_w, w, kt, ko);
+    size_t b = 0;
+    for (int e = 0; e < n; e++)
+        b += cpu_matmul_scratch_bytes(kt[e], w[0]->ne[0], n_tok);   /* row sizes are multiples of 4 */
+    return b;
 }
 
 size_t cpu_matmul_scratch_bytes(uint32_t type, int64_t n_in, uint32_t n_tok)
@@ -158,39 +216,69 @@ size_t cpu_matmul_scratch_bytes(uint32_t type, int64_t n_in, uint32_t n_tok)
     return cpu_act_row_bytes(type, n_in) * n_tok;
 }
 
-void cpu_matmul(struct cpu_pool *pool, enum cpu_simd simd, const struct aarmd_tensor *w,
-                const float *x, uint32_t n_tok, float *y, void *scratch)
+void cpu_matmul_group(struct cpu_pool *pool, enum cpu_simd simd, int n_w, const struct aarmd_tensor *const *w,
+                      const float *x, uint32_t n_tok, float *const *y, void *scratch)
 {
-    struct mm_job j = {0};
-    j.type = w->type;
-    j.n_in = w->ne[0];
-    j.n_out = w->ne[1];
-    j.n_tok = n_tok;
-    j.w_rb = cpu_type_row_bytes(w->type, w->ne[0]);
-    if (j.w_rb == 0 || n_tok == 0) {
-        memset(y, 0, (size_t)n_tok * (size_t)j.n_out * sizeof *y);
+    struct mm_group g;
+    int kind_of[CPU_MM_GROUP_MAX];
+    memset(&g, 0, sizeof g);
+    if (n_w < 1 || n_w > CPU_MM_GROUP_MAX || n_tok == 0)
         return;
-    }
     const struct cpu_kernel_tab *tab = cpu_kernels_get(simd);
-    j.dot = tab->dot[w->type];
-    j.multi = tab->dot_multi[w->type];
-    j.w = w->data;
-    j.x = x;
-    j.y = y;
-    if (cpu_type_act(w->type) == CPU_ACT_F32) {
-        j.act = (uint8_t *)(uintptr_t)x;
-        j.a_rb = (size_t)j.n_in * sizeof(float);
-    } else {
-        j.act = scratch;
-        j.a_rb = cpu_act_row_bytes(w->type, j.n_in);
-        cpu_pool_run_chunks(pool, mm_quant_cb, &j, n_tok);
+    g.n_w = n_w;
+    g.x = x;
+    g.n_in = w[0]->ne[0];
+    g.n_tok = n_tok;
+    g.n_q = act_kinds(n_w, w, g.q_type, kind_of);
+    uint8_t *sp = scratch;
+    for (int e = 0; e < g.n_q; e++) {
+        g.q_dst[e] = sp;
+        g.q_rb[e] = cpu_act_row_bytes(g.q_type[e], g.n_in);
+        sp += g.q_rb[e] * n_tok;
     }
     /* about 8 chunks per thread for balance on a shared machine, 4..64 rows each */
     int nth = cpu_pool_threads(pool);
-    int64_t rpc = (j.n_out + 8 * nth - 1) / (8 * nth);
-    rpc = (rpc + 3) & ~(int64_t)3;
-    j.rows_per_chunk = rpc < 4 ? 4 : rpc > 64 ? 64 : rpc;
-    j.n_row_chunks = (j.n_out + j.rows_per_chunk - 1) / j.rows_per_chunk;
     int64_t n_tok_blocks = ((int64_t)n_tok + TOK_SUPER - 1) / TOK_SUPER;
-    cpu_pool_run_chunks(pool, mm_chunk_cb, &j, j.n_row_chunks * n_tok_blocks);
+    int64_t chunks = 0;
+    for (int i = 0; i < n_w; i++) {
+        struct mm_job *j = &g.jobs[i];
+        j->type = w[i]->type;
+        j->n_in = w[i]->ne[0];
+        j->n_out = w[i]->ne[1];
+        j->n_tok = n_tok;
+        j->w_rb = cpu_type_row_bytes(w[i]->type, w[i]->ne[0]);
+        j->dot = tab->dot[w[i]->type];
+        j->multi = tab->dot_multi[w[i]->type];
+        j->w = w[i]->data;
+        j->x = x;
+        j->y = y[i];
+        if (j->w_rb == 0 || w[i]->ne[0] != g.n_in) {   /* unsupported type: zeros, as documented */
+            memset(y[i], 0, (size_t)n_tok * (size_t)j->n_out * sizeof(float));
+            j->n_row_chunks = 0;
+            g.chunk_end[i] = chunks;
+            continue;
+        }
+        if (kind_of[i] < 0) {
+            j->act = (uint8_t *)(uintptr_t)x;
+            j->a_rb = (size_t)j->n_in * sizeof(float);
+        } else {
+            j->act = g.q_dst[kind_of[i]];
+            j->a_rb = g.q_rb[kind_of[i]];
+        }
+        int64_t rpc = (j->n_out + 8 * nth - 1) / (8 * nth);
+        rpc = (rpc + 3) & ~(int64_t)3;
+        j->rows_per_chunk = rpc < 4 ? 4 : rpc > 64 ? 64 : rpc;
+        j->n_row_chunks = (j->n_out + j->rows_per_chunk - 1) / j->rows_per_chunk;
+        chunks += j->n_row_chunks * n_tok_blocks;
+        g.chunk_end[i] = chunks;
+    }
+    if (g.n_q)
+        cpu_pool_run_chunks(pool, mm_quant_cb, &g, (int64_t)g.n_q * n_tok);
+    cpu_pool_run_chunks(pool, mm_chunk_cb, &g, chunks);
+}
+
+void cpu_matmul(struct cpu_pool *pool, enum cpu_simd simd, const struct aarmd_tensor *w,
+                const float *x, uint32_t n_tok, float *y, void *scratch)
+{
+    cpu_matmul_group(pool, simd, 1, &w, x, n_tok, &y, scratch);
 }

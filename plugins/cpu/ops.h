@@ -65,11 +65,23 @@ void cpu_rope_apply(const struct cpu_rope *r, const float *cs, float *v, int n_h
 /*
  * One query head over a sequence's cached keys/values of one layer:
  * out[head_dim] = softmax_j(softcap(q·k_j * scale)) · v_j for j in [j0, j1],
- * keys of kv head `kvh`. Single pass with a running max (no score buffer).
+ * keys of kv head `kvh`. One pass over the keys, scored in blocks of 64 with
+ * a running max (a 64-float score buffer on the stack).
  * vec != 0 uses the AVX2/F16C dot and axpy (x86-64 only; the caller checks
  * the CPU has them); 0 is plain C.
  */
 void cpu_attend(const struct cpu_kv *kv, int layer, int kvh, const float *q, int head_dim,
                 int32_t j0, int32_t j1, float scale, float softcap, int vec, float *out);
+
+/*
+ * The n_q query heads that share kv head `kvh` (grouped-query attention), at
+ * once: q and out hold n_q rows of head_dim, one after the other. The same
+ * as n_q calls of cpu_attend up to float rounding, but each K and V row is
+ * read and converted from F16 once for the whole group. With vec and
+ * 1 <= n_q <= 8 and head_dim % 8 == 0 it runs the AVX2 group kernel; otherwise
+ * it is those n_q calls.
+ */
+void cpu_attend_group(const struct cpu_kv *kv, int layer, int kvh, const float *q, int n_q, int head_dim,
+                      int32_t j0, int32_t j1, float scale, float softcap, int vec, float *out);
 
 #endif

@@ -57,6 +57,7 @@ struct cpu_pool {
     atomic_uint joined;           /* chunked: JOIN_CLOSED | workers joined */
     atomic_uint finished;         /* chunked: joined workers done */
     atomic_int stop;
+    atomic_int n_active;          /* threads that take part in chunked runs (cpu_pool_set_active) */
 };
 
 static void signal_done(struct cpu_pool *pool)
@@ -76,8 +77,10 @@ static void claim_chunks(struct cpu_pool *pool)
 /* A chunked run: join unless the caller already closed it. The run's fields are
  * read only after a successful join, whose acquire pairs with the caller's
  * release that opened the run, so a stale worker can only join the live run. */
-static void worker_chunks(struct cpu_pool *pool)
+static void worker_chunks(struct cpu_pool *pool, int ith)
 {
+    if (ith >= atomic_load_explicit(&pool->n_active, memory_order_relaxed))
+        return;   /* benched by cpu_pool_set_active; the run does not count on this worker */
     unsigned j = atomic_load_explicit(&pool->joined, memory_order_acquire);
     do {
         if (j & JOIN_CLOSED)
@@ -114,7 +117,7 @@ static void *worker_main(void *p)
             return NULL;
         seen = gen;   /* the mode travels in the same word, so it is the mode of this very run */
         if ((gen & 1u) == RUN_CHUNKS) {
-            worker_chunks(pool);
+            worker_chunks(pool, w->ith);
             continue;
         }
         /* static: the caller waits for every worker, so this run is still the live one */
@@ -138,6 +141,7 @@ struct cpu_pool *cpu_pool_new(int n_threads)
     atomic_init(&pool->joined, JOIN_CLOSED);
     atomic_init(&pool->finished, 0);
     atomic_init(&pool->stop, 0);
+    atomic_init(&pool->n_active, n_threads);
     if (pthread_mutex_init(&pool->mu, NULL) != 0)
         goto fail_mu;
     if (pthread_cond_init(&pool->cv_work, NULL) != 0)
@@ -191,6 +195,19 @@ void cpu_pool_free(struct cpu_pool *pool)
 
 int cpu_pool_threads(const struct cpu_pool *pool) { return pool ? pool->n_threads : 1; }
 
+void cpu_pool_set_active(struct cpu_pool *pool, int n)
+{
+    if (!pool)
+        return;
+    n = n < 1 ? 1 : n > pool->n_threads ? pool->n_threads : n;
+    atomic_store_explicit(&pool->n_active, n, memory_order_relaxed);
+}
+
+int cpu_pool_active(const struct cpu_pool *pool)
+{
+    return pool ? atomic_load_explicit(&((struct cpu_pool *)pool)->n_active, memory_order_relaxed) : 1;
+}
+
 /* The release makes the run's fields visible to a worker that sees the new
  * generation; taking the mutex before the broadcast means a worker about to
  * sleep cannot miss it. */
@@ -231,7 +248,7 @@ void cpu_pool_run_chunks(struct cpu_pool *pool, void (*fn)(void *arg, int64_t ch
 {
     if (n_chunks <= 0)
         return;
-    if (!pool || pool->n_threads == 1 || n_chunks == 1) {
+    if (!pool || n_chunks == 1 || atomic_load_explicit(&pool->n_active, memory_order_relaxed) == 1) {
         for (int64_t c = 0; c < n_chunks; c++)
             fn(arg, c);
         return;

@@ -430,7 +430,114 @@ static void quantize_q8k(const float *x, struct cpu_block_q8k *y, int64_t nb)
     }
 }
 
+#if defined(__x86_64__)
+/* AVX2 versions of the two above, byte for byte the same output: max, the
+ * scalar d and 1/d, one product per element, round-to-nearest-even and integer
+ * sums are all exact or identically rounded in either form. They were 8% of a
+ * prefill profile as scalar loops. */
+#include <immintrin.h>
+#define QTARGET __attribute__((target("avx2,fma")))
+
+QTARGET static inline float hmax8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* n (a multiple of 32) floats to int8 at q, with scale 1/d = id; returns nothing, sums left to the caller */
+QTARGET static inline __m256i round_pack32(const float *x, __m256 vid)
+{
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    __m256i i[4];
+    for (int k = 0; k < 4; k++) {
+        __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        i[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(r), lo), hi);
+    }
+    /* packs work per 128-bit lane: undo the interleave with one permute */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+QTARGET static float amax_n(const float *x, int n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8)
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+    return hmax8(m);
+}
+
+QTARGET static void quantize_q8a_avx2(const float *x, struct cpu_block_q8a *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += CPU_QK) {
+        float amax = amax_n(x, CPU_QK);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256i q = round_pack32(x, _mm256_set1_ps(id));
+        _mm256_storeu_si256((__m256i *)y[i].qs, q);
+        /* sum of the 32 int8: maddubs with ones would treat q as unsigned, so widen */
+        __m256i s16 = _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)),
+                                       _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)));
+        __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+        y[i].d = d;
+        y[i].s = d * (float)_mm_cvtsi128_si32(t);
+    }
+}
+
+QTARGET static void quantize_q8k_avx2(const float *x, struct cpu_block_q8k *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += CPU_QK_K) {
+        float amax = amax_n(x, CPU_QK_K);
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        for (int c = 0; c < CPU_QK_K / 32; c++) {
+            __m256i q = round_pack32(x + 32 * c, vid);
+            _mm256_storeu_si256((__m256i *)(y[i].qs + 32 * c), q);
+            /* two groups of 16: widen each half and reduce to one i16 per group */
+            __m256i a = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
+            __m256i b = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+            __m256i sa = _mm256_madd_epi16(a, _mm256_set1_epi16(1)), sb = _mm256_madd_epi16(b, _mm256_set1_epi16(1));
+            __m256i h = _mm256_hadd_epi32(sa, sb);   /* [a01 a23 b01 b23 | a45 a67 b45 b67] */
+            h = _mm256_hadd_epi32(h, h);             /* [a0-3 b0-3 .. | a4-7 b4-7 ..] */
+            __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            y[i].bsums[2 * c] = (int16_t)_mm_cvtsi128_si32(r);
+            y[i].bsums[2 * c + 1] = (int16_t)_mm_extract_epi32(r, 1);
+        }
+        y[i].d = d;
+    }
+}
+
+static int have_avx2(void)
+{
+    static int v = -1;   /* racy but idempotent: every thread computes the same value */
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return v;
+}
+#endif
+
 void cpu_quantize_act(uint32_t type, const float *x, void *dst, int64_t n)
+{
+#if defined(__x86_64__)
+    if (have_avx2()) {
+        switch (cpu_type_act(type)) {
+        case CPU_ACT_Q8A: quantize_q8a_avx2(x, dst, n / CPU_QK); return;
+        case CPU_ACT_Q8K: quantize_q8k_avx2(x, dst, n / CPU_QK_K); return;
+        default: return;
+        }
+    }
+#endif
+    cpu_quantize_act_plain(type, x, dst, n);
+}
+
+void cpu_quantize_act_plain(uint32_t type, const float *x, void *dst, int64_t n)
 {
     switch (cpu_type_act(type)) {
     case CPU_ACT_Q8A: quantize_q8a(x, dst, n / CPU_QK); break;

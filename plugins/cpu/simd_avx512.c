@@ -58,11 +58,25 @@ INLINE __m256i dot_i8i8(__m256i x, __m256i y)
 
 enum q32_kind { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
 
+/* Q4_1/Q5_1 keep d and m side by side, and so does an activation block its d and s:
+ * one vcvtph2ps and one vmulps give [d*xd, m*xs] (the block's scale in lane 0, its
+ * min term in lane 1, summed in a vector and read once at the end) instead of two
+ * scalar F16 conversions, two products and a scalar add per block. */
+INLINE __m128 dm_pair(const void *b)
+{
+    uint32_t v;
+    memcpy(&v, b, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
+}
+
+INLINE __m128 ds_pair(const struct cpu_block_q8a *x) { return _mm_castpd_ps(_mm_load_sd((const double *)(const void *)x)); }
+
 INLINE void q32_block(enum q32_kind k, const uint8_t *wp, const void *va, size_t as, const int nt, int64_t i,
-                      __m256 *acc, float *accm)
+                      __m256 *acc, __m128 *accm)
 {
     __m256i q;
-    float d, m = 0.0f;
+    float d = 0.0f;
+    __m128 dm = _mm_setzero_ps();
     if (k == K_Q4_0) {
         const struct cpu_block_q4_0 *b = (const void *)wp;
         q = _mm256_sub_epi8(nibbles32(b->qs), _mm256_set1_epi8(8));
@@ -70,8 +84,7 @@ INLINE void q32_block(enum q32_kind k, const uint8_t *wp, const void *va, size_t
     } else if (k == K_Q4_1) {
         const struct cpu_block_q4_1 *b = (const void *)wp;
         q = nibbles32(b->qs);
-        d = f16(b->d);
-        m = f16(b->m);
+        dm = dm_pair(b);
     } else if (k == K_Q5_0) {
         const struct cpu_block_q5_0 *b = (const void *)wp;
         q = _mm256_sub_epi8(_mm256_or_si256(nibbles32(b->qs), bit4_32(b->qh)), _mm256_set1_epi8(16));
@@ -79,8 +92,7 @@ INLINE void q32_block(enum q32_kind k, const uint8_t *wp, const void *va, size_t
     } else if (k == K_Q5_1) {
         const struct cpu_block_q5_1 *b = (const void *)wp;
         q = _mm256_or_si256(nibbles32(b->qs), bit4_32(b->qh));
-        d = f16(b->d);
-        m = f16(b->m);
+        dm = dm_pair(b);
     } else {
         const struct cpu_block_q8_0 *b = (const void *)wp;
         q = _mm256_loadu_si256((const __m256i *)b->qs);
@@ -90,10 +102,13 @@ INLINE void q32_block(enum q32_kind k, const uint8_t *wp, const void *va, size_t
     for (int t = 0; t < nt; t++) {
         const struct cpu_block_q8a *x = (const struct cpu_block_q8a *)act_at(va, as, t) + i;
         __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
-        __m256i p = (k == K_Q4_1 || k == K_Q5_1) ? dot_u8i8(q, xq) : dot_i8i8(q, xq);
-        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(p), acc[t]);
-        if (k == K_Q4_1 || k == K_Q5_1)
-            accm[t] += m * x->s;
+        if (k == K_Q4_1 || k == K_Q5_1) {
+            __m128 sc = _mm_mul_ps(dm, ds_pair(x));   /* [d*xd, m*xs, 0, 0] */
+            acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(sc), _mm256_cvtepi32_ps(dot_u8i8(q, xq)), acc[t]);
+            accm[t] = _mm_add_ps(accm[t], sc);
+        } else {
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x->d), _mm256_cvtepi32_ps(dot_i8i8(q, xq)), acc[t]);
+        }
     }
 }
 
@@ -105,11 +120,11 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
                     : sizeof(struct cpu_block_q8_0);
     /* two accumulator sets (even and odd blocks) so the FMA latency does not serialise a matvec */
     __m256 acc0[CPU_DOT_MAX_TOK], acc1[CPU_DOT_MAX_TOK];
-    float accm0[CPU_DOT_MAX_TOK], accm1[CPU_DOT_MAX_TOK];
+    __m128 accm0[CPU_DOT_MAX_TOK], accm1[CPU_DOT_MAX_TOK];   /* lane 1: the min terms */
     UNROLL
     for (int t = 0; t < nt; t++) {
         acc0[t] = acc1[t] = _mm256_setzero_ps();
-        accm0[t] = accm1[t] = 0.0f;
+        accm0[t] = accm1[t] = _mm_setzero_ps();
     }
     const uint8_t *wp = vw;
     const int64_t nb = n / CPU_QK;
@@ -122,7 +137,8 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
         q32_block(k, wp + (size_t)i * bb, va, as, nt, i, acc0, accm0);
     UNROLL
     for (int t = 0; t < nt; t++)
-        out[t] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (accm0[t] + accm1[t]);
+        out[t] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) +
+                 _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(accm0[t], accm1[t])));
 }
 
 /* ---- Q6_K against Q8K activations (zmm: 64 elements in element order) ------------------ */

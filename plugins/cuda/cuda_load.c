@@ -306,6 +306,13 @@ static void llama3_factors(const struct aarmd_model_desc *d, float *out)
 
 /* ---- layers ------------------------------------------------------------------- */
 
+/* b starts where a ends, in the same type and row length. */
+static int adjacent(const struct cuda_mat *a, const struct cuda_mat *b)
+{
+    return a->d && b->d && a->type == b->type && a->n_in == b->n_in &&
+           (const char *)a->d + cuk_row_bytes(a->type, a->n_in) * (size_t)a->n_out == (const char *)b->d;
+}
+
 static int load_layer(struct loader *ld, int il, char *err, size_t errlen)
 {
     struct aarmd_backend_model *m = ld->m;
@@ -349,6 +356,16 @@ static int load_layer(struct loader *ld, int il, char *err, size_t errlen)
     TRY(get_vec(ld, AARMD_ROLE_FFN_DOWN_B, il, E, 0, "ffn_down_b", &L->b_down, err, errlen));
     TRY(get_vec(ld, AARMD_ROLE_FFN_POST_NORM, il, E, 0, "ffn_post_norm", &L->ffn_post_norm, err, errlen));
 #undef TRY
+    /* q,k,v (gate,up) uploaded back to back in one type and without biases run as one
+     * fused matrix: one launch instead of three (two) */
+    if (!L->wqkv.d && !L->bq && !L->bk && !L->bv && adjacent(&L->wq, &L->wk) && adjacent(&L->wk, &L->wv)) {
+        L->wqkv = L->wq;
+        L->wqkv.n_out = Q + 2 * KV;
+    }
+    if (hp->act != AARMD_ACT_GELU && !L->w_up_gate.d && !L->b_up && adjacent(&L->w_gate, &L->w_up)) {
+        L->w_up_gate = L->w_gate;
+        L->w_up_gate.n_out = 2 * F;
+    }
     L->is_swa = d->layer_is_swa && d->layer_is_swa[il] && d->sliding_window > 0;
     float base = L->is_swa && d->rope_freq_base_swa > 0.0f ? d->rope_freq_base_swa : d->rope_freq_base;
     rope_init(&L->rope, d, base, m->rope_freqs);

@@ -82,46 +82,54 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
     if (m->pos_embd.d)
         cuk_get_rows(s, m->pos_embd.type, m->pos_embd.d, E, m->d_pos, (int)n_tok, m->x, 1.0f, 1);
 
+    norm(m, m->xb, m->x, m->layers[0].attn_norm, m->layers[0].attn_norm_b, (int)n_tok);   /* xb = norm(x) * attn_norm */
     for (int il = 0; il < hp->n_layer; il++) {
         const struct cuda_layer *L = &m->layers[il];
-        norm(m, m->xb, m->x, L->attn_norm, L->attn_norm_b, (int)n_tok);           /* xb = norm(x) * attn_norm */
+        float *q = m->q, *k = m->k, *v = m->v;
         if (L->wqkv.d) {                                                           /* q|k|v = xb @ wqkv, split */
             int QKV = Q + 2 * KV;
             matmul(m, &L->wqkv, m->xb, n_tok, m->qkv, 0);
             bias(m, m->qkv, L->bqkv, n_tok, QKV);
-            cuk_copy_rows(s, m->q, Q, m->qkv, QKV, (int)n_tok, Q);
-            cuk_copy_rows(s, m->k, KV, m->qkv + Q, QKV, (int)n_tok, KV);
-            cuk_copy_rows(s, m->v, KV, m->qkv + Q + KV, QKV, (int)n_tok, KV);
+            if (n_tok == 1) {                                                      /* one row: use it in place */
+                q = m->qkv;
+                k = m->qkv + Q;
+                v = m->qkv + Q + KV;
+            } else {
+                cuk_copy_rows(s, q, Q, m->qkv, QKV, (int)n_tok, Q);
+                cuk_copy_rows(s, k, KV, m->qkv + Q, QKV, (int)n_tok, KV);
+                cuk_copy_rows(s, v, KV, m->qkv + Q + KV, QKV, (int)n_tok, KV);
+            }
         } else {
-            matmul(m, &L->wq, m->xb, n_tok, m->q, 0);
-            matmul(m, &L->wk, m->xb, n_tok, m->k, 1);
-            matmul(m, &L->wv, m->xb, n_tok, m->v, 1);
-            bias(m, m->q, L->bq, n_tok, Q);
-            bias(m, m->k, L->bk, n_tok, KV);
-            bias(m, m->v, L->bv, n_tok, KV);
+            matmul(m, &L->wq, m->xb, n_tok, q, 0);
+            matmul(m, &L->wk, m->xb, n_tok, k, 1);
+            matmul(m, &L->wv, m->xb, n_tok, v, 1);
+            bias(m, q, L->bq, n_tok, Q);
+            bias(m, k, L->bk, n_tok, KV);
+            bias(m, v, L->bv, n_tok, KV);
         }
         if (L->q_norm)                                                             /* per-head rms_norm */
-            cuk_norm(s, m->q, m->q, L->q_norm, NULL, (int)n_tok * hp->n_head, D, hp->norm_eps, 0);
+            cuk_norm(s, q, q, L->q_norm, NULL, (int)n_tok * hp->n_head, D, hp->norm_eps, 0);
         if (L->k_norm)
-            cuk_norm(s, m->k, m->k, L->k_norm, NULL, (int)n_tok * hp->n_head_kv, D, hp->norm_eps, 0);
+            cuk_norm(s, k, k, L->k_norm, NULL, (int)n_tok * hp->n_head_kv, D, hp->norm_eps, 0);
         char *kc = (char *)seq->k + (size_t)il * layer_kv, *vc = (char *)seq->v + (size_t)il * layer_kv;
-        cuk_rope_store(s, m->q, m->k, m->v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, kc, vc);
-        cuk_attention(s, m->q, kc, vc, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
+        cuk_rope_store(s, q, k, v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, kc, vc);
+        cuk_attention(s, q, kc, vc, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
                       hp->attn_softcap, L->is_swa ? hp->sliding_window : 0, nch, m->partial, m->att);
-        matmul(m, &L->wo, m->att, n_tok, m->xb2, 0);                                  /* xb2 = att @ wo (+ b) */
+        matmul(m, &L->wo, m->att, n_tok, m->xb2, 0);                               /* xb2 = att @ wo (+ b) */
         bias(m, m->xb2, L->bo, n_tok, E);
         if (L->attn_post_norm)
             norm(m, m->xb2, m->xb2, L->attn_post_norm, NULL, (int)n_tok);
-        cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);                             /* x += a */
+        /* x += a; xb = norm(x) * ffn_norm (+ b) */
+        cuk_add_norm(s, m->xb, m->x, m->xb2, L->ffn_norm, L->ffn_norm_b, (int)n_tok, E, hp->norm_eps,
+                     hp->norm_kind == AARMD_NORM_LAYER);
 
-        norm(m, m->xb, m->x, L->ffn_norm, L->ffn_norm_b, (int)n_tok);             /* xb = norm(x) * ffn_norm */
         int gelu = hp->act != AARMD_ACT_SILU_GATED;
         float *ffn = m->hb;                                                        /* [T][F] input of down */
         if (hp->act == AARMD_ACT_GELU) {                                           /* hb = gelu(xb @ up + b) */
             matmul(m, &L->w_up, m->xb, n_tok, m->hb, 0);
             bias(m, m->hb, L->b_up, n_tok, F);
             cuk_gelu(s, m->hb, (int64_t)n_tok * F);
-        } else if (L->w_up_gate.d) {                                               /* phi3: [gate|up] */
+        } else if (L->w_up_gate.d) {                                               /* [gate|up] = xb @ up_gate */
             matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 0);
             cuk_act_gated(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu);
             ffn = m->hb2;
@@ -131,17 +139,23 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
             bias(m, m->hb2, L->b_up, n_tok, F);
             cuk_act_gated(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu);
         }
-        matmul(m, &L->w_down, ffn, n_tok, m->xb2, 0);                                 /* xb2 = hb @ down (+ b) */
+        matmul(m, &L->w_down, ffn, n_tok, m->xb2, 0);                              /* xb2 = hb @ down (+ b) */
         bias(m, m->xb2, L->b_down, n_tok, E);
         if (L->ffn_post_norm)
             norm(m, m->xb2, m->xb2, L->ffn_post_norm, NULL, (int)n_tok);
-        cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);                             /* x += f */
+        /* x += f; xb = norm(x) * (next layer's attn_norm | output_norm) */
+        if (il + 1 < hp->n_layer)
+            cuk_add_norm(s, m->xb, m->x, m->xb2, m->layers[il + 1].attn_norm, m->layers[il + 1].attn_norm_b,
+                         (int)n_tok, E, hp->norm_eps, hp->norm_kind == AARMD_NORM_LAYER);
+        else if (want_logits)
+            cuk_add_norm(s, m->xb, m->x, m->xb2, m->output_norm, m->output_norm_b, (int)n_tok, E, hp->norm_eps,
+                         hp->norm_kind == AARMD_NORM_LAYER);
+        else
+            cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);
     }
 
     if (want_logits) {                                                             /* last token only */
-        float *last = m->x + (size_t)(n_tok - 1) * E;
-        norm(m, m->xb, last, m->output_norm, m->output_norm_b, 1);
-        matmul(m, &m->output, m->xb, 1, m->logits, 0);
+        matmul(m, &m->output, m->xb + (size_t)(n_tok - 1) * E, 1, m->logits, 0);
         if (hp->final_softcap > 0.0f)
             cuk_softcap(s, m->logits, hp->n_vocab, hp->final_softcap);
         cudaMemcpyAsync(m->h_logits, m->logits, (size_t)hp->n_vocab * sizeof(float), cudaMemcpyDeviceToHost, s);

@@ -58,6 +58,9 @@ void cuk_get_rows(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, co
 /* out[r] = norm(x[r]) * w (+ b) for `rows` rows of n; RMS unless layer != 0; w, b may be NULL; out may be x. */
 void cuk_norm(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
               float eps, int layer);
+/* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b), for `rows` rows of n (out != x). */
+void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
+                  int n, float eps, int layer);
 /* y[i] += x[i], i < n. */
 void cuk_add(cudaStream_t s, float *y, const float *x, int64_t n);
 /* y[r][i] += b[i] for `rows` rows of n. */

@@ -1,5 +1,5 @@
 /*
- * metal_args.h — argument structs of the Metal kernels (shaders/metal/*.metal),
+ * metal_args.h — argument structs of the Metal kernels (shaders/metal (.metal files)),
  * shared byte for byte by the host (plugins/metal/backend_metal.m, C) and the
  * shaders (Metal Shading Language, or C++ in the Linux harness). Only 32-bit
  * fields, so the layout is the same in every language. Not for CUDA.
@@ -50,6 +50,18 @@ struct aarmd_mtl_mv_args {
     aarmd_u32 row_bytes, blk_bytes, blk_chunks;
     aarmd_u32 x_stride, y_stride;
 };
+
+/*
+ * The same product as a tiled matrix-matrix multiply (prefill): each
+ * threadgroup of 32*AARMD_MTL_MM_NSG threads computes a tile of 32 weight rows
+ * x 32 tokens, dequantizing the weight tile once into threadgroup memory and
+ * multiplying with 8x8 simdgroup matrices. Same aarmd_mtl_mv_args; n_in must
+ * be a multiple of 32. Grid: (ceil(n_out / 32), ceil(n_tok / 32)).
+ */
+#define AARMD_MTL_MM_NSG 4
+#define AARMD_MTL_MM_TILE 32
+/* Tokens from which the host uses the tiled kernel instead of the matvec. */
+#define AARMD_MTL_MM_MIN_TOK 8
 
 /* out[t*n + i] = W[tok[t], i] * scale. Grid (n_tok), threadgroups of 256. */
 struct aarmd_mtl_get_rows_args {

@@ -312,6 +312,7 @@ k_matmul(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
+#pragma unroll 2
     for (int it = lane; it < n_items; it += WARP) {
         float w[32];
         dec<T>::run(row, it, w);
@@ -566,6 +567,7 @@ k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
+#pragma unroll 2
     for (int it = lane; it < n_items; it += WARP) {
         q8item o;
         decq<T>::run(row, it, o);
@@ -673,10 +675,15 @@ __global__ void k_dequant_f16(const uint8_t *__restrict__ W, size_t row_bytes, i
     int it = (int)(g % n_items);
     float w[32];
     dec<T>::run(W + (size_t)r * row_bytes, it, w);
-    __half2 *o = reinterpret_cast<__half2 *>(dst + (size_t)r * n_items * CUK_ITEM + (size_t)it * CUK_ITEM);
+    uint4 *o = reinterpret_cast<uint4 *>(dst + (size_t)r * n_items * CUK_ITEM + (size_t)it * CUK_ITEM);
 #pragma unroll
-    for (int j = 0; j < 16; j++)
-        o[j] = __floats2half2_rn(w[2 * j], w[2 * j + 1]);
+    for (int j = 0; j < 4; j++) {   /* 16-byte stores */
+        __half2 h[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            h[k] = __floats2half2_rn(w[8 * j + 2 * k], w[8 * j + 2 * k + 1]);
+        o[j] = *reinterpret_cast<uint4 *>(h);
+    }
 }
 
 template <uint32_t T>

@@ -70,6 +70,44 @@ extern "C" void cuk_norm(cudaStream_t s, float *out, const float *x, const float
     k_norm<<<rows, threads, 0, s>>>(out, x, w, b, n, eps, layer);
 }
 
+/* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b): the residual add fused with the next norm */
+__global__ void k_add_norm(float *out, float *x, const float *a, const float *w, const float *b, int n, float eps,
+                           int layer)
+{
+    __shared__ float sh[32];
+    float *xr = x + (size_t)blockIdx.x * n;
+    const float *ar = a + (size_t)blockIdx.x * n;
+    float *orow = out + (size_t)blockIdx.x * n;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {   /* each thread rereads only what it wrote */
+        float v = xr[i] + ar[i];
+        xr[i] = v;
+        s += v;
+    }
+    float mean = layer ? block_sum(s, sh) / (float)n : 0.0f;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float d = xr[i] - mean;
+        ss += d * d;
+    }
+    float r = rsqrtf(block_sum(ss, sh) / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float y = (xr[i] - mean) * r;
+        if (w)
+            y *= w[i];
+        if (b)
+            y += b[i];
+        orow[i] = y;
+    }
+}
+
+extern "C" void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b,
+                             int rows, int n, float eps, int layer)
+{
+    int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
+    k_add_norm<<<rows, threads, 0, s>>>(out, x, a, w, b, n, eps, layer);
+}
+
 /* ---- elementwise -------------------------------------------------------------- */
 
 __global__ void k_add(float *y, const float *x, int64_t n)

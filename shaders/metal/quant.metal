@@ -1,6 +1,7 @@
 /*
  * quant.metal — weight dequantization on the GPU: matrix-vector products
- * (one simdgroup per weight row, simd_sum reduction) and embedding lookup,
+ * (one simdgroup per weight row, simd_sum reduction), tiled matrix-matrix
+ * products with 8x8 simdgroup matrices (prefill) and embedding lookup,
  * for F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K.
  * Block layouts are ggml's (plugins/cpu/kernels.h); values match cpu_dequant.
  */
@@ -36,6 +37,7 @@ template <int T> inline void aarmd_deq8(device const uchar *blk, uint sub, threa
 
 template <> inline void aarmd_deq8<AARMD_MTL_F32>(device const uchar *blk, uint sub, thread float *out)
 {
+    (void)sub;
     device const float *p = (device const float *)blk;
     for (uint i = 0; i < 8; i++)
         out[i] = p[i];
@@ -43,6 +45,7 @@ template <> inline void aarmd_deq8<AARMD_MTL_F32>(device const uchar *blk, uint 
 
 template <> inline void aarmd_deq8<AARMD_MTL_F16>(device const uchar *blk, uint sub, thread float *out)
 {
+    (void)sub;
     device const half *p = (device const half *)blk;
     for (uint i = 0; i < 8; i++)
         out[i] = float(p[i]);
@@ -50,6 +53,7 @@ template <> inline void aarmd_deq8<AARMD_MTL_F16>(device const uchar *blk, uint 
 
 template <> inline void aarmd_deq8<AARMD_MTL_BF16>(device const uchar *blk, uint sub, thread float *out)
 {
+    (void)sub;
     device const ushort *p = (device const ushort *)blk;
     for (uint i = 0; i < 8; i++)
         out[i] = as_type<float>(uint(p[i]) << 16);
@@ -187,6 +191,65 @@ inline void aarmd_get_rows_body(constant aarmd_mtl_get_rows_args &a, device cons
     }
 }
 
+/*
+ * Tile of 32 weight rows x 32 tokens; 4 simdgroups, each 16 rows x 16 tokens
+ * as 2 x 2 blocks of 8x8. Per 32-wide step of n_in: the weight tile is
+ * dequantized into sw[row][k], the activations transposed into sx[k][token],
+ * then C += A(sw) * B(sx) in 8x8 blocks. Out-of-range rows and tokens are zeros
+ * in the tiles and not written.
+ */
+template <int T>
+inline void aarmd_mm_body(constant aarmd_mtl_mv_args &a, device const uchar *w, device const float *x,
+                          device float *y, uint3 tg, uint tid, uint sg, AARMD_TG float *sw, AARMD_TG float *sx,
+                          AARMD_TG float *sc)
+{
+    const uint TL = AARMD_MTL_MM_TILE;
+    uint r0 = tg.x * TL, t0 = tg.y * TL;
+    uint rb = (sg / 2) * 16, tb = (sg % 2) * 16;
+    simdgroup_float8x8 c[2][2];
+    for (uint i = 0; i < 2; i++)
+        for (uint j = 0; j < 2; j++)
+            c[i][j] = make_filled_simdgroup_matrix<float, 8>(0.0f);
+    uint lr = tid / 4, lc = tid % 4;   /* this thread's row (or token) and 8-wide chunk of the tile */
+    for (uint k0 = 0; k0 < a.n_in; k0 += TL) {
+        float v[8];
+        uint r = r0 + lr;
+        if (r < a.n_out) {
+            uint ch = k0 / 8 + lc;
+            aarmd_deq8<T>(w + (ulong)r * a.row_bytes + (ulong)(ch / a.blk_chunks) * a.blk_bytes, ch % a.blk_chunks, v);
+        } else {
+            for (uint i = 0; i < 8; i++)
+                v[i] = 0.0f;
+        }
+        for (uint i = 0; i < 8; i++)
+            sw[lr * TL + lc * 8 + i] = v[i];
+        uint t = t0 + lr;
+        for (uint i = 0; i < 8; i++)
+            sx[(lc * 8 + i) * TL + lr] = t < a.n_tok ? x[(ulong)t * a.x_stride + k0 + lc * 8 + i] : 0.0f;
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        for (uint kk = 0; kk < TL; kk += 8) {
+            simdgroup_float8x8 ma[2], mb[2];
+            for (uint i = 0; i < 2; i++)
+                simdgroup_load(ma[i], sw + (rb + 8 * i) * TL + kk, TL);
+            for (uint j = 0; j < 2; j++)
+                simdgroup_load(mb[j], sx + kk * TL + tb + 8 * j, TL);
+            for (uint i = 0; i < 2; i++)
+                for (uint j = 0; j < 2; j++)
+                    simdgroup_multiply_accumulate(c[i][j], ma[i], mb[j], c[i][j]);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+    }
+    for (uint i = 0; i < 2; i++)
+        for (uint j = 0; j < 2; j++)
+            simdgroup_store(c[i][j], sc + (rb + 8 * i) * TL + tb + 8 * j, TL);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (uint idx = tid; idx < TL * TL; idx += 32 * AARMD_MTL_MM_NSG) {
+        uint t = idx / TL, r = idx % TL;   /* consecutive threads write consecutive rows of one token */
+        if (r0 + r < a.n_out && t0 + t < a.n_tok)
+            y[(ulong)(t0 + t) * a.y_stride + r0 + r] = sc[r * TL + t];
+    }
+}
+
 #define AARMD_QUANT_KERNELS(NAME, T)                                                            \
     kernel void aarmd_mv_##NAME(constant aarmd_mtl_mv_args &a AARMD_BUFFER(0),                  \
                                 device const uchar *w AARMD_BUFFER(1),                          \
@@ -203,6 +266,17 @@ inline void aarmd_get_rows_body(constant aarmd_mtl_get_rows_args &a, device cons
                                       uint tid AARMD_TID_IN_TG, uint3 ntg AARMD_TG_SIZE)        \
     {                                                                                           \
         aarmd_get_rows_body<T>(a, w, tok, out, tg.x, tid, ntg.x);                               \
+    }                                                                                           \
+    kernel void aarmd_mm_##NAME(constant aarmd_mtl_mv_args &a AARMD_BUFFER(0),                  \
+                                device const uchar *w AARMD_BUFFER(1),                          \
+                                device const float *x AARMD_BUFFER(2),                          \
+                                device float *y AARMD_BUFFER(3), uint3 tg AARMD_TG_POS,         \
+                                uint tid AARMD_TID_IN_TG, uint sg AARMD_SIMD_GROUP)             \
+    {                                                                                           \
+        threadgroup float sw[AARMD_MTL_MM_TILE * AARMD_MTL_MM_TILE];                            \
+        threadgroup float sx[AARMD_MTL_MM_TILE * AARMD_MTL_MM_TILE];                            \
+        threadgroup float sc[AARMD_MTL_MM_TILE * AARMD_MTL_MM_TILE];                            \
+        aarmd_mm_body<T>(a, w, x, y, tg, tid, sg, sw, sx, sc);                                  \
     }
 
 AARMD_QUANT_KERNELS(f32, AARMD_MTL_F32)

@@ -152,7 +152,7 @@ Test(soak, many_jobs_with_cancels_and_disconnects)
     /* AARMD_SOAK_PORT: drive a worker started by hand (e.g. under a debugger) instead */
     const char *ext = getenv("AARMD_SOAK_PORT");
     struct hx_proc *p = ext ? NULL
-                            : hx_start("--max-jobs", "8", "--queue-depth", "64", "--backend-opt", "delay_ms=0", NULL);
+                            : hx_start("--max-jobs", "4", "--queue-depth", "64", "--backend-opt", "delay_ms=0", NULL);
     int port = ext ? atoi(ext) : hx_port(p);
     struct client cl[N_CLIENTS];
     memset(cl, 0, sizeof cl);
@@ -215,9 +215,13 @@ Test(soak, many_jobs_with_cancels_and_disconnects)
         return;   /* counters of a worker started by hand include earlier runs */
     }
     cr_assert_eq(sum, total, "worker_requests_total sums to %g for %d jobs:\n%s", sum, total, text);
-    cr_assert_eq(hx_metric(text, "worker_requests_total", "outcome=\"success\""), ended, "%s", text);
-    cr_assert_eq(hx_metric(text, "worker_requests_total", "outcome=\"cancelled\""), cancelled + disconnected, "%s",
-                 text);
+    /* a client that left may have left after the job's last token: success or cancelled */
+    double ok = hx_metric(text, "worker_requests_total", "outcome=\"success\"");
+    double cx = hx_metric(text, "worker_requests_total", "outcome=\"cancelled\"");
+    cr_assert(ok >= ended && ok <= ended + disconnected, "success %g, %d ended, %d left", ok, ended, disconnected);
+    cr_assert(cx >= cancelled && cx <= cancelled + disconnected, "cancelled %g, %d seen, %d left", cx, cancelled,
+              disconnected);
+    cr_assert_eq(ok + cx, total, "success + cancelled = %g for %d jobs", ok + cx, total);
     free(text);
     /* and it still serves a job, then stops cleanly */
     struct hx_http *c = hx_execute(port, NULL, "{\"job_id\":\"after-soak\",\"prompt\":\"x\",\"max_tokens\":3}");

@@ -1,5 +1,5 @@
 /*
- * metal_shim.h — runs Metal kernels (shaders/metal/*.metal) as C++ on the CPU
+ * metal_shim.h — runs Metal kernels (shaders/metal (.metal files)) as C++ on the CPU
  * for the Linux tests. Each threadgroup's threads are cooperative fibers
  * (ucontext) that switch at threadgroup barriers and simdgroup operations.
  * It covers only the subset of the Metal Shading Language that docs/METAL.md
@@ -327,6 +327,62 @@ template <class T> static inline T simd_shuffle_down(T v, ushort delta)
 }
 template <class T> static inline T simd_broadcast(T v, ushort lane) { return simd_shuffle(v, lane); }
 template <class T> static inline T simd_broadcast_first(T v) { return simd_shuffle(v, 0); }
+
+/*
+ * simdgroup matrices (8x8): every lane holds the whole matrix and computes the
+ * whole result (redundant, but the values are the simdgroup's), and each
+ * operation is a simdgroup synchronisation point, so a divergent call is
+ * reported like any other simdgroup operation. Loads and stores take
+ * elements_per_row only (no origin, no transpose).
+ */
+template <class T, int Cols, int Rows = Cols> struct simdgroup_matrix {
+    T m[Rows * Cols];
+};
+typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
+typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
+
+template <class T, int Cols, int Rows = Cols> static inline simdgroup_matrix<T, Cols, Rows> make_filled_simdgroup_matrix(T v)
+{
+    simdgroup_matrix<T, Cols, Rows> r;
+    for (int i = 0; i < Rows * Cols; i++)
+        r.m[i] = v;
+    return r;
+}
+
+template <class T, class S, int C, int R>
+static inline void simdgroup_load(simdgroup_matrix<T, C, R> &d, const S *src, ulong elements_per_row = C)
+{
+    simdgroup_barrier(mem_flags::mem_none);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+            d.m[r * C + c] = (T)src[(ulong)r * elements_per_row + (ulong)c];
+}
+
+template <class T, class S, int C, int R>
+static inline void simdgroup_store(const simdgroup_matrix<T, C, R> &a, S *dst, ulong elements_per_row = C)
+{
+    simdgroup_barrier(mem_flags::mem_none);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+            dst[(ulong)r * elements_per_row + (ulong)c] = (S)a.m[r * C + c];
+}
+
+/* d = a * b + c */
+template <class T, int N>
+static inline void simdgroup_multiply_accumulate(simdgroup_matrix<T, N, N> &d, const simdgroup_matrix<T, N, N> &a,
+                                                 const simdgroup_matrix<T, N, N> &b, const simdgroup_matrix<T, N, N> &c)
+{
+    simdgroup_barrier(mem_flags::mem_none);
+    simdgroup_matrix<T, N, N> r;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            T acc = c.m[i * N + j];
+            for (int k = 0; k < N; k++)
+                acc += a.m[i * N + k] * b.m[k * N + j];
+            r.m[i * N + j] = acc;
+        }
+    d = r;
+}
 } // namespace metal
 
 /* ---- attribute and address-space mapping ---------------------------------- */
@@ -335,6 +391,7 @@ template <class T> static inline T simd_broadcast_first(T v) { return simd_shuff
 #define constant const
 #define thread
 #define threadgroup static
+#define AARMD_TG
 #define AARMD_BUFFER(n)
 #define AARMD_TG_POS = metal_sim::tg_pos()
 #define AARMD_TGS_IN_GRID = metal_sim::grid_tg()

@@ -183,7 +183,8 @@ Test(cpu_backend, unknown_option_is_named)
 Test(cpu_backend, bad_option_values)
 {
     const char *bad[][2] = {{"threads=0", "threads"}, {"threads=two", "threads"}, {"kv_type=f64", "kv_type"},
-                            {"batch=0", "batch"}, {"batch=-3", "batch"}, {"simd=sse9", "simd"}};
+                            {"batch=0", "batch"}, {"batch=-3", "batch"}, {"simd=sse9", "simd"},
+                            {"autothreads=maybe", "autothreads"}, {"autothreads=", "autothreads"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct rig r;
         const char *o[] = {bad[i][0], NULL};
@@ -271,6 +272,51 @@ Test(cpu_backend, progress_can_cancel)
                  AARMD_ECANCELLED);
     cr_assert_eq(calls, 1);
     cr_assert_null(r.model);
+    rig_close(&r);
+}
+
+struct progress_log {
+    float f[256];
+    int n;
+    int cancel_at;   /* return non-zero on this call (1-based); 0 = never */
+};
+
+static int log_cb(void *user, float f)
+{
+    struct progress_log *l = user;
+    if (l->n < 256)
+        l->f[l->n] = f;
+    l->n++;
+    return l->cancel_at && l->n == l->cancel_at;
+}
+
+Test(cpu_backend, progress_reports_each_tensor_and_can_cancel_midway)
+{
+    struct rig r;
+    cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
+    r.tiny = tiny_new();
+    struct progress_log l = {.n = 0};
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, log_cb, &l, &r.model, r.err, sizeof r.err),
+                 AARMD_OK, "%s", r.err);
+    /* 0 first, then one report per tensor (fraction of weight bytes read), ending at 1 */
+    cr_assert_eq(l.n, 1 + (int)r.tiny->d.n_tensors, "%d calls for %u tensors", l.n, r.tiny->d.n_tensors);
+    cr_assert_float_eq(l.f[0], 0.0f, 0.0f);
+    cr_assert_float_eq(l.f[l.n - 1], 1.0f, 1e-6f);
+    int mid = 0;
+    for (int i = 1; i < l.n; i++) {
+        cr_assert_geq(l.f[i], l.f[i - 1], "call %d went back: %g after %g", i, l.f[i], l.f[i - 1]);
+        mid += l.f[i] > 0.1f && l.f[i] < 0.9f;
+    }
+    cr_assert_gt(mid, 0, "no report between 0.1 and 0.9");
+    aarmd_plugin_model_free(r.p, r.model);
+    r.model = NULL;
+
+    struct progress_log c = {.cancel_at = 4};   /* cancelled on the third tensor */
+    cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, log_cb, &c, &r.model, r.err, sizeof r.err),
+                 AARMD_ECANCELLED);
+    cr_assert_eq(c.n, 4);
+    cr_assert_null(r.model);
+    cr_assert(strstr(r.err, "cancel"), "%s", r.err);
     rig_close(&r);
 }
 
@@ -414,6 +460,31 @@ Test(cpu_backend, kv_f32_and_plain_c_agree)
     }
     cr_assert_lt(max_diff(out[0], out[1], V), 2e-2f, "f16 vs f32 kv: %g", max_diff(out[0], out[1], V));
     cr_assert_lt(max_diff(out[0], out[2], V), 1e-3f, "simd vs plain: %g", max_diff(out[0], out[2], V));
+}
+
+/* The thread count (fixed, or picked per pass by autothreads) never changes a bit
+ * of the result: prefill then decodes, each compared exactly with threads=1. */
+Test(cpu_backend, thread_choice_does_not_change_results)
+{
+    const char *variants[][3] = {{"threads=1", NULL, NULL},
+                                 {"threads=3", "autothreads=0", NULL},
+                                 {"threads=2", "autothreads=on", NULL}};
+    float out[3][4][V];
+    for (int v = 0; v < 3; v++) {
+        struct rig r;
+        cr_assert_eq(rig_open(&r, variants[v]), AARMD_OK, "%s", r.err);
+        rig_model(&r);
+        struct aarmd_backend_seq *a = seq(&r, 16);
+        cr_assert_eq(step1(&r, a, PROMPT, NP, out[v][0]), AARMD_OK, "%s", r.err);
+        for (int d = 1; d < 4; d++)
+            cr_assert_eq(step1(&r, a, &PROMPT[d], 1, out[v][d]), AARMD_OK, "%s", r.err);
+        aarmd_plugin_seq_free(r.p, a);
+        rig_close(&r);
+    }
+    for (int v = 1; v < 3; v++)
+        for (int d = 0; d < 4; d++)
+            cr_assert_eq(memcmp(out[0][d], out[v][d], sizeof out[0][d]), 0, "%s, step %d differs from threads=1",
+                         variants[v][0], d);
 }
 
 Test(cpu_backend, model_bytes_and_seq_limits)

@@ -556,6 +556,131 @@ ParameterizedTest(struct mm_case *c, cpu_matmul, matches_f32_reference)
     free(w);
 }
 
+/* ---- activation quantization: the vector path gives the plain path's bytes ----------- */
+
+Test(cpu_quantize, vector_path_matches_plain_bytes)
+{
+    const int64_t n = 4 * CPU_QK_K;
+    float *x = malloc((size_t)n * sizeof *x);
+    rng_state = 0xfeedull;
+    for (int pass = 0; pass < 6; pass++) {
+        for (int64_t i = 0; i < n; i++) {
+            float r = (float)((int64_t)(rng_next() % 2000001) - 1000000) / 1000000.0f;
+            switch (pass) {
+            case 0: x[i] = r; break;                                   /* plain noise */
+            case 1: x[i] = r * 1e4f; break;                            /* large */
+            case 2: x[i] = (i % 97 == 0) ? 50.0f : r * 1e-3f; break;   /* spikes */
+            case 3: x[i] = 0.0f; break;                                /* all zero: d = 0 */
+            case 4: x[i] = (float)((i % 255) - 127); break;            /* exact integers and halves below */
+            default: x[i] = ((float)(i % 64) - 31.5f) * (127.0f / 31.5f) * 0.5f; break;
+            }
+        }
+        static const uint32_t types[] = {AARMD_TYPE_Q4_1, AARMD_TYPE_Q4_K};
+        for (int k = 0; k < 2; k++) {
+            size_t nb = cpu_act_row_bytes(types[k], n);
+            unsigned char *a = malloc(nb), *b = malloc(nb);
+            memset(a, 0x5a, nb);
+            memset(b, 0xa5, nb);
+            cpu_quantize_act(types[k], x, a, n);
+            cpu_quantize_act_plain(types[k], x, b, n);
+            cr_assert(memcmp(a, b, nb) == 0, "pass %d, %s activations differ", pass, cpu_type_name(types[k]));
+            free(a);
+            free(b);
+        }
+    }
+    free(x);
+}
+
+/* ---- matmul groups (q/k/v, gate/up in one pool run) ---------------------------------- */
+
+/* A group gives each weight's product bit for bit as cpu_matmul alone does, for mixed
+ * types (two activation kinds and float in one group), any thread count and pool
+ * activity, and token counts on both sides of the tiles. */
+Test(cpu_matmul, group_equals_separate_matmuls)
+{
+    static const uint32_t types[][3] = {{AARMD_TYPE_Q4_1, AARMD_TYPE_Q4_1, AARMD_TYPE_Q4_1},
+                                        {AARMD_TYPE_Q5_0, AARMD_TYPE_Q4_K, AARMD_TYPE_Q8_0},
+                                        {AARMD_TYPE_Q6_K, AARMD_TYPE_F32, AARMD_TYPE_Q4_0}};
+    static const int64_t n_out[3] = {96, 40, 40};
+    const int64_t n_in = 512;
+    static const uint32_t toks[] = {1, 5, 70};
+    rng_state = 0x5eedull;
+    for (size_t g = 0; g < 3; g++) {
+        struct aarmd_tensor t[3];
+        void *w[3];
+        const struct aarmd_tensor *tp[3];
+        for (int i = 0; i < 3; i++) {
+            size_t nb;
+            w[i] = random_weights(types[g][i], n_in, n_out[i], &nb);
+            t[i] = tensor(types[g][i], n_in, n_out[i], w[i], nb);
+            tp[i] = &t[i];
+        }
+        for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
+            uint32_t nt = toks[k];
+            float *x = random_x(n_in * nt);
+            size_t sb = cpu_matmul_group_scratch_bytes(3, tp, nt);
+            for (int i = 0; i < 3; i++)
+                cr_assert_geq(sb, cpu_matmul_scratch_bytes(types[g][i], n_in, nt));
+            void *scratch = malloc(sb + 1);
+            float *ref[3], *got[3];
+            for (int i = 0; i < 3; i++) {
+                ref[i] = malloc((size_t)nt * (size_t)n_out[i] * sizeof(float));
+                got[i] = malloc((size_t)nt * (size_t)n_out[i] * sizeof(float));
+                cpu_matmul(NULL, cpu_simd_detect(), tp[i], x, nt, ref[i], scratch);
+            }
+            for (int th = 1; th <= 3; th++) {
+                struct cpu_pool *pool = cpu_pool_new(th);
+                for (int act = th; act >= 1; act--) {
+                    cpu_pool_set_active(pool, act);
+                    cr_assert_eq(cpu_pool_active(pool), act);
+                    for (int n_w = 1; n_w <= 3; n_w++) {
+                        for (int i = 0; i < n_w; i++)
+                            memset(got[i], 0xff, (size_t)nt * (size_t)n_out[i] * sizeof(float));
+                        cpu_matmul_group(pool, cpu_simd_detect(), n_w, tp, x, nt, got, scratch);
+                        for (int i = 0; i < n_w; i++)
+                            cr_assert(memcmp(got[i], ref[i], (size_t)nt * (size_t)n_out[i] * sizeof(float)) == 0,
+                                      "group %zu (%d weights), weight %d (%s), %u tokens, %d of %d threads differs",
+                                      g, n_w, i, cpu_type_name(types[g][i]), nt, act, th);
+                    }
+                }
+                cpu_pool_free(pool);
+            }
+            for (int i = 0; i < 3; i++) {
+                free(ref[i]);
+                free(got[i]);
+            }
+            free(scratch);
+            free(x);
+        }
+        for (int i = 0; i < 3; i++)
+            free(w[i]);
+    }
+}
+
+Test(cpu_matmul, group_bad_sizes_do_nothing)
+{
+    const struct aarmd_tensor *none[1] = {NULL};
+    float y = 7.0f, *yp = &y;
+    cr_assert_eq(cpu_matmul_group_scratch_bytes(0, none, 4), 0);
+    cr_assert_eq(cpu_matmul_group_scratch_bytes(CPU_MM_GROUP_MAX + 1, none, 4), 0);
+    cpu_matmul_group(NULL, CPU_SIMD_NONE, 0, none, &y, 1, &yp, NULL);
+    cpu_matmul_group(NULL, CPU_SIMD_NONE, CPU_MM_GROUP_MAX + 1, none, &y, 1, &yp, NULL);
+    cr_assert_float_eq(y, 7.0f, 0.0f, "a refused group wrote its output");
+}
+
+Test(cpu_pool, set_active_clamps_and_null)
+{
+    struct cpu_pool *pool = cpu_pool_new(3);
+    cr_assert_eq(cpu_pool_active(pool), 3);
+    cpu_pool_set_active(pool, 0);
+    cr_assert_eq(cpu_pool_active(pool), 1);
+    cpu_pool_set_active(pool, 99);
+    cr_assert_eq(cpu_pool_active(pool), 3);
+    cpu_pool_free(pool);
+    cpu_pool_set_active(NULL, 2);   /* ignored */
+    cr_assert_eq(cpu_pool_active(NULL), 1);
+}
+
 /* ---- real weights from the test models ----------------------------------------------- */
 
 /* arrays, not pointers: Criterion may run a test in a fresh process (other addresses) */

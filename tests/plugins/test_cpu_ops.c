@@ -221,6 +221,138 @@ Test(cpu_ops, attend_matches_direct_softmax_with_window)
     }
 }
 
+/* Long spans: several score blocks, a max that moves from block to block (scores
+ * drift upwards, then one spike), the vector exponentials; against double. */
+Test(cpu_ops, attend_long_span_matches_direct_softmax)
+{
+    enum { HD = 16, N = 300 };
+    int n_vec = cpu_simd_detect() == CPU_SIMD_AVX2 || cpu_simd_detect() == CPU_SIMD_AVX512 ? 2 : 1;
+    struct cpu_kv kv;
+    cr_assert_eq(cpu_kv_init(&kv, AARMD_TYPE_F32, 1, N, HD), AARMD_OK);
+    float k[HD], v[HD], q[HD];
+    for (int i = 0; i < HD; i++)
+        q[i] = 1.0f / HD;
+    for (int p = 0; p < N; p++) {
+        for (int i = 0; i < HD; i++) {
+            k[i] = 0.02f * (float)p + 0.5f * sinf((float)(p * 7 + i)) + (p == 150 ? 4.0f : 0.0f);
+            v[i] = cosf((float)(p * 5 + i));
+        }
+        cpu_kv_store(&kv, 0, p, k, v);
+    }
+    int spans[][2] = {{0, N - 1}, {20, 250}, {63, 64}, {100, 100}};
+    for (int vec = 0; vec < n_vec; vec++) {
+        for (size_t sp = 0; sp < sizeof spans / sizeof spans[0]; sp++) {
+            int j0 = spans[sp][0], j1 = spans[sp][1];
+            float out[HD];
+            cpu_attend(&kv, 0, 0, q, HD, j0, j1, 2.0f, 0.0f, vec, out);
+            double sc[N], mx = -1e30, z = 0, want[HD] = {0};
+            for (int j = j0; j <= j1; j++) {
+                const float *kr = cpu_kv_k_row(&kv, 0, j);
+                double s = 0;
+                for (int i = 0; i < HD; i++)
+                    s += (double)q[i] * kr[i];
+                sc[j] = 2.0 * s;
+                mx = sc[j] > mx ? sc[j] : mx;
+            }
+            for (int j = j0; j <= j1; j++)
+                z += exp(sc[j] - mx);
+            for (int j = j0; j <= j1; j++) {
+                const float *vr = cpu_kv_v_row(&kv, 0, j);
+                for (int i = 0; i < HD; i++)
+                    want[i] += exp(sc[j] - mx) / z * vr[i];
+            }
+            for (int i = 0; i < HD; i++)
+                cr_assert(fabs(out[i] - want[i]) < 2e-6, "vec %d span [%d, %d] dim %d: %.9g vs %.9g", vec, j0, j1, i,
+                          out[i], want[i]);
+        }
+    }
+    cpu_kv_fini(&kv);
+}
+
+/* Grouped heads against one cpu_attend per head: group sizes on both sides of the
+ * kernel's limit, F16 and F32 caches, a head_dim the kernel takes and one it does not. */
+Test(cpu_ops, attend_group_matches_per_head)
+{
+    enum { N = 150, NKV = 2 };
+    int n_vec = cpu_simd_detect() == CPU_SIMD_AVX2 || cpu_simd_detect() == CPU_SIMD_AVX512 ? 2 : 1;
+    static const int hds[] = {64, 12};
+    static const int groups[] = {1, 3, 4, 8, 9};
+    for (size_t h = 0; h < 2; h++) {
+        int hd = hds[h];
+        for (int ty = 0; ty < 2; ty++) {
+            struct cpu_kv kv;
+            uint32_t type = ty ? AARMD_TYPE_F32 : AARMD_TYPE_F16;
+            cr_assert_eq(cpu_kv_init(&kv, type, 2, N, NKV * hd), AARMD_OK);
+            float k[NKV * 64], v[NKV * 64];
+            for (int p = 0; p < N; p++) {
+                for (int i = 0; i < NKV * hd; i++) {
+                    k[i] = sinf((float)(p * 13 + i) * 0.37f) + 0.01f * (float)p;
+                    v[i] = cosf((float)(p * 5 + i) * 0.21f);
+                }
+                cpu_kv_store(&kv, 1, p, k, v);
+            }
+            float q[9 * 64], want[9 * 64], got[9 * 64];
+            for (int i = 0; i < 9 * hd; i++)
+                q[i] = 0.25f * sinf((float)i * 0.7f);
+            for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+                int nq = groups[gi];
+                for (int vec = 0; vec < n_vec; vec++) {
+                    for (int g = 0; g < nq; g++)
+                        cpu_attend(&kv, 1, 1, q + g * hd, hd, 10, N - 1, 0.125f, g == 2 ? 5.0f : 0.0f, vec,
+                                   want + g * hd);
+                    /* softcap is one value per call: check the capped head separately */
+                    cpu_attend_group(&kv, 1, 1, q, nq, hd, 10, N - 1, 0.125f, 0.0f, vec, got);
+                    for (int g = 0; g < nq; g++) {
+                        if (g == 2)
+                            continue;
+                        for (int i = 0; i < hd; i++)
+                            cr_assert(fabsf(got[g * hd + i] - want[g * hd + i]) <= 1e-5f,
+                                      "hd %d type %u group %d vec %d head %d dim %d: %.9g vs %.9g", hd, type, nq, vec,
+                                      g, i, got[g * hd + i], want[g * hd + i]);
+                    }
+                    if (nq > 2) {
+                        cpu_attend_group(&kv, 1, 1, q + 2 * hd, 1, hd, 10, N - 1, 0.125f, 5.0f, vec, got);
+                        for (int i = 0; i < hd; i++)
+                            cr_assert(fabsf(got[i] - want[2 * hd + i]) <= 1e-5f, "softcap hd %d dim %d", hd, i);
+                    }
+                }
+            }
+            cpu_kv_fini(&kv);
+        }
+    }
+}
+
+/* The vectorised silu/gelu (and their scalar tails) against the scalar formulas, over a wide range. */
+Test(cpu_ops, gated_activations_over_a_range)
+{
+    enum { N = 1003 };   /* not a multiple of 8: the tail too */
+    static float g[N], u[N], g0[N];
+    for (int gelu = 0; gelu < 2; gelu++) {
+        for (int i = 0; i < N; i++) {
+            g0[i] = g[i] = -40.0f + 80.0f * (float)i / (N - 1) + (i % 3 == 0 ? 1e-3f * (float)(i % 7) : 0.0f);
+            u[i] = 0.5f + (float)(i % 11) * 0.25f;
+        }
+        g0[500] = g[500] = 0.0f;
+        cpu_gated_act(g, u, N, gelu);
+        for (int i = 0; i < N; i++) {
+            double x = g0[i];
+            double a = gelu ? 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+                            : x / (1.0 + exp(-x));
+            double want = a * u[i];
+            cr_assert(fabs(g[i] - want) <= 4e-6 * fabs(want) + 1e-7, "%s(%g) * %g: %.9g vs %.9g",
+                      gelu ? "gelu" : "silu", x, (double)u[i], g[i], want);
+        }
+        for (int i = 0; i < N; i++)
+            g[i] = g0[i];
+        cpu_gelu_vec(g, N);
+        for (int i = 0; i < N; i++) {
+            double x = g0[i];
+            double want = 0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+            cr_assert(fabs(g[i] - want) <= 4e-6 * fabs(want) + 1e-7, "gelu(%g): %.9g vs %.9g", x, g[i], want);
+        }
+    }
+}
+
 Test(cpu_ops, kv_rejects_bad_shapes)
 {
     struct cpu_kv kv;
