@@ -17,7 +17,7 @@
 /* Steps of at most this many tokens count as decode; larger ones as prefill. */
 #define CPU_TUNE_DECODE_MAX_TOK 8
 /* Every this many steps of a class, the choice not in favour is tried once. */
-#define CPU_TUNE_PROBE_DECODE 16
+#define CPU_TUNE_PROBE_DECODE 32
 #define CPU_TUNE_PROBE_PREFILL 4
 
 struct cpu_tune_class {

@@ -24,6 +24,8 @@ struct aarmd_backend_ctx {
     int use_graphs;             /* option graphs: capture batch-1 decode as a CUDA graph */
     int use_cublas;             /* option cublas: prefill through cublasGemmEx when loadable */
     int use_q8;                 /* option q8: decode matvec on Q8 activations (dp4a) for quantized weights */
+    int use_pdl;                /* option pdl: programmatic dependent launch (sm_90 and later) */
+    int use_mvf;                /* option mvf: coalesced F32/F16/BF16 decode matvec */
 };
 
 /* A weight matrix {n_in, n_out} in its GGUF type, on the device. d == NULL: absent. */

@@ -42,6 +42,26 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
     cuk_matmul(s, w->type, w->d, w->n_in, w->n_out, x, (int)n_tok, y);
 }
 
+/* 1 when matmul() takes w through the Q8 matvec for n_tok rows (a producer may quantize for it). */
+static int q8_for(const struct aarmd_backend_model *m, const struct cuda_mat *w, uint32_t n_tok)
+{
+    return w && w->d && m->use_q8 && n_tok <= CUK_Q8_MAX_TOK && cuk_type_q8(w->type) && w->n_in % 32 == 0;
+}
+
+/*
+ * x += xb2; xb = norm(x) * w (+ b); when `next` (the matrix xb feeds) takes
+ * the Q8 path, xb is quantized in the same kernel and marked as xq's rows.
+ */
+static void add_norm(struct aarmd_backend_model *m, const struct cuda_mat *next, uint32_t n_tok, const float *w,
+                     const float *b)
+{
+    const struct cuda_hparams *hp = &m->hp;
+    int q = q8_for(m, next, n_tok) && hp->n_embd % 32 == 0;
+    cuk_add_norm_q8(m->stream, m->xb, m->x, m->xb2, w, b, (int)n_tok, hp->n_embd, hp->norm_eps,
+                    hp->norm_kind == AARMD_NORM_LAYER, q ? m->xq : NULL, q ? m->xd : NULL);
+    m->q8_src = q ? m->xb : NULL;
+}
+
 static void norm(struct aarmd_backend_model *m, float *out, const float *x, const float *w, const float *b, int rows)
 {
     cuk_norm(m->stream, out, x, w, b, rows, m->hp.n_embd, m->hp.norm_eps, m->hp.norm_kind == AARMD_NORM_LAYER);
@@ -83,12 +103,13 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
         cuk_get_rows(s, m->pos_embd.type, m->pos_embd.d, E, m->d_pos, (int)n_tok, m->x, 1.0f, 1);
 
     norm(m, m->xb, m->x, m->layers[0].attn_norm, m->layers[0].attn_norm_b, (int)n_tok);   /* xb = norm(x) * attn_norm */
+    m->q8_src = NULL;   /* xq holds nothing of this pass yet */
     for (int il = 0; il < hp->n_layer; il++) {
         const struct cuda_layer *L = &m->layers[il];
         float *q = m->q, *k = m->k, *v = m->v;
         if (L->wqkv.d) {                                                           /* q|k|v = xb @ wqkv, split */
             int QKV = Q + 2 * KV;
-            matmul(m, &L->wqkv, m->xb, n_tok, m->qkv, 0);
+            matmul(m, &L->wqkv, m->xb, n_tok, m->qkv, 1);   /* reuse: add_norm may have quantized xb */
             bias(m, m->qkv, L->bqkv, n_tok, QKV);
             if (n_tok == 1) {                                                      /* one row: use it in place */
                 q = m->qkv;
@@ -100,7 +121,7 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
                 cuk_copy_rows(s, v, KV, m->qkv + Q + KV, QKV, (int)n_tok, KV);
             }
         } else {
-            matmul(m, &L->wq, m->xb, n_tok, q, 0);
+            matmul(m, &L->wq, m->xb, n_tok, q, 1);
             matmul(m, &L->wk, m->xb, n_tok, k, 1);
             matmul(m, &L->wv, m->xb, n_tok, v, 1);
             bias(m, q, L->bq, n_tok, Q);
@@ -120,42 +141,49 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
         if (L->attn_post_norm)
             norm(m, m->xb2, m->xb2, L->attn_post_norm, NULL, (int)n_tok);
         /* x += a; xb = norm(x) * ffn_norm (+ b) */
-        cuk_add_norm(s, m->xb, m->x, m->xb2, L->ffn_norm, L->ffn_norm_b, (int)n_tok, E, hp->norm_eps,
-                     hp->norm_kind == AARMD_NORM_LAYER);
+        const struct cuda_mat *ffn_in = hp->act == AARMD_ACT_GELU ? &L->w_up
+                                        : L->w_up_gate.d          ? &L->w_up_gate
+                                                                  : &L->w_gate;
+        add_norm(m, ffn_in, n_tok, L->ffn_norm, L->ffn_norm_b);
 
         int gelu = hp->act != AARMD_ACT_SILU_GATED;
         float *ffn = m->hb;                                                        /* [T][F] input of down */
         if (hp->act == AARMD_ACT_GELU) {                                           /* hb = gelu(xb @ up + b) */
-            matmul(m, &L->w_up, m->xb, n_tok, m->hb, 0);
+            matmul(m, &L->w_up, m->xb, n_tok, m->hb, 1);
             bias(m, m->hb, L->b_up, n_tok, F);
             cuk_gelu(s, m->hb, (int64_t)n_tok * F);
+            m->q8_src = NULL;
         } else if (L->w_up_gate.d) {                                               /* [gate|up] = xb @ up_gate */
-            matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 0);
-            cuk_act_gated(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu);
+            int qd = q8_for(m, &L->w_down, n_tok);
+            matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 1);
+            cuk_act_gated_q8(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu, qd ? m->xq : NULL,
+                             qd ? m->xd : NULL);
             ffn = m->hb2;
+            m->q8_src = qd && F % 32 == 0 ? ffn : NULL;
         } else {                                                                   /* act(xb @ gate) * (xb @ up) */
-            matmul(m, &L->w_gate, m->xb, n_tok, m->hb, 0);
+            int qd = q8_for(m, &L->w_down, n_tok);
+            matmul(m, &L->w_gate, m->xb, n_tok, m->hb, 1);
             matmul(m, &L->w_up, m->xb, n_tok, m->hb2, 1);
             bias(m, m->hb2, L->b_up, n_tok, F);
-            cuk_act_gated(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu);
+            cuk_act_gated_q8(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu, qd ? m->xq : NULL, qd ? m->xd : NULL);
+            m->q8_src = qd && F % 32 == 0 ? m->hb : NULL;
         }
-        matmul(m, &L->w_down, ffn, n_tok, m->xb2, 0);                              /* xb2 = hb @ down (+ b) */
+        matmul(m, &L->w_down, ffn, n_tok, m->xb2, 1);                              /* xb2 = hb @ down (+ b) */
         bias(m, m->xb2, L->b_down, n_tok, E);
         if (L->ffn_post_norm)
             norm(m, m->xb2, m->xb2, L->ffn_post_norm, NULL, (int)n_tok);
         /* x += f; xb = norm(x) * (next layer's attn_norm | output_norm) */
-        if (il + 1 < hp->n_layer)
-            cuk_add_norm(s, m->xb, m->x, m->xb2, m->layers[il + 1].attn_norm, m->layers[il + 1].attn_norm_b,
-                         (int)n_tok, E, hp->norm_eps, hp->norm_kind == AARMD_NORM_LAYER);
-        else if (want_logits)
-            cuk_add_norm(s, m->xb, m->x, m->xb2, m->output_norm, m->output_norm_b, (int)n_tok, E, hp->norm_eps,
-                         hp->norm_kind == AARMD_NORM_LAYER);
+        if (il + 1 < hp->n_layer) {
+            const struct cuda_layer *N = &m->layers[il + 1];
+            add_norm(m, N->wqkv.d ? &N->wqkv : &N->wq, n_tok, N->attn_norm, N->attn_norm_b);
+        } else if (want_logits)
+            add_norm(m, n_tok == 1 ? &m->output : NULL, n_tok, m->output_norm, m->output_norm_b);
         else
             cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);
     }
 
     if (want_logits) {                                                             /* last token only */
-        matmul(m, &m->output, m->xb + (size_t)(n_tok - 1) * E, 1, m->logits, 0);
+        matmul(m, &m->output, m->xb + (size_t)(n_tok - 1) * E, 1, m->logits, n_tok == 1);
         if (hp->final_softcap > 0.0f)
             cuk_softcap(s, m->logits, hp->n_vocab, hp->final_softcap);
         cudaMemcpyAsync(m->h_logits, m->logits, (size_t)hp->n_vocab * sizeof(float), cudaMemcpyDeviceToHost, s);
@@ -197,6 +225,7 @@ int cuda_forward(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq, c
     cudaMemcpyAsync(m->d_tok, m->h_tok, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
     cudaMemcpyAsync(m->d_pos, m->h_pos, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
 
+    cuk_set_tuning(m->ctx->use_pdl && m->ctx->prop.major >= 9, m->ctx->use_mvf);
     int graph = n == 1 && logits && m->ctx->use_graphs && !seq->graph_failed;
     if (graph && !seq->graph_exec)
         capture(m, seq);

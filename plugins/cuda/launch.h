@@ -61,6 +61,10 @@ void cuk_norm(cudaStream_t s, float *out, const float *x, const float *w, const 
 /* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b), for `rows` rows of n (out != x). */
 void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
                   int n, float eps, int layer);
+/* cuk_add_norm, and when xq != NULL and n % 32 == 0 also quantizes out per 32 into
+ * xq/xd as cuk_quantize_q8(out, rows * n) would (bit-identical). */
+void cuk_add_norm_q8(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
+                     int n, float eps, int layer, void *xq, float *xd);
 /* y[i] += x[i], i < n. */
 void cuk_add(cudaStream_t s, float *y, const float *x, int64_t n);
 /* y[r][i] += b[i] for `rows` rows of n. */
@@ -87,6 +91,14 @@ void cuk_attention(cudaStream_t s, const float *q, const void *kc, const void *v
 /* out[t][i] = act(gate[t*gs + i]) * up[t*us + i], t < n_tok, i < n; act GELU when gelu != 0 else SiLU. */
 void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok, int n,
                    int gelu);
+/* cuk_act_gated with out dense ([n_tok][n]); when xq != NULL and n % 32 == 0 also quantizes out
+ * as cuk_quantize_q8(out, n_tok * n) would. */
+void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok,
+                      int n, int gelu, void *xq, float *xd);
+/* Process-wide kernel choices: pdl != 0 launches with programmatic dependent launch
+ * (sm_90), matvec_f != 0 runs F32/F16/BF16 (<= 8 tokens) and Q8_0 (Q8 path) decode
+ * through the coalesced matvecs. Defaults 0, 1; set before capturing graphs. */
+void cuk_set_tuning(int pdl, int matvec_f);
 /* x[i] = gelu(x[i]). */
 void cuk_gelu(cudaStream_t s, float *x, int64_t n);
 /* x[i] = cap * tanh(x[i] / cap) (cap > 0). */

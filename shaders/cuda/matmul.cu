@@ -9,11 +9,24 @@
 #include <stdint.h>
 
 #include "../../plugins/cuda/launch.h"
+#include "pdl.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
 #define WARP 32
 #define MM_WARPS 8          /* rows (warps) per block of the matmul */
 #define MM_NT 8             /* tokens per block of the matmul (prefill) */
+
+int cuk_pdl_on = 0;         /* pdl.cuh */
+static int cuk_mv_f_on = 1; /* F32/F16/BF16 decode through k_matvec_f */
+
+static int cuk_q80_on = 1;  /* Q8_0 decode through k_matvec_q8_0 */
+
+extern "C" void cuk_set_tuning(int pdl, int matvec_f)
+{
+    cuk_pdl_on = pdl;
+    cuk_mv_f_on = matvec_f;
+    cuk_q80_on = matvec_f;
+}
 
 /* ---- per-type facts ------------------------------------------------------- */
 
@@ -301,6 +314,7 @@ __global__ void __launch_bounds__(MM_WARPS * WARP)
 k_matmul(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const float *__restrict__ x,
          int n_in, int n_tok, float *__restrict__ y)
 {
+    pdl_enter();
     int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     int t0 = blockIdx.y * NT;
@@ -341,6 +355,137 @@ k_matmul(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out
     }
 }
 
+/* ---- float-weight matvec (F32, F16, BF16) for decode-sized batches ---------- */
+/*
+ * One warp per row; lane l reads 16-byte chunks l, l+32, ... of the row, so
+ * each load instruction of the warp is 512 contiguous bytes, and the matching
+ * activations (8 or 4 floats per chunk) are contiguous too. Four chunks per
+ * lane are loaded before the first is used (bytes in flight).
+ */
+template <uint32_t T> struct chunk16;
+
+template <> struct chunk16<AARMD_TYPE_F32> {
+    enum { N = 4 };
+    static __device__ __forceinline__ void run(uint4 v, float *w)
+    {
+        w[0] = __uint_as_float(v.x); w[1] = __uint_as_float(v.y);
+        w[2] = __uint_as_float(v.z); w[3] = __uint_as_float(v.w);
+    }
+};
+
+template <> struct chunk16<AARMD_TYPE_F16> {
+    enum { N = 8 };
+    static __device__ __forceinline__ void run(uint4 v, float *w)
+    {
+        const __half2 *h = reinterpret_cast<const __half2 *>(&v);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __half22float2(h[j]);
+            w[2 * j] = f.x;
+            w[2 * j + 1] = f.y;
+        }
+    }
+};
+
+template <> struct chunk16<AARMD_TYPE_BF16> {
+    enum { N = 8 };
+    static __device__ __forceinline__ void run(uint4 v, float *w)
+    {
+        uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            w[2 * j] = __uint_as_float(u[j] << 16);
+            w[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
+        }
+    }
+};
+
+#define MVF_UNROLL 4
+
+template <uint32_t T, int NT>
+__global__ void __launch_bounds__(MM_WARPS * WARP)
+k_matvec_f(const uint8_t *__restrict__ W, size_t row_bytes, int n_chunks, int n_out, const float *__restrict__ x,
+           int n_in, int n_tok, float *__restrict__ y)
+{
+    pdl_enter();
+    enum { N = chunk16<T>::N };
+    int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= n_out)
+        return;
+    const uint4 *row = reinterpret_cast<const uint4 *>(W + (size_t)r * row_bytes);
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        acc[t] = 0.0f;
+    int c = lane;
+    for (; c + (MVF_UNROLL - 1) * WARP < n_chunks; c += MVF_UNROLL * WARP) {
+        uint4 v[MVF_UNROLL];
+#pragma unroll
+        for (int u = 0; u < MVF_UNROLL; u++)
+            v[u] = __ldcs(row + c + u * WARP);   /* streamed once per token: evict first */
+#pragma unroll
+        for (int u = 0; u < MVF_UNROLL; u++) {
+            float w[N];
+            chunk16<T>::run(v[u], w);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t < n_tok) {
+                    const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * n_in) + (size_t)(c + u * WARP) * (N / 4);
+                    float s = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < N / 4; i++) {
+                        float4 a = __ldg(xp + i);
+                        s += w[4 * i] * a.x + w[4 * i + 1] * a.y + w[4 * i + 2] * a.z + w[4 * i + 3] * a.w;
+                    }
+                    acc[t] += s;
+                }
+            }
+        }
+    }
+    for (; c < n_chunks; c += WARP) {
+        float w[N];
+        chunk16<T>::run(__ldcs(row + c), w);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t < n_tok) {
+                const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * n_in) + (size_t)c * (N / 4);
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < N / 4; i++) {
+                    float4 a = __ldg(xp + i);
+                    s += w[4 * i] * a.x + w[4 * i + 1] * a.y + w[4 * i + 2] * a.z + w[4 * i + 3] * a.w;
+                }
+                acc[t] += s;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float v = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0 && t < n_tok)
+            y[(size_t)t * n_out + r] = v;
+    }
+}
+
+template <uint32_t T>
+static void matvec_f_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const float *x, int n_tok, float *y)
+{
+    size_t rb = cuk_row_bytes(T, n_in);
+    int chunks = (int)(rb / 16);
+    dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS)), block(MM_WARPS * WARP);
+    if (n_tok == 1)
+        pdl_launch(k_matvec_f<T, 1>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in, n_tok, y);
+    else if (n_tok <= 4)
+        pdl_launch(k_matvec_f<T, 4>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in, n_tok, y);
+    else
+        pdl_launch(k_matvec_f<T, MM_NT>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in,
+                   n_tok, y);
+}
+
 template <uint32_t T>
 static void matmul_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const float *x, int n_tok, float *y)
 {
@@ -349,13 +494,13 @@ static void matmul_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out,
     dim3 block(MM_WARPS * WARP);
     if (n_tok == 1) {
         dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS), 1);
-        k_matmul<T, 1><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
+        pdl_launch(k_matmul<T, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
     } else if (n_tok <= 4) {
         dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS), 1);
-        k_matmul<T, 4><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
+        pdl_launch(k_matmul<T, 4>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
     } else {
         dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS), (unsigned)((n_tok + MM_NT - 1) / MM_NT));
-        k_matmul<T, MM_NT><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
+        pdl_launch(k_matmul<T, MM_NT>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, x, (int)n_in, n_tok, y);
     }
 }
 
@@ -531,6 +676,7 @@ template <> struct decq<AARMD_TYPE_Q6_K> {
 /* one warp per 32-element block: xq = round(x / d), d = max|x| / 127 */
 __global__ void k_quantize_q8(const float *x, int64_t n_blocks, int8_t *xq, float *xd)
 {
+    pdl_enter();
     int64_t blk = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
     if (blk >= n_blocks)
@@ -549,7 +695,7 @@ __global__ void k_quantize_q8(const float *x, int64_t n_blocks, int8_t *xq, floa
 extern "C" void cuk_quantize_q8(cudaStream_t s, const float *x, int64_t n, void *xq, float *xd)
 {
     int64_t nb = n / 32;
-    k_quantize_q8<<<(unsigned)((nb * 32 + 255) / 256), 256, 0, s>>>(x, nb, (int8_t *)xq, xd);
+    pdl_launch(k_quantize_q8, (unsigned)((nb * 32 + 255) / 256), 256, s, x, nb, (int8_t *)xq, xd);
 }
 
 template <uint32_t T, int NT>
@@ -557,6 +703,7 @@ __global__ void __launch_bounds__(MM_WARPS * WARP)
 k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const int8_t *__restrict__ xq,
             const float *__restrict__ xd, int n_in, int n_tok, float *__restrict__ y)
 {
+    pdl_enter();
     int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= n_out)
@@ -601,6 +748,77 @@ k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_
     }
 }
 
+/*
+ * Q8_0 rows (34-byte blocks, 2-byte aligned) for decode: eight lanes per
+ * block, each taking 4 quants (two 16-bit loads) and the matching 4 bytes of
+ * activations, so a warp's load instruction covers 4 neighbouring blocks (136
+ * contiguous bytes) instead of 32 blocks at a 34-byte stride; 4 groups of
+ * blocks per lane are loaded before use.
+ */
+#define Q80_UNROLL 4
+
+template <int NT>
+__global__ void __launch_bounds__(MM_WARPS * WARP)
+k_matvec_q8_0(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const int8_t *__restrict__ xq,
+              const float *__restrict__ xd, int n_in, int n_tok, float *__restrict__ y)
+{
+    pdl_enter();
+    int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31, sub = lane & 7;
+    if (r >= n_out)
+        return;
+    const uint8_t *row = W + (size_t)r * row_bytes;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++)
+        acc[t] = 0.0f;
+    int blk = lane >> 3;
+    for (; blk + 4 * (Q80_UNROLL - 1) < n_items; blk += 4 * Q80_UNROLL) {
+        uint32_t q[Q80_UNROLL];
+        float d[Q80_UNROLL];
+#pragma unroll
+        for (int u = 0; u < Q80_UNROLL; u++) {
+            const uint8_t *b = row + (size_t)(blk + 4 * u) * 34;
+            d[u] = ld_f16(b);
+            q[u] = ld_u32_2(b + 2 + 4 * sub);
+        }
+#pragma unroll
+        for (int u = 0; u < Q80_UNROLL; u++) {
+            int bi = blk + 4 * u;
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                if (t < n_tok) {
+                    int xv = __ldg(reinterpret_cast<const int *>(xq + (size_t)t * n_in + (size_t)bi * 32) + sub);
+                    float dx = __ldg(xd + (size_t)t * n_items + bi);
+                    acc[t] += d[u] * dx * (float)__dp4a((int)q[u], xv, 0);
+                }
+            }
+        }
+    }
+    for (; blk < n_items; blk += 4) {
+        const uint8_t *b = row + (size_t)blk * 34;
+        float d = ld_f16(b);
+        uint32_t q = ld_u32_2(b + 2 + 4 * sub);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t < n_tok) {
+                int xv = __ldg(reinterpret_cast<const int *>(xq + (size_t)t * n_in + (size_t)blk * 32) + sub);
+                float dx = __ldg(xd + (size_t)t * n_items + blk);
+                acc[t] += d * dx * (float)__dp4a((int)q, xv, 0);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float v = acc[t];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0 && t < n_tok)
+            y[(size_t)t * n_out + r] = v;
+    }
+}
+
 template <uint32_t T>
 static void matvec_q8_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
                         int n_tok, float *y)
@@ -608,11 +826,20 @@ static void matvec_q8_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_o
     size_t rb = cuk_row_bytes(T, n_in);
     int items = (int)(n_in / CUK_ITEM);
     dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS)), block(MM_WARPS * WARP);
+    if (T == AARMD_TYPE_Q8_0 && cuk_q80_on) {
+        if (n_tok == 1)
+            pdl_launch(k_matvec_q8_0<1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
+                       (const int8_t *)xq, xd, (int)n_in, n_tok, y);
+        else
+            pdl_launch(k_matvec_q8_0<CUK_Q8_MAX_TOK>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
+                       (const int8_t *)xq, xd, (int)n_in, n_tok, y);
+        return;
+    }
     if (n_tok == 1)
-        k_matvec_q8<T, 1><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
+        pdl_launch(k_matvec_q8<T, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
                                                  (int)n_in, n_tok, y);
     else
-        k_matvec_q8<T, CUK_Q8_MAX_TOK><<<grid, block, 0, s>>>((const uint8_t *)w, rb, items, (int)n_out,
+        pdl_launch(k_matvec_q8<T, CUK_Q8_MAX_TOK>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
                                                               (const int8_t *)xq, xd, (int)n_in, n_tok, y);
 }
 
@@ -652,6 +879,7 @@ template <uint32_t T>
 __global__ void k_get_rows(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, const int32_t *ids, int n,
                            float *out, float scale, int add)
 {
+    pdl_enter();
     int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= (int64_t)n * n_items)
         return;
@@ -668,6 +896,7 @@ template <uint32_t T>
 __global__ void k_dequant_f16(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int64_t n_rows,
                               __half *dst)
 {
+    pdl_enter();
     int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (g >= n_rows * n_items)
         return;
@@ -692,7 +921,7 @@ static void get_rows_t(cudaStream_t s, const void *w, int64_t n_in, const int32_
 {
     int items = (int)(n_in / CUK_ITEM);
     int64_t total = (int64_t)n * items;
-    k_get_rows<T><<<(unsigned)((total + 127) / 128), 128, 0, s>>>((const uint8_t *)w, cuk_row_bytes(T, n_in), items,
+    pdl_launch(k_get_rows<T>, (unsigned)((total + 127) / 128), 128, s, (const uint8_t *)w, cuk_row_bytes(T, n_in), items,
                                                                    ids, n, out, scale, add);
 }
 
@@ -701,7 +930,7 @@ static void dequant_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out
 {
     int items = (int)(n_in / CUK_ITEM);
     int64_t total = n_out * items;
-    k_dequant_f16<T><<<(unsigned)((total + 127) / 128), 128, 0, s>>>((const uint8_t *)w, cuk_row_bytes(T, n_in), items,
+    pdl_launch(k_dequant_f16<T>, (unsigned)((total + 127) / 128), 128, s, (const uint8_t *)w, cuk_row_bytes(T, n_in), items,
                                                                       n_out, (__half *)dst);
 }
 
@@ -724,6 +953,14 @@ static void dequant_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out
 extern "C" void cuk_matmul(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
                            int n_tok, float *y)
 {
+    if (n_tok <= MM_NT && cuk_mv_f_on) {
+        switch (type) {
+        case AARMD_TYPE_F32: matvec_f_t<AARMD_TYPE_F32>(s, w, n_in, n_out, x, n_tok, y); return;
+        case AARMD_TYPE_F16: matvec_f_t<AARMD_TYPE_F16>(s, w, n_in, n_out, x, n_tok, y); return;
+        case AARMD_TYPE_BF16: matvec_f_t<AARMD_TYPE_BF16>(s, w, n_in, n_out, x, n_tok, y); return;
+        default: break;
+        }
+    }
     DISPATCH(type, matmul_t, s, w, n_in, n_out, x, n_tok, y);
 }
 
@@ -740,6 +977,7 @@ extern "C" void cuk_dequant_f16(cudaStream_t s, uint32_t type, const void *w, in
 
 __global__ void k_f32_to_f16(const float *src, __half *dst, int64_t n)
 {
+    pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         dst[i] = __float2half_rn(src[i]);
@@ -747,5 +985,5 @@ __global__ void k_f32_to_f16(const float *src, __half *dst, int64_t n)
 
 extern "C" void cuk_f32_to_f16(cudaStream_t s, const float *src, void *dst, int64_t n)
 {
-    k_f32_to_f16<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(src, (__half *)dst, n);
+    pdl_launch(k_f32_to_f16, (unsigned)((n + 255) / 256), 256, s, src, (__half *)dst, n);
 }

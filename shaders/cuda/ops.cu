@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "../../plugins/cuda/launch.h"
+#include "pdl.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
 #define WARP 32
@@ -37,6 +38,7 @@ __device__ float block_sum(float v, float *sh)
 
 __global__ void k_norm(float *out, const float *x, const float *w, const float *b, int n, float eps, int layer)
 {
+    pdl_enter();
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * n;
     float *orow = out + (size_t)blockIdx.x * n;
@@ -67,13 +69,30 @@ extern "C" void cuk_norm(cudaStream_t s, float *out, const float *x, const float
                          float eps, int layer)
 {
     int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
-    k_norm<<<rows, threads, 0, s>>>(out, x, w, b, n, eps, layer);
+    pdl_launch(k_norm, rows, threads, s, out, x, w, b, n, eps, layer);
 }
 
 /* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b): the residual add fused with the next norm */
-__global__ void k_add_norm(float *out, float *x, const float *a, const float *w, const float *b, int n, float eps,
-                           int layer)
+/*
+ * Quantizes y (this thread's element i of a warp-aligned run of 32, n % 32 ==
+ * 0) per 32 into xq/xd exactly as k_quantize_q8 (matmul.cu) does.
+ */
+__device__ __forceinline__ void q8_store(float y, size_t i, int8_t *xq, float *xd)
 {
+    float a = fabsf(y);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+    float d = a / 127.0f;
+    xq[i] = (int8_t)(d > 0.0f ? __float2int_rn(y / d) : 0);
+    if ((threadIdx.x & 31) == 0)
+        xd[i / 32] = d;
+}
+
+__global__ void k_add_norm(float *out, float *x, const float *a, const float *w, const float *b, int n, float eps,
+                           int layer, int8_t *xq, float *xd)
+{
+    pdl_enter();
     __shared__ float sh[32];
     float *xr = x + (size_t)blockIdx.x * n;
     const float *ar = a + (size_t)blockIdx.x * n;
@@ -98,6 +117,8 @@ __global__ void k_add_norm(float *out, float *x, const float *a, const float *w,
         if (b)
             y += b[i];
         orow[i] = y;
+        if (xq)   /* warp-uniform: n % 32 == 0, blockDim.x % 32 == 0 */
+            q8_store(y, (size_t)blockIdx.x * n + i, xq, xd);
     }
 }
 
@@ -105,13 +126,23 @@ extern "C" void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *
                              int rows, int n, float eps, int layer)
 {
     int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
-    k_add_norm<<<rows, threads, 0, s>>>(out, x, a, w, b, n, eps, layer);
+    pdl_launch(k_add_norm, rows, threads, s, out, x, a, w, b, n, eps, layer, (int8_t *)NULL, (float *)NULL);
+}
+
+extern "C" void cuk_add_norm_q8(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b,
+                                int rows, int n, float eps, int layer, void *xq, float *xd)
+{
+    int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
+    if (n % 32)
+        xq = NULL, xd = NULL;
+    pdl_launch(k_add_norm, rows, threads, s, out, x, a, w, b, n, eps, layer, (int8_t *)xq, xd);
 }
 
 /* ---- elementwise -------------------------------------------------------------- */
 
 __global__ void k_add(float *y, const float *x, int64_t n)
 {
+    pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         y[i] += x[i];
@@ -119,11 +150,12 @@ __global__ void k_add(float *y, const float *x, int64_t n)
 
 extern "C" void cuk_add(cudaStream_t s, float *y, const float *x, int64_t n)
 {
-    k_add<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(y, x, n);
+    pdl_launch(k_add, (unsigned)((n + 255) / 256), 256, s, y, x, n);
 }
 
 __global__ void k_add_bias(float *y, const float *b, int rows, int n)
 {
+    pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < (int64_t)rows * n)
         y[i] += b[i % n];
@@ -132,11 +164,12 @@ __global__ void k_add_bias(float *y, const float *b, int rows, int n)
 extern "C" void cuk_add_bias(cudaStream_t s, float *y, const float *b, int rows, int n)
 {
     int64_t tot = (int64_t)rows * n;
-    k_add_bias<<<(unsigned)((tot + 255) / 256), 256, 0, s>>>(y, b, rows, n);
+    pdl_launch(k_add_bias, (unsigned)((tot + 255) / 256), 256, s, y, b, rows, n);
 }
 
 __global__ void k_copy_rows(float *dst, int ds, const float *src, int ss, int rows, int n)
 {
+    pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)rows * n)
         return;
@@ -148,7 +181,7 @@ extern "C" void cuk_copy_rows(cudaStream_t s, float *dst, int dst_stride, const 
                               int n)
 {
     int64_t tot = (int64_t)rows * n;
-    k_copy_rows<<<(unsigned)((tot + 255) / 256), 256, 0, s>>>(dst, dst_stride, src, src_stride, rows, n);
+    pdl_launch(k_copy_rows, (unsigned)((tot + 255) / 256), 256, s, dst, dst_stride, src, src_stride, rows, n);
 }
 
 __device__ __forceinline__ float gelu_f(float x)
@@ -162,26 +195,43 @@ __device__ __forceinline__ float silu_f(float x)
     return x / (1.0f + expf(-x));
 }
 
-__global__ void k_act_gated(float *out, const float *g, int gs, const float *u, int us, int n_tok, int n, int gelu)
+__global__ void k_act_gated(float *out, const float *g, int gs, const float *u, int us, int n_tok, int n, int gelu,
+                            int8_t *xq, float *xd)
 {
+    pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (int64_t)n_tok * n)
         return;
     int t = (int)(i / n), c = (int)(i % n);
     float a = g[(size_t)t * gs + c];
     a = gelu ? gelu_f(a) : silu_f(a);
-    out[i] = a * u[(size_t)t * us + c];
+    float y = a * u[(size_t)t * us + c];
+    out[i] = y;
+    if (xq)   /* warp-uniform: n % 32 == 0, blocks of 256 */
+        q8_store(y, (size_t)i, xq, xd);
 }
 
 extern "C" void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us,
                               int n_tok, int n, int gelu)
 {
     int64_t tot = (int64_t)n_tok * n;
-    k_act_gated<<<(unsigned)((tot + 255) / 256), 256, 0, s>>>(out, gate, gs, up, us, n_tok, n, gelu);
+    pdl_launch(k_act_gated, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
+               (int8_t *)NULL, (float *)NULL);
+}
+
+extern "C" void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us,
+                                 int n_tok, int n, int gelu, void *xq, float *xd)
+{
+    int64_t tot = (int64_t)n_tok * n;
+    if (n % 32)
+        xq = NULL, xd = NULL;
+    pdl_launch(k_act_gated, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
+               (int8_t *)xq, xd);
 }
 
 __global__ void k_gelu(float *x, int64_t n)
 {
+    pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         x[i] = gelu_f(x[i]);
@@ -189,11 +239,12 @@ __global__ void k_gelu(float *x, int64_t n)
 
 extern "C" void cuk_gelu(cudaStream_t s, float *x, int64_t n)
 {
-    k_gelu<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(x, n);
+    pdl_launch(k_gelu, (unsigned)((n + 255) / 256), 256, s, x, n);
 }
 
 __global__ void k_softcap(float *x, int64_t n, float cap)
 {
+    pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         x[i] = cap * tanhf(x[i] / cap);
@@ -201,7 +252,7 @@ __global__ void k_softcap(float *x, int64_t n, float cap)
 
 extern "C" void cuk_softcap(cudaStream_t s, float *x, int64_t n, float cap)
 {
-    k_softcap<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(x, n, cap);
+    pdl_launch(k_softcap, (unsigned)((n + 255) / 256), 256, s, x, n, cap);
 }
 
 /* ---- rotary embedding + KV store --------------------------------------------- */
@@ -230,6 +281,7 @@ __device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, fl
 __global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int n_kv, int D, struct cuk_rope r,
                              const int32_t *pos, __half *kc, __half *vc)
 {
+    pdl_enter();
     int t = blockIdx.x;
     int32_t p = pos[t];
     int kv_dim = n_kv * D;
@@ -259,7 +311,7 @@ __global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int
 extern "C" void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv,
                                int D, const struct cuk_rope *r, const int32_t *pos, void *kc, void *vc)
 {
-    k_rope_store<<<n_tok, 1024, 0, s>>>(q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
+    pdl_launch(k_rope_store, n_tok, 1024, s, q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
 }
 
 /* ---- attention ------------------------------------------------------------------ */
@@ -277,6 +329,7 @@ __global__ void __launch_bounds__(ATTN_WARPS * WARP)
 k_attn(const float *__restrict__ q, const __half *__restrict__ kc, const __half *__restrict__ vc, const int32_t *pos,
        int n_head, int group, int D, int kv_dim, float scale, float softcap, int window, float *partial)
 {
+    pdl_enter();
     __shared__ float sm[ATTN_WARPS], ss[ATTN_WARPS];
     __shared__ float sacc[ATTN_WARPS][CUK_MAX_HEAD_DIM];
     int h = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
@@ -360,6 +413,7 @@ k_attn(const float *__restrict__ q, const __half *__restrict__ kc, const __half 
 /* block per (head, token): merge the chunks' (m, s, acc) */
 __global__ void k_attn_combine(const float *partial, int n_head, int D, int nch, float *out)
 {
+    pdl_enter();
     int h = blockIdx.x, t = blockIdx.y;
     const float *pr = partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2);
     float M = -INFINITY;
@@ -388,8 +442,8 @@ extern "C" void cuk_attention(cudaStream_t s, const float *q, const void *kc, co
                               int n_chunks, float *partial, float *out)
 {
     dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
-    k_attn<<<grid, ATTN_WARPS * WARP, 0, s>>>(q, (const __half *)kc, (const __half *)vc, pos, n_head, n_head / n_kv,
+    pdl_launch(k_attn, grid, ATTN_WARPS * WARP, s, q, (const __half *)kc, (const __half *)vc, pos, n_head, n_head / n_kv,
                                               D, n_kv * D, scale, softcap, window, partial);
     dim3 g2((unsigned)n_head, (unsigned)n_tok);
-    k_attn_combine<<<g2, 128, 0, s>>>(partial, n_head, D, n_chunks, out);
+    pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out);
 }

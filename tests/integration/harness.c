@@ -488,11 +488,17 @@ struct hx_http {
     struct json_object *json;
 };
 
+static int rcvbuf_bytes;   /* 0 = the system's default */
+
+void hx_set_rcvbuf(int bytes) { rcvbuf_bytes = bytes; }
+
 static int connect_port(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
+    if (rcvbuf_bytes > 0)   /* before connect, so the advertised window stays small */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf_bytes, sizeof rcvbuf_bytes);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {

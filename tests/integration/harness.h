@@ -96,6 +96,9 @@ struct hx_http;
  * no valid head came. */
 struct hx_http *hx_http_open(int port, const char *method, const char *path, const char *headers,
                              const char *body, size_t body_len);
+/* SO_RCVBUF for connections opened from now on (0 = default): a small one
+ * makes a client that does not read push back on the server quickly. */
+void hx_set_rcvbuf(int bytes);
 /* Sends the next request on the same (keep-alive) connection once the
  * previous body was read to its end; reads the head. 0 ok, -1 failure. */
 int hx_http_again(struct hx_http *c, int port, const char *method, const char *path, const char *headers,

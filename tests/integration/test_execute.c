@@ -335,6 +335,59 @@ static char *detok(int port, struct json_object *ids)
     return out;
 }
 
+/* Strict UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
+static bool utf8_ok(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s++;
+        int n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        if (n < 0 || (n == 1 && c < 0xC2))
+            return false;
+        unsigned cp = n == 0 ? c : c & (0x3Fu >> n);
+        for (int k = 0; k < n; k++, s++) {
+            if ((*s & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (*s & 0x3Fu);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return false;
+    }
+    return true;
+}
+
+Test(execute, token_text_is_whole_utf8_characters)
+{
+    /* the mock prefers GPT-2's byte tokens 94..187 (bytes 0x7f..0xff): lone
+     * continuation bytes and split characters; each event's text must still be
+     * whole characters, held bytes going out with a later token */
+    struct hx_proc *p = hx_start("--backend-opt", "vocab_lo=94", "--backend-opt", "vocab_hi=188", NULL);
+    int port = hx_port(p);
+    int held = 0;
+    for (int k = 0; k < 4; k++) {
+        char body[160];
+        snprintf(body, sizeof body, "{\"job_id\":\"u8-%d\",\"prompt\":\"x\",\"max_tokens\":40,\"seed\":%d}", k, k);
+        struct hx_stream s;
+        run_job(port, NULL, body, &s);
+        struct json_object *ids = json_object_new_array();
+        for (int i = 0; i < s.n; i++) {
+            if (strcmp(s.names[i], "token"))
+                continue;
+            const char *t = hx_jstr(s.data[i], "t");
+            cr_assert(utf8_ok((const unsigned char *)t), "token %d text is not whole UTF-8", i);
+            held += t[0] == '\0';
+            json_object_array_add(ids, json_object_new_int64(hx_jint(s.data[i], "id")));
+        }
+        char text[16384];
+        token_text(&s, text, sizeof text);
+        char *want = detok(port, ids);
+        cr_assert_str_eq(text, want, "the streamed text differs from /detokenize of the same ids");
+        free(want);
+        json_object_put(ids);
+        hx_stream_fini(&s);
+    }
+    cr_assert_gt(held, 0, "no token's bytes were held back: the test proved nothing");
+}
+
 Test(execute, spm_stream_keeps_the_leading_space_of_generated_text)
 {
     /* SPM pieces carry their space as a leading U+2581; the first generated
@@ -380,6 +433,56 @@ Test(execute, spm_stream_keeps_the_leading_space_of_generated_text)
     cr_assert_gt(spaced, 0, "no job began with a spaced piece: the test proved nothing");
     free(prompt_text);
     json_object_put(prompt_ids);
+}
+
+Test(execute, slow_reader_pauses_the_job_and_loses_nothing)
+{
+    /* ~7 MB of events (more than the kernel's socket buffers hold) against a
+     * client that reads nothing for a while: the server pauses the job past
+     * its backpressure mark, resumes it as the output drains, and every token
+     * arrives once, in order. A 1,024-token vocab keeps the mock fast. */
+    char model[4096];
+    hx_data_path("integration/ggml-vocab-gpt-2-1024.gguf", model, sizeof model);
+    struct hx_proc *p = hx_spawn(&(struct hx_spec){
+        .model = model,
+        .args = {"--max-tokens-limit", "100000", "--ctx-size", "110000", "--log-level", "debug", "--backend-opt",
+                 "delay_ms=0", NULL}});
+    int port = hx_port(p);
+    hx_set_rcvbuf(4096);
+    struct hx_http *c = hx_execute(port, NULL,
+                                   "{\"job_id\":\"slow\",\"prompt\":\"x\",\"max_tokens\":100000,\"temperature\":0}");
+    hx_set_rcvbuf(0);
+    cr_assert_eq(hx_http_status(c), 200);
+    struct json_object *line = hx_wait_log(p, "backpressure", "job_id", "slow", 10000);
+    cr_assert_not_null(line, "the job was never paused for a client that does not read");
+    json_object_put(line);
+    /* paused, it does not run ahead: /health still answers quickly meanwhile */
+    double t0 = hx_now_ms();
+    struct json_object *h = hx_health(port);
+    cr_assert_lt(hx_now_ms() - t0, 50.0);
+    json_object_put(h);
+    int next = 0;
+    bool ended = false;
+    for (;;) {
+        struct hx_sse_event ev;
+        int r = hx_sse_next(c, &ev, 10000);
+        cr_assert_neq(r, -1, "stream stalled after %d tokens", next);
+        if (r == 0)
+            break;
+        if (!strcmp(ev.event, "token")) {
+            cr_assert_eq(hx_jint(ev.json, "i"), next, "token index");
+            next++;
+        } else if (!strcmp(ev.event, "end")) {
+            cr_assert_eq(hx_jint(ev.json, "tokens_out"), 100000);
+            ended = true;
+        } else {
+            cr_assert(!strcmp(ev.event, "started") || !strcmp(ev.event, "metrics"), "%s: %s", ev.event, ev.data);
+        }
+        hx_sse_event_fini(&ev);
+    }
+    cr_assert(ended, "no end event");
+    cr_assert_eq(next, 100000);
+    hx_http_close(c);
 }
 
 /* ---- validation ------------------------------------------------------------------ */

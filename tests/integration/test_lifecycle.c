@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "integration/harness.h"
@@ -275,6 +276,39 @@ Test(lifecycle, bad_model_exits_1_naming_the_path)
     char notgguf[4096];
     hx_data_path("vocab/NOTE.md", notgguf, sizeof notgguf);
     expect_startup_failure(&(struct hx_spec){.model = notgguf}, (const char *[]){notgguf, NULL});
+}
+
+Test(lifecycle, config_file_fills_what_the_command_line_leaves)
+{
+    char path[] = "/tmp/aarmd-conf-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    const char *conf = "# a test config\nworker-id = worker-from-file\nmax-tokens-limit = 7\nctx-size = 256\n";
+    cr_assert_eq(write(fd, conf, strlen(conf)), (ssize_t)strlen(conf));
+    close(fd);
+    struct hx_proc *p = hx_start("--config", path, "--ctx-size", "300", NULL);
+    struct json_object *h = hx_health(hx_port(p));
+    cr_assert_str_eq(hx_jstr(h, "worker_id"), "worker-from-file");
+    cr_assert_eq(hx_jint(h, "context_length"), 300, "the command line wins over the file");
+    json_object_put(h);
+    struct hx_http *c = hx_fetch(hx_port(p), "POST", "/execute", NULL, "{\"job_id\":\"c\",\"prompt\":\"x\",\"max_tokens\":8}");
+    cr_assert_eq(hx_http_status(c), 400, "max-tokens-limit from the file: %s", hx_http_body(c));
+    cr_assert(strstr(hx_http_body(c), "range(1..=7)"), "%s", hx_http_body(c));
+    hx_http_close(c);
+    cr_assert_eq(hx_stop(p, 8000), 0);
+    /* a bad line names the file and line */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    cr_assert_geq(fd, 0);
+    const char *bad = "worker-id = w\nno-such-key = 1\n";
+    cr_assert_eq(write(fd, bad, strlen(bad)), (ssize_t)strlen(bad));
+    close(fd);
+    char line2[4200];
+    snprintf(line2, sizeof line2, "%s:2", path);
+    expect_startup_failure(&(struct hx_spec){.args = {"--config", path, NULL}},
+                           (const char *[]){line2, "no-such-key", NULL});
+    unlink(path);
+    expect_startup_failure(&(struct hx_spec){.args = {"--config", "/nonexistent/aarmd.conf", NULL}},
+                           (const char *[]){"/nonexistent/aarmd.conf", NULL});
 }
 
 Test(lifecycle, port_in_use_exits_1)

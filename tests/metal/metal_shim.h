@@ -24,7 +24,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <setjmp.h>
 #include <string.h>
+#if defined(__APPLE__) && !defined(_XOPEN_SOURCE)
+#define _XOPEN_SOURCE 600   /* macOS hides the (deprecated) ucontext calls otherwise */
+#endif
 #include <ucontext.h>
 
 #include <functional>
@@ -79,9 +83,17 @@ namespace metal_sim {
 
 enum fiber_state { F_READY, F_WAIT_SIMD, F_WAIT_BAR, F_DONE };
 
+/*
+ * A fiber starts once through setcontext (its own stack) and from then on
+ * switches with _setjmp/_longjmp, which, unlike swapcontext, make no system
+ * call (no signal mask). Build without _FORTIFY_SOURCE: glibc's checked
+ * longjmp refuses to jump onto another stack.
+ */
 struct fiber {
     ucontext_t ctx;
-    std::vector<char> stack;
+    jmp_buf env;
+    int started;
+    char *stack;         /* owned by the dispatch, reused by each threadgroup */
     fiber_state state;
     uint tid;            /* index in threadgroup */
     uint3 local;         /* thread position in threadgroup */
@@ -94,7 +106,7 @@ struct group_state {
     std::vector<fiber> fibers;
     /* simdgroup exchange: [simdgroup][parity][lane] of 16 bytes */
     std::vector<unsigned char> xchg;
-    ucontext_t sched;
+    jmp_buf sched;
     fiber *cur;
     const std::function<void()> *body;
 };
@@ -133,7 +145,8 @@ inline uint3 tpos_in_grid()
 inline void yield_to_sched()
 {
     group_state *g = gs();
-    swapcontext(&g->cur->ctx, &g->sched);
+    if (!_setjmp(g->cur->env))
+        _longjmp(g->sched, 1);
 }
 
 inline void fiber_entry()
@@ -141,7 +154,7 @@ inline void fiber_entry()
     group_state *g = gs();
     (*g->body)();
     g->cur->state = F_DONE;
-    swapcontext(&g->cur->ctx, &g->sched);
+    _longjmp(g->sched, 1);   /* never returns: the stack is reused */
 }
 
 /* Simdgroup exchange: deposit v, wait for the simdgroup, return a pointer to the lanes' values. */
@@ -165,23 +178,36 @@ template <class T> inline const T *simd_exchange(T v, uint *n_lanes)
     return vals;
 }
 
+inline size_t stack_bytes() { return 128 * 1024; }
+
+/* Runs fiber f until it waits or finishes. Its own frame holds the _setjmp,
+ * so the caller's loop variables are not clobbered by the _longjmp back. */
+__attribute__((noinline)) inline void resume(group_state &g, fiber *f)
+{
+    g.cur = f;
+    if (!_setjmp(g.sched)) {
+        if (!f->started) {
+            f->started = 1;
+            setcontext(&f->ctx);
+        }
+        _longjmp(f->env, 1);
+    }
+}
+
 /* Runs one threadgroup to completion; 0 or -1 with err_str() set. */
 inline int run_group(group_state &g)
 {
-    const size_t stack_bytes = 256 * 1024;
     uint n = g.tg_size.x * g.tg_size.y * g.tg_size.z;
-    g.fibers.assign(n, fiber());
-    g.xchg.assign((size_t)((n + 31u) / 32u) * 2u * 32u * 16u, 0);
     for (uint i = 0; i < n; i++) {
         fiber &f = g.fibers[i];
-        f.stack.resize(stack_bytes);
         f.state = F_READY;
         f.tid = i;
         f.local = {i % g.tg_size.x, (i / g.tg_size.x) % g.tg_size.y, i / (g.tg_size.x * g.tg_size.y)};
         f.simd_ops = f.bars = 0;
+        f.started = 0;
         getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack.data();
-        f.ctx.uc_stack.ss_size = f.stack.size();
+        f.ctx.uc_stack.ss_sp = f.stack;
+        f.ctx.uc_stack.ss_size = stack_bytes();
         f.ctx.uc_link = nullptr;
         makecontext(&f.ctx, (void (*)())fiber_entry, 0);
     }
@@ -190,8 +216,7 @@ inline int run_group(group_state &g)
         for (uint i = 0; i < n; i++) {
             if (g.fibers[i].state != F_READY)
                 continue;
-            g.cur = &g.fibers[i];
-            swapcontext(&g.sched, &g.fibers[i].ctx);
+            resume(g, &g.fibers[i]);
             ran = true;
         }
         /* release complete simdgroups */
@@ -245,6 +270,11 @@ inline int dispatch(uint3 grid, uint3 tg, const std::function<void()> &body)
     g.tg_size = tg;
     g.grid_tg = grid;
     g.body = &body;
+    g.fibers.assign(n, fiber());
+    std::vector<char> stacks((size_t)n * stack_bytes());   /* one allocation for every fiber */
+    for (uint i = 0; i < n; i++)
+        g.fibers[i].stack = stacks.data() + (size_t)i * stack_bytes();
+    g.xchg.assign((size_t)((n + 31u) / 32u) * 2u * 32u * 16u, 0);
     group_state *saved = gs();
     gs() = &g;
     int rc = 0;
@@ -330,9 +360,10 @@ template <class T> static inline T simd_broadcast_first(T v) { return simd_shuff
 
 /*
  * simdgroup matrices (8x8): every lane holds the whole matrix and computes the
- * whole result (redundant, but the values are the simdgroup's), and each
- * operation is a simdgroup synchronisation point, so a divergent call is
- * reported like any other simdgroup operation. Loads and stores take
+ * whole result (redundant, but the values are the simdgroup's). Only
+ * simdgroup_store is a synchronisation point (a lane that skips it is
+ * reported like any divergent simdgroup operation); loads and multiplies are
+ * lane-local, which keeps the harness fast. Loads and stores take
  * elements_per_row only (no origin, no transpose).
  */
 template <class T, int Cols, int Rows = Cols> struct simdgroup_matrix {
@@ -352,7 +383,6 @@ template <class T, int Cols, int Rows = Cols> static inline simdgroup_matrix<T, 
 template <class T, class S, int C, int R>
 static inline void simdgroup_load(simdgroup_matrix<T, C, R> &d, const S *src, ulong elements_per_row = C)
 {
-    simdgroup_barrier(mem_flags::mem_none);
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             d.m[r * C + c] = (T)src[(ulong)r * elements_per_row + (ulong)c];
@@ -372,7 +402,6 @@ template <class T, int N>
 static inline void simdgroup_multiply_accumulate(simdgroup_matrix<T, N, N> &d, const simdgroup_matrix<T, N, N> &a,
                                                  const simdgroup_matrix<T, N, N> &b, const simdgroup_matrix<T, N, N> &c)
 {
-    simdgroup_barrier(mem_flags::mem_none);
     simdgroup_matrix<T, N, N> r;
     for (int i = 0; i < N; i++)
         for (int j = 0; j < N; j++) {

@@ -272,7 +272,8 @@ Test(metal_backend, batched_step_matches_single)
     synth_load(&l, "qwen2", AARMD_TYPE_Q8_0);
     struct side a, b;
     side_open(&a, p, l.d, 32);
-    side_open(&b, p, l.d, 32);
+    b = a;   /* a second sequence of the same model */
+    cr_assert_eq(aarmd_plugin_seq_new(p, a.m, 32, &b.s, err, sizeof err), AARMD_OK, "%s", err);
     uint32_t nv = l.d->n_vocab;
     float *l1 = malloc(nv * sizeof(float)), *l2 = malloc(nv * sizeof(float));
     float *r1 = malloc(nv * sizeof(float)), *r2 = malloc(nv * sizeof(float));
@@ -294,8 +295,8 @@ Test(metal_backend, batched_step_matches_single)
     free(l2);
     free(r1);
     free(r2);
+    aarmd_plugin_seq_free(p, b.s);
     side_close(&a);
-    side_close(&b);
     synth_free(&l);
     aarmd_plugin_free(p);
 }

@@ -99,6 +99,19 @@ Test(cuda_backend, unknown_and_bad_options_refused)
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
     cr_assert(strstr(err, "batch=0"), "%s", err);
     aarmd_plugin_free(p);
+    /* the kernel-choice switches take 0 or 1 only */
+    struct aarmd_opt o3[] = {{"pdl", "2"}};
+    p = load_cuda(o3, 1);
+    cr_assert_not_null(p);
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "pdl=2"), "%s", err);
+    aarmd_plugin_free(p);
+    struct aarmd_opt o4[] = {{"mvf", "yes"}};
+    p = load_cuda(o4, 1);
+    cr_assert_not_null(p);
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "mvf=yes"), "%s", err);
+    aarmd_plugin_free(p);
 }
 
 /* ---- models from gguf-synth ---------------------------------------------------- */
@@ -418,4 +431,56 @@ Test(cuda_backend, two_entries_in_one_step_match_separate_steps)
     free(r2);
     synth_free(&l);
     aarmd_plugin_free(p);
+}
+
+/*
+ * The decode kernels of v5 (coalesced F32/F16/BF16 and Q8_0 matvecs,
+ * programmatic dependent launch, Q8 quantization fused into add_norm and the
+ * gated activation) against the v4 kernels (pdl=0, mvf=0) on the same model:
+ * chunks of at most 3 tokens (batch=3) and then single-token decodes through
+ * the CUDA graph. Only the summation order differs, so the logits agree far
+ * below the CPU bounds.
+ */
+Test(cuda_backend, v5_decode_kernels_match_v4)
+{
+    struct aarmd_opt fast[] = {{"batch", "3"}};
+    struct aarmd_opt old[] = {{"batch", "3"}, {"pdl", "0"}, {"mvf", "0"}};
+    static const uint32_t types[] = {AARMD_TYPE_F16, AARMD_TYPE_BF16, AARMD_TYPE_F32, AARMD_TYPE_Q8_0,
+                                     AARMD_TYPE_Q4_K};
+    struct aarmd_plugin *pf = load_cuda(fast, 1);
+    NEED_GPU(pf);
+    struct aarmd_plugin *po = load_cuda(old, 3);
+    cr_assert_not_null(po);
+    char err[512];
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        struct loaded l;
+        synth_load(&l, ti % 2 ? "qwen3" : "llama", types[ti]);
+        uint32_t nv = l.d->n_vocab;
+        float *a = malloc(nv * sizeof(float)), *b = malloc(nv * sizeof(float));
+        cr_assert(a && b);
+        struct side sf, so;
+        side_open(&sf, pf, l.d, 64);
+        side_open(&so, po, l.d, 64);
+        int32_t toks[11];
+        for (int i = 0; i < 11; i++)
+            toks[i] = (int32_t)((i * 71 + 9) % (int)nv);
+        for (int step = 0; step < 5; step++) {   /* a prompt of 11 (chunks 3,3,3,2), then 4 decodes */
+            int32_t next = (int32_t)((step * 113 + 1) % (int)nv);
+            struct aarmd_batch_entry ef = {sf.s, step ? &next : toks, step ? 1u : 11u, 1, a};
+            struct aarmd_batch_entry eo = {so.s, step ? &next : toks, step ? 1u : 11u, 1, b};
+            cr_assert_eq(aarmd_plugin_step(pf, sf.m, &ef, 1, err, sizeof err), AARMD_OK, "%s", err);
+            cr_assert_eq(aarmd_plugin_step(po, so.m, &eo, 1, err, sizeof err), AARMD_OK, "%s", err);
+            for (uint32_t k = 0; k < nv; k++)
+                cr_assert(isfinite(a[k]), "type %u step %d: logit %u not finite", types[ti], step, k);
+            double r = max_rel(a, b, nv);
+            cr_expect(r < 2e-3, "type %u step %d: v5 vs v4 kernels rel %g", types[ti], step, r);
+        }
+        side_close(&sf);
+        side_close(&so);
+        free(a);
+        free(b);
+        synth_free(&l);
+    }
+    aarmd_plugin_free(pf);
+    aarmd_plugin_free(po);
 }
