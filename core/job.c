@@ -147,7 +147,8 @@ void aarmd_job_emit_metrics(struct aarmd_job *j, uint64_t memory_bytes)
 
 void aarmd_job_text_begin(struct aarmd_job *j, const struct aarmd_tokenizer *t)
 {
-    aarmd_detok_init(&j->detok, t);
+    /* generated text continues the prompt: keep a leading SPM space ("\u2581Paris" -> " Paris") */
+    aarmd_detok_init_continue(&j->detok, t);
     j->has_deferred = false;
 }
 

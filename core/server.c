@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +64,7 @@ struct job {
     uint32_t tokens_in, tokens_out;
     enum aarmd_outcome outcome;
     struct job *ready_next;
+    struct job *batch_next;             /* loop only: notify_cb's snapshot of the ready list */
 };
 
 enum task_kind { TASK_TOKENIZE, TASK_DETOKENIZE };
@@ -387,6 +391,12 @@ static void process_job(struct job *j, struct evbuffer *tmp)
 {
     struct aarmd_server *s = j->srv;
     pthread_mutex_lock(&s->lock);
+    if (j->in_ready) {
+        /* queued again since the snapshot (maybe with its terminal event): the
+         * next round handles it; freeing it now would leave it on s->ready */
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
     evbuffer_add_buffer(tmp, j->outbox);
     bool started = j->got_started, terminal = j->got_terminal;
     int reject = j->reject_status;
@@ -426,14 +436,18 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
     s->ready = NULL;
     struct task *done = s->tasks_done;
     s->tasks_done = NULL;
-    for (struct job *j = list; j; j = j->ready_next)
+    /* ready_next is rewritten when the scheduler queues a job again after the
+     * lock is dropped: walk a loop-owned copy of the links instead */
+    for (struct job *j = list; j; j = j->ready_next) {
         j->in_ready = false;
+        j->batch_next = j->ready_next;
+    }
     pthread_mutex_unlock(&s->lock);
 
     struct evbuffer *tmp = evbuffer_new();
     /* the list is newest-first; order between jobs does not matter */
     for (struct job *j = list, *next; j; j = next) {
-        next = j->ready_next;
+        next = j->batch_next;
         if (tmp)
             process_job(j, tmp);
     }
@@ -494,6 +508,17 @@ static void ping_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- endpoints ------------------------------------------------------------ */
 
+/* Events are small writes: without TCP_NODELAY, Nagle's algorithm holds each
+ * one until the client ACKs the previous (up to its 40 ms delayed ACK). */
+static void set_nodelay(struct evhttp_connection *conn)
+{
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    int one = 1;
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 static void handle_execute(struct aarmd_server *s, struct evhttp_request *req, const char *corr)
 {
     const char *body;
@@ -546,6 +571,7 @@ static void handle_execute(struct aarmd_server *s, struct evhttp_request *req, c
     snprintf(j->corr, sizeof j->corr, "%s", corr);
     j->req = req;
     j->conn = evhttp_request_get_connection(req);
+    set_nodelay(j->conn);
     j->state = JOB_WAITING_START;
     j->sched_live = true;
     j->submit_ms = mono_ms();

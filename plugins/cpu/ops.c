@@ -435,23 +435,25 @@ void cpu_attend(const struct cpu_kv *kv, int layer, int kvh, const float *q, int
 #define ATT_GROUP_MAX 8
 #define GRP_TARGET __attribute__((target("avx2,fma,f16c")))
 
-GRP_TARGET static inline __m256 kv_load8(uint32_t type, const void *row, int i)
+GRP_TARGET static inline __m256 kv_load8(const int f16, const void *row, int i)
 {
-    if (type == AARMD_TYPE_F16)
+    if (f16)
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i)));
     return _mm256_loadu_ps((const float *)row + i);
 }
 
-/* nq is a constant at every call site (the switch below), so the per-head
- * accumulators of a key live in registers. */
+#define GRP_UNROLL _Pragma("GCC unroll 8")
+
+/* nq and f16 are constants at every call site (the switch below) and the head
+ * loops are unrolled, so a key's per-head accumulators live in registers. */
 GRP_TARGET static inline __attribute__((always_inline)) void
-attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, const int nq, int hd, int32_t j0,
-                  int32_t j1, float scale, float softcap, float *out)
+attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, const int nq, const int f16, int hd,
+                  int32_t j0, int32_t j1, float scale, float softcap, float *out)
 {
-    const uint32_t type = kv->type;
     size_t off = (size_t)kvh * (size_t)hd * kv->elt;
     float m[ATT_GROUP_MAX], sum[ATT_GROUP_MAX];
     float sc[ATT_GROUP_MAX][ATT_BLOCK];
+    GRP_UNROLL
     for (int g = 0; g < nq; g++) {
         m[g] = -INFINITY;
         sum[g] = 0.0f;
@@ -462,13 +464,16 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
         for (int b = 0; b < nb; b++) {
             const void *kr = (const char *)cpu_kv_k_row(kv, layer, jb + b) + off;
             __m256 acc[ATT_GROUP_MAX];
+            GRP_UNROLL
             for (int g = 0; g < nq; g++)
                 acc[g] = _mm256_setzero_ps();
             for (int i = 0; i < hd; i += 8) {
-                __m256 kk = kv_load8(type, kr, i);
+                __m256 kk = kv_load8(f16, kr, i);
+                GRP_UNROLL
                 for (int g = 0; g < nq; g++)
                     acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)g * (size_t)hd + i), kk, acc[g]);
             }
+            GRP_UNROLL
             for (int g = 0; g < nq; g++) {
                 __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[g]), _mm256_extractf128_ps(acc[g], 1));
                 s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
@@ -498,10 +503,12 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
         for (int b = 0; b < nb; b++) {
             const void *vr = (const char *)cpu_kv_v_row(kv, layer, jb + b) + off;
             __m256 w[ATT_GROUP_MAX];
+            GRP_UNROLL
             for (int g = 0; g < nq; g++)
                 w[g] = _mm256_set1_ps(sc[g][b]);
             for (int i = 0; i < hd; i += 8) {
-                __m256 vv = kv_load8(type, vr, i);
+                __m256 vv = kv_load8(f16, vr, i);
+                GRP_UNROLL
                 for (int g = 0; g < nq; g++) {
                     float *o = out + (size_t)g * (size_t)hd + i;
                     _mm256_storeu_ps(o, _mm256_fmadd_ps(w[g], vv, _mm256_loadu_ps(o)));
@@ -517,8 +524,11 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
 GRP_TARGET static void attend_group_switch(const struct cpu_kv *kv, int layer, int kvh, const float *q, int nq, int hd,
                                            int32_t j0, int32_t j1, float scale, float softcap, float *out)
 {
-    switch (nq) {
-#define CASE(N) case N: attend_group_avx2(kv, layer, kvh, q, N, hd, j0, j1, scale, softcap, out); break;
+    int f16 = kv->type == AARMD_TYPE_F16;
+    switch (nq * 2 + f16) {
+#define CASE(N) \
+    case 2 * N: attend_group_avx2(kv, layer, kvh, q, N, 0, hd, j0, j1, scale, softcap, out); break; \
+    case 2 * N + 1: attend_group_avx2(kv, layer, kvh, q, N, 1, hd, j0, j1, scale, softcap, out); break;
     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     default: break;

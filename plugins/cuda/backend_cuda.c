@@ -68,13 +68,13 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option q8=%s: expected 0 or 1", v);
             c->use_q8 = v[0] == '1';
         } else if (!strcmp(k, "pdl")) {
-            if (strcmp(v, "0") && strcmp(v, "1"))
-                return cuda_err(err, errlen, AARMD_EINVAL, "backend option pdl=%s: expected 0 or 1", v);
-            c->use_pdl = v[0] == '1';
+            if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "2"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option pdl=%s: expected 0, 1 or 2", v);
+            c->use_pdl = v[0] - '0';
         } else if (!strcmp(k, "mvf")) {
-            if (strcmp(v, "0") && strcmp(v, "1"))
-                return cuda_err(err, errlen, AARMD_EINVAL, "backend option mvf=%s: expected 0 or 1", v);
-            c->use_mvf = v[0] == '1';
+            if (v[0] < '0' || v[0] > '7' || v[1])
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option mvf=%s: expected 0..7 (kernel bits)", v);
+            c->use_mvf = v[0] - '0';
         } else {
             return cuda_err(err, errlen, AARMD_EINVAL,
                             "unknown backend option %s (known: batch, graphs, cublas, q8, pdl, mvf)", k);
@@ -116,8 +116,8 @@ static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aa
     c->use_graphs = 1;
     c->use_cublas = 1;
     c->use_q8 = 1;
-    c->use_pdl = 1;
-    c->use_mvf = 1;
+    c->use_pdl = CUDA_DEFAULT_PDL;
+    c->use_mvf = CUDA_DEFAULT_MVF;
     if ((rc = parse_opts(c, host, err, errlen)) != AARMD_OK)
         goto fail;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&c->prop, device)) != cudaSuccess) {

@@ -16,6 +16,10 @@
 
 struct cuda_blas;   /* cuBLAS loaded at run time (cuda_blas.c); NULL when absent */
 
+/* Defaults of the options pdl and mvf (measured best on the H100, docs/cuda-notes.md v5). */
+#define CUDA_DEFAULT_PDL 1
+#define CUDA_DEFAULT_MVF 5
+
 struct aarmd_backend_ctx {
     const struct aarmd_host *host;
     int32_t device;
@@ -24,8 +28,8 @@ struct aarmd_backend_ctx {
     int use_graphs;             /* option graphs: capture batch-1 decode as a CUDA graph */
     int use_cublas;             /* option cublas: prefill through cublasGemmEx when loadable */
     int use_q8;                 /* option q8: decode matvec on Q8 activations (dp4a) for quantized weights */
-    int use_pdl;                /* option pdl: programmatic dependent launch (sm_90 and later) */
-    int use_mvf;                /* option mvf: coalesced F32/F16/BF16 decode matvec */
+    int use_pdl;                /* option pdl: 0 off, 1/2 programmatic dependent launch (cuk_set_tuning) */
+    int use_mvf;                /* option mvf: decode matvec kernel bits (cuk_set_tuning) */
 };
 
 /* A weight matrix {n_in, n_out} in its GGUF type, on the device. d == NULL: absent. */

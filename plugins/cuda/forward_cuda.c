@@ -225,7 +225,7 @@ int cuda_forward(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq, c
     cudaMemcpyAsync(m->d_tok, m->h_tok, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
     cudaMemcpyAsync(m->d_pos, m->h_pos, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
 
-    cuk_set_tuning(m->ctx->use_pdl && m->ctx->prop.major >= 9, m->ctx->use_mvf);
+    cuk_set_tuning(m->ctx->prop.major >= 9 ? m->ctx->use_pdl : 0, m->ctx->use_mvf);
     int graph = n == 1 && logits && m->ctx->use_graphs && !seq->graph_failed;
     if (graph && !seq->graph_exec)
         capture(m, seq);

@@ -95,9 +95,11 @@ void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const 
  * as cuk_quantize_q8(out, n_tok * n) would. */
 void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok,
                       int n, int gelu, void *xq, float *xd);
-/* Process-wide kernel choices: pdl != 0 launches with programmatic dependent launch
- * (sm_90), matvec_f != 0 runs F32/F16/BF16 (<= 8 tokens) and Q8_0 (Q8 path) decode
- * through the coalesced matvecs. Defaults 0, 1; set before capturing graphs. */
+/* Process-wide kernel choices, set before capturing graphs. pdl: 0 plain launches,
+ * 1 programmatic dependent launch (sm_90) with the next kernel released at block
+ * exit, 2 released at kernel entry. matvec_f bits: 1 F32/F16/BF16 decode (<= 8
+ * tokens) through the coalesced matvec, 2 Q8_0 through its 8-lanes-per-block
+ * matvec, 4 single-token Q8 matvec with 4 items in flight per lane. */
 void cuk_set_tuning(int pdl, int matvec_f);
 /* x[i] = gelu(x[i]). */
 void cuk_gelu(cudaStream_t s, float *x, int64_t n);

@@ -17,15 +17,24 @@
 #define MM_NT 8             /* tokens per block of the matmul (prefill) */
 
 int cuk_pdl_on = 0;         /* pdl.cuh */
+extern "C" void cuk_ops_set_pdl_early(int early);   /* ops.cu */
 static int cuk_mv_f_on = 1; /* F32/F16/BF16 decode through k_matvec_f */
 
-static int cuk_q80_on = 1;  /* Q8_0 decode through k_matvec_q8_0 */
+static int cuk_q80_on = 1;  /* Q8_0 decode through k_matvec_q8_0 (mvf bit 1) */
+static int cuk_q8_unroll = 1;   /* Q8 matvec with Q8_UNROLL items in flight (mvf bit 2) */
 
 extern "C" void cuk_set_tuning(int pdl, int matvec_f)
 {
-    cuk_pdl_on = pdl;
-    cuk_mv_f_on = matvec_f;
-    cuk_q80_on = matvec_f;
+    static int dev_pdl = -1;
+    cuk_pdl_on = pdl != 0;
+    if (pdl != dev_pdl) {   /* pdl 2: trigger the next launch at kernel entry (pdl.cuh) */
+        pdl_set_early(pdl == 2);
+        cuk_ops_set_pdl_early(pdl == 2);
+        dev_pdl = pdl;
+    }
+    cuk_mv_f_on = matvec_f != 0;
+    cuk_q80_on = (matvec_f & 2) != 0;
+    cuk_q8_unroll = (matvec_f & 4) != 0;
 }
 
 /* ---- per-type facts ------------------------------------------------------- */
@@ -698,7 +707,35 @@ extern "C" void cuk_quantize_q8(cudaStream_t s, const float *x, int64_t n, void 
     pdl_launch(k_quantize_q8, (unsigned)((nb * 32 + 255) / 256), 256, s, x, nb, (int8_t *)xq, xd);
 }
 
-template <uint32_t T, int NT>
+/* acc[t] += the item's dot with token t's Q8 activations (item `it` of the row) */
+template <int NT>
+__device__ __forceinline__ void q8_dot(const q8item &o, int it, const int8_t *__restrict__ xq,
+                                       const float *__restrict__ xd, int n_in, int n_items, int n_tok, float *acc)
+{
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        if (t < n_tok) {
+            const int4 *xp = reinterpret_cast<const int4 *>(xq + (size_t)t * n_in) + it * 2;
+            int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+            int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+            int s0 = 0, s1 = 0, c0 = 0, c1 = 0;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                s0 = __dp4a(o.q[k], xw[k], s0);
+                s1 = __dp4a(o.q[k + 4], xw[k + 4], s1);
+                c0 = __dp4a(0x01010101, xw[k], c0);
+                c1 = __dp4a(0x01010101, xw[k + 4], c1);
+            }
+            float dx = __ldg(xd + (size_t)t * n_items + it);
+            acc[t] += dx * (o.a0 * (float)s0 + o.a1 * (float)s1 + o.b0 * (float)c0 + o.b1 * (float)c1);
+        }
+    }
+}
+
+/* items decoded per lane before the first dot (bytes in flight); 1 = the v4 loop */
+#define Q8_UNROLL 4
+
+template <uint32_t T, int NT, int U>
 __global__ void __launch_bounds__(MM_WARPS * WARP)
 k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const int8_t *__restrict__ xq,
             const float *__restrict__ xd, int n_in, int n_tok, float *__restrict__ y)
@@ -714,28 +751,23 @@ k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
+    int it = lane;
+    if (U > 1) {
+        for (; it + (U - 1) * WARP < n_items; it += U * WARP) {
+            q8item o[U];
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                decq<T>::run(row, it + u * WARP, o[u]);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                q8_dot<NT>(o[u], it + u * WARP, xq, xd, n_in, n_items, nt, acc);
+        }
+    }
 #pragma unroll 2
-    for (int it = lane; it < n_items; it += WARP) {
+    for (; it < n_items; it += WARP) {
         q8item o;
         decq<T>::run(row, it, o);
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            if (t < nt) {
-                const int4 *xp = reinterpret_cast<const int4 *>(xq + (size_t)t * n_in) + it * 2;
-                int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
-                int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-                int s0 = 0, s1 = 0, c0 = 0, c1 = 0;
-#pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    s0 = __dp4a(o.q[k], xw[k], s0);
-                    s1 = __dp4a(o.q[k + 4], xw[k + 4], s1);
-                    c0 = __dp4a(0x01010101, xw[k], c0);
-                    c1 = __dp4a(0x01010101, xw[k + 4], c1);
-                }
-                float dx = __ldg(xd + (size_t)t * n_items + it);
-                acc[t] += dx * (o.a0 * (float)s0 + o.a1 * (float)s1 + o.b0 * (float)c0 + o.b1 * (float)c1);
-            }
-        }
+        q8_dot<NT>(o, it, xq, xd, n_in, n_items, nt, acc);
     }
 #pragma unroll
     for (int t = 0; t < NT; t++) {
@@ -755,7 +787,7 @@ k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_
  * contiguous bytes) instead of 32 blocks at a 34-byte stride; 4 groups of
  * blocks per lane are loaded before use.
  */
-#define Q80_UNROLL 4
+#define Q80_UNROLL 16
 
 template <int NT>
 __global__ void __launch_bounds__(MM_WARPS * WARP)
@@ -835,11 +867,14 @@ static void matvec_q8_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_o
                        (const int8_t *)xq, xd, (int)n_in, n_tok, y);
         return;
     }
-    if (n_tok == 1)
-        pdl_launch(k_matvec_q8<T, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
+    if (n_tok == 1 && cuk_q8_unroll)
+        pdl_launch(k_matvec_q8<T, 1, Q8_UNROLL>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
+                   (const int8_t *)xq, xd, (int)n_in, n_tok, y);
+    else if (n_tok == 1)
+        pdl_launch(k_matvec_q8<T, 1, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
                                                  (int)n_in, n_tok, y);
     else
-        pdl_launch(k_matvec_q8<T, CUK_Q8_MAX_TOK>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
+        pdl_launch(k_matvec_q8<T, CUK_Q8_MAX_TOK, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
                                                               (const int8_t *)xq, xd, (int)n_in, n_tok, y);
 }
 

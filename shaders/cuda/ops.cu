@@ -13,6 +13,11 @@
 
 #define WARP 32
 
+extern "C" void cuk_ops_set_pdl_early(int early)
+{
+    pdl_set_early(early);
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

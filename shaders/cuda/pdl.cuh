@@ -18,12 +18,21 @@
 
 /* nonzero: launch with the programmatic-serialization attribute (matmul.cu, cuk_set_pdl) */
 extern int cuk_pdl_on;
+/* nonzero: each kernel lets the next one launch as soon as it has started
+ * (else at its blocks' exit); one copy per .cu, set by pdl_set_early */
+static __constant__ int cuk_pdl_early;
+
+static inline void pdl_set_early(int early)
+{
+    cudaMemcpyToSymbol(cuk_pdl_early, &early, sizeof early);
+}
 
 __device__ __forceinline__ void pdl_enter()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    if (cuk_pdl_early)
+        asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 

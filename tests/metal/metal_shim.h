@@ -107,6 +107,7 @@ struct group_state {
     /* simdgroup exchange: [simdgroup][parity][lane] of 16 bytes */
     std::vector<unsigned char> xchg;
     jmp_buf sched;
+    ucontext_t ctx_template;   /* one getcontext per dispatch, copied into each fiber */
     fiber *cur;
     const std::function<void()> *body;
 };
@@ -205,7 +206,7 @@ inline int run_group(group_state &g)
         f.local = {i % g.tg_size.x, (i / g.tg_size.x) % g.tg_size.y, i / (g.tg_size.x * g.tg_size.y)};
         f.simd_ops = f.bars = 0;
         f.started = 0;
-        getcontext(&f.ctx);
+        f.ctx = g.ctx_template;
         f.ctx.uc_stack.ss_sp = f.stack;
         f.ctx.uc_stack.ss_size = stack_bytes();
         f.ctx.uc_link = nullptr;
@@ -271,9 +272,23 @@ inline int dispatch(uint3 grid, uint3 tg, const std::function<void()> &body)
     g.grid_tg = grid;
     g.body = &body;
     g.fibers.assign(n, fiber());
-    std::vector<char> stacks((size_t)n * stack_bytes());   /* one allocation for every fiber */
+    /* stacks persist across dispatches (not zeroed, not returned): a fiber
+     * touches a few pages of its stack, and faulting them in again on every
+     * dispatch would dominate the run time */
+    static char *stacks = nullptr;
+    static uint n_stacks = 0;
+    if (n > n_stacks) {
+        free(stacks);
+        stacks = (char *)malloc((size_t)n * stack_bytes());
+        n_stacks = stacks ? n : 0;
+        if (!stacks) {
+            err_str() = "out of memory for fiber stacks";
+            return -1;
+        }
+    }
     for (uint i = 0; i < n; i++)
-        g.fibers[i].stack = stacks.data() + (size_t)i * stack_bytes();
+        g.fibers[i].stack = stacks + (size_t)i * stack_bytes();
+    getcontext(&g.ctx_template);
     g.xchg.assign((size_t)((n + 31u) / 32u) * 2u * 32u * 16u, 0);
     group_state *saved = gs();
     gs() = &g;

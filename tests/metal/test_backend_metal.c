@@ -1,8 +1,9 @@
 /*
  * test_backend_metal.c — the Metal plugin through the real loader (macOS):
  * device info, options, logits against the CPU backend on synthetic models of
- * every arch and weight type, bad inputs refused. Where the plugin is not
- * built (Linux) every test skips, saying so; nothing here has yet run on a Mac.
+ * every arch and weight type, bad inputs refused. Off macOS the plugin found
+ * is tests/metal/fake's build of the same backend_metal.m over a CPU stand-in
+ * for Metal (kernels through the harness); nothing here has yet run on a Mac.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -44,6 +45,22 @@ static int plugin_missing(void)
             cr_skip_test("no Metal device: %s", load_err);                       \
         }                                                                        \
     } while (0)
+
+/* The probe's refusal: observable with the fake device (it honours
+ * AARMD_FAKE_METAL_NO_DEVICE); on a Mac with a GPU the test skips. */
+Test(metal_backend, probe_refuses_without_a_device)
+{
+    setenv("AARMD_FAKE_METAL_NO_DEVICE", "1", 1);
+    struct aarmd_plugin *p = load_metal(NULL, 0);
+    unsetenv("AARMD_FAKE_METAL_NO_DEVICE");
+    if (p) {
+        aarmd_plugin_free(p);
+        cr_skip_test("a Metal device is present: the refusal cannot be observed here");
+    }
+    if (plugin_missing())
+        cr_skip_test("Metal plugin not built: %s", load_err);
+    cr_assert(strstr(load_err, "no Metal device") != NULL, "refusal should say 'no Metal device': %s", load_err);
+}
 
 Test(metal_backend, table_and_device_info)
 {

@@ -100,17 +100,17 @@ Test(cuda_backend, unknown_and_bad_options_refused)
     cr_assert(strstr(err, "batch=0"), "%s", err);
     aarmd_plugin_free(p);
     /* the kernel-choice switches take 0 or 1 only */
-    struct aarmd_opt o3[] = {{"pdl", "2"}};
+    struct aarmd_opt o3[] = {{"pdl", "3"}};
     p = load_cuda(o3, 1);
     cr_assert_not_null(p);
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "pdl=2"), "%s", err);
+    cr_assert(strstr(err, "pdl=3"), "%s", err);
     aarmd_plugin_free(p);
-    struct aarmd_opt o4[] = {{"mvf", "yes"}};
+    struct aarmd_opt o4[] = {{"mvf", "8"}};
     p = load_cuda(o4, 1);
     cr_assert_not_null(p);
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "mvf=yes"), "%s", err);
+    cr_assert(strstr(err, "mvf=8"), "%s", err);
     aarmd_plugin_free(p);
 }
 
@@ -434,20 +434,21 @@ Test(cuda_backend, two_entries_in_one_step_match_separate_steps)
 }
 
 /*
- * The decode kernels of v5 (coalesced F32/F16/BF16 and Q8_0 matvecs,
- * programmatic dependent launch, Q8 quantization fused into add_norm and the
- * gated activation) against the v4 kernels (pdl=0, mvf=0) on the same model:
+ * The decode kernels of v5 (coalesced F32/F16/BF16 and Q8_0 matvecs, the
+ * unrolled Q8 matvec, programmatic dependent launch released at kernel entry,
+ * Q8 quantization fused into add_norm and the gated activation: pdl=2 mvf=7)
+ * against the v4 kernels (pdl=0, mvf=0) on the same model:
  * chunks of at most 3 tokens (batch=3) and then single-token decodes through
  * the CUDA graph. Only the summation order differs, so the logits agree far
  * below the CPU bounds.
  */
 Test(cuda_backend, v5_decode_kernels_match_v4)
 {
-    struct aarmd_opt fast[] = {{"batch", "3"}};
+    struct aarmd_opt fast[] = {{"batch", "3"}, {"pdl", "2"}, {"mvf", "7"}};
     struct aarmd_opt old[] = {{"batch", "3"}, {"pdl", "0"}, {"mvf", "0"}};
     static const uint32_t types[] = {AARMD_TYPE_F16, AARMD_TYPE_BF16, AARMD_TYPE_F32, AARMD_TYPE_Q8_0,
                                      AARMD_TYPE_Q4_K};
-    struct aarmd_plugin *pf = load_cuda(fast, 1);
+    struct aarmd_plugin *pf = load_cuda(fast, 3);
     NEED_GPU(pf);
     struct aarmd_plugin *po = load_cuda(old, 3);
     cr_assert_not_null(po);
