@@ -1,7 +1,9 @@
 /*
  * matmul.c — SIMD level detection, the kernel tables per level, and
- * cpu_matmul: activations quantized once per call, then weight rows × token
- * tiles split over the pool. The dot kernels themselves live in quant.c and simd_*.c.
+ * cpu_matmul / cpu_matmul_group: activations quantized once per call (per
+ * activation kind for a group), then weight rows × token tiles of all the
+ * group's weights split over the pool in one run. The dot kernels themselves
+ * live in quant.c and simd_*.c.
  */
 #include <pthread.h>
 #include <string.h>

@@ -3,7 +3,8 @@
  * caller, woken per run by a generation counter (spin, then sleep on a condvar).
  * Two kinds of run: static (every thread runs its ith share) and chunked
  * (threads that show up claim chunks; stragglers are not waited for).
- * Nothing is allocated per run. Not re-entrant: one run at a time per pool.
+ * Chunked runs can be narrowed to the first n threads (cpu_pool_set_active;
+ * 1 = no hand-off at all). Nothing is allocated per run. Not re-entrant: one run at a time per pool.
  */
 #include <pthread.h>
 #include <stdatomic.h>

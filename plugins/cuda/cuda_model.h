@@ -18,7 +18,7 @@ struct cuda_blas;   /* cuBLAS loaded at run time (cuda_blas.c); NULL when absent
 
 /* Defaults of the options pdl and mvf (measured best on the H100, docs/cuda-notes.md v5). */
 #define CUDA_DEFAULT_PDL 1
-#define CUDA_DEFAULT_MVF 5
+#define CUDA_DEFAULT_MVF 1
 
 struct aarmd_backend_ctx {
     const struct aarmd_host *host;

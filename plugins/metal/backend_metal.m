@@ -1,9 +1,7 @@
 /*
- * backend_metal.m — the Metal backend plugin (backend_metal.dylib) for Apple
- * Silicon: device, weights in place over the GGUF mmap, per-sequence F16 KV
- * caches, and the decoder encoded as one command buffer per step. Host code
- * only (manual retain/release, no ARC); the kernels are shaders/metal.
- * Rotary tables, F16/BF16 conversion and weight checks reuse plugins/cpu.
+ * backend_metal.m — the Metal backend plugin (Apple Silicon): weights in place over
+ * the GGUF mmap, F16 KV caches, one command buffer per step. Host code only (manual
+ * retain/release); kernels in shaders/metal; rope tables and checks from plugins/cpu.
  */
 #import <Foundation/Foundation.h>
 #import <Metal/Metal.h>

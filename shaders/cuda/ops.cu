@@ -282,21 +282,24 @@ __device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, fl
     *sn = (float)(sin(theta) * mscale);
 }
 
-/* block per token; threads over (head, pair) of q then k, then the K/V store */
+/*
+ * grid (token, head): blocks 0..n_head-1 rotate one q head each, blocks
+ * n_head.. rotate one k head and store that kv head's k and v rows as F16 at
+ * row pos[t] of the caches. (v4 ran one block per token, serialising the
+ * double-precision angles of all heads on one SM.)
+ */
 __global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int n_kv, int D, struct cuk_rope r,
                              const int32_t *pos, __half *kc, __half *vc)
 {
     pdl_enter();
-    int t = blockIdx.x;
+    int t = blockIdx.x, h = blockIdx.y;
     int32_t p = pos[t];
     int kv_dim = n_kv * D;
+    float *x = h < n_head ? q + (size_t)t * n_head * D + (size_t)h * D
+                          : k + (size_t)t * kv_dim + (size_t)(h - n_head) * D;
     if (r.kind != AARMD_ROPE_NONE) {
         int half = r.n_rot / 2;
-        int work = (n_head + n_kv) * half;
-        for (int w = threadIdx.x; w < work; w += blockDim.x) {
-            int h = w / half, i = w % half;
-            float *x = h < n_head ? q + (size_t)t * n_head * D + (size_t)h * D
-                                  : k + (size_t)t * kv_dim + (size_t)(h - n_head) * D;
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
             int a = r.kind == AARMD_ROPE_NEOX ? i : 2 * i;
             int b = r.kind == AARMD_ROPE_NEOX ? i + half : 2 * i + 1;
             float c, sn;
@@ -305,18 +308,22 @@ __global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int
             x[a] = x0 * c - x1 * sn;
             x[b] = x0 * sn + x1 * c;
         }
-        __syncthreads();
     }
-    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        kc[(size_t)p * kv_dim + i] = __float2half_rn(k[(size_t)t * kv_dim + i]);
-        vc[(size_t)p * kv_dim + i] = __float2half_rn(v[(size_t)t * kv_dim + i]);
+    if (h >= n_head) {   /* block-uniform */
+        __syncthreads();   /* the rotated k row, written by this block */
+        size_t o = (size_t)(h - n_head) * D;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            kc[(size_t)p * kv_dim + o + d] = __float2half_rn(x[d]);
+            vc[(size_t)p * kv_dim + o + d] = __float2half_rn(v[(size_t)t * kv_dim + o + d]);
+        }
     }
 }
 
 extern "C" void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv,
                                int D, const struct cuk_rope *r, const int32_t *pos, void *kc, void *vc)
 {
-    pdl_launch(k_rope_store, n_tok, 1024, s, q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
+    dim3 grid((unsigned)n_tok, (unsigned)(n_head + n_kv));
+    pdl_launch(k_rope_store, grid, 128, s, q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
 }
 
 /* ---- attention ------------------------------------------------------------------ */
