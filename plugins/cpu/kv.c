@@ -57,6 +57,43 @@ size_t cpu_kv_bytes(const struct cpu_kv *kv)
     return 2 * (size_t)kv->n_layer * (size_t)kv->n_ctx * (size_t)kv->kv_dim * kv->elt;
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* F16C conversion: round to nearest even with overflow to inf and exact
+ * subnormals, the same bits as cpu_f32_to_f16 for every non-NaN input (a
+ * test compares them); the scalar loop was 1-1.5% of a prefill profile. */
+__attribute__((target("avx,f16c"))) static int f32_to_f16_f16c(uint16_t *dst, const float *src, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return i;
+}
+
+static int have_f16c(void)
+{
+    static int v = -1;   /* racy but idempotent */
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    }
+    return v;
+}
+#endif
+
+void cpu_kv_f32_to_f16(uint16_t *dst, const float *src, int n)
+{
+    int i = 0;
+#if defined(__x86_64__)
+    if (have_f16c())
+        i = f32_to_f16_f16c(dst, src, n);
+#endif
+    for (; i < n; i++)
+        dst[i] = cpu_f32_to_f16(src[i]);
+}
+
 void cpu_kv_store(struct cpu_kv *kv, int layer, int32_t pos, const float *k, const float *v)
 {
     void *kr = (void *)cpu_kv_k_row(kv, layer, pos);
@@ -66,9 +103,6 @@ void cpu_kv_store(struct cpu_kv *kv, int layer, int32_t pos, const float *k, con
         memcpy(vr, v, (size_t)kv->kv_dim * sizeof(float));
         return;
     }
-    uint16_t *kh = kr, *vh = vr;
-    for (int i = 0; i < kv->kv_dim; i++) {
-        kh[i] = cpu_f32_to_f16(k[i]);
-        vh[i] = cpu_f32_to_f16(v[i]);
-    }
+    cpu_kv_f32_to_f16(kr, k, kv->kv_dim);
+    cpu_kv_f32_to_f16(vr, v, kv->kv_dim);
 }

@@ -27,6 +27,9 @@ int cpu_kv_init(struct cpu_kv *kv, uint32_t type, int n_layer, int32_t n_ctx, in
 void cpu_kv_fini(struct cpu_kv *kv);   /* frees the rows; accepts a zeroed kv */
 size_t cpu_kv_bytes(const struct cpu_kv *kv);
 
+/* dst[i] = cpu_f32_to_f16(src[i]) for i < n (F16C where the CPU has it: the same bits for any non-NaN). */
+void cpu_kv_f32_to_f16(uint16_t *dst, const float *src, int n);
+
 /* Writes the K and V rows (kv_dim floats each) of `layer` at position `pos`. */
 void cpu_kv_store(struct cpu_kv *kv, int layer, int32_t pos, const float *k, const float *v);
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "log.h"
@@ -845,4 +846,70 @@ Test(sched_log, execute_start_and_end_lines, .init = redirect_err, .fini = teard
     }
     cr_assert(start, "no execute_start line");
     cr_assert(end, "no execute_end line");
+}
+
+/* ---- the same guarantees on the CPU backend with a real model ------------ */
+
+/* Engine on the CPU backend with SmolLM2; skips when the model was not fetched. */
+static void setup_cpu(uint32_t max_jobs)
+{
+    quiet();
+    static char model[PATH_MAX];
+    const char *d = getenv("AARMD_TEST_MODELS");
+    cr_assert_not_null(d, "AARMD_TEST_MODELS is not set");
+    snprintf(model, sizeof model, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", d);
+    if (access(model, R_OK) != 0)
+        cr_skip_test("%s is missing: run tools/fetch-models.sh", model);
+    struct aarmd_engine_opts eo = {.backend = "cpu", .model_path = model};
+    char err[1024] = "";
+    cr_assert_eq(aarmd_engine_new(&eo, &engine, err, sizeof err), AARMD_OK, "engine: %s", err);
+    struct aarmd_sched_opts so = {.max_jobs = max_jobs, .queue_depth = 16, .ctx_size = 256};
+    sched = aarmd_sched_new(engine, &so, err, sizeof err);
+    cr_assert_not_null(sched, "sched: %s", err);
+}
+
+#define CPU_N 12
+
+static void run_cpu(const char *id, uint64_t seed, struct rec *r)
+{
+    struct aarmd_job_request q = req(id, "The meaning of life is", CPU_N, 1.0f, seed);
+    q.sampling.top_k = 50;
+    run_job(&q, r);
+    cr_assert_eq(r->n_tokens, CPU_N, "%s: %d tokens (%s %s)", id, r->n_tokens, r->code, r->message);
+}
+
+Test(sched_cpu, same_seed_same_tokens_alone_and_beside_other_jobs, .init = NULL, .fini = teardown,
+     .timeout = 120)
+{
+    setup_cpu(4);
+    static struct rec first, again, others[3];
+    run_cpu("ref", 42, &first);
+    for (int k = 0; k < 10; k++) {
+        char id[16];
+        snprintf(id, sizeof id, "rep%d", k);
+        run_cpu(id, 42, &again);
+        cr_assert(!memcmp(first.ids, again.ids, CPU_N * sizeof(int32_t)), "run %d differs", k);
+    }
+    for (int k = 0; k < 3; k++) {
+        rec_init(&others[k]);
+        char id[16];
+        snprintf(id, sizeof id, "other%d", k);
+        struct aarmd_job_request q = req(id, k == 1 ? "Once upon a time, in a land far away," : "Hi", 24,
+                                         1.0f, 1000 + (uint64_t)k);
+        submit_ok(&q, &others[k]);
+    }
+    rec_init(&again);
+    struct aarmd_job_request q = req("mixed", "The meaning of life is", CPU_N, 1.0f, 42);
+    q.sampling.top_k = 50;
+    submit_ok(&q, &again);
+    cr_assert(rec_wait(&again, 60000));
+    for (int k = 0; k < 3; k++)
+        cr_assert(rec_wait(&others[k], 60000));
+    cr_assert_eq(again.n_tokens, CPU_N);
+    cr_assert(!memcmp(first.ids, again.ids, CPU_N * sizeof(int32_t)), "differs beside other jobs");
+
+    static struct rec other_seed;
+    run_cpu("seed7", 7, &other_seed);
+    cr_assert(memcmp(first.ids, other_seed.ids, CPU_N * sizeof(int32_t)),
+              "seeds 42 and 7 gave the same %d tokens at temperature 1", CPU_N);
 }

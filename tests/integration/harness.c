@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -47,19 +48,28 @@ static bool under_valgrind(void)
     return v && *v && strcmp(v, "0") != 0;
 }
 
+/* DIR/REL with "..", "." and links resolved when the file exists (the daemon
+ * reports realpath(--model), so expectations must be canonical too). */
+static const char *canonical(const char *dir, const char *rel, char *buf, size_t cap)
+{
+    char joined[4096], real[PATH_MAX];
+    snprintf(joined, sizeof joined, "%s/%s", dir, rel);
+    snprintf(buf, cap, "%s", realpath(joined, real) ? real : joined);
+    return buf;
+}
+
 const char *hx_data_path(const char *rel, char *buf, size_t cap)
 {
     const char *d = getenv("AARMD_TEST_DATA");
     cr_assert_not_null(d, "AARMD_TEST_DATA is not set: run through make check");
-    snprintf(buf, cap, "%s/%s", d, rel);
-    return buf;
+    return canonical(d, rel, buf, cap);
 }
 
 const char *hx_model_path(const char *rel, char *buf, size_t cap)
 {
     const char *d = getenv("AARMD_TEST_MODELS");
     cr_assert_not_null(d, "AARMD_TEST_MODELS is not set: run through make check");
-    snprintf(buf, cap, "%s/%s", d, rel);
+    canonical(d, rel, buf, cap);
     return buf;
 }
 

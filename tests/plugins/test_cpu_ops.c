@@ -353,6 +353,33 @@ Test(cpu_ops, gated_activations_over_a_range)
     }
 }
 
+/* The vector F32 -> F16 of the KV store gives cpu_f32_to_f16's bits: normal values,
+ * ties, subnormals, overflow to inf, zeros of both signs. */
+Test(cpu_ops, kv_f16_conversion_matches_scalar)
+{
+    enum { N = 4099 };
+    static float src[N];
+    static uint16_t got[N];
+    uint32_t r = 12345u;
+    for (int i = 0; i < N; i++) {
+        r = r * 1664525u + 1013904223u;
+        switch (i % 8) {
+        case 0: src[i] = (float)((int32_t)r) / 2147483648.0f; break;          /* [-1, 1) */
+        case 1: src[i] = ldexpf((float)(r % 2048u) + 0.5f, -24 - (int)(r % 4u)); break; /* subnormal range, ties */
+        case 2: src[i] = (float)((int32_t)r) * 1e-4f; break;                   /* up to 2e5: overflow */
+        case 3: src[i] = ldexpf(1.0f + (float)(r % 1024u) / 1024.0f + 1.0f / 4096.0f, (int)(r % 30u) - 15); break;
+        case 4: src[i] = (i % 16 == 4) ? -0.0f : 0.0f; break;
+        case 5: src[i] = 65504.0f + (float)(r % 64u); break;                   /* around the largest half */
+        case 6: src[i] = -ldexpf(1.0f, -(int)(r % 30u)); break;
+        default: src[i] = (float)(r % 100000u) / 7.0f; break;
+        }
+    }
+    cpu_kv_f32_to_f16(got, src, N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(got[i], cpu_f32_to_f16(src[i]), "%.9g: 0x%04x vs 0x%04x", (double)src[i], got[i],
+                     cpu_f32_to_f16(src[i]));
+}
+
 Test(cpu_ops, kv_rejects_bad_shapes)
 {
     struct cpu_kv kv;
