@@ -18,8 +18,10 @@
 #include "plugin.h"
 
 static const char bench_help[] =
-    "usage: aarmd-cli bench BACKEND [--model FILE.gguf | --shape S --type T] [--pp N] [--tg N]\n"
-    "                       [--reps R] [--bw GBPS] [--backend-opt k=v ...] [--plugin-dir DIR] [--device N]\n"
+    "usage: aarmd-cli bench BACKEND [--model FILE.gguf | --shape S --type T] [--pp|-p N] [--tg|-n N]\n"
+    "                       [--reps|-r R] [--bw GBPS|host] [--json] [--backend-opt k=v ...]\n"
+    "                       [--plugin-dir DIR] [--device N]\n"
+    "       (also: aarmd-cli bench --backend BACKEND --model FILE ...)\n"
     "\n"
     "Times a prefill of N tokens (pp, default 512) and N single-token decodes after\n"
     "it (tg, default 128) at batch 1 and prints tokens/s (best of --reps, default 3).\n"
@@ -29,7 +31,10 @@ static const char bench_help[] =
     "  llama-1b      2048 x 16, 32/8 heads, ff 8192, vocab 128256, tied\n"
     "  llama-8b      4096 x 32, 32/8 heads, ff 14336, vocab 128256\n"
     "--bw GBPS (device copy bandwidth, bytes read + written) adds the decode roofline:\n"
-    "(weight bytes + KV bytes read per token) / bandwidth.\n";
+    "(weight bytes + KV bytes read per token) / bandwidth. --bw host measures the host's\n"
+    "read bandwidth in this run (a read loop over 256 MB, best of 3; use it for the cpu backend).\n"
+    "Every rep is kept: the table gives best, mean and standard deviation over the reps\n"
+    "(the warm-up rep excluded); --json prints the same as one JSON object.\n";
 
 struct shape {
     const char *name;
@@ -215,11 +220,68 @@ static int parse_long(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+/* Host read bandwidth in GB/s: a read loop over a buffer far larger than the caches, best of 3. */
+static double host_read_bw(void)
+{
+    const size_t n = (size_t)256 << 20;
+    uint64_t *buf = malloc(n);
+    if (!buf)
+        return 0.0;
+    memset(buf, 1, n);
+    double best = 0.0;
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < 3; r++) {
+        double a = now_s();
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = 0; i < n / sizeof *buf; i += 4) {
+            s0 += buf[i];
+            s1 += buf[i + 1];
+            s2 += buf[i + 2];
+            s3 += buf[i + 3];
+        }
+        sink += s0 + s1 + s2 + s3;
+        double t = now_s() - a;
+        if (t > 0 && (double)n / t / 1e9 > best)
+            best = (double)n / t / 1e9;
+    }
+    (void)sink;
+    free(buf);
+    return best;
+}
+
+/* s as a JSON string body (quotes, backslashes and control characters escaped) */
+static void json_puts(const char *s)
+{
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+}
+
+/* mean and sample standard deviation of n rates */
+static void mean_sd(const double *v, long n, double *mean, double *sd)
+{
+    double s = 0.0, q = 0.0;
+    for (long i = 0; i < n; i++)
+        s += v[i];
+    *mean = n ? s / (double)n : 0.0;
+    for (long i = 0; i < n; i++)
+        q += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (double)(n - 1)) : 0.0;
+}
+
 int aarmd_cli_bench(int argc, char **argv)
 {
     const char *target = NULL, *plugin_dir = NULL, *model_path = NULL, *shape_name = NULL, *type_name = NULL;
     long pp = 512, tg = 128, reps = 3, device = 0;
     double bw = 0.0;
+    int bw_host = 0, json = 0;
+    double *pp_rate = NULL, *tg_rate = NULL;
     int status = 2;
     struct aarmd_opt *opts = calloc((size_t)argc + 1, sizeof *opts);
     char **keys = calloc((size_t)argc + 1, sizeof *keys);
@@ -245,6 +307,10 @@ int aarmd_cli_bench(int argc, char **argv)
             status = 0;
             goto out;
         }
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
         if (a[0] != '-') {
             if (target) {
                 fprintf(stderr, "bench: one backend at a time (got %s and %s)\n", target, a);
@@ -259,14 +325,21 @@ int aarmd_cli_bench(int argc, char **argv)
         }
         const char *v = argv[++i];
         int bad = 0;
-        if (!strcmp(a, "--model")) model_path = v;
+        if (!strcmp(a, "--backend")) {
+            if (target) {
+                fprintf(stderr, "bench: one backend at a time (got %s and %s)\n", target, v);
+                goto out;
+            }
+            target = v;
+        } else if (!strcmp(a, "--model") || !strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "--shape")) shape_name = v;
         else if (!strcmp(a, "--type")) type_name = v;
         else if (!strcmp(a, "--plugin-dir")) plugin_dir = v;
-        else if (!strcmp(a, "--pp")) bad = parse_long(v, 1, 65536, &pp);
-        else if (!strcmp(a, "--tg")) bad = parse_long(v, 0, 65536, &tg);
-        else if (!strcmp(a, "--reps")) bad = parse_long(v, 1, 100, &reps);
+        else if (!strcmp(a, "--pp") || !strcmp(a, "-p")) bad = parse_long(v, 1, 65536, &pp);
+        else if (!strcmp(a, "--tg") || !strcmp(a, "-n")) bad = parse_long(v, 0, 65536, &tg);
+        else if (!strcmp(a, "--reps") || !strcmp(a, "-r")) bad = parse_long(v, 1, 100, &reps);
         else if (!strcmp(a, "--device")) bad = parse_long(v, 0, INT32_MAX, &device);
+        else if (!strcmp(a, "--bw") && !strcmp(v, "host")) bw_host = 1;
         else if (!strcmp(a, "--bw")) {
             char *end;
             bw = strtod(v, &end);
@@ -350,8 +423,12 @@ int aarmd_cli_bench(int argc, char **argv)
     double t_load = now_s() - t0;
     toks = malloc((size_t)pp * sizeof *toks);
     logits = malloc((size_t)desc->n_vocab * sizeof *logits);
-    if (!toks || !logits)
+    pp_rate = calloc((size_t)reps, sizeof *pp_rate);
+    tg_rate = calloc((size_t)reps, sizeof *tg_rate);
+    if (!toks || !logits || !pp_rate || !tg_rate)
         goto out;
+    if (bw_host)
+        bw = host_read_bw();   /* in the same run as the timings, so under the same load */
     for (long i = 0; i < pp; i++)
         toks[i] = (int32_t)(((uint64_t)i * 7919u + 13u) % desc->n_vocab);
 
@@ -380,6 +457,8 @@ int aarmd_cli_bench(int argc, char **argv)
         }
         double c = now_s();
         if (r > 0) {
+            pp_rate[r - 1] = (double)pp / (b - a);
+            tg_rate[r - 1] = c > b ? (double)tg / (c - b) : 0.0;
             if (b - a < best_pp)
                 best_pp = b - a;
             if (c - b < best_tg)
@@ -388,12 +467,33 @@ int aarmd_cli_bench(int argc, char **argv)
     }
     uint32_t kv_dim = desc->n_head_kv * desc->head_dim;
     double kv_per_tok = (double)desc->n_layer * kv_dim * 2.0 * 2.0 * ((double)pp + (double)tg / 2.0);   /* F16 K+V */
-    printf("bench backend=%s model=%s type=%s weights=%.3f GB load=%.2f s\n", target, desc->name ? desc->name : "?",
-           shape_name ? type_name : "file", (double)wbytes / 1e9, t_load);
-    printf("  pp%ld: %.1f tok/s (%.2f ms)\n", pp, (double)pp / best_pp, best_pp * 1e3);
+    double pp_mean, pp_sd, tg_mean, tg_sd;
+    mean_sd(pp_rate, reps, &pp_mean, &pp_sd);
+    mean_sd(tg_rate, reps, &tg_mean, &tg_sd);
+    if (json) {
+        printf("{\"backend\":\"");
+        json_puts(target);
+        printf("\",\"model\":\"");
+        json_puts(desc->name ? desc->name : "?");
+        printf("\",\"type\":\"%s\",\"weight_bytes\":%" PRIu64
+               ",\"load_ms\":%.3f,\"reps\":%ld,"
+               "\"pp\":{\"n\":%ld,\"best_tok_s\":%.3f,\"mean_tok_s\":%.3f,\"sd_tok_s\":%.3f},"
+               "\"tg\":{\"n\":%ld,\"best_tok_s\":%.3f,\"mean_tok_s\":%.3f,\"sd_tok_s\":%.3f}",
+               shape_name ? type_name : "file", wbytes, t_load * 1e3, reps,
+               pp, (double)pp / best_pp, pp_mean, pp_sd, tg, tg > 0 ? (double)tg / best_tg : 0.0, tg_mean, tg_sd);
+    } else {
+        printf("bench backend=%s model=%s type=%s weights=%.3f GB load=%.2f s (%.1f ms)\n", target,
+               desc->name ? desc->name : "?", shape_name ? type_name : "file", (double)wbytes / 1e9, t_load,
+               t_load * 1e3);
+        printf("  %-8s %12s %14s %14s\n", "test", "best tok/s", "mean tok/s", "sd");
+        printf("  pp%-6ld %12.1f %14.1f %14.1f   (best %.2f ms, %ld reps)\n", pp, (double)pp / best_pp, pp_mean, pp_sd,
+               best_pp * 1e3, reps);
+    }
     if (tg > 0) {
         double ms = best_tg * 1e3 / (double)tg;
-        printf("  tg%ld: %.1f tok/s (%.3f ms/token)\n", tg, (double)tg / best_tg, ms);
+        if (!json)
+            printf("  tg%-6ld %12.1f %14.1f %14.1f   (best %.3f ms/token)\n", tg, (double)tg / best_tg, tg_mean, tg_sd,
+                   ms);
         if (bw > 0.0) {
             /* roofline: bytes read per token (an untied token_embd is read one row at a time, so not
              * counted) over the copy bandwidth (bytes read + written per second) */
@@ -402,12 +502,22 @@ int aarmd_cli_bench(int argc, char **argv)
                 if (desc->tensors[i].role == AARMD_ROLE_TOKEN_EMBD)
                     bytes -= (double)desc->tensors[i].nbytes;
             double roof_ms = bytes / (bw * 1e9) * 1e3;
-            printf("  roofline: %.3f GB/token at %.0f GB/s -> %.3f ms/token (%.1f tok/s); tg at %.0f%% of it\n",
-                   bytes / 1e9, bw, roof_ms, 1e3 / roof_ms, 100.0 * roof_ms / ms);
+            if (json)
+                printf(",\"bw_gb_s\":%.3f,\"bw_measured\":%s,\"roofline_gb_per_tok\":%.4f,\"roofline_tok_s\":%.3f,"
+                       "\"tg_fraction_of_roofline\":%.4f",
+                       bw, bw_host ? "true" : "false", bytes / 1e9, 1e3 / roof_ms, roof_ms / ms);
+            else
+                printf("  roofline: %.3f GB/token at %.1f GB/s%s -> %.3f ms/token (%.1f tok/s); tg at %.0f%% of it\n",
+                       bytes / 1e9, bw, bw_host ? " (host read, measured now)" : "", roof_ms, 1e3 / roof_ms,
+                       100.0 * roof_ms / ms);
         }
     }
+    if (json)
+        printf("}\n");
     status = 0;
 out:
+    free(pp_rate);
+    free(tg_rate);
     free(toks);
     free(logits);
     if (p) {

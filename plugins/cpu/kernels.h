@@ -186,17 +186,10 @@ typedef float (*cpu_vec_dot_fn)(int64_t n, const void *w, const void *a);
 typedef void (*cpu_vec_dot_multi_fn)(int64_t n, const void *w, const void *a, size_t a_stride,
                                      int nt, float *out);
 
-/* CPU_DOT_ROWS consecutive weight rows (w, w + w_stride, ...) against one token's
- * activations: out[r] = dot of row r, bit for bit what dot_multi gives with
- * one token for each row (the rows only share loads and overlap latencies). */
-#define CPU_DOT_ROWS 4
-typedef void (*cpu_vec_dot_rows_fn)(int64_t n, const void *w, size_t w_stride, const void *a, float *out);
-
 #define CPU_TYPE_SLOTS 31   /* type ids 0..30 (BF16) */
 struct cpu_kernel_tab {
     cpu_vec_dot_fn dot[CPU_TYPE_SLOTS];
     cpu_vec_dot_multi_fn dot_multi[CPU_TYPE_SLOTS];   /* optional; NULL = loop over dot */
-    cpu_vec_dot_rows_fn dot_rows[CPU_TYPE_SLOTS];     /* optional (decode); NULL = row by row */
 };
 /* Fill the entries a level implements and leave the rest as they are. */
 void cpu_kernels_plain(struct cpu_kernel_tab *tab);

@@ -96,7 +96,6 @@ const struct cpu_kernel_tab *cpu_kernels_get(enum cpu_simd s)
 struct mm_job {
     cpu_vec_dot_fn dot;
     cpu_vec_dot_multi_fn multi;
-    cpu_vec_dot_rows_fn rows;       /* one token, CPU_DOT_ROWS rows per call, or NULL */
     uint32_t type;
     int64_t n_in, n_out;
     uint32_t n_tok;
@@ -143,17 +142,7 @@ static void mm_tile(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0,
             for (uint32_t ts = tb; ts < te; ts += CPU_DOT_MAX_TOK) {
                 int nt = (int)(te - ts < CPU_DOT_MAX_TOK ? te - ts : CPU_DOT_MAX_TOK);
                 const uint8_t *a = j->act + (size_t)ts * j->a_rb;
-                int64_t r = rc;
-                if (nt == 1 && j->rows) {   /* decode: rows in fours, the same bits as one by one */
-                    for (; r + CPU_DOT_ROWS <= re; r += CPU_DOT_ROWS) {
-                        float out[CPU_DOT_ROWS];
-                        j->rows(j->n_in, j->w + (size_t)r * j->w_rb, j->w_rb, a, out);
-                        float *y = j->y + (size_t)ts * (size_t)j->n_out + (size_t)r;
-                        for (int q = 0; q < CPU_DOT_ROWS; q++)
-                            y[q] = out[q];
-                    }
-                }
-                for (; r < re; r++) {
+                for (int64_t r = rc; r < re; r++) {
                     const uint8_t *w = j->w + (size_t)r * j->w_rb;
                     float *y = j->y + (size_t)ts * (size_t)j->n_out + (size_t)r;
                     /* multi even for one token: a token's result then never depends on the tiling
@@ -262,7 +251,6 @@ void cpu_matmul_group(struct cpu_pool *pool, enum cpu_simd simd, int n_w, const 
         j->w_rb = cpu_type_row_bytes(w[i]->type, w[i]->ne[0]);
         j->dot = tab->dot[w[i]->type];
         j->multi = tab->dot_multi[w[i]->type];
-        j->rows = j->multi ? tab->dot_rows[w[i]->type] : NULL;
         j->w = w[i]->data;
         j->x = x;
         j->y = y[i];

@@ -141,56 +141,6 @@ INLINE void q32_impl(enum q32_kind k, int64_t n, const void *vw, const void *va,
                  _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(accm0[t], accm1[t])));
 }
 
-/* CPU_DOT_ROWS rows against one token: per row exactly q32_impl's operations
- * in q32_impl's order (two chains, even and odd blocks), so the same bits as
- * q32_impl with nt = 1; the rows share the activation blocks and their
- * latencies overlap, and the call and epilogue are paid once per 4 rows. */
-INLINE void q32_rows(enum q32_kind k, int64_t n, const void *vw, size_t w_rb, const void *va, float *out)
-{
-    const size_t bb = k == K_Q4_0 ? sizeof(struct cpu_block_q4_0) : k == K_Q4_1 ? sizeof(struct cpu_block_q4_1)
-                    : k == K_Q5_0 ? sizeof(struct cpu_block_q5_0) : k == K_Q5_1 ? sizeof(struct cpu_block_q5_1)
-                    : sizeof(struct cpu_block_q8_0);
-    __m256 acc0[CPU_DOT_ROWS], acc1[CPU_DOT_ROWS];
-    __m128 accm0[CPU_DOT_ROWS], accm1[CPU_DOT_ROWS];
-    UNROLL
-    for (int r = 0; r < CPU_DOT_ROWS; r++) {
-        acc0[r] = acc1[r] = _mm256_setzero_ps();
-        accm0[r] = accm1[r] = _mm_setzero_ps();
-    }
-    const uint8_t *wp = vw;
-    const int64_t nb = n / CPU_QK;
-    int64_t i = 0;
-    for (; i + 1 < nb; i += 2) {
-        UNROLL
-        for (int r = 0; r < CPU_DOT_ROWS; r++) {
-            const uint8_t *row = wp + (size_t)r * w_rb;
-            q32_block(k, row + (size_t)i * bb, va, 0, 1, i, &acc0[r], &accm0[r]);
-            q32_block(k, row + (size_t)(i + 1) * bb, va, 0, 1, i + 1, &acc1[r], &accm1[r]);
-        }
-    }
-    if (i < nb) {
-        UNROLL
-        for (int r = 0; r < CPU_DOT_ROWS; r++)
-            q32_block(k, wp + (size_t)r * w_rb + (size_t)i * bb, va, 0, 1, i, &acc0[r], &accm0[r]);
-    }
-    UNROLL
-    for (int r = 0; r < CPU_DOT_ROWS; r++)
-        out[r] = hsum8(_mm256_add_ps(acc0[r], acc1[r])) +
-                 _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(accm0[r], accm1[r])));
-}
-
-#define ROWS(name, kind)                                                                        \
-    static void name##_rows(int64_t n, const void *w, size_t w_rb, const void *a, float *out) \
-    {                                                                                           \
-        q32_rows(kind, n, w, w_rb, a, out);                                                     \
-    }
-ROWS(q4_0, K_Q4_0)
-ROWS(q4_1, K_Q4_1)
-ROWS(q5_0, K_Q5_0)
-ROWS(q5_1, K_Q5_1)
-ROWS(q8_0, K_Q8_0)
-#undef ROWS
-
 /* ---- Q6_K against Q8K activations (zmm: 64 elements in element order) ------------------ */
 /* Q4_K and Q5_K have no AVX-512 kernels: the level inherits AVX2's. On the Zen 4 dev VM
  * zmm versions (vpdpwssd, 64 elements per op) were no faster for 1 token and ~10% slower
@@ -344,11 +294,6 @@ void cpu_kernels_avx512(struct cpu_kernel_tab *tab)
     SET(AARMD_TYPE_F16, f16);
     SET(AARMD_TYPE_BF16, bf16);
 #undef SET
-    tab->dot_rows[AARMD_TYPE_Q4_0] = q4_0_rows;
-    tab->dot_rows[AARMD_TYPE_Q4_1] = q4_1_rows;
-    tab->dot_rows[AARMD_TYPE_Q5_0] = q5_0_rows;
-    tab->dot_rows[AARMD_TYPE_Q5_1] = q5_1_rows;
-    tab->dot_rows[AARMD_TYPE_Q8_0] = q8_0_rows;
 }
 #else
 typedef int cpu_simd_avx512_empty;   /* ISO C wants a non-empty translation unit */

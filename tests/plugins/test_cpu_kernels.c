@@ -591,60 +591,6 @@ Test(cpu_quantize, vector_path_matches_plain_bytes)
     free(x);
 }
 
-/* ---- several rows per call (decode) ----------------------------------------------------- */
-
-/* Where a level has a rows kernel, it gives each row exactly dot_multi's bits for one token. */
-Test(cpu_matmul, rows_kernels_match_one_row_at_a_time)
-{
-    static const uint32_t types[] = {AARMD_TYPE_Q4_0, AARMD_TYPE_Q4_1, AARMD_TYPE_Q5_0, AARMD_TYPE_Q5_1,
-                                     AARMD_TYPE_Q8_0, AARMD_TYPE_Q4_K, AARMD_TYPE_Q6_K, AARMD_TYPE_F16};
-    static const int64_t lens[] = {32, 576, 640, 1536};   /* odd and even block counts */
-    enum cpu_simd levels[] = {CPU_SIMD_NONE, CPU_SIMD_AVX2, CPU_SIMD_AVX512, CPU_SIMD_NEON};
-    int checked = 0;
-    rng_state = 0x4242ull;
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
-            int64_t n = lens[li];
-            if (n % cpu_type_block_elems(types[ti]))
-                continue;
-            size_t nbytes;
-            void *w = random_weights(types[ti], n, CPU_DOT_ROWS, &nbytes);
-            float *x = random_x(n);
-            size_t arb = cpu_act_row_bytes(types[ti], n);
-            void *act = malloc(arb ? arb : 4);
-            const void *a = arb ? act : (const void *)x;
-            if (arb)
-                cpu_quantize_act(types[ti], x, act, n);
-            size_t wrb = cpu_type_row_bytes(types[ti], n);
-            for (size_t l = 0; l < 4; l++) {
-                if (!cpu_simd_available(levels[l]))
-                    continue;
-                const struct cpu_kernel_tab *tab = cpu_kernels_get(levels[l]);
-                if (!tab->dot_rows[types[ti]])
-                    continue;
-                cr_assert_not_null(tab->dot_multi[types[ti]], "rows kernel without a multi kernel");
-                float got[CPU_DOT_ROWS];
-                tab->dot_rows[types[ti]](n, w, wrb, a, got);
-                for (int r = 0; r < CPU_DOT_ROWS; r++) {
-                    float one;
-                    tab->dot_multi[types[ti]](n, (const uint8_t *)w + (size_t)r * wrb, a, 0, 1, &one);
-                    cr_assert(memcmp(&one, &got[r], sizeof one) == 0, "%s %s n %lld row %d: %.9g vs %.9g",
-                              cpu_simd_name(levels[l]), cpu_type_name(types[ti]), (long long)n, r, (double)got[r],
-                              (double)one);
-                }
-                checked++;
-            }
-            free(w);
-            free(x);
-            free(act);
-        }
-    }
-    if (!checked)
-        cr_log_warn("no level has a rows kernel on this machine");
-    else
-        cr_log_info("%d rows kernels checked", checked);
-}
-
 /* ---- matmul groups (q/k/v, gate/up in one pool run) ---------------------------------- */
 
 /* A group gives each weight's product bit for bit as cpu_matmul alone does, for mixed
