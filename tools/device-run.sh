@@ -32,7 +32,7 @@ build)
         NVCC_ARCHS='-gencode arch=compute_90,code=sm_90' \
         LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread" || exit 1
     cp aarmd-cli plugins/cpu/.libs/backend_cpu.so plugins/cuda/.libs/backend_cuda.so "$dev/" || exit 1
-    cp "$root/plugins/cuda/cuda_bw.cu" "$dev/" || exit 1
+    cp "$root/tools/cuda_bw.cu" "$dev/" || exit 1
     # the Criterion test and the libraries the GPU machine lacks (it has no Criterion)
     if make -j2 tests/plugins/test_cuda_backend LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread"; then
         t=tests/plugins/test_cuda_backend
