@@ -96,8 +96,8 @@ KTARGET static inline __attribute__((always_inline)) K(vf) K(fma)(K(vf) a, K(vf)
  * |f| <= 1/2: a degree-5 near-minimax polynomial for 2^f with p(0) = 1 (fit
  * 9e-8, 1.8e-7 relative as evaluated in float; one FMA less than Cephes' degree 6),
  * times 2^k through the exponent bits. The rounding of t costs up to |t|
- * 6e-8 relative, so the error stays below 2.5e-7 relative to each weight (the
- * top token's is exactly 1). 0 below -87, where float would go subnormal (weights under e^-87
+ * 6e-8 relative, so the absolute error stays below 3e-7 of the top token's
+ * weight, which is exactly 1. 0 below -87, where float would go subnormal (weights under e^-87
  * never matter next to the top token's 1).
  */
 KTARGET static inline __attribute__((always_inline)) void K(exp)(K(vf) *px)
