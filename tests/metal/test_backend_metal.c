@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "aarmd_backend.h"
+#include "plugins/backend_compare.h"
 #include "gguf.h"
 #include "gguf_synth.h"
 #include "model.h"
@@ -111,136 +112,21 @@ Test(metal_backend, unknown_and_bad_options_refused)
 
 /* ---- models from gguf-synth ---------------------------------------------------- */
 
-struct loaded {
-    char path[256];
-    struct aarmd_gguf *g;
-    struct aarmd_model_desc *d;
-};
-
-static void synth_load(struct loaded *l, const char *arch, uint32_t type)
-{
-    char err[512];
-    struct aarmd_synth_opts o;
-    memset(&o, 0, sizeof o);
-    o.arch = arch;
-    o.type = type;
-    o.n_vocab = 512;
-    o.seed = 7;
-    snprintf(l->path, sizeof l->path, "/tmp/aarmd-test-metal-%d-%s-%u.gguf", (int)getpid(), arch, type);
-    cr_assert_eq(aarmd_gguf_synth(&o, l->path, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_gguf_open(l->path, &l->g, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_model_desc_from_gguf(l->g, &l->d, err, sizeof err), AARMD_OK, "%s", err);
-}
-
-static void synth_free(struct loaded *l)
-{
-    aarmd_model_desc_free(l->d);
-    aarmd_gguf_free(l->g);
-    unlink(l->path);
-}
-
-struct side {
-    struct aarmd_plugin *p;
-    struct aarmd_backend_ctx *ctx;
-    struct aarmd_backend_model *m;
-    struct aarmd_backend_seq *s;
-};
-
-static void side_open(struct side *s, struct aarmd_plugin *p, const struct aarmd_model_desc *d, uint32_t n_ctx)
-{
-    char err[512];
-    s->p = p;
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &s->ctx, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_plugin_model_load(p, s->ctx, d, NULL, NULL, &s->m, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_plugin_seq_new(p, s->m, n_ctx, &s->s, err, sizeof err), AARMD_OK, "%s", err);
-}
-
-static void side_close(struct side *s)
-{
-    aarmd_plugin_seq_free(s->p, s->s);
-    aarmd_plugin_model_free(s->p, s->m);
-    aarmd_plugin_ctx_free(s->p, s->ctx);
-}
-
-static uint32_t argmax(const float *l, uint32_t n)
-{
-    uint32_t b = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (l[i] > l[b])
-            b = i;
-    return b;
-}
-
-struct case_ {
-    char arch[16];   /* inline: parameters are copied into the test's process (no pointers) */
-    uint32_t type;
-    double tol;      /* bound on max|dlogit| / max|cpu logit| */
-};
-
-/*
- * Bounds: the CPU backend quantizes activations to Q8 for quantized weights;
- * the Metal matvec uses F32 activations and the F16 KV cache like the CPU.
- * These are the CUDA test's bounds, NOT YET MEASURED on Apple hardware.
- */
-static struct case_ cases[] = {
-    {"llama", AARMD_TYPE_F32, 0.01},  {"llama", AARMD_TYPE_F16, 0.01},  {"llama", AARMD_TYPE_BF16, 0.01},
-    {"llama", AARMD_TYPE_Q8_0, 0.05}, {"llama", AARMD_TYPE_Q4_0, 0.05}, {"llama", AARMD_TYPE_Q4_1, 0.05},
-    {"llama", AARMD_TYPE_Q5_0, 0.05}, {"llama", AARMD_TYPE_Q5_1, 0.05}, {"llama", AARMD_TYPE_Q4_K, 0.06},
-    {"llama", AARMD_TYPE_Q5_K, 0.06}, {"llama", AARMD_TYPE_Q6_K, 0.06}, {"qwen2", AARMD_TYPE_Q4_0, 0.05},
-    {"qwen3", AARMD_TYPE_Q8_0, 0.05}, {"phi3", AARMD_TYPE_Q4_K, 0.06},  {"gpt2", AARMD_TYPE_F16, 0.01},
-    {"gpt2", AARMD_TYPE_Q5_1, 0.05},  {"gemma3", AARMD_TYPE_BF16, 0.01}, {"gemma3", AARMD_TYPE_Q6_K, 0.06},
-};
+/* The CUDA test's cases and bounds (backend_compare.h): NOT YET MEASURED on
+ * Apple hardware; the Metal matvec uses F32 activations and an F16 KV cache. */
+static struct bc_case cases[] = {BC_CASES};
 
 ParameterizedTestParameters(metal_backend, matches_cpu)
 {
-    return cr_make_param_array(struct case_, cases, sizeof cases / sizeof cases[0]);
+    return cr_make_param_array(struct bc_case, cases, sizeof cases / sizeof cases[0]);
 }
 
-ParameterizedTest(struct case_ *c, metal_backend, matches_cpu)
+ParameterizedTest(struct bc_case *c, metal_backend, matches_cpu)
 {
-    struct aarmd_plugin *mt = load_metal(NULL, 0);
-    NEED_GPU(mt);
-    struct aarmd_plugin *cpu = NULL;
-    struct aarmd_host cpu_host;
-    char err[512];
-    aarmd_plugin_host_init(&cpu_host, NULL, 0, 0);
-    cr_assert_eq(aarmd_plugin_load("cpu", NULL, &cpu_host, &cpu, err, sizeof err), AARMD_OK, "%s", err);
-    struct loaded l;
-    synth_load(&l, c->arch, c->type);
-    struct side a, b;
-    side_open(&a, mt, l.d, 64);
-    side_open(&b, cpu, l.d, 64);
-    uint32_t nv = l.d->n_vocab;
-    float *la = malloc(nv * sizeof(float)), *lb = malloc(nv * sizeof(float));
-    int32_t prompt[20];
-    for (int i = 0; i < 20; i++)
-        prompt[i] = (int32_t)((i * 37 + 5) % (int)nv);
-    int agree = 0, steps = 0;
-    for (int step = 0; step < 6; step++) {
-        int32_t next = (int32_t)argmax(lb, nv);
-        struct aarmd_batch_entry ea = {a.s, step ? &next : prompt, step ? 1u : 20u, 1, la};
-        struct aarmd_batch_entry eb = {b.s, step ? &next : prompt, step ? 1u : 20u, 1, lb};
-        cr_assert_eq(aarmd_plugin_step(mt, a.m, &ea, 1, err, sizeof err), AARMD_OK, "%s", err);
-        cr_assert_eq(aarmd_plugin_step(cpu, b.m, &eb, 1, err, sizeof err), AARMD_OK, "%s", err);
-        double md = 0.0, sc = 0.0;
-        for (uint32_t k = 0; k < nv; k++) {
-            cr_assert(isfinite(la[k]), "logit %u not finite", k);
-            md = fmax(md, fabs((double)la[k] - lb[k]));
-            sc = fmax(sc, fabs((double)lb[k]));
-        }
-        cr_expect(md <= c->tol * sc, "%s type %u step %d: max|d| %g > %g * max|ref| %g", c->arch, c->type, step, md,
-                  c->tol, sc);
-        agree += argmax(la, nv) == argmax(lb, nv);
-        steps++;
-    }
-    cr_expect(agree >= steps - 1, "%s type %u: top-1 agreed on %d of %d steps", c->arch, c->type, agree, steps);
-    free(la);
-    free(lb);
-    side_close(&a);
-    side_close(&b);
-    synth_free(&l);
-    aarmd_plugin_free(cpu);
-    aarmd_plugin_free(mt);
+    struct aarmd_plugin *p = load_metal(NULL, 0);
+    NEED_GPU(p);
+    bc_match_cpu(p, c);
+    aarmd_plugin_free(p);
 }
 
 /* Weights copied instead of used in place, and kernels compiled from the
@@ -258,11 +144,11 @@ Test(metal_backend, copy_and_source_paths_agree)
     char err[512];
     aarmd_plugin_host_init(&host_b, o, 2, 0);
     cr_assert_eq(aarmd_plugin_load("metal", NULL, &host_b, &pb, err, sizeof err), AARMD_OK, "%s", err);
-    struct loaded l;
-    synth_load(&l, "llama", AARMD_TYPE_Q4_K);
-    struct side a, b;
-    side_open(&a, pa, l.d, 16);
-    side_open(&b, pb, l.d, 16);
+    struct bc_model l;
+    bc_model_synth(&l, "llama", AARMD_TYPE_Q4_K);
+    struct bc_side a, b;
+    bc_side_open(&a, pa, l.d, 16);
+    bc_side_open(&b, pb, l.d, 16);
     uint32_t nv = l.d->n_vocab;
     float *la = malloc(nv * sizeof(float)), *lb = malloc(nv * sizeof(float));
     int32_t prompt[7] = {1, 9, 30, 4, 77, 5, 2};
@@ -272,9 +158,9 @@ Test(metal_backend, copy_and_source_paths_agree)
     cr_assert(memcmp(la, lb, nv * sizeof(float)) == 0, "weights=copy library=source changed the logits");
     free(la);
     free(lb);
-    side_close(&a);
-    side_close(&b);
-    synth_free(&l);
+    bc_side_close(&a);
+    bc_side_close(&b);
+    bc_model_free(&l);
     aarmd_plugin_free(pa);
     aarmd_plugin_free(pb);
 }
@@ -285,10 +171,10 @@ Test(metal_backend, batched_step_matches_single)
     struct aarmd_plugin *p = load_metal(NULL, 0);
     NEED_GPU(p);
     char err[512];
-    struct loaded l;
-    synth_load(&l, "qwen2", AARMD_TYPE_Q8_0);
-    struct side a, b;
-    side_open(&a, p, l.d, 32);
+    struct bc_model l;
+    bc_model_synth(&l, "qwen2", AARMD_TYPE_Q8_0);
+    struct bc_side a, b;
+    bc_side_open(&a, p, l.d, 32);
     b = a;   /* a second sequence of the same model */
     cr_assert_eq(aarmd_plugin_seq_new(p, a.m, 32, &b.s, err, sizeof err), AARMD_OK, "%s", err);
     uint32_t nv = l.d->n_vocab;
@@ -313,8 +199,8 @@ Test(metal_backend, batched_step_matches_single)
     free(r1);
     free(r2);
     aarmd_plugin_seq_free(p, b.s);
-    side_close(&a);
-    synth_free(&l);
+    bc_side_close(&a);
+    bc_model_free(&l);
     aarmd_plugin_free(p);
 }
 
@@ -323,10 +209,10 @@ Test(metal_backend, bad_inputs_refused)
     struct aarmd_plugin *p = load_metal(NULL, 0);
     NEED_GPU(p);
     char err[512];
-    struct loaded l;
-    synth_load(&l, "llama", AARMD_TYPE_F32);
-    struct side a;
-    side_open(&a, p, l.d, 4);
+    struct bc_model l;
+    bc_model_synth(&l, "llama", AARMD_TYPE_F32);
+    struct bc_side a;
+    bc_side_open(&a, p, l.d, 4);
     float *lg = malloc(l.d->n_vocab * sizeof(float));
     int32_t bad = (int32_t)l.d->n_vocab, ok[5] = {1, 2, 3, 4, 5};
     struct aarmd_batch_entry e = {a.s, &bad, 1, 1, lg};
@@ -367,7 +253,7 @@ Test(metal_backend, bad_inputs_refused)
     free(t);
     aarmd_plugin_ctx_free(p, ctx);
     free(lg);
-    side_close(&a);
-    synth_free(&l);
+    bc_side_close(&a);
+    bc_model_free(&l);
     aarmd_plugin_free(p);
 }

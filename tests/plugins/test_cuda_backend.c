@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "aarmd_backend.h"
+#include "plugins/backend_compare.h"
 #include "gguf.h"
 #include "gguf_synth.h"
 #include "model.h"
@@ -116,137 +117,19 @@ Test(cuda_backend, unknown_and_bad_options_refused)
 
 /* ---- models from gguf-synth ---------------------------------------------------- */
 
-struct loaded {
-    char path[256];
-    struct aarmd_gguf *g;
-    struct aarmd_model_desc *d;
-};
-
-static void synth_load(struct loaded *l, const char *arch, uint32_t type)
-{
-    char err[512];
-    struct aarmd_synth_opts o;
-    memset(&o, 0, sizeof o);
-    o.arch = arch;
-    o.type = type;
-    o.n_vocab = 512;
-    o.seed = 7;
-    snprintf(l->path, sizeof l->path, "/tmp/aarmd-test-cuda-%d-%s-%u.gguf", (int)getpid(), arch, type);
-    cr_assert_eq(aarmd_gguf_synth(&o, l->path, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_gguf_open(l->path, &l->g, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_model_desc_from_gguf(l->g, &l->d, err, sizeof err), AARMD_OK, "%s", err);
-}
-
-static void synth_free(struct loaded *l)
-{
-    aarmd_model_desc_free(l->d);
-    aarmd_gguf_free(l->g);
-    unlink(l->path);
-}
-
-struct side {
-    struct aarmd_plugin *p;
-    struct aarmd_backend_ctx *ctx;
-    struct aarmd_backend_model *m;
-    struct aarmd_backend_seq *s;
-};
-
-static void side_open(struct side *s, struct aarmd_plugin *p, const struct aarmd_model_desc *d, uint32_t n_ctx)
-{
-    char err[512];
-    s->p = p;
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &s->ctx, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_plugin_model_load(p, s->ctx, d, NULL, NULL, &s->m, err, sizeof err), AARMD_OK, "%s", err);
-    cr_assert_eq(aarmd_plugin_seq_new(p, s->m, n_ctx, &s->s, err, sizeof err), AARMD_OK, "%s", err);
-}
-
-static void side_close(struct side *s)
-{
-    aarmd_plugin_seq_free(s->p, s->s);
-    aarmd_plugin_model_free(s->p, s->m);
-    aarmd_plugin_ctx_free(s->p, s->ctx);
-}
-
-static uint32_t argmax(const float *l, uint32_t n)
-{
-    uint32_t b = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (l[i] > l[b])
-            b = i;
-    return b;
-}
-
-struct case_ {
-    char arch[16];   /* inline: parameters are copied into the test's process (no pointers) */
-    uint32_t type;
-    double tol;      /* bound on max|dlogit| / max|cpu logit| */
-};
-
-/*
- * Bounds: the CPU backend quantizes activations to Q8 for quantized weights,
- * the CUDA matvec uses F32 (or Q8 per 32) activations and the prefill GEMM
- * F16 operands: measured worst relative differences on an H100 were ~2e-4
- * (float weights), ~1e-2 (32-element quants), ~3e-2 (K-quants, gemma3).
- */
-static struct case_ cases[] = {
-    {"llama", AARMD_TYPE_F32, 0.01},  {"llama", AARMD_TYPE_F16, 0.01},  {"llama", AARMD_TYPE_BF16, 0.01},
-    {"llama", AARMD_TYPE_Q8_0, 0.05}, {"llama", AARMD_TYPE_Q4_0, 0.05}, {"llama", AARMD_TYPE_Q4_1, 0.05},
-    {"llama", AARMD_TYPE_Q5_0, 0.05}, {"llama", AARMD_TYPE_Q5_1, 0.05}, {"llama", AARMD_TYPE_Q4_K, 0.06},
-    {"llama", AARMD_TYPE_Q5_K, 0.06}, {"llama", AARMD_TYPE_Q6_K, 0.06}, {"qwen2", AARMD_TYPE_Q4_0, 0.05},
-    {"qwen3", AARMD_TYPE_Q8_0, 0.05}, {"phi3", AARMD_TYPE_Q4_K, 0.06},  {"gpt2", AARMD_TYPE_F16, 0.01},
-    {"gpt2", AARMD_TYPE_Q5_1, 0.05},  {"gemma3", AARMD_TYPE_BF16, 0.01}, {"gemma3", AARMD_TYPE_Q6_K, 0.06},
-};
+static struct bc_case cases[] = {BC_CASES};
 
 ParameterizedTestParameters(cuda_backend, matches_cpu)
 {
-    return cr_make_param_array(struct case_, cases, sizeof cases / sizeof cases[0]);
+    return cr_make_param_array(struct bc_case, cases, sizeof cases / sizeof cases[0]);
 }
 
-ParameterizedTest(struct case_ *c, cuda_backend, matches_cpu)
+ParameterizedTest(struct bc_case *c, cuda_backend, matches_cpu)
 {
-    struct aarmd_plugin *cu = load_cuda(NULL, 0);
-    NEED_GPU(cu);
-    struct aarmd_plugin *cpu = NULL;
-    struct aarmd_host cpu_host;
-    char err[512];
-    aarmd_plugin_host_init(&cpu_host, NULL, 0, 0);
-    cr_assert_eq(aarmd_plugin_load("cpu", NULL, &cpu_host, &cpu, err, sizeof err), AARMD_OK, "%s", err);
-    struct loaded l;
-    synth_load(&l, c->arch, c->type);
-    struct side a, b;
-    side_open(&a, cu, l.d, 64);
-    side_open(&b, cpu, l.d, 64);
-    uint32_t nv = l.d->n_vocab;
-    float *la = malloc(nv * sizeof(float)), *lb = malloc(nv * sizeof(float));
-    int32_t prompt[20];
-    for (int i = 0; i < 20; i++)
-        prompt[i] = (int32_t)((i * 37 + 5) % (int)nv);
-    int agree = 0, steps = 0;
-    for (int step = 0; step < 6; step++) {
-        int32_t next = (int32_t)argmax(lb, nv);
-        struct aarmd_batch_entry ea = {a.s, step ? &next : prompt, step ? 1u : 20u, 1, la};
-        struct aarmd_batch_entry eb = {b.s, step ? &next : prompt, step ? 1u : 20u, 1, lb};
-        cr_assert_eq(aarmd_plugin_step(cu, a.m, &ea, 1, err, sizeof err), AARMD_OK, "%s", err);
-        cr_assert_eq(aarmd_plugin_step(cpu, b.m, &eb, 1, err, sizeof err), AARMD_OK, "%s", err);
-        double md = 0.0, sc = 0.0;
-        for (uint32_t k = 0; k < nv; k++) {
-            cr_assert(isfinite(la[k]), "logit %u not finite", k);
-            md = fmax(md, fabs((double)la[k] - lb[k]));
-            sc = fmax(sc, fabs((double)lb[k]));
-        }
-        cr_expect(md <= c->tol * sc, "%s type %u step %d: max|d| %g > %g * max|ref| %g", c->arch, c->type, step, md,
-                  c->tol, sc);
-        agree += argmax(la, nv) == argmax(lb, nv);
-        steps++;
-    }
-    cr_expect(agree >= steps - 1, "%s type %u: top-1 agreed on %d of %d steps", c->arch, c->type, agree, steps);
-    free(la);
-    free(lb);
-    side_close(&a);
-    side_close(&b);
-    synth_free(&l);
-    aarmd_plugin_free(cpu);
-    aarmd_plugin_free(cu);
+    struct aarmd_plugin *p = load_cuda(NULL, 0);
+    NEED_GPU(p);
+    bc_match_cpu(p, c);
+    aarmd_plugin_free(p);
 }
 
 /* ---- refusals ------------------------------------------------------------------- */
@@ -256,10 +139,10 @@ Test(cuda_backend, bad_steps_refused)
     struct aarmd_plugin *p = load_cuda(NULL, 0);
     NEED_GPU(p);
     char err[512];
-    struct loaded l;
-    synth_load(&l, "llama", AARMD_TYPE_Q4_0);
-    struct side a;
-    side_open(&a, p, l.d, 4);
+    struct bc_model l;
+    bc_model_synth(&l, "llama", AARMD_TYPE_Q4_0);
+    struct bc_side a;
+    bc_side_open(&a, p, l.d, 4);
     float *lg = malloc(l.d->n_vocab * sizeof(float));
     int32_t bad = (int32_t)l.d->n_vocab, neg = -1, ok[5] = {1, 2, 3, 4, 5};
     struct aarmd_batch_entry e = {a.s, &bad, 1, 1, lg};
@@ -285,8 +168,8 @@ Test(cuda_backend, bad_steps_refused)
     cr_assert_eq(aarmd_plugin_seq_truncate(p, a.s, 5, err, sizeof err), AARMD_EINVAL);
     cr_assert_eq(aarmd_plugin_seq_truncate(p, a.s, 2, err, sizeof err), AARMD_OK, "%s", err);
     free(lg);
-    side_close(&a);
-    synth_free(&l);
+    bc_side_close(&a);
+    bc_model_free(&l);
     aarmd_plugin_free(p);
 }
 
@@ -295,8 +178,8 @@ Test(cuda_backend, bad_models_refused)
     struct aarmd_plugin *p = load_cuda(NULL, 0);
     NEED_GPU(p);
     char err[512];
-    struct loaded l;
-    synth_load(&l, "llama", AARMD_TYPE_F32);
+    struct bc_model l;
+    bc_model_synth(&l, "llama", AARMD_TYPE_F32);
     struct aarmd_backend_ctx *ctx = NULL;
     struct aarmd_backend_model *m = NULL;
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_OK, "%s", err);
@@ -342,7 +225,7 @@ Test(cuda_backend, bad_models_refused)
     aarmd_plugin_model_free(p, m);
     free(t);
     aarmd_plugin_ctx_free(p, ctx);
-    synth_free(&l);
+    bc_model_free(&l);
     aarmd_plugin_free(p);
 }
 
@@ -352,12 +235,12 @@ Test(cuda_backend, bad_models_refused)
 static void run_prompt(struct aarmd_plugin *p, const struct aarmd_model_desc *d, const int32_t *toks, uint32_t n,
                        float *out)
 {
-    struct side a;
+    struct bc_side a;
     char err[512];
-    side_open(&a, p, d, 64);
+    bc_side_open(&a, p, d, 64);
     struct aarmd_batch_entry e = {a.s, toks, n, 1, out};
     cr_assert_eq(aarmd_plugin_step(p, a.m, &e, 1, err, sizeof err), AARMD_OK, "%s", err);
-    side_close(&a);
+    bc_side_close(&a);
 }
 
 static double max_rel(const float *a, const float *b, uint32_t n)
@@ -375,8 +258,8 @@ Test(cuda_backend, chunked_prefill_matches_one_chunk)
     struct aarmd_opt small[] = {{"batch", "7"}};
     struct aarmd_plugin *p1 = load_cuda(NULL, 0);
     NEED_GPU(p1);
-    struct loaded l;
-    synth_load(&l, "qwen3", AARMD_TYPE_Q8_0);
+    struct bc_model l;
+    bc_model_synth(&l, "qwen3", AARMD_TYPE_Q8_0);
     uint32_t nv = l.d->n_vocab;
     int32_t toks[30];
     for (int i = 0; i < 30; i++)
@@ -392,7 +275,7 @@ Test(cuda_backend, chunked_prefill_matches_one_chunk)
     aarmd_plugin_free(p2);
     free(a);
     free(b);
-    synth_free(&l);
+    bc_model_free(&l);
 }
 
 Test(cuda_backend, two_entries_in_one_step_match_separate_steps)
@@ -400,11 +283,11 @@ Test(cuda_backend, two_entries_in_one_step_match_separate_steps)
     struct aarmd_plugin *p = load_cuda(NULL, 0);
     NEED_GPU(p);
     char err[512];
-    struct loaded l;
-    synth_load(&l, "gemma3", AARMD_TYPE_Q4_K);
+    struct bc_model l;
+    bc_model_synth(&l, "gemma3", AARMD_TYPE_Q4_K);
     uint32_t nv = l.d->n_vocab;
-    struct side a;
-    side_open(&a, p, l.d, 64);
+    struct bc_side a;
+    bc_side_open(&a, p, l.d, 64);
     struct aarmd_backend_seq *s2 = NULL;
     cr_assert_eq(aarmd_plugin_seq_new(p, a.m, 64, &s2, err, sizeof err), AARMD_OK, "%s", err);
     int32_t t1[5] = {3, 9, 27, 81, 243}, t2[3] = {7, 49, 343 % 512};
@@ -417,7 +300,7 @@ Test(cuda_backend, two_entries_in_one_step_match_separate_steps)
     struct aarmd_batch_entry dec[2] = {{a.s, &d1, 1, 1, l1}, {s2, &d2, 1, 1, l2}};
     cr_assert_eq(aarmd_plugin_step(p, a.m, dec, 2, err, sizeof err), AARMD_OK, "%s", err);
     aarmd_plugin_seq_free(p, s2);
-    side_close(&a);
+    bc_side_close(&a);
     /* the same tokens, one sequence per session */
     int32_t u1[6] = {3, 9, 27, 81, 243, 11}, u2[4] = {7, 49, 343 % 512, 13};
     run_prompt(p, l.d, u1, 6, r1);
@@ -429,7 +312,7 @@ Test(cuda_backend, two_entries_in_one_step_match_separate_steps)
     free(l2);
     free(r1);
     free(r2);
-    synth_free(&l);
+    bc_model_free(&l);
     aarmd_plugin_free(p);
 }
 
@@ -454,14 +337,14 @@ Test(cuda_backend, v5_decode_kernels_match_v4)
     cr_assert_not_null(po);
     char err[512];
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        struct loaded l;
-        synth_load(&l, ti % 2 ? "qwen3" : "llama", types[ti]);
+        struct bc_model l;
+        bc_model_synth(&l, ti % 2 ? "qwen3" : "llama", types[ti]);
         uint32_t nv = l.d->n_vocab;
         float *a = malloc(nv * sizeof(float)), *b = malloc(nv * sizeof(float));
         cr_assert(a && b);
-        struct side sf, so;
-        side_open(&sf, pf, l.d, 64);
-        side_open(&so, po, l.d, 64);
+        struct bc_side sf, so;
+        bc_side_open(&sf, pf, l.d, 64);
+        bc_side_open(&so, po, l.d, 64);
         int32_t toks[11];
         for (int i = 0; i < 11; i++)
             toks[i] = (int32_t)((i * 71 + 9) % (int)nv);
@@ -476,11 +359,11 @@ Test(cuda_backend, v5_decode_kernels_match_v4)
             double r = max_rel(a, b, nv);
             cr_expect(r < 2e-3, "type %u step %d: v5 vs v4 kernels rel %g", types[ti], step, r);
         }
-        side_close(&sf);
-        side_close(&so);
+        bc_side_close(&sf);
+        bc_side_close(&so);
         free(a);
         free(b);
-        synth_free(&l);
+        bc_model_free(&l);
     }
     aarmd_plugin_free(pf);
     aarmd_plugin_free(po);
