@@ -34,6 +34,7 @@ struct aarmd_plugin {
 #define END_OF(member) (offsetof(struct aarmd_backend, member) + sizeof(((struct aarmd_backend *)0)->member))
 static const size_t size_for_minor[AARMD_ABI_MINOR + 1] = {
     [0] = END_OF(step),
+    [1] = END_OF(seq_fork),
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -363,6 +364,8 @@ int aarmd_plugin_has_method(const struct aarmd_plugin *p, const char *method)
     M(seq_free, 0);
     M(seq_truncate, 0);
     M(step, 0);
+    M(kv_info, 1);
+    M(seq_fork, 1);
 #undef M
     return 0;
 }
@@ -573,6 +576,59 @@ int aarmd_plugin_step(struct aarmd_plugin *p, struct aarmd_backend_model *model,
         }
     }
     return finish(p, "step", p->table->step(model, entries, n_entries, err, errlen), err, errlen);
+}
+
+int aarmd_plugin_kv_info(struct aarmd_plugin *p, struct aarmd_backend_model *model, struct aarmd_kv_info *info,
+                         char *err, size_t errlen)
+{
+    LOCAL_ERR(err, errlen);
+    if (!p || !model || !info) {
+        set_err(err, errlen, "kv_info: %s is NULL", !p ? "plugin" : !model ? "model" : "info");
+        return AARMD_EINVAL;
+    }
+    memset(info, 0, sizeof *info);
+    info->struct_size = sizeof *info;
+    if (!HAS_SLOT(p->table, kv_info, 1)) {
+        set_err(err, errlen, "backend %s has no paged KV cache", p->table->name);
+        return AARMD_EUNSUPPORTED;
+    }
+    int rc = finish(p, "kv_info", p->table->kv_info(model, info, err, errlen), err, errlen);
+    if (rc == AARMD_OK && (info->block_tokens == 0 || info->blocks_free > info->blocks_total)) {
+        set_err(err, errlen, "backend %s: kv_info reports block_tokens %u, %llu of %llu blocks free",
+                p->table->name, (unsigned)info->block_tokens, (unsigned long long)info->blocks_free,
+                (unsigned long long)info->blocks_total);
+        return AARMD_EINTERNAL;
+    }
+    info->struct_size = sizeof *info;
+    return rc;
+}
+
+int aarmd_plugin_seq_fork(struct aarmd_plugin *p, struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
+                          struct aarmd_backend_seq **out, char *err, size_t errlen)
+{
+    LOCAL_ERR(err, errlen);
+    if (out)
+        *out = NULL;
+    if (!p || !src || !out) {
+        set_err(err, errlen, "seq_fork: %s is NULL", !p ? "plugin" : !src ? "src" : "out");
+        return AARMD_EINVAL;
+    }
+    if (n_ctx == 0 || n_tokens > n_ctx) {
+        set_err(err, errlen, "seq_fork: %u shared tokens do not fit n_ctx %u", (unsigned)n_tokens, (unsigned)n_ctx);
+        return AARMD_EINVAL;
+    }
+    if (!HAS_SLOT(p->table, seq_fork, 1)) {
+        set_err(err, errlen, "backend %s does not support seq_fork", p->table->name);
+        return AARMD_EUNSUPPORTED;
+    }
+    int rc = finish(p, "seq_fork", p->table->seq_fork(src, n_tokens, n_ctx, out, err, errlen), err, errlen);
+    if (rc == AARMD_OK && !*out) {
+        set_err(err, errlen, "backend %s: seq_fork returned OK without a sequence", p->table->name);
+        return AARMD_EINTERNAL;
+    }
+    if (rc != AARMD_OK)
+        *out = NULL;
+    return rc;
 }
 
 const char *aarmd_status_str(int status)

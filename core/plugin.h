@@ -51,6 +51,13 @@ int aarmd_plugin_seq_truncate(struct aarmd_plugin *p, struct aarmd_backend_seq *
                               char *err, size_t errlen);
 int aarmd_plugin_step(struct aarmd_plugin *p, struct aarmd_backend_model *model,
                       const struct aarmd_batch_entry *entries, uint32_t n_entries, char *err, size_t errlen);
+/* ABI 1.1. kv_info: AARMD_EUNSUPPORTED when the backend is not paged; info is
+ * zeroed first and its struct_size set by the wrapper. seq_fork: AARMD_EUNSUPPORTED
+ * when the backend cannot share blocks. */
+int aarmd_plugin_kv_info(struct aarmd_plugin *p, struct aarmd_backend_model *model, struct aarmd_kv_info *info,
+                         char *err, size_t errlen);
+int aarmd_plugin_seq_fork(struct aarmd_plugin *p, struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
+                          struct aarmd_backend_seq **out, char *err, size_t errlen);
 
 /* 1 when the table has `method` (e.g. "seq_truncate") and the wrappers will
  * call it: the plugin's abi_minor and struct_size cover the slot and it is set. */

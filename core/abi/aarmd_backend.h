@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define AARMD_ABI_MAJOR 1
-#define AARMD_ABI_MINOR 0
+#define AARMD_ABI_MINOR 1
 
 /* ---- status codes ------------------------------------------------------ */
 enum aarmd_status {
@@ -260,6 +260,26 @@ struct aarmd_device_info {
     uint32_t advised_seqs;        /* concurrent sequences this device serves well; 0 = no advice */
 };
 
+/*
+ * Paged KV cache (ABI 1.1). A paged backend keeps the KV of every sequence of a
+ * model in fixed-size blocks of `block_tokens` tokens drawn from one pool:
+ *   - seq_new takes no blocks; n_ctx only bounds the sequence's length;
+ *   - a step takes blocks as its sequences grow and fails with AARMD_ENOMEM,
+ *     advancing no sequence, when the pool has too few free blocks for it;
+ *   - seq_free and seq_truncate give blocks back at once;
+ *   - seq_fork makes a sequence share another's full blocks (reference counted);
+ *     a block held by more than one sequence is never written again.
+ * The host admits jobs by free blocks, so a pool that is never over-committed
+ * never fails a step. Pool size is a backend option (docs/PLUGINS.md: kv_mb).
+ */
+struct aarmd_kv_info {
+    uint32_t struct_size;     /* set by the host; a plugin fills only what fits */
+    uint32_t block_tokens;    /* tokens per block, > 0 */
+    uint64_t blocks_total;    /* blocks in the pool */
+    uint64_t blocks_free;     /* blocks no sequence holds */
+    uint64_t block_bytes;     /* bytes of one block: K and V of every layer */
+};
+
 /* Progress of a model load, fraction 0..1. Return non-zero to cancel the load. */
 typedef int (*aarmd_progress_fn)(void *user, float fraction);
 
@@ -320,6 +340,18 @@ struct aarmd_backend {
      * may leave the step's sequences at any length: the host frees or truncates them. */
     int (*step)(struct aarmd_backend_model *model, const struct aarmd_batch_entry *entries,
                 uint32_t n_entries, char *err, size_t errlen);
+
+    /* ---- added in ABI 1.1 ---- */
+    /* Optional (default: the backend is not paged; the host admits by --max-jobs
+     * alone). Fills `info` up to info->struct_size with the model's block pool. */
+    int (*kv_info)(struct aarmd_backend_model *model, struct aarmd_kv_info *info, char *err, size_t errlen);
+    /* Optional (default: AARMD_EUNSUPPORTED, no prefix reuse). A new sequence of up
+     * to n_ctx tokens whose first n_tokens positions are src's, sharing src's blocks
+     * (no copy). n_tokens is a multiple of block_tokens, at most src's length and at
+     * most n_ctx. src is not changed, may keep growing, and may be freed before or
+     * after the new sequence. */
+    int (*seq_fork)(struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
+                    struct aarmd_backend_seq **out, char *err, size_t errlen);
 };
 
 typedef const struct aarmd_backend *(*aarmd_backend_entry_fn)(const struct aarmd_host *host);

@@ -122,7 +122,7 @@ Test(abi_layout, aarmd_batch_entry)
 
 Test(abi_layout, aarmd_backend)
 {
-    SIZE(aarmd_backend, 112);
+    SIZE(aarmd_backend, 128);
     MEMBER(aarmd_backend, abi_major, 0, 4);
     MEMBER(aarmd_backend, abi_minor, 4, 4);
     MEMBER(aarmd_backend, struct_size, 8, 4);
@@ -138,6 +138,19 @@ Test(abi_layout, aarmd_backend)
     MEMBER(aarmd_backend, seq_free, 88, 8);
     MEMBER(aarmd_backend, seq_truncate, 96, 8);
     MEMBER(aarmd_backend, step, 104, 8);
+    /* 1.1 */
+    MEMBER(aarmd_backend, kv_info, 112, 8);
+    MEMBER(aarmd_backend, seq_fork, 120, 8);
+}
+
+Test(abi_layout, aarmd_kv_info)
+{
+    SIZE(aarmd_kv_info, 32);
+    MEMBER(aarmd_kv_info, struct_size, 0, 4);
+    MEMBER(aarmd_kv_info, block_tokens, 4, 4);
+    MEMBER(aarmd_kv_info, blocks_total, 8, 8);
+    MEMBER(aarmd_kv_info, blocks_free, 16, 8);
+    MEMBER(aarmd_kv_info, block_bytes, 24, 8);
 }
 
 #endif /* __LP64__ */
@@ -153,8 +166,9 @@ Test(abi_layout, header_invariants_on_every_platform)
     cr_expect_eq(offsetof(struct aarmd_host, struct_size), 8);
     cr_expect_eq(offsetof(struct aarmd_device_info, struct_size), 0);
     cr_expect_eq(offsetof(struct aarmd_model_desc, struct_size), 0);
-    /* step is the last v1.0 method */
-    cr_expect_eq(sizeof(struct aarmd_backend), offsetof(struct aarmd_backend, step) + sizeof(void *));
+    /* seq_fork is the last method (1.1) */
+    cr_expect_eq(sizeof(struct aarmd_backend), offsetof(struct aarmd_backend, seq_fork) + sizeof(void *));
+    cr_expect_eq(offsetof(struct aarmd_kv_info, struct_size), 0);
     cr_expect_eq(AARMD_ABI_MAJOR, 1);
     cr_expect_geq(AARMD_ABI_MINOR, 0);
     cr_expect_str_eq(AARMD_BACKEND_ENTRY_SYMBOL, "aarmd_backend_entry");
@@ -176,6 +190,9 @@ Test(abi_layout, method_signatures)
     SAME_TYPE(t->seq_free, void (*)(struct aarmd_backend_seq *));
     SAME_TYPE(t->seq_truncate, int (*)(struct aarmd_backend_seq *, uint32_t, char *, size_t));
     SAME_TYPE(t->step, int (*)(struct aarmd_backend_model *, const struct aarmd_batch_entry *, uint32_t, char *, size_t));
+    SAME_TYPE(t->kv_info, int (*)(struct aarmd_backend_model *, struct aarmd_kv_info *, char *, size_t));
+    SAME_TYPE(t->seq_fork, int (*)(struct aarmd_backend_seq *, uint32_t, uint32_t, struct aarmd_backend_seq **,
+                                   char *, size_t));
     SAME_TYPE(h->log, void (*)(void *, int, const char *));
     SAME_TYPE(aarmd_progress_fn, int (*)(void *, float));
     SAME_TYPE(aarmd_backend_entry_fn, const struct aarmd_backend *(*)(const struct aarmd_host *));

@@ -12,6 +12,7 @@
 #include "plugin.h"
 
 #define END_OF_STEP (offsetof(struct aarmd_backend, step) + sizeof(void *))
+#define END_OF_SEQ_FORK (offsetof(struct aarmd_backend, seq_fork) + sizeof(void *))
 
 static struct aarmd_host host;
 static char err[1024];
@@ -223,8 +224,8 @@ Test(loader, entry_returning_null)
 
 Test(loader, struct_too_small_for_minor)
 {
-    const struct aarmd_opt opts[] = {{"struct_size", "40"}};
-    host_opts(opts, 1);
+    const struct aarmd_opt opts[] = {{"abi_minor", "0"}, {"struct_size", "40"}};
+    host_opts(opts, 2);
     refused("mock", AARMD_EUNSUPPORTED);
     char want[128];
     snprintf(want, sizeof want, "struct_size 40 is too small for ABI 1.0 (needs at least %zu bytes",
@@ -236,14 +237,30 @@ Test(loader, struct_exactly_minimal_is_accepted)
 {
     char size[32];
     snprintf(size, sizeof size, "%zu", (size_t)END_OF_STEP);
-    const struct aarmd_opt opts[] = {{"struct_size", size}};
-    host_opts(opts, 1);
+    const struct aarmd_opt opts[] = {{"abi_minor", "0"}, {"struct_size", size}};
+    host_opts(opts, 2);
     struct aarmd_plugin *p = NULL;
     cr_assert_eq(aarmd_plugin_load("mock", NULL, &host, &p, err, sizeof err), AARMD_OK, "%s", err);
     cr_assert_eq(aarmd_plugin_table(p)->struct_size, END_OF_STEP);
     cr_assert(aarmd_plugin_has_method(p, "step"));
     cr_assert(aarmd_plugin_has_method(p, "seq_truncate"));
+    /* a 1.0 table has no 1.1 slots: they are never read */
+    cr_assert_not(aarmd_plugin_has_method(p, "kv_info"));
+    cr_assert_not(aarmd_plugin_has_method(p, "seq_fork"));
     aarmd_plugin_free(p);
+}
+
+Test(loader, minor_1_table_must_reach_seq_fork)
+{
+    char size[32];
+    snprintf(size, sizeof size, "%zu", (size_t)END_OF_STEP);
+    const struct aarmd_opt opts[] = {{"abi_minor", "1"}, {"struct_size", size}};
+    host_opts(opts, 2);
+    refused("mock", AARMD_EUNSUPPORTED);
+    char want[160];
+    snprintf(want, sizeof want, "struct_size %zu is too small for ABI 1.1 (needs at least %zu bytes",
+             (size_t)END_OF_STEP, (size_t)END_OF_SEQ_FORK);
+    cr_assert(strstr(err, want), "'%s' not in: %s", want, err);
 }
 
 Test(loader, probe_refusal_carries_its_message)
