@@ -9,12 +9,12 @@
 #   tools/device-run.sh bench              (there) copy bandwidth + aarmd-cli bench on the
 #                                          SmolLM2/Llama-1B/Llama-8B-shaped synthetic models
 #
-# .device/ must be ignored (echo /.device/ >> .git/info/exclude) and carried by the device
-# tool (carry: [".device"]). Logs go to $OUT (or .device/out when OUT is unset).
+# .device/ (or $AARMD_DEVICE_DIR, a .device-* folder) is ignored by .gitignore and carried by the
+# device tool (carry: [".device"]); set AARMD_DEVICE_DIR the same way on both sides. Logs go to $OUT (or .device/out when OUT is unset).
 set -u
 cmd=${1:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
-dev="$root/.device"
+dev="$root/${AARMD_DEVICE_DIR:-.device}"   # AARMD_DEVICE_DIR: a folder name under the root, e.g. .device-NAME
 out=${OUT:-$dev/out}
 
 case "$cmd" in
