@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +24,11 @@
 #include "aarmd_backend.h"
 #include "rng.h"
 
-#define BLOCK 512            /* logits per partial sum in the full-vocab path */
+#define BLOCK 1024           /* logits per block: block_mass, collect_blocks, the full-vocab draw */
+_Static_assert(BLOCK % 32 == 0, "block_mass walks whole blocks 32 floats at a time");
 #define SMALL_K 256          /* top-k up to this uses a heap, above it quickselect */
 #define TOPP_FIRST_TAU -7.0f /* first guess for the top-p scan, in tempered log-weight */
+#define TOPP_STEP 3.5f       /* then lower by this much at a time, adding the band below */
 #define NBUCKET 1024         /* log-weight buckets that narrow top-p over many candidates */
 #define BUCKET_FROM 2048     /* candidates from which top-p buckets before quickselecting */
 
@@ -39,14 +42,16 @@ struct cand {
 /* The loops over the whole vocabulary, one set per vector width (sampler_kern.h). */
 struct kern {
     const char *name;
-    float (*clean_max)(const float *l, uint32_t n, bool *has_nan);
+    float (*clean_max)(const float *l, uint32_t n, bool *has_nan, float *bmax);
     uint32_t (*find_eq)(const float *l, uint32_t n, float v);
-    double (*total_mass)(const float *l, uint32_t n, float max, float inv_t, double *blocks);
-    void (*block_weights)(const float *l, uint32_t i0, uint32_t i1, float max, float inv_t, float *w);
+    void (*block_weights)(const float *l, uint32_t i0, uint32_t i1, float max, float a, float *w);
     uint32_t (*collect)(const float *l, uint32_t n, float thr, struct cand *c);
-    double (*mass_collect)(const float *l, uint32_t n, float max, float inv_t, float thr, struct cand *c,
-                           uint32_t *m);
-    double (*cand_weights)(struct cand *c, uint32_t n, float max, float inv_t);
+    float (*block_mass)(const float *l, uint32_t n, float a, float *bmax, double *bsum, bool *nan_in_empty);
+    double (*rescale)(const float *bmax, double *bsum, uint32_t nb, float max, float a);
+    uint32_t (*collect_blocks)(const float *l, uint32_t n, const float *bmax, float thr, struct cand *c);
+    uint32_t (*collect_band)(const float *l, uint32_t n, const float *bmax, float lo, float hi, struct cand *c,
+                             uint32_t m);
+    double (*cand_weights)(struct cand *c, uint32_t n, float max, float a);
 };
 
 /* Appends token i + j for each set bit j of bits, in ascending j. */
@@ -94,7 +99,7 @@ static inline uint32_t append_bits(const float *l, uint32_t i, uint32_t bits, st
 #define KW 16
 #define KSUF avx512
 #define KNAME "avx512"
-#define KTARGET __attribute__((target("avx512f"), NO_CONTRACT))
+#define KTARGET __attribute__((target("avx512f,avx512dq"), NO_CONTRACT))
 #include "sampler_kern.h"
 #undef KW
 #undef KSUF
@@ -108,7 +113,7 @@ static const struct kern *pick_kern(void)
     const char *lim = getenv("AARMD_SAMPLER_SIMD");   /* "v4" or "avx2": use at most that */
     bool no512 = lim && strcmp(lim, "avx512"), no256 = no512 && strcmp(lim, "avx2");
     __builtin_cpu_init();
-    if (!no512 && __builtin_cpu_supports("avx512f"))
+    if (!no512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"))
         return &kern_avx512;
     if (!no256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return &kern_avx2;
@@ -125,10 +130,11 @@ struct aarmd_sampler {
     uint8_t *seen;          /* [n_vocab] 1 once the id was accepted */
     int32_t *seen_ids;      /* [n_vocab] distinct accepted ids */
     uint32_t n_seen;
-    struct cand *c;         /* [n_vocab] candidates */
+    struct cand *c;         /* [n_vocab + 16] candidates */
     double *bmass;          /* [NBUCKET] */
     uint32_t *bcount;       /* [NBUCKET] */
-    double *blocks;         /* [ceil(n_vocab / BLOCK)] masses, full-vocab path */
+    double *blocks;         /* [ceil(n_vocab / BLOCK)] block masses (block_mass, then rescaled) */
+    float *bmax;            /* [ceil(n_vocab / BLOCK)] block maxima (block_mass) */
 };
 
 /* What filter() leaves for the draw. */
@@ -138,7 +144,7 @@ struct dist {
     int32_t id;
     uint32_t n;             /* candidates c[0..n) (neither greedy nor full) */
     double mass;            /* sum of weights over what is kept */
-    float max, inv_t;
+    float max, inv_t, a;    /* a = log2(e) / T: a weight is 2^((l - max) a) */
 };
 
 /* ---- parameters and lifetime --------------------------------------------- */
@@ -189,11 +195,12 @@ struct aarmd_sampler *aarmd_sampler_new(const struct aarmd_sampler_params *param
     aarmd_rng_seed(&s->rng, params->seed);
     s->seen = calloc(n_vocab, 1);
     s->seen_ids = malloc((size_t)n_vocab * sizeof *s->seen_ids);
-    s->c = malloc((size_t)n_vocab * sizeof *s->c);
+    s->c = malloc(((size_t)n_vocab + 16) * sizeof *s->c);   /* + 16: append16 writes past the last */
     s->blocks = malloc(((size_t)n_vocab + BLOCK - 1) / BLOCK * sizeof *s->blocks);
+    s->bmax = malloc(((size_t)n_vocab + BLOCK - 1) / BLOCK * sizeof *s->bmax);
     s->bmass = malloc(NBUCKET * sizeof *s->bmass);
     s->bcount = malloc(NBUCKET * sizeof *s->bcount);
-    if (!s->seen || !s->seen_ids || !s->c || !s->blocks || !s->bmass || !s->bcount)
+    if (!s->seen || !s->seen_ids || !s->c || !s->blocks || !s->bmax || !s->bmass || !s->bcount)
         goto fail;
     return s;
 fail:
@@ -209,6 +216,7 @@ void aarmd_sampler_free(struct aarmd_sampler *s)
     free(s->seen_ids);
     free(s->c);
     free(s->blocks);
+    free(s->bmax);
     free(s->bmass);
     free(s->bcount);
     free(s);
@@ -244,13 +252,14 @@ static void apply_penalty(const struct aarmd_sampler *s, float *l)
 }
 
 /*
- * NaN -> -inf in place and returns the max. When some logit is +inf, those
- * become 0 and all others -inf (the +inf tokens share the mass equally).
+ * NaN -> -inf in place and returns the max; bmax (when not NULL) gets each
+ * block's max. When some logit is +inf, those become 0 and all others -inf
+ * (the +inf tokens share the mass equally).
  */
-static float clean_max(const struct kern *k, float *l, uint32_t n)
+static float clean_max(const struct kern *k, float *l, uint32_t n, float *bmax)
 {
     bool has_nan;
-    float max = k->clean_max(l, n, &has_nan);
+    float max = k->clean_max(l, n, &has_nan, bmax);
     if (has_nan)
         for (uint32_t i = 0; i < n; i++)
             if (l[i] != l[i])
@@ -258,7 +267,7 @@ static float clean_max(const struct kern *k, float *l, uint32_t n)
     if (max == INFINITY) {
         for (uint32_t i = 0; i < n; i++)
             l[i] = l[i] == INFINITY ? 0.0f : -INFINITY;
-        max = 0.0f;
+        max = k->clean_max(l, n, &has_nan, bmax);   /* 0, and the blocks' maxima anew */
     }
     return max;
 }
@@ -413,48 +422,57 @@ static uint32_t prefix_bucketed(struct aarmd_sampler *s, struct cand *c, uint32_
     return k0 + prefix_by_mass(c + k0, k1 - k0, target - acc);
 }
 
-/* The k best finite logits into c (k <= SMALL_K) via a min-heap; returns how many. */
-static uint32_t top_small(const float *l, uint32_t n, uint32_t k, struct cand *h)
+/*
+ * The k best finite logits into h (k <= SMALL_K) via a min-heap; returns how
+ * many. With bmax (block maxima from block_mass) the blocks whose max cannot
+ * beat the heap's worst are not read.
+ */
+static uint32_t top_small(const float *l, uint32_t n, uint32_t k, struct cand *h, const float *bmax)
 {
     uint32_t m = 0;
     float thr = -INFINITY;   /* l must beat this: -inf never enters */
-    for (uint32_t i = 0; i < n; i++) {
-        if ((i & 3) == 0 && i + 4 <= n) {
-            vi_v4 gt = load_v4(l + i) > thr;
-            if (!any_v4(&gt)) {
-                i += 3;
-                continue;
+    for (uint32_t blk = 0, i0 = 0; i0 < n; blk++, i0 += BLOCK) {
+        uint32_t i1 = n - i0 < BLOCK ? n : i0 + BLOCK;
+        if (bmax && !(bmax[blk] > thr))
+            continue;
+        for (uint32_t i = i0; i < i1; i++) {
+            if ((i & 3) == 0 && i + 4 <= i1) {
+                vi_v4 gt = load_v4(l + i) > thr;
+                if (!any_v4(&gt)) {
+                    i += 3;
+                    continue;
+                }
             }
+            if (!(l[i] > thr))
+                continue;   /* ties with the heap's worst lose: their id is higher */
+            struct cand x = {.l = l[i], .id = (int32_t)i};
+            uint32_t j;
+            if (m < k) {
+                j = m++;
+                while (j > 0 && better(&h[(j - 1) / 2], &x)) {   /* sift up: worst at the root */
+                    h[j] = h[(j - 1) / 2];
+                    j = (j - 1) / 2;
+                }
+                h[j] = x;
+            } else {
+                j = 0;   /* replace the root, sift down */
+                for (;;) {
+                    uint32_t a = 2 * j + 1, b = a + 1, w = j;
+                    const struct cand *cw = &x;
+                    if (a < m && better(cw, &h[a]))
+                        w = a, cw = &h[a];
+                    if (b < m && better(cw, &h[b]))
+                        w = b, cw = &h[b];
+                    if (w == j)
+                        break;
+                    h[j] = h[w];
+                    j = w;
+                }
+                h[j] = x;
+            }
+            if (m == k)
+                thr = h[0].l;
         }
-        if (!(l[i] > thr))
-            continue;   /* ties with the heap's worst lose: their id is higher */
-        struct cand x = {.l = l[i], .id = (int32_t)i};
-        uint32_t j;
-        if (m < k) {
-            j = m++;
-            while (j > 0 && better(&h[(j - 1) / 2], &x)) {   /* sift up: worst at the root */
-                h[j] = h[(j - 1) / 2];
-                j = (j - 1) / 2;
-            }
-            h[j] = x;
-        } else {
-            j = 0;   /* replace the root, sift down */
-            for (;;) {
-                uint32_t a = 2 * j + 1, b = a + 1, w = j;
-                const struct cand *cw = &x;
-                if (a < m && better(cw, &h[a]))
-                    w = a, cw = &h[a];
-                if (b < m && better(cw, &h[b]))
-                    w = b, cw = &h[b];
-                if (w == j)
-                    break;
-                h[j] = h[w];
-                j = w;
-            }
-            h[j] = x;
-        }
-        if (m == k)
-            thr = h[0].l;
     }
     return m;
 }
@@ -480,6 +498,87 @@ static double sum_w(const struct cand *c, uint32_t n)
     return z;
 }
 
+/*
+ * Z, the mass of the whole vocabulary (top token 1), and the max in one read
+ * of the logits (block_mass, then rescale); s->bmax and s->blocks are left
+ * for collect_blocks and the full-vocabulary draw. Only when that read saw a
+ * NaN or +inf (or nothing finite) are the logits cleaned (clean_max) and read
+ * again. Returns the max, -inf when every logit is -inf or NaN.
+ */
+static float mass_and_max(struct aarmd_sampler *s, float *l, float a, double *z)
+{
+    const struct kern *k = s->k;
+    uint32_t n = s->n_vocab, nb = (n + BLOCK - 1) / BLOCK;
+    bool nan_in_empty;
+    float max = k->block_mass(l, n, a, s->bmax, s->blocks, &nan_in_empty);
+    double mass = isfinite(max) ? k->rescale(s->bmax, s->blocks, nb, max, a) : NAN;
+    if (nan_in_empty || mass != mass) {   /* a NaN, a +inf, or no finite logit */
+        if (clean_max(k, l, n, NULL) == -INFINITY)
+            return -INFINITY;
+        max = k->block_mass(l, n, a, s->bmax, s->blocks, &nan_in_empty);
+        mass = k->rescale(s->bmax, s->blocks, nb, max, a);
+    }
+    *z = mass;
+    return max;
+}
+
+/* top-p (perhaps with min-p) or the whole vocabulary: paths that need Z. */
+static int filter_mass(struct aarmd_sampler *s, float *l, struct dist *d)
+{
+    const struct aarmd_sampler_params *p = &s->p;
+    uint32_t n = s->n_vocab;
+    double z;
+    float max = mass_and_max(s, l, d->a, &z);
+    if (max == -INFINITY)
+        return AARMD_EINVAL;
+    d->max = max;
+    if (p->top_p >= 1.0f) {
+        d->full = true;
+        d->mass = z;
+        return AARMD_OK;
+    }
+    /*
+     * The nucleus is a prefix of the sorted order, so any threshold whose
+     * tokens already weigh p*Z holds it. Guess tau = -7 (only blocks whose
+     * max reaches it are read), then lower it by TOPP_STEP at a time, adding
+     * the band between the new and the old threshold, down to tau_safe: the
+     * tokens below exp(tau_safe) = Z(1-p)/(2n) weigh less than (1-p)Z/2 all
+     * together, so the nucleus lies above it. When min-p binds (tau_min
+     * reached) what was collected is all that can survive anyway.
+     */
+    bool min_p = p->min_p > 0.0f;
+    float inv_t = d->inv_t, tau = TOPP_FIRST_TAU;
+    /* log-weight a token needs to pass min-p, less a margin: the exact test is on w */
+    float tau_min = min_p ? logf(p->min_p) - 1e-3f : -INFINITY;
+    struct cand *c = s->c;
+    float thr_hi = max + tau / inv_t;   /* collected so far: the tokens with l >= thr_hi */
+    uint32_t m = s->k->collect_blocks(l, n, s->bmax, thr_hi, c);
+    double target = (double)p->top_p * z;
+    float tau_safe = (float)log(z * (1.0 - (double)p->top_p) / (2.0 * n));
+    float floor_tau = tau_safe > tau_min ? tau_safe : tau_min;
+    double got = s->k->cand_weights(c, m, max, d->a), got0 = 0;
+    uint32_t m0 = 0;   /* c[0..m0) weigh got0 < target: the nucleus holds them all */
+    while (got < target && tau > floor_tau) {
+        tau = tau - TOPP_STEP > floor_tau ? tau - TOPP_STEP : floor_tau;
+        float thr = max + tau / inv_t;
+        m0 = m;
+        got0 = got;
+        m = s->k->collect_band(l, n, s->bmax, thr, thr_hi, c, m);
+        got += s->k->cand_weights(c + m0, m - m0, max, d->a);
+        thr_hi = thr;
+    }
+    /* every token of the last band is below every earlier one: the cut lies in the band */
+    uint32_t k = m - m0;
+    double rest = target - got0;
+    k = k >= BUCKET_FROM ? prefix_bucketed(s, c + m0, k, rest, max, inv_t) : prefix_by_mass(c + m0, k, rest);
+    m = m0 + k;
+    if (min_p)
+        m = keep_min_p(c, m, p->min_p);
+    d->n = m;
+    d->mass = sum_w(c, m);
+    return AARMD_OK;
+}
+
 static int filter(struct aarmd_sampler *s, float *l, struct dist *d)
 {
     const struct aarmd_sampler_params *p = &s->p;
@@ -488,28 +587,34 @@ static int filter(struct aarmd_sampler *s, float *l, struct dist *d)
     if (s->params_rc != AARMD_OK || !l)
         return AARMD_EINVAL;
     apply_penalty(s, l);
-    float max = clean_max(s->k, l, n);
+    uint32_t k = p->top_k > 0 && (uint32_t)p->top_k < n ? (uint32_t)p->top_k : 0;
+    bool top_p = p->top_p < 1.0f, min_p = p->min_p > 0.0f;
+    if (p->temperature > 0.0f) {
+        /* a T so small that 1/T overflows acts as T = 1e-38 */
+        d->inv_t = 1.0f / p->temperature < 1e38f ? 1.0f / p->temperature : 1e38f;
+        d->a = d->inv_t * 1.44269504088896341f;
+        if (k == 0 && (top_p || !min_p))
+            return filter_mass(s, l, d);
+    }
+    float max = clean_max(s->k, l, n, s->bmax);
     if (max == -INFINITY)
         return AARMD_EINVAL;   /* every logit -inf or NaN */
     d->max = max;
     if (p->temperature == 0.0f) {
+        uint32_t b = 0;
+        while (s->bmax[b] != max)   /* the first block holding the max */
+            b++;
         d->greedy = true;
-        d->id = (int32_t)s->k->find_eq(l, n, max);
+        d->id = (int32_t)(b * BLOCK + s->k->find_eq(l + b * BLOCK, n - b * BLOCK, max));
         return AARMD_OK;
     }
-    float inv_t = 1.0f / p->temperature;
-    d->inv_t = inv_t;
-    uint32_t k = p->top_k > 0 && (uint32_t)p->top_k < n ? (uint32_t)p->top_k : 0;
-    bool top_p = p->top_p < 1.0f, min_p = p->min_p > 0.0f;
-    /* log-weight a token needs to pass min-p, less a margin: the exact test is on w */
-    float tau_min = min_p ? logf(p->min_p) - 1e-3f : -INFINITY;
+    float inv_t = d->inv_t, a = d->a;
+    float tau_min = min_p ? logf(p->min_p) - 1e-3f : -INFINITY;   /* as in filter_mass */
     struct cand *c = s->c;
     uint32_t m;
-    double z;
-
     if (k > 0) {
         if (k <= SMALL_K) {
-            m = top_small(l, n, k, c);
+            m = top_small(l, n, k, c, s->bmax);
         } else {
             m = s->k->collect(l, n, -FLT_MAX, c);
             if (m > k) {
@@ -517,39 +622,14 @@ static int filter(struct aarmd_sampler *s, float *l, struct dist *d)
                 m = k;
             }
         }
-        z = s->k->cand_weights(c, m, max, inv_t);
+        double z = s->k->cand_weights(c, m, max, a);
         if (top_p) {
             double target = (double)p->top_p * z;
             m = m >= BUCKET_FROM ? prefix_bucketed(s, c, m, target, max, inv_t) : prefix_by_mass(c, m, target);
         }
-    } else if (top_p) {
-        /*
-         * The nucleus is a prefix of the sorted order, so any threshold whose
-         * tokens already weigh p*Z holds it. Guess tau = -7 (collected in the
-         * same pass as Z), then -14, -28, ... down to tau_safe: the tokens
-         * below exp(tau_safe) = Z(1-p)/(2n) weigh less than (1-p)Z/2 all
-         * together, so the nucleus lies above it. When min-p binds (tau_min
-         * reached) what was collected is all that can survive anyway.
-         */
-        float tau = TOPP_FIRST_TAU;
-        z = s->k->mass_collect(l, n, max, inv_t, max + tau / inv_t, c, &m);
-        double target = (double)p->top_p * z;
-        float tau_safe = (float)log(z * (1.0 - (double)p->top_p) / (2.0 * n));
-        float floor_tau = tau_safe > tau_min ? tau_safe : tau_min;
-        double got = s->k->cand_weights(c, m, max, inv_t);
-        while (got < target && tau > floor_tau) {
-            tau = 2.0f * tau > floor_tau ? 2.0f * tau : floor_tau;
-            m = s->k->collect(l, n, max + tau / inv_t, c);
-            got = s->k->cand_weights(c, m, max, inv_t);
-        }
-        m = m >= BUCKET_FROM ? prefix_bucketed(s, c, m, target, max, inv_t) : prefix_by_mass(c, m, target);
-    } else if (min_p) {
-        m = s->k->collect(l, n, max + tau_min / inv_t, c);
-        s->k->cand_weights(c, m, max, inv_t);
-    } else {
-        d->full = true;
-        d->mass = s->k->total_mass(l, n, max, inv_t, s->blocks);
-        return AARMD_OK;
+    } else {   /* min-p alone */
+        m = s->k->collect_blocks(l, n, s->bmax, max + tau_min / inv_t, c);
+        s->k->cand_weights(c, m, max, a);
     }
     if (min_p)
         m = keep_min_p(c, m, p->min_p);
@@ -584,7 +664,7 @@ static int32_t draw(struct aarmd_sampler *s, const float *l, const struct dist *
     }
     float w[BLOCK];
     uint32_t i0 = b * BLOCK, i1 = n - i0 < BLOCK ? n : i0 + BLOCK;
-    s->k->block_weights(l, i0, i1, d->max, d->inv_t, w);
+    s->k->block_weights(l, i0, i1, d->max, d->a, w);
     int32_t last = -1;
     for (uint32_t i = i0; i < i1; i++) {
         if (w[i - i0] <= 0.0f)
@@ -601,14 +681,16 @@ static int32_t draw(struct aarmd_sampler *s, const float *l, const struct dist *
 }
 
 /* Raw log-softmax (temperature 1) of the cleaned logits: chosen id and top n. */
-static void fill_logprobs(struct aarmd_sampler *s, const float *l, float max, struct aarmd_sample *out)
+static void fill_logprobs(struct aarmd_sampler *s, float *l, struct aarmd_sample *out)
 {
     uint32_t nl = s->p.n_logprobs;
     if (nl == 0)
         return;
-    double log_z = (double)max + log(s->k->total_mass(l, s->n_vocab, max, 1.0f, NULL));
+    double z;
+    float max = mass_and_max(s, l, 1.44269504088896341f, &z);   /* l is clean: one read */
+    double log_z = (double)max + log(z);
     out->logprob = (float)((double)l[out->id] - log_z);
-    uint32_t m = top_small(l, s->n_vocab, nl, s->c);
+    uint32_t m = top_small(l, s->n_vocab, nl, s->c, s->bmax);
     qsort(s->c, m, sizeof *s->c, cand_cmp);
     for (uint32_t i = 0; i < m; i++) {
         out->top[i].id = s->c[i].id;
@@ -628,7 +710,7 @@ int aarmd_sampler_sample(struct aarmd_sampler *s, float *logits, struct aarmd_sa
     out->id = d.greedy ? d.id : draw(s, logits, &d);
     out->logprob = 0.0f;
     out->n_top = 0;
-    fill_logprobs(s, logits, d.max, out);
+    fill_logprobs(s, logits, out);
     return AARMD_OK;
 }
 
@@ -655,7 +737,7 @@ int aarmd_sampler_probs(struct aarmd_sampler *s, float *logits, int32_t *ids, do
     uint32_t m = d.n;
     if (d.full) {
         m = s->k->collect(logits, s->n_vocab, -FLT_MAX, s->c);
-        s->k->cand_weights(s->c, m, d.max, d.inv_t);
+        s->k->cand_weights(s->c, m, d.max, d.a);
     }
     qsort(s->c, m, sizeof *s->c, cand_cmp);
     size_t k = 0;

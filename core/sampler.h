@@ -42,9 +42,10 @@ void aarmd_sampler_accept(struct aarmd_sampler *s, const int32_t *ids, size_t n)
 
 /*
  * Samples from logits[n_vocab] (modified in place: penalty applied, NaN ->
- * -inf). A token whose tempered log-weight (l - max) / T is below -87 has
- * probability 0 (it would be under 1.7e-38 of the top token's). Returns AARMD_OK, or AARMD_EINVAL when logits is NULL, the params
- * fail aarmd_sampler_params_check, or every logit is -inf/NaN.
+ * -inf). A token whose weight exp((l - max) / T) is at most 2^-126.5 (tempered
+ * log-weight -87.68 or less) has probability 0; a temperature below 1e-38
+ * acts as 1e-38. Returns AARMD_OK, or AARMD_EINVAL when logits is NULL, the
+ * params fail aarmd_sampler_params_check, or every logit is -inf/NaN.
  * Draws exactly one uniform from the job's RNG per call unless greedy
  * (temperature 0 draws none), so a seed fixes the whole token sequence.
  *

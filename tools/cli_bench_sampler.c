@@ -155,9 +155,10 @@ int aarmd_cli_bench_sampler(int argc, char **argv)
         checksum = checksum * 31 + (uint64_t)out.id;
     }
     double dt = now_s(CLOCK_MONOTONIC) - t0, ct = now_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
-    printf("bench-sampler: vocab %u sets %u temperature %.2f top_p %.2f top_k %d min_p %.2f rep %.2f logprobs %u%s\n",
+    printf("bench-sampler: vocab %u sets %u temperature %.2f top_p %.2f top_k %d min_p %.2f rep %.2f logprobs %u%s"
+           " (%s loops)\n",
            o.vocab, o.sets, o.sp.temperature, o.sp.top_p, (int)o.sp.top_k, o.sp.min_p, o.sp.repetition_penalty,
-           o.sp.n_logprobs, copy ? " (+copy)" : "");
+           o.sp.n_logprobs, copy ? " (+copy)" : "", aarmd_sampler_simd(s));
     printf("%u samples: cpu %.3f s = %.0f samples/s (%.2f us/sample); wall %.3f s = %.0f samples/s "
            "(checksum %016llx)\n",
            o.n, ct, o.n / ct, ct * 1e6 / o.n, dt, o.n / dt, (unsigned long long)checksum);

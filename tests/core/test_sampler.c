@@ -109,12 +109,13 @@ static int ref_dist(const float *in, uint32_t n, const struct aarmd_sampler_para
         out->n = 1;
         goto done;
     }
-    /* documented: a tempered log-weight below -87 is probability 0 (< 1.7e-38 of the top's) */
+    /* documented: a weight of 2^-126.5 (tempered log-weight -87.68) or less is probability 0 */
+    const double zero_below = -126.5 * 0.69314718055994531;
     for (size_t i = 0; i < m; i++) {
         double z = (l[ord[i]] - max) / sp->temperature;
-        if (fabs(z + 87.0) < 1e-3)
+        if (fabs(z - zero_below) < 1e-3)
             out->ambiguous = true;
-        w[i] = z < -87.0 ? 0.0 : exp(z);
+        w[i] = z <= zero_below ? 0.0 : exp(z);
     }
     while (m > 1 && w[m - 1] == 0.0)   /* sorted: the zero weights are a suffix */
         m--;
@@ -544,6 +545,8 @@ ParameterizedTestParameters(sampler, vocab_151936)
     static struct big_case cases[] = {
         {0.8f, 0.9f, 0.0f, 0}, {1.0f, 1.0f, 0.0f, 0}, {0.7f, 1.0f, 0.0f, 40},   {1.0f, 1.0f, 0.05f, 0},
         {0.0f, 1.0f, 0.0f, 0}, {1.2f, 0.5f, 0.0f, 0}, {1.0f, 0.9f, 0.0f, 2000}, {0.8f, 0.99f, 0.01f, 0},
+        /* nuclei of thousands of tokens: top-p lowers its threshold band by band */
+        {0.8f, 0.95f, 0.0f, 0}, {0.8f, 0.99f, 0.0f, 0}, {1.0f, 0.999f, 0.0f, 0},
     };
     return cr_make_param_array(struct big_case, cases, sizeof cases / sizeof *cases);
 }
@@ -629,6 +632,114 @@ Test(sampler, nan_and_inf_logits)
     }
     cr_assert(hits[0] > 400 && hits[1] > 400, "%d/%d", hits[0], hits[1]);
     aarmd_sampler_free(s);
+}
+
+/*
+ * The vocabulary is read in blocks of 1,024 (max and mass together); NaN and
+ * -inf filling whole blocks, NaN inside a block with a finite max, and a
+ * vocabulary that ends mid-block all go through the same rules.
+ */
+Test(sampler, nan_and_inf_across_blocks)
+{
+    const uint32_t n = 5003;
+    float *base = malloc(n * sizeof *base), *l = malloc(n * sizeof *l);
+    model_logits(base, n, 17, 2.0, 8.0, 4);
+    for (uint32_t i = 1024; i < 2048; i++)   /* a whole block without a finite logit */
+        base[i] = i % 2 ? NAN : -INFINITY;
+    const struct aarmd_sampler_params sets[] = {params(1, 1, 0, 0), params(0.8f, 0.9f, 0, 0),
+                                                params(1.2f, 0.95f, 0, 0.01f), params(0.5f, 0.5f, 0, 0)};
+    for (size_t c = 0; c < 2 * sizeof sets / sizeof *sets; c++) {
+        if (c == sizeof sets / sizeof *sets) {   /* second round: NaN in blocks with a finite max too */
+            base[3000] = NAN;
+            base[3001] = NAN;
+            base[5002] = NAN;                    /* in the partial last block */
+        }
+        char what[64];
+        snprintf(what, sizeof what, "blocks: case %zu", c);
+        const struct aarmd_sampler_params *sp = &sets[c % (sizeof sets / sizeof *sets)];
+        check_against_ref(base, n, sp, NULL, 0, what);
+        struct aarmd_sampler *s = aarmd_sampler_new(sp, n);
+        for (int d = 0; d < 300; d++) {
+            memcpy(l, base, n * sizeof *l);
+            struct aarmd_sample out;
+            cr_assert_eq(aarmd_sampler_sample(s, l, &out), AARMD_OK);
+            cr_assert(!isnan(base[out.id]) && base[out.id] > -INFINITY, "%s: drew %d", what, out.id);
+            for (uint32_t i = 0; i < n; i++)
+                cr_assert(!isnan(l[i]), "%s: NaN left in logits[%u]", what, i);
+        }
+        aarmd_sampler_free(s);
+    }
+    /* +inf in one block, NaN in another: the +inf tokens share everything */
+    base[4000] = INFINITY;
+    base[100] = INFINITY;
+    struct aarmd_sampler_params sp = params(0.7f, 0.9f, 0, 0);
+    struct aarmd_sampler *s = aarmd_sampler_new(&sp, n);
+    int32_t *ids = malloc(n * sizeof *ids);
+    double *p = malloc(n * sizeof *p);
+    cr_assert_eq(sampler_dist(s, base, n, ids, p), 2);
+    cr_assert_eq(ids[0], 100);
+    cr_assert_eq(ids[1], 4000);
+    cr_assert_float_eq(p[0], 0.5, 1e-12);
+    /* nothing finite across several blocks: refused */
+    for (uint32_t i = 0; i < n; i++)
+        l[i] = i % 3 ? -INFINITY : NAN;
+    struct aarmd_sample out;
+    cr_assert_eq(aarmd_sampler_sample(s, l, &out), AARMD_EINVAL);
+    aarmd_sampler_free(s);
+    free(ids);
+    free(p);
+    free(base);
+    free(l);
+}
+
+/*
+ * Documented: a weight of 2^-126.5 (tempered log-weight -126.5 ln 2 = -87.68)
+ * or less is 0; just above it a token keeps a (subnormal) probability.
+ */
+Test(sampler, weights_vanish_below_two_to_minus_126_5)
+{
+    const double cut = -126.5 * 0.69314718055994531;
+    const float temps[] = {1.0f, 0.5f, 2.0f};
+    for (size_t t = 0; t < 3; t++) {
+        float T = temps[t];
+        float base[5] = {0.0f, (float)((cut + 0.1) * T), (float)((cut - 0.1) * T), -INFINITY, -1.0f};
+        struct aarmd_sampler_params sp = params(T, 1, 0, 0);
+        struct aarmd_sampler *s = aarmd_sampler_new(&sp, 5);
+        int32_t ids[5];
+        double p[5];
+        cr_assert_eq(sampler_dist(s, base, 5, ids, p), 3, "T=%g", T);
+        cr_assert_eq(ids[0], 0);
+        cr_assert_eq(ids[1], 4);
+        cr_assert_eq(ids[2], 1, "T=%g: the token just above the cut is kept", T);
+        cr_assert(p[2] > 0 && p[2] < 1e-37, "T=%g: p %g", T, p[2]);
+        aarmd_sampler_free(s);
+    }
+}
+
+/* A temperature so small that 1/T overflows float acts as T = 1e-38: ties at the top share. */
+Test(sampler, subnormal_temperature)
+{
+    float base[6] = {1.0f, 3.0f, 3.0f, 2.99999f, -INFINITY, -5.0f};
+    const struct aarmd_sampler_params sets[] = {params(1e-40f, 1, 0, 0), params(1e-40f, 0.9f, 0, 0),
+                                                params(1e-40f, 1, 3, 0), params(1e-40f, 1, 0, 0.5f)};
+    for (size_t c = 0; c < sizeof sets / sizeof *sets; c++) {
+        cr_assert_eq(aarmd_sampler_params_check(&sets[c], NULL, 0), AARMD_OK);
+        struct aarmd_sampler *s = aarmd_sampler_new(&sets[c], 6);
+        int32_t ids[6];
+        double p[6];
+        cr_assert_eq(sampler_dist(s, base, 6, ids, p), 2, "set %zu", c);
+        cr_assert_eq(ids[0], 1);
+        cr_assert_eq(ids[1], 2);
+        cr_assert_float_eq(p[0], 0.5, 1e-12);
+        float l[6];
+        for (int d = 0; d < 100; d++) {
+            memcpy(l, base, sizeof l);
+            struct aarmd_sample out;
+            cr_assert_eq(aarmd_sampler_sample(s, l, &out), AARMD_OK);
+            cr_assert(out.id == 1 || out.id == 2, "set %zu drew %d", c, out.id);
+        }
+        aarmd_sampler_free(s);
+    }
 }
 
 Test(sampler, temperature_to_zero_tends_to_argmax)
