@@ -18,6 +18,7 @@
 #include "tokenizer.h"
 
 struct aarmd_plugin;
+struct aarmd_prefix_ref;
 
 #define AARMD_JOB_TEXT_CAP 1024      /* a deferred event's text: < 2 pieces + a held stop prefix */
 
@@ -58,6 +59,12 @@ struct aarmd_job {
     uint32_t n_out;                   /* tokens sampled and sent (EOS excluded) */
     double t_admit, t_first, t_last, t_metrics;   /* monotonic ms; t_first 0 before the first token */
     bool done;                        /* terminal event sent */
+
+    /* paged KV (scheduler thread) */
+    uint32_t reserve_blocks;          /* blocks reserved at admission, shared ones excluded */
+    uint32_t shared_blocks;           /* leading blocks forked from the prefix cache */
+    struct aarmd_prefix_ref *pref;    /* the cache's blocks of this sequence; released at the end */
+    size_t ids_cap;                   /* > n_ids: ids also holds the fed tokens (history for the cache) */
 
     /* text pipeline (aarmd_job_push_token) */
     struct aarmd_detok detok;

@@ -159,10 +159,24 @@ int main(int argc, char **argv)
 
     uint32_t n_ctx_train = engine->desc ? engine->desc->n_ctx_train : 0;
     uint32_t ctx = st.ctx_size;
-    if (!ctx)
+    /* a paged backend: one job's context is at most the whole block pool */
+    struct aarmd_kv_info kv;
+    char kerr[256];
+    bool paged = aarmd_plugin_kv_info(engine->plugin, engine->model, &kv, kerr, sizeof kerr) == AARMD_OK &&
+                 kv.block_tokens > 0 && kv.blocks_total > 0;
+    uint64_t pool_tokens = paged ? kv.blocks_total * kv.block_tokens : UINT64_MAX;
+    if (!ctx) {
         ctx = n_ctx_train && n_ctx_train < CTX_SIZE_CAP ? n_ctx_train : CTX_SIZE_CAP;
-    else if (n_ctx_train && ctx > n_ctx_train)
-        aarmd_log(AARMD_LOG_WARN, "startup", "--ctx-size %u exceeds the model's trained context %u", ctx, n_ctx_train);
+        if (pool_tokens < ctx)
+            ctx = (uint32_t)pool_tokens;
+    } else {
+        if (n_ctx_train && ctx > n_ctx_train)
+            aarmd_log(AARMD_LOG_WARN, "startup", "--ctx-size %u exceeds the model's trained context %u", ctx,
+                      n_ctx_train);
+        if (pool_tokens < ctx)
+            aarmd_log(AARMD_LOG_WARN, "startup", "--ctx-size %u exceeds the KV pool (%llu tokens): longer jobs are "
+                      "rejected", ctx, (unsigned long long)pool_tokens);
+    }
     uint32_t max_jobs = st.max_jobs ? st.max_jobs : (engine->device.advised_seqs ? engine->device.advised_seqs : 1);
 
     d.base = event_base_new();
@@ -171,7 +185,8 @@ int main(int argc, char **argv)
         goto done;
     }
     struct aarmd_sched_opts so = {.max_jobs = max_jobs, .queue_depth = st.queue_depth, .ctx_size = ctx,
-                                  .inference_timeout_s = st.inference_timeout, .prefill_chunk = 0};
+                                  .inference_timeout_s = st.inference_timeout, .prefill_chunk = st.prefill_chunk,
+                                  .step_tokens = st.step_tokens, .prefix_cache_blocks = st.prefix_cache_blocks};
     sched = aarmd_sched_new(engine, &so, err, sizeof err);
     if (!sched) {
         aarmd_log(AARMD_LOG_ERROR, "error", "startup failed: scheduler: %s", err);
@@ -201,11 +216,16 @@ int main(int argc, char **argv)
     d.port = aarmd_server_port(d.server);
     make_uri(d.uri, sizeof d.uri, st.host, d.port);
     {
-        char port[16], mj[16], cs[16];
+        char port[16], mj[16], cs[16], stk[16], pc[16], kvb[24], kvt[16];
         snprintf(port, sizeof port, "%u", (unsigned)d.port);
         snprintf(mj, sizeof mj, "%u", max_jobs);
         snprintf(cs, sizeof cs, "%u", ctx);
-        const char *extra[] = {"port", port, "max_jobs", mj, "ctx_size", cs, NULL};
+        snprintf(stk, sizeof stk, "%u", st.step_tokens);
+        snprintf(pc, sizeof pc, "%u", st.prefill_chunk);
+        snprintf(kvb, sizeof kvb, "%llu", paged ? (unsigned long long)kv.blocks_total : 0ULL);
+        snprintf(kvt, sizeof kvt, "%u", paged ? kv.block_tokens : 0u);
+        const char *extra[] = {"port", port, "max_jobs", mj, "ctx_size", cs, "step_tokens", stk,
+                               "prefill_chunk", pc, "kv_blocks", kvb, "kv_block_tokens", kvt, NULL};
         aarmd_log_ctx(AARMD_LOG_INFO, "startup", &(struct aarmd_log_ctx){.extra = extra}, "listening on %s", d.uri);
     }
 

@@ -180,5 +180,34 @@ int aarmd_metrics_render(struct aarmd_metrics *m, const struct aarmd_metrics_gau
                               "# TYPE worker_uptime_seconds gauge\n"
                               "worker_uptime_seconds{%s} %.3f\n",
                               l, g->jobs_running, l, g->jobs_queued, l, g->vram_bytes, l, g->uptime_seconds) < 0;
+    rc |= evbuffer_add_printf(out,
+                              "# HELP worker_kv_blocks_used KV blocks held by sequences (0: not paged).\n"
+                              "# TYPE worker_kv_blocks_used gauge\n"
+                              "worker_kv_blocks_used{%s} %" PRIu64 "\n"
+                              "# HELP worker_kv_blocks_free KV blocks no sequence holds (0: not paged).\n"
+                              "# TYPE worker_kv_blocks_free gauge\n"
+                              "worker_kv_blocks_free{%s} %" PRIu64 "\n"
+                              "# HELP worker_kv_blocks_cached KV blocks the prefix cache holds.\n"
+                              "# TYPE worker_kv_blocks_cached gauge\n"
+                              "worker_kv_blocks_cached{%s} %" PRIu64 "\n"
+                              "# HELP worker_prefix_reused_tokens_total Prompt tokens reused from the prefix cache.\n"
+                              "# TYPE worker_prefix_reused_tokens_total counter\n"
+                              "worker_prefix_reused_tokens_total{%s} %" PRIu64 "\n",
+                              l, g->kv_blocks_used, l, g->kv_blocks_free, l, g->kv_blocks_cached, l,
+                              g->prefix_reused_tokens) < 0;
+    rc |= evbuffer_add_printf(out, "# HELP worker_step_tokens Tokens per batched step.\n"
+                                   "# TYPE worker_step_tokens histogram\n") < 0;
+    uint64_t cum = 0;
+    for (int b = 0; b < AARMD_SCHED_STEP_BUCKETS; b++) {
+        cum += g->step_hist[b];
+        rc |= evbuffer_add_printf(out, "worker_step_tokens_bucket{%s,le=\"%llu\"} %" PRIu64 "\n", l,
+                                  1ULL << b, cum) < 0;
+    }
+    cum += g->step_hist[AARMD_SCHED_STEP_BUCKETS];
+    rc |= evbuffer_add_printf(out,
+                              "worker_step_tokens_bucket{%s,le=\"+Inf\"} %" PRIu64 "\n"
+                              "worker_step_tokens_sum{%s} %" PRIu64 "\n"
+                              "worker_step_tokens_count{%s} %" PRIu64 "\n",
+                              l, cum, l, g->step_tokens_sum, l, g->steps) < 0;
     return rc ? -1 : 0;
 }

@@ -4,12 +4,15 @@
  * carries the worker_id label. Thread-safe (one mutex); recording is O(buckets).
  *
  * Histogram buckets (ms): 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
- * 10000, 30000, +Inf.
+ * 10000, 30000, +Inf. worker_step_tokens (tokens per batched step): 1, 2, 4,
+ * ... 4096, +Inf.
  */
 #ifndef AARMD_METRICS_H
 #define AARMD_METRICS_H
 
 #include <stdint.h>
+
+#include "scheduler.h"   /* AARMD_SCHED_STEP_BUCKETS */
 
 struct evbuffer;
 struct aarmd_metrics;
@@ -22,11 +25,16 @@ enum aarmd_outcome {
     AARMD_OUTCOME_COUNT
 };
 
-/* Gauges sampled by the caller at render time. */
+/* Gauges sampled by the caller at render time (the scheduler's counters too:
+ * they are kept by the scheduler thread, see aarmd_sched_stats). */
 struct aarmd_metrics_gauges {
     uint32_t jobs_running, jobs_queued;
     uint64_t vram_bytes;
     double uptime_seconds;
+    uint64_t kv_blocks_used, kv_blocks_free, kv_blocks_cached;   /* 0 when the backend is not paged */
+    uint64_t prefix_reused_tokens;                               /* counter */
+    uint64_t steps, step_tokens_sum;                             /* the step histogram's count and sum */
+    uint64_t step_hist[AARMD_SCHED_STEP_BUCKETS + 1];            /* per bucket (<= 2^i tokens), last = larger */
 };
 
 /* NULL on allocation failure; worker_id is copied. */

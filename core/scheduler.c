@@ -19,6 +19,7 @@
 #include "job.h"
 #include "log.h"
 #include "plugin.h"
+#include "prefix_cache.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -46,6 +47,20 @@ struct aarmd_sched {
     struct aarmd_job **entry_job;
     bool *cancel_snap, *paused_snap;  /* flags of active[] read under the lock */
     bool draining_snap;
+
+    /* paged KV: set by _new, read-only after (intake reads them too) */
+    bool paged;
+    uint32_t block_tokens;
+    uint64_t blocks_total;
+    /* the scheduler thread's */
+    struct aarmd_prefix_cache *pc;          /* NULL: no prefix reuse */
+    bool reuse_off;                         /* seq_fork failed: pc stays empty */
+    bool mem_blocked;                       /* the first waiting job did not fit; retry after a job ends */
+    uint64_t reused_tokens;
+    uint64_t steps, step_tokens_sum, step_hist[AARMD_SCHED_STEP_BUCKETS + 1];
+    /* under the lock: for aarmd_sched_stats, and the flush request */
+    struct aarmd_sched_stats snap;
+    bool flush_req;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -109,19 +124,71 @@ static void log_end(const struct aarmd_job *j, const char *outcome)
     aarmd_log_ctx(AARMD_LOG_INFO, "execute_end", &lc, NULL);
 }
 
-/* Terminal: sends the waiting token event, unlinks (the id is free again),
- * frees the sequence, then tells the client. The job is freed by its thread. */
-static void end_error(struct aarmd_sched *s, struct aarmd_job *j, const char *code, const char *message,
-                      bool retriable)
+static uint64_t blocks_for(const struct aarmd_sched *s, uint64_t tokens)
 {
-    aarmd_job_flush_deferred(j);
-    pthread_mutex_lock(&s->lock);
-    unlink_locked(s, j);
-    pthread_mutex_unlock(&s->lock);
+    return (tokens + s->block_tokens - 1) / s->block_tokens;
+}
+
+static void cache_seq_free(void *user, void *seq)
+{
+    struct aarmd_sched *s = user;
+    aarmd_plugin_seq_free(s->e->plugin, seq);
+}
+
+/* Gives the prefix cache the first n_blocks whole blocks of j's sequence (a
+ * fork: j keeps its own), when that adds blocks the cache does not know; at
+ * most the cache's cap, so a long sequence still leaves its head there. */
+static void cache_keep(struct aarmd_sched *s, struct aarmd_job *j, uint32_t n_blocks)
+{
+    if (s->pc && n_blocks > aarmd_prefix_cache_max_blocks(s->pc))   /* keep the head of a long one */
+        n_blocks = (uint32_t)aarmd_prefix_cache_max_blocks(s->pc);
+    if (!s->pc || s->reuse_off || n_blocks == 0 || n_blocks <= aarmd_prefix_ref_blocks(j->pref))
+        return;
+    char err[256];
+    struct aarmd_backend_seq *fork = NULL;
+    int rc = aarmd_plugin_seq_fork(s->e->plugin, j->seq, n_blocks * s->block_tokens, s->o.ctx_size, &fork, err,
+                                   sizeof err);
+    if (rc != AARMD_OK) {
+        aarmd_log(AARMD_LOG_WARN, "prefix_cache", "seq_fork failed (%s): prefix reuse off", err);
+        aarmd_prefix_cache_flush(s->pc);  /* running jobs' refs stay valid until they end */
+        s->reuse_off = true;
+        return;
+    }
+    aarmd_prefix_cache_insert(s->pc, j->ids, n_blocks, fork, &j->pref);
+}
+
+static void publish_stats(struct aarmd_sched *s);
+
+/* The job's sequence goes: into the cache (finished normally) or freed. The
+ * pool's numbers are published before the job leaves the running count, so a
+ * stats reader never sees "nothing running" beside the job's blocks. */
+static void release_seq(struct aarmd_sched *s, struct aarmd_job *j, bool keep)
+{
+    if (j->seq && keep && s->pc && j->ids_cap)
+        cache_keep(s, j, j->seq_len / s->block_tokens);
+    if (s->pc)
+        aarmd_prefix_ref_free(s->pc, j->pref);
+    j->pref = NULL;
     if (j->seq) {
         aarmd_plugin_seq_free(s->e->plugin, j->seq);
         j->seq = NULL;
     }
+    s->mem_blocked = false;
+    if (s->paged)
+        publish_stats(s);
+}
+
+/* Terminal: sends the waiting token event, frees (or caches) the sequence,
+ * unlinks (the id is free again), then tells the client. The job is freed by
+ * its thread. */
+static void end_error(struct aarmd_sched *s, struct aarmd_job *j, const char *code, const char *message,
+                      bool retriable)
+{
+    aarmd_job_flush_deferred(j);
+    release_seq(s, j, false);
+    pthread_mutex_lock(&s->lock);
+    unlink_locked(s, j);
+    pthread_mutex_unlock(&s->lock);
     aarmd_job_emit_error(j, code, message, retriable, 0);
     log_end(j, code);
 }
@@ -129,13 +196,10 @@ static void end_error(struct aarmd_sched *s, struct aarmd_job *j, const char *co
 static void end_ok(struct aarmd_sched *s, struct aarmd_job *j, const char *reason, const char *matched)
 {
     aarmd_job_flush_deferred(j);
+    release_seq(s, j, true);
     pthread_mutex_lock(&s->lock);
     unlink_locked(s, j);
     pthread_mutex_unlock(&s->lock);
-    if (j->seq) {
-        aarmd_plugin_seq_free(s->e->plugin, j->seq);
-        j->seq = NULL;
-    }
     aarmd_job_emit_end(j, reason, matched, mono_ms());
     log_end(j, reason);
 }
@@ -180,6 +244,18 @@ static bool intake_one(struct aarmd_sched *s, struct aarmd_job *j)
                  " (at least one token must be generated)", j->n_ids, s->o.ctx_size);
         reject(s, j, msg);
         return false;
+    }
+    if (s->paged) {
+        uint64_t span = (uint64_t)j->n_ids + j->max_tokens;
+        uint64_t need = blocks_for(s, span < s->o.ctx_size ? span : s->o.ctx_size);
+        if (need > s->blocks_total) {
+            snprintf(msg, sizeof msg, "prompt of %zu tokens plus max_tokens %" PRIu32 " needs %" PRIu64
+                     " KV blocks of %" PRIu32 " tokens but the pool holds %" PRIu64 " blocks (%" PRIu64 " tokens)",
+                     j->n_ids, j->max_tokens, need, s->block_tokens, s->blocks_total,
+                     s->blocks_total * s->block_tokens);
+            reject(s, j, msg);
+            return false;
+        }
     }
     aarmd_job_emit_started(j, wall_ms());
     char tin[24], seed[24];
@@ -242,12 +318,99 @@ static const char *backend_code(int rc, bool *retriable)
     return rc == AARMD_ENOMEM ? "OUT_OF_MEMORY" : "BACKEND_ERROR";
 }
 
-/* Gives an admitted job its sequence, sampler and logits; false when it ended. */
-static bool admit(struct aarmd_sched *s, struct aarmd_job *j)
+/* Blocks running jobs reserved but have not taken yet (j excluded). */
+static uint64_t pending_blocks(const struct aarmd_sched *s, const struct aarmd_job *j)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < s->n_active; i++) {
+        const struct aarmd_job *a = s->active[i];
+        if (a == j || a->done || !a->seq)
+            continue;
+        uint64_t held = blocks_for(s, a->seq_len);
+        held = held > a->shared_blocks ? held - a->shared_blocks : 0;
+        if (a->reserve_blocks > held)
+            sum += a->reserve_blocks - held;
+    }
+    return sum;
+}
+
+/* Free blocks now, or 0 when the backend cannot say. */
+static uint64_t kv_free_now(struct aarmd_sched *s)
+{
+    struct aarmd_kv_info kv;
+    char err[256];
+    if (aarmd_plugin_kv_info(s->e->plugin, s->e->model, &kv, err, sizeof err) != AARMD_OK) {
+        aarmd_log(AARMD_LOG_WARN, "kv_info", "kv_info failed: %s", err);
+        return 0;
+    }
+    return kv.blocks_free;
+}
+
+enum admit_result { ADMIT_OK, ADMIT_ENDED, ADMIT_NO_MEMORY };
+
+/* Paged backends: forks the longest cached prefix of j's prompt, then checks
+ * j's reservation against the free blocks (evicting cached sequences, least
+ * recently used first, while it does not fit). ADMIT_NO_MEMORY leaves j as it
+ * was (no sequence). */
+static enum admit_result reserve_paged(struct aarmd_sched *s, struct aarmd_job *j)
+{
+    uint64_t span = (uint64_t)j->n_ids + j->max_tokens;
+    uint64_t need = blocks_for(s, span < s->o.ctx_size ? span : s->o.ctx_size);
+    uint32_t k = 0;
+    if (s->pc && !s->reuse_off) {
+        void *src = NULL;
+        /* at least one prompt token is computed, for its logits */
+        uint32_t max_k = (uint32_t)((j->n_ids - 1) / s->block_tokens);
+        k = aarmd_prefix_cache_lookup(s->pc, j->ids, j->n_ids, max_k, &src, &j->pref);
+        if (k > 0) {
+            char err[256];
+            int rc = aarmd_plugin_seq_fork(s->e->plugin, src, k * s->block_tokens, s->o.ctx_size, &j->seq, err,
+                                           sizeof err);
+            if (rc != AARMD_OK) {
+                aarmd_log(AARMD_LOG_WARN, "prefix_cache", "seq_fork failed (%s): prefix reuse off", err);
+                aarmd_prefix_ref_free(s->pc, j->pref);
+                j->pref = NULL;
+                j->seq = NULL;
+                aarmd_prefix_cache_flush(s->pc);
+                s->reuse_off = true;
+                k = 0;
+            }
+        }
+    }
+    uint64_t reserve = need > k ? need - k : 0;
+    for (;;) {
+        uint64_t free_now = kv_free_now(s), pending = pending_blocks(s, j);
+        if (free_now >= pending && free_now - pending >= reserve)
+            break;
+        if (s->pc && aarmd_prefix_cache_evict_lru(s->pc))
+            continue;
+        if (j->seq)
+            aarmd_plugin_seq_free(s->e->plugin, j->seq);
+        j->seq = NULL;
+        if (s->pc)
+            aarmd_prefix_ref_free(s->pc, j->pref);
+        j->pref = NULL;
+        return ADMIT_NO_MEMORY;
+    }
+    j->reserve_blocks = (uint32_t)reserve;
+    j->shared_blocks = k;
+    j->n_fed = j->seq_len = k * s->block_tokens;
+    s->reused_tokens += j->n_fed;
+    return ADMIT_OK;
+}
+
+/* Gives an admitted job its sequence, sampler and logits. */
+static enum admit_result admit(struct aarmd_sched *s, struct aarmd_job *j)
 {
     char err[256], msg[320];
     j->t_admit = mono_ms();
-    int rc = aarmd_plugin_seq_new(s->e->plugin, s->e->model, s->o.ctx_size, &j->seq, err, sizeof err);
+    if (s->paged) {
+        enum admit_result ar = reserve_paged(s, j);
+        if (ar != ADMIT_OK)
+            return ar;
+    }
+    int rc = j->seq ? AARMD_OK
+                    : aarmd_plugin_seq_new(s->e->plugin, s->e->model, s->o.ctx_size, &j->seq, err, sizeof err);
     if (rc != AARMD_OK) {
         bool retriable;
         const char *code = backend_code(rc, &retriable);
@@ -258,17 +421,27 @@ static bool admit(struct aarmd_sched *s, struct aarmd_job *j)
             pthread_mutex_unlock(&s->lock);
         }
         end_error(s, j, code, msg, retriable);
-        return false;
+        return ADMIT_ENDED;
     }
     j->smp = aarmd_sampler_new(&j->sp, s->n_vocab);
     j->logits = malloc((size_t)s->n_vocab * sizeof *j->logits);
     if (!j->smp || !j->logits) {
         end_error(s, j, "OUT_OF_MEMORY", "out of host memory for the sampler", true);
-        return false;
+        return ADMIT_ENDED;
+    }
+    if (s->pc && !s->reuse_off) {
+        /* ids keeps the fed tokens too: the history a finished sequence is cached under */
+        size_t span = j->n_ids + j->max_tokens;
+        size_t cap = (span < s->o.ctx_size ? span : s->o.ctx_size) + 1;
+        int32_t *ids = cap > j->n_ids ? realloc(j->ids, cap * sizeof *ids) : NULL;
+        if (ids) {
+            j->ids = ids;
+            j->ids_cap = cap;
+        }
     }
     aarmd_sampler_accept(j->smp, j->ids, j->n_ids);
     aarmd_job_text_begin(j, s->e->tok);
-    return true;
+    return ADMIT_OK;
 }
 
 /* Samples the token after a step that gave j logits, and streams it. */
@@ -323,53 +496,93 @@ static void compact_active(struct aarmd_sched *s)
     s->n_active = w;
 }
 
-/* One iteration's bookkeeping under the lock: admits queued jobs, snapshots flags.
- * Waits while there is nothing to do. Returns false when the thread should exit. */
+/* Under the lock: the first waiting job (arrival order), or NULL. */
+static struct aarmd_job *first_queued_locked(struct aarmd_sched *s)
+{
+    for (struct aarmd_job *j = s->jobs; j; j = j->next)
+        if (j->state == AARMD_JOB_QUEUED && !j->cancel)
+            return j;
+    return NULL;
+}
+
+/* Admits waiting jobs in arrival order while slots (and, paged, blocks) allow.
+ * The first job that does not fit stops admission: nothing overtakes it. */
+static void admit_waiting(struct aarmd_sched *s)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        struct aarmd_job *j = NULL;
+        if (!s->draining && s->n_active < s->o.max_jobs && !s->mem_blocked)
+            j = first_queued_locked(s);
+        if (j) {
+            j->state = AARMD_JOB_RUNNING;
+            s->n_waiting--;
+            s->n_running++;
+            s->cancel_snap[s->n_active] = false;
+            s->paused_snap[s->n_active] = j->paused;
+            s->active[s->n_active++] = j;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (!j)
+            return;
+        if (admit(s, j) != ADMIT_NO_MEMORY)
+            continue;
+        /* back to the head of the queue (the list keeps arrival order) */
+        pthread_mutex_lock(&s->lock);
+        j->state = AARMD_JOB_QUEUED;
+        s->n_running--;
+        s->n_waiting++;
+        s->n_active--;
+        s->mem_blocked = true;
+        if (j->cancel)
+            pthread_cond_signal(&s->intake_cv);
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+}
+
+/* One iteration's bookkeeping: waits while there is nothing to do, snapshots
+ * flags, admits waiting jobs. Returns false when the thread should exit. */
 static bool gather(struct aarmd_sched *s, bool *cancel, bool *paused)
 {
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        bool work = false;
+        bool work = s->flush_req;
         for (uint32_t i = 0; i < s->n_active; i++) {
             struct aarmd_job *j = s->active[i];
             if (j->cancel || !j->paused)
                 work = true;
         }
-        if (!s->draining && s->n_active < s->o.max_jobs)
-            for (struct aarmd_job *j = s->jobs; j && !work; j = j->next)
-                if (j->state == AARMD_JOB_QUEUED && !j->cancel)
-                    work = true;
+        if (!s->draining && s->n_active < s->o.max_jobs && !s->mem_blocked && !work)
+            work = first_queued_locked(s) != NULL;
         if (work)
             break;
         if (s->quit && s->n_active == 0) {
             pthread_mutex_unlock(&s->lock);
             return false;
         }
-        if (s->n_active > 0) {
+        if (s->n_active > 0 || s->mem_blocked) {
             struct timespec ts;
             deadline_in(&ts, IDLE_TICK_MS);
             pthread_cond_timedwait(&s->sched_cv, &s->lock, &ts);
+            s->mem_blocked = false;   /* retry admission each tick */
             break;   /* re-check timeouts of paused jobs */
         }
         pthread_cond_wait(&s->sched_cv, &s->lock);
     }
-    uint32_t first_new = s->n_active;
-    if (!s->draining)
-        for (struct aarmd_job *j = s->jobs; j && s->n_active < s->o.max_jobs; j = j->next)
-            if (j->state == AARMD_JOB_QUEUED && !j->cancel) {
-                j->state = AARMD_JOB_RUNNING;
-                s->n_waiting--;
-                s->n_running++;
-                s->active[s->n_active++] = j;
-            }
+    bool flush = s->flush_req;
+    s->flush_req = false;
     s->draining_snap = s->draining;
     for (uint32_t i = 0; i < s->n_active; i++) {
         cancel[i] = s->active[i]->cancel;
         paused[i] = s->active[i]->paused;
     }
     pthread_mutex_unlock(&s->lock);
-    for (uint32_t i = first_new; i < s->n_active; i++)
-        admit(s, s->active[i]);
+    if (flush && s->pc) {
+        aarmd_prefix_cache_flush(s->pc);
+        s->mem_blocked = false;
+    }
+    admit_waiting(s);
     return true;
 }
 
@@ -386,24 +599,43 @@ static void run_step(struct aarmd_sched *s, const bool *cancel, const bool *paus
             end_error(s, j, "INFERENCE_TIMEOUT", "the job ran past the inference timeout", true);
     }
     uint32_t n = 0;
+    /* decodes first: every running job's next token */
     for (uint32_t i = 0; i < s->n_active; i++) {
         struct aarmd_job *j = s->active[i];
-        if (j->done || paused[i])
+        if (j->done || paused[i] || j->n_fed < j->n_ids)
             continue;
         struct aarmd_batch_entry *b = &s->entries[n];
         b->seq = j->seq;
         b->logits = j->logits;
-        if (j->n_fed < j->n_ids) {
-            size_t left = j->n_ids - j->n_fed;
-            size_t chunk = s->o.prefill_chunk && s->o.prefill_chunk < left ? s->o.prefill_chunk : left;
-            b->tokens = j->ids + j->n_fed;
-            b->n_tokens = (uint32_t)chunk;
-            b->want_logits = j->n_fed + chunk == j->n_ids;
+        if (j->ids_cap > j->seq_len) {   /* keep the history */
+            j->ids[j->seq_len] = j->next_tok;
+            b->tokens = j->ids + j->seq_len;
         } else {
             b->tokens = &j->next_tok;
-            b->n_tokens = 1;
-            b->want_logits = 1;
         }
+        b->n_tokens = 1;
+        b->want_logits = 1;
+        s->entry_job[n++] = j;
+    }
+    /* then prefill chunks in admission order, within the step's budget */
+    uint64_t budget = s->o.step_tokens ? s->o.step_tokens : UINT64_MAX;
+    budget = budget > n ? budget - n : 0;
+    for (uint32_t i = 0; i < s->n_active && budget > 0; i++) {
+        struct aarmd_job *j = s->active[i];
+        if (j->done || paused[i] || j->n_fed >= j->n_ids)
+            continue;
+        struct aarmd_batch_entry *b = &s->entries[n];
+        b->seq = j->seq;
+        b->logits = j->logits;
+        size_t chunk = j->n_ids - j->n_fed;
+        if (s->o.prefill_chunk && s->o.prefill_chunk < chunk)
+            chunk = s->o.prefill_chunk;
+        if (budget < chunk)
+            chunk = (size_t)budget;
+        budget -= chunk;
+        b->tokens = j->ids + j->n_fed;
+        b->n_tokens = (uint32_t)chunk;
+        b->want_logits = j->n_fed + chunk == j->n_ids;
         s->entry_job[n++] = j;
     }
     if (n == 0)
@@ -424,15 +656,50 @@ static void run_step(struct aarmd_sched *s, const bool *cancel, const bool *paus
             end_error(s, s->entry_job[i], code, msg, retriable);
         return;
     }
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++)
+        total += s->entries[i].n_tokens;
+    s->steps++;
+    s->step_tokens_sum += total;
+    uint32_t bucket = 0;
+    while (bucket < AARMD_SCHED_STEP_BUCKETS && total > (UINT64_C(1) << bucket))
+        bucket++;
+    s->step_hist[bucket]++;
     for (uint32_t i = 0; i < n; i++) {
         struct aarmd_job *j = s->entry_job[i];
         const struct aarmd_batch_entry *b = &s->entries[i];
-        if (j->n_fed < j->n_ids)
+        bool prefill = j->n_fed < j->n_ids;
+        if (prefill)
             j->n_fed += b->n_tokens;
         j->seq_len += b->n_tokens;
+        if (prefill && j->n_fed == j->n_ids && s->paged)   /* share the prompt with concurrent jobs */
+            cache_keep(s, j, (uint32_t)(j->n_ids / s->block_tokens));
         if (b->want_logits)
             after_logits(s, j);
     }
+}
+
+/* Leaves the numbers aarmd_sched_stats reads (the pool's from kv_info). */
+static void publish_stats(struct aarmd_sched *s)
+{
+    struct aarmd_kv_info kv;
+    char err[256];
+    bool have = s->paged && aarmd_plugin_kv_info(s->e->plugin, s->e->model, &kv, err, sizeof err) == AARMD_OK;
+    pthread_mutex_lock(&s->lock);
+    struct aarmd_sched_stats *o = &s->snap;
+    if (have) {
+        o->kv_paged = true;
+        o->kv_block_tokens = kv.block_tokens;
+        o->kv_blocks_total = kv.blocks_total;
+        o->kv_blocks_free = kv.blocks_free;
+        o->kv_blocks_used = kv.blocks_total >= kv.blocks_free ? kv.blocks_total - kv.blocks_free : 0;
+    }
+    o->kv_blocks_cached = aarmd_prefix_cache_blocks(s->pc);
+    o->prefix_reused_tokens = s->reused_tokens;
+    o->steps = s->steps;
+    o->step_tokens_sum = s->step_tokens_sum;
+    memcpy(o->step_hist, s->step_hist, sizeof o->step_hist);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void *sched_main(void *arg)
@@ -441,7 +708,12 @@ static void *sched_main(void *arg)
     while (gather(s, s->cancel_snap, s->paused_snap)) {
         run_step(s, s->cancel_snap, s->paused_snap);
         compact_active(s);
+        publish_stats(s);
     }
+    /* every job has ended: nothing refers to the cache's blocks any more */
+    if (s->pc)
+        aarmd_prefix_cache_flush(s->pc);
+    publish_stats(s);
     return NULL;
 }
 
@@ -477,6 +749,37 @@ struct aarmd_sched *aarmd_sched_new(struct aarmd_engine *e, const struct aarmd_s
         snprintf(err, errlen, "scheduler: the model has an empty vocabulary");
         free(s);
         return NULL;
+    }
+    if (s->o.step_tokens && s->o.step_tokens < s->o.max_jobs) {
+        aarmd_log(AARMD_LOG_WARN, "startup", "step_tokens %" PRIu32 " < max_jobs %" PRIu32 ": raised to %" PRIu32
+                  " so that every decode and one prefill token fit a step", s->o.step_tokens, s->o.max_jobs,
+                  s->o.max_jobs);
+        s->o.step_tokens = s->o.max_jobs;
+    }
+    {
+        struct aarmd_kv_info kv;
+        char kerr[256];
+        if (aarmd_plugin_kv_info(e->plugin, e->model, &kv, kerr, sizeof kerr) == AARMD_OK && kv.block_tokens > 0 &&
+            kv.blocks_total > 0) {
+            s->paged = true;
+            s->block_tokens = kv.block_tokens;
+            s->blocks_total = kv.blocks_total;
+            s->snap.kv_paged = true;
+            s->snap.kv_block_tokens = kv.block_tokens;
+            s->snap.kv_blocks_total = kv.blocks_total;
+            s->snap.kv_blocks_free = kv.blocks_free;
+            s->snap.kv_blocks_used = kv.blocks_total - (kv.blocks_free < kv.blocks_total ? kv.blocks_free : kv.blocks_total);
+            uint64_t cap = s->o.prefix_cache_blocks == AARMD_SCHED_CACHE_AUTO ? kv.blocks_total / 4
+                                                                               : s->o.prefix_cache_blocks;
+            if (cap > 0 && aarmd_plugin_has_method(e->plugin, "seq_fork")) {
+                s->pc = aarmd_prefix_cache_new(kv.block_tokens, cap, cache_seq_free, s);
+                if (!s->pc) {
+                    snprintf(err, errlen, "scheduler: out of memory");
+                    free(s);
+                    return NULL;
+                }
+            }
+        }
     }
     s->accepting = true;
     pthread_mutex_init(&s->lock, NULL);
@@ -551,6 +854,7 @@ void aarmd_sched_free(struct aarmd_sched *s, uint32_t drain_ms)
         s->jobs = j->next;
         aarmd_job_free(j, s->e->plugin);
     }
+    aarmd_prefix_cache_free(s->pc);
     free(s->active);
     free(s->entries);
     free(s->entry_job);
@@ -639,8 +943,19 @@ void aarmd_sched_stats(struct aarmd_sched *s, struct aarmd_sched_stats *out)
     if (!s)
         return;
     pthread_mutex_lock(&s->lock);
+    *out = s->snap;
     out->running = s->n_running;
     out->queued = s->n_waiting;
     out->fatal = s->fatal;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void aarmd_sched_flush_prefix_cache(struct aarmd_sched *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->flush_req = true;
+    pthread_cond_signal(&s->sched_cv);
     pthread_mutex_unlock(&s->lock);
 }

@@ -22,6 +22,25 @@
  * decoded output up to (not including) a matched stop string (core/stop.h:
  * the stop string that ends first in the text wins).
  *
+ * Steps: each iteration is one batched step: the decode token of every running
+ * (not paused) job first, then prefill chunks (at most prefill_chunk tokens of
+ * one job) of admitted jobs in admission order until step_tokens is reached;
+ * a prompt not done keeps its place. Waiting jobs are admitted in arrival
+ * order, never overtaking.
+ *
+ * Paged backends (aarmd_plugin_kv_info gives AARMD_OK): a job reserves
+ * ceil(min(prompt + max_tokens, ctx_size) / block_tokens) blocks less those it
+ * shares through prefix reuse, and is admitted only while the free blocks,
+ * less what running jobs reserved but have not taken yet, cover that (the
+ * prefix cache's least recently used sequences are freed to make room). So a
+ * running job never fails for lack of blocks. A job that needs more blocks
+ * than the pool holds is rejected at intake (400 INVALID_REQUEST). Finished
+ * jobs' sequences and running jobs' prompts are kept in the prefix cache
+ * (core/prefix_cache.h) when the backend has seq_fork; a new job forks the
+ * longest cached run of whole blocks of its prompt (leaving at least one
+ * prompt token to compute) and feeds only the rest. Reuse never changes a
+ * job's tokens.
+ *
  * Limits: the job ends with MAX_TOKENS when the sequence holds ctx_size tokens
  * (its last sampled token is sent but never fed back). inference_timeout_s
  * (0 = none) counts from admission to a decoding slot. ctx_size 0 means the
@@ -45,7 +64,13 @@ struct aarmd_sched_opts {
     uint32_t ctx_size;          /* tokens of context per job */
     uint32_t inference_timeout_s;
     uint32_t prefill_chunk;     /* max prompt tokens of one job per step (0 = whole prompt) */
+    uint32_t step_tokens;       /* tokens of one step: every decode, then prefill chunks (0 = no budget);
+                                 * raised to max_jobs when below it so a prefill always progresses */
+    uint32_t prefix_cache_blocks; /* paged backends with seq_fork: KV blocks kept for prefix reuse;
+                                   * AARMD_SCHED_CACHE_AUTO = a quarter of the pool, 0 = no reuse */
 };
+
+#define AARMD_SCHED_CACHE_AUTO UINT32_MAX
 
 #define AARMD_MAX_STOPS 4
 
@@ -125,10 +150,28 @@ void aarmd_sched_pause(struct aarmd_sched *s, const char *job_id, bool paused);
 /* Stop accepting new jobs (submit → SHUTTING_DOWN). */
 void aarmd_sched_stop_accepting(struct aarmd_sched *s);
 
+/* Tokens per step histogram: bucket i counts steps of at most 2^i tokens
+ * (1, 2, 4, ... 4096); the last bucket counts the larger ones. */
+#define AARMD_SCHED_STEP_BUCKETS 13
+
 struct aarmd_sched_stats {
     uint32_t running, queued;
     bool fatal;                 /* a backend error made the worker unhealthy */
+    /* paged KV (all 0 when the backend is not paged), as of the last iteration */
+    bool kv_paged;
+    uint32_t kv_block_tokens;
+    uint64_t kv_blocks_total, kv_blocks_used, kv_blocks_free;
+    uint64_t kv_blocks_cached;          /* held by the prefix cache (finished sequences, registered prompts) */
+    uint64_t prefix_reused_tokens;      /* prompt tokens forked from the cache instead of computed */
+    uint64_t steps, step_tokens_sum;
+    uint64_t step_hist[AARMD_SCHED_STEP_BUCKETS + 1];   /* per bucket, not cumulative */
 };
+/* Cheap: copies what the scheduler thread left under the lock; never calls the backend. */
 void aarmd_sched_stats(struct aarmd_sched *s, struct aarmd_sched_stats *out);
+
+/* Asks the scheduler thread to free every sequence of the prefix cache (a
+ * debug and test hook: afterwards, with no job running, kv_blocks_used is 0
+ * unless blocks leaked). Takes effect within one iteration. */
+void aarmd_sched_flush_prefix_cache(struct aarmd_sched *s);
 
 #endif

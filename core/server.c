@@ -683,6 +683,13 @@ static void handle_health(struct aarmd_server *s, struct evhttp_request *req)
     json_object_object_add(o, "context_length", json_object_new_int64(s->o.info.context_length));
     json_object_object_add(o, "jobs_running", json_object_new_int64(s->stats.running));
     json_object_object_add(o, "jobs_queued", json_object_new_int64(s->stats.queued));
+    /* paged KV pool (docs/SERVER.md): 0s and kv_paged false when the backend is not paged */
+    json_object_object_add(o, "kv_paged", json_object_new_boolean(s->stats.kv_paged));
+    json_object_object_add(o, "kv_block_tokens", json_object_new_int64(s->stats.kv_block_tokens));
+    json_object_object_add(o, "kv_blocks_total", json_object_new_uint64(s->stats.kv_blocks_total));
+    json_object_object_add(o, "kv_blocks_used", json_object_new_uint64(s->stats.kv_blocks_used));
+    json_object_object_add(o, "kv_blocks_free", json_object_new_uint64(s->stats.kv_blocks_free));
+    json_object_object_add(o, "kv_blocks_cached", json_object_new_uint64(s->stats.kv_blocks_cached));
     json_object_object_add(o, "uptime_seconds", json_object_new_int64((int64_t)((mono_ms() - s->start_ms) / 1000)));
     struct json_object *caps = json_object_new_array();
     json_object_array_add(caps, json_object_new_string("text-gen"));
@@ -697,7 +704,11 @@ static void handle_metrics(struct aarmd_server *s, struct evhttp_request *req)
 {
     struct aarmd_metrics_gauges g = {
         .jobs_running = s->stats.running, .jobs_queued = s->stats.queued, .vram_bytes = s->o.info.vram_bytes,
-        .uptime_seconds = (double)(mono_ms() - s->start_ms) / 1000.0};
+        .uptime_seconds = (double)(mono_ms() - s->start_ms) / 1000.0,
+        .kv_blocks_used = s->stats.kv_blocks_used, .kv_blocks_free = s->stats.kv_blocks_free,
+        .kv_blocks_cached = s->stats.kv_blocks_cached, .prefix_reused_tokens = s->stats.prefix_reused_tokens,
+        .steps = s->stats.steps, .step_tokens_sum = s->stats.step_tokens_sum};
+    memcpy(g.step_hist, s->stats.step_hist, sizeof g.step_hist);
     struct evbuffer *b = evbuffer_new();
     if (!b || aarmd_metrics_render(s->metrics, &g, b) != 0) {
         if (b)

@@ -19,6 +19,7 @@
 #include "log.h"
 
 #define AARMD_MAX_BACKEND_OPTS 64
+#define AARMD_PREFIX_CACHE_AUTO UINT32_MAX   /* --prefix-cache-blocks not given */
 
 struct aarmd_settings {
     char *backend;              /* --backend (default "cpu") */
@@ -36,6 +37,9 @@ struct aarmd_settings {
     uint32_t queue_depth;       /* --queue-depth (default 64) */
     uint32_t max_tokens_limit;  /* --max-tokens-limit (default 2048) */
     uint32_t inference_timeout; /* --inference-timeout seconds (default 300) */
+    uint32_t step_tokens;       /* --step-tokens: tokens per batched step (default 512, >= 1) */
+    uint32_t prefill_chunk;     /* --prefill-chunk: prompt tokens of one job per step (default 256, >= 1) */
+    uint32_t prefix_cache_blocks; /* --prefix-cache-blocks (AARMD_PREFIX_CACHE_AUTO = a quarter of the pool, 0 = off) */
     char *api_token_file;       /* --api-token-file (NULL = no auth) */
     char *config;               /* --config */
     enum aarmd_log_format log_format; /* --log-format json|text (default json) */

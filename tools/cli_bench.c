@@ -1,10 +1,12 @@
 /*
  * cli_bench.c — `aarmd-cli bench BACKEND`: prefill (ppN) and decode (tgN)
- * throughput of one backend plugin at batch 1, on a GGUF file or on a
- * synthetic model shape built in memory (no server, no tokenizer).
+ * throughput of one backend plugin at batch 1, or (--seqs) of N streams
+ * decoding together, on a GGUF file or on a synthetic model shape built in
+ * memory (no server, no tokenizer, no scheduler).
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@
 static const char bench_help[] =
     "usage: aarmd-cli bench BACKEND [--model FILE.gguf | --shape S --type T] [--pp|-p N] [--tg|-n N]\n"
     "                       [--reps|-r R] [--bw GBPS|host] [--json] [--backend-opt k=v ...]\n"
-    "                       [--plugin-dir DIR] [--device N]\n"
+    "                       [--plugin-dir DIR] [--device N] [--seqs N[,N...]]\n"
     "       (also: aarmd-cli bench --backend BACKEND --model FILE ...)\n"
     "\n"
     "Times a prefill of N tokens (pp, default 512) and N single-token decodes after\n"
@@ -34,7 +36,16 @@ static const char bench_help[] =
     "(weight bytes + KV bytes read per token) / bandwidth. --bw host measures the host's\n"
     "read bandwidth in this run (a read loop over 256 MB, best of 3; use it for the cpu backend).\n"
     "Every rep is kept: the table gives best, mean and standard deviation over the reps\n"
-    "(the warm-up rep excluded); --json prints the same as one JSON object.\n";
+    "(the warm-up rep excluded); --json prints the same as one JSON object.\n"
+    "--seqs N[,N...] (1..256 each, up to 8 values) measures multi-stream decode instead,\n"
+    "for each N in turn in this one run: N sequences are each prefilled with pp tokens\n"
+    "(one step per sequence), then tg steps each carry one token of every sequence.\n"
+    "It reports the aggregate decode rate (N x tg tokens / time), the per-stream rate and\n"
+    "the ratio to the first N's aggregate, the same per second of process CPU time, and\n"
+    "the load average before and after.\n";
+
+#define BENCH_MAX_SEQS 256
+#define BENCH_MAX_SEQ_LIST 8
 
 struct shape {
     const char *name;
@@ -275,10 +286,190 @@ static void mean_sd(const double *v, long n, double *mean, double *sd)
     *sd = n > 1 ? sqrt(q / (double)(n - 1)) : 0.0;
 }
 
+/* "1,4,8" -> up to BENCH_MAX_SEQ_LIST values in [1, BENCH_MAX_SEQS]; -1 on anything else. */
+static int parse_seq_list(const char *v, long *out, int *n)
+{
+    *n = 0;
+    char buf[128];
+    if (strlen(v) >= sizeof buf)
+        return -1;
+    snprintf(buf, sizeof buf, "%s", v);
+    for (char *tok = buf;;) {   /* every element non-empty: "1,,2" and "4," are refused */
+        char *comma = strchr(tok, ',');
+        if (comma)
+            *comma = '\0';
+        if (*n == BENCH_MAX_SEQ_LIST || parse_long(tok, 1, BENCH_MAX_SEQS, &out[*n]))
+            return -1;
+        (*n)++;
+        if (!comma)
+            return 0;
+        tok = comma + 1;
+    }
+}
+
+/* The 1-minute load average, or -1 when unknown. */
+static double load1(void)
+{
+    double l[1];
+    return getloadavg(l, 1) == 1 ? l[0] : -1.0;
+}
+
+struct seqs_run {
+    struct aarmd_plugin *p;
+    struct aarmd_backend_model *m;
+    const struct aarmd_model_desc *desc;
+    const char *target, *type;
+    long pp, tg, reps;
+    int json;
+    double t_load;
+};
+
+struct seqs_result {
+    long n;
+    double pp_best;         /* tokens/s, prefill of one sequence */
+    double tg_best, tg_mean, tg_sd;   /* aggregate decode tokens/s over the N streams */
+    double tg_cpu;          /* aggregate decode tokens per second of process CPU time (best rep) */
+};
+
+/* CPU time of the whole process (all threads), seconds. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* One N: N sequences prefilled one by one, then tg steps of N one-token entries. */
+static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result *res)
+{
+    int rc = -1;
+    uint32_t nv = sr->desc->n_vocab, n_ctx = (uint32_t)(sr->pp + sr->tg + 1);
+    char err[1024];
+    struct aarmd_backend_seq **seqs = calloc((size_t)n, sizeof *seqs);
+    struct aarmd_batch_entry *e = calloc((size_t)n, sizeof *e);
+    int32_t *prompt = malloc((size_t)sr->pp * sizeof *prompt);
+    int32_t *dtok = malloc((size_t)n * sizeof *dtok);
+    float *logits = malloc((size_t)n * nv * sizeof *logits);
+    double *rate = calloc((size_t)sr->reps, sizeof *rate);
+    memset(res, 0, sizeof *res);
+    res->n = n;
+    if (!seqs || !e || !prompt || !dtok || !logits || !rate) {
+        fprintf(stderr, "bench: out of memory\n");
+        goto out;
+    }
+    for (long i = 0; i < n; i++)
+        if (aarmd_plugin_seq_new(sr->p, sr->m, n_ctx, &seqs[i], err, sizeof err) != AARMD_OK) {
+            fprintf(stderr, "bench: seq_new %ld of %ld: %s\n", i + 1, n, err);
+            goto out;
+        }
+    double best_pp = 1e30, best_tg = 1e30, best_cpu = 1e30;
+    for (long r = 0; r <= sr->reps; r++) {   /* r == 0 warms up */
+        double t_pp = 0.0;
+        for (long i = 0; i < n; i++) {
+            if (aarmd_plugin_seq_truncate(sr->p, seqs[i], 0, err, sizeof err) != AARMD_OK) {
+                fprintf(stderr, "bench: truncate: %s\n", err);
+                goto out;
+            }
+            for (long k = 0; k < sr->pp; k++)   /* a different prompt per stream */
+                prompt[k] = (int32_t)(((uint64_t)k * 7919u + 13u + (uint64_t)i * 104729u) % nv);
+            struct aarmd_batch_entry pe = {.seq = seqs[i], .tokens = prompt, .n_tokens = (uint32_t)sr->pp,
+                                           .want_logits = 1, .logits = logits};
+            double a = now_s();
+            if (aarmd_plugin_step(sr->p, sr->m, &pe, 1, err, sizeof err) != AARMD_OK) {
+                fprintf(stderr, "bench: prefill of stream %ld: %s\n", i + 1, err);
+                goto out;
+            }
+            t_pp += now_s() - a;
+        }
+        double b = now_s(), cb = cpu_s();
+        for (long k = 0; k < sr->tg; k++) {
+            for (long i = 0; i < n; i++) {
+                dtok[i] = (int32_t)(((uint64_t)k * 31u + 7u + (uint64_t)i * 131u) % nv);
+                e[i] = (struct aarmd_batch_entry){.seq = seqs[i], .tokens = &dtok[i], .n_tokens = 1,
+                                                  .want_logits = 1, .logits = logits + (size_t)i * nv};
+            }
+            if (aarmd_plugin_step(sr->p, sr->m, e, (uint32_t)n, err, sizeof err) != AARMD_OK) {
+                fprintf(stderr, "bench: decode step of %ld streams: %s\n", n, err);
+                goto out;
+            }
+        }
+        double c = now_s(), cc = cpu_s();
+        if (r > 0) {
+            rate[r - 1] = c > b ? (double)(n * sr->tg) / (c - b) : 0.0;
+            if (cc - cb < best_cpu)
+                best_cpu = cc - cb;
+            if (c - b < best_tg)
+                best_tg = c - b;
+            if (t_pp / (double)n < best_pp)
+                best_pp = t_pp / (double)n;
+        }
+    }
+    res->pp_best = (double)sr->pp / best_pp;
+    res->tg_best = sr->tg > 0 ? (double)(n * sr->tg) / best_tg : 0.0;
+    res->tg_cpu = sr->tg > 0 && best_cpu > 0 ? (double)(n * sr->tg) / best_cpu : 0.0;
+    mean_sd(rate, sr->reps, &res->tg_mean, &res->tg_sd);
+    rc = 0;
+out:
+    for (long i = 0; seqs && i < n; i++)
+        aarmd_plugin_seq_free(sr->p, seqs[i]);
+    free(seqs);
+    free(e);
+    free(prompt);
+    free(dtok);
+    free(logits);
+    free(rate);
+    return rc;
+}
+
+/* Every N of the list in turn, then one table (or JSON object). */
+static int bench_seqs(const struct seqs_run *sr, const long *list, int n_list)
+{
+    struct seqs_result res[BENCH_MAX_SEQ_LIST];
+    double la0 = load1();
+    for (int i = 0; i < n_list; i++)
+        if (bench_seqs_one(sr, list[i], &res[i]))
+            return -1;
+    double la1 = load1();
+    const char *name = sr->desc->name ? sr->desc->name : "?";
+    double base = res[0].tg_best;
+    if (sr->json) {
+        printf("{\"backend\":\"");
+        json_puts(sr->target);
+        printf("\",\"model\":\"");
+        json_puts(name);
+        printf("\",\"type\":\"%s\",\"load_ms\":%.3f,\"reps\":%ld,\"pp\":%ld,\"tg\":%ld,"
+               "\"loadavg_before\":%.2f,\"loadavg_after\":%.2f,\"seqs\":[",
+               sr->type, sr->t_load * 1e3, sr->reps, sr->pp, sr->tg, la0, la1);
+        for (int i = 0; i < n_list; i++)
+            printf("%s{\"n\":%ld,\"pp_best_tok_s\":%.3f,\"tg_best_tok_s\":%.3f,\"tg_mean_tok_s\":%.3f,"
+                   "\"tg_sd_tok_s\":%.3f,\"tg_per_stream_tok_s\":%.3f,\"ratio_to_first\":%.4f,"
+                   "\"tg_tok_per_cpu_s\":%.3f,\"cpu_ratio_to_first\":%.4f}",
+                   i ? "," : "", res[i].n, res[i].pp_best, res[i].tg_best, res[i].tg_mean, res[i].tg_sd,
+                   res[i].tg_best / (double)res[i].n, base > 0 ? res[i].tg_best / base : 0.0, res[i].tg_cpu,
+                   res[0].tg_cpu > 0 ? res[i].tg_cpu / res[0].tg_cpu : 0.0);
+        printf("]}\n");
+        return 0;
+    }
+    printf("bench backend=%s model=%s type=%s load=%.1f ms pp=%ld tg=%ld reps=%ld loadavg %.2f -> %.2f\n",
+           sr->target, name, sr->type, sr->t_load * 1e3, sr->pp, sr->tg, sr->reps, la0, la1);
+    printf("  %5s %10s %13s %12s %8s %11s %8s %14s %8s\n", "seqs", "pp tok/s", "tg agg tok/s", "tg agg mean",
+           "sd", "per-stream", "x first", "tg tok/cpu-s", "x first");
+    for (int i = 0; i < n_list; i++)
+        printf("  %5ld %10.1f %13.1f %12.1f %8.1f %11.1f %8.2f %14.1f %8.2f\n", res[i].n, res[i].pp_best,
+               res[i].tg_best, res[i].tg_mean, res[i].tg_sd, res[i].tg_best / (double)res[i].n,
+               base > 0 ? res[i].tg_best / base : 0.0, res[i].tg_cpu,
+               res[0].tg_cpu > 0 ? res[i].tg_cpu / res[0].tg_cpu : 0.0);
+    printf("  (tok/cpu-s: decode tokens per second of this process's CPU time, all threads: steadier than wall\n"
+           "   time on a shared machine; with threads > 1 it counts the workers' spinning too)\n");
+    return 0;
+}
+
 int aarmd_cli_bench(int argc, char **argv)
 {
     const char *target = NULL, *plugin_dir = NULL, *model_path = NULL, *shape_name = NULL, *type_name = NULL;
     long pp = 512, tg = 128, reps = 3, device = 0;
+    long seq_list[BENCH_MAX_SEQ_LIST];
+    int n_seq_list = 0;
     double bw = 0.0;
     int bw_host = 0, json = 0;
     double *pp_rate = NULL, *tg_rate = NULL;
@@ -339,6 +530,7 @@ int aarmd_cli_bench(int argc, char **argv)
         else if (!strcmp(a, "--tg") || !strcmp(a, "-n")) bad = parse_long(v, 0, 65536, &tg);
         else if (!strcmp(a, "--reps") || !strcmp(a, "-r")) bad = parse_long(v, 1, 100, &reps);
         else if (!strcmp(a, "--device")) bad = parse_long(v, 0, INT32_MAX, &device);
+        else if (!strcmp(a, "--seqs")) bad = parse_seq_list(v, seq_list, &n_seq_list);
         else if (!strcmp(a, "--bw") && !strcmp(v, "host")) bw_host = 1;
         else if (!strcmp(a, "--bw")) {
             char *end;
@@ -416,11 +608,17 @@ int aarmd_cli_bench(int argc, char **argv)
     if (aarmd_plugin_load(target, plugin_dir, &host, &p, err, sizeof err) != AARMD_OK ||
         aarmd_plugin_ctx_new(p, (int32_t)device, &ctx, err, sizeof err) != AARMD_OK ||
         aarmd_plugin_model_load(p, ctx, desc, NULL, NULL, &m, err, sizeof err) != AARMD_OK ||
-        aarmd_plugin_seq_new(p, m, n_ctx, &seq, err, sizeof err) != AARMD_OK) {
+        (!n_seq_list && aarmd_plugin_seq_new(p, m, n_ctx, &seq, err, sizeof err) != AARMD_OK)) {
         fprintf(stderr, "bench: %s: %s\n", target, err);
         goto out;
     }
     double t_load = now_s() - t0;
+    if (n_seq_list) {
+        struct seqs_run sr = {.p = p, .m = m, .desc = desc, .target = target, .pp = pp, .tg = tg, .reps = reps,
+                              .json = json, .t_load = t_load, .type = shape_name ? type_name : "file"};
+        status = bench_seqs(&sr, seq_list, n_seq_list) ? 1 : 0;
+        goto out;
+    }
     toks = malloc((size_t)pp * sizeof *toks);
     logits = malloc((size_t)desc->n_vocab * sizeof *logits);
     pp_rate = calloc((size_t)reps, sizeof *pp_rate);

@@ -1,14 +1,17 @@
 /*
- * cli_loadgen.c — `aarmd-cli loadgen`: N concurrent SSE clients on one
- * libevent loop post M /execute requests in total to a running worker and
- * report throughput, time to first token, inter-token latency and errors by
- * code. It measures a server; it does not start one.
+ * cli_loadgen.c — `aarmd-cli loadgen`: SSE clients on one libevent loop post
+ * /execute requests to a running worker, either closed loop (N clients, M
+ * requests in total) or open loop (Poisson arrivals at R requests/s for S
+ * seconds), and report throughput, time to first token, inter-token latency
+ * and errors by code, as text or one JSON object. It measures a server; it
+ * does not start one.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,15 +27,25 @@
 #include "cli.h"
 
 #define LG_MAX_CODES 32
+#define LG_MAX_PROMPT_TOKENS 8000u     /* --prompt-tokens: 4 chars each stays under 32768 */
+#define LG_OPEN_MAX_CONNS 512u         /* open loop: default --clients (connections at once; fds) */
 
 struct lg_opts {
     const char *url;
     uint32_t clients, requests, max_tokens;
+    bool have_clients, have_requests;
+    double rate;                /* open loop when > 0: requests per second */
+    double duration_s;          /* open loop: arrivals stop after this */
+    uint64_t seed;
+    bool have_seed;
     const char *prompt;
+    const char *prompt_file;
+    uint32_t prompt_tokens;
     double temperature;
     bool temperature_set;
     uint32_t timeout_s;
     const char *token;          /* --api-token: Authorization: Bearer */
+    bool json;
 };
 
 /* A growable array of latency samples in ms. */
@@ -50,18 +63,32 @@ struct lg_client;
 
 struct lg {
     struct lg_opts o;
+    bool open_loop;
     struct event_base *base;
     char host[256];
     int port;
-    char *body_prefix;          /* the JSON body before the job id */
+    char **bodies;              /* per prompt: the JSON body before the job id */
+    size_t n_bodies;
     uint32_t issued, finished, ok;
     uint64_t tokens;
+    uint64_t prompt_tokens, n_started;
     struct lg_samples ttft, itl;
     struct lg_code codes[LG_MAX_CODES];
     uint32_t n_codes;
     double t_start, t_end;
     bool oom;
     struct lg_client *clients;
+    uint32_t n_clients;         /* slots in clients */
+    uint32_t *idle;             /* open loop: stack of idle client indices */
+    uint32_t n_idle;
+    /* open loop */
+    struct event *timer;
+    uint64_t rng;
+    double next_arrival;        /* ms, now_ms() clock */
+    bool arrivals_done;
+    double *queue;              /* arrival times waiting for a free client */
+    size_t q_head, q_len, q_cap;
+    uint32_t in_flight;
 };
 
 struct lg_client {
@@ -129,6 +156,51 @@ static void count_code(struct lg *g, const char *code)
     }
 }
 
+/* ---- arrivals (open loop) ------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Exponential inter-arrival time in ms for `rate` requests/s. */
+static double next_gap_ms(struct lg *g)
+{
+    double u = (double)((splitmix64(&g->rng) >> 11) + 1) * (1.0 / 9007199254740992.0);   /* (0, 1] */
+    return -log(u) / g->o.rate * 1e3;
+}
+
+static int queue_push(struct lg *g, double t)
+{
+    if (g->q_len == g->q_cap) {
+        size_t cap = g->q_cap ? g->q_cap * 2 : 256;
+        double *nq = malloc(cap * sizeof *nq);
+        if (!nq)
+            return -1;
+        for (size_t i = 0; i < g->q_len; i++)
+            nq[i] = g->queue[(g->q_head + i) % g->q_cap];
+        free(g->queue);
+        g->queue = nq;
+        g->q_cap = cap;
+        g->q_head = 0;
+    }
+    g->queue[(g->q_head + g->q_len++) % g->q_cap] = t;
+    return 0;
+}
+
+static double queue_pop(struct lg *g)
+{
+    double t = g->queue[g->q_head];
+    g->q_head = (g->q_head + 1) % g->q_cap;
+    g->q_len--;
+    return t;
+}
+
+/* ---- one request ------------------------------------------------------------ */
+
 /* Parses the complete events in c->acc: counts tokens and records timing. */
 static void parse_events(struct lg_client *c, double t)
 {
@@ -154,6 +226,15 @@ static void parse_events(struct lg_client *c, double t)
                 samples_add(g, &g->itl, t - c->t_last_token);
             c->t_last_token = t;
             c->tokens++;
+        } else if (!strncmp(ev, "event: started\n", 15)) {
+            const char *data = strstr(ev, "\ndata: ");
+            struct json_object *j = data ? json_tokener_parse(data + 7) : NULL;
+            struct json_object *n;
+            if (j && json_object_object_get_ex(j, "tokens_in", &n)) {
+                g->prompt_tokens += (uint64_t)json_object_get_int64(n);
+                g->n_started++;
+            }
+            json_object_put(j);
         } else if (!strncmp(ev, "event: end\n", 11)) {
             snprintf(c->terminal, sizeof c->terminal, "end");
         } else if (!strncmp(ev, "event: error\n", 13)) {
@@ -178,7 +259,26 @@ static void chunk_cb(struct evhttp_request *req, void *arg)
         parse_events(c, now_ms());
 }
 
-static void issue(struct lg_client *c);
+static void issue(struct lg_client *c, double t_arrival);
+
+static void finish_run(struct lg *g)
+{
+    g->t_end = now_ms();
+    event_base_loopexit(g->base, NULL);
+}
+
+/* Open loop: give client c the next queued arrival, or park it. */
+static void open_next(struct lg_client *c)
+{
+    struct lg *g = c->g;
+    if (g->q_len) {
+        issue(c, queue_pop(g));
+        return;
+    }
+    g->idle[g->n_idle++] = c->index;
+    if (g->arrivals_done && g->in_flight == 0)
+        finish_run(g);
+}
 
 static void done_cb(struct evhttp_request *req, void *arg)
 {
@@ -217,20 +317,25 @@ static void done_cb(struct evhttp_request *req, void *arg)
     }
     evbuffer_drain(c->acc, evbuffer_get_length(c->acc));
     g->finished++;
-    if (g->finished == g->o.requests) {
-        g->t_end = now_ms();
-        event_base_loopexit(g->base, NULL);
+    g->in_flight--;
+    if (g->open_loop) {
+        open_next(c);
         return;
     }
-    issue(c);   /* a failed connection reconnects on its next request */
+    if (g->finished == g->o.requests) {
+        finish_run(g);
+        return;
+    }
+    if (g->issued < g->o.requests)
+        issue(c, now_ms());   /* a failed connection reconnects on its next request */
 }
 
-static void issue(struct lg_client *c)
+/* Sends request number g->issued on c; TTFT counts from t_arrival. */
+static void issue(struct lg_client *c, double t_arrival)
 {
     struct lg *g = c->g;
-    if (g->issued >= g->o.requests)
-        return;
     uint32_t n = g->issued++;
+    g->in_flight++;
     if (!c->conn) {
         c->conn = evhttp_connection_base_new(g->base, NULL, g->host, (unsigned short)g->port);
         if (!c->conn) {
@@ -261,23 +366,69 @@ static void issue(struct lg_client *c)
         snprintf(auth, sizeof auth, "Bearer %s", g->o.token);
         evhttp_add_header(h, "Authorization", auth);
     }
-    evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\"lg-%ld-%" PRIu32 "\"}", g->body_prefix,
-                        (long)getpid(), n);
-    c->t_sent = now_ms();
+    evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\"lg-%ld-%" PRIu32 "\"}",
+                        g->bodies[n % g->n_bodies], (long)getpid(), n);
+    c->t_sent = t_arrival;
     if (evhttp_make_request(c->conn, req, EVHTTP_REQ_POST, "/execute") != 0) {
         /* libevent freed req */
         done_cb(NULL, c);
     }
 }
 
+/* Open loop: issue every arrival that is due, then wait for the next one. */
+static void arrival_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct lg *g = arg;
+    double t = now_ms(), t_stop = g->t_start + g->o.duration_s * 1e3;
+    while (!g->arrivals_done && g->next_arrival <= t + 0.05) {
+        if (g->next_arrival >= t_stop || (g->o.have_requests && g->issued + g->q_len >= g->o.requests)) {
+            g->arrivals_done = true;
+            break;
+        }
+        if (queue_push(g, g->next_arrival)) {
+            g->oom = true;
+            g->arrivals_done = true;
+            break;
+        }
+        g->next_arrival += next_gap_ms(g);
+    }
+    if (!g->arrivals_done && g->next_arrival >= t_stop)
+        g->arrivals_done = true;
+    while (g->q_len && g->n_idle)
+        issue(&g->clients[g->idle[--g->n_idle]], queue_pop(g));
+    if (!g->arrivals_done) {
+        double wait = g->next_arrival - now_ms();
+        if (wait < 0)
+            wait = 0;
+        struct timeval tv = {.tv_sec = (time_t)(wait / 1e3), .tv_usec = (suseconds_t)(fmod(wait, 1e3) * 1e3)};
+        evtimer_add(g->timer, &tv);
+    } else if (g->in_flight == 0 && g->q_len == 0) {
+        finish_run(g);
+    }
+}
+
+/* ---- options ---------------------------------------------------------------- */
+
 static int usage(FILE *f)
 {
     fprintf(f,
-            "usage: aarmd-cli loadgen --url http://HOST:PORT --clients N --requests M --max-tokens K\n"
-            "                         [--prompt TEXT] [--temperature T] [--timeout S] [--api-token TOKEN]\n"
-            "  N concurrent SSE clients post M /execute requests in total; prints tokens/s,\n"
-            "  requests/s, time to first token and inter-token latency (p50, p99), errors by code.\n"
-            "  Exit status: 0 all requests ended with `end`, 1 some failed, 2 usage error.\n");
+            "usage: aarmd-cli loadgen --url http://HOST:PORT --max-tokens K\n"
+            "                         (--clients N --requests M | --rate R --duration S [--seed X])\n"
+            "                         [--prompt TEXT | --prompt-file FILE | --prompt-tokens T]\n"
+            "                         [--temperature T] [--timeout S] [--api-token TOKEN] [--json]\n"
+            "  Closed loop: N concurrent SSE clients post M /execute requests in total.\n"
+            "  Open loop (--rate): Poisson arrivals at R requests/s (seeded by --seed, default 1)\n"
+            "  for S seconds, then waits for the requests in flight; --clients caps the\n"
+            "  connections at once (default %u; later arrivals queue and their time to first\n"
+            "  token counts from their arrival) and --requests the arrivals.\n"
+            "  --prompt-file: one prompt per line (\\n, \\t and \\\\ escapes; blank lines skipped);\n"
+            "  requests cycle through them. --prompt-tokens: a synthetic prompt of about T tokens.\n"
+            "  Prints tokens/s, requests/s, time to first token and inter-token latency\n"
+            "  (p50, p90, p99, max) and errors by code; --json prints one JSON object instead.\n"
+            "  Exit status: 0 all requests ended with `end`, 1 some failed, 2 usage error.\n",
+            LG_OPEN_MAX_CONNS);
     return f == stderr ? 2 : 0;
 }
 
@@ -295,17 +446,37 @@ static int parse_u32(const char *flag, const char *v, uint32_t min, uint32_t max
     return 0;
 }
 
+/* A finite number in (lo, hi] (or [lo, hi] when lo_ok). */
+static int parse_num(const char *flag, const char *v, double lo, bool lo_ok, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || !*v || *end || !isfinite(x) || (lo_ok ? x < lo : x <= lo) || x > hi) {
+        fprintf(stderr, "aarmd-cli loadgen: %s must be a number in %s%g..%g (got '%s')\n", flag, lo_ok ? "" : ">",
+                lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct lg_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->prompt = "Hello";
     o->timeout_s = 60;
-    bool have_clients = false, have_requests = false, have_max = false;
+    o->seed = 1;
+    bool have_max = false, have_duration = false;
+    int n_prompt_flags = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return 1;
+        if (!strcmp(a, "--json")) {
+            o->json = true;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "aarmd-cli loadgen: %s needs a value\n", a);
             return -1;
@@ -316,11 +487,11 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
         else if (!strcmp(a, "--clients")) {
             if (parse_u32(a, v, 1, 10000, &o->clients))
                 return -1;
-            have_clients = true;
+            o->have_clients = true;
         } else if (!strcmp(a, "--requests")) {
             if (parse_u32(a, v, 1, 100000000, &o->requests))
                 return -1;
-            have_requests = true;
+            o->have_requests = true;
         } else if (!strcmp(a, "--max-tokens")) {
             if (parse_u32(a, v, 1, 1000000, &o->max_tokens))
                 return -1;
@@ -330,45 +501,208 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
                 return -1;
         } else if (!strcmp(a, "--prompt")) {
             o->prompt = v;
+            n_prompt_flags++;
+        } else if (!strcmp(a, "--prompt-file")) {
+            o->prompt_file = v;
+            n_prompt_flags++;
+        } else if (!strcmp(a, "--prompt-tokens")) {
+            if (parse_u32(a, v, 1, LG_MAX_PROMPT_TOKENS, &o->prompt_tokens))
+                return -1;
+            n_prompt_flags++;
+        } else if (!strcmp(a, "--rate")) {
+            if (parse_num(a, v, 0, false, 100000, &o->rate))
+                return -1;
+        } else if (!strcmp(a, "--duration")) {
+            if (parse_num(a, v, 0, false, 86400, &o->duration_s))
+                return -1;
+            have_duration = true;
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long x = strtoull(v, &end, 10);
+            if (!*v || *v == '-' || errno || *end) {
+                fprintf(stderr, "aarmd-cli loadgen: --seed must be a non-negative integer (got '%s')\n", v);
+                return -1;
+            }
+            o->seed = x;
+            o->have_seed = true;
         } else if (!strcmp(a, "--api-token")) {
             o->token = v;
         } else if (!strcmp(a, "--temperature")) {
-            char *end;
-            errno = 0;
-            o->temperature = strtod(v, &end);
-            if (errno || *end || !*v || o->temperature < 0 || o->temperature > 2) {
-                fprintf(stderr, "aarmd-cli loadgen: --temperature must be a number in 0..2 (got '%s')\n", v);
+            if (parse_num(a, v, 0, true, 2, &o->temperature))
                 return -1;
-            }
             o->temperature_set = true;
         } else {
             fprintf(stderr, "aarmd-cli loadgen: unknown flag %s\n", a);
             return -1;
         }
     }
-    if (!o->url || !have_clients || !have_requests || !have_max) {
-        fprintf(stderr, "aarmd-cli loadgen: --url, --clients, --requests and --max-tokens are required\n");
+    if (n_prompt_flags > 1) {
+        fprintf(stderr, "aarmd-cli loadgen: give one of --prompt, --prompt-file and --prompt-tokens\n");
+        return -1;
+    }
+    if (o->rate > 0) {
+        if (!o->url || !have_duration || !have_max) {
+            fprintf(stderr, "aarmd-cli loadgen: open loop (--rate) needs --url, --duration and --max-tokens\n");
+            return -1;
+        }
+        if (!o->have_clients)
+            o->clients = LG_OPEN_MAX_CONNS;
+        return 0;
+    }
+    if (have_duration || o->have_seed) {
+        fprintf(stderr, "aarmd-cli loadgen: %s is for open loop: it needs --rate\n",
+                have_duration ? "--duration" : "--seed");
+        return -1;
+    }
+    if (!o->url || !o->have_clients || !o->have_requests || !have_max) {
+        fprintf(stderr, "aarmd-cli loadgen: --url, --clients, --requests and --max-tokens are required "
+                        "(open loop: --url, --rate, --duration and --max-tokens)\n");
         return -1;
     }
     return 0;
 }
 
-static void report(const struct lg *g)
+/* ---- prompts ----------------------------------------------------------------- */
+
+static void free_prompts(char **p, size_t n)
 {
-    double secs = (g->t_end - g->t_start) / 1e3;
-    if (secs <= 0)
-        secs = 1e-9;
+    for (size_t i = 0; i < n; i++)
+        free(p[i]);
+    free(p);
+}
+
+/* One prompt per line of `path`, with \n, \t and \\ unescaped and blank lines
+ * skipped. Returns 0 (caller frees *out), or -1 with a message on stderr. */
+static int read_prompt_file(const char *path, char ***out, size_t *n_out)
+{
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "aarmd-cli loadgen: --prompt-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    ssize_t len;
+    while ((len = getline(&line, &line_cap, f)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        size_t w = 0;
+        for (ssize_t r = 0; r < len; r++) {
+            char ch = line[r];
+            if (ch == '\\' && r + 1 < len && strchr("nt\\", line[r + 1])) {
+                r++;
+                ch = line[r] == 'n' ? '\n' : line[r] == 't' ? '\t' : '\\';
+            }
+            line[w++] = ch;
+        }
+        line[w] = '\0';
+        if (strspn(line, " \t") == w)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nv = realloc(v, cap * sizeof *nv);
+            if (!nv)
+                goto oom;
+            v = nv;
+        }
+        if (!(v[n] = strdup(line)))
+            goto oom;
+        n++;
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "aarmd-cli loadgen: --prompt-file %s: read error\n", path);
+        goto fail;
+    }
+    if (n == 0) {
+        fprintf(stderr, "aarmd-cli loadgen: --prompt-file %s has no prompts (one per line)\n", path);
+        goto fail;
+    }
+    fclose(f);
+    free(line);
+    *out = v;
+    *n_out = n;
+    return 0;
+oom:
+    fprintf(stderr, "aarmd-cli loadgen: out of memory reading %s\n", path);
+fail:
+    fclose(f);
+    free(line);
+    free_prompts(v, n);
+    return -1;
+}
+
+/* About n tokens of text: common short words, one token each in byte-level
+ * and SentencePiece vocabularies alike. Caller frees. */
+static char *synthetic_prompt(uint32_t n)
+{
+    static const char *const words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "it", "was", "warm"};
+    char *s = malloc((size_t)n * 5 + 1);
+    if (!s)
+        return NULL;
+    size_t w = 0;
+    for (uint32_t i = 0; i < n; i++)
+        w += (size_t)sprintf(s + w, "%s%s", i ? " " : "", words[i % (sizeof words / sizeof words[0])]);
+    return s;
+}
+
+/* The request bodies up to the job id: {...,"job_id": — one per prompt. */
+static int make_bodies(struct lg *g, char **prompts, size_t n)
+{
+    g->bodies = calloc(n, sizeof *g->bodies);
+    if (!g->bodies)
+        return -1;
+    g->n_bodies = n;
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *body = json_object_new_object();
+        if (!body)
+            return -1;
+        json_object_object_add(body, "prompt", json_object_new_string(prompts[i]));
+        json_object_object_add(body, "max_tokens", json_object_new_int64(g->o.max_tokens));
+        if (g->o.temperature_set)
+            json_object_object_add(body, "temperature", json_object_new_double(g->o.temperature));
+        const char *js = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
+        size_t jl = strlen(js);
+        g->bodies[i] = malloc(jl + 16);
+        if (g->bodies[i]) {
+            memcpy(g->bodies[i], js, jl - 1);
+            snprintf(g->bodies[i] + jl - 1, 16, "%s\"job_id\":", jl > 2 ? "," : "");
+        }
+        json_object_put(body);
+        if (!g->bodies[i])
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- report ------------------------------------------------------------------- */
+
+static void report_text(const struct lg *g, double secs)
+{
     printf("url           %s\n", g->o.url);
-    printf("clients       %" PRIu32 "\n", g->o.clients);
+    if (g->open_loop) {
+        printf("mode          open loop: rate %g/s, duration %g s, seed %" PRIu64 ", max connections %" PRIu32
+               "\n",
+               g->o.rate, g->o.duration_s, g->o.seed, g->o.clients);
+        printf("arrivals      %" PRIu32 " (%.1f/s offered)\n", g->issued, (double)g->issued / g->o.duration_s);
+    } else {
+        printf("mode          closed loop\n");
+        printf("clients       %" PRIu32 "\n", g->o.clients);
+    }
     printf("requests      %" PRIu32 " (ok %" PRIu32 ", failed %" PRIu32 ")\n", g->finished, g->ok,
            g->finished - g->ok);
     printf("duration_s    %.3f\n", secs);
     printf("requests_s    %.1f\n", (double)g->finished / secs);
     printf("tokens        %" PRIu64 "\n", g->tokens);
     printf("tokens_s      %.1f\n", (double)g->tokens / secs);
-    printf("ttft_ms       p50 %.3f p99 %.3f (n %zu)\n", percentile(&g->ttft, 50), percentile(&g->ttft, 99),
-           g->ttft.n);
-    printf("itl_ms        p50 %.3f p99 %.3f (n %zu)\n", percentile(&g->itl, 50), percentile(&g->itl, 99), g->itl.n);
+    printf("prompt_tokens mean %.1f (n %" PRIu64 ")\n",
+           g->n_started ? (double)g->prompt_tokens / (double)g->n_started : 0.0, g->n_started);
+    printf("ttft_ms       p50 %.3f p90 %.3f p99 %.3f max %.3f (n %zu)\n", percentile(&g->ttft, 50),
+           percentile(&g->ttft, 90), percentile(&g->ttft, 99), percentile(&g->ttft, 100), g->ttft.n);
+    printf("itl_ms        p50 %.3f p90 %.3f p99 %.3f max %.3f (n %zu)\n", percentile(&g->itl, 50),
+           percentile(&g->itl, 90), percentile(&g->itl, 99), percentile(&g->itl, 100), g->itl.n);
     printf("errors       ");
     if (!g->n_codes)
         printf(" none");
@@ -377,6 +711,48 @@ static void report(const struct lg *g)
     printf("\n");
 }
 
+static struct json_object *latency_json(const struct lg_samples *s)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "p50", json_object_new_double(percentile(s, 50)));
+    json_object_object_add(o, "p90", json_object_new_double(percentile(s, 90)));
+    json_object_object_add(o, "p99", json_object_new_double(percentile(s, 99)));
+    json_object_object_add(o, "max", json_object_new_double(percentile(s, 100)));
+    json_object_object_add(o, "n", json_object_new_int64((int64_t)s->n));
+    return o;
+}
+
+static void report_json(const struct lg *g, double secs)
+{
+    struct json_object *o = json_object_new_object(), *errs = json_object_new_object();
+    json_object_object_add(o, "url", json_object_new_string(g->o.url));
+    json_object_object_add(o, "mode", json_object_new_string(g->open_loop ? "open" : "closed"));
+    json_object_object_add(o, "clients", json_object_new_int64(g->o.clients));
+    if (g->open_loop) {
+        json_object_object_add(o, "rate", json_object_new_double(g->o.rate));
+        json_object_object_add(o, "duration", json_object_new_double(g->o.duration_s));
+        json_object_object_add(o, "seed", json_object_new_uint64(g->o.seed));
+    }
+    json_object_object_add(o, "requests", json_object_new_int64(g->finished));
+    json_object_object_add(o, "ok", json_object_new_int64(g->ok));
+    json_object_object_add(o, "failed", json_object_new_int64(g->finished - g->ok));
+    json_object_object_add(o, "duration_s", json_object_new_double(secs));
+    json_object_object_add(o, "requests_s", json_object_new_double((double)g->finished / secs));
+    json_object_object_add(o, "tokens", json_object_new_int64((int64_t)g->tokens));
+    json_object_object_add(o, "tokens_s", json_object_new_double((double)g->tokens / secs));
+    json_object_object_add(o, "prompt_tokens_mean",
+                           json_object_new_double(g->n_started ? (double)g->prompt_tokens / (double)g->n_started : 0));
+    json_object_object_add(o, "ttft_ms", latency_json(&g->ttft));
+    json_object_object_add(o, "itl_ms", latency_json(&g->itl));
+    for (uint32_t i = 0; i < g->n_codes; i++)
+        json_object_object_add(errs, g->codes[i].code, json_object_new_int64((int64_t)g->codes[i].n));
+    json_object_object_add(o, "errors", errs);
+    printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+}
+
+/* ---- main ----------------------------------------------------------------------- */
+
 int aarmd_cli_loadgen(int argc, char **argv)
 {
     struct lg g;
@@ -384,6 +760,7 @@ int aarmd_cli_loadgen(int argc, char **argv)
     int rc = parse_args(argc, argv, &g.o);
     if (rc != 0)
         return usage(rc > 0 ? stdout : stderr);
+    g.open_loop = g.o.rate > 0;
     struct evhttp_uri *uri = evhttp_uri_parse(g.o.url);
     const char *scheme = uri ? evhttp_uri_get_scheme(uri) : NULL;
     const char *host = uri ? evhttp_uri_get_host(uri) : NULL;
@@ -397,29 +774,31 @@ int aarmd_cli_loadgen(int argc, char **argv)
     g.port = evhttp_uri_get_port(uri) > 0 ? evhttp_uri_get_port(uri) : 80;
     evhttp_uri_free(uri);
 
+    char **prompts = NULL;
+    size_t n_prompts = 0;
+    if (g.o.prompt_file) {
+        if (read_prompt_file(g.o.prompt_file, &prompts, &n_prompts))
+            return 2;
+    } else {
+        prompts = calloc(1, sizeof *prompts);
+        if (prompts) {
+            n_prompts = 1;
+            prompts[0] = g.o.prompt_tokens ? synthetic_prompt(g.o.prompt_tokens)
+                                           : strdup(g.o.prompt ? g.o.prompt : "Hello");
+        }
+    }
+
     int ret = 1;
     bool ran = false;
-    struct json_object *body = json_object_new_object();
-    if (!body)
+    if (!prompts || !prompts[0] || make_bodies(&g, prompts, n_prompts))
         goto out;
-    json_object_object_add(body, "prompt", json_object_new_string(g.o.prompt));
-    json_object_object_add(body, "max_tokens", json_object_new_int64(g.o.max_tokens));
-    if (g.o.temperature_set)
-        json_object_object_add(body, "temperature", json_object_new_double(g.o.temperature));
-    const char *js = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
-    size_t jl = strlen(js);
-    g.body_prefix = malloc(jl + 16);
-    if (!g.body_prefix)
-        goto out;
-    /* the job id goes last: {...,"job_id":"lg-PID-N"} */
-    memcpy(g.body_prefix, js, jl - 1);
-    snprintf(g.body_prefix + jl - 1, 16, "%s\"job_id\":", jl > 2 ? "," : "");
-
     g.base = event_base_new();
-    g.clients = calloc(g.o.clients, sizeof *g.clients);
-    if (!g.base || !g.clients)
+    g.n_clients = g.open_loop ? g.o.clients : g.o.clients < g.o.requests ? g.o.clients : g.o.requests;
+    g.clients = calloc(g.n_clients, sizeof *g.clients);
+    g.idle = calloc(g.n_clients, sizeof *g.idle);
+    if (!g.base || !g.clients || !g.idle)
         goto out;
-    for (uint32_t i = 0; i < g.o.clients; i++) {
+    for (uint32_t i = 0; i < g.n_clients; i++) {
         g.clients[i].g = &g;
         g.clients[i].index = i;
         g.clients[i].acc = evbuffer_new();
@@ -427,23 +806,45 @@ int aarmd_cli_loadgen(int argc, char **argv)
             goto out;
     }
     g.t_start = now_ms();
-    for (uint32_t i = 0; i < g.o.clients && g.issued < g.o.requests; i++)
-        issue(&g.clients[i]);
-    if (g.finished < g.o.requests)
-        event_base_dispatch(g.base);
+    if (g.open_loop) {
+        g.timer = evtimer_new(g.base, arrival_cb, &g);
+        if (!g.timer)
+            goto out;
+        for (uint32_t i = g.n_clients; i > 0; i--)
+            g.idle[g.n_idle++] = i - 1;
+        g.rng = g.o.seed;
+        g.next_arrival = g.t_start + next_gap_ms(&g);
+        arrival_cb(-1, 0, &g);
+        if (g.t_end == 0)
+            event_base_dispatch(g.base);
+    } else {
+        for (uint32_t i = 0; i < g.n_clients && g.issued < g.o.requests; i++)
+            issue(&g.clients[i], now_ms());
+        if (g.finished < g.o.requests)
+            event_base_dispatch(g.base);
+    }
     if (g.t_end == 0)
         g.t_end = now_ms();
     if (g.oom)
-        fprintf(stderr, "aarmd-cli loadgen: out of memory (some samples were dropped)\n");
+        fprintf(stderr, "aarmd-cli loadgen: out of memory (some samples or arrivals were dropped)\n");
     qsort(g.ttft.v, g.ttft.n, sizeof *g.ttft.v, cmp_float);
     qsort(g.itl.v, g.itl.n, sizeof *g.itl.v, cmp_float);
-    report(&g);
+    double secs = (g.t_end - g.t_start) / 1e3;
+    if (secs <= 0)
+        secs = 1e-9;
+    if (g.o.json)
+        report_json(&g, secs);
+    else
+        report_text(&g, secs);
+    fflush(stdout);
     ran = true;
-    ret = g.ok == g.o.requests ? 0 : 1;
+    ret = g.ok == g.finished && g.finished > 0 ? 0 : 1;
+    if (g.finished == 0)
+        fprintf(stderr, "aarmd-cli loadgen: no request was issued (open loop: raise --rate or --duration)\n");
 
 out:
     if (g.clients) {
-        for (uint32_t i = 0; i < g.o.clients; i++) {
+        for (uint32_t i = 0; i < g.n_clients; i++) {
             if (g.clients[i].conn)
                 evhttp_connection_free(g.clients[i].conn);
             if (g.clients[i].acc)
@@ -451,10 +852,16 @@ out:
         }
         free(g.clients);
     }
+    if (g.timer)
+        event_free(g.timer);
     if (g.base)
         event_base_free(g.base);
-    json_object_put(body);
-    free(g.body_prefix);
+    for (size_t i = 0; i < g.n_bodies; i++)
+        free(g.bodies[i]);
+    free(g.bodies);
+    free_prompts(prompts, n_prompts);
+    free(g.idle);
+    free(g.queue);
     free(g.ttft.v);
     free(g.itl.v);
     if (!ran)

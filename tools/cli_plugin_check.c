@@ -1,7 +1,8 @@
 /*
  * cli_plugin_check.c — `aarmd-cli plugin-check PATH|NAME`: loads a backend
  * through the real loader and walks it through one tiny session, printing
- * each check as PASS/FAIL/SKIP. It checks the plugin contract, not accuracy.
+ * each check as PASS/FAIL/SKIP; a paged backend then gets the kv-* checks
+ * (plugin_check_kv.c). It checks the plugin contract, not accuracy.
  */
 #include "config.h"
 
@@ -17,6 +18,7 @@
 #include "log.h"
 #include "model.h"
 #include "plugin.h"
+#include "plugin_check_kv.h"
 
 #define SYNTH_VOCAB 300u
 #define CHECK_CTX 64u
@@ -24,7 +26,7 @@
 
 static const char check_help[] =
     "usage: aarmd-cli plugin-check PATH|NAME [--backend-opt k=v ...] [--plugin-dir DIR]\n"
-    "                              [--device N] [--model FILE.gguf] [-v]\n"
+    "                              [--device N] [--model FILE.gguf] [--tol T] [--kv-fill N] [-v]\n"
     "\n"
     "Loads a backend plugin through aarmd's loader (a NAME resolves to\n"
     "backend_NAME" AARMD_PLUGIN_SUFFIX " in --plugin-dir, $AARMD_PLUGIN_PATH, then the install's\n"
@@ -33,6 +35,17 @@ static const char check_help[] =
     "creates a sequence, decodes " "3 tokens greedily, checks every logit is finite,\n"
     "truncates the sequence (when supported), checks a bad token is refused and\n"
     "frees everything.\n"
+    "\n"
+    "Paged KV (ABI 1.1): when the backend's kv_info answers, the same model goes\n"
+    "through the kv-* checks: kv_info sanity and all blocks free with no sequence;\n"
+    "a sequence of k tokens holds ceil(k/B) blocks, truncate and free give them back;\n"
+    "with the pool filled (at most --kv-fill N tokens of filler prefill, default\n"
+    "8192; make the pool small with --backend-opt kv_mb=M) a step that cannot fit\n"
+    "returns AARMD_ENOMEM and advances nothing; a fork continues exactly as a fresh\n"
+    "sequence, whichever of fork and source is freed first, and bad forks return\n"
+    "AARMD_EINVAL; 3 sequences in one step match each alone. Logits compare within\n"
+    "--tol (max|dlogit| relative to max|logit|; default 1e-4 here, 0 = bitwise) and\n"
+    "the line shows max|d|. A backend that is not paged prints 'not paged: skipped'.\n"
     "\n"
     "Without --model the model is a synthetic description (n_vocab 300, no\n"
     "tensors): the mock backend runs it; a real backend refuses it, which is\n"
@@ -139,7 +152,8 @@ static void print_table(struct aarmd_plugin *p)
 }
 
 /* Runs the session checks on a loaded plugin. */
-static void run_checks(struct checker *c, struct aarmd_plugin *p, int32_t device, const char *model_path)
+static void run_checks(struct checker *c, struct aarmd_plugin *p, int32_t device, const char *model_path,
+                       const struct aarmd_kv_check_opts *kvo)
 {
     char err[1024];
     struct aarmd_backend_ctx *ctx = NULL;
@@ -257,6 +271,15 @@ static void run_checks(struct checker *c, struct aarmd_plugin *p, int32_t device
     else
         report(c, "PASS", "step with token %d refused: %s", (int)bad_tok, err);
 
+    /* paged KV: on the same model, with no sequence alive */
+    aarmd_plugin_seq_free(p, s);
+    s = NULL;
+    struct aarmd_check_tally kt = {0, 0, 0};
+    aarmd_plugin_check_kv(p, m, n_vocab, model_path ? desc->n_ctx_train : 0, kvo, &kt);
+    c->n_pass += kt.n_pass;
+    c->n_fail += kt.n_fail;
+    c->n_skip += kt.n_skip;
+
 done:
     free(logits);
     aarmd_plugin_seq_free(p, s);
@@ -279,6 +302,7 @@ int aarmd_cli_plugin_check(int argc, char **argv)
     struct aarmd_plugin *p = NULL;
     struct checker c = {0, 0, 0};
     struct ref_opts ro = {NULL, 8, 8, 0.02};
+    struct aarmd_kv_check_opts kvo = {AARMD_KV_CHECK_TOL, AARMD_KV_CHECK_FILL_MAX};
     struct aarmd_plugin *ref = NULL;
     char err[2048];
 
@@ -306,14 +330,27 @@ int aarmd_cli_plugin_check(int argc, char **argv)
             } else if (!strcmp(a, "--tol")) {
                 char *end;
                 ro.tol = strtod(v, &end);
-                if (*end || !(ro.tol > 0.0)) {
-                    fprintf(stderr, "plugin-check: --tol %s: expected a number > 0\n", v);
+                if (*end || !(ro.tol >= 0.0) || !isfinite(ro.tol)) {
+                    fprintf(stderr, "plugin-check: --tol %s: expected a number >= 0\n", v);
                     goto out;
                 }
+                kvo.tol = ro.tol;
             } else if (parse_int(v, 1, 4096, !strcmp(a, "--steps") ? &ro.steps : &ro.prompt_len)) {
                 fprintf(stderr, "plugin-check: %s %s: expected an integer in 1..4096\n", a, v);
                 goto out;
             }
+        } else if (!strcmp(a, "--kv-fill")) {
+            long fill;
+            if (i + 1 >= argc) {
+                fprintf(stderr, "plugin-check: --kv-fill needs a value\n");
+                goto out;
+            }
+            if (parse_int(argv[i + 1], 0, INT32_MAX, &fill)) {
+                fprintf(stderr, "plugin-check: --kv-fill %s: expected an integer >= 0 (tokens)\n", argv[i + 1]);
+                goto out;
+            }
+            kvo.fill_max = (uint64_t)fill;
+            i++;
         } else if (!strcmp(a, "--backend-opt") || !strcmp(a, "--plugin-dir") || !strcmp(a, "--device") ||
                    !strcmp(a, "--model")) {
             if (i + 1 >= argc) {
@@ -359,6 +396,10 @@ int aarmd_cli_plugin_check(int argc, char **argv)
         fputs(check_help, stderr);
         goto out;
     }
+    if (ro.reference && ro.tol == 0.0) {
+        fprintf(stderr, "plugin-check: --tol 0 means bitwise, which --reference cannot expect: give a bound > 0\n");
+        goto out;
+    }
     if (ro.reference && !model_path) {
         fprintf(stderr, "plugin-check: --reference needs --model FILE.gguf\n");
         goto out;
@@ -374,7 +415,7 @@ int aarmd_cli_plugin_check(int argc, char **argv)
         report(&c, "PASS", "load %s (ABI %u.%u, host %d.%d)", target, (unsigned)aarmd_plugin_table(p)->abi_major,
                (unsigned)aarmd_plugin_table(p)->abi_minor, AARMD_ABI_MAJOR, AARMD_ABI_MINOR);
         if (!ro.reference) {
-            run_checks(&c, p, (int32_t)device, model_path);
+            run_checks(&c, p, (int32_t)device, model_path, &kvo);
         } else if (aarmd_plugin_host_init(&ref_host, NULL, 0, (int32_t)device),   /* --backend-opt: tested plugin only */
                    aarmd_plugin_load(ro.reference, plugin_dir, &ref_host, &ref, err, sizeof err) != AARMD_OK) {
             report(&c, "FAIL", "load reference %s: %s", ro.reference, err);

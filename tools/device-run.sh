@@ -5,9 +5,15 @@
 #                                          and backend_cuda (sm_90 only) with libevent and
 #                                          json-c linked statically, and copy them to .device/
 #   tools/device-run.sh check              (there) synthetic model of every arch x weight type,
-#                                          plugin-check --reference cpu on each, memcheck once
+#                                          plugin-check --reference cpu on each, the weight-kernel
+#                                          check, memcheck once
 #   tools/device-run.sh bench              (there) copy bandwidth + aarmd-cli bench on the
 #                                          SmolLM2/Llama-1B/Llama-8B-shaped synthetic models
+#   tools/device-run.sh mm                 (there) weight-kernel check (every type, awkward
+#                                          shapes, 1..64 tokens), then its decode-shape
+#                                          micro-benchmark (MM_TYPES="Q4_K Q8_0 F16 BF16")
+#   tools/device-run.sh ncu                (there) Nsight Compute on one launch of each 8B
+#                                          decode matvec (v5 and v6), summary in $OUT/ncu.txt
 #
 # .device/ (or $AARMD_DEVICE_DIR, a .device-* folder) is ignored by .gitignore and carried by the
 # device tool (carry: [".device"]); set AARMD_DEVICE_DIR the same way on both sides. Logs go to $OUT (or .device/out when OUT is unset).
@@ -33,6 +39,9 @@ build)
         LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread" || exit 1
     cp aarmd-cli plugins/cpu/.libs/backend_cpu.so plugins/cuda/.libs/backend_cuda.so "$dev/" || exit 1
     cp "$root/tools/cuda_bw.cu" "$dev/" || exit 1
+    # the weight-kernel check / micro-benchmark, linked with the plugin's kernel objects
+    nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -o "$dev/cuda_matmul_check" \
+        "$root/tests/plugins/cuda_matmul_check.cu" shaders/cuda/matmul.o shaders/cuda/ops.o shaders/cuda/matvec.o || exit 1
     # the Criterion test and the libraries the GPU machine lacks (it has no Criterion)
     if make -j2 tests/plugins/test_cuda_backend LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread"; then
         t=tests/plugins/test_cuda_backend
@@ -43,7 +52,7 @@ build)
     fi
     ls -la "$dev"
     ;;
-check|bench|all)
+check|bench|all|mm|ncu)
     mkdir -p "$out" /tmp/synth
     export AARMD_PLUGIN_PATH="$dev"
     # cuBLAS: the system toolkit's, else the one PyTorch ships
@@ -55,7 +64,7 @@ check|bench|all)
     cli="$dev/aarmd-cli"
     ;;
 *)
-    sed -n '2,14p' "$0"
+    sed -n '2,18p' "$0"
     exit 2
     ;;
 esac
@@ -87,6 +96,10 @@ if [ "$cmd" = check ] || [ "$cmd" = all ]; then
         [ $v = FAIL ] && cat "/tmp/synth/long-$o.log" >>"$out/check-failures.txt"
     done
     echo "check: $pass passed, $fail failed" | tee -a "$out/check.txt"
+    if [ -x "$dev/cuda_matmul_check" ]; then   # every weight kernel vs the v4 kernels, awkward shapes
+        "$dev/cuda_matmul_check" >"$out/mm-check.txt" 2>&1
+        echo "cuda_matmul_check exit $? ($(grep -c '^OK' "$out/mm-check.txt") OK lines)" | tee -a "$out/check.txt"
+    fi
     if [ -x "$dev/test_cuda_backend" ]; then
         LD_LIBRARY_PATH="$dev/testlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$dev/test_cuda_backend" --verbose \
             >"$out/test_cuda_backend.txt" 2>&1
@@ -100,6 +113,51 @@ if [ "$cmd" = check ] || [ "$cmd" = all ]; then
     else
         echo "memcheck: compute-sanitizer not found" | tee -a "$out/check.txt"
     fi
+fi
+
+bw_probe() {
+    bw=
+    if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+        nv=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+        "$nv" -O2 -o /tmp/cuda_bw "$dev/cuda_bw.cu" && /tmp/cuda_bw | tee "$out/bw.txt"
+        bw=$(sed -n 's/^BW_GBPS=//p' "$out/bw.txt")
+    fi
+}
+
+if [ "$cmd" = mm ]; then
+    "$dev/cuda_matmul_check" >"$out/mm-check.txt" 2>&1
+    echo "cuda_matmul_check exit $? ($(grep -c '^OK' "$out/mm-check.txt") OK lines)"; grep -v '^OK' "$out/mm-check.txt" | tail -20
+    bw_probe
+    "$dev/cuda_matmul_check" --bench "${bw:-3000}" "${MM_TYPES:-Q4_K Q8_0 F16 BF16}" 2>&1 | tee "$out/mm-bench.txt"
+fi
+
+if [ "$cmd" = ncu ]; then
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    "$ncu" --version | tee "$out/ncu.txt"
+    "$ncu" --clock-control none -k regex:'k_matvec|k_mvs|k_mmq' \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+        --section MemoryWorkloadAnalysis --section SchedulerStats --csv --page details \
+        --metrics smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_imc_miss_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_branch_resolving_per_issue_active.ratio,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio \
+        "$dev/cuda_matmul_check" --ncu >"$out/ncu.csv" 2>"$out/ncu.err"
+    echo "ncu exit $?" | tee -a "$out/ncu.txt"
+    python3 - "$out/ncu.csv" >>"$out/ncu.txt" <<'PY'
+import csv, sys
+want = ["Duration", "DRAM Throughput", "Memory Throughput", "Achieved Occupancy", "Theoretical Occupancy",
+        "Registers Per Thread", "Block Limit Registers", "Block Limit Shared Mem", "Eligible Warps Per Scheduler",
+        "Issued Warp Per Scheduler", "Warp Cycles Per Issued Instruction", "L1/TEX Hit Rate", "L2 Hit Rate",
+        "Grid Size", "Waves Per SM", "Compute (SM) Throughput"]
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 14]
+if not rows: sys.exit(0)
+h = rows[0]; ki = h.index("Kernel Name"); ii = h.index("ID"); mi = h.index("Metric Name"); ui = h.index("Metric Unit"); vi = h.index("Metric Value")
+seen = {}
+for r in rows[1:]:
+    k = (r[ii], r[ki][:60])
+    if r[mi] in want or r[mi].startswith("Stall") or "stall" in r[mi].lower():
+        seen.setdefault(k, []).append("%s=%s%s" % (r[mi], r[vi], r[ui] if r[ui] not in ("", "%") else ("%" if r[ui] == "%" else "")))
+for k, v in seen.items():
+    print("==", k[0], k[1]); print("   " + "; ".join(v))
+PY
+    tail -c 6000 "$out/ncu.txt"
 fi
 
 if [ "$cmd" = bench ] || [ "$cmd" = all ]; then

@@ -135,7 +135,8 @@ static int minimal_step(struct aarmd_backend_model *m, const struct aarmd_batch_
 }
 
 /* Designated initializers: an omitted optional slot (device_info,
- * model_bytes, seq_truncate) is NULL and the host supplies its default. */
+ * model_bytes, seq_truncate, and ABI 1.1's kv_info and seq_fork: no paged
+ * KV cache, see docs/PLUGINS.md) is NULL and the host supplies its default. */
 static const struct aarmd_backend minimal_table = {
     .abi_major = AARMD_ABI_MAJOR,
     .abi_minor = AARMD_ABI_MINOR,

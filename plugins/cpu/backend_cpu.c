@@ -1,7 +1,8 @@
 /*
  * backend_cpu.c — the CPU backend plugin's table (aarmd_backend.h): options,
- * device info, models, sequences and step validation/chunking. The decoder
- * itself is forward.c; the kernels are kernels.c.
+ * device info, models and their KV block pools, sequences (block tables,
+ * forks) and step validation/chunking. The decoder itself is forward.c, the
+ * paged cache kv.c; the kernels are kernels.h.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -25,6 +26,9 @@
 #define CPU_DEFAULT_BATCH 512
 #define CPU_MAX_BATCH 65536
 #define CPU_MAX_THREADS 1024
+#define CPU_ADVISED_SEQS 4
+#define CPU_MAX_KV_MB (1ul << 24)       /* 16 TiB: a bound on the option, not a promise */
+#define CPU_CTX_FALLBACK 4096           /* context assumed for sizing when the model states none */
 
 struct aarmd_backend_ctx {
     const struct aarmd_host *host;
@@ -34,25 +38,28 @@ struct aarmd_backend_ctx {
     uint32_t batch;             /* max tokens per forward chunk */
     int n_threads;
     int autothreads;            /* option autothreads: let tune.h pick 1 or n_threads per pass */
+    uint32_t kv_block;          /* tokens per KV block (option kv_block, a power of two) */
+    uint64_t kv_mb;             /* KV pool per model in MiB (option kv_mb); 0 = sized from the model */
     struct cpu_tune tune;
 };
 
 struct aarmd_backend_model {
     struct aarmd_backend_ctx *ctx;
     struct cpu_model *fw;
+    struct cpu_kv_pool *kv;     /* the KV block pool every sequence of the model draws from */
     uint32_t n_seqs;            /* live sequences (model_free expects 0) */
     /* one chunk's tokens, assembled by step: [batch] each */
     int32_t *tok;
     int32_t *pos;
-    struct cpu_kv **kv;
+    struct cpu_kv **kv_of;
     float **logits;
 };
 
 struct aarmd_backend_seq {
     struct aarmd_backend_model *model;
-    struct cpu_kv kv;
+    struct cpu_kv kv;           /* block table into model->kv */
     uint32_t n_ctx;
-    uint32_t n_past;            /* tokens cached */
+    uint32_t n_past;            /* tokens cached; the table holds exactly the blocks covering them */
 };
 
 static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -221,6 +228,8 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
     c->kv_type = AARMD_TYPE_F16;
     c->batch = CPU_DEFAULT_BATCH;
     c->autothreads = 1;
+    c->kv_block = CPU_KV_BLOCK_DEFAULT;
+    c->kv_mb = 0;
     for (uint32_t i = 0; host && i < host->n_opts; i++) {
         const char *k = host->opts[i].key ? host->opts[i].key : "";
         const char *v = host->opts[i].value ? host->opts[i].value : "";
@@ -253,9 +262,22 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 c->autothreads = 0;
             else
                 return set_err(err, errlen, AARMD_EINVAL, "option autothreads=%s: expected 0, 1, off or on", v);
+        } else if (!strcmp(k, "kv_block")) {
+            if (parse_uint(v, 1, CPU_KV_BLOCK_MAX, &u) || (u & (u - 1)))
+                return set_err(err, errlen, AARMD_EINVAL,
+                               "option kv_block=%s: expected a power of two in [1, %d] (tokens per KV block)", v,
+                               CPU_KV_BLOCK_MAX);
+            c->kv_block = (uint32_t)u;
+        } else if (!strcmp(k, "kv_mb")) {
+            if (parse_uint(v, 1, CPU_MAX_KV_MB, &u))
+                return set_err(err, errlen, AARMD_EINVAL,
+                               "option kv_mb=%s: expected an integer in [1, %lu] (MiB of KV blocks per model)", v,
+                               CPU_MAX_KV_MB);
+            c->kv_mb = u;
         } else {
             return set_err(err, errlen, AARMD_EINVAL,
-                           "unknown option '%s' (cpu backend knows threads, simd, kv_type, batch, autothreads)", k);
+                           "unknown option '%s' (cpu backend knows threads, simd, kv_type, kv_block, kv_mb, batch, "
+                           "autothreads)", k);
         }
     }
     return AARMD_OK;
@@ -290,9 +312,10 @@ static int cpu_ctx_new(const struct aarmd_host *host, int32_t device, struct aar
         goto fail;
     }
     cpu_tune_init(&c->tune, c->n_threads, c->autothreads);
-    logf_host(host, AARMD_LOG_INFO, "cpu backend: threads=%d%s simd=%s kv_type=%s batch=%u", c->n_threads,
+    logf_host(host, AARMD_LOG_INFO, "cpu backend: threads=%d%s simd=%s kv_type=%s kv_block=%u batch=%u",
+              c->n_threads,
               c->autothreads && c->n_threads > 1 ? " (auto: 1 when faster)" : "", cpu_simd_name(c->simd),
-              c->kv_type == AARMD_TYPE_F16 ? "f16" : "f32", c->batch);
+              c->kv_type == AARMD_TYPE_F16 ? "f16" : "f32", c->kv_block, c->batch);
     *out = c;
     return AARMD_OK;
 fail:
@@ -312,7 +335,7 @@ static int cpu_device_info(struct aarmd_backend_ctx *ctx, struct aarmd_device_in
     meminfo(&d.memory_total, &d.memory_free);
     snprintf(d.memory_architecture, sizeof d.memory_architecture, "host");
     snprintf(d.worker_type, sizeof d.worker_type, "cpu");
-    d.advised_seqs = 4;
+    d.advised_seqs = CPU_ADVISED_SEQS;
     size_t n = info->struct_size < sizeof d ? info->struct_size : sizeof d;
     uint32_t keep = info->struct_size;
     if (n > sizeof d.struct_size)
@@ -328,9 +351,10 @@ static void cpu_model_free_(struct aarmd_backend_model *model)
     if (!model)
         return;
     cpu_model_free(model->fw);
+    cpu_kv_pool_free(model->kv);
     free(model->tok);
     free(model->pos);
-    free(model->kv);
+    free(model->kv_of);
     free(model->logits);
     free(model);
 }
@@ -370,6 +394,42 @@ static int prefault(const struct aarmd_model_desc *d, aarmd_progress_fn progress
     return 0;
 }
 
+/*
+ * The model's KV block pool: kv_mb MiB when set, else room for
+ * max(4, advised_seqs) sequences of the model's trained context (4096 when
+ * it states none), at most a quarter of physical memory; at least one block.
+ */
+static int kv_pool_new(const struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc *d,
+                       struct cpu_kv_pool **out, char *err, size_t errlen)
+{
+    int kv_dim = (int)(d->n_head_kv * d->head_dim);
+    uint64_t bb = cpu_kv_block_bytes(ctx->kv_type, (int)d->n_layer, kv_dim, ctx->kv_block);
+    uint64_t n_blocks;
+    if (ctx->kv_mb) {
+        n_blocks = (ctx->kv_mb << 20) / bb;
+        if (n_blocks == 0)
+            return set_err(err, errlen, AARMD_EINVAL, "option kv_mb=%llu holds no KV block of %llu bytes for model %s",
+                           (unsigned long long)ctx->kv_mb, (unsigned long long)bb, d->name ? d->name : "?");
+    } else {
+        uint64_t per_seq = d->n_ctx_train ? d->n_ctx_train : CPU_CTX_FALLBACK;
+        uint64_t seqs = CPU_ADVISED_SEQS > 4 ? CPU_ADVISED_SEQS : 4;
+        n_blocks = seqs * ((per_seq + ctx->kv_block - 1) / ctx->kv_block);
+        uint64_t total, avail;
+        meminfo(&total, &avail);
+        if (total && n_blocks > total / 4 / bb)
+            n_blocks = total / 4 / bb;
+        if (n_blocks == 0)
+            n_blocks = 1;
+    }
+    if (n_blocks > UINT32_MAX)
+        n_blocks = UINT32_MAX;
+    int rc = cpu_kv_pool_new(ctx->kv_type, (int)d->n_layer, kv_dim, ctx->kv_block, (uint32_t)n_blocks, out);
+    if (rc)
+        return set_err(err, errlen, rc, "cannot allocate a KV pool of %llu blocks of %llu bytes",
+                       (unsigned long long)n_blocks, (unsigned long long)bb);
+    return AARMD_OK;
+}
+
 static int cpu_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc *desc,
                           aarmd_progress_fn progress, void *progress_user, struct aarmd_backend_model **out,
                           char *err, size_t errlen)
@@ -388,19 +448,24 @@ static int cpu_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_mode
         goto fail;
     m->tok = malloc(ctx->batch * sizeof *m->tok);
     m->pos = malloc(ctx->batch * sizeof *m->pos);
-    m->kv = malloc(ctx->batch * sizeof *m->kv);
+    m->kv_of = malloc(ctx->batch * sizeof *m->kv_of);
     m->logits = malloc(ctx->batch * sizeof *m->logits);
-    if (!m->tok || !m->pos || !m->kv || !m->logits) {
+    if (!m->tok || !m->pos || !m->kv_of || !m->logits) {
         rc = set_err(err, errlen, AARMD_ENOMEM, "out of memory");
         goto fail;
     }
+    if ((rc = kv_pool_new(ctx, desc, &m->kv, err, errlen)))
+        goto fail;
     if (d_has_no_tensors(desc) ? progress && progress(progress_user, 1.0f) : prefault(desc, progress, progress_user)) {
         rc = set_err(err, errlen, AARMD_ECANCELLED, "model load cancelled");
         goto fail;
     }
-    logf_host(ctx->host, AARMD_LOG_INFO, "cpu backend: model %s (%s) loaded: %llu weight bytes in place, %llu scratch bytes",
+    logf_host(ctx->host, AARMD_LOG_INFO,
+              "cpu backend: model %s (%s) loaded: %llu weight bytes in place, %llu scratch bytes, "
+              "KV pool %u blocks of %u tokens (%.1f MiB)",
               desc->name ? desc->name : "?", desc->arch ? desc->arch : "?",
-              (unsigned long long)cpu_model_weight_bytes(m->fw), (unsigned long long)cpu_model_scratch_bytes(m->fw));
+              (unsigned long long)cpu_model_weight_bytes(m->fw), (unsigned long long)cpu_model_scratch_bytes(m->fw),
+              m->kv->n_blocks, m->kv->block_tokens, (double)m->kv->n_blocks * (double)m->kv->block_bytes / 1048576.0);
     *out = m;
     return AARMD_OK;
 fail:
@@ -410,7 +475,20 @@ fail:
 
 static uint64_t cpu_model_bytes(struct aarmd_backend_model *model)
 {
-    return cpu_model_weight_bytes(model->fw) + cpu_model_scratch_bytes(model->fw);
+    return cpu_model_weight_bytes(model->fw) + cpu_model_scratch_bytes(model->fw) +
+           (uint64_t)model->kv->n_blocks * model->kv->block_bytes;
+}
+
+static int cpu_kv_info(struct aarmd_backend_model *model, struct aarmd_kv_info *info, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    const struct cpu_kv_pool *p = model->kv;
+    struct aarmd_kv_info k = {.struct_size = info->struct_size, .block_tokens = p->block_tokens,
+                              .blocks_total = p->n_blocks, .blocks_free = p->n_free, .block_bytes = p->block_bytes};
+    size_t n = info->struct_size < sizeof k ? info->struct_size : sizeof k;
+    memcpy(info, &k, n);
+    return AARMD_OK;
 }
 
 /* ---- sequences ------------------------------------------------------------- */
@@ -428,10 +506,10 @@ static int cpu_seq_new(struct aarmd_backend_model *model, uint32_t n_ctx, struct
     struct aarmd_backend_seq *s = calloc(1, sizeof *s);
     if (!s)
         return set_err(err, errlen, AARMD_ENOMEM, "out of memory");
-    int rc = cpu_kv_init(&s->kv, model->ctx->kv_type, hp->n_layer, (int32_t)n_ctx, hp->kv_dim);
+    int rc = cpu_kv_seq_init(&s->kv, model->kv, (int32_t)n_ctx);   /* a block table; no block yet */
     if (rc) {
         free(s);
-        return set_err(err, errlen, rc, "cannot allocate the KV cache for %u tokens", n_ctx);
+        return set_err(err, errlen, rc, "cannot allocate the block table for %u tokens", n_ctx);
     }
     s->model = model;
     s->n_ctx = n_ctx;
@@ -455,7 +533,45 @@ static int cpu_seq_truncate(struct aarmd_backend_seq *seq, uint32_t n, char *err
         return set_err(err, errlen, AARMD_EINVAL, "no sequence");
     if (n > seq->n_past)
         return set_err(err, errlen, AARMD_EINVAL, "cannot truncate to %u tokens: the sequence holds %u", n, seq->n_past);
-    seq->n_past = n;   /* rows past n are simply overwritten later */
+    seq->n_past = n;
+    cpu_kv_truncate(&seq->kv, (int32_t)n);   /* blocks past n go back to the pool now */
+    return AARMD_OK;
+}
+
+static int cpu_seq_fork(struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
+                        struct aarmd_backend_seq **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!src)
+        return set_err(err, errlen, AARMD_EINVAL, "no source sequence");
+    struct aarmd_backend_model *model = src->model;
+    const struct cpu_hparams *hp = cpu_model_hparams(model->fw);
+    uint32_t bt = model->kv->block_tokens;
+    if (n_ctx == 0 || n_ctx > INT32_MAX)
+        return set_err(err, errlen, AARMD_EINVAL, "n_ctx %u out of range", n_ctx);
+    if (hp->has_pos_embd && n_ctx > hp->n_ctx_train)
+        return set_err(err, errlen, AARMD_EINVAL, "n_ctx %u exceeds the model's %u learned positions", n_ctx,
+                       hp->n_ctx_train);
+    if (n_tokens % bt)
+        return set_err(err, errlen, AARMD_EINVAL, "fork of %u tokens: not a multiple of the block size %u", n_tokens,
+                       bt);
+    if (n_tokens > src->n_past)
+        return set_err(err, errlen, AARMD_EINVAL, "fork of %u tokens: the source holds %u", n_tokens, src->n_past);
+    if (n_tokens > n_ctx)
+        return set_err(err, errlen, AARMD_EINVAL, "fork of %u tokens into n_ctx %u", n_tokens, n_ctx);
+    struct aarmd_backend_seq *s = calloc(1, sizeof *s);
+    if (!s)
+        return set_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    int rc = cpu_kv_fork(&s->kv, &src->kv, (int32_t)n_tokens, (int32_t)n_ctx);
+    if (rc) {
+        free(s);
+        return set_err(err, errlen, rc, rc == AARMD_ENOMEM ? "out of memory" : "fork of %u tokens refused", n_tokens);
+    }
+    s->model = model;
+    s->n_ctx = n_ctx;
+    s->n_past = n_tokens;
+    model->n_seqs++;
+    *out = s;
     return AARMD_OK;
 }
 
@@ -504,7 +620,7 @@ static void forward_tuned(struct aarmd_backend_model *model, uint32_t n)
     struct aarmd_backend_ctx *c = model->ctx;
     cpu_pool_set_active(c->pool, cpu_tune_pick(&c->tune, n));
     double t0 = now_s();
-    cpu_forward(model->fw, n, model->tok, model->kv, model->pos, model->logits);
+    cpu_forward(model->fw, n, model->tok, model->kv_of, model->pos, model->logits);
     cpu_tune_done(&c->tune, n, now_s() - t0);
 }
 
@@ -514,6 +630,19 @@ static int cpu_step(struct aarmd_backend_model *model, const struct aarmd_batch_
     int rc = validate_step(model, entries, n_entries, err, errlen);
     if (rc)
         return rc;
+    /* Blocks for the whole step first, so it either runs or changes nothing. (A
+     * block shared by two of the step's sequences is counted as copied by both:
+     * at worst a refusal one block early.) */
+    uint64_t need = 0;
+    for (uint32_t e = 0; e < n_entries; e++)
+        need += cpu_kv_blocks_needed(&entries[e].seq->kv, (int32_t)entries[e].seq->n_past,
+                                     (int32_t)entries[e].n_tokens);
+    if (need > model->kv->n_free)
+        return set_err(err, errlen, AARMD_ENOMEM, "KV pool: the step needs %llu blocks, %u of %u are free",
+                       (unsigned long long)need, model->kv->n_free, model->kv->n_blocks);
+    for (uint32_t e = 0; e < n_entries; e++)
+        if ((rc = cpu_kv_reserve(&entries[e].seq->kv, (int32_t)entries[e].seq->n_past, (int32_t)entries[e].n_tokens)))
+            return set_err(err, errlen, AARMD_EINTERNAL, "KV pool: reserve failed after the count (entry %u)", e);
     /* All entries' tokens in order, cut into chunks of at most `batch`: one
      * matmul per weight per chunk covers every sequence in it. */
     uint32_t max_tok = cpu_model_max_tok(model->fw);
@@ -523,7 +652,7 @@ static int cpu_step(struct aarmd_backend_model *model, const struct aarmd_batch_
         for (uint32_t i = 0; i < en->n_tokens; i++) {
             model->tok[n] = en->tokens[i];
             model->pos[n] = (int32_t)(en->seq->n_past + i);
-            model->kv[n] = &en->seq->kv;
+            model->kv_of[n] = &en->seq->kv;
             model->logits[n] = en->want_logits && i + 1 == en->n_tokens ? en->logits : NULL;
             if (++n == max_tok) {
                 forward_tuned(model, n);
@@ -556,6 +685,8 @@ static const struct aarmd_backend cpu_backend = {
     .seq_free = cpu_seq_free,
     .seq_truncate = cpu_seq_truncate,
     .step = cpu_step,
+    .kv_info = cpu_kv_info,
+    .seq_fork = cpu_seq_fork,
 };
 
 __attribute__((visibility("default"))) const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host);

@@ -56,9 +56,14 @@ const struct cpu_hparams *cpu_model_hparams(const struct cpu_model *m);
 /*
  * Runs n_tok (1..max_tok) tokens through the decoder. Token i has id
  * tokens[i] (already checked in [0, n_vocab)), belongs to the sequence cache
- * kv[i] and sits at position pos[i] (< kv[i]->n_ctx); the tokens of one
- * sequence appear in increasing position order and every earlier position of
- * that sequence is already cached. The K/V rows of every token are written.
+ * kv[i] and sits at position pos[i] (< kv[i]->n_ctx) in a block the caller
+ * made writable (cpu_kv_reserve); the tokens of one sequence appear in
+ * increasing position order and every earlier position of that sequence is
+ * already cached. The K/V rows of every token are written through the
+ * sequence's block table, and attention reads through it. Each token's
+ * result depends only on its own sequence's rows and id, not on the other
+ * tokens of the chunk (the matmul kernels keep each row's and token's
+ * accumulation order whatever n_tok is).
  * When logits[i] is non-NULL the n_vocab logits of token i are written there.
  * Allocates nothing.
  */

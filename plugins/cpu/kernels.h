@@ -186,10 +186,25 @@ typedef float (*cpu_vec_dot_fn)(int64_t n, const void *w, const void *a);
 typedef void (*cpu_vec_dot_multi_fn)(int64_t n, const void *w, const void *a, size_t a_stride,
                                      int nt, float *out);
 
+/*
+ * A tile: nr (1..CPU_TILE_ROWS) consecutive weight rows (row r at w + r * w_rb)
+ * against nt (1..CPU_TILE_MAX_TOK) tokens' activations (a + t * a_stride);
+ * y[t * y_stride + r] = dot of row r and token t. The weight blocks of the
+ * rows are unpacked once for all nt tokens. Where a level has a tile kernel
+ * for a type, cpu_matmul uses it for every product of that type, one token
+ * or many, and a (row, token) result depends on neither nr, nt nor the row's
+ * place in the tile: a token's output is the same bits alone or in any batch.
+ */
+#define CPU_TILE_ROWS 16
+#define CPU_TILE_MAX_TOK 8
+typedef void (*cpu_tile_fn)(int64_t n, const void *w, size_t w_rb, int nr, const void *a, size_t a_stride,
+                            int nt, float *y, size_t y_stride);
+
 #define CPU_TYPE_SLOTS 31   /* type ids 0..30 (BF16) */
 struct cpu_kernel_tab {
     cpu_vec_dot_fn dot[CPU_TYPE_SLOTS];
     cpu_vec_dot_multi_fn dot_multi[CPU_TYPE_SLOTS];   /* optional; NULL = loop over dot */
+    cpu_tile_fn tile[CPU_TYPE_SLOTS];                 /* optional; when set, matmul uses only it */
 };
 /* Fill the entries a level implements and leave the rest as they are. */
 void cpu_kernels_plain(struct cpu_kernel_tab *tab);

@@ -96,6 +96,7 @@ const struct cpu_kernel_tab *cpu_kernels_get(enum cpu_simd s)
 struct mm_job {
     cpu_vec_dot_fn dot;
     cpu_vec_dot_multi_fn multi;
+    cpu_tile_fn tile;
     uint32_t type;
     int64_t n_in, n_out;
     uint32_t n_tok;
@@ -133,8 +134,27 @@ static void mm_quant_cb(void *arg, int64_t c)
     cpu_quantize_act(g->q_type[k], g->x + (size_t)t * (size_t)g->n_in, g->q_dst[k] + (size_t)t * g->q_rb[k], g->n_in);
 }
 
+/* With a tile kernel: tiles of CPU_TILE_ROWS rows x CPU_TILE_MAX_TOK tokens (the kernel
+ * gives every (row, token) the same bits whatever the tile, so any cut is fine). */
+static void mm_tile_rows(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0, uint32_t t1)
+{
+    for (int64_t rc = r0; rc < r1; rc += CPU_TILE_ROWS) {
+        int nr = (int)(r1 - rc < CPU_TILE_ROWS ? r1 - rc : CPU_TILE_ROWS);
+        const uint8_t *w = j->w + (size_t)rc * j->w_rb;
+        for (uint32_t ts = t0; ts < t1; ts += CPU_TILE_MAX_TOK) {
+            int nt = (int)(t1 - ts < CPU_TILE_MAX_TOK ? t1 - ts : CPU_TILE_MAX_TOK);
+            j->tile(j->n_in, w, j->w_rb, nr, j->act + (size_t)ts * j->a_rb, j->a_rb, nt,
+                    j->y + (size_t)ts * (size_t)j->n_out + (size_t)rc, (size_t)j->n_out);
+        }
+    }
+}
+
 static void mm_tile(const struct mm_job *j, int64_t r0, int64_t r1, uint32_t t0, uint32_t t1)
 {
+    if (j->tile) {
+        mm_tile_rows(j, r0, r1, t0, t1);
+        return;
+    }
     for (uint32_t tb = t0; tb < t1; tb += TOK_SUPER) {
         uint32_t te = tb + TOK_SUPER < t1 ? tb + TOK_SUPER : t1;
         for (int64_t rc = r0; rc < r1; rc += ROW_TILE) {
@@ -251,6 +271,7 @@ void cpu_matmul_group(struct cpu_pool *pool, enum cpu_simd simd, int n_w, const 
         j->w_rb = cpu_type_row_bytes(w[i]->type, w[i]->ne[0]);
         j->dot = tab->dot[w[i]->type];
         j->multi = tab->dot_multi[w[i]->type];
+        j->tile = tab->tile[w[i]->type];
         j->w = w[i]->data;
         j->x = x;
         j->y = y[i];
@@ -270,6 +291,8 @@ void cpu_matmul_group(struct cpu_pool *pool, enum cpu_simd simd, int n_w, const 
         int64_t rpc = (j->n_out + 8 * nth - 1) / (8 * nth);
         rpc = (rpc + 3) & ~(int64_t)3;
         j->rows_per_chunk = rpc < 4 ? 4 : rpc > 64 ? 64 : rpc;
+        if (j->tile)   /* whole tiles: 16..64 rows */
+            j->rows_per_chunk = (j->rows_per_chunk + CPU_TILE_ROWS - 1) / CPU_TILE_ROWS * CPU_TILE_ROWS;
         j->n_row_chunks = (j->n_out + j->rows_per_chunk - 1) / j->rows_per_chunk;
         chunks += j->n_row_chunks * n_tok_blocks;
         g.chunk_end[i] = chunks;

@@ -500,20 +500,27 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
             for (int b = 0; b < nb; b++)
                 sum[g] += sc[g][b];
         }
-        for (int b = 0; b < nb; b++) {
-            const void *vr = (const char *)cpu_kv_v_row(kv, layer, jb + b) + off;
-            __m256 w[ATT_GROUP_MAX];
+        /* out += sum_b w_b v_b: the V rows of the block through the block table
+         * once, then 8 lanes of every head at a time over all nb keys in
+         * registers (each lane still sums the keys in order: the same bits as
+         * one key at a time, without a load and store of out per key) */
+        const char *vr[ATT_BLOCK];
+        for (int b = 0; b < nb; b++)
+            vr[b] = (const char *)cpu_kv_v_row(kv, layer, jb + b) + off;
+        for (int i = 0; i < hd; i += 8) {
+            __m256 acc[ATT_GROUP_MAX];
             GRP_UNROLL
             for (int g = 0; g < nq; g++)
-                w[g] = _mm256_set1_ps(sc[g][b]);
-            for (int i = 0; i < hd; i += 8) {
-                __m256 vv = kv_load8(f16, vr, i);
+                acc[g] = _mm256_loadu_ps(out + (size_t)g * (size_t)hd + i);
+            for (int b = 0; b < nb; b++) {
+                __m256 vv = kv_load8(f16, vr[b], i);
                 GRP_UNROLL
-                for (int g = 0; g < nq; g++) {
-                    float *o = out + (size_t)g * (size_t)hd + i;
-                    _mm256_storeu_ps(o, _mm256_fmadd_ps(w[g], vv, _mm256_loadu_ps(o)));
-                }
+                for (int g = 0; g < nq; g++)
+                    acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[g][b]), vv, acc[g]);
             }
+            GRP_UNROLL
+            for (int g = 0; g < nq; g++)
+                _mm256_storeu_ps(out + (size_t)g * (size_t)hd + i, acc[g]);
         }
     }
     for (int g = 0; g < nq; g++)

@@ -247,6 +247,184 @@ INLINE void f_impl(enum fk_kind k, int64_t n, const void *w, const void *va, siz
         out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
 
+/* ---- 16-row tiles of the 32-element formats (rows in lanes, VNNI) -------------------------- */
+/* The 16 rows' block b is unpacked once into 8 zmm of unsigned bytes: lane L of vector k holds
+ * elements 4k..4k+3 of row L (Q4_0/Q5_0 keep the unsigned nibble, Q8_0 adds 128). Each token's
+ * block then costs 8 vpdpbusd against its bytes 4k..4k+3 broadcast, giving the 16 rows' exact
+ * integer block sums in one vector, and per block and row
+ *     acc = fma(d * xd, isum, acc);  acc = fma(m, xs, acc)
+ * with m the block's min (Q4_1/Q5_1) or its offset folded in (-8d, -16d, -128d) and
+ * xs = xd * sum(xq) from the activation block. Lanes never mix, so a row's result does not
+ * depend on its lane, the tile's row count or the number of tokens. */
+
+enum t_kind { T_Q4_0, T_Q4_1, T_Q5_0, T_Q5_1, T_Q8_0 };
+
+struct tile_w {
+    __m512i q[8];
+    __m512 d, m;
+};
+
+INLINE int32_t ld32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* 128-bit lane j = the 16 bytes at blk + ro[4j + g] + off. */
+INLINE __m512i rows4(const uint8_t *blk, const size_t *ro, int g, size_t off)
+{
+    __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(blk + ro[g] + off)));
+    z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(blk + ro[4 + g] + off)), 1);
+    z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(blk + ro[8 + g] + off)), 2);
+    return _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)(blk + ro[12 + g] + off)), 3);
+}
+
+/* out[k] lane L = dword k of the 16 bytes at blk + ro[L] + off (k < nk, nk 1, 2 or 4). */
+INLINE void rows_dwords(const uint8_t *blk, const size_t *ro, size_t off, const int nk, __m512i *out)
+{
+    __m512i z0 = rows4(blk, ro, 0, off), z1 = rows4(blk, ro, 1, off);
+    __m512i z2 = rows4(blk, ro, 2, off), z3 = rows4(blk, ro, 3, off);
+    __m512i t0 = _mm512_unpacklo_epi32(z0, z1), t2 = _mm512_unpacklo_epi32(z2, z3);
+    out[0] = _mm512_unpacklo_epi64(t0, t2);
+    if (nk > 1)
+        out[1] = _mm512_unpackhi_epi64(t0, t2);
+    if (nk > 2) {
+        __m512i t1 = _mm512_unpackhi_epi32(z0, z1), t3 = _mm512_unpackhi_epi32(z2, z3);
+        out[2] = _mm512_unpacklo_epi64(t1, t3);
+        out[3] = _mm512_unpackhi_epi64(t1, t3);
+    }
+}
+
+INLINE __m512 half_lo(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v)); }
+INLINE __m512 half_hi(__m512i v) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16))); }
+
+/* Adds 0x10 to byte j of lane L of q[k] where bit 4k + j of lane L of qh is set. */
+INLINE void add_bit4(__m512i qh, __m512i *q)
+{
+    const __m512i c16 = _mm512_set1_epi8(0x10);
+    /* byte j of each lane <- qh byte 0 (k = 0, 1), 1 (k = 2, 3), ...; bits 4(k % 2) + j */
+    const __m512i bits_lo = _mm512_set1_epi32(0x08040201), bits_hi = _mm512_set1_epi32((int)0x80402010u);
+    UNROLL
+    for (int h = 0; h < 4; h++) {
+        /* every byte of dword d (of a 128-bit lane) <- byte h of that dword */
+        const __m512i sel = _mm512_add_epi32(_mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0),
+                                             _mm512_set1_epi32(0x01010101 * h));
+        __m512i b = _mm512_shuffle_epi8(qh, sel);
+        q[2 * h] = _mm512_mask_add_epi8(q[2 * h], _mm512_test_epi8_mask(b, bits_lo), q[2 * h], c16);
+        q[2 * h + 1] = _mm512_mask_add_epi8(q[2 * h + 1], _mm512_test_epi8_mask(b, bits_hi), q[2 * h + 1], c16);
+    }
+}
+
+INLINE void tile_unpack(enum t_kind k, const uint8_t *blk, const size_t *ro, struct tile_w *tw)
+{
+    const __m512i m4 = _mm512_set1_epi8(0xF);
+    __m512i hd[2], qs[4];
+    if (k == T_Q8_0) {
+        rows_dwords(blk, ro, 0, 1, hd);
+        rows_dwords(blk, ro, 2, 4, qs);
+        rows_dwords(blk, ro, 18, 4, tw->q + 4);
+        const __m512i x80 = _mm512_set1_epi8((char)0x80);
+        for (int i = 0; i < 4; i++) {
+            tw->q[i] = _mm512_xor_si512(qs[i], x80);
+            tw->q[4 + i] = _mm512_xor_si512(tw->q[4 + i], x80);
+        }
+        tw->d = half_lo(hd[0]);
+        tw->m = _mm512_mul_ps(tw->d, _mm512_set1_ps(-128.0f));
+        return;
+    }
+    const size_t qoff = k == T_Q4_0 ? 2 : k == T_Q4_1 ? 4 : k == T_Q5_0 ? 6 : 8;
+    rows_dwords(blk, ro, 0, (k == T_Q5_0 || k == T_Q5_1) ? 2 : 1, hd);
+    rows_dwords(blk, ro, qoff, 4, qs);
+    for (int i = 0; i < 4; i++) {
+        tw->q[i] = _mm512_and_si512(qs[i], m4);
+        tw->q[4 + i] = _mm512_and_si512(_mm512_srli_epi16(qs[i], 4), m4);
+    }
+    tw->d = half_lo(hd[0]);
+    if (k == T_Q4_1 || k == T_Q5_1)
+        tw->m = half_hi(hd[0]);
+    else
+        tw->m = _mm512_mul_ps(tw->d, _mm512_set1_ps(k == T_Q4_0 ? -8.0f : -16.0f));
+    if (k == T_Q5_0)   /* qh: the 4 bytes after d, across dwords 0 and 1 */
+        add_bit4(_mm512_or_si512(_mm512_srli_epi32(hd[0], 16), _mm512_slli_epi32(hd[1], 16)), tw->q);
+    if (k == T_Q5_1)
+        add_bit4(hd[1], tw->q);
+}
+
+INLINE void tile_impl(enum t_kind k, int64_t n, const void *vw, size_t w_rb, int nr, const void *va, size_t as,
+                      const int nt, float *y, size_t ys)
+{
+    const size_t bb = k == T_Q4_0 ? sizeof(struct cpu_block_q4_0) : k == T_Q4_1 ? sizeof(struct cpu_block_q4_1)
+                    : k == T_Q5_0 ? sizeof(struct cpu_block_q5_0) : k == T_Q5_1 ? sizeof(struct cpu_block_q5_1)
+                    : sizeof(struct cpu_block_q8_0);
+    size_t ro[CPU_TILE_ROWS];
+    for (int l = 0; l < CPU_TILE_ROWS; l++)   /* a short tile repeats its last row in the spare lanes */
+        ro[l] = (size_t)(l < nr ? l : nr - 1) * w_rb;
+    __m512 acc[CPU_TILE_MAX_TOK];
+    UNROLL
+    for (int t = 0; t < nt; t++)
+        acc[t] = _mm512_setzero_ps();
+    const uint8_t *w = vw;
+    const int64_t nb = n / CPU_QK;
+    /* The tile reads its rows across, 16 streams at once, which the hardware prefetchers do
+     * not follow: fetch the next 16 rows (one contiguous range; usually this thread's next tile)
+     * 16 blocks' bytes per block, so they arrive while this tile computes. Prefetches never fault.
+     * Q8_0 (9 lines per block) goes to L2 only: into L1 it ran out of fill buffers (measured on
+     * 576 x 49152 at 1 token: T0 3.0 ms, T1 2.1, none 4.3; for Q4_1 T0 1.07, T1 1.31, none 2.9). */
+    const uint8_t *next = w + (size_t)nr * w_rb;
+    const size_t pf = (size_t)CPU_TILE_ROWS * bb;
+    for (int64_t i = 0; i < nb; i++) {
+        struct tile_w tw;
+        for (size_t o = 0; o < pf; o += 64)
+            if (k == T_Q8_0)
+                _mm_prefetch((const char *)next + (size_t)i * pf + o, _MM_HINT_T1);
+            else
+                _mm_prefetch((const char *)next + (size_t)i * pf + o, _MM_HINT_T0);
+        tile_unpack(k, w + (size_t)i * bb, ro, &tw);
+        UNROLL
+        for (int t = 0; t < nt; t++) {
+            const struct cpu_block_q8a *x = (const struct cpu_block_q8a *)act_at(va, as, t) + i;
+            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), tw.q[0], _mm512_set1_epi32(ld32(x->qs)));
+            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), tw.q[1], _mm512_set1_epi32(ld32(x->qs + 4)));
+            s0 = _mm512_dpbusd_epi32(s0, tw.q[2], _mm512_set1_epi32(ld32(x->qs + 8)));
+            s1 = _mm512_dpbusd_epi32(s1, tw.q[3], _mm512_set1_epi32(ld32(x->qs + 12)));
+            s0 = _mm512_dpbusd_epi32(s0, tw.q[4], _mm512_set1_epi32(ld32(x->qs + 16)));
+            s1 = _mm512_dpbusd_epi32(s1, tw.q[5], _mm512_set1_epi32(ld32(x->qs + 20)));
+            s0 = _mm512_dpbusd_epi32(s0, tw.q[6], _mm512_set1_epi32(ld32(x->qs + 24)));
+            s1 = _mm512_dpbusd_epi32(s1, tw.q[7], _mm512_set1_epi32(ld32(x->qs + 28)));
+            __m512 dx = _mm512_mul_ps(tw.d, _mm512_set1_ps(x->d));
+            acc[t] = _mm512_fmadd_ps(dx, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[t]);
+            acc[t] = _mm512_fmadd_ps(tw.m, _mm512_set1_ps(x->s), acc[t]);
+        }
+    }
+    const __mmask16 mk = nr >= CPU_TILE_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);
+    UNROLL
+    for (int t = 0; t < nt; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ys, mk, acc[t]);
+}
+
+#define TILE_KERNEL(name, kind)                                                                              \
+    static void name##_tile(int64_t n, const void *w, size_t w_rb, int nr, const void *a, size_t as, int ntok, \
+                            float *y, size_t ys)                                                             \
+    {                                                                                                        \
+        switch (ntok) {                                                                                      \
+        case 1: tile_impl(kind, n, w, w_rb, nr, a, as, 1, y, ys); break;                                     \
+        case 2: tile_impl(kind, n, w, w_rb, nr, a, as, 2, y, ys); break;                                     \
+        case 3: tile_impl(kind, n, w, w_rb, nr, a, as, 3, y, ys); break;                                     \
+        case 4: tile_impl(kind, n, w, w_rb, nr, a, as, 4, y, ys); break;                                     \
+        case 5: tile_impl(kind, n, w, w_rb, nr, a, as, 5, y, ys); break;                                     \
+        case 6: tile_impl(kind, n, w, w_rb, nr, a, as, 6, y, ys); break;                                     \
+        case 7: tile_impl(kind, n, w, w_rb, nr, a, as, 7, y, ys); break;                                     \
+        default: tile_impl(kind, n, w, w_rb, nr, a, as, 8, y, ys); break;                                    \
+        }                                                                                                    \
+    }
+
+TILE_KERNEL(q4_0, T_Q4_0)
+TILE_KERNEL(q4_1, T_Q4_1)
+TILE_KERNEL(q5_0, T_Q5_0)
+TILE_KERNEL(q5_1, T_Q5_1)
+TILE_KERNEL(q8_0, T_Q8_0)
+
 /* ---- entry points: one token, and a tile of tokens --------------------------------------- */
 
 #define KERNELS(name, call)                                                                       \
@@ -294,6 +472,11 @@ void cpu_kernels_avx512(struct cpu_kernel_tab *tab)
     SET(AARMD_TYPE_F16, f16);
     SET(AARMD_TYPE_BF16, bf16);
 #undef SET
+    tab->tile[AARMD_TYPE_Q4_0] = q4_0_tile;
+    tab->tile[AARMD_TYPE_Q4_1] = q4_1_tile;
+    tab->tile[AARMD_TYPE_Q5_0] = q5_0_tile;
+    tab->tile[AARMD_TYPE_Q5_1] = q5_1_tile;
+    tab->tile[AARMD_TYPE_Q8_0] = q8_0_tile;
 }
 #else
 typedef int cpu_simd_avx512_empty;   /* ISO C wants a non-empty translation unit */

@@ -1,8 +1,9 @@
 /*
  * backend_cuda.c — the CUDA backend plugin's table (aarmd_backend.h): device
- * context, weight upload, sequences (F16 KV caches) and step validation. The
- * decoder's sequence of kernel launches is forward_cuda.c; kernels are in
- * shaders/cuda/.
+ * context, weight upload, sequences over the paged KV pool (kv_info,
+ * seq_fork), step validation, block reservation and packing of a step's
+ * entries into batched forwards. The kernel launches are forward_cuda.c, the
+ * block bookkeeping cuda_kv.c; kernels are in shaders/cuda/.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,9 +76,35 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
             if (v[0] < '0' || v[0] > '7' || v[1])
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option mvf=%s: expected 0..7 (kernel bits)", v);
             c->use_mvf = v[0] - '0';
+        } else if (!strcmp(k, "wf16")) {
+            if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "auto"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option wf16=%s: expected 0, 1 or auto", v);
+            c->use_wf16 = v[0] == 'a' ? CUDA_WF16_AUTO : v[0] == '1';
+        } else if (!strcmp(k, "attn")) {
+            if (strcmp(v, "heads") && strcmp(v, "grouped"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option attn=%s: expected heads or grouped", v);
+            c->attn_grouped = v[0] == 'g';
+        } else if (!strcmp(k, "kv_mb")) {
+            char *end;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (!*v || *v == '-' || *end || n < 1 || n > (1ull << 24))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option kv_mb=%s: expected 1..%llu (MiB)", v,
+                                1ull << 24);
+            c->kv_mb = n;
+        } else if (!strcmp(k, "q8rows")) {
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (!strcmp(v, "auto"))
+                n = CUDA_Q8_ROWS_AUTO;
+            else if (!*v || *v == '-' || *end || n > CUDA_Q8_ROWS)
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option q8rows=%s: expected 0..%u or auto", v,
+                                CUDA_Q8_ROWS);
+            c->q8_rows = (uint32_t)n;
         } else {
             return cuda_err(err, errlen, AARMD_EINVAL,
-                            "unknown backend option %s (known: batch, graphs, cublas, q8, pdl, mvf)", k);
+                            "unknown backend option %s (known: batch, graphs, cublas, q8, pdl, mvf, kv_mb, q8rows, "
+                            "wf16, attn)",
+                            k);
         }
     }
     return AARMD_OK;
@@ -118,6 +145,9 @@ static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aa
     c->use_q8 = 1;
     c->use_pdl = CUDA_DEFAULT_PDL;
     c->use_mvf = CUDA_DEFAULT_MVF;
+    c->q8_rows = CUDA_Q8_ROWS_AUTO;
+    c->use_wf16 = CUDA_WF16_AUTO;
+    c->attn_grouped = 1;
     if ((rc = parse_opts(c, host, err, errlen)) != AARMD_OK)
         goto fail;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&c->prop, device)) != cudaSuccess) {
@@ -154,7 +184,9 @@ static int cuda_device_info(struct aarmd_backend_ctx *ctx, struct aarmd_device_i
     di.memory_free = fr;
     snprintf(di.memory_architecture, sizeof di.memory_architecture, "vram-only");
     snprintf(di.worker_type, sizeof di.worker_type, "bespoke-cuda");
-    di.advised_seqs = 8;
+    /* decode graphs exist for up to 64 tokens per step and the KV is paged:
+     * admission by free blocks keeps 64 concurrent jobs safe */
+    di.advised_seqs = 64;
     size_t n = info->struct_size < sizeof di ? info->struct_size : sizeof di;
     memcpy(info, &di, n);
     info->struct_size = di.struct_size;
@@ -178,13 +210,30 @@ static void cuda_model_free_m(struct aarmd_backend_model *m)
 
 static uint64_t cuda_model_bytes(struct aarmd_backend_model *m)
 {
-    return m ? m->weight_bytes + m->scratch_bytes : 0;
+    return m ? m->weight_bytes + m->wf16_bytes + m->scratch_bytes + (uint64_t)m->kv.n_blocks * m->kv.block_bytes : 0;
+}
+
+static int cuda_kv_info(struct aarmd_backend_model *m, struct aarmd_kv_info *info, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    struct aarmd_kv_info ki;
+    memset(&ki, 0, sizeof ki);
+    ki.struct_size = info->struct_size;
+    ki.block_tokens = m->kv.bt;
+    ki.blocks_total = m->kv.n_blocks;
+    ki.blocks_free = m->kv.n_free;
+    ki.block_bytes = m->kv.block_bytes;
+    size_t n = info->struct_size < sizeof ki ? info->struct_size : sizeof ki;
+    memcpy(info, &ki, n);
+    info->struct_size = ki.struct_size;
+    return AARMD_OK;
 }
 
 /* ---- sequences ------------------------------------------------------------- */
 
-static int cuda_seq_new(struct aarmd_backend_model *m, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
-                        size_t errlen)
+static int seq_alloc(struct aarmd_backend_model *m, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
+                     size_t errlen)
 {
     *out = NULL;
     if (n_ctx == 0)
@@ -192,26 +241,46 @@ static int cuda_seq_new(struct aarmd_backend_model *m, uint32_t n_ctx, struct aa
     if (m->hp.has_pos_embd && n_ctx > m->hp.n_ctx_train)
         return cuda_err(err, errlen, AARMD_EINVAL, "n_ctx %u exceeds the %u positions of the model's pos_embd", n_ctx,
                         m->hp.n_ctx_train);
-    cudaSetDevice(m->ctx->device);
     struct aarmd_backend_seq *s = calloc(1, sizeof *s);
-    if (!s)
-        return cuda_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    if (s)
+        s->blocks = malloc((size_t)cuda_kv_blocks_for(&m->kv, n_ctx) * sizeof *s->blocks);
+    if (!s || !s->blocks) {
+        free(s);
+        return cuda_err(err, errlen, AARMD_ENOMEM, "out of memory (block table of %u tokens)", n_ctx);
+    }
     s->model = m;
     s->n_ctx = n_ctx;
-    size_t bytes = (size_t)m->hp.n_layer * n_ctx * (size_t)m->hp.kv_dim * 2;
-    cudaError_t e1 = cudaMalloc(&s->k, bytes), e2 = cudaMalloc(&s->v, bytes);
-    if (e1 != cudaSuccess || e2 != cudaSuccess) {
-        size_t fr = 0, tot = 0;
-        cudaGetLastError();
-        cudaMemGetInfo(&fr, &tot);
-        cudaFree(s->k);
-        cudaFree(s->v);
-        free(s);
-        return cuda_err(err, errlen, AARMD_ENOMEM, "KV cache of %u tokens needs %zu bytes of device memory, %zu free",
-                        n_ctx, 2 * bytes, fr);
-    }
-    s->kv_bytes = 2 * bytes;
     m->n_seqs++;
+    *out = s;
+    return AARMD_OK;
+}
+
+/* Takes no blocks: the sequence draws them from the pool as it grows. */
+static int cuda_seq_new(struct aarmd_backend_model *m, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
+                        size_t errlen)
+{
+    return seq_alloc(m, n_ctx, out, err, errlen);
+}
+
+static int cuda_seq_fork(struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
+                         struct aarmd_backend_seq **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct aarmd_backend_model *m = src->model;
+    if (n_tokens % m->kv.bt)
+        return cuda_err(err, errlen, AARMD_EINVAL, "fork of %u tokens: not a multiple of the block size %u", n_tokens,
+                        m->kv.bt);
+    if (n_tokens > src->n_past)
+        return cuda_err(err, errlen, AARMD_EINVAL, "fork of %u tokens: the source holds %u", n_tokens, src->n_past);
+    if (n_tokens > n_ctx)
+        return cuda_err(err, errlen, AARMD_EINVAL, "fork of %u tokens exceeds the new sequence's n_ctx %u", n_tokens,
+                        n_ctx);
+    struct aarmd_backend_seq *s;
+    int rc = seq_alloc(m, n_ctx, &s, err, errlen);
+    if (rc != AARMD_OK)
+        return rc;
+    cuda_kv_share(&m->kv, src, s, n_tokens);
+    s->n_past = n_tokens;
     *out = s;
     return AARMD_OK;
 }
@@ -220,12 +289,9 @@ static void cuda_seq_free(struct aarmd_backend_seq *s)
 {
     if (!s)
         return;
-    cudaSetDevice(s->model->ctx->device);
-    if (s->graph_exec)
-        cudaGraphExecDestroy(s->graph_exec);
-    cudaFree(s->k);
-    cudaFree(s->v);
+    cuda_kv_shrink(&s->model->kv, s, 0);
     s->model->n_seqs--;
+    free(s->blocks);
     free(s);
 }
 
@@ -234,6 +300,7 @@ static int cuda_seq_truncate(struct aarmd_backend_seq *s, uint32_t n, char *err,
     if (n > s->n_past)
         return cuda_err(err, errlen, AARMD_EINVAL, "cannot truncate to %u tokens: the sequence holds %u", n, s->n_past);
     s->n_past = n;
+    cuda_kv_shrink(&s->model->kv, s, n);
     return AARMD_OK;
 }
 
@@ -266,26 +333,54 @@ static int validate_step(const struct aarmd_backend_model *m, const struct aarmd
     return AARMD_OK;
 }
 
+/*
+ * Reserves the blocks of the whole step first (AARMD_ENOMEM, nothing taken or
+ * advanced, when the pool cannot cover it), then packs the entries in order
+ * into forwards of at most max_tok tokens and CUDA_MAX_LOGIT_ROWS logit rows:
+ * an entry longer than the room left continues in the next forward.
+ */
 static int cuda_step(struct aarmd_backend_model *m, const struct aarmd_batch_entry *entries, uint32_t n_entries,
                      char *err, size_t errlen)
 {
     int rc = validate_step(m, entries, n_entries, err, errlen);
     if (rc != AARMD_OK)
         return rc;
+    uint64_t need = 0;
+    for (uint32_t i = 0; i < n_entries; i++)
+        need += cuda_kv_need(&m->kv, entries[i].seq, entries[i].n_tokens);
+    if (need > m->kv.n_free)
+        return cuda_err(err, errlen, AARMD_ENOMEM, "KV pool exhausted: the step needs %llu blocks, %u of %u free",
+                        (unsigned long long)need, m->kv.n_free, m->kv.n_blocks);
     cudaSetDevice(m->ctx->device);
-    for (uint32_t i = 0; i < n_entries; i++) {
+    for (uint32_t i = 0; i < n_entries; i++)
+        if ((rc = cuda_kv_grow(m, entries[i].seq, entries[i].n_tokens, err, errlen)) != AARMD_OK)
+            return rc;
+
+    struct cuda_piece pcs[64];
+    uint32_t n_pc = 0, n_tok = 0, n_rows = 0, i = 0, done = 0;
+    while (i < n_entries) {
         const struct aarmd_batch_entry *e = &entries[i];
-        uint32_t done = 0;
-        while (done < e->n_tokens) {
-            uint32_t n = e->n_tokens - done;
-            if (n > m->max_tok)
-                n = m->max_tok;
-            int last = done + n == e->n_tokens;
-            rc = cuda_forward(m, e->seq, e->tokens + done, n, last && e->want_logits ? e->logits : NULL, err, errlen);
-            if (rc != AARMD_OK)
+        uint32_t n = e->n_tokens - done;
+        if (n > m->max_tok - n_tok)
+            n = m->max_tok - n_tok;
+        int last = done + n == e->n_tokens;
+        float *lg = last && e->want_logits ? e->logits : NULL;
+        pcs[n_pc++] = (struct cuda_piece){e->seq, e->tokens + done, n, lg};
+        n_tok += n;
+        n_rows += lg != NULL;
+        done += n;
+        if (last) {
+            i++;
+            done = 0;
+        }
+        /* flush when no token, logit row or piece slot is left, or at the end */
+        if (i == n_entries || n_tok == m->max_tok || n_rows == CUDA_MAX_LOGIT_ROWS ||
+            n_pc == sizeof pcs / sizeof pcs[0]) {
+            if ((rc = cuda_forward(m, pcs, n_pc, err, errlen)) != AARMD_OK)
                 return rc;
-            e->seq->n_past += n;
-            done += n;
+            for (uint32_t k = 0; k < n_pc; k++)
+                pcs[k].seq->n_past += pcs[k].n;
+            n_pc = n_tok = n_rows = 0;
         }
     }
     return AARMD_OK;
@@ -309,6 +404,8 @@ static const struct aarmd_backend cuda_backend = {
     .seq_free = cuda_seq_free,
     .seq_truncate = cuda_seq_truncate,
     .step = cuda_step,
+    .kv_info = cuda_kv_info,
+    .seq_fork = cuda_seq_fork,
 };
 
 __attribute__((visibility("default"))) const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host);

@@ -397,8 +397,9 @@ static int alloc_state(struct aarmd_backend_model *m, char *err, size_t errlen)
                 w16 = mat_elems(ws[i]);
     }
     int nch = CUK_ATTN_MAX_CHUNKS;
+    size_t L = CUDA_MAX_LOGIT_ROWS, G = T < L ? T : L;   /* logit rows; tokens of the largest graph */
     m->partial_floats = T * (size_t)hp->n_head * (size_t)(hp->head_dim + 2) * 4;   /* prefill uses <= 4 chunks */
-    size_t dec = (size_t)hp->n_head * (size_t)(hp->head_dim + 2) * (size_t)nch;  /* decode: all chunks */
+    size_t dec = G * (size_t)hp->n_head * (size_t)(hp->head_dim + 2) * (size_t)nch;  /* graphs: all chunks */
     if (dec > m->partial_floats)
         m->partial_floats = dec;
     m->w16_elems = m->blas ? w16 : 0;
@@ -408,10 +409,9 @@ static int alloc_state(struct aarmd_backend_model *m, char *err, size_t errlen)
         {(void **)&m->k, T * hp->kv_dim * 4},       {(void **)&m->v, T * hp->kv_dim * 4},
         {(void **)&m->qkv, T * (hp->q_dim + 2 * hp->kv_dim) * 4},
         {(void **)&m->att, T * hp->q_dim * 4},      {(void **)&m->hb, T * 2 * hp->n_ff * 4},
-        {(void **)&m->hb2, T * hp->n_ff * 4},       {(void **)&m->logits, (size_t)hp->n_vocab * 4},
-        {(void **)&m->partial, m->partial_floats * 4},
-        {(void **)&m->d_tok, T * 4},                {(void **)&m->d_pos, T * 4},
-        {&m->xq, (size_t)CUK_Q8_MAX_TOK * max_in},   {(void **)&m->xd, (size_t)CUK_Q8_MAX_TOK * max_in / 32 * 4},
+        {(void **)&m->hb2, T * hp->n_ff * 4},       {(void **)&m->logits, L * (size_t)hp->n_vocab * 4},
+        {(void **)&m->xl, L * hp->n_embd * 4},       {(void **)&m->partial, m->partial_floats * 4},
+        {&m->xq, (size_t)CUDA_Q8_ROWS * max_in},     {(void **)&m->xd, (size_t)CUDA_Q8_ROWS * max_in / 32 * 4},
         {&m->w16, m->w16_elems * 2},                {&m->a16, m->blas ? T * max_in * 2 : 0},
     };
     size_t total = 0;
@@ -429,13 +429,78 @@ static int alloc_state(struct aarmd_backend_model *m, char *err, size_t errlen)
         }
     }
     m->scratch_bytes = total;
-    if (cudaHostAlloc((void **)&m->h_tok, T * 4, cudaHostAllocDefault) != cudaSuccess ||
-        cudaHostAlloc((void **)&m->h_pos, T * 4, cudaHostAllocDefault) != cudaSuccess ||
-        cudaHostAlloc((void **)&m->h_logits, (size_t)hp->n_vocab * 4, cudaHostAllocDefault) != cudaSuccess) {
+    if (cudaHostAlloc((void **)&m->h_logits, L * (size_t)hp->n_vocab * 4, cudaHostAllocDefault) != cudaSuccess) {
         cudaGetLastError();
         return cuda_err(err, errlen, AARMD_ENOMEM, "out of pinned host memory");
     }
+    for (size_t i = 0; i < L; i++)
+        if (cudaEventCreateWithFlags(&m->ev_logits[i], cudaEventDisableTiming) != cudaSuccess) {
+            m->ev_logits[i] = NULL;
+            cudaGetLastError();
+            return cuda_err(err, errlen, AARMD_EDEVICE, "cudaEventCreate failed");
+        }
     return AARMD_OK;
+}
+
+/* The model's matrices (NULL entries where absent), for walks over all of them. */
+static size_t all_mats(struct aarmd_backend_model *m, struct cuda_mat **out, size_t cap)
+{
+    size_t n = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        struct cuda_layer *L = &m->layers[il];
+        struct cuda_mat *ws[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_up_gate,
+                                 &L->w_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            if (ws[i]->d && n < cap)
+                out[n++] = ws[i];
+    }
+    if (m->output.d && n < cap)
+        out[n++] = &m->output;
+    return n;
+}
+
+/*
+ * Option wf16: F16 copies of every non-F16 matrix, dequantized once, so that
+ * GEMMs of many tokens (prefill, decode of >= 16 streams) skip the per-call
+ * dequantization. Costs 2 bytes per weight; skipped with a notice when the
+ * device lacks the memory.
+ */
+static void alloc_wf16(struct aarmd_backend_model *m, int only_if_roomy)
+{
+    size_t cap = (size_t)m->hp.n_layer * 9 + 1, total = 0;
+    struct cuda_mat **ms = malloc(cap * sizeof *ms);
+    if (!ms)
+        return;
+    size_t n = all_mats(m, ms, cap);
+    for (size_t i = 0; i < n; i++)
+        if (ms[i]->type != AARMD_TYPE_F16)
+            total += align_up((size_t)(ms[i]->n_in * ms[i]->n_out) * 2);
+    size_t fr = 0, tot = 0;
+    if (only_if_roomy && (cudaMemGetInfo(&fr, &tot) != cudaSuccess || total > fr / 2)) {
+        cuda_log(m->ctx->host, AARMD_LOG_INFO, "cuda: wf16=auto: %zu bytes of F16 weights exceed half the %zu free; "
+                 "not kept", total, fr);
+        free(ms);
+        return;
+    }
+    if (total && cudaMalloc(&m->arena16, total) != cudaSuccess) {
+        cudaGetLastError();
+        m->arena16 = NULL;
+        cuda_log(m->ctx->host, AARMD_LOG_WARN, "cuda: wf16: no room for %zu bytes of F16 weights; not used", total);
+        free(ms);
+        return;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n && total; i++) {
+        struct cuda_mat *w = ms[i];
+        if (w->type == AARMD_TYPE_F16)
+            continue;
+        void *dst = (char *)m->arena16 + off;
+        cuk_dequant_f16(m->stream, w->type, w->d, w->n_in, w->n_out, dst);
+        w->d16 = dst;
+        off += align_up((size_t)(w->n_in * w->n_out) * 2);
+    }
+    m->wf16_bytes = total;
+    free(ms);
 }
 
 /* ---- the model ----------------------------------------------------------------- */
@@ -560,11 +625,28 @@ int cuda_model_new(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc 
         m->blas = cuda_blas_new(ctx->host, m->stream);
     if ((rc = alloc_state(m, err, errlen)) != AARMD_OK)
         goto fail;
+    if (ctx->use_wf16 && m->blas)
+        alloc_wf16(m, ctx->use_wf16 == CUDA_WF16_AUTO);
+    /* quantized batches: Q8 kernels up to q8rows tokens, cuBLAS beyond (from GEMM_MIN_TOK) */
+    m->q8_gemm_max = ctx->q8_rows != CUDA_Q8_ROWS_AUTO ? ctx->q8_rows : m->arena16 ? 8u : CUDA_Q8_ROWS;
+    uint64_t kv_bytes = ctx->kv_mb << 20;
+    if (!kv_bytes) {   /* default: a share of what is free now, headroom left for cuBLAS and graphs */
+        cudaMemGetInfo(&fr, &tot);
+        kv_bytes = (uint64_t)((double)fr * CUDA_KV_FRACTION);
+    }
+    if ((rc = cuda_kv_new(m, kv_bytes, err, errlen)) != AARMD_OK ||
+        (rc = cuda_step_bufs(m, (size_t)m->kv.n_blocks + 2 * (size_t)m->max_tok + CUDA_MAX_LOGIT_ROWS, err,
+                             errlen)) != AARMD_OK)
+        goto fail;
     for (int i = 0; i < N_STAGE; i++)
         cudaEventDestroy(ld.ev[i]);
     cudaFreeHost(ld.stage);
-    cuda_log(ctx->host, AARMD_LOG_INFO, "cuda: model %s loaded: %.1f MiB weights, %.1f MiB run state, cuBLAS %s",
-             d->name ? d->name : "?", (double)m->weight_bytes / 1048576.0, (double)m->scratch_bytes / 1048576.0,
+    cuda_log(ctx->host, AARMD_LOG_INFO,
+             "cuda: model %s loaded: %.1f MiB weights (+%.1f MiB F16 copies), %.1f MiB run state, KV pool %u "
+             "blocks of %u tokens (%.1f MiB), cuBLAS %s",
+             d->name ? d->name : "?", (double)m->weight_bytes / 1048576.0, (double)m->wf16_bytes / 1048576.0,
+             (double)m->scratch_bytes / 1048576.0,
+             m->kv.n_blocks, m->kv.bt, (double)m->kv.n_blocks * (double)m->kv.block_bytes / 1048576.0,
              m->blas ? "yes" : "no");
     *out = m;
     return AARMD_OK;
@@ -586,15 +668,19 @@ void cuda_model_free(struct aarmd_backend_model *m)
         return;
     if (m->stream)
         cudaStreamSynchronize(m->stream);
-    void *dev[] = {m->x, m->xb, m->xb2, m->q, m->k, m->v, m->qkv, m->att, m->hb, m->hb2, m->logits, m->partial,
-                   m->d_tok, m->d_pos, m->w16, m->a16, m->xq, m->xd, m->arena};
+    cuda_graphs_free(m);
+    cuda_kv_free(&m->kv);
+    for (size_t i = 0; i < CUDA_MAX_LOGIT_ROWS; i++)
+        if (m->ev_logits[i])
+            cudaEventDestroy(m->ev_logits[i]);
+    void *dev[] = {m->x,      m->xb,      m->xb2,     m->q,       m->k,      m->v,     m->qkv,
+                   m->att,    m->hb,      m->hb2,     m->logits,  m->xl,     m->partial, m->d_step,
+                   m->w16,    m->a16,     m->xq,      m->xd,      m->arena,  m->arena16};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i])
             cudaFree(dev[i]);
-    if (m->h_tok)
-        cudaFreeHost(m->h_tok);
-    if (m->h_pos)
-        cudaFreeHost(m->h_pos);
+    if (m->h_step)
+        cudaFreeHost(m->h_step);
     if (m->h_logits)
         cudaFreeHost(m->h_logits);
     cuda_blas_free(m->blas);

@@ -1,7 +1,8 @@
 /*
- * cuda_model.h — the CUDA backend's objects (context, model, sequence) and
- * its decoder: weight upload (cuda_load.c) and the forward pass as a sequence
- * of kernel launches on one stream (forward_cuda.c). Internal to plugins/cuda.
+ * cuda_model.h — the CUDA backend's objects (context, model, sequence), its
+ * paged KV pool (cuda_kv.c) and its decoder: weight upload (cuda_load.c) and
+ * the forward pass of every sequence of a step as one sequence of kernel
+ * launches on one stream (forward_cuda.c). Internal to plugins/cuda.
  */
 #ifndef AARMD_CUDA_MODEL_H
 #define AARMD_CUDA_MODEL_H
@@ -30,6 +31,39 @@ struct aarmd_backend_ctx {
     int use_q8;                 /* option q8: decode matvec on Q8 activations (dp4a) for quantized weights */
     int use_pdl;                /* option pdl: 0 off, 1/2 programmatic dependent launch (cuk_set_tuning) */
     int use_mvf;                /* option mvf: decode matvec kernel bits (cuk_set_tuning) */
+    uint32_t q8_rows;           /* option q8rows: tokens (0..64) on the Q8 kernels, not cuBLAS; CUDA_Q8_ROWS_AUTO */
+    int use_wf16;               /* option wf16: F16 weight copies for GEMMs of >= 16 tokens: 0, 1, CUDA_WF16_AUTO */
+    int attn_grouped;           /* option attn: 1 (grouped, default) one attention block per kv head for >= 4 tokens */
+    uint64_t kv_mb;             /* option kv_mb: KV pool size in MiB; 0: CUDA_KV_FRACTION of free memory */
+};
+
+/* Option values "auto": wf16 when the F16 copies take at most half the free memory;
+ * q8rows 8 when the model has F16 copies (cuBLAS from 16 tokens), else CUDA_Q8_ROWS
+ * (measured on the H100, docs/cuda-notes.md v7). */
+#define CUDA_WF16_AUTO 2
+#define CUDA_Q8_ROWS_AUTO 0xffffffffu
+/* Tokens per KV block. */
+#define CUDA_KV_BLOCK CUK_KV_BLOCK
+/* Default KV pool: this share of the device memory free after weights and run state. */
+#define CUDA_KV_FRACTION 0.80
+/* Logit rows one forward produces at most (a step with more is split). */
+#define CUDA_MAX_LOGIT_ROWS 64u
+/* Tokens per forward that take the Q8 (dp4a) matvec, CUK_Q8_MAX_TOK rows per launch. */
+#define CUDA_Q8_ROWS 64u
+/* Decode-token buckets captured as CUDA graphs: 1, 2, 4, ..., 64. */
+#define CUDA_N_BUCKETS 7
+
+/*
+ * The paged KV pool of a model: n_blocks blocks of block_bytes (K and V of
+ * every layer for CUDA_KV_BLOCK tokens, F16, layout in launch.h struct
+ * cuk_kv) plus one scratch block (id n_blocks) that padded graph tokens write.
+ * refs[b]: sequences holding block b (0: on the free list).
+ */
+struct cuda_kv {
+    void *pool;
+    uint32_t bt, n_blocks, n_free, scratch;
+    size_t layer_halfs, block_halfs, block_bytes;
+    uint32_t *refs, *free_list;
 };
 
 /* A weight matrix {n_in, n_out} in its GGUF type, on the device. d == NULL: absent. */
@@ -37,6 +71,7 @@ struct cuda_mat {
     uint32_t type;
     int64_t n_in, n_out;
     const void *d;
+    const void *d16;   /* F16 copy [n_out][n_in] for batched GEMMs (option wf16), NULL: none */
 };
 
 struct cuda_hparams {
@@ -72,12 +107,14 @@ struct aarmd_backend_model {
     uint32_t max_tok;
     uint32_t n_seqs;
     int use_q8;                 /* from the context */
+    uint32_t q8_gemm_max;       /* quantized matmuls of up to this many tokens: Q8 matvec, not cuBLAS */
     cudaStream_t stream;
     struct cuda_blas *blas;
 
     /* weights: one device arena */
     void *arena;
-    uint64_t weight_bytes, scratch_bytes;
+    void *arena16;              /* F16 weight copies (option wf16), NULL: none */
+    uint64_t weight_bytes, scratch_bytes, wf16_bytes;
     struct cuda_mat token_embd, pos_embd, output;
     const float *output_norm, *output_norm_b, *rope_freqs;
     struct cuda_layer *layers;
@@ -88,26 +125,40 @@ struct aarmd_backend_model {
     float *qkv;                 /* [T][Q+2KV] */
     float *att;                 /* [T][Q] */
     float *hb, *hb2;            /* [T][2F], [T][F] */
-    float *logits;              /* [n_vocab] */
+    float *logits;              /* [CUDA_MAX_LOGIT_ROWS][n_vocab] */
+    float *xl;                  /* [CUDA_MAX_LOGIT_ROWS][E]: the rows that want logits */
     float *partial;             /* attention split-K scratch */
     size_t partial_floats;
     void *w16, *a16;            /* cuBLAS path: F16 weight tile [max n_in*n_out], F16 activations [T][max n_in] */
     size_t w16_elems;
-    void *xq;                   /* Q8 activations: int8 [CUK_Q8_MAX_TOK][max n_in] */
-    float *xd;                  /* their scales [CUK_Q8_MAX_TOK][max n_in / 32] */
+    void *xq;                   /* Q8 activations: int8 [CUDA_Q8_ROWS][max n_in] */
+    float *xd;                  /* their scales [CUDA_Q8_ROWS][max n_in / 32] */
     const float *q8_src;        /* the F32 rows xq holds now (forward_cuda.c), NULL: none */
-    int32_t *d_tok, *d_pos;     /* [T] */
-    int32_t *h_tok, *h_pos;     /* pinned [T] */
-    float *h_logits;            /* pinned [n_vocab] */
+    /* per-forward data, one upload: [tok T][pos T][tok_bt T][logit rows L][block tables btab_cap] */
+    int32_t *d_step, *h_step;   /* device; pinned host mirror */
+    int32_t *d_tok, *d_pos, *d_tok_bt, *d_lrow, *d_btab;   /* into d_step */
+    size_t btab_cap;            /* int32 entries of the block-table segment */
+    float *h_logits;            /* pinned [CUDA_MAX_LOGIT_ROWS][n_vocab] */
+    cudaEvent_t ev_logits[CUDA_MAX_LOGIT_ROWS];   /* one per slice of logit rows copied back */
+
+    struct cuda_kv kv;
+    cudaGraphExec_t graph[CUDA_N_BUCKETS];   /* decode of 1 << i tokens, captured on first use */
+    int graph_failed;
 };
 
 struct aarmd_backend_seq {
     struct aarmd_backend_model *model;
     uint32_t n_ctx, n_past;
-    void *k, *v;                /* F16 [n_layer][n_ctx][kv_dim] each */
-    size_t kv_bytes;
-    cudaGraphExec_t graph_exec; /* batch-1 decode graph, captured on first use */
-    int graph_failed;
+    uint32_t *blocks;           /* block table: ids of positions [i*bt, (i+1)*bt) */
+    uint32_t n_blocks;          /* held; capacity ceil(n_ctx / bt) */
+};
+
+/* One entry's chunk in a forward: n tokens of seq at its n_past; logits of the last when non-NULL. */
+struct cuda_piece {
+    struct aarmd_backend_seq *seq;
+    const int32_t *tokens;
+    uint32_t n;
+    float *logits;
 };
 
 /* Writes a message to err and returns code. */
@@ -128,13 +179,36 @@ int cuda_model_new(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc 
 void cuda_model_free(struct aarmd_backend_model *m);   /* accepts NULL */
 
 /*
- * Runs n (1..max_tok) tokens of `s` at positions s->n_past.. through the
- * decoder, writing their K/V rows; when logits is non-NULL copies the last
- * token's n_vocab logits there. Does not advance s->n_past. AARMD_EDEVICE on
- * a CUDA error (message from the runtime).
+ * Runs the pieces (distinct sequences, at most max_tok tokens and
+ * CUDA_MAX_LOGIT_ROWS logits in all) through the decoder as one batch: every
+ * matmul once over all their tokens, one attention launch for all sequences.
+ * Each piece's sequence must hold the blocks for n_past + n tokens
+ * (cuda_kv_grow). Writes their K/V rows and the wanted logits; does not
+ * advance n_past. A batch of single-token pieces (<= 64) replays a CUDA graph
+ * captured per power-of-two bucket. AARMD_EDEVICE on a CUDA error.
  */
-int cuda_forward(struct aarmd_backend_model *m, struct aarmd_backend_seq *s, const int32_t *tokens, uint32_t n,
-                 float *logits, char *err, size_t errlen);
+int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uint32_t n_pc, char *err,
+                 size_t errlen);
+/* (Re)allocates the per-forward upload buffers for btab_cap block-table entries (destroys the graphs). */
+int cuda_step_bufs(struct aarmd_backend_model *m, size_t btab_cap, char *err, size_t errlen);
+/* Destroys the captured graphs (they hold run-state pointers). */
+void cuda_graphs_free(struct aarmd_backend_model *m);
+
+/* ---- the paged KV pool (cuda_kv.c) ---- */
+/* Allocates m->kv: as many blocks as kv_bytes holds (>= 1) plus the scratch block. AARMD_ENOMEM names bytes. */
+int cuda_kv_new(struct aarmd_backend_model *m, uint64_t kv_bytes, char *err, size_t errlen);
+void cuda_kv_free(struct cuda_kv *kv);   /* zeroes kv; accepts a zeroed one */
+uint32_t cuda_kv_blocks_for(const struct cuda_kv *kv, uint32_t n_tokens);
+/* Free blocks s needs to append n_new tokens (new blocks + a copy of a shared partial block). */
+uint32_t cuda_kv_need(const struct cuda_kv *kv, const struct aarmd_backend_seq *s, uint32_t n_new);
+/* Takes those blocks (copying a shared partial block on m's stream first). AARMD_ENOMEM when too few are free. */
+int cuda_kv_grow(struct aarmd_backend_model *m, struct aarmd_backend_seq *s, uint32_t n_new, char *err,
+                 size_t errlen);
+/* Gives back the blocks beyond the first n_tokens' at once. */
+void cuda_kv_shrink(struct cuda_kv *kv, struct aarmd_backend_seq *s, uint32_t n_tokens);
+/* dst (no blocks) shares src's blocks of its first n_tokens (reference counted). */
+void cuda_kv_share(struct cuda_kv *kv, const struct aarmd_backend_seq *src, struct aarmd_backend_seq *dst,
+                   uint32_t n_tokens);
 
 /* cuBLAS through dlopen (cuda_blas.c). NULL when the library is not found. */
 struct cuda_blas *cuda_blas_new(const struct aarmd_host *host, cudaStream_t stream);

@@ -1,12 +1,18 @@
 /*
  * forward_cuda.c — the CUDA backend's decoder forward pass (the generic
- * decoder of aarmd_backend.h) as kernel launches on the model's stream, and
- * the CUDA graph that replays a batch-1 decode. Loading is cuda_load.c.
+ * decoder of aarmd_backend.h) over the tokens of every sequence of a step as
+ * one batch of kernel launches on the model's stream, and the CUDA graphs that
+ * replay decode batches. Loading is cuda_load.c; KV block bookkeeping cuda_kv.c.
  */
 #include <string.h>
 
 #include "cuda_model.h"
 
+/* Logit rows per device-to-host slice (the host copies one out while the next transfers). */
+#define LOGIT_SLICE 8u
+/* Forwards of at least this many tokens use the grouped attention (option attn=grouped, the
+ * default); fewer tokens: too few warps in flight for its serial walk over a chunk's keys. */
+#define ATTN_GROUPED_MIN_TOK 4u
 /* Prefill chunks at least this long go through cuBLAS when it is loaded. */
 #define GEMM_MIN_TOK 16
 
@@ -21,9 +27,11 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
     cudaStream_t s = m->stream;
     if (!reuse)
         m->q8_src = NULL;
-    if (m->blas && n_tok >= GEMM_MIN_TOK && (size_t)(w->n_in * w->n_out) <= m->w16_elems) {
-        const void *w16 = w->d;
-        if (w->type != AARMD_TYPE_F16) {
+    int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
+    if (m->blas && n_tok >= GEMM_MIN_TOK && !(q8 && n_tok <= m->q8_gemm_max) &&
+        (w->type == AARMD_TYPE_F16 || w->d16 || (size_t)(w->n_in * w->n_out) <= m->w16_elems)) {
+        const void *w16 = w->type == AARMD_TYPE_F16 ? w->d : w->d16;
+        if (!w16) {
             cuk_dequant_f16(s, w->type, w->d, w->n_in, w->n_out, m->w16);
             w16 = m->w16;
         }
@@ -31,12 +39,16 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
         if (cuda_blas_gemm(m->blas, w16, m->a16, y, (int)w->n_in, (int)w->n_out, (int)n_tok) == 0)
             return;
     }
-    if (m->use_q8 && n_tok <= CUK_Q8_MAX_TOK && cuk_type_q8(w->type)) {
+    if (q8) {
         if (m->q8_src != x) {
             cuk_quantize_q8(s, x, (int64_t)n_tok * w->n_in, m->xq, m->xd);
             m->q8_src = x;
         }
-        cuk_matvec_q8(s, w->type, w->d, w->n_in, w->n_out, m->xq, m->xd, (int)n_tok, y);
+        for (uint32_t t = 0; t < n_tok; t += CUK_Q8_MAX_TOK) {   /* the weight once per CUK_Q8_MAX_TOK rows */
+            uint32_t n = n_tok - t < CUK_Q8_MAX_TOK ? n_tok - t : CUK_Q8_MAX_TOK;
+            cuk_matvec_q8(s, w->type, w->d, w->n_in, w->n_out, (const int8_t *)m->xq + (size_t)t * w->n_in,
+                          m->xd + (size_t)t * w->n_in / 32, (int)n, y + (size_t)t * w->n_out);
+        }
         return;
     }
     cuk_matmul(s, w->type, w->d, w->n_in, w->n_out, x, (int)n_tok, y);
@@ -45,7 +57,9 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
 /* 1 when matmul() takes w through the Q8 matvec for n_tok rows (a producer may quantize for it). */
 static int q8_for(const struct aarmd_backend_model *m, const struct cuda_mat *w, uint32_t n_tok)
 {
-    return w && w->d && m->use_q8 && n_tok <= CUK_Q8_MAX_TOK && cuk_type_q8(w->type) && w->n_in % 32 == 0;
+    if (!w || !w->d || !m->use_q8 || n_tok > CUDA_Q8_ROWS || !cuk_type_q8(w->type) || w->n_in % 32)
+        return 0;
+    return n_tok < GEMM_MIN_TOK || !m->blas || n_tok <= m->q8_gemm_max;
 }
 
 /*
@@ -73,12 +87,10 @@ static void bias(struct aarmd_backend_model *m, float *y, const float *b, uint32
         cuk_add_bias(m->stream, y, b, (int)n_tok, n);
 }
 
-/* Split-K chunks for the attention of n_tok tokens whose last key is at most p_max. */
-static int attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint32_t p_max, int graph)
+/* Split-K chunks for the attention of n_tok tokens whose last key is at most p_max (graphs use all). */
+static int attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint32_t p_max)
 {
     const struct cuda_hparams *hp = &m->hp;
-    if (graph)
-        return CUK_ATTN_MAX_CHUNKS;   /* the graph is replayed at growing positions */
     size_t per = (size_t)n_tok * hp->n_head * (size_t)(hp->head_dim + 2);
     size_t fit = m->partial_floats / per;
     size_t want = (p_max + 1 + 63) / 64;   /* ~64 keys per chunk at least */
@@ -88,14 +100,24 @@ static int attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint
     return n ? (int)n : 1;
 }
 
-/* Everything between the upload of tokens/positions and the logits copy. */
-static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq, uint32_t n_tok, int nch,
-                         int want_logits)
+/* The paged cache of layer il for this forward's tokens. */
+static struct cuk_kv layer_kv(const struct aarmd_backend_model *m, int il)
+{
+    struct cuk_kv kv = {m->kv.pool, m->kv.block_halfs, (size_t)il * m->kv.layer_halfs, m->d_btab, m->d_tok_bt};
+    return kv;
+}
+
+/*
+ * Everything between the upload of the step data and the logits copy: n_tok
+ * tokens (d_tok, d_pos, d_tok_bt), then the logits of n_rows rows into
+ * m->logits: rows d_lrow[..] of the batch, or the first n_rows tokens when
+ * `direct` (then n_rows == n_tok).
+ */
+static void forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, uint32_t n_rows, int direct)
 {
     const struct cuda_hparams *hp = &m->hp;
     cudaStream_t s = m->stream;
     const int E = hp->n_embd, Q = hp->q_dim, KV = hp->kv_dim, F = hp->n_ff, D = hp->head_dim;
-    const size_t layer_kv = (size_t)seq->n_ctx * (size_t)KV * 2;
 
     /* x = token_embd[tok] * embd_scale (+ pos_embd[pos]) */
     cuk_get_rows(s, m->token_embd.type, m->token_embd.d, E, m->d_tok, (int)n_tok, m->x, hp->embd_scale, 0);
@@ -132,10 +154,11 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
             cuk_norm(s, q, q, L->q_norm, NULL, (int)n_tok * hp->n_head, D, hp->norm_eps, 0);
         if (L->k_norm)
             cuk_norm(s, k, k, L->k_norm, NULL, (int)n_tok * hp->n_head_kv, D, hp->norm_eps, 0);
-        char *kc = (char *)seq->k + (size_t)il * layer_kv, *vc = (char *)seq->v + (size_t)il * layer_kv;
-        cuk_rope_store(s, q, k, v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, kc, vc);
-        cuk_attention(s, q, kc, vc, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
-                      hp->attn_softcap, L->is_swa ? hp->sliding_window : 0, nch, m->partial, m->att);
+        struct cuk_kv kv = layer_kv(m, il);
+        cuk_rope_store(s, q, k, v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, &kv);
+        cuk_attention(s, q, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
+                      hp->attn_softcap, L->is_swa ? hp->sliding_window : 0, nch,
+                      m->ctx->attn_grouped && n_tok >= ATTN_GROUPED_MIN_TOK, m->partial, m->att);
         matmul(m, &L->wo, m->att, n_tok, m->xb2, 0);                               /* xb2 = att @ wo (+ b) */
         bias(m, m->xb2, L->bo, n_tok, E);
         if (L->attn_post_norm)
@@ -176,31 +199,73 @@ static void forward_body(struct aarmd_backend_model *m, struct aarmd_backend_seq
         if (il + 1 < hp->n_layer) {
             const struct cuda_layer *N = &m->layers[il + 1];
             add_norm(m, N->wqkv.d ? &N->wqkv : &N->wq, n_tok, N->attn_norm, N->attn_norm_b);
-        } else if (want_logits)
-            add_norm(m, n_tok == 1 ? &m->output : NULL, n_tok, m->output_norm, m->output_norm_b);
+        } else if (n_rows)
+            add_norm(m, direct ? &m->output : NULL, n_tok, m->output_norm, m->output_norm_b);
         else
             cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);
     }
 
-    if (want_logits) {                                                             /* last token only */
-        matmul(m, &m->output, m->xb + (size_t)(n_tok - 1) * E, 1, m->logits, n_tok == 1);
+    if (n_rows) {
+        const float *xo = m->xb;
+        if (!direct) {                                                             /* the rows that want logits */
+            cuk_gather_rows(s, m->xl, m->xb, m->d_lrow, (int)n_rows, E);
+            xo = m->xl;
+        }
+        matmul(m, &m->output, xo, n_rows, m->logits, direct);
         if (hp->final_softcap > 0.0f)
-            cuk_softcap(s, m->logits, hp->n_vocab, hp->final_softcap);
-        cudaMemcpyAsync(m->h_logits, m->logits, (size_t)hp->n_vocab * sizeof(float), cudaMemcpyDeviceToHost, s);
+            cuk_softcap(s, m->logits, (int64_t)n_rows * hp->n_vocab, hp->final_softcap);
     }
 }
 
-/* Captures the batch-1 decode of `seq` (logits included) into seq->graph_exec. */
-static int capture(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq)
+void cuda_graphs_free(struct aarmd_backend_model *m)
+{
+    for (int i = 0; i < CUDA_N_BUCKETS; i++) {
+        if (m->graph[i])
+            cudaGraphExecDestroy(m->graph[i]);
+        m->graph[i] = NULL;
+    }
+}
+
+int cuda_step_bufs(struct aarmd_backend_model *m, size_t btab_cap, char *err, size_t errlen)
+{
+    size_t T = m->max_tok, L = CUDA_MAX_LOGIT_ROWS, n = 3 * T + L + btab_cap;
+    cudaStreamSynchronize(m->stream);
+    cuda_graphs_free(m);   /* they captured the old pointers */
+    if (m->d_step)
+        cudaFree(m->d_step);
+    if (m->h_step)
+        cudaFreeHost(m->h_step);
+    m->d_step = m->h_step = NULL;
+    m->btab_cap = 0;
+    if (cudaMalloc((void **)&m->d_step, n * sizeof(int32_t)) != cudaSuccess ||
+        cudaHostAlloc((void **)&m->h_step, n * sizeof(int32_t), cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        if (m->d_step)
+            cudaFree(m->d_step);
+        m->d_step = NULL;
+        return cuda_err(err, errlen, AARMD_ENOMEM, "step buffers of %zu bytes: out of device or pinned memory",
+                        n * sizeof(int32_t));
+    }
+    m->d_tok = m->d_step;
+    m->d_pos = m->d_step + T;
+    m->d_tok_bt = m->d_step + 2 * T;
+    m->d_lrow = m->d_step + 3 * T;
+    m->d_btab = m->d_step + 3 * T + L;
+    m->btab_cap = btab_cap;
+    return AARMD_OK;
+}
+
+/* Captures the decode of `n_tok` tokens (logits of all) into m->graph[b]. */
+static int capture(struct aarmd_backend_model *m, int b, uint32_t n_tok)
 {
     cudaGraph_t g = NULL;
     if (cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
         goto fail;
-    forward_body(m, seq, 1, CUK_ATTN_MAX_CHUNKS, 1);
+    forward_body(m, n_tok, CUK_ATTN_MAX_CHUNKS, n_tok, 1);   /* the graph is replayed at growing positions */
     if (cudaStreamEndCapture(m->stream, &g) != cudaSuccess || !g)
         goto fail;
-    if (cudaGraphInstantiate(&seq->graph_exec, g, 0) != cudaSuccess) {
-        seq->graph_exec = NULL;
+    if (cudaGraphInstantiate(&m->graph[b], g, 0) != cudaSuccess) {
+        m->graph[b] = NULL;
         goto fail;
     }
     cudaGraphDestroy(g);
@@ -209,39 +274,110 @@ fail:
     if (g)
         cudaGraphDestroy(g);
     cudaGetLastError();
-    seq->graph_failed = 1;
+    m->graph_failed = 1;
     cuda_log(m->ctx->host, AARMD_LOG_WARN, "cuda: graph capture failed; decoding without graphs");
     return -1;
 }
 
-int cuda_forward(struct aarmd_backend_model *m, struct aarmd_backend_seq *seq, const int32_t *tokens, uint32_t n,
-                 float *logits, char *err, size_t errlen)
+/* Graph bucket of a decode batch of n tokens: the smallest power of two >= n that fits; -1: none. */
+static int bucket_of(const struct aarmd_backend_model *m, uint32_t n)
+{
+    for (int b = 0; b < CUDA_N_BUCKETS; b++)
+        if ((1u << b) >= n)
+            return (1u << b) <= m->max_tok ? b : -1;
+    return -1;
+}
+
+int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uint32_t n_pc, char *err,
+                 size_t errlen)
 {
     cudaStream_t s = m->stream;
-    for (uint32_t t = 0; t < n; t++) {
-        m->h_tok[t] = tokens[t];
-        m->h_pos[t] = (int32_t)(seq->n_past + t);
+    const struct cuda_kv *kv = &m->kv;
+    size_t T = m->max_tok, L = CUDA_MAX_LOGIT_ROWS, nbt = 1;
+    uint32_t n_tok = 0, p_max = 0;
+    int decode = 1;
+    for (uint32_t i = 0; i < n_pc; i++) {
+        nbt += cuda_kv_blocks_for(kv, pc[i].seq->n_past + pc[i].n);
+        n_tok += pc[i].n;
+        decode &= pc[i].n == 1;
+        if (pc[i].seq->n_past + pc[i].n - 1 > p_max)
+            p_max = pc[i].seq->n_past + pc[i].n - 1;
     }
-    cudaMemcpyAsync(m->d_tok, m->h_tok, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
-    cudaMemcpyAsync(m->d_pos, m->h_pos, n * sizeof(int32_t), cudaMemcpyHostToDevice, s);
+    if (nbt > m->btab_cap) {
+        int rc = cuda_step_bufs(m, 2 * nbt, err, errlen);
+        if (rc != AARMD_OK)
+            return rc;
+    }
+    int b = decode && m->ctx->use_graphs && !m->graph_failed ? bucket_of(m, n_pc) : -1;
+
+    /* the step data: tokens, positions, each token's table, logit rows, tables (scratch block first) */
+    int32_t *tok = m->h_step, *pos = tok + T, *tbt = tok + 2 * T, *lrow = tok + 3 * T, *btab = lrow + L;
+    btab[0] = (int32_t)kv->scratch;
+    size_t bo = 1;
+    uint32_t t = 0, n_rows = 0;
+    for (uint32_t i = 0; i < n_pc; i++) {
+        const struct aarmd_backend_seq *sq = pc[i].seq;
+        uint32_t nb = cuda_kv_blocks_for(kv, sq->n_past + pc[i].n);
+        for (uint32_t j = 0; j < nb; j++)
+            btab[bo + j] = (int32_t)sq->blocks[j];
+        for (uint32_t j = 0; j < pc[i].n; j++, t++) {
+            tok[t] = pc[i].tokens[j];
+            pos[t] = (int32_t)(sq->n_past + j);
+            tbt[t] = (int32_t)bo;
+        }
+        if (pc[i].logits)
+            lrow[n_rows++] = (int32_t)(t - 1);
+        bo += nb;
+    }
+    uint32_t run_tok = n_tok;
+    if (b >= 0) {   /* padded tokens write the scratch block at position 0 */
+        run_tok = 1u << b;
+        for (; t < run_tok; t++)
+            tok[t] = pos[t] = tbt[t] = 0;
+    }
+    cudaMemcpyAsync(m->d_step, m->h_step, (3 * T + L + bo) * sizeof(int32_t), cudaMemcpyHostToDevice, s);
 
     cuk_set_tuning(m->ctx->prop.major >= 9 ? m->ctx->use_pdl : 0, m->ctx->use_mvf);
-    int graph = n == 1 && logits && m->ctx->use_graphs && !seq->graph_failed;
-    if (graph && !seq->graph_exec)
-        capture(m, seq);
-    if (graph && seq->graph_exec) {
-        cudaError_t e = cudaGraphLaunch(seq->graph_exec, s);
+    if (b >= 0 && !m->graph[b])
+        capture(m, b, run_tok);
+    uint32_t copy_rows;   /* logit rows to bring back */
+    if (b >= 0 && m->graph[b]) {
+        cudaError_t e = cudaGraphLaunch(m->graph[b], s);
         if (e != cudaSuccess)
             return cuda_err(err, errlen, AARMD_EDEVICE, "cudaGraphLaunch: %s", cudaGetErrorString(e));
+        copy_rows = n_rows ? n_pc : 0;   /* piece i's logits are row i */
     } else {
-        forward_body(m, seq, n, attn_chunks(m, n, seq->n_past + n - 1, 0), logits != NULL);
+        int direct = n_rows == n_tok;   /* every token wants logits: piece i is row i */
+        forward_body(m, n_tok, attn_chunks(m, n_tok, p_max), n_rows, direct);
+        copy_rows = n_rows;
+    }
+    /* logits back in slices of LOGIT_SLICE rows: the host copies a slice out while the next one transfers */
+    size_t nv = (size_t)m->hp.n_vocab;
+    int by_piece = b >= 0 && m->graph[b] != NULL;   /* row of piece i: i; else the count of earlier logit pieces */
+    uint32_t n_sl = (copy_rows + LOGIT_SLICE - 1) / LOGIT_SLICE;
+    for (uint32_t k = 0; k < n_sl; k++) {
+        uint32_t r0 = k * LOGIT_SLICE, nr = copy_rows - r0 < LOGIT_SLICE ? copy_rows - r0 : LOGIT_SLICE;
+        cudaMemcpyAsync(m->h_logits + r0 * nv, m->logits + r0 * nv, nr * nv * sizeof(float), cudaMemcpyDeviceToHost,
+                        s);
+        cudaEventRecord(m->ev_logits[k], s);
+    }
+    uint32_t r = 0, k_done = 0;
+    for (uint32_t i = 0; i < n_pc; i++) {
+        uint32_t row = by_piece ? i : r;
+        r += pc[i].logits != NULL;
+        if (!pc[i].logits)
+            continue;
+        while (k_done <= row / LOGIT_SLICE) {   /* the slice holding this row has arrived */
+            cudaError_t e = cudaEventSynchronize(m->ev_logits[k_done++]);
+            if (e != cudaSuccess)
+                return cuda_err(err, errlen, AARMD_EDEVICE, "CUDA: %s", cudaGetErrorString(e));
+        }
+        memcpy(pc[i].logits, m->h_logits + row * nv, nv * sizeof(float));
     }
     cudaError_t e = cudaStreamSynchronize(s);
     if (e == cudaSuccess)
         e = cudaGetLastError();
     if (e != cudaSuccess)
         return cuda_err(err, errlen, AARMD_EDEVICE, "CUDA: %s", cudaGetErrorString(e));
-    if (logits)
-        memcpy(logits, m->h_logits, (size_t)m->hp.n_vocab * sizeof(float));
     return AARMD_OK;
 }

@@ -39,8 +39,8 @@ size_t cuk_row_bytes(uint32_t type, int64_t n_in);
 /* y[t][r] = sum_c W[r][c] x[t][c] for t < n_tok, r < n_out; W in its GGUF type. */
 void cuk_matmul(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
                 int n_tok, float *y);
-/* Tokens the Q8 matvec takes at most per launch. */
-#define CUK_Q8_MAX_TOK 8
+/* Tokens the Q8 matvec takes at most per call (1..8: matvec kernels; 9..64: the int8-mma GEMM). */
+#define CUK_Q8_MAX_TOK 64
 /* 1 when `type` runs through the Q8-activation (dp4a) matvec. */
 int cuk_type_q8(uint32_t type);
 /* Quantizes n activations (n % 32 == 0) per 32: xq int8 [n], xd F32 [n/32]. */
@@ -48,6 +48,32 @@ void cuk_quantize_q8(cudaStream_t s, const float *x, int64_t n, void *xq, float 
 /* y[t][r] = W[r] . dequant(xq[t], xd[t]) for t < n_tok <= CUK_Q8_MAX_TOK; W quantized (cuk_type_q8). */
 void cuk_matvec_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                    const float *xd, int n_tok, float *y);
+/*
+ * The v6 decode kernels (matvec.cu); each returns 1 when it enqueued the
+ * product and 0, enqueuing nothing, when it does not take this type, shape,
+ * alignment or token count (callers then use the kernels above).
+ * cuk_mvs_q8 / cuk_mvs_f: streaming matvec for 1..8 tokens (Q4_K and Q8_0 with
+ * Q8 activations; F32/F16/BF16 with float x). cuk_mmq_q8: 1..64 tokens of any
+ * cuk_type_q8 type through int8 or F16 mma.sync, each weight byte read once per call
+ * (the F16 versions round weights and activations to F16: ~4e-4 relative).
+ * cuk_matvec_q8 and cuk_matmul already route through them (cuk_set_tuning).
+ */
+int cuk_mvs_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+               const float *xd, int n_tok, float *y);
+int cuk_mvs_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x, int n_tok,
+              float *y);
+int cuk_mmq_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+               const float *xd, int n_tok, float *y);
+/* Grid of the streaming matvec: at most blocks_per_sm blocks of 8 warps per SM, rows per warp
+ * evened out (0, the default: one row per warp, no cap). */
+void cuk_mv_set_grid(int blocks_per_sm);
+/* Kernel variants for A/B measurements (tests/plugins/cuda_matmul_check.cu). mmq, the GEMM of
+ * 9..64 tokens: 1 int8 mma, blocks of 32/64 rows; 2 int8 mma, K split over the warps of a
+ * 16-row block; 3 as 2 with F16 mma; 4: 1 above 8192 rows, else 2; 5 (default): 1 above 8192
+ * rows at <= 32 tokens, else 3; 6, 7: 5 and 3 with 4 items a stage. mvs_*_tok_mask: bit n lets
+ * the streaming matvec take n tokens (default 1 << 2 for Q4_K/Q8_0, 0 for floats; elsewhere
+ * the v5 kernels run). Process-wide, set before capturing graphs. */
+void cuk_mm_set_variant(int mmq, int mvs_q8_tok_mask, int mvs_f_tok_mask);
 /* Dequantizes W (n_out rows of n_in, any supported type) into F16 dst [n_out][n_in]. */
 void cuk_dequant_f16(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, void *dst);
 /* dst[i] = (half) src[i], i < n. */
@@ -71,23 +97,47 @@ void cuk_add(cudaStream_t s, float *y, const float *x, int64_t n);
 void cuk_add_bias(cudaStream_t s, float *y, const float *b, int rows, int n);
 /* dst[r][0..n) = src[r][0..n) with row strides (floats). */
 void cuk_copy_rows(cudaStream_t s, float *dst, int dst_stride, const float *src, int src_stride, int rows, int n);
+/* Tokens per block of the paged KV cache. */
+#define CUK_KV_BLOCK 16
+
+/*
+ * One layer of the paged F16 KV cache: block b holds, for every layer, K rows
+ * [CUK_KV_BLOCK][kv_dim] then V rows [CUK_KV_BLOCK][kv_dim]; this layer's K
+ * rows start layer_off halfs into the block. Token t of a launch belongs to the
+ * sequence whose block table (block ids, position j in block j / CUK_KV_BLOCK)
+ * starts at btab + tok_bt[t]. All pointers device pointers.
+ */
+struct cuk_kv {
+    void *pool;             /* F16 blocks */
+    size_t block_halfs;     /* halfs per block (all layers) */
+    size_t layer_off;       /* halfs from a block's start to this layer's K rows */
+    const int32_t *btab;    /* block ids of every sequence of the launch */
+    const int32_t *tok_bt;  /* [n_tok] offset of each token's table in btab */
+};
+
 /*
  * Rotates q [n_tok][n_head*D] and k [n_tok][n_kv*D] in place at positions
  * pos[t] (when r->kind != NONE), then stores k and v rows of token t as F16
- * at row pos[t] of kc and vc ([n_ctx][n_kv*D], one layer).
+ * at position pos[t] of its sequence in the paged cache `kv` (one layer).
  */
 void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv, int D,
-                    const struct cuk_rope *r, const int32_t *pos, void *kc, void *vc);
+                    const struct cuk_rope *r, const int32_t *pos, const struct cuk_kv *kv);
 /*
- * out[t][h*D..] = softmax(softcap(q.k * scale)) . v over keys j of the cache
- * with max(0, pos[t]-window+1) <= j <= pos[t] (window 0: from 0), head h using
- * kv head h / (n_head/n_kv). `partial` is scratch of
- * n_tok*n_head*n_chunks*(D+2) floats; n_chunks in 1..CUK_ATTN_MAX_CHUNKS
- * splits each row's keys (split-K).
+ * out[t][h*D..] = softmax(softcap(q.k * scale)) . v over the keys j of token
+ * t's sequence with max(0, pos[t]-window+1) <= j <= pos[t] (window 0: from 0),
+ * head h using kv head h / (n_head/n_kv); tokens of different sequences in
+ * one launch. `partial` is scratch of n_tok*n_head*n_chunks*(D+2) floats;
+ * n_chunks in 1..CUK_ATTN_MAX_CHUNKS splits each row's keys (split-K).
+ * grouped != 0 (and n_head / n_kv <= CUK_ATTN_MAX_GROUP): one block per kv
+ * head whose warps take the group's query heads, each K/V row read once per
+ * group; else one block of 4 warps per query head splitting the keys.
  */
-void cuk_attention(cudaStream_t s, const float *q, const void *kc, const void *vc, const int32_t *pos, int n_tok,
-                   int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks,
+#define CUK_ATTN_MAX_GROUP 8
+void cuk_attention(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos, int n_tok,
+                   int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks, int grouped,
                    float *partial, float *out);
+/* dst[r][0..n) = src[idx[r]][0..n) for r < rows (idx device). */
+void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, const int32_t *idx, int rows, int n);
 /* out[t][i] = act(gate[t*gs + i]) * up[t*us + i], t < n_tok, i < n; act GELU when gelu != 0 else SiLU. */
 void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok, int n,
                    int gelu);
@@ -97,9 +147,10 @@ void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, con
                       int n, int gelu, void *xq, float *xd);
 /* Process-wide kernel choices, set before capturing graphs. pdl: 0 plain launches,
  * 1 programmatic dependent launch (sm_90) with the next kernel released at block
- * exit, 2 released at kernel entry. matvec_f bits: 1 F32/F16/BF16 decode (<= 8
- * tokens) through the coalesced matvec, 2 Q8_0 through its 8-lanes-per-block
- * matvec, 4 single-token Q8 matvec with 4 items in flight per lane. */
+ * exit, 2 released at kernel entry. matvec_f: 0 the v4 kernels (float weights
+ * through the one-warp-per-row matmul, Q8 matvec 8 tokens a launch); 1 (default)
+ * the v6 kernels of matvec.cu; 3 the v5 kernels (coalesced float matvec, item
+ * Q8 matvec); 7 v5 with its Q8_0 and 4-items-in-flight variants. */
 void cuk_set_tuning(int pdl, int matvec_f);
 /* x[i] = gelu(x[i]). */
 void cuk_gelu(cudaStream_t s, float *x, int64_t n);

@@ -1,6 +1,8 @@
 /*
- * backend_metal.m — the Metal backend plugin (Apple Silicon): weights in place over
- * the GGUF mmap, F16 KV caches, one command buffer per step. Host code only (manual
+ * backend_metal.m — the Metal backend plugin (Apple Silicon): the table, options,
+ * device, weights in place over the GGUF mmap, the paged F16 KV pool (ABI 1.1;
+ * block bookkeeping in metal_kv.c), sequences, steps cut into chunks of one
+ * command buffer each (encoded by metal_forward.m). Host code only (manual
  * retain/release); kernels in shaders/metal; rope tables and checks from plugins/cpu.
  */
 #import <Foundation/Foundation.h>
@@ -15,17 +17,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "aarmd_backend.h"
 #include "kernels.h"
-#include "metal_args.h"
-#include "ops.h"
+#include "metal_model.h"
 
 #define MTL_VERSION "0.1.0"
 #define MTL_DEFAULT_BATCH 512
 #define MTL_MAX_BATCH 8192
-#define MTL_LOGIT_ROWS 32   /* tokens wanting logits per command buffer */
 #define MTL_VEC_ALIGN 64    /* bytes between converted vectors */
-#define MTL_MAX_SEGS 64     /* sequences per command buffer */
+#define MTL_KV_BLOCK 16     /* default tokens per KV block (option kv_block) */
+#define MTL_KV_MAX_MB (1ul << 24)   /* option kv_mb bound (16 TiB) */
+#define MTL_ADVISED_SEQS 4  /* device_info's advice; the default KV pool holds this many full contexts */
 
 /* Built from shaders/metal at build time (plugins/metal/include.am): the
  * compiled metallib (length 0 when the toolchain made none) and the
@@ -36,12 +37,6 @@ extern const char aarmd_metal_src[];
 
 /* ---- kernels -------------------------------------------------------------- */
 
-enum mtl_kernel {
-    K_NORM = 0, K_ROPE, K_SOFTMAX, K_ELTWISE, K_KV_STORE, K_ATTENTION,
-    K_MV_FIRST,                        /* + type slot: matvec; + 11: get_rows; + 22: tiled matmul */
-    K_COUNT = K_MV_FIRST + 3 * 11
-};
-
 /* The weight types, in slot order. */
 static const uint32_t mtl_types[11] = {
     AARMD_TYPE_F32, AARMD_TYPE_F16, AARMD_TYPE_BF16, AARMD_TYPE_Q4_0, AARMD_TYPE_Q4_1, AARMD_TYPE_Q5_0,
@@ -51,7 +46,7 @@ static const char *const mtl_type_suffix[11] = {
     "f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k",
 };
 
-static int type_slot(uint32_t type)
+int mtl_type_slot(uint32_t type)
 {
     for (int i = 0; i < 11; i++)
         if (mtl_types[i] == type)
@@ -59,88 +54,7 @@ static int type_slot(uint32_t type)
     return -1;
 }
 
-/* ---- objects -------------------------------------------------------------- */
-
-struct aarmd_backend_ctx {
-    const struct aarmd_host *host;
-    id<MTLDevice> device;
-    id<MTLCommandQueue> queue;
-    id<MTLLibrary> library;
-    id<MTLComputePipelineState> pipes[K_COUNT];
-    uint32_t batch;             /* max tokens per command buffer */
-    int weights_copy;           /* option weights=copy: never use the mmap in place */
-    int from_source;            /* option library=source, or the metallib failed */
-};
-
-/* A weight matrix {n_in, n_out} as the kernels see it: a buffer and an offset. */
-struct mtl_mat {
-    id<MTLBuffer> buf;          /* borrowed from the model */
-    uint64_t off;
-    uint32_t type, n_in, n_out;
-    uint32_t row_bytes, blk_bytes, blk_chunks;
-};
-
-/* A converted F32 vector inside the model's vecs buffer; off == UINT64_MAX when absent. */
-struct mtl_vec {
-    uint64_t off;
-};
-
-struct mtl_layer {
-    struct mtl_vec attn_norm, attn_norm_b;
-    struct mtl_mat wq, wk, wv;              /* rows of attn_qkv when fused */
-    struct mtl_vec bq, bk, bv;              /* parts of attn_qkv_b when fused */
-    struct mtl_vec q_norm, k_norm;
-    struct mtl_mat wo;
-    struct mtl_vec bo, attn_post_norm;
-    struct mtl_vec ffn_norm, ffn_norm_b;
-    struct mtl_mat w_gate, w_up;            /* rows of ffn_up_gate when fused; no gate for ACT_GELU */
-    struct mtl_vec b_up;
-    struct mtl_mat w_down;
-    struct mtl_vec b_down, ffn_post_norm;
-    int is_swa;
-    int rope_slot;                          /* 0: base rope, 1: sliding-window rope */
-};
-
-struct aarmd_backend_model {
-    struct aarmd_backend_ctx *ctx;
-    uint32_t n_seqs;
-    /* hyperparameters */
-    uint32_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, q_dim, kv_dim, n_ctx_train;
-    uint32_t norm_kind, act, sliding_window, has_pos_embd;
-    float norm_eps, attn_scale, attn_softcap, final_softcap, embd_scale;
-    struct cpu_rope rope[2];
-    float *rope_ff;                         /* owned rope frequency factors [n_rot/2] or NULL */
-    /* weights */
-    id<MTLBuffer> *wbufs;                   /* in-place or copied weight buffers */
-    uint32_t n_wbufs;
-    id<MTLBuffer> vecs;                     /* converted F32 vectors */
-    uint64_t vec_bytes_used;
-    struct mtl_mat token_embd, pos_embd, output;
-    struct mtl_vec output_norm, output_norm_b;
-    struct mtl_layer *layers;
-    uint64_t weight_bytes, scratch_bytes;
-    int in_place;
-    /* scratch, shared storage, for up to `batch` tokens */
-    id<MTLBuffer> x, xb, xb2, q, k, v, att, hb, hb2, lx, lo, tok, pos_tok, lidx, cs;
-};
-
-struct aarmd_backend_seq {
-    struct aarmd_backend_model *model;
-    id<MTLBuffer> k, v;         /* [n_layer][n_ctx][kv_dim] F16 */
-    uint32_t n_ctx, n_past;
-};
-
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+/* ---- logging -------------------------------------------------------------- */
 
 static void logf_host(const struct aarmd_host *host, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void logf_host(const struct aarmd_host *host, int level, const char *fmt, ...)
@@ -153,23 +67,6 @@ static void logf_host(const struct aarmd_host *host, int level, const char *fmt,
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     host->log(host->log_user, level, buf);
-}
-
-static const char *ns_cstr(NSString *s)
-{
-    const char *c = s ? [s UTF8String] : NULL;
-    return c ? c : "(no message)";
-}
-
-static const char *err_text(NSError *e)
-{
-    return e ? ns_cstr([e localizedDescription]) : "(no message)";
-}
-
-static void release_obj(id o)
-{
-    if (o)
-        [o release];
 }
 
 /* ---- options -------------------------------------------------------------- */
@@ -190,6 +87,7 @@ static int parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigne
 static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host, char *err, size_t errlen)
 {
     c->batch = MTL_DEFAULT_BATCH;
+    c->kv_block = MTL_KV_BLOCK;
     for (uint32_t i = 0; host && i < host->n_opts; i++) {
         const char *k = host->opts[i].key ? host->opts[i].key : "";
         const char *v = host->opts[i].value ? host->opts[i].value : "";
@@ -213,9 +111,26 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 c->from_source = 1;
             else
                 return set_err(err, errlen, AARMD_EINVAL, "option library=%s: expected embedded or source", v);
+        } else if (!strcmp(k, "kv_block")) {
+            if (parse_uint(v, 1, MTL_KV_MAX_BLOCK_TOKENS, &u) || (u & (u - 1)))
+                return set_err(err, errlen, AARMD_EINVAL,
+                               "option kv_block=%s: expected a power of two in [1, %u] (tokens per KV block)", v,
+                               MTL_KV_MAX_BLOCK_TOKENS);
+            c->kv_block = (uint32_t)u;
+        } else if (!strcmp(k, "kv_mb")) {
+            if (parse_uint(v, 1, MTL_KV_MAX_MB, &u))
+                return set_err(err, errlen, AARMD_EINVAL, "option kv_mb=%s: expected an integer in [1, %lu]", v,
+                               MTL_KV_MAX_MB);
+            c->kv_mb = u;
+        } else if (!strcmp(k, "kv_blocks")) {
+            if (parse_uint(v, 1, UINT32_MAX - 1, &u))
+                return set_err(err, errlen, AARMD_EINVAL, "option kv_blocks=%s: expected an integer in [1, %u]", v,
+                               UINT32_MAX - 1);
+            c->kv_blocks = (uint32_t)u;
         } else {
             return set_err(err, errlen, AARMD_EINVAL,
-                           "unknown option '%s' (metal backend knows batch, weights, library)", k);
+                           "unknown option '%s' (metal backend knows batch, weights, library, kv_block, kv_mb, "
+                           "kv_blocks)", k);
         }
     }
     return AARMD_OK;
@@ -348,7 +263,7 @@ static int mtl_device_info(struct aarmd_backend_ctx *ctx, struct aarmd_device_in
     }
     snprintf(d.memory_architecture, sizeof d.memory_architecture, "unified");
     snprintf(d.worker_type, sizeof d.worker_type, "apple-metal");
-    d.advised_seqs = 4;
+    d.advised_seqs = MTL_ADVISED_SEQS;
     size_t n = info->struct_size < sizeof d ? info->struct_size : sizeof d;
     uint32_t keep = info->struct_size;
     if (n > sizeof d.struct_size)
@@ -454,7 +369,7 @@ static int get_mat(struct aarmd_backend_model *m, const struct aarmd_model_desc 
     int rc = cpu_weight_check(t, err, errlen);
     if (rc)
         return rc;
-    int slot = type_slot(t->type);
+    int slot = mtl_type_slot(t->type);
     if (slot < 0)
         return set_err(err, errlen, AARMD_EUNSUPPORTED, "tensor %s: type %s has no Metal kernel", tname(t),
                        cpu_type_name(t->type));
@@ -597,6 +512,79 @@ static id<MTLBuffer> scratch(struct aarmd_backend_model *m, uint64_t bytes)
     return [m->ctx->device newBufferWithLength:(NSUInteger)(bytes ? bytes : 16) options:MTLResourceStorageModeShared];
 }
 
+static uint64_t mtl_kv_blocks_ctx(uint64_t n_tokens, uint32_t block_tokens)
+{
+    return (n_tokens + block_tokens - 1) / block_tokens;
+}
+
+/*
+ * The model's KV pool: option kv_blocks blocks, else kv_mb MiB, else room for
+ * MTL_ADVISED_SEQS sequences of the model's trained context (4096 tokens when
+ * it states none) as the CPU backend sizes it, at most half of the working set
+ * left once the weights and scratch are in (recommendedMaxWorkingSetSize -
+ * max(currentAllocatedSize, this model's weight + scratch bytes)) and at most
+ * what one layer's K (V) buffer of maxBufferLength holds. One K and one V
+ * buffer per layer; nothing is zeroed (a row is written before any read of it).
+ */
+static int make_kv_pool(struct aarmd_backend_model *m, char *err, size_t errlen)
+{
+    struct aarmd_backend_ctx *c = m->ctx;
+    id<MTLDevice> dev = c->device;
+    uint64_t blk_layer = (uint64_t)c->kv_block * m->kv_dim * 2;   /* one block in one K (V) buffer */
+    uint64_t block_bytes = 2 * blk_layer * m->n_layer;            /* K and V of every layer */
+    uint64_t max_blocks = (uint64_t)[dev maxBufferLength] / blk_layer, n;
+    if (max_blocks > UINT32_MAX - 1)
+        max_blocks = UINT32_MAX - 1;
+    if (c->kv_blocks) {
+        n = c->kv_blocks;
+    } else if (c->kv_mb) {
+        n = (c->kv_mb << 20) / block_bytes;
+        if (n == 0)
+            return set_err(err, errlen, AARMD_EINVAL, "option kv_mb=%llu holds no KV block (%llu bytes with kv_block=%u)",
+                           (unsigned long long)c->kv_mb, (unsigned long long)block_bytes, c->kv_block);
+    } else {
+        uint64_t rec = (uint64_t)[dev recommendedMaxWorkingSetSize], used = (uint64_t)[dev currentAllocatedSize];
+        if (used < m->weight_bytes + m->scratch_bytes)
+            used = m->weight_bytes + m->scratch_bytes;   /* no-copy weights may not count as allocated */
+        uint64_t room = rec > used ? (rec - used) / 2 / block_bytes : 0;
+        n = (uint64_t)MTL_ADVISED_SEQS * mtl_kv_blocks_ctx(m->n_ctx_train ? m->n_ctx_train : 4096, c->kv_block);
+        if (n > room)
+            n = room;
+        if (n > max_blocks)
+            n = max_blocks;
+        if (n == 0)
+            return set_err(err, errlen, AARMD_ENOMEM, "no memory left for a KV pool (working set %llu bytes, %llu in "
+                           "use, a block is %llu bytes); set the option kv_mb", (unsigned long long)rec,
+                           (unsigned long long)used, (unsigned long long)block_bytes);
+    }
+    if (n > max_blocks)
+        return set_err(err, errlen, AARMD_EUNSUPPORTED, "KV pool of %llu blocks: one layer's K buffer would be %llu "
+                       "bytes, over the device's maxBufferLength %llu", (unsigned long long)n,
+                       (unsigned long long)(n * blk_layer), (unsigned long long)[dev maxBufferLength]);
+    int rc = mtl_kv_pool_init(&m->pool, (uint32_t)n, c->kv_block, err, errlen);
+    if (rc)
+        return rc;
+    m->kc = calloc(m->n_layer, sizeof *m->kc);
+    m->vc = calloc(m->n_layer, sizeof *m->vc);
+    if (!m->kc || !m->vc)
+        return set_err(err, errlen, AARMD_ENOMEM, "out of memory");
+    m->kv_layer_bytes = n * blk_layer;
+    for (uint32_t il = 0; il < m->n_layer; il++) {
+        m->kc[il] = [dev newBufferWithLength:(NSUInteger)m->kv_layer_bytes options:MTLResourceStorageModeShared];
+        m->vc[il] = [dev newBufferWithLength:(NSUInteger)m->kv_layer_bytes options:MTLResourceStorageModeShared];
+        if (!m->kc[il] || !m->vc[il])
+            return set_err(err, errlen, AARMD_ENOMEM, "cannot allocate a KV pool of %llu blocks (%llu bytes)",
+                           (unsigned long long)n, (unsigned long long)(n * block_bytes));
+        m->kv_bytes += 2 * m->kv_layer_bytes;
+    }
+    m->ktable_cap = 16;   /* grows (doubling) on the first chunk that needs more */
+    m->kvtok = scratch(m, (uint64_t)c->batch * sizeof(struct aarmd_mtl_kv_tok));
+    m->ktable = scratch(m, (uint64_t)m->ktable_cap * 4);
+    if (!m->kvtok || !m->ktable)
+        return set_err(err, errlen, AARMD_ENOMEM, "cannot allocate GPU scratch for block tables");
+    return AARMD_OK;
+}
+
 static void mtl_model_free(struct aarmd_backend_model *m)
 {
     if (!m)
@@ -604,9 +592,18 @@ static void mtl_model_free(struct aarmd_backend_model *m)
     for (uint32_t i = 0; i < m->n_wbufs; i++)
         release_obj(m->wbufs[i]);
     id<MTLBuffer> bs[] = {m->vecs, m->x, m->xb, m->xb2, m->q, m->k, m->v, m->att, m->hb, m->hb2,
-                          m->lx, m->lo, m->tok, m->pos_tok, m->lidx, m->cs};
+                          m->lx, m->lo, m->tok, m->pos_tok, m->lidx, m->cs, m->kvtok, m->ktable};
     for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++)
         release_obj(bs[i]);
+    for (uint32_t il = 0; il < m->n_layer; il++) {
+        if (m->kc)
+            release_obj(m->kc[il]);
+        if (m->vc)
+            release_obj(m->vc[il]);
+    }
+    free(m->kc);
+    free(m->vc);
+    mtl_kv_pool_fini(&m->pool);
     free(m->wbufs);
     free(m->layers);
     free(m->rope_ff);
@@ -753,14 +750,18 @@ static int mtl_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_mode
             rc = set_err(err, errlen, AARMD_ENOMEM, "cannot allocate GPU scratch for %u tokens", ctx->batch);
             goto fail;
         }
+        if ((rc = make_kv_pool(m, err, errlen)))
+            goto fail;
     }
     if (progress && progress(progress_user, 1.0f)) {
         rc = set_err(err, errlen, AARMD_ECANCELLED, "model load cancelled");
         goto fail;
     }
-    logf_host(ctx->host, AARMD_LOG_INFO, "metal backend: model %s (%s): %llu weight bytes %s, %llu scratch bytes",
-              desc->name ? desc->name : "?", desc->arch ? desc->arch : "?", (unsigned long long)m->weight_bytes,
-              m->in_place ? "in place (no copy)" : "copied", (unsigned long long)m->scratch_bytes);
+    logf_host(ctx->host, AARMD_LOG_INFO, "metal backend: model %s (%s): %llu weight bytes %s, %llu scratch bytes, "
+              "KV pool %u blocks of %u tokens (%llu bytes)", desc->name ? desc->name : "?",
+              desc->arch ? desc->arch : "?", (unsigned long long)m->weight_bytes,
+              m->in_place ? "in place (no copy)" : "copied", (unsigned long long)m->scratch_bytes, m->pool.n_blocks,
+              m->pool.block_tokens, (unsigned long long)m->kv_bytes);
     free(bufs);
     free(offs);
     *out = m;
@@ -774,37 +775,31 @@ fail:
 
 static uint64_t mtl_model_bytes(struct aarmd_backend_model *model)
 {
-    return model->weight_bytes + model->scratch_bytes;   /* in place or not, the weights occupy unified memory */
+    /* in place or not, the weights occupy unified memory; the KV pool is the model's */
+    return model->weight_bytes + model->scratch_bytes + model->kv_bytes;
 }
 
 /* ---- sequences ------------------------------------------------------------- */
 
-static int mtl_seq_new(struct aarmd_backend_model *model, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
-                       size_t errlen)
+static int check_n_ctx(const struct aarmd_backend_model *model, uint32_t n_ctx, char *err, size_t errlen)
 {
-    *out = NULL;
     if (n_ctx == 0 || n_ctx > INT32_MAX)
         return set_err(err, errlen, AARMD_EINVAL, "n_ctx %u out of range", n_ctx);
     if (model->has_pos_embd && n_ctx > model->n_ctx_train)
         return set_err(err, errlen, AARMD_EINVAL, "n_ctx %u exceeds the model's %u learned positions", n_ctx,
                        model->n_ctx_train);
+    return AARMD_OK;
+}
+
+/* A sequence with an empty block table: it takes blocks as steps grow it. */
+static int seq_alloc(struct aarmd_backend_model *model, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
     struct aarmd_backend_seq *s = calloc(1, sizeof *s);
-    if (!s)
-        return set_err(err, errlen, AARMD_ENOMEM, "out of memory");
-    uint64_t bytes = (uint64_t)model->n_layer * n_ctx * model->kv_dim * 2;
-    @autoreleasepool {
-        id<MTLDevice> dev = model->ctx->device;
-        if (bytes <= (uint64_t)[dev maxBufferLength]) {
-            s->k = [dev newBufferWithLength:(NSUInteger)bytes options:MTLResourceStorageModeShared];
-            s->v = [dev newBufferWithLength:(NSUInteger)bytes options:MTLResourceStorageModeShared];
-        }
-    }
-    if (!s->k || !s->v) {
-        release_obj(s->k);
-        release_obj(s->v);
+    if (!s || mtl_kv_table_init(&model->pool, &s->tab, n_ctx) != AARMD_OK) {
         free(s);
-        return set_err(err, errlen, AARMD_ENOMEM, "cannot allocate the KV cache for %u tokens (%llu bytes)", n_ctx,
-                       (unsigned long long)(2 * bytes));
+        return set_err(err, errlen, AARMD_ENOMEM, "out of memory for a sequence of %u tokens", n_ctx);
     }
     s->model = model;
     s->n_ctx = n_ctx;
@@ -813,13 +808,20 @@ static int mtl_seq_new(struct aarmd_backend_model *model, uint32_t n_ctx, struct
     return AARMD_OK;
 }
 
+static int mtl_seq_new(struct aarmd_backend_model *model, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    int rc = check_n_ctx(model, n_ctx, err, errlen);
+    return rc ? rc : seq_alloc(model, n_ctx, out, err, errlen);
+}
+
 static void mtl_seq_free(struct aarmd_backend_seq *seq)
 {
     if (!seq)
         return;
     seq->model->n_seqs--;
-    release_obj(seq->k);
-    release_obj(seq->v);
+    mtl_kv_table_fini(&seq->model->pool, &seq->tab);   /* blocks back to the pool at once */
     free(seq);
 }
 
@@ -829,207 +831,53 @@ static int mtl_seq_truncate(struct aarmd_backend_seq *seq, uint32_t n, char *err
         return set_err(err, errlen, AARMD_EINVAL, "no sequence");
     if (n > seq->n_past)
         return set_err(err, errlen, AARMD_EINVAL, "cannot truncate to %u tokens: the sequence holds %u", n, seq->n_past);
-    seq->n_past = n;   /* rows past n are overwritten later */
+    mtl_kv_shrink(&seq->model->pool, &seq->tab, n);   /* rows past n in a kept block are overwritten later */
+    seq->n_past = n;
     return AARMD_OK;
 }
 
-/* ---- encoding helpers ------------------------------------------------------ */
-
-struct enc {
-    struct aarmd_backend_model *m;
-    id<MTLComputeCommandEncoder> e;
-};
-
-static void use(struct enc *en, enum mtl_kernel k)
+static int mtl_seq_fork(struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx, struct aarmd_backend_seq **out,
+                        char *err, size_t errlen)
 {
-    [en->e setComputePipelineState:en->m->ctx->pipes[k]];
+    *out = NULL;
+    if (!src)
+        return set_err(err, errlen, AARMD_EINVAL, "no source sequence");
+    struct aarmd_backend_model *m = src->model;
+    int rc = check_n_ctx(m, n_ctx, err, errlen);
+    if (rc)
+        return rc;
+    if (n_tokens % m->pool.block_tokens)
+        return set_err(err, errlen, AARMD_EINVAL, "fork of %u tokens: not a multiple of the KV block (%u tokens)",
+                       n_tokens, m->pool.block_tokens);
+    if (n_tokens > src->n_past)
+        return set_err(err, errlen, AARMD_EINVAL, "fork of %u tokens: the source holds %u", n_tokens, src->n_past);
+    if (n_tokens > n_ctx)
+        return set_err(err, errlen, AARMD_EINVAL, "fork of %u tokens into a sequence of n_ctx %u", n_tokens, n_ctx);
+    struct aarmd_backend_seq *s;
+    if ((rc = seq_alloc(m, n_ctx, &s, err, errlen)))
+        return rc;
+    mtl_kv_share(&m->pool, &s->tab, &src->tab, n_tokens / m->pool.block_tokens);   /* no copy */
+    s->n_past = n_tokens;
+    *out = s;
+    return AARMD_OK;
 }
 
-static void arg(struct enc *en, id<MTLBuffer> b, uint64_t off, NSUInteger index)
+static int mtl_kv_info(struct aarmd_backend_model *model, struct aarmd_kv_info *info, char *err, size_t errlen)
 {
-    [en->e setBuffer:b offset:(NSUInteger)off atIndex:index];
-}
-
-static void grid(struct enc *en, NSUInteger gx, NSUInteger gy, NSUInteger gz, NSUInteger tx)
-{
-    [en->e dispatchThreadgroups:MTLSizeMake(gx, gy, gz) threadsPerThreadgroup:MTLSizeMake(tx, 1, 1)];
-}
-
-/* y[t*y_stride + r] = W x_t, r < W.n_out: the tiled simdgroup-matrix kernel
- * from AARMD_MTL_MM_MIN_TOK tokens on (rows of a multiple of 32), else the matvec. */
-static void enc_mv(struct enc *en, const struct mtl_mat *w, id<MTLBuffer> x, uint64_t x_off, uint32_t x_stride,
-                   uint32_t n_tok, id<MTLBuffer> y, uint64_t y_off, uint32_t y_stride)
-{
-    struct aarmd_mtl_mv_args a = {w->n_in, w->n_out, n_tok, w->row_bytes, w->blk_bytes, w->blk_chunks, x_stride, y_stride};
-    int tiled = n_tok >= AARMD_MTL_MM_MIN_TOK && w->n_in % AARMD_MTL_MM_TILE == 0;
-    use(en, (enum mtl_kernel)(K_MV_FIRST + (tiled ? 22 : 0) + type_slot(w->type)));
-    [en->e setBytes:&a length:sizeof a atIndex:0];
-    arg(en, w->buf, w->off, 1);
-    arg(en, x, x_off, 2);
-    arg(en, y, y_off, 3);
-    if (tiled)
-        grid(en, (w->n_out + AARMD_MTL_MM_TILE - 1) / AARMD_MTL_MM_TILE,
-             (n_tok + AARMD_MTL_MM_TILE - 1) / AARMD_MTL_MM_TILE, 1, 32 * AARMD_MTL_MM_NSG);
-    else
-        grid(en, (w->n_out + AARMD_MTL_MV_NSG - 1) / AARMD_MTL_MV_NSG, n_tok, 1, 32 * AARMD_MTL_MV_NSG);
-}
-
-static void enc_get_rows(struct enc *en, const struct mtl_mat *w, id<MTLBuffer> idx, uint32_t n_tok, float scale,
-                         id<MTLBuffer> out)
-{
-    struct aarmd_mtl_get_rows_args a = {w->n_in, n_tok, w->row_bytes, w->blk_bytes, w->blk_chunks, scale};
-    use(en, (enum mtl_kernel)(K_MV_FIRST + 11 + type_slot(w->type)));
-    [en->e setBytes:&a length:sizeof a atIndex:0];
-    arg(en, w->buf, w->off, 1);
-    arg(en, idx, 0, 2);
-    arg(en, out, 0, 3);
-    grid(en, n_tok, 1, 1, AARMD_MTL_ROW_THREADS);
-}
-
-/* Norm of `rows` rows of n (stride apart) from src into dst (may be the same
- * buffer): the model's norm kind, or RMS when `rms` (per-head q/k norms). */
-static void enc_norm(struct enc *en, id<MTLBuffer> src, id<MTLBuffer> dst, uint32_t n, uint32_t rows, uint32_t stride,
-                     int rms, struct mtl_vec w, struct mtl_vec b)
-{
-    struct aarmd_mtl_norm_args a = {n, rows, stride, rms ? 0u : en->m->norm_kind, w.off != UINT64_MAX,
-                                    b.off != UINT64_MAX, en->m->norm_eps};
-    use(en, K_NORM);
-    [en->e setBytes:&a length:sizeof a atIndex:0];
-    arg(en, src, 0, 1);
-    arg(en, dst, 0, 2);
-    arg(en, en->m->vecs, w.off != UINT64_MAX ? w.off : 0, 3);
-    arg(en, en->m->vecs, b.off != UINT64_MAX ? b.off : 0, 4);
-    grid(en, rows, 1, 1, AARMD_MTL_ROW_THREADS);
-}
-
-static void enc_eltwise(struct enc *en, uint32_t op, id<MTLBuffer> g, uint32_t n, uint32_t n_tok, uint32_t g_stride,
-                        id<MTLBuffer> u, uint64_t u_off, uint32_t u_stride, float scale, float cap)
-{
-    struct aarmd_mtl_eltwise_args a = {n, n_tok, g_stride, u_stride, op, scale, cap};
-    use(en, K_ELTWISE);
-    [en->e setBytes:&a length:sizeof a atIndex:0];
-    arg(en, g, 0, 1);
-    arg(en, u ? u : g, u_off, 2);
-    grid(en, (n + AARMD_MTL_ROW_THREADS - 1) / AARMD_MTL_ROW_THREADS, n_tok, 1, AARMD_MTL_ROW_THREADS);
-}
-
-static void enc_bias(struct enc *en, id<MTLBuffer> y, uint32_t n, uint32_t n_tok, struct mtl_vec b)
-{
-    if (b.off != UINT64_MAX)
-        enc_eltwise(en, AARMD_MTL_OP_ADD, y, n, n_tok, n, en->m->vecs, b.off, 0, 1.0f, 0.0f);
-}
-
-static void enc_rope(struct enc *en, id<MTLBuffer> x, uint32_t n_heads, uint32_t n_tok, int slot)
-{
-    struct aarmd_backend_model *m = en->m;
-    const struct cpu_rope *r = &m->rope[slot];
-    struct aarmd_mtl_rope_args a = {n_heads, m->head_dim, (uint32_t)r->n_rot, (uint32_t)r->kind, n_tok,
-                                    n_heads * m->head_dim};
-    use(en, K_ROPE);
-    [en->e setBytes:&a length:sizeof a atIndex:0];
-    arg(en, x, 0, 1);
-    arg(en, m->cs, (uint64_t)slot * m->ctx->batch * (uint64_t)r->n_rot * sizeof(float), 2);
-    grid(en, ((uint32_t)r->n_rot / 2 + 31) / 32, n_heads, n_tok, 32);
-}
-
-/* ---- the forward pass ------------------------------------------------------ */
-
-/* A contiguous run of one sequence's tokens inside a chunk. */
-struct seg {
-    struct aarmd_backend_seq *seq;
-    uint32_t t0, n, pos0;
-};
-
-/*
- * Encodes one chunk: n_tok tokens (model->tok / pos_tok filled), `segs` runs
- * of sequences, nl rows wanting logits (model->lidx filled). Order and math
- * follow plugins/cpu/forward.c step for step.
- */
-static void encode_chunk(struct enc *en, uint32_t n_tok, const struct seg *segs, uint32_t n_segs, uint32_t nl)
-{
-    struct aarmd_backend_model *m = en->m;
-    const uint32_t E = m->n_embd, Q = m->q_dim, KV = m->kv_dim, F = m->n_ff, D = m->head_dim;
-    const uint64_t F4 = sizeof(float);
-    const struct mtl_vec none = {UINT64_MAX};
-
-    enc_get_rows(en, &m->token_embd, m->tok, n_tok, m->embd_scale, m->x);      /* x = embd[tok] * embd_scale */
-    if (m->has_pos_embd) {                                                     /* (+ pos_embd[pos]) */
-        enc_get_rows(en, &m->pos_embd, m->pos_tok, n_tok, 1.0f, m->xb);
-        enc_eltwise(en, AARMD_MTL_OP_ADD, m->x, E, n_tok, E, m->xb, 0, E, 1.0f, 0.0f);
-    }
-    for (uint32_t il = 0; il < m->n_layer; il++) {
-        const struct mtl_layer *L = &m->layers[il];
-        /* ---- attention block ---- */
-        enc_norm(en, m->x, m->xb, E, n_tok, E, 0, L->attn_norm, L->attn_norm_b);   /* xb = norm(x) * w (+ b) */
-        enc_mv(en, &L->wq, m->xb, 0, E, n_tok, m->q, 0, Q);                        /* q, k, v = xb @ w (+ b) */
-        enc_mv(en, &L->wk, m->xb, 0, E, n_tok, m->k, 0, KV);
-        enc_mv(en, &L->wv, m->xb, 0, E, n_tok, m->v, 0, KV);
-        enc_bias(en, m->q, Q, n_tok, L->bq);
-        enc_bias(en, m->k, KV, n_tok, L->bk);
-        enc_bias(en, m->v, KV, n_tok, L->bv);
-        if (L->q_norm.off != UINT64_MAX)                                           /* per-head rms_norm * w */
-            enc_norm(en, m->q, m->q, D, n_tok * m->n_head, D, 1, L->q_norm, none);
-        if (L->k_norm.off != UINT64_MAX)
-            enc_norm(en, m->k, m->k, D, n_tok * m->n_head_kv, D, 1, L->k_norm, none);
-        if (m->rope[L->rope_slot].kind != AARMD_ROPE_NONE) {                       /* rotate first n_rot dims */
-            enc_rope(en, m->q, m->n_head, n_tok, L->rope_slot);
-            enc_rope(en, m->k, m->n_head_kv, n_tok, L->rope_slot);
-        }
-        uint64_t layer_off = (uint64_t)il * KV * 2;
-        for (uint32_t s = 0; s < n_segs; s++) {                                    /* per sequence: cache, attend */
-            const struct seg *g = &segs[s];
-            uint64_t kv_off = layer_off * g->seq->n_ctx;
-            struct aarmd_mtl_kv_store_args ka = {KV, g->n, g->pos0, KV};
-            use(en, K_KV_STORE);
-            [en->e setBytes:&ka length:sizeof ka atIndex:0];
-            arg(en, m->k, (uint64_t)g->t0 * KV * F4, 1);
-            arg(en, m->v, (uint64_t)g->t0 * KV * F4, 2);
-            arg(en, g->seq->k, kv_off, 3);
-            arg(en, g->seq->v, kv_off, 4);
-            grid(en, (KV + AARMD_MTL_ROW_THREADS - 1) / AARMD_MTL_ROW_THREADS, g->n, 1, AARMD_MTL_ROW_THREADS);
-            struct aarmd_mtl_attn_args aa = {D, m->n_head, m->n_head_kv, g->n, Q, Q, g->pos0,
-                                             L->is_swa ? m->sliding_window : 0, m->attn_scale, m->attn_softcap};
-            use(en, K_ATTENTION);
-            [en->e setBytes:&aa length:sizeof aa atIndex:0];
-            arg(en, m->q, (uint64_t)g->t0 * Q * F4, 1);
-            arg(en, g->seq->k, kv_off, 2);
-            arg(en, g->seq->v, kv_off, 3);
-            arg(en, m->att, (uint64_t)g->t0 * Q * F4, 4);
-            grid(en, m->n_head, g->n, 1, AARMD_MTL_ROW_THREADS);
-        }
-        enc_mv(en, &L->wo, m->att, 0, Q, n_tok, m->xb2, 0, E);                     /* xb2 = att @ wo (+ b) */
-        enc_bias(en, m->xb2, E, n_tok, L->bo);
-        if (L->attn_post_norm.off != UINT64_MAX)                                   /* gemma3: norm(a) * w */
-            enc_norm(en, m->xb2, m->xb2, E, n_tok, E, 0, L->attn_post_norm, none);
-        enc_eltwise(en, AARMD_MTL_OP_ADD, m->x, E, n_tok, E, m->xb2, 0, E, 1.0f, 0.0f);   /* x += a */
-        /* ---- feed-forward block ---- */
-        enc_norm(en, m->x, m->xb, E, n_tok, E, 0, L->ffn_norm, L->ffn_norm_b);     /* xb = norm(x) * w (+ b) */
-        if (m->act == AARMD_ACT_GELU) {                                            /* hb = gelu(xb @ up + b) */
-            enc_mv(en, &L->w_up, m->xb, 0, E, n_tok, m->hb, 0, F);
-            enc_bias(en, m->hb, F, n_tok, L->b_up);
-            enc_eltwise(en, AARMD_MTL_OP_GELU, m->hb, F, n_tok, F, nil, 0, 0, 1.0f, 0.0f);
-        } else {                                                                   /* hb = act(xb @ gate) * (xb @ up + b) */
-            enc_mv(en, &L->w_gate, m->xb, 0, E, n_tok, m->hb, 0, F);
-            enc_mv(en, &L->w_up, m->xb, 0, E, n_tok, m->hb2, 0, F);
-            enc_bias(en, m->hb2, F, n_tok, L->b_up);
-            enc_eltwise(en, m->act == AARMD_ACT_GELU_GATED ? AARMD_MTL_OP_GELU_GATED : AARMD_MTL_OP_SILU_GATED, m->hb, F,
-                        n_tok, F, m->hb2, 0, F, 1.0f, 0.0f);
-        }
-        enc_mv(en, &L->w_down, m->hb, 0, F, n_tok, m->xb2, 0, E);                  /* xb2 = hb @ down (+ b) */
-        enc_bias(en, m->xb2, E, n_tok, L->b_down);
-        if (L->ffn_post_norm.off != UINT64_MAX)                                    /* gemma3: norm(f) * w */
-            enc_norm(en, m->xb2, m->xb2, E, n_tok, E, 0, L->ffn_post_norm, none);
-        enc_eltwise(en, AARMD_MTL_OP_ADD, m->x, E, n_tok, E, m->xb2, 0, E, 1.0f, 0.0f);   /* x += f */
-    }
-    if (nl == 0)
-        return;
-    /* logits = softcap((norm(x) * output_norm (+ b)) @ output) for the rows wanting them */
-    struct mtl_mat xrows = {m->x, 0, AARMD_TYPE_F32, E, 1, E * 4, 32, 1};
-    enc_get_rows(en, &xrows, m->lidx, nl, 1.0f, m->lx);                       /* gather: lx = x[lidx] */
-    enc_norm(en, m->lx, m->lx, E, nl, E, 0, m->output_norm, m->output_norm_b);
-    enc_mv(en, &m->output, m->lx, 0, E, nl, m->lo, 0, m->n_vocab);
-    if (m->final_softcap > 0.0f)
-        enc_eltwise(en, AARMD_MTL_OP_SCALE_CAP, m->lo, m->n_vocab, nl, m->n_vocab, nil, 0, 0, 1.0f, m->final_softcap);
+    (void)err;
+    (void)errlen;
+    struct aarmd_kv_info k;
+    memset(&k, 0, sizeof k);
+    k.block_tokens = model->pool.block_tokens;
+    k.blocks_total = model->pool.n_blocks;
+    k.blocks_free = model->pool.n_free;
+    k.block_bytes = 2ull * model->n_layer * model->pool.block_tokens * model->kv_dim * 2;
+    size_t n = info->struct_size < sizeof k ? info->struct_size : sizeof k;
+    uint32_t keep = info->struct_size;
+    if (n > sizeof k.struct_size)
+        memcpy((char *)info + sizeof k.struct_size, (char *)&k + sizeof k.struct_size, n - sizeof k.struct_size);
+    info->struct_size = keep;
+    return AARMD_OK;
 }
 
 /* ---- step ------------------------------------------------------------------ */
@@ -1063,40 +911,17 @@ static int validate_step(const struct aarmd_backend_model *model, const struct a
     return AARMD_OK;
 }
 
-/* Runs one chunk as one command buffer and copies its logits out. */
-static int run_chunk(struct aarmd_backend_model *m, uint32_t n_tok, const struct seg *segs, uint32_t n_segs,
-                     uint32_t nl, float *const *dst, char *err, size_t errlen)
+/* Copy on write of one block (every layer, K and V): the GPU is idle between
+ * steps and the pool is shared storage, so the host copies. */
+static void copy_block(void *user, uint32_t src, uint32_t dst)
 {
-    int rc = AARMD_OK;
-    /* host-side inputs: rotary tables per token for both rope slots */
-    const int32_t *pos = (const int32_t *)[m->pos_tok contents];
-    for (int slot = 0; slot < 2; slot++) {
-        const struct cpu_rope *r = &m->rope[slot];
-        if (r->kind == AARMD_ROPE_NONE)
-            continue;
-        float *cs = (float *)[m->cs contents] + (size_t)slot * m->ctx->batch * (size_t)r->n_rot;
-        for (uint32_t t = 0; t < n_tok; t++)
-            cpu_rope_cos_sin(r, pos[t], cs + (size_t)t * (size_t)r->n_rot);
+    struct aarmd_backend_model *m = user;
+    size_t bytes = (size_t)m->pool.block_tokens * m->kv_dim * 2;
+    for (uint32_t il = 0; il < m->n_layer; il++) {
+        char *k = (char *)[m->kc[il] contents], *v = (char *)[m->vc[il] contents];
+        memcpy(k + (size_t)dst * bytes, k + (size_t)src * bytes, bytes);
+        memcpy(v + (size_t)dst * bytes, v + (size_t)src * bytes, bytes);
     }
-    @autoreleasepool {
-        id<MTLCommandBuffer> cb = [m->ctx->queue commandBuffer];
-        id<MTLComputeCommandEncoder> e = cb ? [cb computeCommandEncoder] : nil;
-        if (!cb || !e)
-            return set_err(err, errlen, AARMD_EDEVICE, "cannot create a Metal command buffer");
-        struct enc en = {m, e};
-        encode_chunk(&en, n_tok, segs, n_segs, nl);
-        [e endEncoding];
-        [cb commit];
-        [cb waitUntilCompleted];
-        if ([cb status] != MTLCommandBufferStatusCompleted)
-            rc = set_err(err, errlen, AARMD_EDEVICE, "Metal command buffer failed: %s", err_text([cb error]));
-    }
-    if (rc)
-        return rc;
-    const float *lo = (const float *)[m->lo contents];
-    for (uint32_t g = 0; g < nl; g++)
-        memcpy(dst[g], lo + (size_t)g * m->n_vocab, (size_t)m->n_vocab * sizeof(float));
-    return AARMD_OK;
 }
 
 static int mtl_step(struct aarmd_backend_model *model, const struct aarmd_batch_entry *entries, uint32_t n_entries,
@@ -1105,18 +930,31 @@ static int mtl_step(struct aarmd_backend_model *model, const struct aarmd_batch_
     int rc = validate_step(model, entries, n_entries, err, errlen);
     if (rc)
         return rc;
+    /* KV blocks for every entry first: too few free is ENOMEM before anything changes */
+    uint64_t need = 0;
+    for (uint32_t e = 0; e < n_entries; e++) {
+        const struct aarmd_backend_seq *sq = entries[e].seq;
+        need += mtl_kv_grow_need(&model->pool, &sq->tab, sq->n_past, sq->n_past + entries[e].n_tokens);
+    }
+    if (need > model->pool.n_free)
+        return set_err(err, errlen, AARMD_ENOMEM, "KV pool exhausted: the step needs %llu blocks, %u of %u are free",
+                       (unsigned long long)need, model->pool.n_free, model->pool.n_blocks);
+    for (uint32_t e = 0; e < n_entries; e++) {
+        struct aarmd_backend_seq *sq = entries[e].seq;
+        mtl_kv_grow(&model->pool, &sq->tab, sq->n_past, sq->n_past + entries[e].n_tokens, copy_block, model);
+    }
     /* All entries' tokens in order, cut into chunks of at most `batch` tokens
      * and MTL_LOGIT_ROWS logit rows; each chunk is one command buffer. */
     int32_t *tok = (int32_t *)[model->tok contents], *pos = (int32_t *)[model->pos_tok contents];
     int32_t *lidx = (int32_t *)[model->lidx contents];
-    struct seg segs[MTL_MAX_SEGS];
+    struct mtl_seg segs[MTL_MAX_SEGS];
     float *dst[MTL_LOGIT_ROWS];
     uint32_t n = 0, n_segs = 0, nl = 0;
     for (uint32_t e = 0; e < n_entries; e++) {
         const struct aarmd_batch_entry *be = &entries[e];
         for (uint32_t i = 0; i < be->n_tokens; i++) {
             if (n_segs == 0 || segs[n_segs - 1].seq != be->seq) {
-                segs[n_segs] = (struct seg){be->seq, n, 0, be->seq->n_past + i};
+                segs[n_segs] = (struct mtl_seg){be->seq, n, 0, be->seq->n_past + i};
                 n_segs++;
             }
             tok[n] = be->tokens[i];
@@ -1129,8 +967,8 @@ static int mtl_step(struct aarmd_backend_model *model, const struct aarmd_batch_
             n++;
             int last = e + 1 == n_entries && i + 1 == be->n_tokens;
             if (last || n == model->ctx->batch || nl == MTL_LOGIT_ROWS || n_segs == MTL_MAX_SEGS) {
-                if ((rc = run_chunk(model, n, segs, n_segs, nl, dst, err, errlen)))
-                    return rc;   /* ENOMEM / EDEVICE: the host frees or truncates these sequences */
+                if ((rc = mtl_run_chunk(model, n, segs, n_segs, nl, dst, err, errlen)))
+                    goto undo;
                 n = n_segs = nl = 0;
             }
         }
@@ -1138,6 +976,10 @@ static int mtl_step(struct aarmd_backend_model *model, const struct aarmd_batch_
     for (uint32_t e = 0; e < n_entries; e++)
         entries[e].seq->n_past += entries[e].n_tokens;
     return AARMD_OK;
+undo:   /* no sequence advanced: the blocks taken for this step go back */
+    for (uint32_t e = 0; e < n_entries; e++)
+        mtl_kv_shrink(&model->pool, &entries[e].seq->tab, entries[e].seq->n_past);
+    return rc;
 }
 
 /* ---- the table ------------------------------------------------------------- */
@@ -1158,6 +1000,8 @@ static const struct aarmd_backend metal_backend = {
     .seq_free = mtl_seq_free,
     .seq_truncate = mtl_seq_truncate,
     .step = mtl_step,
+    .kv_info = mtl_kv_info,
+    .seq_fork = mtl_seq_fork,
 };
 
 __attribute__((visibility("default"))) const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host);

@@ -1,8 +1,10 @@
 /*
  * backend_mock.c — a fake backend for tests and CI: deterministic, peaked
- * logits from (seed, position, recent tokens) and injectable faults, driven by
+ * logits from (seed, the sequence's whole token history), injectable faults
+ * and an optional simulated paged KV pool (mock_kv.c), driven by
  * --backend-opt knobs. It computes no model; it needs only n_vocab (and eos_id).
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -13,6 +15,7 @@
 #include <time.h>
 
 #include "aarmd_backend.h"
+#include "mock_kv.h"
 
 #define MOCK_EXPORT __attribute__((visibility("default")))
 
@@ -24,8 +27,10 @@ MOCK_EXPORT int aarmd_backend_probe(const struct aarmd_host *host, char *err, si
 #define MOCK_VOCAB_LO 256u
 #define MOCK_VOCAB_HI 1000u
 #define MOCK_PEAK 10.0f          /* preferred token's lead over the background */
-#define MOCK_HISTORY 4u          /* recent tokens that feed the hash */
-#define MOCK_MAX_CTX (1u << 24)  /* seq_new refuses more (64 MiB of token ids) */
+#define MOCK_MAX_CTX (1u << 24)  /* seq_new refuses more (128 MiB of history hashes) */
+#define MOCK_MAX_POOL (1u << 24) /* positions in a paged pool, at most (128 MiB) */
+#define MOCK_BLOCK_TOKENS 16u    /* kv_block_tokens default */
+#define MOCK_BLOCK_BYTES 65536u  /* kv_block_bytes default */
 
 struct mock_opts {
     uint64_t delay_ms;
@@ -41,6 +46,10 @@ struct mock_opts {
     uint64_t seed;
     uint64_t vocab_lo;      /* UINT64_MAX = default */
     uint64_t vocab_hi;      /* UINT64_MAX = default */
+    uint64_t kv_blocks;     /* 0 = not paged (unless kv_mb) */
+    uint64_t kv_block_tokens;
+    uint64_t kv_block_bytes;
+    uint64_t kv_mb;         /* 0 = off; else kv_blocks = kv_mb MiB / kv_block_bytes */
 };
 
 struct aarmd_backend_ctx {
@@ -57,6 +66,8 @@ struct aarmd_backend_model {
     uint32_t n_vocab;
     int32_t eos_id;
     uint32_t lo, hi;        /* preferred ids come from [lo, hi) */
+    int paged;              /* 1: sequences live in kv's blocks */
+    struct mock_kv kv;
     struct aarmd_backend_model *prev, *next;
     struct aarmd_backend_seq *seqs;        /* live sequences: model_free frees them */
 };
@@ -66,7 +77,8 @@ struct aarmd_backend_seq {
     uint32_t n_ctx;
     uint32_t len;
     uint32_t prompt_len;    /* length when logits were first asked for; UINT32_MAX before */
-    int32_t *tokens;        /* n_ctx */
+    uint64_t *hist;         /* not paged: [n_ctx] rolling history hash per position */
+    struct mock_kv_table tbl;   /* paged: the same values, in the model's blocks */
     struct aarmd_backend_seq *prev, *next;
 };
 
@@ -115,10 +127,16 @@ static const struct {
     {"seed", offsetof(struct mock_opts, seed), UINT64_MAX},
     {"vocab_lo", offsetof(struct mock_opts, vocab_lo), UINT32_MAX},
     {"vocab_hi", offsetof(struct mock_opts, vocab_hi), UINT32_MAX},
+    {"kv_blocks", offsetof(struct mock_opts, kv_blocks), UINT32_MAX},
+    {"kv_block_tokens", offsetof(struct mock_opts, kv_block_tokens), 4096},
+    {"kv_block", offsetof(struct mock_opts, kv_block_tokens), 4096},   /* the CPU/Metal name */
+    {"kv_block_bytes", offsetof(struct mock_opts, kv_block_bytes), UINT64_MAX},
+    {"kv_mb", offsetof(struct mock_opts, kv_mb), UINT32_MAX},
 };
 #define N_KNOBS (sizeof knobs / sizeof knobs[0])
 #define KNOB_LIST "delay_ms, eos_after, fail_load, fail_at_step, oom_at_step, abi_minor, " \
-                  "struct_size, probe, memory_bytes, max_seqs, seed, vocab_lo, vocab_hi"
+                  "struct_size, probe, memory_bytes, max_seqs, seed, vocab_lo, vocab_hi, kv_blocks, " \
+                  "kv_block_tokens (alias kv_block), kv_block_bytes, kv_mb"
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
@@ -133,6 +151,39 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
     return 0;
 }
 
+/* The paged-KV knobs together: resolves kv_mb into kv_blocks and bounds the pool. */
+static int check_kv_opts(struct mock_opts *o, char *err, size_t errlen)
+{
+    if (o->kv_block_tokens == 0) {
+        set_err(err, errlen, "mock: kv_block_tokens must be 1..4096 (got 0)");
+        return AARMD_EINVAL;
+    }
+    if (o->kv_block_bytes == 0) {
+        set_err(err, errlen, "mock: kv_block_bytes must be at least 1 (got 0)");
+        return AARMD_EINVAL;
+    }
+    if (o->kv_mb) {
+        if (o->kv_blocks) {
+            set_err(err, errlen, "mock: give kv_blocks=%" PRIu64 " or kv_mb=%" PRIu64 ", not both", o->kv_blocks,
+                    o->kv_mb);
+            return AARMD_EINVAL;
+        }
+        o->kv_blocks = (o->kv_mb << 20) / o->kv_block_bytes;
+        if (o->kv_blocks == 0) {
+            set_err(err, errlen, "mock: kv_mb=%" PRIu64 " holds no block of kv_block_bytes=%" PRIu64, o->kv_mb,
+                    o->kv_block_bytes);
+            return AARMD_EINVAL;
+        }
+    }
+    if (o->kv_blocks * o->kv_block_tokens > MOCK_MAX_POOL) {
+        set_err(err, errlen,
+                "mock: a pool of %" PRIu64 " blocks of %" PRIu64 " tokens exceeds the mock's %u positions",
+                o->kv_blocks, o->kv_block_tokens, MOCK_MAX_POOL);
+        return AARMD_EINVAL;
+    }
+    return AARMD_OK;
+}
+
 /* Parses host->opts into o; on a bad option returns AARMD_EINVAL naming it. */
 static int parse_opts(const struct aarmd_host *host, struct mock_opts *o, char *err, size_t errlen)
 {
@@ -143,6 +194,8 @@ static int parse_opts(const struct aarmd_host *host, struct mock_opts *o, char *
     o->max_seqs = 8;
     o->vocab_lo = UINT64_MAX;
     o->vocab_hi = UINT64_MAX;
+    o->kv_block_tokens = MOCK_BLOCK_TOKENS;
+    o->kv_block_bytes = MOCK_BLOCK_BYTES;
     if (!host)
         return AARMD_OK;
     for (uint32_t i = 0; i < host->n_opts && host->opts; i++) {
@@ -166,7 +219,7 @@ static int parse_opts(const struct aarmd_host *host, struct mock_opts *o, char *
         }
         memcpy((char *)o + knobs[k].offset, &v, sizeof v);
     }
-    return AARMD_OK;
+    return check_kv_opts(o, err, errlen);
 }
 
 /* ---- hashing -------------------------------------------------------------- */
@@ -179,22 +232,28 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-/* Hash of (seed, position of the last token, the last MOCK_HISTORY tokens). */
-static uint64_t history_hash(const struct aarmd_backend_seq *s, uint64_t seed)
+/* The history value of position pos: in the sequence's own array or its blocks.
+ * Position p holds mix64(value of p-1 ^ token p), so it is a function of the
+ * seed and tokens 0..p alone; a forked sequence reads the same values. */
+static uint64_t *hist_slot(const struct aarmd_backend_seq *s, uint32_t pos)
 {
-    uint64_t h = mix64(seed ^ 0x6d6f636b00000000ull);
-    h = mix64(h ^ (uint64_t)(s->len - 1));
-    for (uint32_t i = 0; i < MOCK_HISTORY && i < s->len; i++)
-        h = mix64(h ^ (uint32_t)s->tokens[s->len - 1 - i]);
-    return h;
+    if (s->model->paged)
+        return mock_kv_slot(&s->model->kv, &s->tbl, pos);
+    return &s->hist[pos];
 }
 
-/* Background in [-1, 1), the preferred token MOCK_PEAK above it. */
+static uint64_t hist_root(uint64_t seed)
+{
+    return mix64(seed ^ 0x6d6f636b00000000ull);
+}
+
+/* Background in [-1, 1), the preferred token MOCK_PEAK above it; both depend
+ * on (seed, history) alone. */
 static void fill_logits(const struct aarmd_backend_seq *s, float *logits)
 {
     const struct aarmd_backend_model *m = s->model;
     const struct mock_opts *o = &m->ctx->o;
-    uint64_t h = history_hash(s, o->seed);
+    uint64_t h = mix64(*hist_slot(s, s->len - 1));
     for (uint32_t i = 0; i < m->n_vocab; i++) {
         uint64_t r = mix64(h + i);
         logits[i] = (float)(r >> 40) * (2.0f / 16777216.0f) - 1.0f;
@@ -302,6 +361,7 @@ static int mock_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_mod
         set_err(err, errlen, "mock: model load cancelled");
         return AARMD_ECANCELLED;
     }
+    int rc = AARMD_ENOMEM;
     struct aarmd_backend_model *m = calloc(1, sizeof *m);
     if (!m) {
         set_err(err, errlen, "mock: out of memory");
@@ -312,20 +372,31 @@ static int mock_model_load(struct aarmd_backend_ctx *ctx, const struct aarmd_mod
     m->eos_id = desc->eos_id;
     m->lo = (uint32_t)lo;
     m->hi = (uint32_t)hi;
+    if (o->kv_blocks) {
+        if (mock_kv_init(&m->kv, (uint32_t)o->kv_blocks, (uint32_t)o->kv_block_tokens, o->kv_block_bytes)) {
+            set_err(err, errlen, "mock: out of memory for a KV pool of %" PRIu64 " blocks", o->kv_blocks);
+            goto fail;
+        }
+        m->paged = 1;
+    }
     if (progress && progress(progress_user, 1.0f)) {
-        free(m);
         set_err(err, errlen, "mock: model load cancelled");
-        return AARMD_ECANCELLED;
+        rc = AARMD_ECANCELLED;
+        goto fail;
     }
     ctx->bytes_loaded += o->memory_bytes;
     m->next = ctx->models;
     if (ctx->models)
         ctx->models->prev = m;
     ctx->models = m;
-    mock_log(ctx->host, AARMD_LOG_DEBUG, "mock: model '%s' loaded, n_vocab %u", desc->name ? desc->name : "?",
-             (unsigned)m->n_vocab);
+    mock_log(ctx->host, AARMD_LOG_DEBUG, "mock: model '%s' loaded, n_vocab %u, %s", desc->name ? desc->name : "?",
+             (unsigned)m->n_vocab, m->paged ? "paged KV" : "KV not paged");
     *out = m;
     return AARMD_OK;
+fail:
+    mock_kv_fini(&m->kv);
+    free(m);
+    return rc;
 }
 
 static void mock_seq_free(struct aarmd_backend_seq *s);
@@ -344,12 +415,40 @@ static void mock_model_free(struct aarmd_backend_model *m)
         m->next->prev = m->prev;
     m->ctx->bytes_loaded -= m->ctx->o.memory_bytes < m->ctx->bytes_loaded ? m->ctx->o.memory_bytes
                                                                           : m->ctx->bytes_loaded;
+    mock_kv_fini(&m->kv);
     free(m);
 }
 
 static uint64_t mock_model_bytes(struct aarmd_backend_model *m)
 {
     return m->ctx->o.memory_bytes;
+}
+
+/* An empty sequence of m (not linked yet); NULL when out of memory. */
+static struct aarmd_backend_seq *seq_alloc(struct aarmd_backend_model *m, uint32_t n_ctx)
+{
+    struct aarmd_backend_seq *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    if (m->paged ? mock_kv_table_init(&m->kv, &s->tbl, n_ctx) != 0
+                 : (s->hist = malloc((size_t)n_ctx * sizeof *s->hist)) == NULL) {
+        free(s->tbl.ids);
+        free(s);
+        return NULL;
+    }
+    s->model = m;
+    s->n_ctx = n_ctx;
+    s->prompt_len = UINT32_MAX;
+    return s;
+}
+
+static void seq_link(struct aarmd_backend_seq *s)
+{
+    struct aarmd_backend_model *m = s->model;
+    s->next = m->seqs;
+    if (m->seqs)
+        m->seqs->prev = s;
+    m->seqs = s;
 }
 
 static int mock_seq_new(struct aarmd_backend_model *m, uint32_t n_ctx, struct aarmd_backend_seq **out, char *err,
@@ -359,25 +458,14 @@ static int mock_seq_new(struct aarmd_backend_model *m, uint32_t n_ctx, struct aa
         set_err(err, errlen, "mock: n_ctx %u is out of range (1..%u)", (unsigned)n_ctx, MOCK_MAX_CTX);
         return AARMD_EINVAL;
     }
-    struct aarmd_backend_seq *s = calloc(1, sizeof *s);
-    if (!s)
-        goto oom;
-    s->tokens = malloc((size_t)n_ctx * sizeof *s->tokens);
-    if (!s->tokens)
-        goto oom;
-    s->model = m;
-    s->n_ctx = n_ctx;
-    s->prompt_len = UINT32_MAX;
-    s->next = m->seqs;
-    if (m->seqs)
-        m->seqs->prev = s;
-    m->seqs = s;
+    struct aarmd_backend_seq *s = seq_alloc(m, n_ctx);
+    if (!s) {
+        set_err(err, errlen, "mock: out of memory for a sequence of %u tokens", (unsigned)n_ctx);
+        return AARMD_ENOMEM;
+    }
+    seq_link(s);
     *out = s;
     return AARMD_OK;
-oom:
-    free(s);
-    set_err(err, errlen, "mock: out of memory for a sequence of %u tokens", (unsigned)n_ctx);
-    return AARMD_ENOMEM;
 }
 
 static void mock_seq_free(struct aarmd_backend_seq *s)
@@ -390,7 +478,9 @@ static void mock_seq_free(struct aarmd_backend_seq *s)
         s->model->seqs = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    free(s->tokens);
+    if (s->model->paged)
+        mock_kv_table_fini(&s->model->kv, &s->tbl);
+    free(s->hist);
     free(s);
 }
 
@@ -401,8 +491,68 @@ static int mock_seq_truncate(struct aarmd_backend_seq *s, uint32_t n, char *err,
         return AARMD_EINVAL;
     }
     s->len = n;
+    if (s->model->paged)
+        mock_kv_shrink(&s->model->kv, &s->tbl, n);
     if (s->prompt_len != UINT32_MAX && n < s->prompt_len)
         s->prompt_len = UINT32_MAX;
+    return AARMD_OK;
+}
+
+static int mock_seq_fork(struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
+                         struct aarmd_backend_seq **out, char *err, size_t errlen)
+{
+    struct aarmd_backend_model *m = src->model;
+    if (!m->paged) {
+        set_err(err, errlen, "mock: seq_fork needs a paged KV cache (set kv_blocks=N or kv_mb=M)");
+        return AARMD_EUNSUPPORTED;
+    }
+    uint32_t bt = m->kv.block_tokens;
+    if (n_ctx == 0 || n_ctx > MOCK_MAX_CTX) {
+        set_err(err, errlen, "mock: seq_fork: n_ctx %u is out of range (1..%u)", (unsigned)n_ctx, MOCK_MAX_CTX);
+        return AARMD_EINVAL;
+    }
+    if (n_tokens % bt) {
+        set_err(err, errlen, "mock: seq_fork: %u tokens is not a multiple of the block size %u", (unsigned)n_tokens,
+                (unsigned)bt);
+        return AARMD_EINVAL;
+    }
+    if (n_tokens > src->len) {
+        set_err(err, errlen, "mock: seq_fork: %u tokens asked but the source sequence holds %u", (unsigned)n_tokens,
+                (unsigned)src->len);
+        return AARMD_EINVAL;
+    }
+    if (n_tokens > n_ctx) {
+        set_err(err, errlen, "mock: seq_fork: %u tokens do not fit n_ctx %u", (unsigned)n_tokens, (unsigned)n_ctx);
+        return AARMD_EINVAL;
+    }
+    struct aarmd_backend_seq *s = seq_alloc(m, n_ctx);
+    if (!s) {
+        set_err(err, errlen, "mock: out of memory for a sequence of %u tokens", (unsigned)n_ctx);
+        return AARMD_ENOMEM;
+    }
+    mock_kv_share(&m->kv, &s->tbl, &src->tbl, n_tokens / bt);
+    s->len = n_tokens;
+    seq_link(s);
+    *out = s;
+    return AARMD_OK;
+}
+
+static int mock_kv_info(struct aarmd_backend_model *m, struct aarmd_kv_info *info, char *err, size_t errlen)
+{
+    if (!m->paged) {
+        set_err(err, errlen, "mock: the KV cache is not paged (set kv_blocks=N or kv_mb=M)");
+        return AARMD_EUNSUPPORTED;
+    }
+#define KV_FITS(field) (info->struct_size >= offsetof(struct aarmd_kv_info, field) + sizeof info->field)
+    if (KV_FITS(block_tokens))
+        info->block_tokens = m->kv.block_tokens;
+    if (KV_FITS(blocks_total))
+        info->blocks_total = m->kv.n_blocks;
+    if (KV_FITS(blocks_free))
+        info->blocks_free = m->kv.n_free;
+    if (KV_FITS(block_bytes))
+        info->block_bytes = m->kv.block_bytes;
+#undef KV_FITS
     return AARMD_OK;
 }
 
@@ -449,10 +599,34 @@ static int mock_step(struct aarmd_backend_model *m, const struct aarmd_batch_ent
             }
         }
     }
+    if (m->paged) {
+        /* the whole step's blocks or none: on ENOMEM no sequence moves */
+        uint64_t need = 0;
+        for (uint32_t i = 0; i < n_entries; i++) {
+            const struct aarmd_backend_seq *s = entries[i].seq;
+            need += mock_kv_grow_need(&m->kv, &s->tbl, s->len, s->len + entries[i].n_tokens);
+        }
+        if (need > m->kv.n_free) {
+            set_err(err, errlen, "mock: KV pool exhausted: the step needs %" PRIu64 " blocks, %u of %u free", need,
+                    (unsigned)m->kv.n_free, (unsigned)m->kv.n_blocks);
+            return AARMD_ENOMEM;
+        }
+        for (uint32_t i = 0; i < n_entries; i++) {
+            struct aarmd_backend_seq *s = entries[i].seq;
+            mock_kv_grow(&m->kv, &s->tbl, s->len, s->len + entries[i].n_tokens);
+        }
+    }
+    uint64_t root = hist_root(ctx->o.seed);
     for (uint32_t i = 0; i < n_entries; i++) {
         const struct aarmd_batch_entry *e = &entries[i];
         struct aarmd_backend_seq *s = e->seq;
-        memcpy(s->tokens + s->len, e->tokens, (size_t)e->n_tokens * sizeof *e->tokens);
+        uint64_t h = s->len ? *hist_slot(s, s->len - 1) : root;
+        for (uint32_t t = 0; t < e->n_tokens; t++) {
+            /* only full blocks are shared, and a shared partial tail was copied above */
+            assert(!m->paged || mock_kv_writable(&m->kv, &s->tbl, s->len + t));
+            h = mix64(h ^ (uint32_t)e->tokens[t]);
+            *hist_slot(s, s->len + t) = h;
+        }
         s->len += e->n_tokens;
         if (e->want_logits) {
             if (s->prompt_len == UINT32_MAX)
@@ -470,7 +644,7 @@ static const struct aarmd_backend mock_table = {
     .abi_minor = AARMD_ABI_MINOR,
     .struct_size = sizeof(struct aarmd_backend),
     .name = "mock",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .ctx_new = mock_ctx_new,
     .ctx_free = mock_ctx_free,
     .device_info = mock_device_info,
@@ -481,6 +655,8 @@ static const struct aarmd_backend mock_table = {
     .seq_free = mock_seq_free,
     .seq_truncate = mock_seq_truncate,
     .step = mock_step,
+    .kv_info = mock_kv_info,
+    .seq_fork = mock_seq_fork,
 };
 
 /* Tables whose abi_minor / struct_size were overridden by knobs (loader

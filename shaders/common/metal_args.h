@@ -111,23 +111,41 @@ struct aarmd_mtl_eltwise_args {
 };
 
 /*
- * Stores n_tok K and V rows (kv_dim floats at k + t*src_stride, v + t*src_stride)
- * as F16 at cache rows pos0 + t. Grid (ceil(kv_dim/256), n_tok), 256 threads.
+ * Paged KV cache (ABI 1.1). Each layer's K and V caches are pools of blocks of
+ * block_tokens rows of kv_dim F16 values ([block][row][kv_dim], one buffer per
+ * layer and per K/V). A step's sequences are described by one flat block
+ * table (uint block ids) and one aarmd_mtl_kv_tok per token: position pos of
+ * that token's sequence lives in block table[table_off + pos / block_tokens],
+ * row pos % block_tokens. Every sequence of a step (or of a chunk of it) goes
+ * through one dispatch of each kernel below.
  */
-struct aarmd_mtl_kv_store_args {
-    aarmd_u32 kv_dim, n_tok, pos0, src_stride;
+struct aarmd_mtl_kv_tok {
+    aarmd_u32 pos;        /* the token's position in its sequence */
+    aarmd_u32 table_off;  /* index in the block table of its sequence's first block */
 };
 
 /*
- * Attention of n_tok query tokens (token t at position pos0 + t, its head h at
- * q + t*q_stride + h*head_dim) over F16 K/V cache rows of kv_dim = n_head_kv*head_dim:
- * keys j in [j0, pos0 + t], j0 = max(0, pos + 1 - window) when window > 0;
+ * Stores n_tok K and V rows (kv_dim floats at k + t*src_stride, v + t*src_stride)
+ * as F16 at position tok[t].pos of token t's sequence (through the block table).
+ * Grid (ceil(kv_dim/256), n_tok), 256 threads.
+ * Buffers: 0 args, 1 k, 2 v, 3 K cache, 4 V cache, 5 tok, 6 table.
+ */
+struct aarmd_mtl_kv_store_args {
+    aarmd_u32 kv_dim, n_tok, src_stride, block_tokens;
+};
+
+/*
+ * Attention of n_tok query tokens (token t at position pos = tok[t].pos of its
+ * sequence, its head h at q + t*q_stride + h*head_dim) over that sequence's
+ * F16 K/V rows (kv_dim = n_head_kv*head_dim) found through the block table:
+ * keys j in [j0, pos], j0 = max(0, pos + 1 - window) when window > 0;
  * s = q·k * scale, s = cap*tanh(s/cap) when cap > 0; out row t, head h at
  * out + t*out_stride + h*head_dim. Head h reads kv head h / (n_head / n_head_kv).
  * Grid: (n_head, n_tok), threadgroups of AARMD_MTL_ROW_THREADS (8 simdgroups).
+ * Buffers: 0 args, 1 q, 2 K cache, 3 V cache, 4 out, 5 tok, 6 table.
  */
 struct aarmd_mtl_attn_args {
-    aarmd_u32 head_dim, n_head, n_head_kv, n_tok, q_stride, out_stride, pos0, window;
+    aarmd_u32 head_dim, n_head, n_head_kv, n_tok, q_stride, out_stride, window, block_tokens;
     float scale, cap;
 };
 

@@ -1,7 +1,8 @@
 /*
  * ops.cu — per-row kernels of the CUDA backend: norms, residual and bias adds,
- * rotary embedding fused with the F16 KV-cache write, split-K attention with
- * GQA, gated activations and softcap. Weight kernels live in matmul.cu.
+ * rotary embedding fused with the paged F16 KV-cache write, split-K attention
+ * with GQA over every sequence of a step (block tables), gated activations and
+ * softcap. Weight kernels live in matmul.cu.
  */
 #include <cuda_fp16.h>
 #include <math.h>
@@ -282,14 +283,22 @@ __device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, fl
     *sn = (float)(sin(theta) * mscale);
 }
 
+/* F16 row of position j of token t's sequence in the paged cache (K, or V when v != 0). */
+__device__ __forceinline__ size_t kv_row(const struct cuk_kv &kv, const int32_t *tab, int32_t j, int kv_dim, int v)
+{
+    size_t b = (size_t)tab[j / CUK_KV_BLOCK];
+    return b * kv.block_halfs + kv.layer_off + ((size_t)v * CUK_KV_BLOCK + (size_t)(j % CUK_KV_BLOCK)) * kv_dim;
+}
+
 /*
  * grid (token, head): blocks 0..n_head-1 rotate one q head each, blocks
  * n_head.. rotate one k head and store that kv head's k and v rows as F16 at
- * row pos[t] of the caches. (v4 ran one block per token, serialising the
- * double-precision angles of all heads on one SM.)
+ * position pos[t] of the token's sequence in the paged cache. (v4 ran one
+ * block per token, serialising the double-precision angles of all heads on
+ * one SM.)
  */
 __global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int n_kv, int D, struct cuk_rope r,
-                             const int32_t *pos, __half *kc, __half *vc)
+                             const int32_t *pos, struct cuk_kv kv)
 {
     pdl_enter();
     int t = blockIdx.x, h = blockIdx.y;
@@ -311,19 +320,37 @@ __global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int
     }
     if (h >= n_head) {   /* block-uniform */
         __syncthreads();   /* the rotated k row, written by this block */
+        const int32_t *tab = kv.btab + kv.tok_bt[t];
         size_t o = (size_t)(h - n_head) * D;
+        __half *kc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 0) + o;
+        __half *vc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 1) + o;
         for (int d = threadIdx.x; d < D; d += blockDim.x) {
-            kc[(size_t)p * kv_dim + o + d] = __float2half_rn(x[d]);
-            vc[(size_t)p * kv_dim + o + d] = __float2half_rn(v[(size_t)t * kv_dim + o + d]);
+            kc[d] = __float2half_rn(x[d]);
+            vc[d] = __float2half_rn(v[(size_t)t * kv_dim + o + d]);
         }
     }
 }
 
 extern "C" void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv,
-                               int D, const struct cuk_rope *r, const int32_t *pos, void *kc, void *vc)
+                               int D, const struct cuk_rope *r, const int32_t *pos, const struct cuk_kv *kv)
 {
     dim3 grid((unsigned)n_tok, (unsigned)(n_head + n_kv));
-    pdl_launch(k_rope_store, grid, 128, s, q, k, v, n_head, n_kv, D, *r, pos, (__half *)kc, (__half *)vc);
+    pdl_launch(k_rope_store, grid, 128, s, q, k, v, n_head, n_kv, D, *r, pos, *kv);
+}
+
+/* dst[r][0..n) = src[idx[r]][0..n), r < rows */
+__global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, int n)
+{
+    pdl_enter();
+    const float *sr = src + (size_t)idx[blockIdx.x] * n;
+    float *dr = dst + (size_t)blockIdx.x * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        dr[i] = sr[i];
+}
+
+extern "C" void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, const int32_t *idx, int rows, int n)
+{
+    pdl_launch(k_gather_rows, (unsigned)rows, 256, s, dst, src, idx, n);
 }
 
 /* ---- attention ------------------------------------------------------------------ */
@@ -338,8 +365,8 @@ extern "C" void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *
  * the partial row, which k_attn_combine merges over the chunks.
  */
 __global__ void __launch_bounds__(ATTN_WARPS * WARP)
-k_attn(const float *__restrict__ q, const __half *__restrict__ kc, const __half *__restrict__ vc, const int32_t *pos,
-       int n_head, int group, int D, int kv_dim, float scale, float softcap, int window, float *partial)
+k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_head, int group, int D, int kv_dim,
+       float scale, float softcap, int window, float *partial)
 {
     pdl_enter();
     __shared__ float sm[ATTN_WARPS], ss[ATTN_WARPS];
@@ -352,6 +379,8 @@ k_attn(const float *__restrict__ q, const __half *__restrict__ kc, const __half 
     int32_t chunk = (nk + nch - 1) / nch;
     int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
     int kvh = h / group;
+    const int32_t *tab = kv.btab + kv.tok_bt[t];
+    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
     const float *qr = q + ((size_t)t * n_head + h) * D;
     float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
 #pragma unroll
@@ -362,7 +391,8 @@ k_attn(const float *__restrict__ q, const __half *__restrict__ kc, const __half 
     }
     float m = -INFINITY, s = 0.0f;
     for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
-        const __half *kr = kc + (size_t)j * kv_dim + (size_t)kvh * D;
+        size_t kro = kv_row(kv, tab, j, kv_dim, 0);
+        const __half *kr = pool + kro;
         float dot = 0.0f;
 #pragma unroll
         for (int i = 0; i < ATTN_PER_LANE; i++) {
@@ -383,7 +413,7 @@ k_attn(const float *__restrict__ q, const __half *__restrict__ kc, const __half 
         }
         float wgt = expf(sc - m);
         s += wgt;
-        const __half *vr = vc + (size_t)j * kv_dim + (size_t)kvh * D;
+        const __half *vr = pool + kro + (size_t)CUK_KV_BLOCK * kv_dim;
 #pragma unroll
         for (int i = 0; i < ATTN_PER_LANE; i++) {
             int d = lane + WARP * i;
@@ -449,13 +479,93 @@ __global__ void k_attn_combine(const float *partial, int n_head, int D, int nch,
     }
 }
 
-extern "C" void cuk_attention(cudaStream_t s, const float *q, const void *kc, const void *vc, const int32_t *pos,
-                              int n_tok, int n_head, int n_kv, int D, float scale, float softcap, int window,
-                              int n_chunks, float *partial, float *out)
+/*
+ * The grouped variant: grid (n_kv, n_tok, n_chunks), one warp per query head
+ * of the kv head's group, every warp walking the same keys of chunk c, so
+ * each K/V row comes from DRAM/L2 once per group and from L1 for the other
+ * warps (k_attn reads it once per query head). Writes the same partial rows.
+ */
+__global__ void __launch_bounds__(CUK_ATTN_MAX_GROUP * WARP)
+k_attn_g(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_head, int group, int D, int kv_dim,
+         float scale, float softcap, int window, float *partial)
 {
-    dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
-    pdl_launch(k_attn, grid, ATTN_WARPS * WARP, s, q, (const __half *)kc, (const __half *)vc, pos, n_head, n_head / n_kv,
-                                              D, n_kv * D, scale, softcap, window, partial);
+    pdl_enter();
+    int kvh = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int h = kvh * group + wid;
+    int32_t p = pos[t];
+    int32_t j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    int32_t nk = p - j0 + 1;
+    int32_t chunk = (nk + nch - 1) / nch;
+    int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
+    const int32_t *tab = kv.btab + kv.tok_bt[t];
+    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
+    const float *qr = q + ((size_t)t * n_head + h) * D;
+    float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        qv[i] = d < D ? qr[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, sum = 0.0f;
+    for (int32_t j = a; j < e; j++) {
+        size_t kro = kv_row(kv, tab, j, kv_dim, 0);
+        const __half *kr = pool + kro, *vr = pool + kro + (size_t)CUK_KV_BLOCK * kv_dim;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATTN_PER_LANE; i++) {
+            int d = lane + WARP * i;
+            if (d < D)
+                dot += qv[i] * __half2float(kr[d]);
+        }
+        float sc = warp_sum(dot) * scale;
+        if (softcap > 0.0f)
+            sc = softcap * tanhf(sc / softcap);
+        if (sc > m) {
+            float f = expf(m - sc);
+            sum *= f;
+#pragma unroll
+            for (int i = 0; i < ATTN_PER_LANE; i++)
+                acc[i] *= f;
+            m = sc;
+        }
+        float wgt = expf(sc - m);
+        sum += wgt;
+#pragma unroll
+        for (int i = 0; i < ATTN_PER_LANE; i++) {
+            int d = lane + WARP * i;
+            if (d < D)
+                acc[i] += wgt * __half2float(vr[d]);
+        }
+    }
+    float *out = partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2);
+    if (lane == 0) {
+        out[0] = m;
+        out[1] = sum;
+    }
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            out[2 + d] = acc[i];
+    }
+}
+
+extern "C" void cuk_attention(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos, int n_tok,
+                              int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks,
+                              int grouped, float *partial, float *out)
+{
+    int group = n_head / n_kv;
+    if (grouped && group <= CUK_ATTN_MAX_GROUP) {
+        dim3 grid((unsigned)n_kv, (unsigned)n_tok, (unsigned)n_chunks);
+        pdl_launch(k_attn_g, grid, group * WARP, s, q, *kv, pos, n_head, group, D, n_kv * D, scale, softcap, window,
+                   partial);
+    } else {
+        dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
+        pdl_launch(k_attn, grid, ATTN_WARPS * WARP, s, q, *kv, pos, n_head, group, D, n_kv * D, scale, softcap,
+                   window, partial);
+    }
     dim3 g2((unsigned)n_head, (unsigned)n_tok);
     pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out);
 }

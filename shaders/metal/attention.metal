@@ -1,6 +1,7 @@
 /*
- * attention.metal — attention of query tokens over one layer of an F16 KV
- * cache (causal, optional sliding window and logit softcap, GQA), one
+ * attention.metal — attention of query tokens over one layer of a paged F16
+ * KV cache (block tables: metal_args.h), every sequence of a step in one
+ * dispatch (causal, optional sliding window and logit softcap, GQA), one
  * threadgroup per (head, token), single pass with a running max per
  * simdgroup, simdgroups merged through threadgroup memory. Semantics of
  * cpu_attend (plugins/cpu/ops.c); not a tiled flash-attention for long prefills.
@@ -12,7 +13,8 @@
 
 kernel void aarmd_attention(constant aarmd_mtl_attn_args &a AARMD_BUFFER(0), device const float *q AARMD_BUFFER(1),
                             device const half *kc AARMD_BUFFER(2), device const half *vc AARMD_BUFFER(3),
-                            device float *out AARMD_BUFFER(4), uint3 tg AARMD_TG_POS, uint tid AARMD_TID_IN_TG,
+                            device float *out AARMD_BUFFER(4), device const aarmd_mtl_kv_tok *tok AARMD_BUFFER(5),
+                            device const uint *table AARMD_BUFFER(6), uint3 tg AARMD_TG_POS, uint tid AARMD_TID_IN_TG,
                             uint sg AARMD_SIMD_GROUP, uint lane AARMD_SIMD_LANE)
 {
     threadgroup float s_m[AARMD_ATTN_NSG];
@@ -22,7 +24,8 @@ kernel void aarmd_attention(constant aarmd_mtl_attn_args &a AARMD_BUFFER(0), dev
     if (h >= a.n_head || t >= a.n_tok)
         return;
     uint kvh = h / (a.n_head / a.n_head_kv), kv_dim = a.n_head_kv * a.head_dim;
-    int pos = int(a.pos0 + t);
+    int pos = int(tok[t].pos);
+    device const uint *blocks = table + tok[t].table_off;   /* this token's sequence */
     int j0 = a.window > 0 ? max(0, pos + 1 - int(a.window)) : 0;
     device const float *qh = q + (ulong)t * a.q_stride + (ulong)h * a.head_dim;
 
@@ -33,9 +36,15 @@ kernel void aarmd_attention(constant aarmd_mtl_attn_args &a AARMD_BUFFER(0), dev
         acc[k] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
+    /* key j = j0 + sg + i*NSG sits at row r of table entry bi: one division per
+     * thread, then stepped (uniform across the simdgroup) */
+    uint bi = uint(j0 + int(sg)) / a.block_tokens, r = uint(j0 + int(sg)) % a.block_tokens;
     for (int j = j0 + int(sg); j <= pos; j += AARMD_ATTN_NSG) {
-        device const half *kr = kc + (ulong)j * kv_dim + (ulong)kvh * a.head_dim;
-        device const half *vr = vc + (ulong)j * kv_dim + (ulong)kvh * a.head_dim;
+        ulong row = (ulong)blocks[bi] * a.block_tokens + r;
+        for (r += AARMD_ATTN_NSG; r >= a.block_tokens; r -= a.block_tokens)
+            bi++;
+        device const half *kr = kc + row * kv_dim + (ulong)kvh * a.head_dim;
+        device const half *vr = vc + row * kv_dim + (ulong)kvh * a.head_dim;
         float s = 0.0f;
         for (uint k = 0; k < AARMD_ATTN_PER_LANE; k++) {
             uint d = lane + 32 * k;

@@ -133,14 +133,18 @@ kernel void aarmd_eltwise(constant aarmd_mtl_eltwise_args &a AARMD_BUFFER(0), de
     *gi = v;
 }
 
+/* K/V rows of the step's tokens into the paged cache (metal_args.h: paged KV). */
 kernel void aarmd_kv_store(constant aarmd_mtl_kv_store_args &a AARMD_BUFFER(0), device const float *k AARMD_BUFFER(1),
                            device const float *v AARMD_BUFFER(2), device half *kc AARMD_BUFFER(3),
-                           device half *vc AARMD_BUFFER(4), uint3 gp AARMD_TPOS_IN_GRID)
+                           device half *vc AARMD_BUFFER(4), device const aarmd_mtl_kv_tok *tok AARMD_BUFFER(5),
+                           device const uint *table AARMD_BUFFER(6), uint3 gp AARMD_TPOS_IN_GRID)
 {
     uint i = gp.x, t = gp.y;
     if (i >= a.kv_dim || t >= a.n_tok)
         return;
-    ulong dst = (ulong)(a.pos0 + t) * a.kv_dim + i;
+    uint pos = tok[t].pos;
+    ulong row = (ulong)table[tok[t].table_off + pos / a.block_tokens] * a.block_tokens + pos % a.block_tokens;
+    ulong dst = row * a.kv_dim + i;
     kc[dst] = half(k[(ulong)t * a.src_stride + i]);
     vc[dst] = half(v[(ulong)t * a.src_stride + i]);
 }

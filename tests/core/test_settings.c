@@ -69,6 +69,9 @@ Test(settings, defaults_follow_the_contract)
     cr_assert_eq(st.queue_depth, 64);
     cr_assert_eq(st.max_tokens_limit, 2048);
     cr_assert_eq(st.inference_timeout, 300);
+    cr_assert_eq(st.step_tokens, 512);
+    cr_assert_eq(st.prefill_chunk, 256);
+    cr_assert_eq(st.prefix_cache_blocks, AARMD_PREFIX_CACHE_AUTO, "auto = a quarter of the pool");
     cr_assert_null(st.api_token_file);
     cr_assert_eq(st.log_format, AARMD_LOG_JSON);
     cr_assert_eq(st.log_level, AARMD_LOG_INFO);
@@ -140,6 +143,12 @@ static struct bad_case bad_cases[] = {
     {{"--queue-depth", "-3"}, "--queue-depth"},
     {{"--max-tokens-limit", "0"}, "--max-tokens-limit must be an integer in 1..1048576"},
     {{"--inference-timeout", "0"}, "--inference-timeout must be an integer in 1..604800"},
+    {{"--step-tokens", "0"}, "--step-tokens must be an integer in 1..1048576 (got '0')"},
+    {{"--step-tokens", "many"}, "--step-tokens must be an integer"},
+    {{"--prefill-chunk", "0"}, "--prefill-chunk must be an integer in 1..1048576 (got '0')"},
+    {{"--prefill-chunk", "-5"}, "--prefill-chunk"},
+    {{"--prefix-cache-blocks", "-1"}, "--prefix-cache-blocks must be an integer in 0..16777216 (got '-1')"},
+    {{"--prefix-cache-blocks", "auto"}, "--prefix-cache-blocks must be an integer"},
     {{"--log-format", "xml"}, "--log-format must be json or text (got 'xml')"},
     {{"--log-level", "loud"}, "--log-level must be debug, info, warn or error (got 'loud')"},
     {{"--backend-opt", "novalue"}, "--backend-opt must be KEY=VALUE (got 'novalue')"},
@@ -212,6 +221,27 @@ Test(settings, config_file_fills_and_cli_wins)
     cr_assert_eq(st.n_backend_opts, 2);
     cr_assert_str_eq(st.backend_opts[1].key, "b");
     cr_assert_eq(st.log_format, AARMD_LOG_TEXT);
+}
+
+Test(settings, batching_flags_and_keys)
+{
+    cr_assert_eq(PARSE("--model", "/m", "--step-tokens", "64", "--prefill-chunk=32", "--prefix-cache-blocks", "0"),
+                 AARMD_OK, "%s", err);
+    cr_assert_eq(st.step_tokens, 64);
+    cr_assert_eq(st.prefill_chunk, 32);
+    cr_assert_eq(st.prefix_cache_blocks, 0, "0 turns reuse off");
+    aarmd_settings_fini(&st);
+    setup();
+    const char *path = write_tmp("model = /m\nstep-tokens = 1024\nprefill-chunk = 128\nprefix-cache-blocks = 77\n");
+    int rc = PARSE("--config", path, "--prefill-chunk", "16");
+    unlink(path);
+    cr_assert_eq(rc, AARMD_OK, "%s", err);
+    cr_assert_eq(st.step_tokens, 1024);
+    cr_assert_eq(st.prefill_chunk, 16, "the command line wins");
+    cr_assert_eq(st.prefix_cache_blocks, 77);
+    cr_assert(strstr(aarmd_settings_usage(), "--step-tokens N"));
+    cr_assert(strstr(aarmd_settings_usage(), "--prefill-chunk N"));
+    cr_assert(strstr(aarmd_settings_usage(), "--prefix-cache-blocks N"));
 }
 
 Test(settings, cli_backend_opts_replace_the_files)

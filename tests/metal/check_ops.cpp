@@ -149,26 +149,52 @@ ParameterizedTest(uint32_t *op, metal_ops, eltwise)
     check_close(g.data(), want.data(), g.size(), 1e-6f, 1e-5f, "eltwise");
 }
 
-/* K/V rows land at pos0.. as F16 rounded like cpu_f32_to_f16; other rows untouched. */
-Test(metal_ops, kv_store)
+/* K/V rows of tokens of three sequences land, through shuffled block tables,
+ * at their positions as F16 rounded like cpu_f32_to_f16; every other row of
+ * the pool keeps its sentinel. */
+Test(metal_ops, kv_store_paged)
 {
     mt_rng r(3);
-    const uint32_t kv_dim = 300, n_tok = 3, pos0 = 5, n_ctx = 10, src_stride = 320;
+    const uint32_t kv_dim = 300, bt = 5, n_blocks = 13, src_stride = 320;
+    const uint16_t sentinel = 0x7e01;   /* a NaN no conversion produces */
+    /* sequence s: tokens at positions [p0[s], p0[s] + n[s]) through table ts[s] */
+    const uint32_t p0[3] = {7, 0, 12}, n[3] = {4, 3, 1};
+    const std::vector<uint32_t> ts[3] = {{9, 2, 11}, {4}, {0, 6, 12}};
+    std::vector<uint32_t> table;
+    std::vector<aarmd_mtl_kv_tok> tok;
+    std::vector<uint32_t> tok_seq;
+    for (uint32_t s = 0; s < 3; s++) {
+        uint32_t off = (uint32_t)table.size();
+        table.insert(table.end(), ts[s].begin(), ts[s].end());
+        for (uint32_t i = 0; i < n[s]; i++) {
+            tok.push_back({p0[s] + i, off});
+            tok_seq.push_back(s);
+        }
+    }
+    const uint32_t n_tok = (uint32_t)tok.size();
     std::vector<float> k = mt_random_floats(r, (size_t)src_stride * n_tok, -70000, 70000);
     std::vector<float> v = mt_random_floats(r, (size_t)src_stride * n_tok, -1e-6f, 1e-6f);
-    std::vector<half> kc((size_t)kv_dim * n_ctx, (half)0.0f), vc = kc;
-    aarmd_mtl_kv_store_args a = {kv_dim, n_tok, pos0, src_stride};
-    int rc = metal_sim::dispatch({(kv_dim + ROW - 1) / ROW, n_tok, 1}, {ROW, 1, 1},
-                                 [&] { aarmd_kv_store(a, k.data(), v.data(), kc.data(), vc.data()); });
+    std::vector<uint16_t> kc((size_t)n_blocks * bt * kv_dim, sentinel), vc = kc;
+    aarmd_mtl_kv_store_args a = {kv_dim, n_tok, src_stride, bt};
+    int rc = metal_sim::dispatch({(kv_dim + ROW - 1) / ROW, n_tok, 1}, {ROW, 1, 1}, [&] {
+        aarmd_kv_store(a, k.data(), v.data(), (half *)kc.data(), (half *)vc.data(), tok.data(), table.data());
+    });
     cr_assert_eq(rc, 0, "harness: %s", metal_sim::last_error());
-    for (uint32_t p = 0; p < n_ctx; p++)
+    std::vector<int> writer((size_t)n_blocks * bt, -1);   /* pool row -> token stored there */
+    for (uint32_t t = 0; t < n_tok; t++) {
+        uint32_t pos = tok[t].pos;
+        writer[(size_t)ts[tok_seq[t]][pos / bt] * bt + pos % bt] = (int)t;
+    }
+    uint32_t stored = 0;
+    for (uint32_t row = 0; row < n_blocks * bt; row++) {
+        int t = writer[row];
+        stored += t >= 0;
         for (uint32_t i = 0; i < kv_dim; i++) {
-            uint16_t hk, hv;
-            memcpy(&hk, &kc[(size_t)p * kv_dim + i], 2);
-            memcpy(&hv, &vc[(size_t)p * kv_dim + i], 2);
-            bool stored = p >= pos0 && p < pos0 + n_tok;
-            uint16_t wk = stored ? cpu_f32_to_f16(k[(size_t)(p - pos0) * src_stride + i]) : 0;
-            uint16_t wv = stored ? cpu_f32_to_f16(v[(size_t)(p - pos0) * src_stride + i]) : 0;
-            cr_assert(hk == wk && hv == wv, "row %u col %u: k %04x v %04x, want %04x %04x", p, i, hk, hv, wk, wv);
+            uint16_t hk = kc[(size_t)row * kv_dim + i], hv = vc[(size_t)row * kv_dim + i];
+            uint16_t wk = t >= 0 ? cpu_f32_to_f16(k[(size_t)t * src_stride + i]) : sentinel;
+            uint16_t wv = t >= 0 ? cpu_f32_to_f16(v[(size_t)t * src_stride + i]) : sentinel;
+            cr_assert(hk == wk && hv == wv, "pool row %u col %u: k %04x v %04x, want %04x %04x", row, i, hk, hv, wk, wv);
         }
+    }
+    cr_assert_eq(stored, n_tok, "every token has its own row");
 }

@@ -657,6 +657,54 @@ Test(cpu_matmul, group_equals_separate_matmuls)
     }
 }
 
+/* Batch invariance (the prefix cache relies on it): at every level and for every type, a
+ * token's outputs are the same bits whether it is multiplied alone or at any place in a
+ * batch of 2..37 tokens, and a row's the same whether the weight has 37 rows or only the
+ * first few (other row tiles), with 1 or 2 threads. Inputs random, outputs compared by memcmp. */
+ParameterizedTestParameters(cpu_matmul, batch_invariant)
+{
+    return cr_make_param_array(uint32_t, (void *)all_types, N_TYPES);
+}
+
+ParameterizedTest(uint32_t *type, cpu_matmul, batch_invariant)
+{
+    const int64_t n_in = 512, n_out = 37, n_sub = 5;
+    const uint32_t n_tok = 37;
+    rng_state = 0xba7c4ull + *type * 131u;
+    size_t nb;
+    void *w = random_weights(*type, n_in, n_out, &nb);
+    struct aarmd_tensor t = tensor(*type, n_in, n_out, w, nb);
+    struct aarmd_tensor sub = tensor(*type, n_in, n_sub, w, nb / (size_t)n_out * (size_t)n_sub);
+    float *x = random_x(n_in * n_tok);
+    float *full = malloc((size_t)n_tok * n_out * sizeof *full), *part = malloc((size_t)n_tok * n_out * sizeof *part);
+    void *scratch = malloc(cpu_matmul_scratch_bytes(*type, n_in, n_tok) + 1);
+    struct cpu_pool *pool = cpu_pool_new(2);
+    cr_assert(full && part && scratch && pool);
+    for (int l = 0; l < 4; l++) {
+        enum cpu_simd s = (enum cpu_simd)l;
+        if (!cpu_simd_available(s))
+            continue;
+        cpu_matmul(pool, s, &t, x, n_tok, full, scratch);
+        int differs = 0;
+        for (uint32_t b = 1; b <= n_tok; b++) {
+            uint32_t t0 = (b * 7u) % (n_tok - b + 1);   /* a window of b tokens somewhere in the batch */
+            memset(part, 0xff, (size_t)b * n_out * sizeof *part);
+            cpu_matmul(b % 2 ? NULL : pool, s, &t, x + (size_t)t0 * n_in, b, part, scratch);
+            cr_assert(memcmp(part, full + (size_t)t0 * n_out, (size_t)b * n_out * sizeof *part) == 0,
+                      "%s %s: tokens %u..%u as a batch of %u differ from the batch of %u", cpu_simd_name(s),
+                      cpu_type_name(*type), t0, t0 + b - 1, b, n_tok);
+            memset(part, 0xff, (size_t)b * n_out * sizeof *part);
+            cpu_matmul(pool, s, &sub, x + (size_t)t0 * n_in, b, part, scratch);
+            for (uint32_t k = 0; k < b; k++)
+                differs |= memcmp(part + (size_t)k * n_sub, full + (size_t)(t0 + k) * n_out, n_sub * sizeof(float));
+        }
+        cr_assert(!differs, "%s %s: the first %lld rows differ when the weight has only them", cpu_simd_name(s),
+                  cpu_type_name(*type), (long long)n_sub);
+    }
+    cpu_pool_free(pool);
+    free(w); free(x); free(full); free(part); free(scratch);
+}
+
 Test(cpu_matmul, group_bad_sizes_do_nothing)
 {
     const struct aarmd_tensor *none[1] = {NULL};

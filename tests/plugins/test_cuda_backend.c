@@ -19,15 +19,34 @@
 #include "model.h"
 #include "plugin.h"
 
-static struct aarmd_host host;
 static char load_err[1024];
 
-/* The CUDA plugin, or NULL with load_err set (no plugin built, or no device). */
+/* Each loaded plugin keeps a pointer to its host and options: one slot per load. */
+static struct {
+    struct aarmd_host host;
+    struct aarmd_opt opts[16];
+} slots[8];
+static unsigned next_slot;
+
+/* The CUDA plugin, or NULL with load_err set (no plugin built, or no device). Unless
+ * opts set kv_mb, each model's KV pool is 256 MiB: the tests run in parallel
+ * processes, and the default (80% of free memory) would starve the later ones. */
 static struct aarmd_plugin *load_cuda(const struct aarmd_opt *opts, uint32_t n_opts)
 {
     struct aarmd_plugin *p = NULL;
-    aarmd_plugin_host_init(&host, opts, n_opts, 0);
-    if (aarmd_plugin_load("cuda", NULL, &host, &p, load_err, sizeof load_err) != AARMD_OK)
+    int has_kv = 0;
+    struct aarmd_host *host = &slots[next_slot % 8].host;
+    struct aarmd_opt *ob = slots[next_slot++ % 8].opts;
+    if (n_opts > 15)
+        n_opts = 15;
+    for (uint32_t i = 0; i < n_opts; i++) {
+        ob[i] = opts[i];
+        has_kv |= !strcmp(opts[i].key, "kv_mb");
+    }
+    if (!has_kv)
+        ob[n_opts++] = (struct aarmd_opt){"kv_mb", "256"};
+    aarmd_plugin_host_init(host, ob, n_opts, 0);
+    if (aarmd_plugin_load("cuda", NULL, host, &p, load_err, sizeof load_err) != AARMD_OK)
         return NULL;
     return p;
 }
@@ -66,6 +85,7 @@ Test(cuda_backend, table_and_device_info)
     const struct aarmd_backend *t = aarmd_plugin_table(p);
     cr_assert_str_eq(t->name, "cuda");
     cr_assert(aarmd_plugin_has_method(p, "seq_truncate"));
+    cr_assert(aarmd_plugin_has_method(p, "kv_info") && aarmd_plugin_has_method(p, "seq_fork"), "paged KV (ABI 1.1)");
     struct aarmd_backend_ctx *ctx = NULL;
     char err[512];
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_OK, "%s", err);
@@ -367,4 +387,279 @@ Test(cuda_backend, v5_decode_kernels_match_v4)
     }
     aarmd_plugin_free(pf);
     aarmd_plugin_free(po);
+}
+
+/* ---- paged KV: one forward for every sequence of a step, fork, pool exhaustion ---------- */
+
+/* Logits after `n` prompt tokens then each of `nd` decode tokens, the sequence alone in its model. */
+static void run_alone(struct aarmd_plugin *p, const struct aarmd_model_desc *d, const int32_t *toks, uint32_t n,
+                      const int32_t *dec, uint32_t nd, float *out)
+{
+    struct bc_side a;
+    char err[512];
+    bc_side_open(&a, p, d, 128);
+    struct aarmd_batch_entry e = {a.s, toks, n, 1, out};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &e, 1, err, sizeof err), AARMD_OK, "%s", err);
+    for (uint32_t i = 0; i < nd; i++) {
+        struct aarmd_batch_entry e1 = {a.s, &dec[i], 1, 1, out};
+        cr_assert_eq(aarmd_plugin_step(p, a.m, &e1, 1, err, sizeof err), AARMD_OK, "%s", err);
+    }
+    bc_side_close(&a);
+}
+
+static struct aarmd_kv_info kv_info_of(struct aarmd_plugin *p, struct aarmd_backend_model *m)
+{
+    struct aarmd_kv_info ki;
+    char err[512];
+    memset(&ki, 0, sizeof ki);
+    ki.struct_size = sizeof ki;
+    cr_assert_eq(aarmd_plugin_kv_info(p, m, &ki, err, sizeof err), AARMD_OK, "%s", err);
+    return ki;
+}
+
+/*
+ * Three sequences of different lengths (5, 17 and 40 prompt tokens: inside one
+ * block, just past one, several) prefilled in one step, then three decode steps
+ * of all three (a padded graph bucket of 4), against each sequence alone.
+ */
+struct paged_case {
+    char arch[16];
+    uint32_t type;
+    char opt[16], val[8];   /* one backend option, "" for none */
+};
+
+/* Default kernels; the batch through cuBLAS on F16 weight copies; without graphs; attention by head or by group. */
+static struct paged_case paged_cases[] = {
+    {"llama", AARMD_TYPE_Q4_K, "", ""},         {"gemma3", AARMD_TYPE_F16, "", ""},
+    {"qwen3", AARMD_TYPE_Q8_0, "q8rows", "0"},  {"llama", AARMD_TYPE_Q6_K, "wf16", "1"},
+    {"phi3", AARMD_TYPE_Q4_0, "graphs", "0"},   {"llama", AARMD_TYPE_Q4_K, "attn", "grouped"},
+    {"gemma3", AARMD_TYPE_Q8_0, "attn", "heads"},
+};
+
+ParameterizedTestParameters(cuda_backend, three_sequences_in_one_step_match_each_alone)
+{
+    return cr_make_param_array(struct paged_case, paged_cases, sizeof paged_cases / sizeof paged_cases[0]);
+}
+
+ParameterizedTest(struct paged_case *pc, cuda_backend, three_sequences_in_one_step_match_each_alone)
+{
+    struct aarmd_opt o[2] = {{pc->opt, pc->val}, {"q8rows", "0"}};
+    uint32_t no = pc->opt[0] ? 1 : 0;
+    if (!strcmp(pc->opt, "wf16"))
+        no = 2;   /* the F16 copies are used where cuBLAS runs */
+    struct aarmd_plugin *p = load_cuda(o, no);
+    NEED_GPU(p);
+    char err[512];
+    const uint32_t types[] = {pc->type};
+    const char *const archs[] = {pc->arch};
+    for (size_t ti = 0; ti < 1; ti++) {
+        struct bc_model l;
+        bc_model_synth(&l, archs[ti], types[ti]);
+        uint32_t nv = l.d->n_vocab;
+        static const uint32_t len[3] = {5, 17, 40};
+        int32_t toks[3][40], dec[3][3];
+        for (int s = 0; s < 3; s++) {
+            for (int i = 0; i < 40; i++)
+                toks[s][i] = (int32_t)((i * 37 + s * 101 + 5) % (int)nv);
+            for (int i = 0; i < 3; i++)
+                dec[s][i] = (int32_t)((i * 59 + s * 13 + 2) % (int)nv);
+        }
+        float *got[3], *want[3];
+        for (int s = 0; s < 3; s++) {
+            got[s] = malloc(nv * sizeof(float));
+            want[s] = malloc(nv * sizeof(float));
+            cr_assert(got[s] && want[s]);
+        }
+        struct bc_side a;
+        bc_side_open(&a, p, l.d, 128);
+        struct aarmd_backend_seq *sq[3] = {a.s, NULL, NULL};
+        for (int s = 1; s < 3; s++)
+            cr_assert_eq(aarmd_plugin_seq_new(p, a.m, 128, &sq[s], err, sizeof err), AARMD_OK, "%s", err);
+        struct aarmd_kv_info k0 = kv_info_of(p, a.m);
+        cr_assert_eq(k0.block_tokens, 16u);
+        cr_assert_eq(k0.blocks_free, k0.blocks_total, "new sequences take no blocks");
+        struct aarmd_batch_entry pre[3];
+        for (int s = 0; s < 3; s++)   /* the middle one wants no logits */
+            pre[s] = (struct aarmd_batch_entry){sq[s], toks[s], len[s], s != 1, s != 1 ? got[s] : NULL};
+        cr_assert_eq(aarmd_plugin_step(p, a.m, pre, 3, err, sizeof err), AARMD_OK, "%s", err);
+        struct aarmd_kv_info k1 = kv_info_of(p, a.m);
+        cr_assert_eq(k1.blocks_total - k1.blocks_free, 1u + 2u + 3u, "blocks for 5, 17, 40 tokens");
+        for (int i = 0; i < 3; i++) {
+            struct aarmd_batch_entry de[3];
+            for (int s = 0; s < 3; s++)
+                de[s] = (struct aarmd_batch_entry){sq[s], &dec[s][i], 1, 1, got[s]};
+            cr_assert_eq(aarmd_plugin_step(p, a.m, de, 3, err, sizeof err), AARMD_OK, "%s", err);
+        }
+        for (int s = 1; s < 3; s++)
+            aarmd_plugin_seq_free(p, sq[s]);
+        cr_assert_eq(aarmd_plugin_seq_truncate(p, a.s, 0, err, sizeof err), AARMD_OK, "%s", err);
+        struct aarmd_kv_info k2 = kv_info_of(p, a.m);
+        cr_assert_eq(k2.blocks_free, k2.blocks_total, "blocks back after free and truncate");
+        bc_side_close(&a);
+        for (int s = 0; s < 3; s++) {
+            run_alone(p, l.d, toks[s], len[s], dec[s], 3, want[s]);
+            double r = max_rel(got[s], want[s], nv);
+            cr_expect(r < 0.03, "%s type %u: sequence %d batched vs alone: rel %g", archs[ti], types[ti], s, r);
+        }
+        cr_expect(max_rel(got[0], got[2], nv) > 1e-4, "two different sequences gave the same logits");
+        for (int s = 0; s < 3; s++) {
+            free(got[s]);
+            free(want[s]);
+        }
+        bc_model_free(&l);
+    }
+    aarmd_plugin_free(p);
+}
+
+/*
+ * seq_fork shares full blocks: a fork of 32 of a 40-token sequence, fed the
+ * source's tokens 32..39 and one more, gives the source's logits; a fork
+ * truncated into a shared block copies it before writing (the source's later
+ * logits are unchanged); blocks are counted once and all come back.
+ */
+Test(cuda_backend, fork_shares_blocks_and_copies_on_write)
+{
+    struct aarmd_plugin *p = load_cuda(NULL, 0);
+    NEED_GPU(p);
+    char err[512];
+    struct bc_model l;
+    bc_model_synth(&l, "qwen3", AARMD_TYPE_Q8_0);
+    uint32_t nv = l.d->n_vocab;
+    int32_t toks[42];
+    for (int i = 0; i < 42; i++)
+        toks[i] = (int32_t)((i * 41 + 7) % (int)nv);
+    float *ref = malloc(nv * sizeof(float)), *ref2 = malloc(nv * sizeof(float)), *lg = malloc(nv * sizeof(float));
+    cr_assert(ref && ref2 && lg);
+    run_alone(p, l.d, toks, 41, NULL, 0, ref);    /* 41 tokens: the fork's answer */
+    run_alone(p, l.d, toks, 42, NULL, 0, ref2);   /* 42: the source's after the forks */
+
+    struct bc_side a;
+    bc_side_open(&a, p, l.d, 128);
+    struct aarmd_batch_entry e = {a.s, toks, 40, 0, NULL};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &e, 1, err, sizeof err), AARMD_OK, "%s", err);
+    struct aarmd_kv_info k0 = kv_info_of(p, a.m);
+    cr_assert_eq(k0.blocks_total - k0.blocks_free, 3u);
+    struct aarmd_backend_seq *f = NULL, *g = NULL;
+    cr_assert_eq(aarmd_plugin_seq_fork(p, a.s, 20, 128, &f, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "multiple of the block size"), "%s", err);
+    cr_assert_eq(aarmd_plugin_seq_fork(p, a.s, 48, 128, &f, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "source holds 40"), "%s", err);
+    cr_assert_eq(aarmd_plugin_seq_fork(p, a.s, 32, 16, &f, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "n_ctx"), "%s", err);
+    cr_assert_eq(aarmd_plugin_seq_fork(p, a.s, 32, 128, &f, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(aarmd_plugin_seq_fork(p, a.s, 32, 128, &g, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, k0.blocks_free, "a fork copies no block");
+
+    /* f: the source's tokens 32..40 after the shared 32 */
+    struct aarmd_batch_entry ef = {f, toks + 32, 9, 1, lg};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &ef, 1, err, sizeof err), AARMD_OK, "%s", err);
+    double r = max_rel(lg, ref, nv);
+    cr_expect(r < 0.03, "fork after 32 + 9 tokens vs 41 alone: rel %g", r);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, k0.blocks_free - 1, "the fork took one block of its own");
+
+    /* g: truncated into the shared second block, then written: copy on write */
+    cr_assert_eq(aarmd_plugin_seq_truncate(p, g, 20, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, k0.blocks_free - 1, "both of g's blocks are still shared");
+    struct aarmd_batch_entry eg = {g, toks + 20, 21, 1, lg};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &eg, 1, err, sizeof err), AARMD_OK, "%s", err);
+    r = max_rel(lg, ref, nv);
+    cr_expect(r < 0.03, "fork truncated to 20 + 21 tokens vs 41 alone: rel %g", r);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, k0.blocks_free - 1 - 2, "g copied block 1 and took block 2");
+
+    /* the source, untouched by both forks, goes on: tokens 40, 41 */
+    struct aarmd_batch_entry ea = {a.s, toks + 40, 2, 1, lg};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &ea, 1, err, sizeof err), AARMD_OK, "%s", err);
+    r = max_rel(lg, ref2, nv);
+    cr_expect(r < 0.03, "source after the forks wrote vs 42 alone: rel %g", r);
+
+    aarmd_plugin_seq_free(p, a.s);   /* the forks outlive their source */
+    a.s = NULL;
+    struct aarmd_batch_entry ef2 = {f, toks, 1, 1, lg};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &ef2, 1, err, sizeof err), AARMD_OK, "%s", err);
+    aarmd_plugin_seq_free(p, f);
+    aarmd_plugin_seq_free(p, g);
+    struct aarmd_kv_info k3 = kv_info_of(p, a.m);
+    cr_assert_eq(k3.blocks_free, k3.blocks_total, "every block back");
+    bc_side_close(&a);
+    free(ref);
+    free(ref2);
+    free(lg);
+    bc_model_free(&l);
+    aarmd_plugin_free(p);
+}
+
+/* kv_mb sizes the pool; a step the pool cannot cover is AARMD_ENOMEM and advances nothing. */
+Test(cuda_backend, pool_exhaustion_is_enomem_and_blocks_come_back)
+{
+    struct aarmd_opt small[] = {{"kv_mb", "1"}};
+    struct aarmd_plugin *p = load_cuda(small, 1);
+    NEED_GPU(p);
+    char err[512];
+    struct bc_model l;
+    bc_model_synth(&l, "llama", AARMD_TYPE_Q4_0);
+    uint32_t nv = l.d->n_vocab;
+    struct bc_side a;
+    bc_side_open(&a, p, l.d, 65536);
+    struct aarmd_kv_info ki = kv_info_of(p, a.m);
+    uint64_t per = (uint64_t)l.d->n_layer * 2 * 16 * l.d->n_head_kv * l.d->head_dim * 2;
+    cr_assert_eq(ki.block_bytes, per, "block bytes: K and V of every layer for 16 tokens, F16");
+    cr_assert_eq(ki.blocks_total, (1u << 20) / per, "kv_mb=1 holds %llu blocks",
+                 (unsigned long long)((1u << 20) / per));
+    cr_assert(ki.blocks_total >= 2 && ki.blocks_total <= 4096, "test assumes a small pool (%llu blocks)",
+              (unsigned long long)ki.blocks_total);
+    uint32_t cap = (uint32_t)ki.blocks_total * 16;
+    int32_t *toks = malloc((cap + 16) * sizeof(int32_t));
+    float *lg = malloc(nv * sizeof(float));
+    cr_assert(toks && lg);
+    for (uint32_t i = 0; i < cap + 16; i++)
+        toks[i] = (int32_t)((i * 29 + 1) % nv);
+    /* one token more than the pool holds: refused, nothing taken */
+    struct aarmd_batch_entry e = {a.s, toks, cap + 1, 1, lg};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &e, 1, err, sizeof err), AARMD_ENOMEM);
+    cr_assert(strstr(err, "KV pool exhausted"), "%s", err);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, ki.blocks_total);
+    /* exactly the pool: fits */
+    e.n_tokens = cap;
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &e, 1, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, 0u);
+    /* a second sequence cannot start: refused; both sequences keep their lengths */
+    struct aarmd_backend_seq *s2 = NULL;
+    cr_assert_eq(aarmd_plugin_seq_new(p, a.m, 64, &s2, err, sizeof err), AARMD_OK, "%s", err);
+    struct aarmd_batch_entry two[2] = {{a.s, toks, 1, 1, lg}, {s2, toks, 1, 1, lg}};
+    cr_assert_eq(aarmd_plugin_step(p, a.m, two, 2, err, sizeof err), AARMD_ENOMEM);
+    cr_assert_eq(aarmd_plugin_seq_truncate(p, a.s, cap + 1, err, sizeof err), AARMD_EINVAL, "a.s advanced");
+    /* truncation gives blocks back at once: now both fit */
+    cr_assert_eq(aarmd_plugin_seq_truncate(p, a.s, cap - 16, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, 1u);
+    two[0].n_tokens = 16;
+    cr_assert_eq(aarmd_plugin_step(p, a.m, two, 2, err, sizeof err), AARMD_ENOMEM, "needs 2 blocks, 1 free");
+    two[0].n_tokens = 1;
+    two[1].n_tokens = 1;
+    cr_assert_eq(aarmd_plugin_step(p, a.m, two, 2, err, sizeof err), AARMD_ENOMEM, "a.s needs a new block too");
+    two[0].n_tokens = 0;
+    cr_assert_eq(aarmd_plugin_step(p, a.m, &two[1], 1, err, sizeof err), AARMD_OK, "%s", err);
+    aarmd_plugin_seq_free(p, s2);
+    cr_assert_eq(kv_info_of(p, a.m).blocks_free, 1u);
+    bc_side_close(&a);
+    free(toks);
+    free(lg);
+    bc_model_free(&l);
+    aarmd_plugin_free(p);
+}
+
+Test(cuda_backend, bad_kv_options_refused)
+{
+    static const char *const bad[][2] = {{"kv_mb", "0"}, {"kv_mb", "-1"}, {"kv_mb", "x"},
+                                         {"q8rows", "65"}, {"wf16", "2"}, {"attn", "x"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct aarmd_opt o[] = {{bad[i][0], bad[i][1]}};
+        struct aarmd_plugin *p = load_cuda(o, 1);
+        NEED_GPU(p);
+        struct aarmd_backend_ctx *ctx = NULL;
+        char err[512], want[64];
+        cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL, "%s=%s", bad[i][0], bad[i][1]);
+        snprintf(want, sizeof want, "%s=%s", bad[i][0], bad[i][1]);
+        cr_assert(strstr(err, want), "%s", err);
+        aarmd_plugin_free(p);
+    }
 }

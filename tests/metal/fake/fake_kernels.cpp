@@ -56,11 +56,11 @@ static const std::map<std::string, fake_call> &kernels()
     };
     m["aarmd_kv_store"] = [](void *const *b) {
         aarmd_kv_store(*B(0, aarmd_mtl_kv_store_args *), B(1, const float *), B(2, const float *), B(3, half *),
-                       B(4, half *));
+                       B(4, half *), B(5, const aarmd_mtl_kv_tok *), B(6, const uint *));
     };
     m["aarmd_attention"] = [](void *const *b) {
         aarmd_attention(*B(0, aarmd_mtl_attn_args *), B(1, const float *), B(2, const half *), B(3, const half *),
-                        B(4, float *));
+                        B(4, float *), B(5, const aarmd_mtl_kv_tok *), B(6, const uint *));
     };
     return m;
 }

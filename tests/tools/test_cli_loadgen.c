@@ -1,0 +1,364 @@
+/* test_cli_loadgen.c — `aarmd-cli loadgen` (tools/cli_loadgen.c) called in
+ * process: usage errors exit 2 with a message; against the real daemon with the
+ * mock backend (KV paged and not), closed and open loop counts match the
+ * flags, percentiles are ordered, prompt files cycle, --json is one object. */
+#include <criterion/criterion.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "integration/harness.h"
+
+/* temporary files of the current test: removed by fini even when it fails */
+static char tmp_paths[4][64];
+static int n_tmp;
+
+static void fini(void)
+{
+    hx_kill_all();
+    for (int i = 0; i < n_tmp; i++)
+        unlink(tmp_paths[i]);
+    n_tmp = 0;
+}
+
+TestSuite(cli_loadgen, .fini = fini, .timeout = 60);
+
+struct run {
+    int rc;
+    char *out, *err;
+};
+
+static char *slurp_fd(int fd)
+{
+    off_t n = lseek(fd, 0, SEEK_END);
+    cr_assert_geq(n, 0);
+    char *s = malloc((size_t)n + 1);
+    cr_assert_eq(pread(fd, s, (size_t)n, 0), n);
+    s[n] = '\0';
+    close(fd);
+    return s;
+}
+
+static int tmp_fd(void)
+{
+    char path[] = "/tmp/aarmd-test-loadgen-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    return fd;
+}
+
+/* Runs `loadgen ARGS` (ARGS split on spaces) with stdout and stderr captured. */
+static struct run loadgen(const char *args)
+{
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", args);
+    char *argv[64] = {"loadgen"};
+    int argc = 1;
+    for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && argc < 63; t = strtok_r(NULL, " ", &save))
+        argv[argc++] = t;
+    argv[argc] = NULL;
+    struct run r;
+    int out = tmp_fd(), err = tmp_fd();
+    fflush(stdout);
+    fflush(stderr);
+    int so = dup(1), se = dup(2);
+    dup2(out, 1);
+    dup2(err, 2);
+    r.rc = aarmd_cli_loadgen(argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(so, 1);
+    dup2(se, 2);
+    close(so);
+    close(se);
+    r.out = slurp_fd(out);
+    r.err = slurp_fd(err);
+    return r;
+}
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* A temporary file holding `text`, removed when the test ends. */
+static void write_tmp(char *path, const char *text)
+{
+    cr_assert_lt(n_tmp, 4);
+    strcpy(path, "/tmp/aarmd-test-loadgen-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    snprintf(tmp_paths[n_tmp++], sizeof tmp_paths[0], "%s", path);
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+Test(cli_loadgen, usage_errors_exit_2)
+{
+    char empty[64], blank[64];
+    write_tmp(empty, "");
+    write_tmp(blank, "\n   \n\t\n");
+    char e1[160], e2[160], m1[200], m2[200];
+    snprintf(e1, sizeof e1, "--url http://h --rate 1 --duration 1 --max-tokens 1 --prompt-file %s", empty);
+    snprintf(e2, sizeof e2, "--url http://h --rate 1 --duration 1 --max-tokens 1 --prompt-file %s", blank);
+    snprintf(m1, sizeof m1, "--prompt-file %s has no prompts (one per line)", empty);
+    snprintf(m2, sizeof m2, "--prompt-file %s has no prompts (one per line)", blank);
+    const char *bad[][2] = {
+        {"--clients 1 --requests 1 --max-tokens 1", "--url, --clients, --requests and --max-tokens are required"},
+        {"--url http://h --max-tokens 1", "(open loop: --url, --rate, --duration and --max-tokens)"},
+        {"--url http://h --rate 0 --duration 1 --max-tokens 1", "--rate must be a number in >0..100000 (got '0')"},
+        {"--url http://h --rate -3 --duration 1 --max-tokens 1", "--rate must be a number"},
+        {"--url http://h --rate fast --duration 1 --max-tokens 1", "--rate must be a number in >0..100000 (got 'fast')"},
+        {"--url http://h --rate nan --duration 1 --max-tokens 1", "--rate must be a number"},
+        {"--url http://h --rate 5 --max-tokens 1", "open loop (--rate) needs --url, --duration and --max-tokens"},
+        {"--url http://h --rate 5 --duration 0 --max-tokens 1", "--duration must be a number in >0..86400"},
+        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --duration 3", "--duration is for open loop: it needs --rate"},
+        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --seed 3", "--seed is for open loop: it needs --rate"},
+        {"--url http://h --rate 5 --duration 1 --max-tokens 1 --seed -1", "--seed must be a non-negative integer (got '-1')"},
+        {"--url http://h --rate 5 --duration 1 --max-tokens 1 --clients 0", "--clients must be an integer in 1..10000"},
+        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --prompt a --prompt-tokens 5",
+         "give one of --prompt, --prompt-file and --prompt-tokens"},
+        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --prompt-tokens 0", "--prompt-tokens must be an integer in 1..8000"},
+        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --prompt-tokens 8001", "--prompt-tokens must be an integer in 1..8000"},
+        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --prompt-file /nonexistent/p.txt",
+         "--prompt-file /nonexistent/p.txt: No such file or directory"},
+        {e1, m1},
+        {e2, m2},
+        {"--url http://h --json yes --clients 1 --requests 1 --max-tokens 1", "unknown flag yes"},
+        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --temperature 2.5", "--temperature must be a number in 0..2"},
+        {"--url ftp://h --rate 1 --duration 1 --max-tokens 1", "--url must be http://HOST[:PORT]"},
+        {"--rate", "--rate needs a value"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct run r = loadgen(bad[i][0]);
+        cr_assert_eq(r.rc, 2, "%s: rc %d\n%s", bad[i][0], r.rc, r.err);
+        cr_assert(strstr(r.err, bad[i][1]), "%s: want '%s' in:\n%s", bad[i][0], bad[i][1], r.err);
+        cr_assert_str_empty(r.out, "%s", bad[i][0]);
+        run_free(&r);
+    }
+    struct run r = loadgen("--help");
+    cr_assert_eq(r.rc, 0);
+    cr_assert(strstr(r.out, "usage: aarmd-cli loadgen"), "%s", r.out);
+    cr_assert(strstr(r.out, "--rate R --duration S"), "%s", r.out);
+    run_free(&r);
+}
+
+/* --json output parsed; fails the test unless it is exactly one object. */
+static struct json_object *parse_one(const char *out)
+{
+    size_t n = strlen(out);
+    cr_assert(n > 1 && strchr(out, '\n') == out + n - 1, "not one line:\n%s", out);
+    struct json_object *j = json_tokener_parse(out);
+    cr_assert_not_null(j, "not JSON:\n%s", out);
+    cr_assert(json_object_is_type(j, json_type_object), "not an object:\n%s", out);
+    return j;
+}
+
+static double jnum(struct json_object *o, const char *path1, const char *path2)
+{
+    struct json_object *v;
+    cr_assert(json_object_object_get_ex(o, path1, &v), "no %s", path1);
+    if (path2)
+        cr_assert(json_object_object_get_ex(v, path2, &v), "no %s.%s", path1, path2);
+    return json_object_get_double(v);
+}
+
+static void check_latencies(struct json_object *j, const char *which, double n)
+{
+    cr_assert_eq(jnum(j, which, "n"), n, "%s n", which);
+    double p50 = jnum(j, which, "p50"), p90 = jnum(j, which, "p90"), p99 = jnum(j, which, "p99"),
+           mx = jnum(j, which, "max");
+    /* tokens read in one chunk are 0 ms apart: p50 may be 0 */
+    cr_assert(p50 >= 0 && p50 <= p90 && p90 <= p99 && p99 <= mx, "%s: %g %g %g %g", which, p50, p90, p99, mx);
+}
+
+static void closed_loop_against(struct hx_proc *p)
+{
+    char args[256];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 4 --requests 16 --max-tokens 6 --prompt-tokens 40 --json",
+             hx_port(p));
+    struct run r = loadgen(args);
+    cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
+    struct json_object *j = parse_one(r.out);
+    cr_assert_str_eq(hx_jstr(j, "mode"), "closed");
+    cr_assert_eq(hx_jint(j, "requests"), 16);
+    cr_assert_eq(hx_jint(j, "ok"), 16);
+    cr_assert_eq(hx_jint(j, "failed"), 0);
+    cr_assert_eq(hx_jint(j, "tokens"), 16 * 6);
+    cr_assert_gt(jnum(j, "tokens_s", NULL), 0);
+    cr_assert_gt(jnum(j, "requests_s", NULL), 0);
+    /* about 40 tokens: the daemon's count (plus a BOS when the model adds one) */
+    double pt = jnum(j, "prompt_tokens_mean", NULL);
+    cr_assert(pt >= 40 && pt <= 41, "prompt_tokens_mean %g", pt);
+    check_latencies(j, "ttft_ms", 16);
+    check_latencies(j, "itl_ms", 16 * 5);
+    struct json_object *errs;
+    cr_assert(json_object_object_get_ex(j, "errors", &errs));
+    cr_assert_eq(json_object_object_length(errs), 0);
+    json_object_put(j);
+    run_free(&r);
+    /* the server agrees */
+    struct hx_http *m = hx_fetch(hx_port(p), "GET", "/metrics", NULL, NULL);
+    cr_assert_eq(hx_metric(hx_http_body(m), "worker_requests_total", "outcome=\"success\""), 16);
+    cr_assert_eq(hx_metric(hx_http_body(m), "worker_tokens_generated_total", NULL), 96);
+    hx_http_close(m);
+}
+
+Test(cli_loadgen, closed_loop_mock_not_paged)
+{
+    closed_loop_against(hx_start("--max-jobs", "4", NULL));
+}
+
+/* The paged pools hold 16k positions: room for several whole contexts of the
+ * test model, whatever the host reserves per job. */
+Test(cli_loadgen, closed_loop_mock_paged)
+{
+    closed_loop_against(hx_start("--max-jobs", "4", "--backend-opt", "kv_blocks=1024", "--backend-opt",
+                                 "kv_block_tokens=16", NULL));
+}
+
+/* Open loop: returns the request count of one --json run (all must succeed). */
+static int64_t open_loop(int port, const char *extra, struct json_object **out)
+{
+    char args[512];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --max-tokens 4 --json %s", port, extra);
+    struct run r = loadgen(args);
+    cr_assert_eq(r.rc, 0, "%s: %s%s", args, r.out, r.err);
+    struct json_object *j = parse_one(r.out);
+    cr_assert_str_eq(hx_jstr(j, "mode"), "open");
+    int64_t n = hx_jint(j, "requests");
+    cr_assert_eq(hx_jint(j, "ok"), n);
+    cr_assert_eq(hx_jint(j, "tokens"), 4 * n);
+    if (n > 0) {
+        check_latencies(j, "ttft_ms", (double)n);
+        check_latencies(j, "itl_ms", (double)(3 * n));
+    }
+    run_free(&r);
+    if (out)
+        *out = j;
+    else
+        json_object_put(j);
+    return n;
+}
+
+static void open_loop_against(struct hx_proc *p)
+{
+    int port = hx_port(p);
+    /* 60/s for 1 s: Poisson, so 60 +- 8; [25, 100] fails only on a broken process */
+    struct json_object *j = NULL;
+    int64_t a = open_loop(port, "--rate 60 --duration 1 --seed 5", &j);
+    cr_assert(a >= 25 && a <= 100, "%lld arrivals at 60/s in 1 s", (long long)a);
+    cr_assert_eq(jnum(j, "rate", NULL), 60);
+    cr_assert_eq(jnum(j, "seed", NULL), 5);
+    cr_assert_geq(jnum(j, "duration_s", NULL), 0.9, "arrivals span the duration");
+    json_object_put(j);
+    /* the same seed draws the same arrivals */
+    cr_assert_eq(open_loop(port, "--rate 60 --duration 1 --seed 5", NULL), a);
+    /* --requests caps the arrivals, --clients the connections (the rest queue) */
+    cr_assert_eq(open_loop(port, "--rate 500 --duration 5 --requests 7 --clients 2", NULL), 7);
+    struct hx_http *m = hx_fetch(port, "GET", "/metrics", NULL, NULL);
+    cr_assert_eq(hx_metric(hx_http_body(m), "worker_requests_total", "outcome=\"success\""), 2 * a + 7);
+    hx_http_close(m);
+}
+
+Test(cli_loadgen, open_loop_mock_not_paged)
+{
+    open_loop_against(hx_start("--backend-opt", "delay_ms=1", NULL));
+}
+
+Test(cli_loadgen, open_loop_mock_paged)
+{
+    open_loop_against(hx_start("--backend-opt", "delay_ms=1", "--backend-opt", "kv_blocks=2048", "--backend-opt",
+                               "kv_block_tokens=8", NULL));
+}
+
+Test(cli_loadgen, open_loop_text_report_and_errors_by_code)
+{
+    struct hx_proc *p = hx_start("--max-tokens-limit", "5", NULL);
+    char args[256];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --rate 200 --duration 0.5 --requests 6 --max-tokens 6",
+             hx_port(p));
+    struct run r = loadgen(args);
+    cr_assert_eq(r.rc, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "mode          open loop: rate 200/s, duration 0.5 s, seed 1"), "%s", r.out);
+    cr_assert(strstr(r.out, "requests      6 (ok 0, failed 6)"), "%s", r.out);
+    cr_assert(strstr(r.out, "errors        INVALID_REQUEST=6"), "%s", r.out);
+    cr_assert(strstr(r.out, "ttft_ms       p50 0.000 p90 0.000 p99 0.000 max 0.000 (n 0)"), "%s", r.out);
+    run_free(&r);
+    strcat(args, " --json");
+    r = loadgen(args);
+    cr_assert_eq(r.rc, 1);
+    struct json_object *j = parse_one(r.out);
+    cr_assert_eq(jnum(j, "errors", "INVALID_REQUEST"), 6, "%s", r.out);
+    json_object_put(j);
+    run_free(&r);
+}
+
+/* tokens_in the daemon reports for one prompt. */
+static int64_t tokens_in(int port, const char *prompt)
+{
+    static int n_jobs;
+    char id[32];
+    snprintf(id, sizeof id, "tokens-in-%d", n_jobs++);
+    struct json_object *body = json_object_new_object();
+    json_object_object_add(body, "job_id", json_object_new_string(id));
+    json_object_object_add(body, "prompt", json_object_new_string(prompt));
+    json_object_object_add(body, "max_tokens", json_object_new_int(1));
+    struct hx_http *c = hx_execute(port, NULL, json_object_to_json_string(body));
+    json_object_put(body);
+    static struct hx_stream s;
+    cr_assert_eq(hx_stream_collect(c, &s, 5000), 0);
+    int64_t n = -1;
+    for (int i = 0; i < s.n; i++)
+        if (!strcmp(s.names[i], "started"))
+            n = hx_jint(s.data[i], "tokens_in");
+    hx_stream_fini(&s);
+    hx_http_close(c);
+    cr_assert_gt(n, 0);
+    return n;
+}
+
+Test(cli_loadgen, prompt_file_cycles_with_escapes)
+{
+    struct hx_proc *p = hx_start(NULL);
+    int port = hx_port(p);
+    /* three prompts, a blank line skipped; "\n" is a newline, "\\n" a backslash and an n */
+    char path[64];
+    write_tmp(path, "one two three four five six seven\n\na\\n\\n\\n\\n\\n\\nb\nback\\\\nslash\r\n");
+    int64_t n1 = tokens_in(port, "one two three four five six seven");
+    int64_t n2 = tokens_in(port, "a\n\n\n\n\n\nb");
+    int64_t n3 = tokens_in(port, "back\\nslash");
+    cr_assert_neq(n2, tokens_in(port, "a\\n\\n\\n\\n\\n\\nb"), "the test needs the escape to matter");
+    char args[256];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 2 --requests 9 --max-tokens 2 --prompt-file %s",
+             port, path);
+    struct run r = loadgen(args);
+    cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
+    char want[128];
+    snprintf(want, sizeof want, "prompt_tokens mean %.1f (n 9)", (double)(n1 + n2 + n3) / 3.0);
+    cr_assert(strstr(r.out, want), "want '%s' in:\n%s", want, r.out);
+    cr_assert(strstr(r.out, "requests      9 (ok 9, failed 0)"), "%s", r.out);
+    run_free(&r);
+}
+
+Test(cli_loadgen, open_loop_ttft_counts_from_arrival)
+{
+    /* one connection, a slow server and a burst of 5 arrivals: they queue in
+     * loadgen, and each one's time to first token includes its wait there */
+    struct hx_proc *p = hx_start("--backend-opt", "delay_ms=20", NULL);
+    struct json_object *j = NULL;
+    int64_t n = open_loop(hx_port(p), "--rate 2000 --duration 5 --requests 5 --clients 1", &j);
+    cr_assert_eq(n, 5);
+    /* a request is >= 4 steps of 20 ms (prefill and 3 decodes); the last one
+     * waited for the 4 before it */
+    double first = jnum(j, "ttft_ms", "p50"), last = jnum(j, "ttft_ms", "max");
+    cr_assert_geq(last, 4 * 70.0, "ttft max %.1f ms: the queueing time is missing", last);
+    cr_assert_lt(first, last);
+    cr_assert_geq(jnum(j, "duration_s", NULL), 5 * 0.08);
+    json_object_put(j);
+}
