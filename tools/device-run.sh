@@ -7,6 +7,7 @@
 #   tools/device-run.sh check              (there) synthetic model of every arch x weight type,
 #                                          plugin-check --reference cpu on each, the weight-kernel
 #                                          check, memcheck once
+#   tools/device-run.sh serve              (there) the real aarmd + loadgen at 1..64 streams
 #   tools/device-run.sh bench              (there) copy bandwidth + aarmd-cli bench on the
 #                                          SmolLM2/Llama-1B/Llama-8B-shaped synthetic models
 #   tools/device-run.sh mm                 (there) weight-kernel check (every type, awkward
@@ -34,10 +35,10 @@ build)
             LIBEVENT_LIBS="$lib/libevent.a $lib/libevent_pthreads.a" || exit 1
     fi
     # libtool drops the .a files from the core convenience library's deps: add them last
-    make -j2 aarmd-cli plugins/cpu/backend_cpu.la plugins/cuda/backend_cuda.la \
+    make -j2 aarmd aarmd-cli plugins/cpu/backend_cpu.la plugins/cuda/backend_cuda.la \
         NVCC_ARCHS='-gencode arch=compute_90,code=sm_90' \
         LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread" || exit 1
-    cp aarmd-cli plugins/cpu/.libs/backend_cpu.so plugins/cuda/.libs/backend_cuda.so "$dev/" || exit 1
+    cp aarmd aarmd-cli plugins/cpu/.libs/backend_cpu.so plugins/cuda/.libs/backend_cuda.so "$dev/" || exit 1
     cp "$root/tools/cuda_bw.cu" "$dev/" || exit 1
     # the weight-kernel check / micro-benchmark, linked with the plugin's kernel objects
     nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -o "$dev/cuda_matmul_check" \
@@ -52,7 +53,7 @@ build)
     fi
     ls -la "$dev"
     ;;
-check|bench|all|mm|ncu)
+check|bench|all|mm|ncu|serve)
     mkdir -p "$out" /tmp/synth
     export AARMD_PLUGIN_PATH="$dev"
     # cuBLAS: the system toolkit's, else the one PyTorch ships
@@ -107,7 +108,7 @@ if [ "$cmd" = check ] || [ "$cmd" = all ]; then
     fi
     if command -v compute-sanitizer >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
         cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-        "$cs" --tool memcheck --error-exitcode 9 "$cli" plugin-check cuda --model /tmp/synth/gemma3-Q4_K.gguf \
+        "$cs" --tool memcheck --error-exitcode 9 "$cli" plugin-check cuda --model /tmp/synth/gemma3-Q4_K.gguf --tol "${TOL:-0.05}" \
             >"$out/memcheck.txt" 2>&1
         echo "memcheck exit $? $(tail -2 "$out/memcheck.txt" | tr '\n' ' ')" | tee -a "$out/check.txt"
     else
@@ -123,6 +124,33 @@ bw_probe() {
         bw=$(sed -n 's/^BW_GBPS=//p' "$out/bw.txt")
     fi
 }
+
+# The real server on the GPU: a SmolLM2-135M-shaped Q4_1 model (gpt-2 vocabulary), aarmd with
+# the CUDA backend, then aarmd-cli loadgen closed loop at each of $STREAMS clients with
+# 512-token prompts and 128 generated tokens (prefix reuse off, so every prompt is computed).
+if [ "$cmd" = serve ]; then
+    m=/tmp/synth/serve-135m.gguf
+    "$cli" gguf-synth --arch llama --type Q4_1 --layers 30 --embd 576 --heads 9 --heads-kv 3 --ff 1536 \
+        --ctx 2048 --vocab-from "$root/tests/data/vocab/ggml-vocab-gpt-2.gguf" --out "$m" >/dev/null || exit 1
+    "$dev/aarmd" --backend "${SERVE_BACKEND:-cuda}" --plugin-dir "$dev" --model "$m" --port 0 --log-format json \
+        --max-jobs 64 --queue-depth 1024 --prefix-cache-blocks 0 ${SERVE_OPTS:-} 2>"$out/serve-log.txt" &
+    pid=$!
+    port=
+    for _ in $(seq 1 300); do
+        port=$(sed -n 's/.*"event":"ready".*"port":\([0-9]*\).*/\1/p' "$out/serve-log.txt" | head -1)
+        [ -n "$port" ] && break
+        sleep 0.2
+    done
+    [ -z "$port" ] && { echo "aarmd did not start"; tail -5 "$out/serve-log.txt"; kill $pid; exit 1; }
+    : >"$out/serve.txt"
+    for n in ${STREAMS:-1 8 32 64}; do
+        echo "== $n streams" | tee -a "$out/serve.txt"
+        "$cli" loadgen --url "http://127.0.0.1:$port" --clients "$n" --requests $((n * 3)) \
+            --max-tokens 128 --prompt-tokens 512 2>&1 | tee -a "$out/serve.txt"
+    done
+    curl -s "http://127.0.0.1:$port/health" >"$out/serve-health.json" 2>/dev/null
+    kill -TERM $pid; wait $pid; echo "aarmd exit $?" | tee -a "$out/serve.txt"
+fi
 
 if [ "$cmd" = mm ]; then
     "$dev/cuda_matmul_check" >"$out/mm-check.txt" 2>&1
