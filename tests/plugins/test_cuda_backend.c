@@ -93,7 +93,7 @@ Test(cuda_backend, table_and_device_info)
     cr_assert_eq(aarmd_plugin_device_info(p, ctx, &info, err, sizeof err), AARMD_OK, "%s", err);
     cr_assert_str_eq(info.memory_architecture, "vram-only");
     cr_assert_str_eq(info.worker_type, "bespoke-cuda");
-    cr_assert_eq(info.advised_seqs, 8u);
+    cr_assert_eq(info.advised_seqs, 64u);
     cr_assert(info.memory_total > 0 && info.memory_free <= info.memory_total);
     cr_assert(strlen(info.name) > 0);
     /* a device index that does not exist */
