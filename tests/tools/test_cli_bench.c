@@ -9,59 +9,12 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_capture.h"
 
-struct run {
-    int rc;
-    char *out, *err;
-};
-
-static char *slurp_fd(int fd)
+/* Runs the subcommand with stdout and stderr captured. */
+static struct cli_run bench(int argc, const char **argv)
 {
-    off_t n = lseek(fd, 0, SEEK_END);
-    cr_assert_geq(n, 0);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_not_null(s);
-    cr_assert_eq(pread(fd, s, (size_t)n, 0), n);
-    s[n] = '\0';
-    close(fd);
-    return s;
-}
-
-static int tmp_fd(void)
-{
-    char path[] = "/tmp/aarmd-test-bench-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    unlink(path);
-    return fd;
-}
-
-/* Runs the subcommand with stdout and stderr captured in unlinked temporary files. */
-static struct run bench(int argc, const char **argv)
-{
-    struct run r;
-    int out = tmp_fd(), err = tmp_fd();
-    fflush(stdout);
-    fflush(stderr);
-    int so = dup(1), se = dup(2);
-    dup2(out, 1);
-    dup2(err, 2);
-    r.rc = aarmd_cli_bench(argc, (char **)argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
-    r.out = slurp_fd(out);
-    r.err = slurp_fd(err);
-    return r;
-}
-
-static void run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
+    return cli_capture(aarmd_cli_bench, argc, argv, 0);
 }
 
 #define ARGC(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -70,7 +23,7 @@ Test(cli_bench, seqs_json_has_one_entry_per_count)
 {
     const char *argv[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q4_0", "-p", "8", "-n", "4",
                           "-r", "2", "--seqs", "1,3,2", "--json"};
-    struct run r = bench(ARGC(argv), argv);
+    struct cli_run r = bench(ARGC(argv), argv);
     cr_assert_eq(r.rc, 0, "rc %d: %s", r.rc, r.err);
     struct json_object *o = json_tokener_parse(r.out);
     cr_assert_not_null(o, "not JSON: %s", r.out);
@@ -93,17 +46,17 @@ Test(cli_bench, seqs_json_has_one_entry_per_count)
     }
     cr_assert(json_object_object_get_ex(o, "loadavg_before", &v));
     json_object_put(o);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_bench, seqs_table)
 {
     const char *argv[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q8_0", "-p", "4", "-n", "2",
                           "-r", "1", "--seqs", "2"};
-    struct run r = bench(ARGC(argv), argv);
+    struct cli_run r = bench(ARGC(argv), argv);
     cr_assert_eq(r.rc, 0, "rc %d: %s", r.rc, r.err);
     cr_assert(strstr(r.out, "tg agg tok/s") && strstr(r.out, "per-stream") && strstr(r.out, "loadavg"), "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_bench, bad_seqs_lists_are_refused)
@@ -111,9 +64,9 @@ Test(cli_bench, bad_seqs_lists_are_refused)
     const char *bad[] = {"0", "", ",", "1,,2", "257", "two", "1,2,3,4,5,6,7,8,9", "-1", "4,"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *argv[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q4_0", "--seqs", bad[i]};
-        struct run r = bench(ARGC(argv), argv);
+        struct cli_run r = bench(ARGC(argv), argv);
         cr_assert_neq(r.rc, 0, "--seqs '%s' accepted", bad[i]);
         cr_assert(strstr(r.err, "--seqs"), "--seqs '%s': %s", bad[i], r.err);
-        run_free(&r);
+        cli_run_free(&r);
     }
 }

@@ -10,60 +10,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_capture.h"
 #include "gguf.h"
 
-struct run {
-    int rc;
-    char *out, *err;
-};
-
-static char *slurp_fd(int fd)
+/* Runs the subcommand with stdout and stderr captured. */
+static struct cli_run dump(int argc, const char **argv)
 {
-    off_t n = lseek(fd, 0, SEEK_END);
-    cr_assert_geq(n, 0);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(pread(fd, s, (size_t)n, 0), n);
-    s[n] = '\0';
-    close(fd);
-    return s;
-}
-
-static int tmp_fd(void)
-{
-    char path[] = "/tmp/aarmd-test-dump-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    unlink(path);
-    return fd;
-}
-
-/* Runs the subcommand with stdout and stderr captured in temporary files
- * (not pipes: the JSON of a model is larger than a pipe buffer). */
-static struct run dump(int argc, const char **argv)
-{
-    struct run r;
-    int out = tmp_fd(), err = tmp_fd();
-    fflush(stdout);
-    fflush(stderr);
-    int so = dup(1), se = dup(2);
-    dup2(out, 1);
-    dup2(err, 2);
-    r.rc = aarmd_cli_gguf_dump(argc, (char **)argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
-    r.out = slurp_fd(out);
-    r.err = slurp_fd(err);
-    return r;
-}
-
-static void run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
+    return cli_capture(aarmd_cli_gguf_dump, argc, argv, 0);
 }
 
 static char *path_of(const char *env, const char *rel)
@@ -80,43 +33,43 @@ static char *path_of(const char *env, const char *rel)
 Test(cli_gguf_dump, usage_errors_exit_1)
 {
     const char *none[] = {"gguf-dump", NULL};
-    struct run r = dump(1, none);
+    struct cli_run r = dump(1, none);
     cr_assert_eq(r.rc, 1);
     cr_assert(strstr(r.err, "missing FILE"), "%s", r.err);
     cr_assert_str_empty(r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     const char *bogus[] = {"gguf-dump", "--bogus", "x.gguf", NULL};
     r = dump(3, bogus);
     cr_assert_eq(r.rc, 1);
     cr_assert(strstr(r.err, "unknown option '--bogus'"), "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 
     const char *two[] = {"gguf-dump", "a.gguf", "b.gguf", NULL};
     r = dump(3, two);
     cr_assert_eq(r.rc, 1);
     cr_assert(strstr(r.err, "more than one FILE"), "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_gguf_dump, help_documents_abbreviation)
 {
     const char *argv[] = {"gguf-dump", "--help", NULL};
-    struct run r = dump(2, argv);
+    struct cli_run r = dump(2, argv);
     cr_assert_eq(r.rc, 0);
     cr_assert(strstr(r.out, "usage: aarmd-cli gguf-dump FILE [--json]"));
     cr_assert(strstr(r.out, "first 64 items"), "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_gguf_dump, bad_files_exit_1)
 {
     const char *missing[] = {"gguf-dump", "/nonexistent/m.gguf", NULL};
-    struct run r = dump(2, missing);
+    struct cli_run r = dump(2, missing);
     cr_assert_eq(r.rc, 1);
     cr_assert(strstr(r.err, "gguf-dump: /nonexistent/m.gguf: No such file or directory"), "%s", r.err);
     cr_assert_str_empty(r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     /* the first 4 KiB of a real model: counts exceed the file */
     const char *trunc[] = {"gguf-dump", path_of("AARMD_TEST_DATA", "../fuzz/corpus/head4k-SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -125,33 +78,33 @@ Test(cli_gguf_dump, bad_files_exit_1)
     cr_assert_eq(r.rc, 1);
     cr_assert(strstr(r.err, ": offset 8: tensor count 272 exceeds"), "%s", r.err);
     cr_assert_str_empty(r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     const char *dir[] = {"gguf-dump", "--json", path_of("AARMD_TEST_DATA", "vocab"), NULL};
     r = dump(3, dir);
     cr_assert_eq(r.rc, 1);
     cr_assert(strstr(r.err, "not a regular file"), "%s", r.err);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_gguf_dump, text_of_vocab_file)
 {
     const char *argv[] = {"gguf-dump", path_of("AARMD_TEST_DATA", "vocab/ggml-vocab-gpt-2.gguf"), NULL};
-    struct run r = dump(2, argv);
+    struct cli_run r = dump(2, argv);
     cr_assert_eq(r.rc, 0, "%s", r.err);
     cr_assert(strstr(r.out, "version: 3\n"), "%s", r.out);
     cr_assert(strstr(r.out, "  general.architecture: string \"gpt2\"\n"));
     cr_assert(strstr(r.out, "  tokenizer.ggml.tokens: string[50257] [\"!\", \"\\\"\", \"#\""), "quotes escaped");
     cr_assert(strstr(r.out, ", ... (50257 items)]\n"));
     cr_assert(strstr(r.out, "tensors (0):\n"));
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_gguf_dump, json_of_model_matches_reader)
 {
     const char *file = path_of("AARMD_TEST_MODELS", "SmolLM2-135M-Instruct.Q4_1.gguf");
     const char *argv[] = {"gguf-dump", file, "--json", NULL};
-    struct run r = dump(3, argv);
+    struct cli_run r = dump(3, argv);
     cr_assert_eq(r.rc, 0, "%s", r.err);
     struct json_object *root = json_tokener_parse(r.out), *v, *md, *ts;
     cr_assert_not_null(root, "not JSON");
@@ -198,7 +151,7 @@ Test(cli_gguf_dump, json_of_model_matches_reader)
     }
     aarmd_gguf_free(g);
     json_object_put(root);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* A file with a control byte in a key, ill-formed UTF-8 in a string and a NaN:
@@ -227,11 +180,11 @@ Test(cli_gguf_dump, escapes_odd_bytes)
 {
     const char *file = odd_file();
     const char *text[] = {"gguf-dump", file, NULL};
-    struct run r = dump(2, text);
+    struct cli_run r = dump(2, text);
     cr_assert_eq(r.rc, 0, "%s", r.err);
     cr_assert(strstr(r.out, "  k\\x1bx: string \"a\\xff\xc3\xa9\"\n"), "%s", r.out);
     cr_assert(strstr(r.out, "  nan: f32 nan\n"), "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 
     const char *json[] = {"gguf-dump", "--json", file, NULL};
     r = dump(3, json);
@@ -247,7 +200,7 @@ Test(cli_gguf_dump, escapes_odd_bytes)
     cr_assert(json_object_object_get_ex(kv, "value", &v));
     cr_assert_str_eq(json_object_get_string(v), "nan");
     json_object_put(root);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* Every fuzz corpus file dumps (exit 0, JSON that parses) or is refused (exit 1,
@@ -265,7 +218,7 @@ Test(cli_gguf_dump, corpus_replays, .timeout = 120)
         char file[2048];
         snprintf(file, sizeof file, "%s/%s", dir, de->d_name);
         const char *text[] = {"gguf-dump", file, NULL}, *json[] = {"gguf-dump", "--json", file, NULL};
-        struct run t = dump(2, text), j = dump(3, json);
+        struct cli_run t = dump(2, text), j = dump(3, json);
         cr_assert_eq(t.rc, j.rc, "%s: text %d, json %d", file, t.rc, j.rc);
         if (t.rc == 0) {
             struct json_object *root = json_tokener_parse(j.out);
@@ -279,8 +232,8 @@ Test(cli_gguf_dump, corpus_replays, .timeout = 120)
             cr_assert(strstr(t.err, file) && strstr(t.err, ": offset "), "%s", t.err);
             cr_assert_eq(strchr(t.err, '\n'), t.err + strlen(t.err) - 1, "one line: %s", t.err);
         }
-        run_free(&t);
-        run_free(&j);
+        cli_run_free(&t);
+        cli_run_free(&j);
         n++;
     }
     closedir(d);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_capture.h"
 #include "integration/harness.h"
 
 /* temporary files of the current test: removed by fini even when it fails */
@@ -26,64 +27,10 @@ static void fini(void)
 
 TestSuite(cli_loadgen, .fini = fini, .timeout = 60);
 
-struct run {
-    int rc;
-    char *out, *err;
-};
-
-static char *slurp_fd(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    cr_assert_geq(n, 0);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_eq(pread(fd, s, (size_t)n, 0), n);
-    s[n] = '\0';
-    close(fd);
-    return s;
-}
-
-static int tmp_fd(void)
-{
-    char path[] = "/tmp/aarmd-test-loadgen-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    unlink(path);
-    return fd;
-}
-
 /* Runs `loadgen ARGS` (ARGS split on spaces) with stdout and stderr captured. */
-static struct run loadgen(const char *args)
+static struct cli_run loadgen(const char *args)
 {
-    char buf[2048];
-    snprintf(buf, sizeof buf, "%s", args);
-    char *argv[64] = {"loadgen"};
-    int argc = 1;
-    for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && argc < 63; t = strtok_r(NULL, " ", &save))
-        argv[argc++] = t;
-    argv[argc] = NULL;
-    struct run r;
-    int out = tmp_fd(), err = tmp_fd();
-    fflush(stdout);
-    fflush(stderr);
-    int so = dup(1), se = dup(2);
-    dup2(out, 1);
-    dup2(err, 2);
-    r.rc = aarmd_cli_loadgen(argc, argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
-    r.out = slurp_fd(out);
-    r.err = slurp_fd(err);
-    return r;
-}
-
-static void run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
+    return cli_capture_str(aarmd_cli_loadgen, "loadgen", args, 0);
 }
 
 /* A temporary file holding `text`, removed when the test ends. */
@@ -135,17 +82,17 @@ Test(cli_loadgen, usage_errors_exit_2)
         {"--rate", "--rate needs a value"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        struct run r = loadgen(bad[i][0]);
+        struct cli_run r = loadgen(bad[i][0]);
         cr_assert_eq(r.rc, 2, "%s: rc %d\n%s", bad[i][0], r.rc, r.err);
         cr_assert(strstr(r.err, bad[i][1]), "%s: want '%s' in:\n%s", bad[i][0], bad[i][1], r.err);
         cr_assert_str_empty(r.out, "%s", bad[i][0]);
-        run_free(&r);
+        cli_run_free(&r);
     }
-    struct run r = loadgen("--help");
+    struct cli_run r = loadgen("--help");
     cr_assert_eq(r.rc, 0);
     cr_assert(strstr(r.out, "usage: aarmd-cli loadgen"), "%s", r.out);
     cr_assert(strstr(r.out, "--rate R --duration S"), "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* --json output parsed; fails the test unless it is exactly one object. */
@@ -182,7 +129,7 @@ static void closed_loop_against(struct hx_proc *p)
     char args[256];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 4 --requests 16 --max-tokens 6 --prompt-tokens 40 --json",
              hx_port(p));
-    struct run r = loadgen(args);
+    struct cli_run r = loadgen(args);
     cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
     struct json_object *j = parse_one(r.out);
     cr_assert_str_eq(hx_jstr(j, "mode"), "closed");
@@ -201,7 +148,7 @@ static void closed_loop_against(struct hx_proc *p)
     cr_assert(json_object_object_get_ex(j, "errors", &errs));
     cr_assert_eq(json_object_object_length(errs), 0);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
     /* the server agrees */
     struct hx_http *m = hx_fetch(hx_port(p), "GET", "/metrics", NULL, NULL);
     cr_assert_eq(hx_metric(hx_http_body(m), "worker_requests_total", "outcome=\"success\""), 16);
@@ -227,7 +174,7 @@ static int64_t open_loop(int port, const char *extra, struct json_object **out)
 {
     char args[512];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --max-tokens 4 --json %s", port, extra);
-    struct run r = loadgen(args);
+    struct cli_run r = loadgen(args);
     cr_assert_eq(r.rc, 0, "%s: %s%s", args, r.out, r.err);
     struct json_object *j = parse_one(r.out);
     cr_assert_str_eq(hx_jstr(j, "mode"), "open");
@@ -238,7 +185,7 @@ static int64_t open_loop(int port, const char *extra, struct json_object **out)
         check_latencies(j, "ttft_ms", (double)n);
         check_latencies(j, "itl_ms", (double)(3 * n));
     }
-    run_free(&r);
+    cli_run_free(&r);
     if (out)
         *out = j;
     else
@@ -283,20 +230,20 @@ Test(cli_loadgen, open_loop_text_report_and_errors_by_code)
     char args[256];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --rate 200 --duration 0.5 --requests 6 --max-tokens 6",
              hx_port(p));
-    struct run r = loadgen(args);
+    struct cli_run r = loadgen(args);
     cr_assert_eq(r.rc, 1, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "mode          open loop: rate 200/s, duration 0.5 s, seed 1"), "%s", r.out);
     cr_assert(strstr(r.out, "requests      6 (ok 0, failed 6)"), "%s", r.out);
     cr_assert(strstr(r.out, "errors        INVALID_REQUEST=6"), "%s", r.out);
     cr_assert(strstr(r.out, "ttft_ms       p50 0.000 p90 0.000 p99 0.000 max 0.000 (n 0)"), "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
     strcat(args, " --json");
     r = loadgen(args);
     cr_assert_eq(r.rc, 1);
     struct json_object *j = parse_one(r.out);
     cr_assert_eq(jnum(j, "errors", "INVALID_REQUEST"), 6, "%s", r.out);
     json_object_put(j);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 /* tokens_in the daemon reports for one prompt. */
@@ -337,13 +284,13 @@ Test(cli_loadgen, prompt_file_cycles_with_escapes)
     char args[256];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 2 --requests 9 --max-tokens 2 --prompt-file %s",
              port, path);
-    struct run r = loadgen(args);
+    struct cli_run r = loadgen(args);
     cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
     char want[128];
     snprintf(want, sizeof want, "prompt_tokens mean %.1f (n 9)", (double)(n1 + n2 + n3) / 3.0);
     cr_assert(strstr(r.out, want), "want '%s' in:\n%s", want, r.out);
     cr_assert(strstr(r.out, "requests      9 (ok 9, failed 0)"), "%s", r.out);
-    run_free(&r);
+    cli_run_free(&r);
 }
 
 Test(cli_loadgen, open_loop_ttft_counts_from_arrival)

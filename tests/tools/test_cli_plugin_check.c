@@ -13,63 +13,15 @@
 
 #include "aarmd_backend.h"
 #include "cli.h"
+#include "cli_capture.h"
 #include "gguf_synth.h"
 
-struct run {
-    int rc;
-    char *out;   /* stdout and stderr */
-};
-
-static char *slurp_fd(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    cr_assert_geq(n, 0);
-    char *s = malloc((size_t)n + 1);
-    cr_assert_not_null(s);
-    cr_assert_eq(pread(fd, s, (size_t)n, 0), n);
-    s[n] = '\0';
-    close(fd);
-    return s;
-}
-
-/* Runs `aarmd-cli plugin-check ARGS...` in process with stdout and stderr in
- * one unlinked temporary file. */
-static struct run check_argv(int argc, const char **argv)
+/* Runs `aarmd-cli plugin-check ARGS` in process (ARGS split on spaces, no quoting),
+ * stdout and stderr merged. */
+static struct cli_run check(const char *args)
 {
     cr_assert_not_null(getenv("AARMD_PLUGIN_PATH"), "AARMD_PLUGIN_PATH is not set: run through make check");
-    char path[] = "/tmp/aarmd-test-plugin-check-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert_geq(fd, 0);
-    unlink(path);
-    fflush(stdout);
-    fflush(stderr);
-    int so = dup(1), se = dup(2);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    struct run r;
-    r.rc = aarmd_cli_plugin_check(argc, (char **)argv);
-    fflush(stdout);
-    fflush(stderr);
-    dup2(so, 1);
-    dup2(se, 2);
-    close(so);
-    close(se);
-    r.out = slurp_fd(fd);
-    return r;
-}
-
-/* Same, from one space-separated string (no quoting; paths without spaces). */
-static struct run check(const char *args)
-{
-    char buf[4096];
-    const char *argv[64] = {"plugin-check"};
-    int argc = 1;
-    snprintf(buf, sizeof buf, "%s", args);
-    for (char *save = NULL, *tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-        cr_assert_lt(argc, 63);
-        argv[argc++] = tok;
-    }
-    return check_argv(argc, argv);
+    return cli_capture_str(aarmd_cli_plugin_check, "plugin-check", args, 1);
 }
 
 /* The line "VERDICT kv-NAME: ..." or NULL. */
@@ -88,7 +40,7 @@ static const char *const all_checks[] = {"info", "idle", "blocks", "truncate", "
 #define N_CHECKS (sizeof all_checks / sizeof all_checks[0])
 
 /* Every kv check PASSes (and nothing FAILs or is skipped). */
-static void assert_all_kv_pass(const struct run *r)
+static void assert_all_kv_pass(const struct cli_run *r)
 {
     cr_assert_eq(r->rc, 0, "exit %d:\n%s", r->rc, r->out);
     for (size_t i = 0; i < N_CHECKS; i++)
@@ -121,7 +73,7 @@ ParameterizedTest(struct kv_param *opt, plugin_check_kv, mock_paged_passes)
 {
     char args[512];
     snprintf(args, sizeof args, "mock %s", opt->opts);
-    struct run r = check(args);
+    struct cli_run r = check(args);
     assert_all_kv_pass(&r);
     /* the mock is deterministic: every comparison is bitwise */
     cr_assert(strstr(kv_line(r.out, "PASS", "fork"), "bitwise equal"), "%s", r.out);
@@ -129,12 +81,12 @@ ParameterizedTest(struct kv_param *opt, plugin_check_kv, mock_paged_passes)
     cr_assert(strstr(kv_line(r.out, "PASS", "enomem-resume"), "bitwise equal"), "%s", r.out);
     cr_assert(strstr(kv_line(r.out, "PASS", "batch"), "bitwise equal"), "%s", r.out);
     cr_assert(strstr(kv_line(r.out, "PASS", "enomem"), "KV pool exhausted"), "the backend's message: %s", r.out);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 Test(plugin_check_kv, mock_paged_reports_the_pool)
 {
-    struct run r = check("mock --backend-opt kv_blocks=64 --backend-opt kv_block_bytes=1000");
+    struct cli_run r = check("mock --backend-opt kv_blocks=64 --backend-opt kv_block_bytes=1000");
     assert_all_kv_pass(&r);
     cr_assert(kv_line(r.out, "PASS", "info"), "%s", r.out);
     cr_assert(strstr(r.out, "PASS kv-info: 16 tokens per block, 64 blocks of 1000 bytes (0.1 MiB), 64 free"), "%s",
@@ -143,7 +95,7 @@ Test(plugin_check_kv, mock_paged_reports_the_pool)
     /* lengths 1, 16, 17, 49 -> 1, 1, 2, 4 blocks */
     cr_assert(strstr(r.out, "lengths 1,16,17,49 held 1,1,2,4 blocks"), "%s", r.out);
     cr_assert(strstr(r.out, "PASS kv-end: all 64 blocks back"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 Test(plugin_check_kv, mock_with_a_model_file)
@@ -153,14 +105,14 @@ Test(plugin_check_kv, mock_with_a_model_file)
     char args[2048];
     snprintf(args, sizeof args, "mock --model %s/SmolLM2-135M-Instruct.Q4_1.gguf --backend-opt kv_blocks=48 "
              "--tol 0", models);
-    struct run r = check(args);
+    struct cli_run r = check(args);
     assert_all_kv_pass(&r);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 Test(plugin_check_kv, mock_not_paged_is_skipped)
 {
-    struct run r = check("mock");
+    struct cli_run r = check("mock");
     cr_assert_eq(r.rc, 0, "%s", r.out);
     const char *l = kv_line(r.out, "PASS", "info");
     cr_assert_not_null(l, "%s", r.out);
@@ -171,13 +123,13 @@ Test(plugin_check_kv, mock_not_paged_is_skipped)
     for (size_t i = 1; i < N_CHECKS; i++)
         for (size_t v = 0; v < 3; v++)
             cr_assert_null(kv_line(r.out, verdicts[v], all_checks[i]), "kv-%s ran unpaged:\n%s", all_checks[i], r.out);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 Test(plugin_check_kv, small_pool_skips_what_does_not_fit)
 {
     /* 3 blocks of 16: too few for any check but the pool's own */
-    struct run r = check("mock --backend-opt kv_blocks=3");
+    struct cli_run r = check("mock --backend-opt kv_blocks=3");
     cr_assert_eq(r.rc, 0, "%s", r.out);
     cr_assert_not_null(kv_line(r.out, "PASS", "info"), "%s", r.out);
     cr_assert_not_null(kv_line(r.out, "PASS", "idle"), "%s", r.out);
@@ -188,12 +140,12 @@ Test(plugin_check_kv, small_pool_skips_what_does_not_fit)
         cr_assert(strstr(l, "the pool has 3: give the backend a larger pool"), "%s", r.out);
     }
     cr_assert_not_null(kv_line(r.out, "PASS", "end"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 Test(plugin_check_kv, big_pool_skips_the_fill)
 {
-    struct run r = check("mock --backend-opt kv_blocks=10000 --kv-fill 1000");
+    struct cli_run r = check("mock --backend-opt kv_blocks=10000 --kv-fill 1000");
     cr_assert_eq(r.rc, 0, "%s", r.out);
     const char *l = kv_line(r.out, "SKIP", "enomem");
     cr_assert_not_null(l, "%s", r.out);
@@ -201,7 +153,7 @@ Test(plugin_check_kv, big_pool_skips_the_fill)
     cr_assert(strstr(l, "filling the pool takes 159936 tokens, above --kv-fill 1000"), "%s", r.out);
     cr_assert_not_null(kv_line(r.out, "PASS", "fork"), "%s", r.out);
     cr_assert_not_null(kv_line(r.out, "PASS", "end"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 /*
@@ -218,10 +170,10 @@ Test(plugin_check_kv, injected_failure_anywhere_fails_and_frees, .timeout = 120)
         char args[256];
         snprintf(args, sizeof args, "mock --backend-opt kv_blocks=24 --backend-opt kv_block=4 "
                  "--backend-opt fail_at_step=%d", n);
-        struct run r = check(args);
+        struct cli_run r = check(args);
         if (r.rc == 0) {   /* past the last step: everything passed */
             cr_assert_null(strstr(r.out, "FAIL"), "%s", r.out);
-            free(r.out);
+            cli_run_free(&r);
             break;
         }
         n_failed_runs++;
@@ -230,7 +182,7 @@ Test(plugin_check_kv, injected_failure_anywhere_fails_and_frees, .timeout = 120)
         cr_assert_not_null(f, "fail_at_step=%d: no kv check failed:\n%s", n, r.out);
         cr_assert(strstr(f, "injected device error"), "fail_at_step=%d:\n%s", n, r.out);
         cr_assert_not_null(kv_line(r.out, "PASS", "end"), "fail_at_step=%d leaked:\n%s", n, r.out);
-        free(r.out);
+        cli_run_free(&r);
     }
     /* the section steps at least: 4 + 1 accounting, 3 + fill + 2 + 2 enomem, 7 + 7 fork, 8 batch */
     cr_assert_geq(n_failed_runs, 30, "only %d steps in the kv section", n_failed_runs);
@@ -245,11 +197,11 @@ Test(plugin_check_kv, injected_enomem_anywhere, .timeout = 120)
         char args[256];
         snprintf(args, sizeof args, "mock --backend-opt kv_blocks=24 --backend-opt kv_block=4 "
                  "--backend-opt oom_at_step=%d", n);
-        struct run r = check(args);
+        struct cli_run r = check(args);
         cr_assert_not_null(kv_line(r.out, "PASS", "end"), "oom_at_step=%d leaked:\n%s", n, r.out);
         if (r.rc == 0) {
             n_passed++;
-            free(r.out);
+            cli_run_free(&r);
             if (n_passed == 3)   /* the two refusals, then past the end */
                 break;
             continue;
@@ -258,7 +210,7 @@ Test(plugin_check_kv, injected_enomem_anywhere, .timeout = 120)
         const char *f = strstr(r.out, "FAIL kv-");
         cr_assert_not_null(f, "oom_at_step=%d: no kv check failed:\n%s", n, r.out);
         cr_assert(strstr(f, "injected out of memory"), "oom_at_step=%d:\n%s", n, r.out);
-        free(r.out);
+        cli_run_free(&r);
     }
     cr_assert_eq(n_passed, 3);
 }
@@ -283,7 +235,7 @@ ParameterizedTestParameters(plugin_check_kv, broken_pool_fails)
     return cr_make_param_array(struct break_case, cases, sizeof cases / sizeof cases[0]);
 }
 
-static struct run kvbreak(const char *mode)
+static struct cli_run kvbreak(const char *mode)
 {
     const char *b = getenv("AARMD_BUILDDIR");
     cr_assert_not_null(b, "AARMD_BUILDDIR is not set: run through make check");
@@ -295,7 +247,7 @@ static struct run kvbreak(const char *mode)
 
 ParameterizedTest(struct break_case *bc, plugin_check_kv, broken_pool_fails)
 {
-    struct run r = kvbreak(bc->mode);
+    struct cli_run r = kvbreak(bc->mode);
     cr_assert_eq(r.rc, 1, "kvbreak=%s: exit %d\n%s", bc->mode, r.rc, r.out);
     const char *l = kv_line(r.out, "FAIL", bc->check);
     cr_assert_not_null(l, "kvbreak=%s: no FAIL kv-%s\n%s", bc->mode, bc->check, r.out);
@@ -303,39 +255,39 @@ ParameterizedTest(struct break_case *bc, plugin_check_kv, broken_pool_fails)
     const char *hit = strstr(l, bc->detail);
     cr_assert(hit && (!eol || hit < eol), "kvbreak=%s: '%s' not in the kv-%s line\n%s", bc->mode, bc->detail,
               bc->check, r.out);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 /* The wrapper itself is faithful: unbroken, every check passes. */
 Test(plugin_check_kv, unbroken_wrapper_passes)
 {
-    struct run r = kvbreak("none");
+    struct cli_run r = kvbreak("none");
     assert_all_kv_pass(&r);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 Test(plugin_check_kv, option_errors)
 {
-    struct run r = check("mock --kv-fill");
+    struct cli_run r = check("mock --kv-fill");
     cr_assert_eq(r.rc, 2, "%s", r.out);
     cr_assert(strstr(r.out, "--kv-fill needs a value"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
     r = check("mock --kv-fill -3");
     cr_assert_eq(r.rc, 2, "%s", r.out);
     cr_assert(strstr(r.out, "--kv-fill -3: expected an integer >= 0 (tokens)"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
     r = check("mock --tol -1");
     cr_assert_eq(r.rc, 2, "%s", r.out);
     cr_assert(strstr(r.out, "--tol -1: expected a number >= 0"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
     r = check("mock --tol 0 --reference cpu --model x.gguf");
     cr_assert_eq(r.rc, 2, "%s", r.out);
     cr_assert(strstr(r.out, "--tol 0 means bitwise"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
     r = check("--help");
     cr_assert_eq(r.rc, 0, "%s", r.out);
     cr_assert(strstr(r.out, "not paged: skipped"), "%s", r.out);
-    free(r.out);
+    cli_run_free(&r);
 }
 
 /* ---- the CPU backend on a synthetic model ---------------------------------------------- */
@@ -362,7 +314,7 @@ static void cpu_run(const char *arch, uint32_t type, uint32_t n_ctx, const char 
     char path[256], args[1024];
     synth(arch, type, n_ctx, path, sizeof path);
     snprintf(args, sizeof args, "cpu --model %s --backend-opt threads=1 %s", path, more);
-    struct run r = check(args);
+    struct cli_run r = check(args);
     unlink(path);
     cr_assert_eq(r.rc, 0, "exit %d:\n%s", r.rc, r.out);
     if (strstr(r.out, "PASS kv-info: not paged: skipped")) {
@@ -370,7 +322,7 @@ static void cpu_run(const char *arch, uint32_t type, uint32_t n_ctx, const char 
     } else {
         assert_all_kv_pass(&r);
     }
-    free(r.out);
+    cli_run_free(&r);
 }
 
 Test(plugin_check_kv, cpu_llama, .timeout = 120)
