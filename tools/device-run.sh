@@ -129,9 +129,14 @@ bw_probe() {
 # the CUDA backend, then aarmd-cli loadgen closed loop at each of $STREAMS clients with
 # 512-token prompts and 128 generated tokens (prefix reuse off, so every prompt is computed).
 if [ "$cmd" = serve ]; then
-    m=/tmp/synth/serve-135m.gguf
-    "$cli" gguf-synth --arch llama --type Q4_1 --layers 30 --embd 576 --heads 9 --heads-kv 3 --ff 1536 \
-        --ctx 2048 --vocab-from "$root/tests/data/vocab/ggml-vocab-gpt-2.gguf" --out "$m" >/dev/null || exit 1
+    # SERVE_SHAPE=llama-8b: the Llama-3.1-8B shape in Q4_K instead (4.6 GB; ~3 min to write)
+    case "${SERVE_SHAPE:-smollm2-135m}" in
+    llama-8b) shape="--type Q4_K --layers 32 --embd 4096 --heads 32 --heads-kv 8 --ff 14336 --ctx 4096 --untied" ;;
+    *) shape="--type Q4_1 --layers 30 --embd 576 --heads 9 --heads-kv 3 --ff 1536 --ctx 2048" ;;
+    esac
+    m=/tmp/synth/serve-${SERVE_SHAPE:-smollm2-135m}.gguf
+    [ -f "$m" ] || "$cli" gguf-synth --arch llama $shape \
+        --vocab-from "$root/tests/data/vocab/ggml-vocab-gpt-2.gguf" --out "$m" >/dev/null || exit 1
     "$dev/aarmd" --backend "${SERVE_BACKEND:-cuda}" --plugin-dir "$dev" --model "$m" --port 0 --log-format json \
         --max-jobs 64 --queue-depth 1024 --prefix-cache-blocks 0 ${SERVE_OPTS:-} 2>"$out/serve-log.txt" &
     pid=$!

@@ -443,6 +443,40 @@ GRP_TARGET static inline __m256 kv_load8(const int f16, const void *row, int i)
 }
 
 #define GRP_UNROLL _Pragma("GCC unroll 8")
+#define GRP_KEYS_MAX 4   /* keys scored at once (kb) */
+#define GRP_LANES_MAX 4  /* 8-lane chunks of out accumulated at once (ni) */
+
+/* A key's score from its 8-lane dot accumulator: the same reduction, scale
+ * and softcap for every key, whichever loop scored it. */
+GRP_TARGET static inline __attribute__((always_inline)) float score8(__m256 acc, float scale, float softcap)
+{
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    float s = _mm_cvtss_f32(s4) * scale;
+    if (softcap > 0.0f)
+        s = softcap * tanhf(s / softcap);
+    return s;
+}
+
+/* score8 of four accumulators at once, into out[0..3]: the same additions in
+ * the same pairing as score8 ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)), done for
+ * four keys side by side, so the same bits in a quarter of the shuffles. */
+GRP_TARGET static inline __attribute__((always_inline)) void score8x4(__m256 a, __m256 b, __m256 c, __m256 d,
+                                                                     float scale, float softcap, float *out)
+{
+    __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+    /* ab = [a lo+hi | b lo+hi], cd likewise; pair element k with k + 2 */
+    __m256 r = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    r = _mm256_hadd_ps(r, r);                        /* lo: [a, c, a, c], hi: [b, d, b, d] */
+    __m128 s4 = _mm_unpacklo_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+    _mm_storeu_ps(out, _mm_mul_ps(s4, _mm_set1_ps(scale)));
+    if (softcap > 0.0f)
+        for (int u = 0; u < 4; u++)
+            out[u] = softcap * tanhf(out[u] / softcap);
+}
 
 /* nq and f16 are constants at every call site (the switch below) and the head
  * loops are unrolled, so a key's per-head accumulators live in registers. */
@@ -453,6 +487,9 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
     size_t off = (size_t)kvh * (size_t)hd * kv->elt;
     float m[ATT_GROUP_MAX], sum[ATT_GROUP_MAX];
     float sc[ATT_GROUP_MAX][ATT_BLOCK];
+    /* register budget (16 ymm): kb * nq score and ni * nq output accumulators */
+    const int kb = nq <= 3 ? 4 : nq == 4 ? 3 : nq <= 6 ? 2 : 1;
+    const int ni = nq <= 2 ? 4 : nq <= 5 ? 2 : 1;
     GRP_UNROLL
     for (int g = 0; g < nq; g++) {
         m[g] = -INFINITY;
@@ -461,8 +498,48 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
     memset(out, 0, (size_t)nq * (size_t)hd * sizeof(float));
     for (int32_t jb = j0; jb <= j1; jb += ATT_BLOCK) {
         int nb = j1 - jb + 1 < ATT_BLOCK ? (int)(j1 - jb + 1) : ATT_BLOCK;
-        for (int b = 0; b < nb; b++) {
-            const void *kr = (const char *)cpu_kv_k_row(kv, layer, jb + b) + off;
+        /* scores kb keys at a time: each q vector load feeds kb keys and the
+         * kb * nq accumulators are independent chains (one per (key, head),
+         * each summed over i in the same order as a key alone: same bits) */
+        int bk = 0;
+        for (; bk + kb <= nb; bk += kb) {
+            const void *kr[GRP_KEYS_MAX];
+            __m256 acc[GRP_KEYS_MAX][ATT_GROUP_MAX];
+            GRP_UNROLL
+            for (int u = 0; u < kb; u++) {
+                kr[u] = (const char *)cpu_kv_k_row(kv, layer, jb + bk + u) + off;
+                GRP_UNROLL
+                for (int g = 0; g < nq; g++)
+                    acc[u][g] = _mm256_setzero_ps();
+            }
+            for (int i = 0; i < hd; i += 8) {
+                __m256 kk[GRP_KEYS_MAX];
+                GRP_UNROLL
+                for (int u = 0; u < kb; u++)
+                    kk[u] = kv_load8(f16, kr[u], i);
+                GRP_UNROLL
+                for (int g = 0; g < nq; g++) {
+                    __m256 qv = _mm256_loadu_ps(q + (size_t)g * (size_t)hd + i);
+                    GRP_UNROLL
+                    for (int u = 0; u < kb; u++)
+                        acc[u][g] = _mm256_fmadd_ps(qv, kk[u], acc[u][g]);
+                }
+            }
+            if (kb == 4) {
+                GRP_UNROLL
+                for (int g = 0; g < nq; g++)
+                    score8x4(acc[0][g], acc[1][g], acc[2][g], acc[3][g], scale, softcap, &sc[g][bk]);
+            } else {
+                GRP_UNROLL
+                for (int u = 0; u < kb; u++) {
+                    GRP_UNROLL
+                    for (int g = 0; g < nq; g++)
+                        sc[g][bk + u] = score8(acc[u][g], scale, softcap);
+                }
+            }
+        }
+        for (; bk < nb; bk++) {
+            const void *kr = (const char *)cpu_kv_k_row(kv, layer, jb + bk) + off;
             __m256 acc[ATT_GROUP_MAX];
             GRP_UNROLL
             for (int g = 0; g < nq; g++)
@@ -474,30 +551,34 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
                     acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)g * (size_t)hd + i), kk, acc[g]);
             }
             GRP_UNROLL
-            for (int g = 0; g < nq; g++) {
-                __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[g]), _mm256_extractf128_ps(acc[g], 1));
-                s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-                s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-                float s = _mm_cvtss_f32(s4) * scale;
-                if (softcap > 0.0f)
-                    s = softcap * tanhf(s / softcap);
-                sc[g][b] = s;
-            }
+            for (int g = 0; g < nq; g++)
+                sc[g][bk] = score8(acc[g], scale, softcap);
+        }
+        /* block max and sum with the heads interleaved (nq independent chains
+         * instead of one after another); each head's own order is unchanged */
+        float bm[ATT_GROUP_MAX];
+        GRP_UNROLL
+        for (int g = 0; g < nq; g++)
+            bm[g] = -INFINITY;
+        for (int b = 0; b < nb; b++) {
+            GRP_UNROLL
+            for (int g = 0; g < nq; g++)
+                bm[g] = sc[g][b] > bm[g] ? sc[g][b] : bm[g];
         }
         for (int g = 0; g < nq; g++) {
-            float bm = -INFINITY;
-            for (int b = 0; b < nb; b++)
-                bm = sc[g][b] > bm ? sc[g][b] : bm;
-            if (bm > m[g]) {
-                float c = expf(m[g] - bm);
+            if (bm[g] > m[g]) {
+                float c = expf(m[g] - bm[g]);
                 sum[g] *= c;
                 cpu_scale(out + (size_t)g * (size_t)hd, c, hd);
-                m[g] = bm;
+                m[g] = bm[g];
             }
             int done = exp_sub_avx2(sc[g], nb, m[g]);
             for (int b = done; b < nb; b++)
                 sc[g][b] = expf(sc[g][b] - m[g]);
-            for (int b = 0; b < nb; b++)
+        }
+        for (int b = 0; b < nb; b++) {
+            GRP_UNROLL
+            for (int g = 0; g < nq; g++)
                 sum[g] += sc[g][b];
         }
         /* out += sum_b w_b v_b: the V rows of the block through the block table
@@ -507,16 +588,47 @@ attend_group_avx2(const struct cpu_kv *kv, int layer, int kvh, const float *q, c
         const char *vr[ATT_BLOCK];
         for (int b = 0; b < nb; b++)
             vr[b] = (const char *)cpu_kv_v_row(kv, layer, jb + b) + off;
-        for (int i = 0; i < hd; i += 8) {
+        /* ni chunks of 8 lanes at once: ni * nq independent chains (each lane
+         * still one chain over the keys in order) */
+        int i = 0;
+        for (; i + 8 * ni <= hd; i += 8 * ni) {
+            __m256 acc[GRP_LANES_MAX][ATT_GROUP_MAX];
+            GRP_UNROLL
+            for (int c = 0; c < ni; c++) {
+                GRP_UNROLL
+                for (int g = 0; g < nq; g++)
+                    acc[c][g] = _mm256_loadu_ps(out + (size_t)g * (size_t)hd + i + 8 * c);
+            }
+            for (int b2 = 0; b2 < nb; b2++) {
+                __m256 vv[GRP_LANES_MAX];
+                GRP_UNROLL
+                for (int c = 0; c < ni; c++)
+                    vv[c] = kv_load8(f16, vr[b2], i + 8 * c);
+                GRP_UNROLL
+                for (int g = 0; g < nq; g++) {
+                    __m256 w = _mm256_broadcast_ss(&sc[g][b2]);
+                    GRP_UNROLL
+                    for (int c = 0; c < ni; c++)
+                        acc[c][g] = _mm256_fmadd_ps(w, vv[c], acc[c][g]);
+                }
+            }
+            GRP_UNROLL
+            for (int c = 0; c < ni; c++) {
+                GRP_UNROLL
+                for (int g = 0; g < nq; g++)
+                    _mm256_storeu_ps(out + (size_t)g * (size_t)hd + i + 8 * c, acc[c][g]);
+            }
+        }
+        for (; i < hd; i += 8) {
             __m256 acc[ATT_GROUP_MAX];
             GRP_UNROLL
             for (int g = 0; g < nq; g++)
                 acc[g] = _mm256_loadu_ps(out + (size_t)g * (size_t)hd + i);
-            for (int b = 0; b < nb; b++) {
-                __m256 vv = kv_load8(f16, vr[b], i);
+            for (int b2 = 0; b2 < nb; b2++) {
+                __m256 vv = kv_load8(f16, vr[b2], i);
                 GRP_UNROLL
                 for (int g = 0; g < nq; g++)
-                    acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[g][b]), vv, acc[g]);
+                    acc[g] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[g][b2]), vv, acc[g]);
             }
             GRP_UNROLL
             for (int g = 0; g < nq; g++)

@@ -79,7 +79,8 @@ void cpu_attend(const struct cpu_kv *kv, int layer, int kvh, const float *q, int
  * as n_q calls of cpu_attend up to float rounding, but each K and V row is
  * read and converted from F16 once for the whole group. With vec and
  * 1 <= n_q <= 8 and head_dim % 8 == 0 it runs the AVX2 group kernel; otherwise
- * it is those n_q calls.
+ * it is those n_q calls. Either way each head's output has the same bits
+ * whatever n_q is (a head alone or in any group; test_cpu_ops checks it).
  */
 void cpu_attend_group(const struct cpu_kv *kv, int layer, int kvh, const float *q, int n_q, int head_dim,
                       int32_t j0, int32_t j1, float scale, float softcap, int vec, float *out);

@@ -322,6 +322,66 @@ Test(cpu_ops, attend_group_matches_per_head)
     }
 }
 
+/* Batch invariance of the group kernel: a head's output must not depend on how
+ * many heads share the call (the kernel scores 1..4 keys at once and sums 1..4
+ * 8-lane chunks of out at once depending on the group size), so every group size
+ * gives each head the same bits as that head alone, for every span end (all key
+ * tail lengths of a 64-key block), F16 and F32, head_dims with and without a
+ * leftover 8-lane chunk. */
+Test(cpu_ops, attend_group_bitwise_independent_of_group_size)
+{
+    enum { N = 140, NKV = 2, MAXG = 8, MAXHD = 256 };
+    static const int hds[] = {64, 256, 24, 40};
+    static const int groups[] = {2, 3, 4, 5, 6, 7, 8};
+    int n_vec = cpu_simd_detect() == CPU_SIMD_AVX2 || cpu_simd_detect() == CPU_SIMD_AVX512 ? 2 : 1;
+    float *k = malloc(NKV * MAXHD * sizeof(float)), *v = malloc(NKV * MAXHD * sizeof(float));
+    float *q = malloc(MAXG * MAXHD * sizeof(float)), *want = malloc(MAXG * MAXHD * sizeof(float));
+    float *got = malloc(MAXG * MAXHD * sizeof(float));
+    cr_assert(k && v && q && want && got);
+    for (size_t h = 0; h < sizeof hds / sizeof hds[0]; h++) {
+        int hd = hds[h];
+        for (int ty = 0; ty < 2; ty++) {
+            struct cpu_kv kv;
+            uint32_t type = ty ? AARMD_TYPE_F32 : AARMD_TYPE_F16;
+            cr_assert_eq(cpu_kv_init(&kv, type, 1, N, NKV * hd), AARMD_OK);
+            for (int p = 0; p < N; p++) {
+                for (int i = 0; i < NKV * hd; i++) {
+                    k[i] = sinf((float)(p * 17 + i) * 0.29f) + 0.02f * (float)(p % 9);
+                    v[i] = cosf((float)(p * 7 + i) * 0.13f);
+                }
+                cpu_kv_store(&kv, 0, p, k, v);
+            }
+            for (int i = 0; i < MAXG * hd; i++)
+                q[i] = 0.3f * sinf((float)i * 0.61f) + 0.05f * cosf((float)i * 0.07f);
+            for (int vec = 0; vec < n_vec; vec++) {
+                for (int32_t j1 = 60; j1 < N; j1 += 3) {          /* nb of the last block: 61..76 % 64 */
+                    int32_t j0 = j1 > 100 ? 7 : 0;
+                    for (int g = 0; g < MAXG; g++)
+                        cpu_attend_group(&kv, 0, 1, q + g * hd, 1, hd, j0, j1, 0.125f, 0.0f, vec, want + g * hd);
+                    for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+                        int nq = groups[gi];
+                        memset(got, 0xff, (size_t)nq * (size_t)hd * sizeof(float));
+                        cpu_attend_group(&kv, 0, 1, q, nq, hd, j0, j1, 0.125f, 0.0f, vec, got);
+                        cr_assert(memcmp(got, want, (size_t)nq * (size_t)hd * sizeof(float)) == 0,
+                                  "hd %d type %u vec %d j1 %d group %d differs from one head at a time", hd, type,
+                                  vec, (int)j1, nq);
+                    }
+                    /* and a capped head: the same bits alone and in a group of 4 */
+                    cpu_attend_group(&kv, 0, 1, q, 1, hd, j0, j1, 0.125f, 3.0f, vec, want);
+                    cpu_attend_group(&kv, 0, 1, q, 4, hd, j0, j1, 0.125f, 3.0f, vec, got);
+                    cr_assert(memcmp(got, want, (size_t)hd * sizeof(float)) == 0, "softcap hd %d j1 %d", hd, (int)j1);
+                }
+            }
+            cpu_kv_fini(&kv);
+        }
+    }
+    free(k);
+    free(v);
+    free(q);
+    free(want);
+    free(got);
+}
+
 /* The vectorised silu/gelu (and their scalar tails) against the scalar formulas, over a wide range. */
 Test(cpu_ops, gated_activations_over_a_range)
 {
