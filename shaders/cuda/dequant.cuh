@@ -425,4 +425,44 @@ template <> struct decq<AARMD_TYPE_Q6_K> {
     }
 };
 
+/* One 16-byte chunk of a float-weight row (F32: 4 weights, F16/BF16: 8) as floats;
+ * shared by the float matvecs of matmul.cu and the streaming matvec of matvec.cu. */
+template <uint32_t T> struct chunk16;
+
+template <> struct chunk16<AARMD_TYPE_F32> {
+    enum { N = 4 };
+    static __device__ __forceinline__ void run(uint4 v, float *w)
+    {
+        w[0] = __uint_as_float(v.x); w[1] = __uint_as_float(v.y);
+        w[2] = __uint_as_float(v.z); w[3] = __uint_as_float(v.w);
+    }
+};
+
+template <> struct chunk16<AARMD_TYPE_F16> {
+    enum { N = 8 };
+    static __device__ __forceinline__ void run(uint4 v, float *w)
+    {
+        const __half2 *h = reinterpret_cast<const __half2 *>(&v);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __half22float2(h[j]);
+            w[2 * j] = f.x;
+            w[2 * j + 1] = f.y;
+        }
+    }
+};
+
+template <> struct chunk16<AARMD_TYPE_BF16> {
+    enum { N = 8 };
+    static __device__ __forceinline__ void run(uint4 v, float *w)
+    {
+        uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            w[2 * j] = __uint_as_float(u[j] << 16);
+            w[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
+        }
+    }
+};
+
 #endif

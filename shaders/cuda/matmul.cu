@@ -130,43 +130,7 @@ k_matmul(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out
  * activations (8 or 4 floats per chunk) are contiguous too. Four chunks per
  * lane are loaded before the first is used (bytes in flight).
  */
-template <uint32_t T> struct chunk16;
-
-template <> struct chunk16<AARMD_TYPE_F32> {
-    enum { N = 4 };
-    static __device__ __forceinline__ void run(uint4 v, float *w)
-    {
-        w[0] = __uint_as_float(v.x); w[1] = __uint_as_float(v.y);
-        w[2] = __uint_as_float(v.z); w[3] = __uint_as_float(v.w);
-    }
-};
-
-template <> struct chunk16<AARMD_TYPE_F16> {
-    enum { N = 8 };
-    static __device__ __forceinline__ void run(uint4 v, float *w)
-    {
-        const __half2 *h = reinterpret_cast<const __half2 *>(&v);
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float2 f = __half22float2(h[j]);
-            w[2 * j] = f.x;
-            w[2 * j + 1] = f.y;
-        }
-    }
-};
-
-template <> struct chunk16<AARMD_TYPE_BF16> {
-    enum { N = 8 };
-    static __device__ __forceinline__ void run(uint4 v, float *w)
-    {
-        uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            w[2 * j] = __uint_as_float(u[j] << 16);
-            w[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
-        }
-    }
-};
+/* chunk16<T> (dequant.cuh) turns one 16-byte chunk into N floats. */
 
 #define MVF_UNROLL 4
 

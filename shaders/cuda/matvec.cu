@@ -160,55 +160,20 @@ template <> struct mvs<AARMD_TYPE_Q8_0> {
     }
 };
 
-/* float weights: a tile is 64 chunks, lane takes chunks l and l+32 */
-template <uint32_t T> struct mvs_f;
-template <> struct mvs_f<AARMD_TYPE_F32> {
-    enum { EPC = 4 };
-    static __device__ __forceinline__ void run(uint4 v, float *w)
-    {
-        w[0] = __uint_as_float(v.x); w[1] = __uint_as_float(v.y);
-        w[2] = __uint_as_float(v.z); w[3] = __uint_as_float(v.w);
-    }
-};
-template <> struct mvs_f<AARMD_TYPE_F16> {
-    enum { EPC = 8 };
-    static __device__ __forceinline__ void run(uint4 v, float *w)
-    {
-        const __half2 *hh = reinterpret_cast<const __half2 *>(&v);
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float2 f = __half22float2(hh[j]);
-            w[2 * j] = f.x;
-            w[2 * j + 1] = f.y;
-        }
-    }
-};
-template <> struct mvs_f<AARMD_TYPE_BF16> {
-    enum { EPC = 8 };
-    static __device__ __forceinline__ void run(uint4 v, float *w)
-    {
-        uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            w[2 * j] = __uint_as_float(u[j] << 16);
-            w[2 * j + 1] = __uint_as_float(u[j] & 0xFFFF0000u);
-        }
-    }
-};
-
+/* float weights: a tile is 64 chunks, lane takes chunks l and l+32 (chunk16<T> in dequant.cuh) */
 template <uint32_t T> struct mvs_float {
-    enum { BLK = 16, BEL = mvs_f<T>::EPC, BPT = 64, CH = 64, SS = 4, Q8 = 0 };
+    enum { BLK = 16, BEL = chunk16<T>::N, BPT = 64, CH = 64, SS = 4, Q8 = 0 };
     template <int NT>
     static __device__ __forceinline__ void dot(const uint4 *tile, int nb, int e0, int lane, const float *x, const int8_t *,
                                                const float *, int n_in, int, int nt, float *acc)
     {
-        enum { N = mvs_f<T>::EPC };
+        enum { N = chunk16<T>::N };
 #pragma unroll
         for (int k = 0; k < 2; k++) {
             int c = lane + 32 * k;
             if (c < nb) {
                 float w[N];
-                mvs_f<T>::run(tile[c], w);
+                chunk16<T>::run(tile[c], w);
 #pragma unroll
                 for (int t = 0; t < NT; t++) {
                     if (t < nt) {

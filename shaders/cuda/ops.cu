@@ -358,6 +358,40 @@ extern "C" void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, co
 #define ATTN_WARPS 4
 #define ATTN_PER_LANE (CUK_MAX_HEAD_DIM / WARP)
 
+/* One key of a warp's online softmax: score q·k (lanes hold dims lane, lane+32, ...),
+ * optional softcap, rescale the running sum and accumulator when the max grows, then
+ * add the key's weight and weighted V row. Shared by the decode and prefill kernels. */
+__device__ __forceinline__ void attn_key(const float *qv, const __half *kr, const __half *vr, int D, int lane,
+                                         float scale, float softcap, float *m, float *s, float *acc)
+{
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            dot += qv[i] * __half2float(kr[d]);
+    }
+    float sc = warp_sum(dot) * scale;
+    if (softcap > 0.0f)
+        sc = softcap * tanhf(sc / softcap);
+    if (sc > *m) {
+        float f = expf(*m - sc);
+        *s *= f;
+#pragma unroll
+        for (int i = 0; i < ATTN_PER_LANE; i++)
+            acc[i] *= f;
+        *m = sc;
+    }
+    float wgt = expf(sc - *m);
+    *s += wgt;
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            acc[i] += wgt * __half2float(vr[d]);
+    }
+}
+
 /*
  * grid (n_head, n_tok, n_chunks), ATTN_WARPS warps: the block takes chunk c of
  * the token's visible keys, a warp one key at a time (lanes over dims) with an
@@ -392,34 +426,7 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
     float m = -INFINITY, s = 0.0f;
     for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
         size_t kro = kv_row(kv, tab, j, kv_dim, 0);
-        const __half *kr = pool + kro;
-        float dot = 0.0f;
-#pragma unroll
-        for (int i = 0; i < ATTN_PER_LANE; i++) {
-            int d = lane + WARP * i;
-            if (d < D)
-                dot += qv[i] * __half2float(kr[d]);
-        }
-        float sc = warp_sum(dot) * scale;
-        if (softcap > 0.0f)
-            sc = softcap * tanhf(sc / softcap);
-        if (sc > m) {
-            float f = expf(m - sc);
-            s *= f;
-#pragma unroll
-            for (int i = 0; i < ATTN_PER_LANE; i++)
-                acc[i] *= f;
-            m = sc;
-        }
-        float wgt = expf(sc - m);
-        s += wgt;
-        const __half *vr = pool + kro + (size_t)CUK_KV_BLOCK * kv_dim;
-#pragma unroll
-        for (int i = 0; i < ATTN_PER_LANE; i++) {
-            int d = lane + WARP * i;
-            if (d < D)
-                acc[i] += wgt * __half2float(vr[d]);
-        }
+        attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &s, acc);
     }
     if (lane == 0) {
         sm[wid] = m;
@@ -511,33 +518,7 @@ k_attn_g(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int 
     float m = -INFINITY, sum = 0.0f;
     for (int32_t j = a; j < e; j++) {
         size_t kro = kv_row(kv, tab, j, kv_dim, 0);
-        const __half *kr = pool + kro, *vr = pool + kro + (size_t)CUK_KV_BLOCK * kv_dim;
-        float dot = 0.0f;
-#pragma unroll
-        for (int i = 0; i < ATTN_PER_LANE; i++) {
-            int d = lane + WARP * i;
-            if (d < D)
-                dot += qv[i] * __half2float(kr[d]);
-        }
-        float sc = warp_sum(dot) * scale;
-        if (softcap > 0.0f)
-            sc = softcap * tanhf(sc / softcap);
-        if (sc > m) {
-            float f = expf(m - sc);
-            sum *= f;
-#pragma unroll
-            for (int i = 0; i < ATTN_PER_LANE; i++)
-                acc[i] *= f;
-            m = sc;
-        }
-        float wgt = expf(sc - m);
-        sum += wgt;
-#pragma unroll
-        for (int i = 0; i < ATTN_PER_LANE; i++) {
-            int d = lane + WARP * i;
-            if (d < D)
-                acc[i] += wgt * __half2float(vr[d]);
-        }
+        attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &sum, acc);
     }
     float *out = partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2);
     if (lane == 0) {
