@@ -52,7 +52,9 @@ struct aarmd_job {
     /* while running (scheduler thread) */
     struct aarmd_backend_seq *seq;
     struct aarmd_sampler *smp;
-    float *logits;
+    float *logits;                    /* n_vocab floats from the scheduler's pool (it frees them) */
+    struct aarmd_sample sample;       /* drawn from logits after a step, before it is streamed */
+    int sample_rc;
     size_t n_fed;                     /* prompt tokens sent to the backend */
     uint32_t seq_len;                 /* tokens in the sequence */
     int32_t next_tok;                 /* sampled, fed by the next step */

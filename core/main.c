@@ -186,7 +186,8 @@ int main(int argc, char **argv)
     }
     struct aarmd_sched_opts so = {.max_jobs = max_jobs, .queue_depth = st.queue_depth, .ctx_size = ctx,
                                   .inference_timeout_s = st.inference_timeout, .prefill_chunk = st.prefill_chunk,
-                                  .step_tokens = st.step_tokens, .prefix_cache_blocks = st.prefix_cache_blocks};
+                                  .step_tokens = st.step_tokens, .prefix_cache_blocks = st.prefix_cache_blocks,
+                                  .sample_threads = st.sample_threads};
     sched = aarmd_sched_new(engine, &so, err, sizeof err);
     if (!sched) {
         aarmd_log(AARMD_LOG_ERROR, "error", "startup failed: scheduler: %s", err);

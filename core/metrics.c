@@ -209,5 +209,14 @@ int aarmd_metrics_render(struct aarmd_metrics *m, const struct aarmd_metrics_gau
                               "worker_step_tokens_sum{%s} %" PRIu64 "\n"
                               "worker_step_tokens_count{%s} %" PRIu64 "\n",
                               l, cum, l, g->step_tokens_sum, l, g->steps) < 0;
+    rc |= evbuffer_add_printf(out,
+                              "# HELP worker_step_seconds_total Time spent in the backend's batched steps.\n"
+                              "# TYPE worker_step_seconds_total counter\n"
+                              "worker_step_seconds_total{%s} %.6f\n"
+                              "# HELP worker_sample_seconds_total Time spent drawing and streaming the tokens of "
+                              "steps.\n"
+                              "# TYPE worker_sample_seconds_total counter\n"
+                              "worker_sample_seconds_total{%s} %.6f\n",
+                              l, g->step_seconds, l, g->sample_seconds) < 0;
     return rc ? -1 : 0;
 }

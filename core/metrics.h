@@ -34,6 +34,7 @@ struct aarmd_metrics_gauges {
     uint64_t kv_blocks_used, kv_blocks_free, kv_blocks_cached;   /* 0 when the backend is not paged */
     uint64_t prefix_reused_tokens;                               /* counter */
     uint64_t steps, step_tokens_sum;                             /* the step histogram's count and sum */
+    double step_seconds, sample_seconds;                         /* counters: backend step / sampling + streaming */
     uint64_t step_hist[AARMD_SCHED_STEP_BUCKETS + 1];            /* per bucket (<= 2^i tokens), last = larger */
 };
 

@@ -35,6 +35,7 @@ struct aarmd_plugin {
 static const size_t size_for_minor[AARMD_ABI_MINOR + 1] = {
     [0] = END_OF(step),
     [1] = END_OF(seq_fork),
+    [2] = END_OF(logits_free),
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -366,6 +367,8 @@ int aarmd_plugin_has_method(const struct aarmd_plugin *p, const char *method)
     M(step, 0);
     M(kv_info, 1);
     M(seq_fork, 1);
+    M(logits_alloc, 2);
+    M(logits_free, 2);
 #undef M
     return 0;
 }
@@ -629,6 +632,30 @@ int aarmd_plugin_seq_fork(struct aarmd_plugin *p, struct aarmd_backend_seq *src,
     if (rc != AARMD_OK)
         *out = NULL;
     return rc;
+}
+
+void *aarmd_plugin_logits_alloc(struct aarmd_plugin *p, struct aarmd_backend_model *model, size_t bytes,
+                                bool *by_backend)
+{
+    *by_backend = false;
+    if (p && model && bytes && HAS_SLOT(p->table, logits_alloc, 2) && HAS_SLOT(p->table, logits_free, 2)) {
+        void *q = p->table->logits_alloc(model, bytes);
+        if (q) {
+            *by_backend = true;
+            return q;
+        }
+    }
+    return malloc(bytes ? bytes : 1);
+}
+
+void aarmd_plugin_logits_free(struct aarmd_plugin *p, struct aarmd_backend_model *model, void *q, bool by_backend)
+{
+    if (!q)
+        return;
+    if (by_backend)
+        p->table->logits_free(model, q);
+    else
+        free(q);
 }
 
 const char *aarmd_status_str(int status)

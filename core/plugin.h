@@ -6,6 +6,7 @@
 #ifndef AARMD_PLUGIN_H
 #define AARMD_PLUGIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,12 @@ int aarmd_plugin_kv_info(struct aarmd_plugin *p, struct aarmd_backend_model *mod
                          char *err, size_t errlen);
 int aarmd_plugin_seq_fork(struct aarmd_plugin *p, struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
                           struct aarmd_backend_seq **out, char *err, size_t errlen);
+/* ABI 1.2. A logits buffer of `bytes` from the backend's logits_alloc when it
+ * has one and it succeeds (*by_backend true), else from malloc; NULL only when
+ * both fail. Free it with aarmd_plugin_logits_free and the same by_backend. */
+void *aarmd_plugin_logits_alloc(struct aarmd_plugin *p, struct aarmd_backend_model *model, size_t bytes,
+                                bool *by_backend);
+void aarmd_plugin_logits_free(struct aarmd_plugin *p, struct aarmd_backend_model *model, void *q, bool by_backend);
 
 /* 1 when the table has `method` (e.g. "seq_truncate") and the wrappers will
  * call it: the plugin's abi_minor and struct_size cover the slot and it is set. */

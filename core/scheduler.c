@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "job.h"
@@ -22,9 +23,17 @@
 #include "prefix_cache.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "workers.h"
 
 #define METRICS_EVERY_MS 500.0
 #define IDLE_TICK_MS 100          /* wake-up period while jobs exist (timeouts) */
+#define PARALLEL_SAMPLES 4        /* steps with fewer logits sample on the scheduler thread alone */
+
+/* A logits buffer of the pool and where it came from (aarmd_plugin_logits_alloc). */
+struct logits_buf {
+    float *p;
+    bool by_backend;
+};
 
 struct aarmd_sched {
     struct aarmd_engine *e;
@@ -47,6 +56,13 @@ struct aarmd_sched {
     struct aarmd_job **entry_job;
     bool *cancel_snap, *paused_snap;  /* flags of active[] read under the lock */
     bool draining_snap;
+    /* logits buffers: every one allocated (at most max_jobs) and the free ones */
+    struct logits_buf *lg_all;
+    float **lg_free;
+    uint32_t n_lg_all, n_lg_free;
+    struct aarmd_workers *workers;          /* samples a step's jobs in parallel; NULL: inline */
+    struct aarmd_job **smp_jobs;            /* this step's jobs that got logits */
+    double step_ms, sample_ms;              /* time in the backend's step / sampling and streaming */
 
     /* paged KV: set by _new, read-only after (intake reads them too) */
     bool paged;
@@ -399,6 +415,30 @@ static enum admit_result reserve_paged(struct aarmd_sched *s, struct aarmd_job *
     return ADMIT_OK;
 }
 
+/* A logits buffer: a free one of the pool, else a new one (the backend's
+ * logits_alloc when it has one). NULL when out of memory. */
+static float *logits_get(struct aarmd_sched *s)
+{
+    if (s->n_lg_free > 0)
+        return s->lg_free[--s->n_lg_free];
+    if (s->n_lg_all >= s->o.max_jobs)   /* cannot happen: one buffer per active job */
+        return NULL;
+    struct logits_buf *b = &s->lg_all[s->n_lg_all];
+    b->p = aarmd_plugin_logits_alloc(s->e->plugin, s->e->model, (size_t)s->n_vocab * sizeof(float), &b->by_backend);
+    if (!b->p)
+        return NULL;
+    s->n_lg_all++;
+    return b->p;
+}
+
+/* Gives j's logits buffer back to the pool. */
+static void logits_put(struct aarmd_sched *s, struct aarmd_job *j)
+{
+    if (j->logits)
+        s->lg_free[s->n_lg_free++] = j->logits;
+    j->logits = NULL;
+}
+
 /* Gives an admitted job its sequence, sampler and logits. */
 static enum admit_result admit(struct aarmd_sched *s, struct aarmd_job *j)
 {
@@ -424,7 +464,7 @@ static enum admit_result admit(struct aarmd_sched *s, struct aarmd_job *j)
         return ADMIT_ENDED;
     }
     j->smp = aarmd_sampler_new(&j->sp, s->n_vocab);
-    j->logits = malloc((size_t)s->n_vocab * sizeof *j->logits);
+    j->logits = logits_get(s);
     if (!j->smp || !j->logits) {
         end_error(s, j, "OUT_OF_MEMORY", "out of host memory for the sampler", true);
         return ADMIT_ENDED;
@@ -444,12 +484,23 @@ static enum admit_result admit(struct aarmd_sched *s, struct aarmd_job *j)
     return ADMIT_OK;
 }
 
-/* Samples the token after a step that gave j logits, and streams it. */
+/* Draws j's next token from its logits (any thread: j's sampler is j's alone). */
+static void draw(struct aarmd_job *j)
+{
+    memset(&j->sample, 0, sizeof j->sample);
+    j->sample_rc = aarmd_sampler_sample(j->smp, j->logits, &j->sample);
+}
+
+static void draw_one(void *ctx, uint32_t i)
+{
+    draw(((struct aarmd_job **)ctx)[i]);
+}
+
+/* Streams the token drawn for j after a step that gave it logits. */
 static void after_logits(struct aarmd_sched *s, struct aarmd_job *j)
 {
-    struct aarmd_sample sample;
-    memset(&sample, 0, sizeof sample);
-    int rc = aarmd_sampler_sample(j->smp, j->logits, &sample);
+    const struct aarmd_sample sample = j->sample;
+    int rc = j->sample_rc;
     if (rc != AARMD_OK || sample.id < 0 || (uint32_t)sample.id >= s->n_vocab) {
         end_error(s, j, "INTERNAL", "sampler failed", false);
         return;
@@ -488,10 +539,12 @@ static void compact_active(struct aarmd_sched *s)
     uint32_t w = 0;
     for (uint32_t i = 0; i < s->n_active; i++) {
         struct aarmd_job *j = s->active[i];
-        if (j->done)
+        if (j->done) {
+            logits_put(s, j);
             aarmd_job_free(j, s->e->plugin);
-        else
+        } else {
             s->active[w++] = j;
+        }
     }
     s->n_active = w;
 }
@@ -641,7 +694,10 @@ static void run_step(struct aarmd_sched *s, const bool *cancel, const bool *paus
     if (n == 0)
         return;
     char err[512], msg[640];
+    double t0 = mono_ms();
     int rc = aarmd_plugin_step(s->e->plugin, s->e->model, s->entries, n, err, sizeof err);
+    double t1 = mono_ms();
+    s->step_ms += t1 - t0;
     if (rc != AARMD_OK) {
         bool retriable;
         const char *code = backend_code(rc, &retriable);
@@ -665,6 +721,16 @@ static void run_step(struct aarmd_sched *s, const bool *cancel, const bool *paus
     while (bucket < AARMD_SCHED_STEP_BUCKETS && total > (UINT64_C(1) << bucket))
         bucket++;
     s->step_hist[bucket]++;
+    /* draw every job's token (in parallel: each job has its own sampler), then stream in step order */
+    uint32_t n_smp = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (s->entries[i].want_logits)
+            s->smp_jobs[n_smp++] = s->entry_job[i];
+    if (n_smp >= PARALLEL_SAMPLES)
+        aarmd_workers_run(s->workers, n_smp, draw_one, s->smp_jobs);
+    else
+        for (uint32_t i = 0; i < n_smp; i++)
+            draw(s->smp_jobs[i]);
     for (uint32_t i = 0; i < n; i++) {
         struct aarmd_job *j = s->entry_job[i];
         const struct aarmd_batch_entry *b = &s->entries[i];
@@ -677,6 +743,7 @@ static void run_step(struct aarmd_sched *s, const bool *cancel, const bool *paus
         if (b->want_logits)
             after_logits(s, j);
     }
+    s->sample_ms += mono_ms() - t1;
 }
 
 /* Leaves the numbers aarmd_sched_stats reads (the pool's from kv_info). */
@@ -698,6 +765,8 @@ static void publish_stats(struct aarmd_sched *s)
     o->prefix_reused_tokens = s->reused_tokens;
     o->steps = s->steps;
     o->step_tokens_sum = s->step_tokens_sum;
+    o->step_seconds = s->step_ms / 1e3;
+    o->sample_seconds = s->sample_ms / 1e3;
     memcpy(o->step_hist, s->step_hist, sizeof o->step_hist);
     pthread_mutex_unlock(&s->lock);
 }
@@ -795,9 +864,28 @@ struct aarmd_sched *aarmd_sched_new(struct aarmd_engine *e, const struct aarmd_s
     s->entry_job = calloc(s->o.max_jobs, sizeof *s->entry_job);
     s->cancel_snap = calloc(s->o.max_jobs, sizeof *s->cancel_snap);
     s->paused_snap = calloc(s->o.max_jobs, sizeof *s->paused_snap);
-    if (!s->active || !s->entries || !s->entry_job || !s->cancel_snap || !s->paused_snap) {
+    s->lg_all = calloc(s->o.max_jobs, sizeof *s->lg_all);
+    s->lg_free = calloc(s->o.max_jobs, sizeof *s->lg_free);
+    s->smp_jobs = calloc(s->o.max_jobs, sizeof *s->smp_jobs);
+    if (!s->active || !s->entries || !s->entry_job || !s->cancel_snap || !s->paused_snap || !s->lg_all ||
+        !s->lg_free || !s->smp_jobs) {
         snprintf(err, errlen, "scheduler: out of memory");
         goto fail;
+    }
+    uint32_t nt = s->o.sample_threads;
+    if (nt == 0) {   /* auto */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nt = cpus > 1 ? (uint32_t)(cpus / 2) : 1;
+        nt = nt > 8 ? 8 : nt;
+        nt = nt > s->o.max_jobs ? s->o.max_jobs : nt;
+    }
+    if (nt > 1) {
+        char werr[128];
+        s->workers = aarmd_workers_new(nt, werr, sizeof werr);
+        if (!s->workers) {
+            snprintf(err, errlen, "scheduler: sampling threads: %s", werr);
+            goto fail;
+        }
     }
     if (pthread_create(&s->intake_thread, NULL, intake_main, s) != 0) {
         snprintf(err, errlen, "scheduler: cannot start the intake thread");
@@ -852,9 +940,16 @@ void aarmd_sched_free(struct aarmd_sched *s, uint32_t drain_ms)
     while (s->jobs) {
         struct aarmd_job *j = s->jobs;
         s->jobs = j->next;
+        logits_put(s, j);
         aarmd_job_free(j, s->e->plugin);
     }
     aarmd_prefix_cache_free(s->pc);
+    aarmd_workers_free(s->workers);
+    for (uint32_t i = 0; i < s->n_lg_all; i++)
+        aarmd_plugin_logits_free(s->e->plugin, s->e->model, s->lg_all[i].p, s->lg_all[i].by_backend);
+    free(s->lg_all);
+    free(s->lg_free);
+    free(s->smp_jobs);
     free(s->active);
     free(s->entries);
     free(s->entry_job);

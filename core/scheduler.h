@@ -68,6 +68,8 @@ struct aarmd_sched_opts {
                                  * raised to max_jobs when below it so a prefill always progresses */
     uint32_t prefix_cache_blocks; /* paged backends with seq_fork: KV blocks kept for prefix reuse;
                                    * AARMD_SCHED_CACHE_AUTO = a quarter of the pool, 0 = no reuse */
+    uint32_t sample_threads;    /* threads that sample a step's jobs, the scheduler's included;
+                                 * 0 = auto: min(8, online CPUs / 2, max_jobs), at least 1 */
 };
 
 #define AARMD_SCHED_CACHE_AUTO UINT32_MAX
@@ -164,6 +166,8 @@ struct aarmd_sched_stats {
     uint64_t kv_blocks_cached;          /* held by the prefix cache (finished sequences, registered prompts) */
     uint64_t prefix_reused_tokens;      /* prompt tokens forked from the cache instead of computed */
     uint64_t steps, step_tokens_sum;
+    double step_seconds;        /* wall time inside the backend's step calls */
+    double sample_seconds;      /* wall time drawing and streaming the tokens of steps */
     uint64_t step_hist[AARMD_SCHED_STEP_BUCKETS + 1];   /* per bucket, not cumulative */
 };
 /* Cheap: copies what the scheduler thread left under the lock; never calls the backend. */

@@ -707,7 +707,8 @@ static void handle_metrics(struct aarmd_server *s, struct evhttp_request *req)
         .uptime_seconds = (double)(mono_ms() - s->start_ms) / 1000.0,
         .kv_blocks_used = s->stats.kv_blocks_used, .kv_blocks_free = s->stats.kv_blocks_free,
         .kv_blocks_cached = s->stats.kv_blocks_cached, .prefix_reused_tokens = s->stats.prefix_reused_tokens,
-        .steps = s->stats.steps, .step_tokens_sum = s->stats.step_tokens_sum};
+        .steps = s->stats.steps, .step_tokens_sum = s->stats.step_tokens_sum,
+        .step_seconds = s->stats.step_seconds, .sample_seconds = s->stats.sample_seconds};
     memcpy(g.step_hist, s->stats.step_hist, sizeof g.step_hist);
     struct evbuffer *b = evbuffer_new();
     if (!b || aarmd_metrics_render(s->metrics, &g, b) != 0) {

@@ -18,7 +18,7 @@ enum opt_kind { K_STR, K_U32, K_I32, K_PORT, K_OPTLIST, K_LOGFMT, K_LOGLEVEL, K_
 enum opt_id {
     O_BACKEND, O_MODEL, O_WORKER_ID, O_DEVICE, O_HOST, O_PORT, O_CALLBACK_URL, O_PLUGIN_DIR,
     O_BACKEND_OPT, O_CTX_SIZE, O_MAX_JOBS, O_QUEUE_DEPTH, O_MAX_TOKENS_LIMIT, O_INFERENCE_TIMEOUT,
-    O_STEP_TOKENS, O_PREFILL_CHUNK, O_PREFIX_CACHE_BLOCKS,
+    O_STEP_TOKENS, O_PREFILL_CHUNK, O_PREFIX_CACHE_BLOCKS, O_SAMPLE_THREADS,
     O_API_TOKEN_FILE, O_CONFIG, O_LOG_FORMAT, O_LOG_LEVEL, O_HELP, O_VERSION, O_COUNT
 };
 
@@ -52,6 +52,7 @@ static const struct opt_def opt_defs[O_COUNT] = {
     [O_STEP_TOKENS] = {"step-tokens", NULL, 0, K_U32, OFF(step_tokens), 1, 1048576, false},
     [O_PREFILL_CHUNK] = {"prefill-chunk", NULL, 0, K_U32, OFF(prefill_chunk), 1, 1048576, false},
     [O_PREFIX_CACHE_BLOCKS] = {"prefix-cache-blocks", NULL, 0, K_U32, OFF(prefix_cache_blocks), 0, 16777216, false},
+    [O_SAMPLE_THREADS] = {"sample-threads", NULL, 0, K_U32, OFF(sample_threads), 0, 64, false},
     [O_API_TOKEN_FILE] = {"api-token-file", NULL, 0, K_STR, OFF(api_token_file), 0, 0, false},
     [O_CONFIG] = {"config", NULL, 0, K_STR, OFF(config), 0, 0, true},
     [O_LOG_FORMAT] = {"log-format", NULL, 0, K_LOGFMT, OFF(log_format), 0, 0, false},
@@ -80,6 +81,8 @@ static const char usage_text[] =
     "  --step-tokens N          tokens one batched step holds: decodes, then prefill chunks (default 512)\n"
     "  --prefill-chunk N        prompt tokens of one job per step (default 256)\n"
     "  --prefix-cache-blocks N  KV blocks kept for prefix reuse, 0 = off (default: a quarter of the pool)\n"
+    "  --sample-threads N       threads drawing a step's tokens, 1 = the scheduler's alone\n"
+    "                           (default 0 = auto: min(8, CPUs / 2, max jobs))\n"
     "  --api-token-file PATH    require 'Authorization: Bearer <token>' (all but /health)\n"
     "  --config PATH            file of 'key = value' lines using these long names; flags win\n"
     "  --log-format json|text   log lines on stderr (default json)\n"

@@ -40,6 +40,7 @@ struct aarmd_settings {
     uint32_t step_tokens;       /* --step-tokens: tokens per batched step (default 512, >= 1) */
     uint32_t prefill_chunk;     /* --prefill-chunk: prompt tokens of one job per step (default 256, >= 1) */
     uint32_t prefix_cache_blocks; /* --prefix-cache-blocks (AARMD_PREFIX_CACHE_AUTO = a quarter of the pool, 0 = off) */
+    uint32_t sample_threads;    /* --sample-threads: threads drawing a step's tokens (0 = auto) */
     char *api_token_file;       /* --api-token-file (NULL = no auth) */
     char *config;               /* --config */
     enum aarmd_log_format log_format; /* --log-format json|text (default json) */

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define AARMD_ABI_MAJOR 1
-#define AARMD_ABI_MINOR 1
+#define AARMD_ABI_MINOR 2
 
 /* ---- status codes ------------------------------------------------------ */
 enum aarmd_status {
@@ -352,6 +352,17 @@ struct aarmd_backend {
      * after the new sequence. */
     int (*seq_fork)(struct aarmd_backend_seq *src, uint32_t n_tokens, uint32_t n_ctx,
                     struct aarmd_backend_seq **out, char *err, size_t errlen);
+
+    /* ---- added in ABI 1.2 ---- */
+    /* Optional (default: the host allocates logits buffers with malloc). Host
+     * memory of `bytes` bytes the backend can write a step's logits into fastest,
+     * e.g. page-locked memory a device copies to directly. The host allocates
+     * the logits buffers it passes to step with it, reuses them across steps and
+     * jobs, and frees each with logits_free before model_free. NULL when it
+     * cannot (the host falls back to malloc). Called from the step thread only. */
+    void *(*logits_alloc)(struct aarmd_backend_model *model, size_t bytes);
+    /* Optional; required with logits_alloc. Frees what logits_alloc returned. */
+    void (*logits_free)(struct aarmd_backend_model *model, void *p);
 };
 
 typedef const struct aarmd_backend *(*aarmd_backend_entry_fn)(const struct aarmd_host *host);

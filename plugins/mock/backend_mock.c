@@ -50,6 +50,7 @@ struct mock_opts {
     uint64_t kv_block_tokens;
     uint64_t kv_block_bytes;
     uint64_t kv_mb;         /* 0 = off; else kv_blocks = kv_mb MiB / kv_block_bytes */
+    uint64_t logits_alloc;  /* 1: logits_alloc hands out buffers; 0: it returns NULL (host mallocs) */
 };
 
 struct aarmd_backend_ctx {
@@ -70,6 +71,7 @@ struct aarmd_backend_model {
     struct mock_kv kv;
     struct aarmd_backend_model *prev, *next;
     struct aarmd_backend_seq *seqs;        /* live sequences: model_free frees them */
+    uint64_t logits_live;   /* buffers from logits_alloc not yet freed */
 };
 
 struct aarmd_backend_seq {
@@ -132,11 +134,12 @@ static const struct {
     {"kv_block", offsetof(struct mock_opts, kv_block_tokens), 4096},   /* the CPU/Metal name */
     {"kv_block_bytes", offsetof(struct mock_opts, kv_block_bytes), UINT64_MAX},
     {"kv_mb", offsetof(struct mock_opts, kv_mb), UINT32_MAX},
+    {"logits_alloc", offsetof(struct mock_opts, logits_alloc), 1},
 };
 #define N_KNOBS (sizeof knobs / sizeof knobs[0])
 #define KNOB_LIST "delay_ms, eos_after, fail_load, fail_at_step, oom_at_step, abi_minor, " \
                   "struct_size, probe, memory_bytes, max_seqs, seed, vocab_lo, vocab_hi, kv_blocks, " \
-                  "kv_block_tokens (alias kv_block), kv_block_bytes, kv_mb"
+                  "kv_block_tokens (alias kv_block), kv_block_bytes, kv_mb, logits_alloc"
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
@@ -196,6 +199,7 @@ static int parse_opts(const struct aarmd_host *host, struct mock_opts *o, char *
     o->vocab_hi = UINT64_MAX;
     o->kv_block_tokens = MOCK_BLOCK_TOKENS;
     o->kv_block_bytes = MOCK_BLOCK_BYTES;
+    o->logits_alloc = 1;
     if (!host)
         return AARMD_OK;
     for (uint32_t i = 0; i < host->n_opts && host->opts; i++) {
@@ -407,6 +411,9 @@ static void mock_model_free(struct aarmd_backend_model *m)
         return;
     while (m->seqs)
         mock_seq_free(m->seqs);
+    if (m->logits_live)   /* ABI 1.2: the host frees its logits buffers before the model */
+        mock_log(m->ctx->host, AARMD_LOG_ERROR, "mock: model freed with %" PRIu64 " logits buffers not freed",
+                 m->logits_live);
     if (m->prev)
         m->prev->next = m->next;
     else
@@ -637,6 +644,42 @@ static int mock_step(struct aarmd_backend_model *m, const struct aarmd_batch_ent
     return AARMD_OK;
 }
 
+/* ---- logits buffers (ABI 1.2) ----------------------------------------------- */
+
+/* A header before each buffer proves logits_free gets only what logits_alloc gave. */
+#define MOCK_LOGITS_MAGIC 0x6c6f67697473ull   /* "logits" */
+struct mock_logits_hdr {
+    uint64_t magic;
+    uint64_t bytes;
+};
+
+static void *mock_logits_alloc(struct aarmd_backend_model *m, size_t bytes)
+{
+    if (!m->ctx->o.logits_alloc || bytes > SIZE_MAX - sizeof(struct mock_logits_hdr))
+        return NULL;
+    struct mock_logits_hdr *h = malloc(sizeof *h + bytes);
+    if (!h)
+        return NULL;
+    h->magic = MOCK_LOGITS_MAGIC;
+    h->bytes = bytes;
+    m->logits_live++;
+    return h + 1;
+}
+
+static void mock_logits_free(struct aarmd_backend_model *m, void *p)
+{
+    if (!p)
+        return;
+    struct mock_logits_hdr *h = (struct mock_logits_hdr *)p - 1;
+    if (h->magic != MOCK_LOGITS_MAGIC) {
+        mock_log(m->ctx->host, AARMD_LOG_ERROR, "mock: logits_free of a buffer logits_alloc did not give");
+        return;
+    }
+    h->magic = 0;
+    m->logits_live--;
+    free(h);
+}
+
 /* ---- entry and probe ------------------------------------------------------ */
 
 static const struct aarmd_backend mock_table = {
@@ -657,6 +700,8 @@ static const struct aarmd_backend mock_table = {
     .step = mock_step,
     .kv_info = mock_kv_info,
     .seq_fork = mock_seq_fork,
+    .logits_alloc = mock_logits_alloc,
+    .logits_free = mock_logits_free,
 };
 
 /* Tables whose abi_minor / struct_size were overridden by knobs (loader

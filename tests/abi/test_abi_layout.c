@@ -122,7 +122,7 @@ Test(abi_layout, aarmd_batch_entry)
 
 Test(abi_layout, aarmd_backend)
 {
-    SIZE(aarmd_backend, 128);
+    SIZE(aarmd_backend, 144);
     MEMBER(aarmd_backend, abi_major, 0, 4);
     MEMBER(aarmd_backend, abi_minor, 4, 4);
     MEMBER(aarmd_backend, struct_size, 8, 4);
@@ -141,6 +141,9 @@ Test(abi_layout, aarmd_backend)
     /* 1.1 */
     MEMBER(aarmd_backend, kv_info, 112, 8);
     MEMBER(aarmd_backend, seq_fork, 120, 8);
+    /* 1.2 */
+    MEMBER(aarmd_backend, logits_alloc, 128, 8);
+    MEMBER(aarmd_backend, logits_free, 136, 8);
 }
 
 Test(abi_layout, aarmd_kv_info)
@@ -166,8 +169,8 @@ Test(abi_layout, header_invariants_on_every_platform)
     cr_expect_eq(offsetof(struct aarmd_host, struct_size), 8);
     cr_expect_eq(offsetof(struct aarmd_device_info, struct_size), 0);
     cr_expect_eq(offsetof(struct aarmd_model_desc, struct_size), 0);
-    /* seq_fork is the last method (1.1) */
-    cr_expect_eq(sizeof(struct aarmd_backend), offsetof(struct aarmd_backend, seq_fork) + sizeof(void *));
+    /* logits_free is the last method (1.2) */
+    cr_expect_eq(sizeof(struct aarmd_backend), offsetof(struct aarmd_backend, logits_free) + sizeof(void *));
     cr_expect_eq(offsetof(struct aarmd_kv_info, struct_size), 0);
     cr_expect_eq(AARMD_ABI_MAJOR, 1);
     cr_expect_geq(AARMD_ABI_MINOR, 0);
@@ -193,6 +196,8 @@ Test(abi_layout, method_signatures)
     SAME_TYPE(t->kv_info, int (*)(struct aarmd_backend_model *, struct aarmd_kv_info *, char *, size_t));
     SAME_TYPE(t->seq_fork, int (*)(struct aarmd_backend_seq *, uint32_t, uint32_t, struct aarmd_backend_seq **,
                                    char *, size_t));
+    SAME_TYPE(t->logits_alloc, void *(*)(struct aarmd_backend_model *, size_t));
+    SAME_TYPE(t->logits_free, void (*)(struct aarmd_backend_model *, void *));
     SAME_TYPE(h->log, void (*)(void *, int, const char *));
     SAME_TYPE(aarmd_progress_fn, int (*)(void *, float));
     SAME_TYPE(aarmd_backend_entry_fn, const struct aarmd_backend *(*)(const struct aarmd_host *));

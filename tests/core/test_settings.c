@@ -72,6 +72,7 @@ Test(settings, defaults_follow_the_contract)
     cr_assert_eq(st.step_tokens, 512);
     cr_assert_eq(st.prefill_chunk, 256);
     cr_assert_eq(st.prefix_cache_blocks, AARMD_PREFIX_CACHE_AUTO, "auto = a quarter of the pool");
+    cr_assert_eq(st.sample_threads, 0, "0 = auto");
     cr_assert_null(st.api_token_file);
     cr_assert_eq(st.log_format, AARMD_LOG_JSON);
     cr_assert_eq(st.log_level, AARMD_LOG_INFO);
@@ -149,6 +150,8 @@ static struct bad_case bad_cases[] = {
     {{"--prefill-chunk", "-5"}, "--prefill-chunk"},
     {{"--prefix-cache-blocks", "-1"}, "--prefix-cache-blocks must be an integer in 0..16777216 (got '-1')"},
     {{"--prefix-cache-blocks", "auto"}, "--prefix-cache-blocks must be an integer"},
+    {{"--sample-threads", "65"}, "--sample-threads must be an integer in 0..64 (got '65')"},
+    {{"--sample-threads", "-2"}, "--sample-threads must be an integer in 0..64 (got '-2')"},
     {{"--log-format", "xml"}, "--log-format must be json or text (got 'xml')"},
     {{"--log-level", "loud"}, "--log-level must be debug, info, warn or error (got 'loud')"},
     {{"--backend-opt", "novalue"}, "--backend-opt must be KEY=VALUE (got 'novalue')"},
@@ -242,6 +245,11 @@ Test(settings, batching_flags_and_keys)
     cr_assert(strstr(aarmd_settings_usage(), "--step-tokens N"));
     cr_assert(strstr(aarmd_settings_usage(), "--prefill-chunk N"));
     cr_assert(strstr(aarmd_settings_usage(), "--prefix-cache-blocks N"));
+    cr_assert(strstr(aarmd_settings_usage(), "--sample-threads N"));
+    aarmd_settings_fini(&st);
+    setup();
+    cr_assert_eq(PARSE("--model", "/m", "--sample-threads", "6"), AARMD_OK, "%s", err);
+    cr_assert_eq(st.sample_threads, 6);
 }
 
 Test(settings, cli_backend_opts_replace_the_files)

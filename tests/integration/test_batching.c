@@ -436,3 +436,41 @@ Test(batching, random_clients_disconnects_and_cancels_leave_no_blocks)
     int rc = hx_stop(p, 30000);
     cr_assert_eq(rc, 0, "exit code %d (seed %llu)", rc, (unsigned long long)seed);
 }
+
+/* Eight concurrent jobs' ids with --sample-threads n (a step draws every job's token on n threads). */
+static void sample_with_threads(const char *n, struct client *cl, int n_cl)
+{
+    struct hx_proc *p = hx_start("--backend-opt", "kv_blocks=256", "--backend-opt", "kv_block_tokens=8",
+                                 "--max-jobs", "8", "--sample-threads", n, "--prefix-cache-blocks", "0", NULL);
+    pthread_t th[8];
+    for (int k = 0; k < n_cl; k++) {
+        cl[k].port = hx_port(p);
+        cl[k].k = k;
+        cr_assert_eq(pthread_create(&th[k], NULL, client_main, &cl[k]), 0);
+    }
+    for (int k = 0; k < n_cl; k++)
+        pthread_join(th[k], NULL);
+    char *m = metrics_text(hx_port(p));
+    cr_assert_gt(hx_metric(m, "worker_step_seconds_total", NULL), 0.0, "%s", m);
+    cr_assert_gt(hx_metric(m, "worker_sample_seconds_total", NULL), 0.0, "%s", m);
+    free(m);
+    cr_assert_eq(hx_stop(p, 5000), 0);
+    /* every logits buffer went back to the backend before its model (the mock logs a leak) */
+    char *err = hx_stderr(p);
+    cr_assert_null(strstr(err, "logits buffers not freed"), "%s", err);
+    free(err);
+}
+
+Test(batching, sampling_threads_keep_every_jobs_tokens)
+{
+    enum { N = 8 };
+    static struct client one[N], four[N];
+    sample_with_threads("1", one, N);
+    sample_with_threads("4", four, N);
+    for (int k = 0; k < N; k++) {
+        cr_assert_str_eq(four[k].r.terminal, "end", "c%d: %s %s", k, four[k].r.code, four[k].r.message);
+        cr_assert_eq(four[k].r.n_ids, one[k].r.n_ids, "c%d", k);
+        cr_assert_eq(memcmp(four[k].r.ids, one[k].r.ids, sizeof(int64_t) * (size_t)one[k].r.n_ids), 0,
+                     "c%d: other tokens with 4 sampling threads", k);
+    }
+}

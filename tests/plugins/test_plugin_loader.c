@@ -13,6 +13,7 @@
 
 #define END_OF_STEP (offsetof(struct aarmd_backend, step) + sizeof(void *))
 #define END_OF_SEQ_FORK (offsetof(struct aarmd_backend, seq_fork) + sizeof(void *))
+#define END_OF_LOGITS_FREE (offsetof(struct aarmd_backend, logits_free) + sizeof(void *))
 
 static struct aarmd_host host;
 static char err[1024];
@@ -263,6 +264,34 @@ Test(loader, minor_1_table_must_reach_seq_fork)
     cr_assert(strstr(err, want), "'%s' not in: %s", want, err);
 }
 
+Test(loader, minor_2_table_must_reach_logits_free)
+{
+    char size[32];
+    snprintf(size, sizeof size, "%zu", (size_t)END_OF_SEQ_FORK);
+    const struct aarmd_opt opts[] = {{"abi_minor", "2"}, {"struct_size", size}};
+    host_opts(opts, 2);
+    refused("mock", AARMD_EUNSUPPORTED);
+    char want[160];
+    snprintf(want, sizeof want, "struct_size %zu is too small for ABI 1.2 (needs at least %zu bytes",
+             (size_t)END_OF_SEQ_FORK, (size_t)END_OF_LOGITS_FREE);
+    cr_assert(strstr(err, want), "'%s' not in: %s", want, err);
+}
+
+Test(loader, minor_1_table_has_no_logits_slots)
+{
+    /* a 1.1 plugin ends at seq_fork: logits_alloc/free are never read */
+    char size[32];
+    snprintf(size, sizeof size, "%zu", (size_t)END_OF_SEQ_FORK);
+    const struct aarmd_opt opts[] = {{"abi_minor", "1"}, {"struct_size", size}};
+    host_opts(opts, 2);
+    struct aarmd_plugin *p = NULL;
+    cr_assert_eq(aarmd_plugin_load("mock", NULL, &host, &p, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert(aarmd_plugin_has_method(p, "seq_fork"));
+    cr_assert_not(aarmd_plugin_has_method(p, "logits_alloc"));
+    cr_assert_not(aarmd_plugin_has_method(p, "logits_free"));
+    aarmd_plugin_free(p);
+}
+
 Test(loader, probe_refusal_carries_its_message)
 {
     const struct aarmd_opt opts[] = {{"probe", "0"}};
@@ -374,6 +403,66 @@ Test(wrappers, defaults_of_absent_optional_methods)
     aarmd_plugin_seq_free(p, s);
     aarmd_plugin_model_free(p, m);
     aarmd_plugin_ctx_free(p, ctx);
+    aarmd_plugin_free(p);
+}
+
+/* logits buffers (ABI 1.2): the backend's when it gives one, else malloc; freed the matching way */
+static void logits_buffers(const char *alloc_knob, bool want_backend)
+{
+    const struct aarmd_opt opts[] = {{"logits_alloc", alloc_knob}};
+    host_opts(opts, 1);
+    struct aarmd_plugin *p = NULL;
+    cr_assert_eq(aarmd_plugin_load("mock", NULL, &host, &p, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert(aarmd_plugin_has_method(p, "logits_alloc"));
+    struct aarmd_backend_ctx *ctx = NULL;
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_OK, "%s", err);
+    struct aarmd_model_desc d = tiny_desc(300);
+    struct aarmd_backend_model *m = NULL;
+    cr_assert_eq(aarmd_plugin_model_load(p, ctx, &d, NULL, NULL, &m, err, sizeof err), AARMD_OK, "%s", err);
+    bool by[3];
+    float *b[3];
+    for (int i = 0; i < 3; i++) {
+        b[i] = aarmd_plugin_logits_alloc(p, m, 300 * sizeof(float), &by[i]);
+        cr_assert_not_null(b[i]);
+        cr_assert_eq(by[i], want_backend, "buffer %d: by_backend %d", i, by[i]);
+        for (int k = 0; k < 300; k++)   /* all of it is writable */
+            b[i][k] = (float)k;
+    }
+    /* a step writes the logits into them */
+    struct aarmd_backend_seq *s = NULL;
+    cr_assert_eq(aarmd_plugin_seq_new(p, m, 16, &s, err, sizeof err), AARMD_OK, "%s", err);
+    int32_t tok = 5;
+    struct aarmd_batch_entry e = {.seq = s, .tokens = &tok, .n_tokens = 1, .want_logits = 1, .logits = b[1]};
+    cr_assert_eq(aarmd_plugin_step(p, m, &e, 1, err, sizeof err), AARMD_OK, "%s", err);
+    aarmd_plugin_seq_free(p, s);
+    for (int i = 0; i < 3; i++)
+        aarmd_plugin_logits_free(p, m, b[i], by[i]);
+    aarmd_plugin_logits_free(p, m, NULL, true);   /* NULL is a no-op */
+    aarmd_plugin_model_free(p, m);
+    aarmd_plugin_ctx_free(p, ctx);
+    aarmd_plugin_free(p);
+}
+
+Test(wrappers, logits_buffers_from_the_backend)
+{
+    logits_buffers("1", true);
+}
+
+Test(wrappers, logits_buffers_fall_back_to_malloc)
+{
+    logits_buffers("0", false);
+}
+
+Test(wrappers, logits_buffers_of_a_plugin_without_the_slots)
+{
+    struct aarmd_plugin *p = NULL;
+    cr_assert_eq(aarmd_plugin_load("quiet", NULL, &host, &p, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_not(aarmd_plugin_has_method(p, "logits_alloc"));
+    bool by = true;
+    void *q = aarmd_plugin_logits_alloc(p, NULL, 64, &by);
+    cr_assert_not_null(q);
+    cr_assert_not(by);
+    aarmd_plugin_logits_free(p, NULL, q, by);
     aarmd_plugin_free(p);
 }
 
