@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "aarmd_backend.h"
 #include "ggml_type.h"
@@ -17,6 +18,7 @@
 #include "gguf_write.h"
 #include "model_arch.h"
 #include "quant_write.h"
+#include "workers.h"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -113,9 +115,52 @@ fail:
     return rc;
 }
 
+/* The generator as it is after `n` more normals drawn from `start` one by one:
+ * normals come in pairs from two 64-bit draws each (the second kept as the
+ * spare), so the state is a jump of the counter plus at most one pair. */
+static struct rng rng_seek(const struct rng *start, uint64_t n)
+{
+    struct rng r = *start;
+    if (n == 0)
+        return r;
+    if (start->have)   /* the spare is normal 0; pairs start at normal 1 */
+        n--;
+    r.have = false;
+    r.s = start->s + 2 * (n / 2) * 0x9E3779B97F4A7C15ull;
+    if (n % 2)
+        (void)rng_normal(&r);   /* draws the pair, keeps its second normal as the spare */
+    return r;
+}
+
+/* Rows of one tensor, filled in parallel: row i continues the generator where
+ * i * ne0 normals drawn one by one would leave it, so the file is the same
+ * as a single thread's (bit for bit; tests hold references computed from it). */
+struct fill {
+    uint8_t *data;
+    size_t row_bytes;
+    int64_t ne0, n_rows, rows_per_item;
+    uint32_t type;
+    bool is_norm;
+    struct rng start;           /* the generator before the tensor's first row */
+    float *scratch;             /* [items][ne0] */
+};
+
+static void fill_rows(void *ctx, uint32_t item)
+{
+    const struct fill *f = ctx;
+    float *row = f->scratch + (size_t)item * (size_t)f->ne0;
+    int64_t end = ((int64_t)item + 1) * f->rows_per_item;
+    for (int64_t i = (int64_t)item * f->rows_per_item; i < end && i < f->n_rows; i++) {
+        struct rng r = rng_seek(&f->start, (uint64_t)i * (uint64_t)f->ne0);
+        for (int64_t j = 0; j < f->ne0; j++)
+            row[j] = (f->is_norm ? 1.0f : 0.0f) + 0.02f * rng_normal(&r);
+        aarmd_quantize_row(f->type, row, f->data + (size_t)i * f->row_bytes, f->ne0);
+    }
+}
+
 /* One tensor of random values: matrices in `type`, 1-D in F32. */
-static int write_tensor(struct aarmd_gguf_writer *w, struct rng *r, const char *name, int role,
-                        uint32_t type, int64_t ne0, int64_t ne1, char *err, size_t errlen)
+static int write_tensor(struct aarmd_gguf_writer *w, struct rng *r, struct aarmd_workers *wk, const char *name,
+                        int role, uint32_t type, int64_t ne0, int64_t ne1, char *err, size_t errlen)
 {
     bool is_norm = role == AARMD_ROLE_OUTPUT_NORM || role == AARMD_ROLE_ATTN_NORM ||
                    role == AARMD_ROLE_FFN_NORM || role == AARMD_ROLE_ATTN_Q_NORM ||
@@ -138,18 +183,20 @@ static int write_tensor(struct aarmd_gguf_writer *w, struct rng *r, const char *
         set_err(err, errlen, "%s", aarmd_gguf_writer_error(w));
         return rc;
     }
-    float *row = malloc((size_t)ne0 * sizeof *row);
-    if (!row) {
+    /* about 4 items per thread, at least 16 rows an item */
+    int64_t per = ne[1] / (4 * (int64_t)aarmd_workers_count(wk));
+    per = per < 16 ? 16 : per;
+    struct fill f = {.data = data, .row_bytes = (size_t)(ne0 / ti->block_elems) * ti->block_bytes, .ne0 = ne0,
+                     .n_rows = ne[1], .rows_per_item = per, .type = type, .is_norm = is_norm, .start = *r};
+    uint32_t items = (uint32_t)((ne[1] + per - 1) / per);
+    f.scratch = malloc((size_t)items * (size_t)ne0 * sizeof *f.scratch);
+    if (!f.scratch) {
         set_err(err, errlen, "gguf-synth: out of memory");
         return AARMD_ENOMEM;
     }
-    size_t row_bytes = (size_t)(ne0 / ti->block_elems) * ti->block_bytes;
-    for (int64_t i = 0; i < ne[1]; i++) {
-        for (int64_t j = 0; j < ne0; j++)
-            row[j] = (is_norm ? 1.0f : 0.0f) + 0.02f * rng_normal(r);
-        aarmd_quantize_row(type, row, (uint8_t *)data + (size_t)i * row_bytes, ne0);
-    }
-    free(row);
+    aarmd_workers_run(wk, items, fill_rows, &f);
+    free(f.scratch);
+    *r = rng_seek(r, (uint64_t)ne[1] * (uint64_t)ne0);
     return AARMD_OK;
 }
 
@@ -157,6 +204,7 @@ int aarmd_gguf_synth_build(const struct aarmd_synth_opts *o, struct aarmd_gguf_w
                            char *err, size_t errlen)
 {
     struct aarmd_gguf_writer *w = NULL;
+    struct aarmd_workers *wk = NULL;
     int rc = AARMD_EINVAL;
     if (out)
         *out = NULL;
@@ -247,6 +295,9 @@ int aarmd_gguf_synth_build(const struct aarmd_synth_opts *o, struct aarmd_gguf_w
         goto fail;
 
     struct rng r = {.s = o->seed ^ 0x5EED5EED5EED5EEDull};
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    char werr[128];
+    wk = aarmd_workers_new(cpus > 16 ? 16 : cpus > 1 ? (uint32_t)cpus : 1, werr, sizeof werr);   /* NULL: inline */
     for (int64_t layer = -1; layer < (int64_t)d.n_layer; layer++) {
         for (size_t i = 0; i < a->n_tensors; i++) {
             const struct aarmd_arch_tensor *spec = &a->tensors[i];
@@ -261,14 +312,16 @@ int aarmd_gguf_synth_build(const struct aarmd_synth_opts *o, struct aarmd_gguf_w
             else
                 snprintf(name, sizeof name, "%s", spec->name);
             int64_t ne1 = spec->dim1 == AARMD_DIM_NONE ? 0 : aarmd_arch_dim(&d, spec->dim1);
-            if ((rc = write_tensor(w, &r, name, spec->role, o->type, aarmd_arch_dim(&d, spec->dim0), ne1,
+            if ((rc = write_tensor(w, &r, wk, name, spec->role, o->type, aarmd_arch_dim(&d, spec->dim0), ne1,
                                    err, errlen)))
                 goto fail;
         }
     }
+    aarmd_workers_free(wk);
     *out = w;
     return AARMD_OK;
 fail:
+    aarmd_workers_free(wk);
     aarmd_gguf_writer_free(w);
     return rc;
 }
