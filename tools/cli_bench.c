@@ -349,14 +349,21 @@ static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result 
     struct aarmd_batch_entry *e = calloc((size_t)n, sizeof *e);
     int32_t *prompt = malloc((size_t)sr->pp * sizeof *prompt);
     int32_t *dtok = malloc((size_t)n * sizeof *dtok);
-    float *logits = malloc((size_t)n * nv * sizeof *logits);
+    /* one logits buffer per stream from the backend's logits_alloc, as the server has */
+    float **logits = calloc((size_t)n, sizeof *logits);
+    bool *by_backend = calloc((size_t)n, sizeof *by_backend);
     double *rate = calloc((size_t)sr->reps, sizeof *rate);
     memset(res, 0, sizeof *res);
     res->n = n;
-    if (!seqs || !e || !prompt || !dtok || !logits || !rate) {
+    if (!seqs || !e || !prompt || !dtok || !logits || !by_backend || !rate) {
         fprintf(stderr, "bench: out of memory\n");
         goto out;
     }
+    for (long i = 0; i < n; i++)
+        if (!(logits[i] = aarmd_plugin_logits_alloc(sr->p, sr->m, (size_t)nv * sizeof(float), &by_backend[i]))) {
+            fprintf(stderr, "bench: out of memory\n");
+            goto out;
+        }
     for (long i = 0; i < n; i++)
         if (aarmd_plugin_seq_new(sr->p, sr->m, n_ctx, &seqs[i], err, sizeof err) != AARMD_OK) {
             fprintf(stderr, "bench: seq_new %ld of %ld: %s\n", i + 1, n, err);
@@ -373,7 +380,7 @@ static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result 
             for (long k = 0; k < sr->pp; k++)   /* a different prompt per stream */
                 prompt[k] = (int32_t)(((uint64_t)k * 7919u + 13u + (uint64_t)i * 104729u) % nv);
             struct aarmd_batch_entry pe = {.seq = seqs[i], .tokens = prompt, .n_tokens = (uint32_t)sr->pp,
-                                           .want_logits = 1, .logits = logits};
+                                           .want_logits = 1, .logits = logits[i]};
             double a = now_s();
             if (aarmd_plugin_step(sr->p, sr->m, &pe, 1, err, sizeof err) != AARMD_OK) {
                 fprintf(stderr, "bench: prefill of stream %ld: %s\n", i + 1, err);
@@ -386,7 +393,7 @@ static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result 
             for (long i = 0; i < n; i++) {
                 dtok[i] = (int32_t)(((uint64_t)k * 31u + 7u + (uint64_t)i * 131u) % nv);
                 e[i] = (struct aarmd_batch_entry){.seq = seqs[i], .tokens = &dtok[i], .n_tokens = 1,
-                                                  .want_logits = 1, .logits = logits + (size_t)i * nv};
+                                                  .want_logits = 1, .logits = logits[i]};
             }
             if (aarmd_plugin_step(sr->p, sr->m, e, (uint32_t)n, err, sizeof err) != AARMD_OK) {
                 fprintf(stderr, "bench: decode step of %ld streams: %s\n", n, err);
@@ -416,7 +423,10 @@ out:
     free(e);
     free(prompt);
     free(dtok);
+    for (long i = 0; logits && i < n; i++)
+        aarmd_plugin_logits_free(sr->p, sr->m, logits[i], by_backend[i]);
     free(logits);
+    free(by_backend);
     free(rate);
     return rc;
 }
@@ -486,6 +496,7 @@ int aarmd_cli_bench(int argc, char **argv)
     struct synth sy;
     int32_t *toks = NULL;
     float *logits = NULL;
+    bool logits_by_backend = false;
     char err[2048];
     memset(&sy, 0, sizeof sy);
 
@@ -620,7 +631,7 @@ int aarmd_cli_bench(int argc, char **argv)
         goto out;
     }
     toks = malloc((size_t)pp * sizeof *toks);
-    logits = malloc((size_t)desc->n_vocab * sizeof *logits);
+    logits = aarmd_plugin_logits_alloc(p, m, (size_t)desc->n_vocab * sizeof *logits, &logits_by_backend);
     pp_rate = calloc((size_t)reps, sizeof *pp_rate);
     tg_rate = calloc((size_t)reps, sizeof *tg_rate);
     if (!toks || !logits || !pp_rate || !tg_rate)
@@ -717,7 +728,10 @@ out:
     free(pp_rate);
     free(tg_rate);
     free(toks);
-    free(logits);
+    if (p && m)
+        aarmd_plugin_logits_free(p, m, logits, logits_by_backend);
+    else
+        free(logits);
     if (p) {
         aarmd_plugin_seq_free(p, seq);
         aarmd_plugin_model_free(p, m);

@@ -42,7 +42,8 @@ build)
     cp "$root/tools/cuda_bw.cu" "$dev/" || exit 1
     # the weight-kernel check / micro-benchmark, linked with the plugin's kernel objects
     nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -o "$dev/cuda_matmul_check" \
-        "$root/tests/plugins/cuda_matmul_check.cu" shaders/cuda/matmul.o shaders/cuda/ops.o shaders/cuda/matvec.o || exit 1
+        "$root/tests/plugins/cuda_matmul_check.cu" shaders/cuda/matmul.o shaders/cuda/ops.o shaders/cuda/matvec.o \
+        shaders/cuda/mmq.o || exit 1
     # the Criterion test and the libraries the GPU machine lacks (it has no Criterion)
     if make -j2 tests/plugins/test_cuda_backend LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread"; then
         t=tests/plugins/test_cuda_backend
@@ -137,24 +138,33 @@ if [ "$cmd" = serve ]; then
     m=/tmp/synth/serve-${SERVE_SHAPE:-smollm2-135m}.gguf
     [ -f "$m" ] || "$cli" gguf-synth --arch llama $shape \
         --vocab-from "$root/tests/data/vocab/ggml-vocab-gpt-2.gguf" --out "$m" >/dev/null || exit 1
-    "$dev/aarmd" --backend "${SERVE_BACKEND:-cuda}" --plugin-dir "$dev" --model "$m" --port 0 --log-format json \
-        --max-jobs 64 --queue-depth 1024 --prefix-cache-blocks 0 ${SERVE_OPTS:-} 2>"$out/serve-log.txt" &
-    pid=$!
-    port=
-    for _ in $(seq 1 300); do
-        port=$(sed -n 's/.*"event":"ready".*"port":\([0-9]*\).*/\1/p' "$out/serve-log.txt" | head -1)
-        [ -n "$port" ] && break
-        sleep 0.2
-    done
-    [ -z "$port" ] && { echo "aarmd did not start"; tail -5 "$out/serve-log.txt"; kill $pid; exit 1; }
     : >"$out/serve.txt"
-    for n in ${STREAMS:-1 8 32 64}; do
-        echo "== $n streams" | tee -a "$out/serve.txt"
-        "$cli" loadgen --url "http://127.0.0.1:$port" --clients "$n" --requests $((n * 3)) \
-            --max-tokens 128 --prompt-tokens 512 2>&1 | tee -a "$out/serve.txt"
+    # SERVE_VARIANTS: "new" (defaults) and/or "old" (tokens drawn on the scheduler thread alone,
+    # logits through the staging copy: the host path before ABI 1.2), each its own server
+    for variant in ${SERVE_VARIANTS:-new}; do
+        vo=
+        [ "$variant" = old ] && vo="--sample-threads 1 --backend-opt direct_logits=0"
+        "$dev/aarmd" --backend "${SERVE_BACKEND:-cuda}" --plugin-dir "$dev" --model "$m" --port 0 --log-format json \
+            --max-jobs 64 --queue-depth 1024 --prefix-cache-blocks 0 $vo ${SERVE_OPTS:-} 2>"$out/serve-log.txt" &
+        pid=$!
+        port=
+        for _ in $(seq 1 300); do
+            port=$(sed -n 's/.*"event":"ready".*"port":\([0-9]*\).*/\1/p' "$out/serve-log.txt" | head -1)
+            [ -n "$port" ] && break
+            sleep 0.2
+        done
+        [ -z "$port" ] && { echo "aarmd did not start"; tail -5 "$out/serve-log.txt"; kill $pid; exit 1; }
+        for n in ${STREAMS:-1 8 32 64}; do
+            # closed loop, clients started over RAMP_S seconds, the first n requests left out of the numbers
+            echo "== $variant $n streams" | tee -a "$out/serve.txt"
+            "$cli" loadgen --url "http://127.0.0.1:$port" --clients "$n" --requests $((n * ${ROUNDS:-4})) \
+                --max-tokens 128 --prompt-tokens 512 --ramp "${RAMP_S:-1}" --warmup "$n" 2>&1 | tee -a "$out/serve.txt"
+            curl -s "http://127.0.0.1:$port/metrics" | grep -E '^worker_(step|sample)_seconds_total|^worker_step_tokens_(sum|count)' \
+                | tee -a "$out/serve.txt"
+        done
+        curl -s "http://127.0.0.1:$port/health" >"$out/serve-health-$variant.json" 2>/dev/null
+        kill -TERM $pid; wait $pid; echo "aarmd exit $?" | tee -a "$out/serve.txt"
     done
-    curl -s "http://127.0.0.1:$port/health" >"$out/serve-health.json" 2>/dev/null
-    kill -TERM $pid; wait $pid; echo "aarmd exit $?" | tee -a "$out/serve.txt"
 fi
 
 if [ "$cmd" = mm ]; then
