@@ -155,12 +155,18 @@ if [ "$cmd" = serve ]; then
         done
         [ -z "$port" ] && { echo "aarmd did not start"; tail -5 "$out/serve-log.txt"; kill $pid; exit 1; }
         for n in ${STREAMS:-1 8 32 64}; do
-            # closed loop, clients started over RAMP_S seconds, the first n requests left out of the numbers
-            echo "== $variant $n streams" | tee -a "$out/serve.txt"
-            "$cli" loadgen --url "http://127.0.0.1:$port" --clients "$n" --requests $((n * ${ROUNDS:-4})) \
-                --max-tokens 128 --prompt-tokens 512 --ramp "${RAMP_S:-1}" --warmup "$n" 2>&1 | tee -a "$out/serve.txt"
-            curl -s "http://127.0.0.1:$port/metrics" | grep -E '^worker_(step|sample)_seconds_total|^worker_step_tokens_(sum|count)' \
-                | tee -a "$out/serve.txt"
+            # burst: n clients at once, one request each (prompts prefilled, then decoded together:
+            # decode_tokens_s is what llama.cpp's batched bench calls S_TG); steady: clients started
+            # over RAMP_S seconds, ROUNDS requests each, the first n left out (TTFT of a loaded server)
+            for mode in ${LOADGEN_MODES:-burst steady}; do
+                echo "== $variant $mode $n streams" | tee -a "$out/serve.txt"
+                if [ "$mode" = burst ]; then lo="--requests $n"
+                else lo="--requests $((n * ${ROUNDS:-4})) --ramp ${RAMP_S:-1} --warmup $n"; fi
+                "$cli" loadgen --url "http://127.0.0.1:$port" --clients "$n" $lo \
+                    --max-tokens 128 --prompt-tokens 512 2>&1 | tee -a "$out/serve.txt"
+                curl -s "http://127.0.0.1:$port/metrics" |
+                    grep -E '^worker_(step|sample)_seconds_total|^worker_step_tokens_(sum|count)' | tee -a "$out/serve.txt"
+            done
         done
         curl -s "http://127.0.0.1:$port/health" >"$out/serve-health-$variant.json" 2>/dev/null
         kill -TERM $pid; wait $pid; echo "aarmd exit $?" | tee -a "$out/serve.txt"

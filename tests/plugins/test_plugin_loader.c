@@ -251,30 +251,29 @@ Test(loader, struct_exactly_minimal_is_accepted)
     aarmd_plugin_free(p);
 }
 
-Test(loader, minor_1_table_must_reach_seq_fork)
+/* A table of `minor` that ends at `size` is refused, naming the size that minor needs. */
+static void refused_too_small(unsigned minor, size_t size, size_t need)
 {
-    char size[32];
-    snprintf(size, sizeof size, "%zu", (size_t)END_OF_STEP);
-    const struct aarmd_opt opts[] = {{"abi_minor", "1"}, {"struct_size", size}};
+    char m[16], sz[32];
+    snprintf(m, sizeof m, "%u", minor);
+    snprintf(sz, sizeof sz, "%zu", size);
+    const struct aarmd_opt opts[] = {{"abi_minor", m}, {"struct_size", sz}};
     host_opts(opts, 2);
     refused("mock", AARMD_EUNSUPPORTED);
     char want[160];
-    snprintf(want, sizeof want, "struct_size %zu is too small for ABI 1.1 (needs at least %zu bytes",
-             (size_t)END_OF_STEP, (size_t)END_OF_SEQ_FORK);
+    snprintf(want, sizeof want, "struct_size %zu is too small for ABI 1.%u (needs at least %zu bytes", size, minor,
+             need);
     cr_assert(strstr(err, want), "'%s' not in: %s", want, err);
+}
+
+Test(loader, minor_1_table_must_reach_seq_fork)
+{
+    refused_too_small(1, END_OF_STEP, END_OF_SEQ_FORK);
 }
 
 Test(loader, minor_2_table_must_reach_logits_free)
 {
-    char size[32];
-    snprintf(size, sizeof size, "%zu", (size_t)END_OF_SEQ_FORK);
-    const struct aarmd_opt opts[] = {{"abi_minor", "2"}, {"struct_size", size}};
-    host_opts(opts, 2);
-    refused("mock", AARMD_EUNSUPPORTED);
-    char want[160];
-    snprintf(want, sizeof want, "struct_size %zu is too small for ABI 1.2 (needs at least %zu bytes",
-             (size_t)END_OF_SEQ_FORK, (size_t)END_OF_LOGITS_FREE);
-    cr_assert(strstr(err, want), "'%s' not in: %s", want, err);
+    refused_too_small(2, END_OF_SEQ_FORK, END_OF_LOGITS_FREE);
 }
 
 Test(loader, minor_1_table_has_no_logits_slots)
