@@ -4,7 +4,8 @@
  * requests in total) or open loop (Poisson arrivals at R requests/s for S
  * seconds), and report throughput, time to first token, inter-token latency
  * and errors by code, as text or one JSON object. It measures a server; it
- * does not start one.
+ * does not start one. How each number is counted: usage() and docs/PERFORMANCE.md
+ * ("How loadgen counts").
  */
 #include "config.h"
 
@@ -36,6 +37,9 @@ struct lg_opts {
     bool have_clients, have_requests;
     double rate;                /* open loop when > 0: requests per second */
     double duration_s;          /* open loop: arrivals stop after this */
+    double ramp_s;              /* closed loop: client i starts at i * ramp_s / clients */
+    bool have_ramp;
+    uint32_t warmup;            /* the first `warmup` finished requests are left out */
     uint64_t seed;
     bool have_seed;
     const char *prompt;
@@ -59,6 +63,11 @@ struct lg_code {
     uint64_t n;
 };
 
+/* One successful request's span from its first token to its last, ms. */
+struct lg_span {
+    double first, last;
+};
+
 struct lg_client;
 
 struct lg {
@@ -70,9 +79,16 @@ struct lg {
     char **bodies;              /* per prompt: the JSON body before the job id */
     size_t n_bodies;
     uint32_t issued, finished, ok;
+    uint32_t ramp_pending;      /* closed loop: clients whose first request waits for --ramp (each holds one) */
+    uint32_t warm, warm_ok;     /* finished requests left out as warmup, and how many of them ended */
     uint64_t tokens;
     uint64_t prompt_tokens, n_started;
     struct lg_samples ttft, itl;
+    struct lg_samples stream_rate;  /* per successful request: (tokens - 1) / (t_last - t_first), tokens/s */
+    struct lg_span *spans;      /* successful measured requests with a token */
+    size_t n_spans, cap_spans;
+    uint64_t decode_tokens;     /* sum of (tokens - 1) over those */
+    double t_first_measured;    /* earliest send time of a measured request; HUGE_VAL before one */
     struct lg_code codes[LG_MAX_CODES];
     uint32_t n_codes;
     double t_start, t_end;
@@ -96,8 +112,12 @@ struct lg_client {
     uint32_t index;
     struct evhttp_connection *conn;
     struct evbuffer *acc;       /* body bytes not yet parsed into events */
-    double t_sent, t_last_token;
+    struct event *start_ev;     /* closed loop with --ramp: sends the first request */
+    double t_sent, t_first_token, t_last_token;
     uint32_t tokens;
+    int64_t tokens_in;          /* from `started`, -1 before it */
+    double ttft;                /* ms; valid once tokens > 0 */
+    struct lg_samples itl;      /* this request's inter-token gaps, merged when it counts */
     char terminal[16];          /* "end" or "error" once seen */
     char error_code[48];
 };
@@ -109,19 +129,36 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* Room for `more` samples in s; false (and g->oom) when there is none. */
+static bool samples_reserve(struct lg *g, struct lg_samples *s, size_t more)
+{
+    if (s->n + more <= s->cap)
+        return true;
+    size_t cap = s->cap ? s->cap : 64;
+    while (cap < s->n + more)
+        cap *= 2;
+    float *nv = realloc(s->v, cap * sizeof *nv);
+    if (!nv) {
+        g->oom = true;
+        return false;
+    }
+    s->v = nv;
+    s->cap = cap;
+    return true;
+}
+
 static void samples_add(struct lg *g, struct lg_samples *s, double v)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 4096;
-        float *nv = realloc(s->v, cap * sizeof *nv);
-        if (!nv) {
-            g->oom = true;
-            return;
-        }
-        s->v = nv;
-        s->cap = cap;
+    if (samples_reserve(g, s, 1))
+        s->v[s->n++] = (float)v;
+}
+
+static void samples_append(struct lg *g, struct lg_samples *dst, const struct lg_samples *src)
+{
+    if (src->n && samples_reserve(g, dst, src->n)) {
+        memcpy(dst->v + dst->n, src->v, src->n * sizeof *src->v);
+        dst->n += src->n;
     }
-    s->v[s->n++] = (float)v;
 }
 
 static int cmp_float(const void *a, const void *b)
@@ -220,20 +257,20 @@ static void parse_events(struct lg_client *c, double t)
         evbuffer_remove(c->acc, ev, len);
         ev[len] = '\0';
         if (!strncmp(ev, "event: token\n", 13)) {
-            if (c->tokens == 0)
-                samples_add(g, &g->ttft, t - c->t_sent);
-            else
-                samples_add(g, &g->itl, t - c->t_last_token);
+            if (c->tokens == 0) {
+                c->ttft = t - c->t_sent;
+                c->t_first_token = t;
+            } else {
+                samples_add(g, &c->itl, t - c->t_last_token);
+            }
             c->t_last_token = t;
             c->tokens++;
         } else if (!strncmp(ev, "event: started\n", 15)) {
             const char *data = strstr(ev, "\ndata: ");
             struct json_object *j = data ? json_tokener_parse(data + 7) : NULL;
             struct json_object *n;
-            if (j && json_object_object_get_ex(j, "tokens_in", &n)) {
-                g->prompt_tokens += (uint64_t)json_object_get_int64(n);
-                g->n_started++;
-            }
+            if (j && json_object_object_get_ex(j, "tokens_in", &n))
+                c->tokens_in = json_object_get_int64(n);
             json_object_put(j);
         } else if (!strncmp(ev, "event: end\n", 11)) {
             snprintf(c->terminal, sizeof c->terminal, "end");
@@ -280,29 +317,73 @@ static void open_next(struct lg_client *c)
         finish_run(g);
 }
 
+/* Adds one finished request to the statistics; the first --warmup ones
+ * only to the warmup count. `code` is NULL when it ended with `end`. */
+static void record(struct lg_client *c, const char *code)
+{
+    struct lg *g = c->g;
+    if (g->warm < g->o.warmup) {
+        g->warm++;
+        g->warm_ok += code == NULL;
+        return;
+    }
+    if (c->t_sent < g->t_first_measured)
+        g->t_first_measured = c->t_sent;
+    g->tokens += c->tokens;
+    if (c->tokens_in >= 0) {
+        g->prompt_tokens += (uint64_t)c->tokens_in;
+        g->n_started++;
+    }
+    if (c->tokens) {
+        samples_add(g, &g->ttft, c->ttft);
+        samples_append(g, &g->itl, &c->itl);
+    }
+    if (code) {
+        count_code(g, code);
+        return;
+    }
+    g->ok++;
+    if (c->tokens == 0)
+        return;
+    double span_ms = c->t_last_token - c->t_first_token;
+    if (c->tokens > 1 && span_ms > 0)
+        samples_add(g, &g->stream_rate, (double)(c->tokens - 1) / (span_ms / 1e3));
+    if (g->n_spans == g->cap_spans) {
+        size_t cap = g->cap_spans ? g->cap_spans * 2 : 256;
+        struct lg_span *ns = realloc(g->spans, cap * sizeof *ns);
+        if (!ns) {
+            g->oom = true;
+            return;
+        }
+        g->spans = ns;
+        g->cap_spans = cap;
+    }
+    g->spans[g->n_spans++] = (struct lg_span){c->t_first_token, c->t_last_token};
+    g->decode_tokens += c->tokens - 1;
+}
+
 static void done_cb(struct evhttp_request *req, void *arg)
 {
     struct lg_client *c = arg;
     struct lg *g = c->g;
     int status = req ? evhttp_request_get_response_code(req) : 0;
+    char code[48];
     if (req)
         evbuffer_add_buffer(c->acc, evhttp_request_get_input_buffer(req));
+    g->finished++;
     if (status == 200) {
         parse_events(c, now_ms());
-        g->tokens += c->tokens;
         if (!strcmp(c->terminal, "end"))
-            g->ok++;
-        else if (!strcmp(c->terminal, "error"))
-            count_code(g, c->error_code);
+            record(c, NULL);
         else
-            count_code(g, "STREAM_CUT");
+            record(c, !strcmp(c->terminal, "error") ? c->error_code : "STREAM_CUT");
     } else if (status == 0) {
-        count_code(g, "CONNECTION");
+        c->tokens = 0;      /* a cut connection: its tokens are not counted */
+        record(c, "CONNECTION");
     } else {
         /* a JSON error body: {"error":{"code":...}} */
         size_t len = evbuffer_get_length(c->acc);
         char *body = malloc(len + 1);
-        char code[48];
         snprintf(code, sizeof code, "HTTP_%d", status);
         if (body) {
             evbuffer_remove(c->acc, body, len);
@@ -313,10 +394,10 @@ static void done_cb(struct evhttp_request *req, void *arg)
             json_object_put(j);
             free(body);
         }
-        count_code(g, code);
+        c->tokens = 0;      /* no stream: its samples are not this request's */
+        record(c, code);
     }
     evbuffer_drain(c->acc, evbuffer_get_length(c->acc));
-    g->finished++;
     g->in_flight--;
     if (g->open_loop) {
         open_next(c);
@@ -326,7 +407,7 @@ static void done_cb(struct evhttp_request *req, void *arg)
         finish_run(g);
         return;
     }
-    if (g->issued < g->o.requests)
+    if (g->issued + g->ramp_pending < g->o.requests)
         issue(c, now_ms());   /* a failed connection reconnects on its next request */
 }
 
@@ -336,6 +417,12 @@ static void issue(struct lg_client *c, double t_arrival)
     struct lg *g = c->g;
     uint32_t n = g->issued++;
     g->in_flight++;
+    c->tokens = 0;
+    c->tokens_in = -1;
+    c->itl.n = 0;
+    c->terminal[0] = '\0';
+    c->error_code[0] = '\0';
+    c->t_sent = t_arrival;
     if (!c->conn) {
         c->conn = evhttp_connection_base_new(g->base, NULL, g->host, (unsigned short)g->port);
         if (!c->conn) {
@@ -345,9 +432,6 @@ static void issue(struct lg_client *c, double t_arrival)
         }
         evhttp_connection_set_timeout(c->conn, (int)g->o.timeout_s);
     }
-    c->tokens = 0;
-    c->terminal[0] = '\0';
-    c->error_code[0] = '\0';
     struct evhttp_request *req = evhttp_request_new(done_cb, c);
     if (!req) {
         g->oom = true;
@@ -368,7 +452,6 @@ static void issue(struct lg_client *c, double t_arrival)
     }
     evbuffer_add_printf(evhttp_request_get_output_buffer(req), "%s\"lg-%ld-%" PRIu32 "\"}",
                         g->bodies[n % g->n_bodies], (long)getpid(), n);
-    c->t_sent = t_arrival;
     if (evhttp_make_request(c->conn, req, EVHTTP_REQ_POST, "/execute") != 0) {
         /* libevent freed req */
         done_cb(NULL, c);
@@ -409,24 +492,64 @@ static void arrival_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Closed loop with --ramp: client c's first request, held for it since the
+ * start so that the clients started before it cannot take them all. */
+static void ramp_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct lg_client *c = arg;
+    c->g->ramp_pending--;
+    issue(c, now_ms());
+}
+
+/* Closed loop: client i's first request at i * ramp / clients after the
+ * start (n_clients <= requests, so each client has one). */
+static int start_closed(struct lg *g)
+{
+    for (uint32_t i = 0; i < g->n_clients; i++) {
+        double at_ms = g->o.ramp_s * 1e3 * (double)i / (double)g->n_clients;
+        if (at_ms <= 0) {
+            issue(&g->clients[i], now_ms());
+            continue;
+        }
+        struct lg_client *c = &g->clients[i];
+        c->start_ev = evtimer_new(g->base, ramp_cb, c);
+        struct timeval tv = {.tv_sec = (time_t)(at_ms / 1e3), .tv_usec = (suseconds_t)(fmod(at_ms, 1e3) * 1e3)};
+        if (!c->start_ev || evtimer_add(c->start_ev, &tv))
+            return -1;
+        g->ramp_pending++;
+    }
+    return 0;
+}
+
 /* ---- options ---------------------------------------------------------------- */
 
 static int usage(FILE *f)
 {
     fprintf(f,
             "usage: aarmd-cli loadgen --url http://HOST:PORT --max-tokens K\n"
-            "                         (--clients N --requests M | --rate R --duration S [--seed X])\n"
-            "                         [--prompt TEXT | --prompt-file FILE | --prompt-tokens T]\n"
+            "                         (--clients N --requests M [--ramp S] | --rate R --duration S [--seed X])\n"
+            "                         [--prompt TEXT | --prompt-file FILE | --prompt-tokens T] [--warmup W]\n"
             "                         [--temperature T] [--timeout S] [--api-token TOKEN] [--json]\n"
-            "  Closed loop: N concurrent SSE clients post M /execute requests in total.\n"
+            "  Closed loop: N concurrent SSE clients post M /execute requests in total;\n"
+            "  --ramp S: client i sends its first request at i*S/N seconds (default 0: all at once).\n"
             "  Open loop (--rate): Poisson arrivals at R requests/s (seeded by --seed, default 1)\n"
             "  for S seconds, then waits for the requests in flight; --clients caps the\n"
             "  connections at once (default %u; later arrivals queue and their time to first\n"
             "  token counts from their arrival) and --requests the arrivals.\n"
             "  --prompt-file: one prompt per line (\\n, \\t and \\\\ escapes; blank lines skipped);\n"
             "  requests cycle through them. --prompt-tokens: a synthetic prompt of about T tokens.\n"
+            "  --warmup W: the first W requests to finish are left out of every number below\n"
+            "  (reported as warmup; durations then start at the earliest send of a measured request).\n"
             "  Prints tokens/s, requests/s, time to first token and inter-token latency\n"
             "  (p50, p90, p99, max) and errors by code; --json prints one JSON object instead.\n"
+            "  tokens_s: all streamed tokens / wall time (prefill included).\n"
+            "  decode_tokens_s: sum over successful requests of (tokens - 1), divided by the\n"
+            "  length of the union of their [first token, last token] intervals: the time some\n"
+            "  stream was decoding (comparable to llama-batched-bench's S_TG).\n"
+            "  per_stream_decode_tokens_s p50: median of each request's (tokens - 1) /\n"
+            "  (t_last - t_first), over requests with 2+ tokens that did not arrive all at once.\n"
             "  Exit status: 0 all requests ended with `end`, 1 some failed, 2 usage error.\n",
             LG_OPEN_MAX_CONNS);
     return f == stderr ? 2 : 0;
@@ -512,6 +635,13 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
         } else if (!strcmp(a, "--rate")) {
             if (parse_num(a, v, 0, false, 100000, &o->rate))
                 return -1;
+        } else if (!strcmp(a, "--ramp")) {
+            if (parse_num(a, v, 0, true, 86400, &o->ramp_s))
+                return -1;
+            o->have_ramp = true;
+        } else if (!strcmp(a, "--warmup")) {
+            if (parse_u32(a, v, 0, 100000000, &o->warmup))
+                return -1;
         } else if (!strcmp(a, "--duration")) {
             if (parse_num(a, v, 0, false, 86400, &o->duration_s))
                 return -1;
@@ -546,18 +676,25 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
             fprintf(stderr, "aarmd-cli loadgen: open loop (--rate) needs --url, --duration and --max-tokens\n");
             return -1;
         }
+        if (o->have_ramp) {
+            fprintf(stderr, "aarmd-cli loadgen: --ramp is for closed loop (--clients N --requests M); "
+                            "open loop spreads its arrivals by --rate\n");
+            return -1;
+        }
         if (!o->have_clients)
             o->clients = LG_OPEN_MAX_CONNS;
-        return 0;
-    }
-    if (have_duration || o->have_seed) {
+    } else if (have_duration || o->have_seed) {
         fprintf(stderr, "aarmd-cli loadgen: %s is for open loop: it needs --rate\n",
                 have_duration ? "--duration" : "--seed");
         return -1;
-    }
-    if (!o->url || !o->have_clients || !o->have_requests || !have_max) {
+    } else if (!o->url || !o->have_clients || !o->have_requests || !have_max) {
         fprintf(stderr, "aarmd-cli loadgen: --url, --clients, --requests and --max-tokens are required "
                         "(open loop: --url, --rate, --duration and --max-tokens)\n");
+        return -1;
+    }
+    if (o->have_requests && o->warmup >= o->requests) {
+        fprintf(stderr, "aarmd-cli loadgen: --warmup %" PRIu32 " leaves nothing to measure: it must be less "
+                        "than --requests %" PRIu32 "\n", o->warmup, o->requests);
         return -1;
     }
     return 0;
@@ -679,8 +816,40 @@ static int make_bodies(struct lg *g, char **prompts, size_t n)
 
 /* ---- report ------------------------------------------------------------------- */
 
-static void report_text(const struct lg *g, double secs)
+static int cmp_span(const void *a, const void *b)
 {
+    double x = ((const struct lg_span *)a)->first, y = ((const struct lg_span *)b)->first;
+    return (x > y) - (x < y);
+}
+
+/* Seconds covered by the union of the spans (sorts them): the time during
+ * which at least one measured stream was between its first and last token. */
+static double decode_seconds(struct lg *g)
+{
+    qsort(g->spans, g->n_spans, sizeof *g->spans, cmp_span);
+    double total = 0, lo = 0, hi = 0;
+    for (size_t i = 0; i < g->n_spans; i++) {
+        if (i == 0 || g->spans[i].first > hi) {
+            total += hi - lo;
+            lo = g->spans[i].first;
+            hi = g->spans[i].last;
+        } else if (g->spans[i].last > hi) {
+            hi = g->spans[i].last;
+        }
+    }
+    return (total + hi - lo) / 1e3;
+}
+
+/* The numbers both reports print, computed once. */
+struct lg_summary {
+    double secs;                /* measured wall time */
+    uint32_t requests;          /* measured (not warmup) */
+    double decode_s, decode_tokens_s;
+};
+
+static void report_text(const struct lg *g, const struct lg_summary *m)
+{
+    double secs = m->secs;
     printf("url           %s\n", g->o.url);
     if (g->open_loop) {
         printf("mode          open loop: rate %g/s, duration %g s, seed %" PRIu64 ", max connections %" PRIu32
@@ -688,15 +857,24 @@ static void report_text(const struct lg *g, double secs)
                g->o.rate, g->o.duration_s, g->o.seed, g->o.clients);
         printf("arrivals      %" PRIu32 " (%.1f/s offered)\n", g->issued, (double)g->issued / g->o.duration_s);
     } else {
-        printf("mode          closed loop\n");
+        if (g->o.ramp_s > 0)
+            printf("mode          closed loop, ramp %g s\n", g->o.ramp_s);
+        else
+            printf("mode          closed loop\n");
         printf("clients       %" PRIu32 "\n", g->o.clients);
     }
-    printf("requests      %" PRIu32 " (ok %" PRIu32 ", failed %" PRIu32 ")\n", g->finished, g->ok,
-           g->finished - g->ok);
+    if (g->o.warmup)
+        printf("warmup        %" PRIu32 " (ok %" PRIu32 ", failed %" PRIu32 "), left out of what follows\n", g->warm,
+               g->warm_ok, g->warm - g->warm_ok);
+    printf("requests      %" PRIu32 " (ok %" PRIu32 ", failed %" PRIu32 ")\n", m->requests, g->ok,
+           m->requests - g->ok);
     printf("duration_s    %.3f\n", secs);
-    printf("requests_s    %.1f\n", (double)g->finished / secs);
+    printf("requests_s    %.1f\n", (double)m->requests / secs);
     printf("tokens        %" PRIu64 "\n", g->tokens);
     printf("tokens_s      %.1f\n", (double)g->tokens / secs);
+    printf("decode_tokens_s %.1f (%" PRIu64 " tokens after the first of each stream, %.3f s with a stream decoding)\n",
+           m->decode_tokens_s, g->decode_tokens, m->decode_s);
+    printf("per_stream_decode_tokens_s p50 %.1f (of %zu streams)\n", percentile(&g->stream_rate, 50), g->stream_rate.n);
     printf("prompt_tokens mean %.1f (n %" PRIu64 ")\n",
            g->n_started ? (double)g->prompt_tokens / (double)g->n_started : 0.0, g->n_started);
     printf("ttft_ms       p50 %.3f p90 %.3f p99 %.3f max %.3f (n %zu)\n", percentile(&g->ttft, 50),
@@ -722,9 +900,11 @@ static struct json_object *latency_json(const struct lg_samples *s)
     return o;
 }
 
-static void report_json(const struct lg *g, double secs)
+static void report_json(const struct lg *g, const struct lg_summary *m)
 {
+    double secs = m->secs;
     struct json_object *o = json_object_new_object(), *errs = json_object_new_object();
+    struct json_object *warm = json_object_new_object(), *stream = json_object_new_object();
     json_object_object_add(o, "url", json_object_new_string(g->o.url));
     json_object_object_add(o, "mode", json_object_new_string(g->open_loop ? "open" : "closed"));
     json_object_object_add(o, "clients", json_object_new_int64(g->o.clients));
@@ -732,14 +912,26 @@ static void report_json(const struct lg *g, double secs)
         json_object_object_add(o, "rate", json_object_new_double(g->o.rate));
         json_object_object_add(o, "duration", json_object_new_double(g->o.duration_s));
         json_object_object_add(o, "seed", json_object_new_uint64(g->o.seed));
+    } else {
+        json_object_object_add(o, "ramp", json_object_new_double(g->o.ramp_s));
     }
-    json_object_object_add(o, "requests", json_object_new_int64(g->finished));
+    json_object_object_add(warm, "requests", json_object_new_int64(g->warm));
+    json_object_object_add(warm, "ok", json_object_new_int64(g->warm_ok));
+    json_object_object_add(warm, "failed", json_object_new_int64(g->warm - g->warm_ok));
+    json_object_object_add(o, "warmup", warm);
+    json_object_object_add(o, "requests", json_object_new_int64(m->requests));
     json_object_object_add(o, "ok", json_object_new_int64(g->ok));
-    json_object_object_add(o, "failed", json_object_new_int64(g->finished - g->ok));
+    json_object_object_add(o, "failed", json_object_new_int64(m->requests - g->ok));
     json_object_object_add(o, "duration_s", json_object_new_double(secs));
-    json_object_object_add(o, "requests_s", json_object_new_double((double)g->finished / secs));
+    json_object_object_add(o, "requests_s", json_object_new_double((double)m->requests / secs));
     json_object_object_add(o, "tokens", json_object_new_int64((int64_t)g->tokens));
     json_object_object_add(o, "tokens_s", json_object_new_double((double)g->tokens / secs));
+    json_object_object_add(o, "decode_tokens", json_object_new_int64((int64_t)g->decode_tokens));
+    json_object_object_add(o, "decode_s", json_object_new_double(m->decode_s));
+    json_object_object_add(o, "decode_tokens_s", json_object_new_double(m->decode_tokens_s));
+    json_object_object_add(stream, "p50", json_object_new_double(percentile(&g->stream_rate, 50)));
+    json_object_object_add(stream, "n", json_object_new_int64((int64_t)g->stream_rate.n));
+    json_object_object_add(o, "per_stream_decode_tokens_s", stream);
     json_object_object_add(o, "prompt_tokens_mean",
                            json_object_new_double(g->n_started ? (double)g->prompt_tokens / (double)g->n_started : 0));
     json_object_object_add(o, "ttft_ms", latency_json(&g->ttft));
@@ -761,6 +953,7 @@ int aarmd_cli_loadgen(int argc, char **argv)
     if (rc != 0)
         return usage(rc > 0 ? stdout : stderr);
     g.open_loop = g.o.rate > 0;
+    g.t_first_measured = HUGE_VAL;
     struct evhttp_uri *uri = evhttp_uri_parse(g.o.url);
     const char *scheme = uri ? evhttp_uri_get_scheme(uri) : NULL;
     const char *host = uri ? evhttp_uri_get_host(uri) : NULL;
@@ -818,8 +1011,8 @@ int aarmd_cli_loadgen(int argc, char **argv)
         if (g.t_end == 0)
             event_base_dispatch(g.base);
     } else {
-        for (uint32_t i = 0; i < g.n_clients && g.issued < g.o.requests; i++)
-            issue(&g.clients[i], now_ms());
+        if (start_closed(&g))
+            goto out;
         if (g.finished < g.o.requests)
             event_base_dispatch(g.base);
     }
@@ -829,18 +1022,24 @@ int aarmd_cli_loadgen(int argc, char **argv)
         fprintf(stderr, "aarmd-cli loadgen: out of memory (some samples or arrivals were dropped)\n");
     qsort(g.ttft.v, g.ttft.n, sizeof *g.ttft.v, cmp_float);
     qsort(g.itl.v, g.itl.n, sizeof *g.itl.v, cmp_float);
-    double secs = (g.t_end - g.t_start) / 1e3;
-    if (secs <= 0)
-        secs = 1e-9;
+    qsort(g.stream_rate.v, g.stream_rate.n, sizeof *g.stream_rate.v, cmp_float);
+    struct lg_summary m = {.requests = g.finished - g.warm, .decode_s = decode_seconds(&g)};
+    double t0 = g.o.warmup && m.requests ? g.t_first_measured : g.t_start;
+    m.secs = (g.t_end - t0) / 1e3;
+    if (m.secs <= 0)
+        m.secs = 1e-9;
+    m.decode_tokens_s = m.decode_s > 0 ? (double)g.decode_tokens / m.decode_s : 0;
     if (g.o.json)
-        report_json(&g, secs);
+        report_json(&g, &m);
     else
-        report_text(&g, secs);
+        report_text(&g, &m);
     fflush(stdout);
     ran = true;
-    ret = g.ok == g.finished && g.finished > 0 ? 0 : 1;
+    ret = g.ok + g.warm_ok == g.finished && g.finished > 0 ? 0 : 1;
     if (g.finished == 0)
         fprintf(stderr, "aarmd-cli loadgen: no request was issued (open loop: raise --rate or --duration)\n");
+    else if (m.requests == 0)
+        fprintf(stderr, "aarmd-cli loadgen: all %" PRIu32 " requests were warmup: nothing measured\n", g.finished);
 
 out:
     if (g.clients) {
@@ -849,6 +1048,9 @@ out:
                 evhttp_connection_free(g.clients[i].conn);
             if (g.clients[i].acc)
                 evbuffer_free(g.clients[i].acc);
+            if (g.clients[i].start_ev)
+                event_free(g.clients[i].start_ev);
+            free(g.clients[i].itl.v);
         }
         free(g.clients);
     }
@@ -864,6 +1066,8 @@ out:
     free(g.queue);
     free(g.ttft.v);
     free(g.itl.v);
+    free(g.stream_rate.v);
+    free(g.spans);
     if (!ran)
         fprintf(stderr, "aarmd-cli loadgen: setup failed (out of memory)\n");
     return ret;

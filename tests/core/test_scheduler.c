@@ -14,147 +14,13 @@
 
 #include "engine.h"
 #include "log.h"
+#include "sched_fixture.h"
 #include "scheduler.h"
 #include "tokenizer.h"
 
-#define MAX_TOK 2048
+#define MAX_TOK SCHED_REC_MAX_TOK
 
-/* ---- recording one job's events --------------------------------------- */
-
-struct rec {
-    pthread_mutex_t lock;
-    pthread_cond_t cv;
-    int n_events, n_started, n_tokens, n_metrics, n_terminal;
-    bool bad_order;                 /* an event broke started → token* → terminal */
-    enum aarmd_job_event_kind first, last;
-    char text[65536];
-    size_t text_len;
-    int32_t ids[MAX_TOK];
-    uint32_t idx[MAX_TOK];
-    bool had_sample;
-    uint32_t n_top;
-    uint32_t tokens_in, tokens_out;
-    uint64_t seed;
-    char code[64], message[512], stop_reason[32], matched[128];
-    bool retriable, has_matched;
-    int http_status;
-    double t_done, metrics_t[64];
-};
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void rec_init(struct rec *r)
-{
-    memset(r, 0, sizeof *r);
-    pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->cv, NULL);
-}
-
-static void rec_cb(void *user, const struct aarmd_job_event *ev)
-{
-    struct rec *r = user;
-    pthread_mutex_lock(&r->lock);
-    if (r->n_events == 0)
-        r->first = ev->kind;
-    else if (r->n_terminal)
-        r->bad_order = true;
-    if (r->n_events > 0 && ev->kind == AARMD_EV_STARTED)
-        r->bad_order = true;
-    if (r->n_events == 0 && ev->kind != AARMD_EV_STARTED && !(ev->kind == AARMD_EV_ERROR))
-        r->bad_order = true;
-    r->n_events++;
-    r->last = ev->kind;
-    switch (ev->kind) {
-    case AARMD_EV_STARTED:
-        r->n_started++;
-        r->tokens_in = ev->u.started.tokens_in;
-        r->seed = ev->u.started.seed;
-        break;
-    case AARMD_EV_TOKEN:
-        if (r->n_tokens < MAX_TOK) {
-            r->ids[r->n_tokens] = ev->u.token.id;
-            r->idx[r->n_tokens] = ev->u.token.index;
-        }
-        r->n_tokens++;
-        if (ev->u.token.sample) {
-            r->had_sample = true;
-            r->n_top = ev->u.token.sample->n_top;
-        }
-        if (r->text_len + ev->u.token.len <= sizeof r->text) {
-            memcpy(r->text + r->text_len, ev->u.token.text, ev->u.token.len);
-            r->text_len += ev->u.token.len;
-        }
-        break;
-    case AARMD_EV_METRICS:
-        if (r->n_metrics < 64)
-            r->metrics_t[r->n_metrics] = now_ms();
-        r->n_metrics++;
-        break;
-    case AARMD_EV_END:
-        r->n_terminal++;
-        r->tokens_out = ev->u.end.tokens_out;
-        snprintf(r->stop_reason, sizeof r->stop_reason, "%s", ev->u.end.stop_reason);
-        r->has_matched = ev->u.end.stop_sequence_matched != NULL;
-        if (r->has_matched)
-            snprintf(r->matched, sizeof r->matched, "%s", ev->u.end.stop_sequence_matched);
-        r->t_done = now_ms();
-        break;
-    case AARMD_EV_ERROR:
-        r->n_terminal++;
-        snprintf(r->code, sizeof r->code, "%s", ev->u.error.code);
-        snprintf(r->message, sizeof r->message, "%s", ev->u.error.message);
-        r->retriable = ev->u.error.retriable;
-        r->http_status = ev->u.error.http_status;
-        r->t_done = now_ms();
-        break;
-    }
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->lock);
-}
-
-/* Waits until the job's terminal event; false on timeout. */
-static bool rec_wait(struct rec *r, int timeout_ms)
-{
-    double deadline = now_ms() + timeout_ms;
-    pthread_mutex_lock(&r->lock);
-    while (!r->n_terminal && now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 5 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&r->cv, &r->lock, &ts);
-    }
-    bool ok = r->n_terminal > 0;
-    pthread_mutex_unlock(&r->lock);
-    return ok;
-}
-
-/* Waits until the job has streamed at least n tokens. */
-static bool rec_wait_tokens(struct rec *r, int n, int timeout_ms)
-{
-    double deadline = now_ms() + timeout_ms;
-    for (;;) {
-        pthread_mutex_lock(&r->lock);
-        bool ok = r->n_tokens >= n, over = r->n_terminal > 0;
-        pthread_mutex_unlock(&r->lock);
-        if (ok)
-            return true;
-        if (over || now_ms() > deadline)
-            return false;
-        struct timespec ts = {0, 2 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-}
-
-static void rec_check_stream(const struct rec *r)
+static void rec_check_stream(const struct sched_rec *r)
 {
     cr_assert_not(r->bad_order, "events out of order");
     cr_assert_eq(r->n_terminal, 1, "%d terminal events", r->n_terminal);
@@ -174,38 +40,12 @@ static void quiet(void)
     aarmd_log_setup(AARMD_LOG_TEXT, "test", AARMD_LOG_ERROR);
 }
 
-static const char *vocab_path(void)
-{
-    static char p[PATH_MAX];
-    const char *d = getenv("AARMD_TEST_DATA");
-    cr_assert_not_null(d, "AARMD_TEST_DATA is not set");
-    snprintf(p, sizeof p, "%s/vocab/ggml-vocab-gpt-2.gguf", d);
-    return p;
-}
-
-/* opts: "k=v,k=v" mock knobs. */
 static void setup(const char *knobs, uint32_t max_jobs, uint32_t queue_depth, uint32_t ctx_size)
 {
-    quiet();
-    static struct aarmd_opt opts[8];
-    static char buf[256];
-    uint32_t n = 0;
-    snprintf(buf, sizeof buf, "%s", knobs ? knobs : "");
-    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv && n < 8; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        cr_assert_not_null(eq);
-        *eq = '\0';
-        opts[n].key = kv;
-        opts[n].value = eq + 1;
-        n++;
-    }
-    struct aarmd_engine_opts eo = {.backend = "mock", .model_path = vocab_path(), .opts = opts, .n_opts = n};
-    char err[1024] = "";
-    cr_assert_eq(aarmd_engine_new(&eo, &engine, err, sizeof err), AARMD_OK, "engine: %s", err);
+    engine = sched_fx_engine_new(knobs);
     struct aarmd_sched_opts so = {.max_jobs = max_jobs, .queue_depth = queue_depth, .ctx_size = ctx_size,
                                   .inference_timeout_s = 0, .prefill_chunk = 0};
-    sched = aarmd_sched_new(engine, &so, err, sizeof err);
-    cr_assert_not_null(sched, "sched: %s", err);
+    sched = sched_fx_sched_new(engine, &so);
 }
 
 static void teardown(void)
@@ -229,22 +69,16 @@ static struct aarmd_job_request req(const char *id, const char *prompt, uint32_t
     return r;
 }
 
-static void submit_ok(const struct aarmd_job_request *r, struct rec *rec)
-{
-    enum aarmd_submit_result res = aarmd_sched_submit(sched, r, rec_cb, rec);
-    cr_assert_eq(res, AARMD_SUBMIT_OK, "submit %s: %d", r->job_id, (int)res);
-}
-
 /* Runs one job to its end and checks the stream's shape. */
-static void run_job(const struct aarmd_job_request *r, struct rec *rec)
+static void run_job(const struct aarmd_job_request *r, struct sched_rec *rec)
 {
-    rec_init(rec);
-    submit_ok(r, rec);
-    cr_assert(rec_wait(rec, 10000), "job %s did not end", r->job_id);
+    sched_rec_init(rec);
+    sched_fx_submit(sched, r, rec);
+    cr_assert(sched_rec_wait(rec, 10000), "job %s did not end", r->job_id);
     rec_check_stream(rec);
 }
 
-static void check_text_is_decode(const struct rec *r)
+static void check_text_is_decode(const struct sched_rec *r)
 {
     char *text = NULL, err[256];
     size_t len = 0;
@@ -262,7 +96,7 @@ TestSuite(sched, .fini = teardown, .timeout = 60);
 Test(sched, started_tokens_end_with_max_tokens)
 {
     setup(NULL, 2, 4, 256);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("a", "Hello world, this is a prompt.", 16, 0.0f, 7);
     run_job(&q, &r);
     cr_assert_eq(r.last, AARMD_EV_END);
@@ -271,20 +105,14 @@ Test(sched, started_tokens_end_with_max_tokens)
     cr_assert_eq(r.n_tokens, 16);
     cr_assert_eq(r.tokens_out, 16u);
     cr_assert_eq(r.seed, 7u);
-    int32_t *ids = NULL;
-    size_t n = 0;
-    char err[256];
-    cr_assert_eq(aarmd_tokenizer_encode(engine->tok, q.prompt, q.prompt_len, true, true, &ids, &n, err, sizeof err),
-                 AARMD_OK);
-    cr_assert_eq(r.tokens_in, (uint32_t)n);
-    free(ids);
+    cr_assert_eq(r.tokens_in, (uint32_t)sched_fx_prompt_tokens(engine, q.prompt));
     check_text_is_decode(&r);
 }
 
 Test(sched, eos_ends_the_job_and_is_never_sent)
 {
     setup("eos_after=5", 1, 1, 256);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("a", "Once upon a time", 100, 0.0f, 1);
     run_job(&q, &r);
     cr_assert_str_eq(r.stop_reason, "EOS");
@@ -299,7 +127,7 @@ Test(sched, streamed_text_equals_decode_at_temperature_1)
 {
     setup(NULL, 4, 4, 512);
     for (uint64_t seed = 1; seed <= 8; seed++) {
-        struct rec r;
+        struct sched_rec r;
         char id[16];
         snprintf(id, sizeof id, "j%d", (int)seed);
         struct aarmd_job_request q = req(id, "The quick brown fox", 60, 1.0f, seed);
@@ -314,7 +142,7 @@ Test(sched, streamed_text_equals_decode_at_temperature_1)
 Test(sched, stop_string_split_across_tokens)
 {
     setup(NULL, 1, 4, 512);
-    struct rec base;
+    struct sched_rec base;
     struct aarmd_job_request q = req("base", "Tell me a story", 40, 0.0f, 3);
     run_job(&q, &base);
     cr_assert_eq(base.n_tokens, 40);
@@ -346,7 +174,7 @@ Test(sched, stop_string_split_across_tokens)
     cr_assert_not_null(first);
     size_t expect_len = (size_t)(first - base.text);
 
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q2 = req("stopped", "Tell me a story", 40, 0.0f, 3);
     q2.stop[0] = "this-never-occurs-xyz";
     q2.stop[1] = stop;
@@ -366,13 +194,13 @@ Test(sched, stop_string_split_across_tokens)
 Test(sched, stop_held_prefix_is_flushed_at_max_tokens)
 {
     setup(NULL, 1, 4, 512);
-    struct rec base;
+    struct sched_rec base;
     struct aarmd_job_request q = req("base", "abc", 12, 0.0f, 5);
     run_job(&q, &base);
     cr_assert_gt(base.text_len, 0u);
     /* a stop string that starts with the run's last byte and never completes */
     char stop[8] = {base.text[base.text_len - 1], '\x01', '\x02', 0};
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q2 = req("held", "abc", 12, 0.0f, 5);
     q2.stop[0] = stop;
     q2.n_stop = 1;
@@ -385,13 +213,13 @@ Test(sched, stop_held_prefix_is_flushed_at_max_tokens)
 Test(sched, stop_held_prefix_is_flushed_before_eos)
 {
     setup("eos_after=6", 1, 4, 512);
-    struct rec base;
+    struct sched_rec base;
     struct aarmd_job_request q = req("base", "abc", 50, 0.0f, 9);
     run_job(&q, &base);
     cr_assert_str_eq(base.stop_reason, "EOS");
     cr_assert_gt(base.text_len, 0u);
     char stop[8] = {base.text[base.text_len - 1], '\x01', 0};
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q2 = req("held", "abc", 50, 0.0f, 9);
     q2.stop[0] = stop;
     q2.n_stop = 1;
@@ -405,11 +233,11 @@ Test(sched, stop_held_prefix_is_flushed_before_eos)
 Test(sched, prompt_too_long_is_rejected_first)
 {
     setup(NULL, 1, 4, 8);
-    struct rec r;
-    rec_init(&r);
+    struct sched_rec r;
+    sched_rec_init(&r);
     struct aarmd_job_request q = req("long", "one two three four five six seven eight nine ten eleven", 4, 0.0f, 1);
-    submit_ok(&q, &r);
-    cr_assert(rec_wait(&r, 5000));
+    sched_fx_submit(sched, &q, &r);
+    cr_assert(sched_rec_wait(&r, 5000));
     cr_assert_eq(r.n_events, 1);
     cr_assert_eq(r.first, AARMD_EV_ERROR);
     cr_assert_str_eq(r.code, "INVALID_REQUEST");
@@ -417,7 +245,7 @@ Test(sched, prompt_too_long_is_rejected_first)
     cr_assert_not(r.retriable);
     cr_assert(strstr(r.message, "prompt is ") && strstr(r.message, "context holds 8"), "%s", r.message);
     /* the id is free again */
-    struct rec r2;
+    struct sched_rec r2;
     struct aarmd_job_request q2 = req("long", "one", 2, 0.0f, 1);
     run_job(&q2, &r2);
     cr_assert_str_eq(r2.stop_reason, "MAX_TOKENS");
@@ -438,28 +266,28 @@ Test(sched, bad_requests_are_rejected_with_400)
         {"t", "", 4, NULL, "zero tokens"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct rec r;
-        rec_init(&r);
+        struct sched_rec r;
+        sched_rec_init(&r);
         struct aarmd_job_request q = req(cases[i].id, cases[i].prompt, cases[i].max_tokens, 0.0f, 1);
         if (cases[i].stop) {
             q.stop[0] = cases[i].stop;
             q.n_stop = 1;
         }
-        submit_ok(&q, &r);
-        cr_assert(rec_wait(&r, 5000));
+        sched_fx_submit(sched, &q, &r);
+        cr_assert(sched_rec_wait(&r, 5000));
         cr_assert_eq(r.n_events, 1, "case %zu", i);
         cr_assert_str_eq(r.code, "INVALID_REQUEST", "case %zu", i);
         cr_assert_eq(r.http_status, 400);
         cr_assert(strstr(r.message, cases[i].want), "case %zu: %s", i, r.message);
     }
-    struct rec r;
-    rec_init(&r);
+    struct sched_rec r;
+    sched_rec_init(&r);
     struct aarmd_job_request q = req("many", "hi", 4, 0.0f, 1);
     q.n_stop = AARMD_MAX_STOPS + 1;
     for (int i = 0; i < AARMD_MAX_STOPS; i++)
         q.stop[i] = "x";
-    submit_ok(&q, &r);
-    cr_assert(rec_wait(&r, 5000));
+    sched_fx_submit(sched, &q, &r);
+    cr_assert(sched_rec_wait(&r, 5000));
     cr_assert_eq(r.http_status, 400);
     cr_assert(strstr(r.message, "stop"), "%s", r.message);
 }
@@ -467,25 +295,25 @@ Test(sched, bad_requests_are_rejected_with_400)
 Test(sched, cancel_queued_and_running_within_100ms)
 {
     setup("delay_ms=20", 1, 4, 256);
-    struct rec a, b;
-    rec_init(&a);
-    rec_init(&b);
+    struct sched_rec a, b;
+    sched_rec_init(&a);
+    sched_rec_init(&b);
     struct aarmd_job_request qa = req("a", "running job", 100000, 0.0f, 1);
     struct aarmd_job_request qb = req("b", "queued job", 10, 0.0f, 1);
-    submit_ok(&qa, &a);
-    submit_ok(&qb, &b);
-    cr_assert(rec_wait_tokens(&a, 3, 5000));
-    double t0 = now_ms();
+    sched_fx_submit(sched, &qa, &a);
+    sched_fx_submit(sched, &qb, &b);
+    cr_assert(sched_rec_wait_tokens(&a, 3, 5000));
+    double t0 = sched_fx_now_ms();
     aarmd_sched_cancel(sched, "b");
-    cr_assert(rec_wait(&b, 1000));
+    cr_assert(sched_rec_wait(&b, 1000));
     cr_assert_lt(b.t_done - t0, 100.0, "queued cancel took %.1f ms", b.t_done - t0);
     cr_assert_str_eq(b.code, "CANCELLED");
     cr_assert_eq(b.n_tokens, 0);
     cr_assert_eq(b.first, AARMD_EV_STARTED);
 
-    t0 = now_ms();
+    t0 = sched_fx_now_ms();
     aarmd_sched_cancel(sched, "a");
-    cr_assert(rec_wait(&a, 1000));
+    cr_assert(sched_rec_wait(&a, 1000));
     cr_assert_lt(a.t_done - t0, 100.0, "running cancel took %.1f ms", a.t_done - t0);
     cr_assert_str_eq(a.code, "CANCELLED");
     cr_assert_not(a.retriable);
@@ -500,13 +328,13 @@ Test(sched, cancel_queued_and_running_within_100ms)
 Test(sched, duplicate_live_id)
 {
     setup("delay_ms=10", 1, 4, 256);
-    struct rec a, a2;
-    rec_init(&a);
+    struct sched_rec a, a2;
+    sched_rec_init(&a);
     struct aarmd_job_request q = req("same", "x y z", 100000, 0.0f, 1);
-    submit_ok(&q, &a);
-    cr_assert_eq(aarmd_sched_submit(sched, &q, rec_cb, &a2), AARMD_SUBMIT_DUPLICATE);
+    sched_fx_submit(sched, &q, &a);
+    cr_assert_eq(aarmd_sched_submit(sched, &q, sched_rec_cb, &a2), AARMD_SUBMIT_DUPLICATE);
     aarmd_sched_cancel(sched, "same");
-    cr_assert(rec_wait(&a, 2000));
+    cr_assert(sched_rec_wait(&a, 2000));
     /* finished: the id may be used again */
     struct aarmd_job_request q2 = req("same", "x y z", 3, 0.0f, 1);
     run_job(&q2, &a2);
@@ -516,28 +344,28 @@ Test(sched, duplicate_live_id)
 Test(sched, full_queue_is_busy)
 {
     setup("delay_ms=10", 1, 1, 256);
-    static struct rec a, b, c;
-    rec_init(&a);
-    rec_init(&b);
+    static struct sched_rec a, b, c;
+    sched_rec_init(&a);
+    sched_rec_init(&b);
     struct aarmd_job_request qa = req("a", "p", 100000, 0.0f, 1);
     struct aarmd_job_request qb = req("b", "p", 100000, 0.0f, 1);
     struct aarmd_job_request qc = req("c", "p", 10, 0.0f, 1);
-    submit_ok(&qa, &a);
-    submit_ok(&qb, &b);
-    cr_assert_eq(aarmd_sched_submit(sched, &qc, rec_cb, &c), AARMD_SUBMIT_BUSY);
-    cr_assert(rec_wait_tokens(&a, 1, 5000));
+    sched_fx_submit(sched, &qa, &a);
+    sched_fx_submit(sched, &qb, &b);
+    cr_assert_eq(aarmd_sched_submit(sched, &qc, sched_rec_cb, &c), AARMD_SUBMIT_BUSY);
+    cr_assert(sched_rec_wait_tokens(&a, 1, 5000));
     struct aarmd_sched_stats st;
     aarmd_sched_stats(sched, &st);
     cr_assert_eq(st.running, 1u);
     cr_assert_eq(st.queued, 1u);
     aarmd_sched_stop_accepting(sched);
-    cr_assert_eq(aarmd_sched_submit(sched, &qc, rec_cb, &c), AARMD_SUBMIT_SHUTTING_DOWN);
+    cr_assert_eq(aarmd_sched_submit(sched, &qc, sched_rec_cb, &c), AARMD_SUBMIT_SHUTTING_DOWN);
 }
 
 Test(sched, out_of_memory_ends_the_job_and_the_next_succeeds)
 {
     setup("oom_at_step=3", 1, 4, 256);
-    struct rec a, b;
+    struct sched_rec a, b;
     struct aarmd_job_request qa = req("a", "first", 20, 0.0f, 1);
     run_job(&qa, &a);
     cr_assert_eq(a.last, AARMD_EV_ERROR);
@@ -556,7 +384,7 @@ Test(sched, out_of_memory_ends_the_job_and_the_next_succeeds)
 Test(sched, device_error_is_backend_error_and_fatal)
 {
     setup("fail_at_step=2", 1, 4, 256);
-    struct rec a;
+    struct sched_rec a;
     struct aarmd_job_request qa = req("a", "first", 20, 0.0f, 1);
     run_job(&qa, &a);
     cr_assert_str_eq(a.code, "BACKEND_ERROR");
@@ -567,7 +395,7 @@ Test(sched, device_error_is_backend_error_and_fatal)
     cr_assert(st.fatal);
 }
 
-static void run_ids(const char *id, uint64_t seed, float temp, struct rec *r)
+static void run_ids(const char *id, uint64_t seed, float temp, struct sched_rec *r)
 {
     struct aarmd_job_request q = req(id, "The meaning of life is", 40, temp, seed);
     q.sampling.top_k = 50;
@@ -578,7 +406,7 @@ static void run_ids(const char *id, uint64_t seed, float temp, struct rec *r)
 Test(sched, same_seed_same_tokens_alone_and_beside_other_jobs)
 {
     setup(NULL, 4, 16, 512);
-    static struct rec first, again, others[3];
+    static struct sched_rec first, again, others[3];
     run_ids("ref", 42, 1.0f, &first);
     for (int k = 0; k < 10; k++) {
         char id[16];
@@ -588,20 +416,20 @@ Test(sched, same_seed_same_tokens_alone_and_beside_other_jobs)
     }
     /* now with three other jobs decoding in the same steps */
     for (int k = 0; k < 3; k++) {
-        rec_init(&others[k]);
+        sched_rec_init(&others[k]);
         char id[16];
         snprintf(id, sizeof id, "other%d", k);
         struct aarmd_job_request q = req(id, k == 1 ? "a much longer and different prompt here" : "zz", 200,
                                          1.0f, 1000 + (uint64_t)k);
-        submit_ok(&q, &others[k]);
+        sched_fx_submit(sched, &q, &others[k]);
     }
-    rec_init(&again);
+    sched_rec_init(&again);
     struct aarmd_job_request q = req("mixed", "The meaning of life is", 40, 1.0f, 42);
     q.sampling.top_k = 50;
-    submit_ok(&q, &again);
-    cr_assert(rec_wait(&again, 10000));
+    sched_fx_submit(sched, &q, &again);
+    cr_assert(sched_rec_wait(&again, 10000));
     for (int k = 0; k < 3; k++)
-        cr_assert(rec_wait(&others[k], 10000));
+        cr_assert(sched_rec_wait(&others[k], 10000));
     cr_assert_eq(again.n_tokens, 40);
     cr_assert(!memcmp(first.ids, again.ids, 40 * sizeof(int32_t)), "differs beside other jobs");
 }
@@ -611,7 +439,7 @@ Test(sched, different_seeds_differ_at_temperature_1)
     /* The mock's distributions can be peaked (one token near p = 0.99), so two
      * seeds may agree by chance: of four seeds, some pair must differ. */
     setup(NULL, 2, 4, 512);
-    static struct rec r[4];
+    static struct sched_rec r[4];
     int differ = 0;
     for (int k = 0; k < 4; k++) {
         char id[8];
@@ -626,7 +454,7 @@ Test(sched, different_seeds_differ_at_temperature_1)
 Test(sched, prefill_chunks_give_the_same_tokens)
 {
     setup(NULL, 2, 4, 512);
-    static struct rec whole, chunked;
+    static struct sched_rec whole, chunked;
     const char *prompt = "A long prompt that has many more tokens than one prefill chunk holds, surely.";
     struct aarmd_job_request q = req("whole", prompt, 20, 0.0f, 3);
     run_job(&q, &whole);
@@ -656,7 +484,7 @@ Test(sched, context_full_ends_with_max_tokens)
     struct aarmd_sched_opts so = {.max_jobs = 1, .queue_depth = 4, .ctx_size = ctx};
     sched = aarmd_sched_new(engine, &so, err, sizeof err);
     cr_assert_not_null(sched, "%s", err);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("ctx", prompt, 1000, 0.0f, 3);
     run_job(&q, &r);
     cr_assert_str_eq(r.stop_reason, "MAX_TOKENS");
@@ -670,10 +498,10 @@ Test(sched, context_full_ends_with_max_tokens)
         so.ctx_size = c;
         sched = aarmd_sched_new(engine, &so, err, sizeof err);
         cr_assert_not_null(sched, "%s", err);
-        struct rec r2;
-        rec_init(&r2);
-        submit_ok(&q, &r2);
-        cr_assert(rec_wait(&r2, 5000));
+        struct sched_rec r2;
+        sched_rec_init(&r2);
+        sched_fx_submit(sched, &q, &r2);
+        cr_assert(sched_rec_wait(&r2, 5000));
         if (c == n) {
             cr_assert_eq(r2.http_status, 400, "prompt of %zu tokens accepted with ctx %u", n, c);
         } else {
@@ -688,7 +516,7 @@ Test(sched, byte_tokens_stream_whole_characters)
     /* the mock prefers gpt-2's 256 byte tokens: many multi-byte and broken sequences */
     setup("vocab_lo=0,vocab_hi=256", 1, 4, 512);
     for (uint64_t seed = 1; seed <= 4; seed++) {
-        struct rec r;
+        struct sched_rec r;
         char id[16];
         snprintf(id, sizeof id, "b%d", (int)seed);
         struct aarmd_job_request q = req(id, "bytes", 80, 1.0f, seed);
@@ -700,7 +528,7 @@ Test(sched, byte_tokens_stream_whole_characters)
 Test(sched, metrics_at_most_every_500ms)
 {
     setup("delay_ms=25", 1, 4, 512);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("m", "metrics", 60, 0.0f, 3);
     run_job(&q, &r);
     cr_assert_geq(r.n_metrics, 1, "no metrics in a 1.5 s job");
@@ -711,11 +539,11 @@ Test(sched, metrics_at_most_every_500ms)
 Test(sched, pause_holds_tokens_until_resumed)
 {
     setup("delay_ms=5", 1, 4, 512);
-    struct rec r;
-    rec_init(&r);
+    struct sched_rec r;
+    sched_rec_init(&r);
     struct aarmd_job_request q = req("p", "pause me", 100, 0.0f, 3);
-    submit_ok(&q, &r);
-    cr_assert(rec_wait_tokens(&r, 2, 5000));
+    sched_fx_submit(sched, &q, &r);
+    cr_assert(sched_rec_wait_tokens(&r, 2, 5000));
     aarmd_sched_pause(sched, "p", true);
     struct timespec ts = {0, 50 * 1000000L};
     nanosleep(&ts, NULL);
@@ -729,7 +557,7 @@ Test(sched, pause_holds_tokens_until_resumed)
     pthread_mutex_unlock(&r.lock);
     cr_assert_eq(n0, n1, "tokens arrived while paused");
     aarmd_sched_pause(sched, "p", false);
-    cr_assert(rec_wait(&r, 5000));
+    cr_assert(sched_rec_wait(&r, 5000));
     cr_assert_eq(r.n_tokens, 100);
 }
 
@@ -741,7 +569,7 @@ Test(sched, inference_timeout)
     struct aarmd_sched_opts so = {.max_jobs = 1, .queue_depth = 4, .ctx_size = 512, .inference_timeout_s = 1};
     char err[256];
     sched = aarmd_sched_new(engine, &so, err, sizeof err);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("slow", "slow", 100000, 0.0f, 3);
     run_job(&q, &r);
     cr_assert_str_eq(r.code, "INFERENCE_TIMEOUT");
@@ -751,13 +579,13 @@ Test(sched, inference_timeout)
 Test(sched, logprobs_when_asked)
 {
     setup(NULL, 1, 4, 512);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("lp", "hi", 4, 1.0f, 3);
     q.sampling.n_logprobs = 3;
     run_job(&q, &r);
     cr_assert(r.had_sample);
     cr_assert_eq(r.n_top, 3u);
-    struct rec r2;
+    struct sched_rec r2;
     struct aarmd_job_request q2 = req("nolp", "hi", 4, 1.0f, 3);
     run_job(&q2, &r2);
     cr_assert_not(r2.had_sample);
@@ -766,19 +594,19 @@ Test(sched, logprobs_when_asked)
 Test(sched, drain_on_free_ends_every_job)
 {
     setup("delay_ms=5", 2, 8, 512);
-    static struct rec r[6];
+    static struct sched_rec r[6];
     for (int i = 0; i < 6; i++) {
-        rec_init(&r[i]);
+        sched_rec_init(&r[i]);
         char id[8];
         snprintf(id, sizeof id, "d%d", i);
         struct aarmd_job_request q = req(id, "drain", 100000, 0.0f, (uint64_t)i);
-        submit_ok(&q, &r[i]);
+        sched_fx_submit(sched, &q, &r[i]);
     }
-    cr_assert(rec_wait_tokens(&r[0], 1, 5000));
-    double t0 = now_ms();
+    cr_assert(sched_rec_wait_tokens(&r[0], 1, 5000));
+    double t0 = sched_fx_now_ms();
     aarmd_sched_free(sched, 50);
     sched = NULL;
-    cr_assert_lt(now_ms() - t0, 1000.0);
+    cr_assert_lt(sched_fx_now_ms() - t0, 1000.0);
     for (int i = 0; i < 6; i++) {
         cr_assert_eq(r[i].n_terminal, 1, "job %d: %d terminal events", i, r[i].n_terminal);
         cr_assert_str_eq(r[i].code, "CANCELLED");
@@ -789,22 +617,22 @@ Test(sched, drain_on_free_ends_every_job)
 Test(sched, two_hundred_jobs_with_random_cancels)
 {
     setup("delay_ms=1", 4, 256, 256);
-    static struct rec r[200];
+    static struct sched_rec r[200];
     srand(12345);
     for (int i = 0; i < 200; i++) {
-        rec_init(&r[i]);
+        sched_rec_init(&r[i]);
         char id[16];
         snprintf(id, sizeof id, "job%d", i);
         struct aarmd_job_request q = req(id, i % 7 ? "short prompt" : "another, somewhat longer prompt text",
                                          1 + (uint32_t)(rand() % 12), i % 2 ? 1.0f : 0.0f, (uint64_t)i);
-        submit_ok(&q, &r[i]);
+        sched_fx_submit(sched, &q, &r[i]);
         if (rand() % 3 == 0) {
             snprintf(id, sizeof id, "job%d", rand() % (i + 1));
             aarmd_sched_cancel(sched, id);
         }
     }
     for (int i = 0; i < 200; i++) {
-        cr_assert(rec_wait(&r[i], 20000), "job %d never ended", i);
+        cr_assert(sched_rec_wait(&r[i], 20000), "job %d never ended", i);
     }
     aarmd_sched_free(sched, 0);
     sched = NULL;
@@ -833,7 +661,7 @@ Test(sched_log, execute_start_and_end_lines, .init = redirect_err, .fini = teard
 {
     setup(NULL, 1, 4, 256);
     aarmd_log_setup(AARMD_LOG_JSON, "w", AARMD_LOG_INFO);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("logged", "hello", 3, 0.0f, 1);
     q.correlation_id = "corr-1";
     run_job(&q, &r);
@@ -878,7 +706,7 @@ static void setup_cpu(uint32_t max_jobs)
 
 #define CPU_N 12
 
-static void run_cpu(const char *id, uint64_t seed, struct rec *r)
+static void run_cpu(const char *id, uint64_t seed, struct sched_rec *r)
 {
     struct aarmd_job_request q = req(id, "The meaning of life is", CPU_N, 1.0f, seed);
     q.sampling.top_k = 50;
@@ -890,7 +718,7 @@ Test(sched_cpu, same_seed_same_tokens_alone_and_beside_other_jobs, .init = NULL,
      .timeout = 120)
 {
     setup_cpu(4);
-    static struct rec first, again, others[3];
+    static struct sched_rec first, again, others[3];
     run_cpu("ref", 42, &first);
     for (int k = 0; k < 10; k++) {
         char id[16];
@@ -899,24 +727,24 @@ Test(sched_cpu, same_seed_same_tokens_alone_and_beside_other_jobs, .init = NULL,
         cr_assert(!memcmp(first.ids, again.ids, CPU_N * sizeof(int32_t)), "run %d differs", k);
     }
     for (int k = 0; k < 3; k++) {
-        rec_init(&others[k]);
+        sched_rec_init(&others[k]);
         char id[16];
         snprintf(id, sizeof id, "other%d", k);
         struct aarmd_job_request q = req(id, k == 1 ? "Once upon a time, in a land far away," : "Hi", 24,
                                          1.0f, 1000 + (uint64_t)k);
-        submit_ok(&q, &others[k]);
+        sched_fx_submit(sched, &q, &others[k]);
     }
-    rec_init(&again);
+    sched_rec_init(&again);
     struct aarmd_job_request q = req("mixed", "The meaning of life is", CPU_N, 1.0f, 42);
     q.sampling.top_k = 50;
-    submit_ok(&q, &again);
-    cr_assert(rec_wait(&again, 60000));
+    sched_fx_submit(sched, &q, &again);
+    cr_assert(sched_rec_wait(&again, 60000));
     for (int k = 0; k < 3; k++)
-        cr_assert(rec_wait(&others[k], 60000));
+        cr_assert(sched_rec_wait(&others[k], 60000));
     cr_assert_eq(again.n_tokens, CPU_N);
     cr_assert(!memcmp(first.ids, again.ids, CPU_N * sizeof(int32_t)), "differs beside other jobs");
 
-    static struct rec other_seed;
+    static struct sched_rec other_seed;
     run_cpu("seed7", 7, &other_seed);
     cr_assert(memcmp(first.ids, other_seed.ids, CPU_N * sizeof(int32_t)),
               "seeds 42 and 7 gave the same %d tokens at temperature 1", CPU_N);

@@ -10,7 +10,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,160 +17,19 @@
 
 #include "engine.h"
 #include "log.h"
+#include "sched_fixture.h"
 #include "scheduler.h"
 #include "tokenizer.h"
-
-#define MAX_TOK 512
-
-static atomic_int order_clock;   /* orders first tokens and ends across jobs */
-
-struct rec {
-    pthread_mutex_t lock;
-    int n_events, n_started, n_tokens, n_terminal;
-    bool bad_order;
-    enum aarmd_job_event_kind first, last;
-    int32_t ids[MAX_TOK];
-    uint32_t tokens_in, tokens_out;
-    int first_token_at, end_at;      /* order_clock values; 0 = not yet */
-    char code[64], message[512], stop_reason[32];
-    int http_status;
-};
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(double ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)((ms - 1000 * (long)(ms / 1000)) * 1e6)};
-    nanosleep(&ts, NULL);
-}
-
-static void rec_init(struct rec *r)
-{
-    memset(r, 0, sizeof *r);
-    pthread_mutex_init(&r->lock, NULL);
-}
-
-static void rec_cb(void *user, const struct aarmd_job_event *ev)
-{
-    struct rec *r = user;
-    pthread_mutex_lock(&r->lock);
-    if (r->n_events == 0)
-        r->first = ev->kind;
-    else if (r->n_terminal || ev->kind == AARMD_EV_STARTED)
-        r->bad_order = true;
-    if (r->n_events == 0 && ev->kind != AARMD_EV_STARTED && ev->kind != AARMD_EV_ERROR)
-        r->bad_order = true;
-    r->n_events++;
-    r->last = ev->kind;
-    switch (ev->kind) {
-    case AARMD_EV_STARTED:
-        r->n_started++;
-        r->tokens_in = ev->u.started.tokens_in;
-        break;
-    case AARMD_EV_TOKEN:
-        if (r->n_tokens == 0)
-            r->first_token_at = atomic_fetch_add(&order_clock, 1) + 1;
-        if (r->n_tokens < MAX_TOK)
-            r->ids[r->n_tokens] = ev->u.token.id;
-        r->n_tokens++;
-        break;
-    case AARMD_EV_METRICS:
-        break;
-    case AARMD_EV_END:
-        r->n_terminal++;
-        r->end_at = atomic_fetch_add(&order_clock, 1) + 1;
-        r->tokens_out = ev->u.end.tokens_out;
-        snprintf(r->stop_reason, sizeof r->stop_reason, "%s", ev->u.end.stop_reason);
-        break;
-    case AARMD_EV_ERROR:
-        r->n_terminal++;
-        r->end_at = atomic_fetch_add(&order_clock, 1) + 1;
-        snprintf(r->code, sizeof r->code, "%s", ev->u.error.code);
-        snprintf(r->message, sizeof r->message, "%s", ev->u.error.message);
-        r->http_status = ev->u.error.http_status;
-        break;
-    }
-    pthread_mutex_unlock(&r->lock);
-}
-
-static int rec_get(struct rec *r, int *tokens)
-{
-    pthread_mutex_lock(&r->lock);
-    int t = r->n_terminal;
-    if (tokens)
-        *tokens = r->n_tokens;
-    pthread_mutex_unlock(&r->lock);
-    return t;
-}
-
-static bool rec_wait(struct rec *r, int timeout_ms)
-{
-    double deadline = now_ms() + timeout_ms;
-    while (!rec_get(r, NULL) && now_ms() < deadline)
-        sleep_ms(1);
-    return rec_get(r, NULL) > 0;
-}
-
-static bool rec_wait_tokens(struct rec *r, int n, int timeout_ms)
-{
-    double deadline = now_ms() + timeout_ms;
-    int t = 0;
-    while (now_ms() < deadline) {
-        int term = rec_get(r, &t);
-        if (t >= n)
-            return true;
-        if (term)
-            return false;
-        sleep_ms(1);
-    }
-    return false;
-}
 
 /* ---- fixtures ----------------------------------------------------------- */
 
 static struct aarmd_engine *engine;
 static struct aarmd_sched *sched;
 
-static const char *vocab_path(void)
-{
-    static char p[PATH_MAX];
-    const char *d = getenv("AARMD_TEST_DATA");
-    cr_assert_not_null(d, "AARMD_TEST_DATA is not set");
-    snprintf(p, sizeof p, "%s/vocab/ggml-vocab-gpt-2.gguf", d);
-    return p;
-}
-
-static void engine_up(const char *knobs)
-{
-    aarmd_log_setup(AARMD_LOG_TEXT, "test", AARMD_LOG_ERROR);
-    static struct aarmd_opt opts[8];
-    static char buf[256];
-    uint32_t n = 0;
-    snprintf(buf, sizeof buf, "%s", knobs ? knobs : "");
-    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv && n < 8; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        cr_assert_not_null(eq);
-        *eq = '\0';
-        opts[n].key = kv;
-        opts[n].value = eq + 1;
-        n++;
-    }
-    struct aarmd_engine_opts eo = {.backend = "mock", .model_path = vocab_path(), .opts = opts, .n_opts = n};
-    char err[1024] = "";
-    cr_assert_eq(aarmd_engine_new(&eo, &engine, err, sizeof err), AARMD_OK, "engine: %s", err);
-}
-
 static void sched_up(const struct aarmd_sched_opts *so)
 {
-    char err[512] = "";
     aarmd_sched_free(sched, 0);
-    sched = aarmd_sched_new(engine, so, err, sizeof err);
-    cr_assert_not_null(sched, "sched: %s", err);
+    sched = sched_fx_sched_new(engine, so);
 }
 
 static void teardown(void)
@@ -191,31 +49,18 @@ static struct aarmd_job_request req(const char *id, const char *prompt, uint32_t
     return r;
 }
 
-static void submit_ok(const struct aarmd_job_request *r, struct rec *rec)
+static void submit_ok(const struct aarmd_job_request *r, struct sched_rec *rec)
 {
-    rec_init(rec);
-    enum aarmd_submit_result res = aarmd_sched_submit(sched, r, rec_cb, rec);
-    cr_assert_eq(res, AARMD_SUBMIT_OK, "submit %s: %d", r->job_id, (int)res);
+    sched_rec_init(rec);
+    sched_fx_submit(sched, r, rec);
 }
 
-static void run_job(const struct aarmd_job_request *r, struct rec *rec)
+static void run_job(const struct aarmd_job_request *r, struct sched_rec *rec)
 {
     submit_ok(r, rec);
-    cr_assert(rec_wait(rec, 10000), "job %s did not end", r->job_id);
+    cr_assert(sched_rec_wait(rec, 10000), "job %s did not end", r->job_id);
     cr_assert_not(rec->bad_order);
     cr_assert_eq(rec->n_terminal, 1);
-}
-
-/* Prompt tokens as the intake counts them. */
-static size_t n_tokens(const char *prompt)
-{
-    int32_t *ids = NULL;
-    size_t n = 0;
-    char err[256];
-    cr_assert_eq(aarmd_tokenizer_encode(engine->tok, prompt, strlen(prompt), true, true, &ids, &n, err, sizeof err),
-                 AARMD_OK, "%s", err);
-    free(ids);
-    return n;
 }
 
 static struct aarmd_sched_stats stats(void)
@@ -228,13 +73,13 @@ static struct aarmd_sched_stats stats(void)
 /* Polls until the pool holds no block but the cache's (and nothing runs). */
 static bool wait_settled(int timeout_ms, struct aarmd_sched_stats *out)
 {
-    double deadline = now_ms() + timeout_ms;
+    double deadline = sched_fx_now_ms() + timeout_ms;
     do {
         *out = stats();
         if (out->running == 0 && out->queued == 0 && out->kv_blocks_used == out->kv_blocks_cached)
             return true;
-        sleep_ms(2);
-    } while (now_ms() < deadline);
+        sched_fx_sleep_ms(2);
+    } while (sched_fx_now_ms() < deadline);
     return false;
 }
 
@@ -248,7 +93,7 @@ TestSuite(paged, .fini = teardown, .timeout = 60);
 
 Test(paged, stats_report_the_pool_and_zero_when_not_paged)
 {
-    engine_up(NULL);
+    engine = sched_fx_engine_new(NULL);
     struct aarmd_sched_opts so = {.max_jobs = 2, .queue_depth = 4, .ctx_size = 256};
     sched_up(&so);
     struct aarmd_sched_stats st = stats();
@@ -257,7 +102,7 @@ Test(paged, stats_report_the_pool_and_zero_when_not_paged)
     cr_assert_eq(st.kv_block_tokens, 0u);
     teardown();
 
-    engine_up("kv_blocks=64,kv_block_tokens=8");
+    engine = sched_fx_engine_new("kv_blocks=64,kv_block_tokens=8");
     sched_up(&so);
     st = stats();
     cr_assert(st.kv_paged);
@@ -265,7 +110,7 @@ Test(paged, stats_report_the_pool_and_zero_when_not_paged)
     cr_assert_eq(st.kv_blocks_total, 64u);
     cr_assert_eq(st.kv_blocks_free, 64u);
     cr_assert_eq(st.kv_blocks_used, 0u);
-    struct rec r;
+    struct sched_rec r;
     struct aarmd_job_request q = req("a", long_prompt, 10, 1);
     run_job(&q, &r);
     cr_assert_str_eq(r.stop_reason, "MAX_TOKENS");
@@ -277,11 +122,11 @@ Test(paged, stats_report_the_pool_and_zero_when_not_paged)
 
 Test(paged, job_larger_than_the_pool_is_rejected_with_400)
 {
-    engine_up("kv_blocks=6,kv_block_tokens=4");
+    engine = sched_fx_engine_new("kv_blocks=6,kv_block_tokens=4");
     struct aarmd_sched_opts so = {.max_jobs = 2, .queue_depth = 4, .ctx_size = 256};
     sched_up(&so);
-    size_t n = n_tokens("one two three");
-    struct rec big, fits;
+    size_t n = sched_fx_prompt_tokens(engine, "one two three");
+    struct sched_rec big, fits;
     /* prompt + max_tokens one token over the pool's 24 */
     struct aarmd_job_request q = req("big", "one two three", (uint32_t)(24 - n + 1), 1);
     run_job(&q, &big);
@@ -302,25 +147,26 @@ Test(paged, job_larger_than_the_pool_is_rejected_with_400)
 Test(paged, admission_by_blocks_in_arrival_order)
 {
     /* 10 blocks of 4: A and B need 8 each, C needs 1 and would fit beside A */
-    engine_up("kv_blocks=10,kv_block_tokens=4,delay_ms=4");
+    engine = sched_fx_engine_new("kv_blocks=10,kv_block_tokens=4,delay_ms=4");
     struct aarmd_sched_opts so = {.max_jobs = 4, .queue_depth = 8, .ctx_size = 64};
     sched_up(&so);
     const char *pa = "first job here", *pb = "second job here", *pc = "x";
-    uint32_t ma = (uint32_t)(32 - n_tokens(pa)), mb = (uint32_t)(32 - n_tokens(pb));
-    uint32_t mc = (uint32_t)(4 - n_tokens(pc));
+    uint32_t ma = (uint32_t)(32 - sched_fx_prompt_tokens(engine, pa));
+    uint32_t mb = (uint32_t)(32 - sched_fx_prompt_tokens(engine, pb));
+    uint32_t mc = (uint32_t)(4 - sched_fx_prompt_tokens(engine, pc));
     cr_assert_gt(mc, 0u);
-    static struct rec a, b, c;
+    static struct sched_rec a, b, c;
     struct aarmd_job_request qa = req("A", pa, ma, 1), qb = req("B", pb, mb, 2), qc = req("C", pc, mc, 3);
     submit_ok(&qa, &a);
-    cr_assert(rec_wait_tokens(&a, 3, 5000));
+    cr_assert(sched_rec_wait_tokens(&a, 3, 5000));
     submit_ok(&qb, &b);
     submit_ok(&qc, &c);
-    sleep_ms(30);
+    sched_fx_sleep_ms(30);
     struct aarmd_sched_stats st = stats();
     cr_assert_eq(st.running, 1u, "running %u: B must wait for blocks", st.running);
     cr_assert_eq(st.queued, 2u, "queued %u: C must not overtake B", st.queued);
-    cr_assert_eq(rec_get(&c, NULL), 0);
-    cr_assert(rec_wait(&a, 10000) && rec_wait(&b, 10000) && rec_wait(&c, 10000));
+    cr_assert_eq(sched_rec_get(&c, NULL), 0);
+    cr_assert(sched_rec_wait(&a, 10000) && sched_rec_wait(&b, 10000) && sched_rec_wait(&c, 10000));
     cr_assert_str_eq(a.stop_reason, "MAX_TOKENS", "A: %s %s", a.code, a.message);
     cr_assert_str_eq(b.stop_reason, "MAX_TOKENS", "B: %s %s", b.code, b.message);
     cr_assert_str_eq(c.stop_reason, "MAX_TOKENS", "C: %s %s", c.code, c.message);
@@ -332,18 +178,18 @@ Test(paged, admission_by_blocks_in_arrival_order)
 
 Test(paged, step_budget_bounds_every_step)
 {
-    engine_up("kv_blocks=200,kv_block_tokens=4,delay_ms=2");   /* slow steps: the three jobs overlap */
+    engine = sched_fx_engine_new("kv_blocks=200,kv_block_tokens=4,delay_ms=2");   /* slow steps: the three jobs overlap */
     struct aarmd_sched_opts so = {.max_jobs = 3, .queue_depth = 8, .ctx_size = 256, .step_tokens = 8,
                                   .prefill_chunk = 5};
     sched_up(&so);
-    static struct rec r[3];
+    static struct sched_rec r[3];
     struct aarmd_job_request q[3] = {req("a", long_prompt, 12, 1), req("b", long_prompt, 7, 2),
                                      req("c", long_prompt, 9, 3)};
     for (int i = 0; i < 3; i++)
         submit_ok(&q[i], &r[i]);
     uint64_t fed = 0;
     for (int i = 0; i < 3; i++) {
-        cr_assert(rec_wait(&r[i], 10000));
+        cr_assert(sched_rec_wait(&r[i], 10000));
         cr_assert_str_eq(r[i].stop_reason, "MAX_TOKENS", "%s %s", r[i].code, r[i].message);
         fed += r[i].tokens_in + r[i].tokens_out - 1;   /* the last token is never fed */
     }
@@ -365,10 +211,10 @@ Test(paged, step_budget_bounds_every_step)
 
 Test(paged, budget_and_chunks_do_not_change_tokens)
 {
-    engine_up("kv_blocks=200,kv_block_tokens=4");
+    engine = sched_fx_engine_new("kv_blocks=200,kv_block_tokens=4");
     struct aarmd_sched_opts whole = {.max_jobs = 2, .queue_depth = 4, .ctx_size = 256};
     sched_up(&whole);
-    static struct rec ref, got[2];
+    static struct sched_rec ref, got[2];
     struct aarmd_job_request q = req("ref", long_prompt, 30, 9);
     run_job(&q, &ref);
     struct aarmd_sched_opts tight = {.max_jobs = 2, .queue_depth = 4, .ctx_size = 256, .step_tokens = 3,
@@ -378,7 +224,7 @@ Test(paged, budget_and_chunks_do_not_change_tokens)
     submit_ok(&q1, &got[0]);
     submit_ok(&q2, &got[1]);
     for (int i = 0; i < 2; i++) {
-        cr_assert(rec_wait(&got[i], 10000));
+        cr_assert(sched_rec_wait(&got[i], 10000));
         cr_assert_eq(got[i].n_tokens, 30);
         cr_assert(!memcmp(ref.ids, got[i].ids, 30 * sizeof(int32_t)), "job %d differs", i);
     }
@@ -386,13 +232,13 @@ Test(paged, budget_and_chunks_do_not_change_tokens)
 
 Test(paged, prefix_reuse_gives_the_same_tokens)
 {
-    engine_up("kv_blocks=256,kv_block_tokens=4");
+    engine = sched_fx_engine_new("kv_blocks=256,kv_block_tokens=4");
     char p2[512];
     snprintf(p2, sizeof p2, "%s What is the capital of France?", long_prompt);
     /* references without reuse */
     struct aarmd_sched_opts off = {.max_jobs = 2, .queue_depth = 4, .ctx_size = 256, .prefix_cache_blocks = 0};
     sched_up(&off);
-    static struct rec ref1, ref2, a, b, c;
+    static struct sched_rec ref1, ref2, a, b, c;
     struct aarmd_job_request q1 = req("p1", long_prompt, 40, 5), q2 = req("p2", p2, 40, 6);
     run_job(&q1, &ref1);
     run_job(&q2, &ref2);
@@ -406,7 +252,7 @@ Test(paged, prefix_reuse_gives_the_same_tokens)
     cr_assert(!memcmp(ref1.ids, a.ids, 40 * sizeof(int32_t)));
     run_job(&q1, &b);   /* the same prompt: all but the last partial block reused */
     uint64_t reused = stats().prefix_reused_tokens;
-    size_t n1 = n_tokens(long_prompt);
+    size_t n1 = sched_fx_prompt_tokens(engine, long_prompt);
     cr_assert_eq(reused, (n1 - 1) / 4 * 4, "reused %" PRIu64 " of a %zu-token prompt", reused, n1);
     cr_assert(!memcmp(ref1.ids, b.ids, 40 * sizeof(int32_t)), "a cache hit changed the tokens");
     run_job(&q2, &c);   /* shares the first prompt's blocks */
@@ -419,9 +265,9 @@ Test(paged, prefix_reuse_gives_the_same_tokens)
     cr_assert_gt(st.kv_blocks_cached, 0u);
     cr_assert_leq(st.kv_blocks_cached, 256u / 4);
     aarmd_sched_flush_prefix_cache(sched);
-    double deadline = now_ms() + 2000;
-    while ((stats().kv_blocks_used || stats().kv_blocks_cached) && now_ms() < deadline)
-        sleep_ms(2);
+    double deadline = sched_fx_now_ms() + 2000;
+    while ((stats().kv_blocks_used || stats().kv_blocks_cached) && sched_fx_now_ms() < deadline)
+        sched_fx_sleep_ms(2);
     st = stats();
     cr_assert_eq(st.kv_blocks_used, 0u, "%" PRIu64 " blocks leaked", st.kv_blocks_used);
     cr_assert_eq(st.kv_blocks_cached, 0u);
@@ -429,39 +275,39 @@ Test(paged, prefix_reuse_gives_the_same_tokens)
 
 Test(paged, a_running_jobs_prompt_is_shared)
 {
-    engine_up("kv_blocks=256,kv_block_tokens=4,delay_ms=3");
+    engine = sched_fx_engine_new("kv_blocks=256,kv_block_tokens=4,delay_ms=3");
     struct aarmd_sched_opts on = {.max_jobs = 2, .queue_depth = 4, .ctx_size = 512,
                                   .prefix_cache_blocks = AARMD_SCHED_CACHE_AUTO};
     sched_up(&on);
-    static struct rec a, b;
+    static struct sched_rec a, b;
     struct aarmd_job_request qa = req("a", long_prompt, 300, 1), qb = req("b", long_prompt, 5, 2);
     submit_ok(&qa, &a);
-    cr_assert(rec_wait_tokens(&a, 2, 5000));
+    cr_assert(sched_rec_wait_tokens(&a, 2, 5000));
     run_job(&qb, &b);
-    cr_assert_eq(rec_get(&a, NULL), 0, "a ended too soon for the test");
+    cr_assert_eq(sched_rec_get(&a, NULL), 0, "a ended too soon for the test");
     cr_assert_gt(stats().prefix_reused_tokens, 0u, "b did not reuse a's prompt");
     aarmd_sched_cancel(sched, "a");
-    cr_assert(rec_wait(&a, 2000));
+    cr_assert(sched_rec_wait(&a, 2000));
     cr_assert_str_eq(a.code, "CANCELLED");
 }
 
 Test(paged, cancel_frees_blocks_at_once)
 {
-    engine_up("kv_blocks=256,kv_block_tokens=4,delay_ms=3");
+    engine = sched_fx_engine_new("kv_blocks=256,kv_block_tokens=4,delay_ms=3");
     struct aarmd_sched_opts so = {.max_jobs = 2, .queue_depth = 4, .ctx_size = 512};
     sched_up(&so);
-    static struct rec a;
+    static struct sched_rec a;
     struct aarmd_job_request qa = req("a", long_prompt, 400, 1);
     submit_ok(&qa, &a);
-    cr_assert(rec_wait_tokens(&a, 10, 5000));
+    cr_assert(sched_rec_wait_tokens(&a, 10, 5000));
     cr_assert_gt(stats().kv_blocks_used, 0u);
-    double t0 = now_ms();
+    double t0 = sched_fx_now_ms();
     aarmd_sched_cancel(sched, "a");
-    cr_assert(rec_wait(&a, 2000));
+    cr_assert(sched_rec_wait(&a, 2000));
     struct aarmd_sched_stats st;
     cr_assert(wait_settled(500, &st));
     cr_assert_eq(st.kv_blocks_used, 0u);
-    cr_assert_lt(now_ms() - t0, 200.0, "blocks came back after %.0f ms", now_ms() - t0);
+    cr_assert_lt(sched_fx_now_ms() - t0, 200.0, "blocks came back after %.0f ms", sched_fx_now_ms() - t0);
 }
 
 /* ---- the property test ---------------------------------------------------- */
@@ -484,7 +330,7 @@ static uint32_t rnd_below(uint32_t n)
 #define P_JOBS 80
 
 struct pjob {
-    struct rec rec;
+    struct sched_rec rec;
     char id[16];
     char prompt[256];
     uint32_t max_tokens;
@@ -507,7 +353,7 @@ Test(paged, property_random_arrivals_cancels_slow_readers_oom, .timeout = 60)
     char knobs[128];
     uint32_t oom_step = 30 + rnd_below(300);
     snprintf(knobs, sizeof knobs, "kv_blocks=40,kv_block_tokens=4,delay_ms=1,oom_at_step=%u", oom_step);
-    engine_up(knobs);
+    engine = sched_fx_engine_new(knobs);
     struct aarmd_sched_opts so = {.max_jobs = 6, .queue_depth = P_JOBS, .ctx_size = 256, .step_tokens = 16,
                                   .prefill_chunk = 6, .prefix_cache_blocks = AARMD_SCHED_CACHE_AUTO};
     sched_up(&so);
@@ -529,20 +375,20 @@ Test(paged, property_random_arrivals_cancels_slow_readers_oom, .timeout = 60)
             p->max_tokens = 140 + rnd_below(10);   /* about the whole pool: fits or not */
         if (rnd_below(15) == 0)
             p->max_tokens = 1000;                  /* ctx-capped to 256 tokens: over the pool */
-        size_t nt = n_tokens(p->prompt);
+        size_t nt = sched_fx_prompt_tokens(engine, p->prompt);
         uint64_t span = nt + p->max_tokens < 256 ? nt + p->max_tokens : 256;
         p->too_big = (span + 3) / 4 > 40;
     }
-    double t_start = now_ms();
+    double t_start = sched_fx_now_ms();
     int submitted = 0;
-    while (submitted < P_JOBS || now_ms() - t_start < 200) {
+    while (submitted < P_JOBS || sched_fx_now_ms() - t_start < 200) {
         if (submitted < P_JOBS) {
             struct pjob *p = &jobs[submitted++];
             struct aarmd_job_request q = req(p->id, p->prompt, p->max_tokens, rnd());
             submit_ok(&q, &p->rec);
         }
         /* random cancels (client cancel or disconnect), pauses and resumes */
-        double now = now_ms();
+        double now = sched_fx_now_ms();
         for (int k = 0; k < submitted; k++) {
             struct pjob *p = &jobs[k];
             if (p->pause_until > 0 && now >= p->pause_until) {
@@ -561,31 +407,31 @@ Test(paged, property_random_arrivals_cancels_slow_readers_oom, .timeout = 60)
             aarmd_sched_pause(sched, v->id, true);
             v->pause_until = now + 5 + rnd_below(60);
         }
-        sleep_ms(rnd_below(6));
+        sched_fx_sleep_ms(rnd_below(6));
     }
     /* slow readers catch up; every job must end within the bound */
-    double deadline = now_ms() + 20000;
+    double deadline = sched_fx_now_ms() + 20000;
     for (;;) {
         bool all = true;
-        double now = now_ms();
+        double now = sched_fx_now_ms();
         for (int k = 0; k < P_JOBS; k++) {
             struct pjob *p = &jobs[k];
             if (p->pause_until > 0 && now >= p->pause_until) {
                 aarmd_sched_pause(sched, p->id, false);
                 p->pause_until = 0;
             }
-            if (!rec_get(&p->rec, NULL))
+            if (!sched_rec_get(&p->rec, NULL))
                 all = false;
         }
         if (all)
             break;
         cr_assert_lt(now, deadline, "jobs still waiting after 20 s (seed %" PRIu64 ")", seed);
-        sleep_ms(5);
+        sched_fx_sleep_ms(5);
     }
     int n_ok = 0, n_cancel = 0, n_oom = 0, n_rejected = 0;
     for (int k = 0; k < P_JOBS; k++) {
         struct pjob *p = &jobs[k];
-        struct rec *r = &p->rec;
+        struct sched_rec *r = &p->rec;
         cr_assert_not(r->bad_order, "%s: events out of order (seed %" PRIu64 ")", p->id, seed);
         cr_assert_eq(r->n_terminal, 1, "%s: %d terminal events (seed %" PRIu64 ")", p->id, r->n_terminal, seed);
         if (r->last == AARMD_EV_END) {
@@ -614,9 +460,9 @@ Test(paged, property_random_arrivals_cancels_slow_readers_oom, .timeout = 60)
               st.kv_blocks_used, st.kv_blocks_cached, seed);
     cr_assert_leq(st.kv_blocks_cached, 10u);
     aarmd_sched_flush_prefix_cache(sched);
-    double d2 = now_ms() + 2000;
-    while (stats().kv_blocks_used && now_ms() < d2)
-        sleep_ms(2);
+    double d2 = sched_fx_now_ms() + 2000;
+    while (stats().kv_blocks_used && sched_fx_now_ms() < d2)
+        sched_fx_sleep_ms(2);
     st = stats();
     cr_assert_eq(st.kv_blocks_used, 0u, "%" PRIu64 " blocks leaked (seed %" PRIu64 ")", st.kv_blocks_used, seed);
     cr_assert_eq(st.kv_blocks_free, 40u);

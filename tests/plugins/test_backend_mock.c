@@ -8,96 +8,30 @@
 #include <string.h>
 #include <time.h>
 
+#include "mock_fixture.h"
 #include "plugin.h"
 
 #define N_VOCAB 2000u
-
-/* One loaded mock with a context and a model; opts are copied by the caller. */
-struct fixture {
-    struct aarmd_host host;
-    struct aarmd_plugin *p;
-    struct aarmd_backend_ctx *ctx;
-    struct aarmd_backend_model *m;
-    char err[512];
-};
-
-static struct aarmd_model_desc desc_of(uint32_t n_vocab, int32_t eos)
-{
-    struct aarmd_model_desc d;
-    memset(&d, 0, sizeof d);
-    d.struct_size = sizeof d;
-    d.arch = "llama";
-    d.name = "mock-test";
-    d.n_vocab = n_vocab;
-    d.bos_id = 1;
-    d.eos_id = eos;
-    return d;
-}
-
-/* Loads the mock with opts; returns ctx_new's / model_load's status (fx->err on failure). */
-static int open_fx(struct fixture *fx, const struct aarmd_opt *opts, uint32_t n_opts, uint32_t n_vocab)
-{
-    memset(fx, 0, sizeof *fx);
-    aarmd_plugin_host_init(&fx->host, opts, n_opts, 0);
-    int rc = aarmd_plugin_load("mock", NULL, &fx->host, &fx->p, fx->err, sizeof fx->err);
-    cr_assert_eq(rc, AARMD_OK, "load: %s", fx->err);
-    rc = aarmd_plugin_ctx_new(fx->p, 0, &fx->ctx, fx->err, sizeof fx->err);
-    if (rc != AARMD_OK)
-        return rc;
-    struct aarmd_model_desc d = desc_of(n_vocab, 2);
-    return aarmd_plugin_model_load(fx->p, fx->ctx, &d, NULL, NULL, &fx->m, fx->err, sizeof fx->err);
-}
-
-static void close_fx(struct fixture *fx)
-{
-    aarmd_plugin_model_free(fx->p, fx->m);
-    aarmd_plugin_ctx_free(fx->p, fx->ctx);
-    aarmd_plugin_free(fx->p);
-}
-
-static struct aarmd_backend_seq *new_seq(struct fixture *fx, uint32_t n_ctx)
-{
-    struct aarmd_backend_seq *s = NULL;
-    cr_assert_eq(aarmd_plugin_seq_new(fx->p, fx->m, n_ctx, &s, fx->err, sizeof fx->err), AARMD_OK, "%s", fx->err);
-    return s;
-}
-
-/* Appends tokens to s, writing logits when `logits` is non-NULL. */
-static int feed(struct fixture *fx, struct aarmd_backend_seq *s, const int32_t *toks, uint32_t n, float *logits)
-{
-    struct aarmd_batch_entry e = {.seq = s, .tokens = toks, .n_tokens = n, .want_logits = logits != NULL,
-                                  .logits = logits};
-    return aarmd_plugin_step(fx->p, fx->m, &e, 1, fx->err, sizeof fx->err);
-}
-
-static uint32_t argmax(const float *l, uint32_t n)
-{
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (l[i] > l[best])
-            best = i;
-    return best;
-}
 
 static const int32_t prompt[] = {1, 17, 200, 201, 9};   /* all below n_vocab 300 */
 #define PROMPT_N (sizeof prompt / sizeof prompt[0])
 
 Test(mock, same_history_gives_same_logits)
 {
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *a = new_seq(&fx, 64), *b = new_seq(&fx, 64);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *a = mock_fx_seq(&fx, 64), *b = mock_fx_seq(&fx, 64);
     static float la[N_VOCAB], lb[N_VOCAB];
-    cr_assert_eq(feed(&fx, a, prompt, PROMPT_N, la), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, a, prompt, PROMPT_N, la), AARMD_OK, "%s", fx.err);
     /* b gets the same tokens in two chunks, the first without logits */
-    cr_assert_eq(feed(&fx, b, prompt, 2, NULL), AARMD_OK, "%s", fx.err);
-    cr_assert_eq(feed(&fx, b, prompt + 2, PROMPT_N - 2, lb), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, b, prompt, 2, NULL), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, b, prompt + 2, PROMPT_N - 2, lb), AARMD_OK, "%s", fx.err);
     cr_assert_arr_eq(la, lb, sizeof la);
     for (uint32_t i = 0; i < N_VOCAB; i++)
         cr_assert(isfinite(la[i]));
 
     /* peaked: one preferred token in [256, 1000), 10 above a background in [-1, 1) */
-    uint32_t top = argmax(la, N_VOCAB);
+    uint32_t top = mock_fx_argmax(la, N_VOCAB);
     cr_assert_geq(top, 256);
     cr_assert_lt(top, 1000);
     for (uint32_t i = 0; i < N_VOCAB; i++) {
@@ -112,24 +46,24 @@ Test(mock, same_history_gives_same_logits)
     int32_t other = 555;
     int moved = 0;
     for (int k = 0; k < 8; k++, other++) {
-        cr_assert_eq(feed(&fx, b, &other, 1, lb), AARMD_OK, "%s", fx.err);
-        moved += argmax(lb, N_VOCAB) != top;
+        cr_assert_eq(mock_fx_feed(&fx, b, &other, 1, lb), AARMD_OK, "%s", fx.err);
+        moved += mock_fx_argmax(lb, N_VOCAB) != top;
     }
     cr_assert_gt(moved, 0);
     aarmd_plugin_seq_free(fx.p, a);
     aarmd_plugin_seq_free(fx.p, b);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 static void logits_with_seed(const char *seed, float *out)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"seed", seed}};
-    cr_assert_eq(open_fx(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *s = new_seq(&fx, 16);
-    cr_assert_eq(feed(&fx, s, prompt, PROMPT_N, out), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_open(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 16);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, PROMPT_N, out), AARMD_OK, "%s", fx.err);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, seed_changes_logits)
@@ -144,143 +78,143 @@ Test(mock, seed_changes_logits)
 
 Test(mock, greedy_runs_are_reproducible_and_sampling_varies)
 {
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
     static float l[N_VOCAB];
     int32_t run[2][16];
     for (int r = 0; r < 2; r++) {
-        struct aarmd_backend_seq *s = new_seq(&fx, 64);
-        cr_assert_eq(feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
+        struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64);
+        cr_assert_eq(mock_fx_feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
         for (int i = 0; i < 16; i++) {
-            run[r][i] = (int32_t)argmax(l, N_VOCAB);
-            cr_assert_eq(feed(&fx, s, &run[r][i], 1, l), AARMD_OK, "%s", fx.err);
+            run[r][i] = (int32_t)mock_fx_argmax(l, N_VOCAB);
+            cr_assert_eq(mock_fx_feed(&fx, s, &run[r][i], 1, l), AARMD_OK, "%s", fx.err);
         }
         aarmd_plugin_seq_free(fx.p, s);
     }
     cr_assert_arr_eq(run[0], run[1], sizeof run[0]);
     /* at temperature 1 the preferred token has p ~ e^10 / (e^10 + ~1.2 N_VOCAB): 0.7..0.97 */
     double z = 0;
-    uint32_t top = argmax(l, N_VOCAB);
+    uint32_t top = mock_fx_argmax(l, N_VOCAB);
     for (uint32_t i = 0; i < N_VOCAB; i++)
         z += exp((double)l[i] - (double)l[top]);
     cr_assert_lt(1.0 / z, 0.99);
     cr_assert_gt(1.0 / z, 0.5);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, small_vocab_defaults_and_range_knobs)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     static float l[N_VOCAB];
     /* n_vocab 300: preferred from [256, 300) */
-    cr_assert_eq(open_fx(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *s = new_seq(&fx, 64);
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64);
     for (int32_t t = 0; t < 20; t++) {
-        cr_assert_eq(feed(&fx, s, &t, 1, l), AARMD_OK, "%s", fx.err);
-        uint32_t top = argmax(l, 300);
+        cr_assert_eq(mock_fx_feed(&fx, s, &t, 1, l), AARMD_OK, "%s", fx.err);
+        uint32_t top = mock_fx_argmax(l, 300);
         cr_assert(top >= 256 && top < 300, "top %u", top);
     }
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     /* n_vocab 100 (below 256): preferred from [0, 100) */
-    cr_assert_eq(open_fx(&fx, NULL, 0, 100), AARMD_OK, "%s", fx.err);
-    s = new_seq(&fx, 8);
-    cr_assert_eq(feed(&fx, s, prompt, 2, l), AARMD_OK, "%s", fx.err);
-    cr_assert_lt(argmax(l, 100), 100);
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 100), AARMD_OK, "%s", fx.err);
+    s = mock_fx_seq(&fx, 8);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 2, l), AARMD_OK, "%s", fx.err);
+    cr_assert_lt(mock_fx_argmax(l, 100), 100);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     const struct aarmd_opt opts[] = {{"vocab_lo", "10"}, {"vocab_hi", "12"}};
-    cr_assert_eq(open_fx(&fx, opts, 2, N_VOCAB), AARMD_OK, "%s", fx.err);
-    s = new_seq(&fx, 64);
+    cr_assert_eq(mock_fx_open(&fx, opts, 2, N_VOCAB), AARMD_OK, "%s", fx.err);
+    s = mock_fx_seq(&fx, 64);
     for (int32_t t = 0; t < 20; t++) {
-        cr_assert_eq(feed(&fx, s, &t, 1, l), AARMD_OK, "%s", fx.err);
-        uint32_t top = argmax(l, N_VOCAB);
+        cr_assert_eq(mock_fx_feed(&fx, s, &t, 1, l), AARMD_OK, "%s", fx.err);
+        uint32_t top = mock_fx_argmax(l, N_VOCAB);
         cr_assert(top == 10 || top == 11, "top %u", top);
     }
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     const struct aarmd_opt bad_hi[] = {{"vocab_hi", "5000"}};
-    cr_assert_eq(open_fx(&fx, bad_hi, 1, N_VOCAB), AARMD_EINVAL);
+    cr_assert_eq(mock_fx_open(&fx, bad_hi, 1, N_VOCAB), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "[256, 5000) does not fit n_vocab 2000"), "%s", fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     const struct aarmd_opt bad_order[] = {{"vocab_lo", "12"}, {"vocab_hi", "12"}};
-    cr_assert_eq(open_fx(&fx, bad_order, 2, N_VOCAB), AARMD_EINVAL);
+    cr_assert_eq(mock_fx_open(&fx, bad_order, 2, N_VOCAB), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "vocab_lo 12 must be below vocab_hi 12"), "%s", fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, eos_after_n_generated_tokens)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"eos_after", "3"}};
-    cr_assert_eq(open_fx(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_open(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
     static float l[N_VOCAB];
-    struct aarmd_backend_seq *s = new_seq(&fx, 64);
-    cr_assert_eq(feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
     int n_generated = 0;
     for (;;) {
-        int32_t tok = (int32_t)argmax(l, N_VOCAB);
+        int32_t tok = (int32_t)mock_fx_argmax(l, N_VOCAB);
         if (tok == 2)
             break;
         cr_assert_lt(n_generated, 10, "no EOS");
         n_generated++;
-        cr_assert_eq(feed(&fx, s, &tok, 1, l), AARMD_OK, "%s", fx.err);
+        cr_assert_eq(mock_fx_feed(&fx, s, &tok, 1, l), AARMD_OK, "%s", fx.err);
     }
     cr_assert_eq(n_generated, 3);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     /* without eos_after the EOS id never peaks */
-    cr_assert_eq(open_fx(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
-    s = new_seq(&fx, 64);
-    cr_assert_eq(feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
+    s = mock_fx_seq(&fx, 64);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
     for (int i = 0; i < 40; i++) {
-        int32_t tok = (int32_t)argmax(l, N_VOCAB);
+        int32_t tok = (int32_t)mock_fx_argmax(l, N_VOCAB);
         cr_assert_neq(tok, 2);
-        cr_assert_eq(feed(&fx, s, &tok, 1, l), AARMD_OK, "%s", fx.err);
+        cr_assert_eq(mock_fx_feed(&fx, s, &tok, 1, l), AARMD_OK, "%s", fx.err);
     }
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     /* eos_after on a model without an EOS token */
-    cr_assert_eq(open_fx(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
-    struct aarmd_model_desc d = desc_of(N_VOCAB, -1);
+    cr_assert_eq(mock_fx_open(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
+    struct aarmd_model_desc d = mock_fx_desc(N_VOCAB, -1);
     struct aarmd_backend_model *m2 = NULL;
     cr_assert_eq(aarmd_plugin_model_load(fx.p, fx.ctx, &d, NULL, NULL, &m2, fx.err, sizeof fx.err), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "eos_after given but the model's eos_id -1 is not a token"), "%s", fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, fail_load)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"fail_load", "1"}};
-    cr_assert_eq(open_fx(&fx, opts, 1, N_VOCAB), AARMD_EIO);
+    cr_assert_eq(mock_fx_open(&fx, opts, 1, N_VOCAB), AARMD_EIO);
     cr_assert_null(fx.m);
     cr_assert(strstr(fx.err, "fail_load=1"), "%s", fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 static void fault_at_step(const char *knob, int status, const char *msg)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{knob, "3"}};
-    cr_assert_eq(open_fx(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_open(&fx, opts, 1, N_VOCAB), AARMD_OK, "%s", fx.err);
     static float l[N_VOCAB];
-    struct aarmd_backend_seq *s = new_seq(&fx, 64);
-    cr_assert_eq(feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "step 1: %s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt, 1, l), AARMD_OK, "step 2: %s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt, 1, l), status, "step 3");
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "step 1: %s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 1, l), AARMD_OK, "step 2: %s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 1, l), status, "step 3");
     cr_assert(strstr(fx.err, msg), "%s", fx.err);
     cr_assert(strstr(fx.err, "step 3"), "%s", fx.err);
     /* only the Nth step fails; the worker goes on */
-    cr_assert_eq(feed(&fx, s, prompt, 1, l), AARMD_OK, "step 4: %s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 1, l), AARMD_OK, "step 4: %s", fx.err);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, fail_at_step) { fault_at_step("fail_at_step", AARMD_EDEVICE, "injected device error"); }
@@ -288,26 +222,26 @@ Test(mock, oom_at_step) { fault_at_step("oom_at_step", AARMD_ENOMEM, "injected o
 
 Test(mock, delay_ms_sleeps_per_step)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"delay_ms", "30"}};
-    cr_assert_eq(open_fx(&fx, opts, 1, 300), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *s = new_seq(&fx, 8);
+    cr_assert_eq(mock_fx_open(&fx, opts, 1, 300), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 8);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    cr_assert_eq(feed(&fx, s, prompt, 1, NULL), AARMD_OK, "%s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt, 1, NULL), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 1, NULL), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 1, NULL), AARMD_OK, "%s", fx.err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     cr_assert_geq(ms, 60.0, "two steps took %.1f ms", ms);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, device_info_memory_and_advice)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"memory_bytes", "1000000"}, {"max_seqs", "5"}};
-    cr_assert_eq(open_fx(&fx, opts, 2, 300), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_open(&fx, opts, 2, 300), AARMD_OK, "%s", fx.err);
     struct aarmd_device_info info;
     cr_assert_eq(aarmd_plugin_device_info(fx.p, fx.ctx, &info, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     cr_assert_str_eq(info.memory_architecture, "mock");
@@ -321,13 +255,13 @@ Test(mock, device_info_memory_and_advice)
     fx.m = NULL;
     cr_assert_eq(aarmd_plugin_device_info(fx.p, fx.ctx, &info, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     cr_assert_eq(info.memory_free, 1000000);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
-    cr_assert_eq(open_fx(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
     cr_assert_eq(aarmd_plugin_device_info(fx.p, fx.ctx, &info, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     cr_assert_eq(info.advised_seqs, 8);
     cr_assert_eq(aarmd_plugin_model_bytes(fx.p, fx.m), 0);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 /* arrays, not pointers: Criterion copies parameters into another process */
@@ -350,39 +284,39 @@ ParameterizedTestParameters(mock_opts, bad_options)
 
 ParameterizedTest(struct bad_opt *c, mock_opts, bad_options)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"seed", "1"}, {c->key, c->null_value ? NULL : c->value}};
-    cr_assert_eq(open_fx(&fx, opts, 2, 300), AARMD_EINVAL);
+    cr_assert_eq(mock_fx_open(&fx, opts, 2, 300), AARMD_EINVAL);
     cr_assert_null(fx.ctx);
     cr_assert(strstr(fx.err, c->msg), "'%s' not in: %s", c->msg, fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, context_full)
 {
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *s = new_seq(&fx, 6);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 6);
     static float l[300];
-    cr_assert_eq(feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt, 2, l), AARMD_EINVAL);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, PROMPT_N, l), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 2, l), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "context full (5 of 6 tokens used, 2 more asked)"), "%s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt, 1, l), AARMD_OK, "%s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt, 1, l), AARMD_EINVAL);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 1, l), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 1, l), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "context full"), "%s", fx.err);
     aarmd_plugin_seq_free(fx.p, s);
 
     struct aarmd_backend_seq *big = NULL;
     cr_assert_eq(aarmd_plugin_seq_new(fx.p, fx.m, UINT32_MAX, &big, fx.err, sizeof fx.err), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "out of range"), "%s", fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, bad_tokens_and_failed_steps_do_not_advance)
 {
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *a = new_seq(&fx, 8), *b = new_seq(&fx, 8);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *a = mock_fx_seq(&fx, 8), *b = mock_fx_seq(&fx, 8);
     static float la[300], lb[300], ref[300];
     int32_t bad = 300, neg = -1;
     struct aarmd_batch_entry e[2] = {
@@ -399,39 +333,39 @@ Test(mock, bad_tokens_and_failed_steps_do_not_advance)
     e[1].n_tokens = 2;
     cr_assert_eq(aarmd_plugin_step(fx.p, fx.m, e, 2, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     cr_assert_arr_eq(la, lb, sizeof la);
-    struct aarmd_backend_seq *c = new_seq(&fx, 8);
-    cr_assert_eq(feed(&fx, c, prompt, 2, ref), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *c = mock_fx_seq(&fx, 8);
+    cr_assert_eq(mock_fx_feed(&fx, c, prompt, 2, ref), AARMD_OK, "%s", fx.err);
     cr_assert_arr_eq(la, ref, sizeof la);
     aarmd_plugin_seq_free(fx.p, a);
     aarmd_plugin_seq_free(fx.p, b);
     aarmd_plugin_seq_free(fx.p, c);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, truncate_rewinds_exactly)
 {
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, N_VOCAB), AARMD_OK, "%s", fx.err);
     static float before[N_VOCAB], after[N_VOCAB], tail[N_VOCAB];
-    struct aarmd_backend_seq *s = new_seq(&fx, 16);
-    cr_assert_eq(feed(&fx, s, prompt, 3, before), AARMD_OK, "%s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt + 3, 2, tail), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 16);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 3, before), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt + 3, 2, tail), AARMD_OK, "%s", fx.err);
     cr_assert_eq(aarmd_plugin_seq_truncate(fx.p, s, 3, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     /* same continuation after truncation gives the same logits */
-    cr_assert_eq(feed(&fx, s, prompt + 3, 2, after), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt + 3, 2, after), AARMD_OK, "%s", fx.err);
     cr_assert_arr_eq(tail, after, sizeof tail);
     /* back to 2 tokens and re-append the 3rd: the logits of the 3-token prefix */
     cr_assert_eq(aarmd_plugin_seq_truncate(fx.p, s, 2, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
-    cr_assert_eq(feed(&fx, s, prompt + 2, 1, after), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt + 2, 1, after), AARMD_OK, "%s", fx.err);
     cr_assert_arr_eq(before, after, sizeof before);
     /* truncating frees room: 3 used of 16 */
     int32_t fill[13] = {0};
-    cr_assert_eq(feed(&fx, s, fill, 13, NULL), AARMD_OK, "%s", fx.err);
+    cr_assert_eq(mock_fx_feed(&fx, s, fill, 13, NULL), AARMD_OK, "%s", fx.err);
     cr_assert_eq(aarmd_plugin_seq_truncate(fx.p, s, 17, fx.err, sizeof fx.err), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "cannot truncate a sequence of 16 tokens to 17"), "%s", fx.err);
     cr_assert_eq(aarmd_plugin_seq_truncate(fx.p, s, 0, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 static int cancel_at_end_cb(void *user, float fraction)
@@ -443,9 +377,9 @@ static int cancel_at_end_cb(void *user, float fraction)
 
 Test(mock, progress_and_cancelled_load)
 {
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
-    struct aarmd_model_desc d = desc_of(300, 2);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
+    struct aarmd_model_desc d = mock_fx_desc(300, 2);
     struct aarmd_backend_model *m2 = NULL;
     int calls = 0;
     cr_assert_eq(aarmd_plugin_model_load(fx.p, fx.ctx, &d, cancel_at_end_cb, &calls, &m2, fx.err, sizeof fx.err),
@@ -453,33 +387,33 @@ Test(mock, progress_and_cancelled_load)
     cr_assert_null(m2);
     cr_assert_eq(calls, 2);
     cr_assert(strstr(fx.err, "cancelled"), "%s", fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, table_and_optional_methods)
 {
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
     const struct aarmd_backend *t = aarmd_plugin_table(fx.p);
     cr_assert_str_eq(t->name, "mock");
     cr_assert_not_null(t->version);
     cr_assert(aarmd_plugin_has_method(fx.p, "device_info"));
     cr_assert(aarmd_plugin_has_method(fx.p, "model_bytes"));
     cr_assert(aarmd_plugin_has_method(fx.p, "seq_truncate"));
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock, freeing_a_parent_frees_its_children)
 {
     /* model_free with live sequences, ctx_free with live models: no crash, and
      * valgrind (see docs/PLUGINS.md) reports no leak */
-    struct fixture fx;
-    cr_assert_eq(open_fx(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *a = new_seq(&fx, 8);
-    new_seq(&fx, 8);
-    new_seq(&fx, 8);
+    struct mock_fx fx;
+    cr_assert_eq(mock_fx_open(&fx, NULL, 0, 300), AARMD_OK, "%s", fx.err);
+    struct aarmd_backend_seq *a = mock_fx_seq(&fx, 8);
+    mock_fx_seq(&fx, 8);
+    mock_fx_seq(&fx, 8);
     aarmd_plugin_seq_free(fx.p, a);   /* unlink from the middle of the list too */
-    struct aarmd_model_desc d = desc_of(300, 2);
+    struct aarmd_model_desc d = mock_fx_desc(300, 2);
     struct aarmd_backend_model *m2 = NULL;
     cr_assert_eq(aarmd_plugin_model_load(fx.p, fx.ctx, &d, NULL, NULL, &m2, fx.err, sizeof fx.err), AARMD_OK, "%s",
                  fx.err);
@@ -491,5 +425,5 @@ Test(mock, freeing_a_parent_frees_its_children)
     static float l[300];
     struct aarmd_batch_entry e = {.seq = s2, .tokens = &t, .n_tokens = 1, .want_logits = 1, .logits = l};
     cr_assert_eq(aarmd_plugin_step(fx.p, m2, &e, 1, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
-    close_fx(&fx);                         /* ctx_free frees m2 and s2 */
+    mock_fx_close(&fx);                         /* ctx_free frees m2 and s2 */
 }

@@ -13,86 +13,15 @@
 
 #include "aarmd_backend.h"
 #include "plugin.h"
+#include "tiny_llama.h"
 
 /* ---- a tiny model ----------------------------------------------------------- */
 
 enum { E = 32, NH = 4, NKV = 2, HD = 8, FF = 64, V = 50, NL = 2 };
 
-struct tiny {
-    struct aarmd_model_desc d;
-    struct aarmd_tensor t[64];
-    float *bufs[64];
-    char names[64][48];
-};
-
-static uint64_t rng = 88172645463325252ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
-
-static void add_t(struct tiny *m, const char *name, int role, int layer, int64_t ne0, int64_t ne1, float base,
-                  float amp)
-{
-    uint32_t i = m->d.n_tensors++;
-    size_t n = (size_t)(ne0 * ne1);
-    float *b = malloc(n * sizeof(float));
-    for (size_t k = 0; k < n; k++)
-        b[k] = base + amp * frand();
-    m->bufs[i] = b;
-    snprintf(m->names[i], sizeof m->names[i], "%s", name);
-    m->t[i] = (struct aarmd_tensor){.name = m->names[i], .role = role, .layer = layer, .type = AARMD_TYPE_F32,
-                                    .n_dims = ne1 > 1 ? 2 : 1, .ne = {ne0, ne1, 1, 1}, .data = b,
-                                    .nbytes = n * sizeof(float)};
-}
-
-static struct tiny *tiny_new(void)
-{
-    struct tiny *m = calloc(1, sizeof *m);
-    rng = 88172645463325252ull;
-    m->d = (struct aarmd_model_desc){
-        .struct_size = sizeof(struct aarmd_model_desc), .arch = "llama", .name = "tiny",
-        .n_embd = E, .n_layer = NL, .n_head = NH, .n_head_kv = NKV, .head_dim = HD, .n_ff = FF, .n_vocab = V,
-        .n_ctx_train = 64, .rope_kind = AARMD_ROPE_NORMAL, .n_rot = HD, .rope_freq_base = 10000.0f,
-        .rope_freq_base_swa = 10000.0f, .rope_scale = 1.0f, .norm_kind = AARMD_NORM_RMS, .norm_eps = 1e-5f,
-        .act = AARMD_ACT_SILU_GATED, .attn_scale = 1.0f / sqrtf((float)HD), .tied_embeddings = 1,
-        .embd_scale = 1.0f, .bos_id = -1, .eos_id = -1, .tensors = m->t};
-    add_t(m, "token_embd.weight", AARMD_ROLE_TOKEN_EMBD, -1, E, V, 0.0f, 1.0f);
-    add_t(m, "output_norm.weight", AARMD_ROLE_OUTPUT_NORM, -1, E, 1, 1.0f, 0.1f);
-    for (int l = 0; l < NL; l++) {
-        char n[48];
-#define T(s, role, a, b, base, amp) snprintf(n, sizeof n, "blk.%d." s ".weight", l), add_t(m, n, role, l, a, b, base, amp)
-        T("attn_norm", AARMD_ROLE_ATTN_NORM, E, 1, 1.0f, 0.1f);
-        T("attn_q", AARMD_ROLE_ATTN_Q, E, NH * HD, 0.0f, 0.3f);
-        T("attn_k", AARMD_ROLE_ATTN_K, E, NKV * HD, 0.0f, 0.3f);
-        T("attn_v", AARMD_ROLE_ATTN_V, E, NKV * HD, 0.0f, 0.3f);
-        T("attn_output", AARMD_ROLE_ATTN_OUT, NH * HD, E, 0.0f, 0.3f);
-        T("ffn_norm", AARMD_ROLE_FFN_NORM, E, 1, 1.0f, 0.1f);
-        T("ffn_gate", AARMD_ROLE_FFN_GATE, E, FF, 0.0f, 0.3f);
-        T("ffn_up", AARMD_ROLE_FFN_UP, E, FF, 0.0f, 0.3f);
-        T("ffn_down", AARMD_ROLE_FFN_DOWN, FF, E, 0.0f, 0.3f);
-#undef T
-    }
-    return m;
-}
-
-static void tiny_free(struct tiny *m)
-{
-    for (uint32_t i = 0; i < m->d.n_tensors; i++)
-        free(m->bufs[i]);
-    free(m);
-}
-
-static struct aarmd_tensor *tiny_find(struct tiny *m, const char *name)
-{
-    for (uint32_t i = 0; i < m->d.n_tensors; i++)
-        if (!strcmp(m->t[i].name, name))
-            return &m->t[i];
-    return NULL;
-}
+static const struct tiny_llama_shape TINY = {.name = "tiny", .n_embd = E, .n_head = NH, .n_head_kv = NKV,
+                                             .head_dim = HD, .n_ff = FF, .n_vocab = V, .n_layer = NL,
+                                             .n_ctx_train = 64, .attn_out_amp = 0.3f, .seed = 88172645463325252ull};
 
 /* ---- plugin plumbing -------------------------------------------------------- */
 
@@ -101,7 +30,7 @@ struct rig {
     struct aarmd_opt opts[8];
     struct aarmd_plugin *p;
     struct aarmd_backend_ctx *ctx;
-    struct tiny *tiny;
+    struct tiny_llama *tiny;
     struct aarmd_backend_model *model;
     char err[512];
 };
@@ -126,7 +55,7 @@ static int rig_open(struct rig *r, const char *const *kv)
 
 static void rig_model(struct rig *r)
 {
-    r->tiny = tiny_new();
+    r->tiny = tiny_llama_new(&TINY);
     int rc = aarmd_plugin_model_load(r->p, r->ctx, &r->tiny->d, NULL, NULL, &r->model, r->err, sizeof r->err);
     cr_assert_eq(rc, AARMD_OK, "model_load: %s", r->err);
 }
@@ -137,7 +66,7 @@ static void rig_close(struct rig *r)
     aarmd_plugin_ctx_free(r->p, r->ctx);
     aarmd_plugin_free(r->p);
     if (r->tiny)
-        tiny_free(r->tiny);
+        tiny_llama_free(r->tiny);
 }
 
 static struct aarmd_backend_seq *seq(struct rig *r, uint32_t n_ctx)
@@ -216,7 +145,7 @@ Test(cpu_backend, no_tensors_is_vocab_only)
 {
     struct rig r;
     cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
-    r.tiny = tiny_new();
+    r.tiny = tiny_llama_new(&TINY);
     struct aarmd_model_desc d = r.tiny->d;
     d.n_tensors = 0;
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &d, NULL, NULL, &r.model, r.err, sizeof r.err), AARMD_EINVAL);
@@ -228,8 +157,8 @@ Test(cpu_backend, unsupported_type_names_tensor_and_type)
 {
     struct rig r;
     cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
-    r.tiny = tiny_new();
-    tiny_find(r.tiny, "blk.1.attn_k.weight")->type = AARMD_TYPE_IQ2_XXS;
+    r.tiny = tiny_llama_new(&TINY);
+    tiny_llama_find(r.tiny, "blk.1.attn_k.weight")->type = AARMD_TYPE_IQ2_XXS;
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
                  AARMD_EUNSUPPORTED);
     cr_assert(strstr(r.err, "blk.1.attn_k.weight") && strstr(r.err, "IQ2_XXS"), "%s", r.err);
@@ -240,14 +169,14 @@ Test(cpu_backend, missing_and_misshaped_tensors)
 {
     struct rig r;
     cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
-    r.tiny = tiny_new();
-    struct aarmd_tensor *t = tiny_find(r.tiny, "blk.0.ffn_down.weight");
+    r.tiny = tiny_llama_new(&TINY);
+    struct aarmd_tensor *t = tiny_llama_find(r.tiny, "blk.0.ffn_down.weight");
     t->role = AARMD_ROLE_COUNT + 5;   /* no longer ffn_down */
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
                  AARMD_EINVAL);
     cr_assert(strstr(r.err, "ffn_down"), "%s", r.err);
     t->role = AARMD_ROLE_FFN_DOWN;
-    t = tiny_find(r.tiny, "blk.1.attn_q.weight");
+    t = tiny_llama_find(r.tiny, "blk.1.attn_q.weight");
     t->ne[1] = NH * HD - 1;
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
                  AARMD_EINVAL);
@@ -266,7 +195,7 @@ Test(cpu_backend, progress_can_cancel)
 {
     struct rig r;
     cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
-    r.tiny = tiny_new();
+    r.tiny = tiny_llama_new(&TINY);
     int calls = 0;
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, cancel_cb, &calls, &r.model, r.err, sizeof r.err),
                  AARMD_ECANCELLED);
@@ -294,7 +223,7 @@ Test(cpu_backend, progress_reports_each_tensor_and_can_cancel_midway)
 {
     struct rig r;
     cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
-    r.tiny = tiny_new();
+    r.tiny = tiny_llama_new(&TINY);
     struct progress_log l = {.n = 0};
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, log_cb, &l, &r.model, r.err, sizeof r.err),
                  AARMD_OK, "%s", r.err);
@@ -545,7 +474,7 @@ Test(cpu_backend, learned_positions_limit_context)
 {
     struct rig r;
     cr_assert_eq(rig_open(&r, NULL), AARMD_OK, "%s", r.err);
-    r.tiny = tiny_new();
+    r.tiny = tiny_llama_new(&TINY);
     float plain[V], with_pos[V];
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
                  AARMD_OK, "%s", r.err);
@@ -555,7 +484,7 @@ Test(cpu_backend, learned_positions_limit_context)
     aarmd_plugin_model_free(r.p, r.model);
     r.model = NULL;
 
-    add_t(r.tiny, "position_embd.weight", AARMD_ROLE_POS_EMBD, -1, E, 16, 0.0f, 1.0f);
+    tiny_llama_add(r.tiny, "position_embd.weight", AARMD_ROLE_POS_EMBD, -1, E, 16, 0.0f, 1.0f);
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.tiny->d, NULL, NULL, &r.model, r.err, sizeof r.err),
                  AARMD_OK, "%s", r.err);
     s = NULL;

@@ -22,6 +22,7 @@
 #include "gguf_synth.h"
 #include "model.h"
 #include "plugin.h"
+#include "tiny_llama.h"
 
 /* ---- a small model with a wide KV row, so a MiB holds few blocks ------------ */
 
@@ -30,75 +31,10 @@
 enum { E = 64, NH = 4, NKV = 4, HD = 64, FF = 128, V = 64, NL = 4, BT = 16 };
 #define BLOCK_BYTES(bt, elt) ((uint64_t)2 * NL * (bt) * NKV * HD * (elt))
 
-struct small {
-    struct aarmd_model_desc d;
-    struct aarmd_tensor t[64];
-    float *bufs[64];
-    char names[64][48];
-};
-
-static uint64_t rng_state;
-static float frand(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
-}
-
-static void add_t(struct small *m, const char *name, int role, int layer, int64_t ne0, int64_t ne1, float base,
-                  float amp)
-{
-    uint32_t i = m->d.n_tensors++;
-    size_t n = (size_t)(ne0 * ne1);
-    float *b = malloc(n * sizeof(float));
-    cr_assert_not_null(b);
-    for (size_t k = 0; k < n; k++)
-        b[k] = base + amp * frand();
-    m->bufs[i] = b;
-    snprintf(m->names[i], sizeof m->names[i], "%s", name);
-    m->t[i] = (struct aarmd_tensor){.name = m->names[i], .role = role, .layer = layer, .type = AARMD_TYPE_F32,
-                                    .n_dims = ne1 > 1 ? 2 : 1, .ne = {ne0, ne1, 1, 1}, .data = b,
-                                    .nbytes = n * sizeof(float)};
-}
-
-static struct small *small_new(void)
-{
-    struct small *m = calloc(1, sizeof *m);
-    cr_assert_not_null(m);
-    rng_state = 0x2545F4914F6CDD1Dull;
-    m->d = (struct aarmd_model_desc){
-        .struct_size = sizeof(struct aarmd_model_desc), .arch = "llama", .name = "small",
-        .n_embd = E, .n_layer = NL, .n_head = NH, .n_head_kv = NKV, .head_dim = HD, .n_ff = FF, .n_vocab = V,
-        .n_ctx_train = 256, .rope_kind = AARMD_ROPE_NORMAL, .n_rot = HD, .rope_freq_base = 10000.0f,
-        .rope_freq_base_swa = 10000.0f, .rope_scale = 1.0f, .norm_kind = AARMD_NORM_RMS, .norm_eps = 1e-5f,
-        .act = AARMD_ACT_SILU_GATED, .attn_scale = 1.0f / sqrtf((float)HD), .tied_embeddings = 1,
-        .embd_scale = 1.0f, .bos_id = -1, .eos_id = -1, .tensors = m->t};
-    add_t(m, "token_embd.weight", AARMD_ROLE_TOKEN_EMBD, -1, E, V, 0.0f, 1.0f);
-    add_t(m, "output_norm.weight", AARMD_ROLE_OUTPUT_NORM, -1, E, 1, 1.0f, 0.1f);
-    for (int l = 0; l < NL; l++) {
-        char n[48];
-#define T(s, role, a, b, base, amp) snprintf(n, sizeof n, "blk.%d." s ".weight", l), add_t(m, n, role, l, a, b, base, amp)
-        T("attn_norm", AARMD_ROLE_ATTN_NORM, E, 1, 1.0f, 0.1f);
-        T("attn_q", AARMD_ROLE_ATTN_Q, E, NH * HD, 0.0f, 0.3f);
-        T("attn_k", AARMD_ROLE_ATTN_K, E, NKV * HD, 0.0f, 0.3f);
-        T("attn_v", AARMD_ROLE_ATTN_V, E, NKV * HD, 0.0f, 0.3f);
-        T("attn_output", AARMD_ROLE_ATTN_OUT, NH * HD, E, 0.0f, 0.2f);
-        T("ffn_norm", AARMD_ROLE_FFN_NORM, E, 1, 1.0f, 0.1f);
-        T("ffn_gate", AARMD_ROLE_FFN_GATE, E, FF, 0.0f, 0.3f);
-        T("ffn_up", AARMD_ROLE_FFN_UP, E, FF, 0.0f, 0.3f);
-        T("ffn_down", AARMD_ROLE_FFN_DOWN, FF, E, 0.0f, 0.3f);
-#undef T
-    }
-    return m;
-}
-
-static void small_free(struct small *m)
-{
-    for (uint32_t i = 0; m && i < m->d.n_tensors; i++)
-        free(m->bufs[i]);
-    free(m);
-}
+static const struct tiny_llama_shape SMALL = {.name = "small", .n_embd = E, .n_head = NH, .n_head_kv = NKV,
+                                              .head_dim = HD, .n_ff = FF, .n_vocab = V, .n_layer = NL,
+                                              .n_ctx_train = 256, .attn_out_amp = 0.2f,
+                                              .seed = 0x2545F4914F6CDD1Dull};
 
 /* ---- plugin plumbing ---------------------------------------------------------- */
 
@@ -108,7 +44,7 @@ struct rig {
     char keys[8][32], vals[8][32];
     struct aarmd_plugin *p;
     struct aarmd_backend_ctx *ctx;
-    struct small *small;
+    struct tiny_llama *small;
     struct aarmd_gguf *g;               /* file models */
     struct aarmd_model_desc *desc;      /* file models */
     struct aarmd_backend_model *model;
@@ -137,7 +73,7 @@ static int rig_open(struct rig *r, const char *const *kv)
 static void rig_small(struct rig *r, const char *const *kv)
 {
     cr_assert_eq(rig_open(r, kv), AARMD_OK, "ctx_new: %s", r->err);
-    r->small = small_new();
+    r->small = tiny_llama_new(&SMALL);
     cr_assert_eq(aarmd_plugin_model_load(r->p, r->ctx, &r->small->d, NULL, NULL, &r->model, r->err, sizeof r->err),
                  AARMD_OK, "model_load: %s", r->err);
     r->n_vocab = V;
@@ -165,7 +101,7 @@ static void rig_close(struct rig *r)
     aarmd_plugin_free(r->p);
     aarmd_model_desc_free(r->desc);
     aarmd_gguf_free(r->g);
-    small_free(r->small);
+    tiny_llama_free(r->small);
 }
 
 static struct aarmd_backend_seq *seq(struct rig *r, uint32_t n_ctx)
@@ -536,7 +472,7 @@ Test(cpu_paged, bad_kv_options_are_named)
     struct rig r;
     const char *o[] = {"kv_mb=1", "kv_block=1024", NULL};   /* one block is 4 MiB */
     cr_assert_eq(rig_open(&r, o), AARMD_OK, "%s", r.err);
-    r.small = small_new();
+    r.small = tiny_llama_new(&SMALL);
     cr_assert_eq(aarmd_plugin_model_load(r.p, r.ctx, &r.small->d, NULL, NULL, &r.model, r.err, sizeof r.err),
                  AARMD_EINVAL);
     cr_assert(strstr(r.err, "kv_mb") && strstr(r.err, "block"), "%s", r.err);

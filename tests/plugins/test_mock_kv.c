@@ -8,81 +8,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mock_fixture.h"
 #include "plugin.h"
 
 #define N_VOCAB 1000u
 
-struct fixture {
-    struct aarmd_host host;
-    struct aarmd_plugin *p;
-    struct aarmd_backend_ctx *ctx;
-    struct aarmd_backend_model *m;
-    char err[512];
-};
-
-/* Loads the mock with opts, a context and a model (n_vocab N_VOCAB, eos 2). */
-static int open_fx(struct fixture *fx, const struct aarmd_opt *opts, uint32_t n_opts)
+static void open_ok(struct mock_fx *fx, const struct aarmd_opt *opts, uint32_t n_opts)
 {
-    memset(fx, 0, sizeof *fx);
-    aarmd_plugin_host_init(&fx->host, opts, n_opts, 0);
-    int rc = aarmd_plugin_load("mock", NULL, &fx->host, &fx->p, fx->err, sizeof fx->err);
-    cr_assert_eq(rc, AARMD_OK, "load: %s", fx->err);
-    rc = aarmd_plugin_ctx_new(fx->p, 0, &fx->ctx, fx->err, sizeof fx->err);
-    if (rc != AARMD_OK)
-        return rc;
-    struct aarmd_model_desc d;
-    memset(&d, 0, sizeof d);
-    d.struct_size = sizeof d;
-    d.arch = "llama";
-    d.name = "mock-kv-test";
-    d.n_vocab = N_VOCAB;
-    d.bos_id = 1;
-    d.eos_id = 2;
-    return aarmd_plugin_model_load(fx->p, fx->ctx, &d, NULL, NULL, &fx->m, fx->err, sizeof fx->err);
+    cr_assert_eq(mock_fx_open(fx, opts, n_opts, N_VOCAB), AARMD_OK, "%s", fx->err);
 }
 
-static void open_ok(struct fixture *fx, const struct aarmd_opt *opts, uint32_t n_opts)
+static void feed_ok(struct mock_fx *fx, struct aarmd_backend_seq *s, const int32_t *toks, uint32_t n, float *logits)
 {
-    cr_assert_eq(open_fx(fx, opts, n_opts), AARMD_OK, "%s", fx->err);
+    cr_assert_eq(mock_fx_feed(fx, s, toks, n, logits), AARMD_OK, "%s", fx->err);
 }
 
-static void close_fx(struct fixture *fx)
-{
-    aarmd_plugin_model_free(fx->p, fx->m);
-    aarmd_plugin_ctx_free(fx->p, fx->ctx);
-    aarmd_plugin_free(fx->p);
-}
-
-static struct aarmd_backend_seq *new_seq(struct fixture *fx, uint32_t n_ctx)
-{
-    struct aarmd_backend_seq *s = NULL;
-    cr_assert_eq(aarmd_plugin_seq_new(fx->p, fx->m, n_ctx, &s, fx->err, sizeof fx->err), AARMD_OK, "%s", fx->err);
-    return s;
-}
-
-static int feed(struct fixture *fx, struct aarmd_backend_seq *s, const int32_t *toks, uint32_t n, float *logits)
-{
-    struct aarmd_batch_entry e = {.seq = s, .tokens = toks, .n_tokens = n, .want_logits = logits != NULL,
-                                  .logits = logits};
-    return aarmd_plugin_step(fx->p, fx->m, &e, 1, fx->err, sizeof fx->err);
-}
-
-static void feed_ok(struct fixture *fx, struct aarmd_backend_seq *s, const int32_t *toks, uint32_t n, float *logits)
-{
-    cr_assert_eq(feed(fx, s, toks, n, logits), AARMD_OK, "%s", fx->err);
-}
-
-static struct aarmd_kv_info kv(struct fixture *fx)
+static struct aarmd_kv_info kv(struct mock_fx *fx)
 {
     struct aarmd_kv_info info;
     cr_assert_eq(aarmd_plugin_kv_info(fx->p, fx->m, &info, fx->err, sizeof fx->err), AARMD_OK, "%s", fx->err);
     return info;
 }
 
-static uint64_t blocks_free(struct fixture *fx) { return kv(fx).blocks_free; }
+static uint64_t blocks_free(struct mock_fx *fx) { return kv(fx).blocks_free; }
 
 /* The sequence's length, read from the error of a truncate past any length. */
-static uint32_t seq_len(struct fixture *fx, struct aarmd_backend_seq *s)
+static uint32_t seq_len(struct mock_fx *fx, struct aarmd_backend_seq *s)
 {
     cr_assert_eq(aarmd_plugin_seq_truncate(fx->p, s, UINT32_MAX, fx->err, sizeof fx->err), AARMD_EINVAL);
     const char *p = strstr(fx->err, "a sequence of ");
@@ -92,15 +43,6 @@ static uint32_t seq_len(struct fixture *fx, struct aarmd_backend_seq *s)
     return have;
 }
 
-static uint32_t argmax(const float *l)
-{
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < N_VOCAB; i++)
-        if (l[i] > l[best])
-            best = i;
-    return best;
-}
-
 static const int32_t prompt[] = {1, 17, 300, 301, 9, 44, 45, 46, 700, 12, 13, 14, 15, 16, 99, 98, 97};
 #define PROMPT_N ((uint32_t)(sizeof prompt / sizeof prompt[0]))
 
@@ -108,25 +50,25 @@ static const struct aarmd_opt paged4[] = {{"kv_blocks", "10"}, {"kv_block_tokens
 
 Test(mock_kv, not_paged_by_default)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, NULL, 0);
     cr_assert(aarmd_plugin_has_method(fx.p, "kv_info"));
     cr_assert(aarmd_plugin_has_method(fx.p, "seq_fork"));
     struct aarmd_kv_info info;
     cr_assert_eq(aarmd_plugin_kv_info(fx.p, fx.m, &info, fx.err, sizeof fx.err), AARMD_EUNSUPPORTED);
     cr_assert(strstr(fx.err, "mock: the KV cache is not paged (set kv_blocks=N"), "%s", fx.err);
-    struct aarmd_backend_seq *s = new_seq(&fx, 32), *f = NULL;
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 32), *f = NULL;
     feed_ok(&fx, s, prompt, 16, NULL);
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, s, 16, 32, &f, fx.err, sizeof fx.err), AARMD_EUNSUPPORTED);
     cr_assert_null(f);
     cr_assert(strstr(fx.err, "seq_fork needs a paged KV cache"), "%s", fx.err);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, info_defaults_and_kv_mb)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt one[] = {{"kv_blocks", "100"}};
     open_ok(&fx, one, 1);
     struct aarmd_kv_info info = kv(&fx);
@@ -135,7 +77,7 @@ Test(mock_kv, info_defaults_and_kv_mb)
     cr_assert_eq(info.blocks_total, 100);
     cr_assert_eq(info.blocks_free, 100);
     cr_assert_eq(info.block_bytes, 65536);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     /* kv_mb: MiB / kv_block_bytes blocks */
     const struct aarmd_opt mb[] = {{"kv_mb", "3"}, {"kv_block_bytes", "1000"}, {"kv_block_tokens", "32"}};
@@ -144,18 +86,18 @@ Test(mock_kv, info_defaults_and_kv_mb)
     cr_assert_eq(info.blocks_total, 3u * 1048576u / 1000u);
     cr_assert_eq(info.block_tokens, 32);
     cr_assert_eq(info.block_bytes, 1000);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     /* kv_block: the name the CPU and Metal backends use */
     const struct aarmd_opt alias[] = {{"kv_blocks", "5"}, {"kv_block", "8"}};
     open_ok(&fx, alias, 2);
     cr_assert_eq(kv(&fx).block_tokens, 8);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, info_fills_only_what_fits)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, paged4, 2);
     /* an older host's smaller struct: the plugin must not write past it */
     struct {
@@ -169,7 +111,7 @@ Test(mock_kv, info_fills_only_what_fits)
     cr_assert_eq(box.info.blocks_total, 10);
     cr_assert_eq(box.info.blocks_free, 0xababababababababull);
     cr_assert_eq(box.info.block_bytes, 0xababababababababull);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 struct bad_kv { char k1[32], v1[32], k2[32], v2[32], msg[128]; };
@@ -191,19 +133,19 @@ ParameterizedTestParameters(mock_kv, bad_options)
 
 ParameterizedTest(struct bad_kv *c, mock_kv, bad_options)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{c->k1, c->v1}, {c->k2, c->v2}};
-    cr_assert_eq(open_fx(&fx, opts, 2), AARMD_EINVAL);
+    cr_assert_eq(mock_fx_open(&fx, opts, 2, N_VOCAB), AARMD_EINVAL);
     cr_assert_null(fx.ctx);
     cr_assert(strstr(fx.err, c->msg), "'%s' not in: %s", c->msg, fx.err);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, blocks_follow_new_step_truncate_free)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, paged4, 2);
-    struct aarmd_backend_seq *a = new_seq(&fx, 64);
+    struct aarmd_backend_seq *a = mock_fx_seq(&fx, 64);
     cr_assert_eq(blocks_free(&fx), 10, "seq_new takes no block");
     feed_ok(&fx, a, prompt, 5, NULL);
     cr_assert_eq(blocks_free(&fx), 8, "5 tokens = 2 blocks of 4");
@@ -213,7 +155,7 @@ Test(mock_kv, blocks_follow_new_step_truncate_free)
     cr_assert_eq(blocks_free(&fx), 7);
 
     /* two sequences in one step */
-    struct aarmd_backend_seq *b = new_seq(&fx, 64);
+    struct aarmd_backend_seq *b = mock_fx_seq(&fx, 64);
     struct aarmd_batch_entry e[2] = {{.seq = a, .tokens = prompt, .n_tokens = 4},
                                      {.seq = b, .tokens = prompt, .n_tokens = 9}};
     cr_assert_eq(aarmd_plugin_step(fx.p, fx.m, e, 2, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
@@ -232,16 +174,16 @@ Test(mock_kv, blocks_follow_new_step_truncate_free)
     cr_assert_eq(blocks_free(&fx), 10);
     aarmd_plugin_seq_free(fx.p, a);
     cr_assert_eq(blocks_free(&fx), 10);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, enomem_moves_no_sequence)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"kv_blocks", "4"}, {"kv_block_tokens", "4"}};
     open_ok(&fx, opts, 2);
     static float la[N_VOCAB], ref[N_VOCAB];
-    struct aarmd_backend_seq *a = new_seq(&fx, 64), *b = new_seq(&fx, 64);
+    struct aarmd_backend_seq *a = mock_fx_seq(&fx, 64), *b = mock_fx_seq(&fx, 64);
     feed_ok(&fx, a, prompt, 12, NULL);   /* 3 blocks */
     feed_ok(&fx, b, prompt, 2, NULL);    /* 1 block: the pool is full */
     cr_assert_eq(blocks_free(&fx), 0);
@@ -256,27 +198,27 @@ Test(mock_kv, enomem_moves_no_sequence)
     cr_assert_eq(blocks_free(&fx), 0);
 
     /* a big prefill counts every block it needs */
-    cr_assert_eq(feed(&fx, b, prompt, 15, NULL), AARMD_ENOMEM);
+    cr_assert_eq(mock_fx_feed(&fx, b, prompt, 15, NULL), AARMD_ENOMEM);
     cr_assert(strstr(fx.err, "needs 4 blocks, 0 of 4 free"), "%s", fx.err);
     cr_assert_eq(seq_len(&fx, b), 2);
 
     /* freeing b lets a go on, with the logits of its untouched history */
     aarmd_plugin_seq_free(fx.p, b);
     feed_ok(&fx, a, prompt + 12, 1, la);
-    struct aarmd_backend_seq *c = new_seq(&fx, 64);
+    struct aarmd_backend_seq *c = mock_fx_seq(&fx, 64);
     aarmd_plugin_seq_free(fx.p, a);
     feed_ok(&fx, c, prompt, 13, ref);
     cr_assert_arr_eq(la, ref, sizeof la);
     aarmd_plugin_seq_free(fx.p, c);
     cr_assert_eq(blocks_free(&fx), 4);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, fork_validation)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, paged4, 2);
-    struct aarmd_backend_seq *s = new_seq(&fx, 64), *f = NULL;
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64), *f = NULL;
     feed_ok(&fx, s, prompt, 10, NULL);
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, s, 6, 64, &f, fx.err, sizeof fx.err), AARMD_EINVAL);
     cr_assert(strstr(fx.err, "seq_fork: 6 tokens is not a multiple of the block size 4"), "%s", fx.err);
@@ -301,33 +243,33 @@ Test(mock_kv, fork_validation)
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, s, 8, 8, &f, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     cr_assert_eq(seq_len(&fx, f), 8);
     cr_assert_eq(blocks_free(&fx), 8, "the fork shares both blocks");
-    cr_assert_eq(feed(&fx, f, prompt, 1, NULL), AARMD_EINVAL, "its n_ctx is full");
+    cr_assert_eq(mock_fx_feed(&fx, f, prompt, 1, NULL), AARMD_EINVAL, "its n_ctx is full");
     cr_assert(strstr(fx.err, "context full (8 of 8 tokens used, 1 more asked)"), "%s", fx.err);
     aarmd_plugin_seq_free(fx.p, f);
     aarmd_plugin_seq_free(fx.p, s);
     cr_assert_eq(blocks_free(&fx), 10);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 /* Greedy continuation of s for n tokens; the logits after each go to out[i]. */
-static void continue_greedy(struct fixture *fx, struct aarmd_backend_seq *s, const float *first, int n, int32_t *toks)
+static void continue_greedy(struct mock_fx *fx, struct aarmd_backend_seq *s, const float *first, int n, int32_t *toks)
 {
     static float l[N_VOCAB];
     memcpy(l, first, sizeof l);
     for (int i = 0; i < n; i++) {
-        toks[i] = (int32_t)argmax(l);
+        toks[i] = (int32_t)mock_fx_argmax(l, N_VOCAB);
         feed_ok(fx, s, &toks[i], 1, l);
     }
 }
 
 Test(mock_kv, forked_sequence_continues_as_a_recomputed_one)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"kv_blocks", "64"}, {"kv_block_tokens", "4"}, {"seed", "7"}};
     open_ok(&fx, opts, 3);
     static float lf[N_VOCAB], lr[N_VOCAB], lp[N_VOCAB];
     /* the source: the prompt, then it keeps going with other tokens */
-    struct aarmd_backend_seq *src = new_seq(&fx, 128);
+    struct aarmd_backend_seq *src = mock_fx_seq(&fx, 128);
     feed_ok(&fx, src, prompt, PROMPT_N, NULL);
     uint64_t before = blocks_free(&fx);
     struct aarmd_backend_seq *f = NULL;
@@ -344,7 +286,7 @@ Test(mock_kv, forked_sequence_continues_as_a_recomputed_one)
     feed_ok(&fx, f, junk, 1, more_f);
 
     /* recomputed from scratch in the same (paged) mock */
-    struct aarmd_backend_seq *r = new_seq(&fx, 128);
+    struct aarmd_backend_seq *r = mock_fx_seq(&fx, 128);
     feed_ok(&fx, r, prompt, PROMPT_N, lr);
     cr_assert_arr_eq(lf, lr, sizeof lf);
     continue_greedy(&fx, r, lr, 20, gen_r);
@@ -355,27 +297,27 @@ Test(mock_kv, forked_sequence_continues_as_a_recomputed_one)
     aarmd_plugin_seq_free(fx.p, r);
     aarmd_plugin_seq_free(fx.p, f);
     cr_assert_eq(blocks_free(&fx), 64);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     /* and in a mock that is not paged (same seed): the same numbers */
     const struct aarmd_opt plain[] = {{"seed", "7"}};
     open_ok(&fx, plain, 1);
-    struct aarmd_backend_seq *p = new_seq(&fx, 128);
+    struct aarmd_backend_seq *p = mock_fx_seq(&fx, 128);
     feed_ok(&fx, p, prompt, PROMPT_N, lp);
     cr_assert_arr_eq(lf, lp, sizeof lf);
     continue_greedy(&fx, p, lp, 20, gen_p);
     cr_assert_arr_eq(gen_f, gen_p, sizeof gen_f);
     aarmd_plugin_seq_free(fx.p, p);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 /* Greedy tokens until EOS (id 2), at most 10; returns how many came before it. */
-static int tokens_before_eos(struct fixture *fx, struct aarmd_backend_seq *s, const float *first)
+static int tokens_before_eos(struct mock_fx *fx, struct aarmd_backend_seq *s, const float *first)
 {
     static float l[N_VOCAB];
     memcpy(l, first, sizeof l);
     for (int n = 0; n < 10; n++) {
-        int32_t tok = (int32_t)argmax(l);
+        int32_t tok = (int32_t)mock_fx_argmax(l, N_VOCAB);
         if (tok == 2)
             return n;
         feed_ok(fx, s, &tok, 1, l);
@@ -385,11 +327,11 @@ static int tokens_before_eos(struct fixture *fx, struct aarmd_backend_seq *s, co
 
 Test(mock_kv, eos_after_counts_the_same_in_a_fork)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"kv_blocks", "32"}, {"kv_block_tokens", "4"}, {"eos_after", "3"}};
     open_ok(&fx, opts, 3);
     static float l[N_VOCAB];
-    struct aarmd_backend_seq *src = new_seq(&fx, 64), *f = NULL;
+    struct aarmd_backend_seq *src = mock_fx_seq(&fx, 64), *f = NULL;
     feed_ok(&fx, src, prompt, 8, NULL);
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, src, 8, 64, &f, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     /* generated tokens count from the first step that asks for logits, in the fork as in the source */
@@ -399,33 +341,33 @@ Test(mock_kv, eos_after_counts_the_same_in_a_fork)
     cr_assert_eq(tokens_before_eos(&fx, src, l), 3);
     aarmd_plugin_seq_free(fx.p, f);
     aarmd_plugin_seq_free(fx.p, src);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, logits_depend_on_the_whole_history)
 {
     /* two histories that differ only in their first token and agree on the last 12 */
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, paged4, 2);
     static float a[N_VOCAB], b[N_VOCAB];
     int32_t h2[PROMPT_N];
     memcpy(h2, prompt, sizeof h2);
     h2[0] = 400;
-    struct aarmd_backend_seq *s = new_seq(&fx, 64), *t = new_seq(&fx, 64);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64), *t = mock_fx_seq(&fx, 64);
     feed_ok(&fx, s, prompt, PROMPT_N, a);
     feed_ok(&fx, t, h2, PROMPT_N, b);
     cr_assert_arr_neq(a, b, sizeof a);
     aarmd_plugin_seq_free(fx.p, s);
     aarmd_plugin_seq_free(fx.p, t);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, truncating_into_a_shared_block_copies_it_on_write)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, paged4, 2);
     static float l1[N_VOCAB], l2[N_VOCAB], ref[N_VOCAB];
-    struct aarmd_backend_seq *src = new_seq(&fx, 64), *f = NULL;
+    struct aarmd_backend_seq *src = mock_fx_seq(&fx, 64), *f = NULL;
     feed_ok(&fx, src, prompt, 8, NULL);
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, src, 8, 64, &f, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     cr_assert_eq(blocks_free(&fx), 8);
@@ -437,14 +379,14 @@ Test(mock_kv, truncating_into_a_shared_block_copies_it_on_write)
     feed_ok(&fx, f, &x, 1, l1);
     cr_assert_eq(blocks_free(&fx), 7);
     feed_ok(&fx, src, prompt + 8, 1, l2);
-    struct aarmd_backend_seq *r = new_seq(&fx, 64);
+    struct aarmd_backend_seq *r = mock_fx_seq(&fx, 64);
     feed_ok(&fx, r, prompt, 9, ref);
     cr_assert_arr_eq(l2, ref, sizeof l2);
     aarmd_plugin_seq_free(fx.p, r);
     int32_t hist[7];
     memcpy(hist, prompt, 6 * sizeof *hist);
     hist[6] = x;
-    r = new_seq(&fx, 64);
+    r = mock_fx_seq(&fx, 64);
     feed_ok(&fx, r, hist, 7, ref);
     cr_assert_arr_eq(l1, ref, sizeof l1);
     aarmd_plugin_seq_free(fx.p, r);
@@ -453,11 +395,11 @@ Test(mock_kv, truncating_into_a_shared_block_copies_it_on_write)
     aarmd_plugin_seq_free(fx.p, f);
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, src, 8, 64, &f, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     cr_assert_eq(aarmd_plugin_seq_truncate(fx.p, f, 5, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
-    struct aarmd_backend_seq *hog = new_seq(&fx, 64);
+    struct aarmd_backend_seq *hog = mock_fx_seq(&fx, 64);
     int32_t fill[28] = {0};
     feed_ok(&fx, hog, fill, 28, NULL);
     cr_assert_eq(blocks_free(&fx), 0);
-    cr_assert_eq(feed(&fx, f, &x, 1, NULL), AARMD_ENOMEM);
+    cr_assert_eq(mock_fx_feed(&fx, f, &x, 1, NULL), AARMD_ENOMEM);
     cr_assert(strstr(fx.err, "needs 1 blocks, 0 of 10 free"), "%s", fx.err);
     cr_assert_eq(seq_len(&fx, f), 5);
     aarmd_plugin_seq_free(fx.p, hog);
@@ -468,7 +410,7 @@ Test(mock_kv, truncating_into_a_shared_block_copies_it_on_write)
     cr_assert_eq(blocks_free(&fx), 8);
     aarmd_plugin_seq_free(fx.p, f);
     cr_assert_eq(blocks_free(&fx), 10);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, abi_1_0_table_has_no_paging)
@@ -476,7 +418,7 @@ Test(mock_kv, abi_1_0_table_has_no_paging)
     char size[32];
     snprintf(size, sizeof size, "%zu", offsetof(struct aarmd_backend, step) + sizeof(void *));
     const struct aarmd_opt opts[] = {{"abi_minor", "0"}, {"struct_size", size}, {"kv_blocks", "8"}};
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, opts, 3);
     cr_assert_eq(aarmd_plugin_table(fx.p)->abi_minor, 0);
     cr_assert_not(aarmd_plugin_has_method(fx.p, "kv_info"));
@@ -484,36 +426,36 @@ Test(mock_kv, abi_1_0_table_has_no_paging)
     struct aarmd_kv_info info;
     cr_assert_eq(aarmd_plugin_kv_info(fx.p, fx.m, &info, fx.err, sizeof fx.err), AARMD_EUNSUPPORTED);
     cr_assert(strstr(fx.err, "backend mock has no paged KV cache"), "%s", fx.err);
-    struct aarmd_backend_seq *s = new_seq(&fx, 16), *f = NULL;
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 16), *f = NULL;
     feed_ok(&fx, s, prompt, 8, NULL);
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, s, 8, 16, &f, fx.err, sizeof fx.err), AARMD_EUNSUPPORTED);
     cr_assert(strstr(fx.err, "does not support seq_fork"), "%s", fx.err);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 
     /* abi_minor 0 with a full-size table: the slots exist but are never called */
     const struct aarmd_opt minor0[] = {{"abi_minor", "0"}, {"kv_blocks", "8"}};
     open_ok(&fx, minor0, 2);
     cr_assert_not(aarmd_plugin_has_method(fx.p, "kv_info"));
     cr_assert_eq(aarmd_plugin_kv_info(fx.p, fx.m, &info, fx.err, sizeof fx.err), AARMD_EUNSUPPORTED);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 static void injected_fault_in_paged_mode(const char *knob, int status)
 {
-    struct fixture fx;
+    struct mock_fx fx;
     const struct aarmd_opt opts[] = {{"kv_blocks", "10"}, {"kv_block_tokens", "4"}, {knob, "2"}};
     open_ok(&fx, opts, 3);
-    struct aarmd_backend_seq *s = new_seq(&fx, 64);
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64);
     feed_ok(&fx, s, prompt, 4, NULL);
-    cr_assert_eq(feed(&fx, s, prompt, 5, NULL), status);
+    cr_assert_eq(mock_fx_feed(&fx, s, prompt, 5, NULL), status);
     cr_assert(strstr(fx.err, "step 2"), "%s", fx.err);
     cr_assert_eq(seq_len(&fx, s), 4);
     cr_assert_eq(blocks_free(&fx), 9, "an injected fault takes no block");
     feed_ok(&fx, s, prompt, 5, NULL);
     cr_assert_eq(blocks_free(&fx), 7);
     aarmd_plugin_seq_free(fx.p, s);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 Test(mock_kv, oom_at_step_when_paged) { injected_fault_in_paged_mode("oom_at_step", AARMD_ENOMEM); }
@@ -522,13 +464,13 @@ Test(mock_kv, fail_at_step_when_paged) { injected_fault_in_paged_mode("fail_at_s
 Test(mock_kv, model_free_returns_shared_blocks)
 {
     /* model_free with live forks and ctx_free with live models: no crash, no leak under valgrind */
-    struct fixture fx;
+    struct mock_fx fx;
     open_ok(&fx, paged4, 2);
-    struct aarmd_backend_seq *s = new_seq(&fx, 64), *f = NULL;
+    struct aarmd_backend_seq *s = mock_fx_seq(&fx, 64), *f = NULL;
     feed_ok(&fx, s, prompt, 9, NULL);
     cr_assert_eq(aarmd_plugin_seq_fork(fx.p, s, 8, 64, &f, fx.err, sizeof fx.err), AARMD_OK, "%s", fx.err);
     feed_ok(&fx, f, prompt, 3, NULL);
-    close_fx(&fx);
+    mock_fx_close(&fx);
 }
 
 /* ---- a random walk against a reference -------------------------------------- */
@@ -552,17 +494,17 @@ static uint32_t rnd(uint32_t n)
 }
 
 /* Recreates the reference of q from its history (no logits). */
-static void rw_rebuild_ref(struct fixture *ref, struct rw_seq *q)
+static void rw_rebuild_ref(struct mock_fx *ref, struct rw_seq *q)
 {
     aarmd_plugin_seq_free(ref->p, q->ref);
-    q->ref = new_seq(ref, RW_CTX);
+    q->ref = mock_fx_seq(ref, RW_CTX);
     if (q->len)
         feed_ok(ref, q->ref, q->hist, q->len, NULL);
 }
 
 Test(mock_kv, random_walk_matches_a_reference_and_leaks_nothing, .timeout = 60)
 {
-    struct fixture fx, ref;
+    struct mock_fx fx, ref;
     const struct aarmd_opt opts[] = {{"kv_blocks", "24"}, {"kv_block_tokens", "4"}};
     open_ok(&fx, opts, 2);
     open_ok(&ref, NULL, 0);
@@ -575,7 +517,7 @@ Test(mock_kv, random_walk_matches_a_reference_and_leaks_nothing, .timeout = 60)
         uint32_t i = rnd(RW_SEQS);
         if (!q[i].s) {
             if (op < 5) {
-                q[i].s = new_seq(&fx, RW_CTX);
+                q[i].s = mock_fx_seq(&fx, RW_CTX);
                 q[i].len = 0;
                 rw_rebuild_ref(&ref, &q[i]);
             } else {
@@ -658,6 +600,6 @@ Test(mock_kv, random_walk_matches_a_reference_and_leaks_nothing, .timeout = 60)
         aarmd_plugin_seq_free(ref.p, q[k].ref);
     }
     cr_assert_eq(blocks_free(&fx), 24, "every block back at the end");
-    close_fx(&fx);
-    close_fx(&ref);
+    mock_fx_close(&fx);
+    mock_fx_close(&ref);
 }

@@ -1,7 +1,9 @@
 /* test_cli_loadgen.c — `aarmd-cli loadgen` (tools/cli_loadgen.c) called in
  * process: usage errors exit 2 with a message; against the real daemon with the
  * mock backend (KV paged and not), closed and open loop counts match the
- * flags, percentiles are ordered, prompt files cycle, --json is one object. */
+ * flags, percentiles are ordered, prompt files cycle, --json is one object;
+ * with a mock step of known length, the decode rates, --ramp and --warmup give
+ * the numbers their definitions predict. */
 #include <criterion/criterion.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -80,6 +82,21 @@ Test(cli_loadgen, usage_errors_exit_2)
         {"--url http://h --clients 1 --requests 1 --max-tokens 1 --temperature 2.5", "--temperature must be a number in 0..2"},
         {"--url ftp://h --rate 1 --duration 1 --max-tokens 1", "--url must be http://HOST[:PORT]"},
         {"--rate", "--rate needs a value"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --ramp -1", "--ramp must be a number in 0..86400 (got '-1')"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --ramp soon", "--ramp must be a number in 0..86400 (got 'soon')"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --ramp inf", "--ramp must be a number in 0..86400 (got 'inf')"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --ramp 86401", "--ramp must be a number in 0..86400"},
+        {"--url http://h --rate 5 --duration 1 --max-tokens 1 --ramp 2",
+         "--ramp is for closed loop (--clients N --requests M); open loop spreads its arrivals by --rate"},
+        {"--url http://h --rate 5 --duration 1 --max-tokens 1 --ramp 0", "--ramp is for closed loop"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --warmup -1",
+         "--warmup must be an integer in 0..100000000 (got '-1')"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --warmup 1.5", "--warmup must be an integer"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --warmup 4",
+         "--warmup 4 leaves nothing to measure: it must be less than --requests 4"},
+        {"--url http://h --rate 5 --duration 1 --max-tokens 1 --requests 3 --warmup 7",
+         "--warmup 7 leaves nothing to measure: it must be less than --requests 3"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --warmup", "--warmup needs a value"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct cli_run r = loadgen(bad[i][0]);
@@ -92,6 +109,12 @@ Test(cli_loadgen, usage_errors_exit_2)
     cr_assert_eq(r.rc, 0);
     cr_assert(strstr(r.out, "usage: aarmd-cli loadgen"), "%s", r.out);
     cr_assert(strstr(r.out, "--rate R --duration S"), "%s", r.out);
+    const char *documented[] = {"--ramp S: client i sends its first request at i*S/N seconds",
+                                "--warmup W: the first W requests to finish are left out",
+                                "decode_tokens_s: sum over successful requests of (tokens - 1)",
+                                "per_stream_decode_tokens_s p50"};
+    for (size_t i = 0; i < sizeof documented / sizeof documented[0]; i++)
+        cr_assert(strstr(r.out, documented[i]), "want '%s' in:\n%s", documented[i], r.out);
     cli_run_free(&r);
 }
 
@@ -179,8 +202,8 @@ static int64_t open_loop(int port, const char *extra, struct json_object **out)
     struct json_object *j = parse_one(r.out);
     cr_assert_str_eq(hx_jstr(j, "mode"), "open");
     int64_t n = hx_jint(j, "requests");
-    cr_assert_eq(hx_jint(j, "ok"), n);
-    cr_assert_eq(hx_jint(j, "tokens"), 4 * n);
+    cr_assert_eq(hx_jint(j, "ok"), n, "%s", r.out);
+    cr_assert_eq(hx_jint(j, "tokens"), 4 * n, "%s", r.out);
     if (n > 0) {
         check_latencies(j, "ttft_ms", (double)n);
         check_latencies(j, "itl_ms", (double)(3 * n));
@@ -244,6 +267,15 @@ Test(cli_loadgen, open_loop_text_report_and_errors_by_code)
     cr_assert_eq(jnum(j, "errors", "INVALID_REQUEST"), 6, "%s", r.out);
     json_object_put(j);
     cli_run_free(&r);
+    /* --warmup in open loop: the first 2 failures are warmup, not errors; the exit status still counts them */
+    snprintf(args, sizeof args,
+             "--url http://127.0.0.1:%d --rate 200 --duration 0.5 --requests 6 --max-tokens 6 --warmup 2", hx_port(p));
+    r = loadgen(args);
+    cr_assert_eq(r.rc, 1, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "warmup        2 (ok 0, failed 2), left out of what follows"), "%s", r.out);
+    cr_assert(strstr(r.out, "requests      4 (ok 0, failed 4)"), "%s", r.out);
+    cr_assert(strstr(r.out, "errors        INVALID_REQUEST=4\n"), "%s", r.out);
+    cli_run_free(&r);
 }
 
 /* tokens_in the daemon reports for one prompt. */
@@ -290,6 +322,9 @@ Test(cli_loadgen, prompt_file_cycles_with_escapes)
     snprintf(want, sizeof want, "prompt_tokens mean %.1f (n 9)", (double)(n1 + n2 + n3) / 3.0);
     cr_assert(strstr(r.out, want), "want '%s' in:\n%s", want, r.out);
     cr_assert(strstr(r.out, "requests      9 (ok 9, failed 0)"), "%s", r.out);
+    /* 9 requests of 2 tokens: one decoded token each */
+    cr_assert(strstr(r.out, "(9 tokens after the first of each stream, "), "%s", r.out);
+    cr_assert(strstr(r.out, "\nper_stream_decode_tokens_s p50 "), "%s", r.out);
     cli_run_free(&r);
 }
 
@@ -308,4 +343,116 @@ Test(cli_loadgen, open_loop_ttft_counts_from_arrival)
     cr_assert_lt(first, last);
     cr_assert_geq(jnum(j, "duration_s", NULL), 5 * 0.08);
     json_object_put(j);
+}
+
+/* ---- decode rates, --ramp, --warmup, against a mock step of known length ---- */
+
+#define STEP_MS 20.0   /* the daemons below: --backend-opt delay_ms=20, one step per token */
+
+/* One successful closed-loop --json run against port; ARGS are added. */
+static struct json_object *closed_json(int port, const char *extra)
+{
+    char args[512];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --json %s", port, extra);
+    struct cli_run r = loadgen(args);
+    cr_assert_eq(r.rc, 0, "%s: %s%s", args, r.out, r.err);
+    struct json_object *j = parse_one(r.out);
+    cli_run_free(&r);
+    return j;
+}
+
+/* decode_tokens_s is decode_tokens over decode_s, and decode_tokens is
+ * exactly (max_tokens - 1) per successful request. */
+static void check_decode_consistent(struct json_object *j, int64_t requests, int64_t max_tokens)
+{
+    cr_assert_eq(hx_jint(j, "decode_tokens"), requests * (max_tokens - 1));
+    double ds = jnum(j, "decode_s", NULL), dts = jnum(j, "decode_tokens_s", NULL);
+    cr_assert_gt(ds, 0);
+    cr_assert_float_eq(dts, (double)(requests * (max_tokens - 1)) / ds, 1e-6 * dts, "decode_tokens_s %g", dts);
+}
+
+/* Two clients, the second 0.5 s after the first: each decodes 5 tokens in
+ * ~5 steps, so the time with a stream decoding is ~0.2 s of a ~0.6 s run.
+ * decode_tokens_s leaves out the idle gap and the prefill steps; tokens_s
+ * does not. TTFT counts from each client's own send, not from the start. */
+Test(cli_loadgen, ramp_gap_is_not_decode_time)
+{
+    struct hx_proc *p = hx_start("--max-jobs", "4", "--backend-opt", "delay_ms=20", NULL);
+    struct json_object *j = closed_json(hx_port(p), "--clients 2 --requests 2 --max-tokens 6 --ramp 1");
+    cr_assert_eq(hx_jint(j, "ok"), 2);
+    cr_assert_eq(jnum(j, "ramp", NULL), 1);
+    check_decode_consistent(j, 2, 6);
+    double secs = jnum(j, "duration_s", NULL), ds = jnum(j, "decode_s", NULL);
+    cr_assert_geq(secs, 0.5 + 6 * STEP_MS / 1e3 * 0.9, "the second client started %.3f s in", secs);
+    /* 2 x 5 steps; the sleep is a floor, a loaded machine only adds */
+    cr_assert(ds >= 2 * 5 * STEP_MS / 1e3 * 0.85 && ds <= secs - 0.3, "decode_s %.3f of %.3f s", ds, secs);
+    double dts = jnum(j, "decode_tokens_s", NULL), ts = jnum(j, "tokens_s", NULL);
+    cr_assert_lt(ts, 0.6 * dts, "tokens_s %.1f vs decode_tokens_s %.1f: the gap was counted", ts, dts);
+    cr_assert_leq(dts, 1.25 * 1e3 / STEP_MS, "one stream decodes at most a token a step: %.1f", dts);
+    cr_assert_eq(jnum(j, "per_stream_decode_tokens_s", "n"), 2);
+    double ps = jnum(j, "per_stream_decode_tokens_s", "p50");
+    cr_assert(ps > 0.3 * 1e3 / STEP_MS && ps <= 1.25 * 1e3 / STEP_MS, "per-stream p50 %.1f", ps);
+    /* not 500 ms: the second request was sent at 0.5 s */
+    cr_assert_lt(jnum(j, "ttft_ms", "max"), 300, "ttft counted from the run's start");
+    json_object_put(j);
+}
+
+/* Four clients batched together (--max-jobs 4): the streams' intervals
+ * overlap, so the aggregate is about 4x each stream's rate (a sum of the
+ * intervals instead of their union would make it 1x). */
+Test(cli_loadgen, decode_rate_of_overlapping_streams)
+{
+    struct hx_proc *p = hx_start("--max-jobs", "4", "--backend-opt", "delay_ms=20", NULL);
+    struct json_object *j = closed_json(hx_port(p), "--clients 4 --requests 4 --max-tokens 21");
+    cr_assert_eq(hx_jint(j, "ok"), 4);
+    check_decode_consistent(j, 4, 21);
+    double dts = jnum(j, "decode_tokens_s", NULL), ps = jnum(j, "per_stream_decode_tokens_s", "p50");
+    cr_assert_eq(jnum(j, "per_stream_decode_tokens_s", "n"), 4);
+    cr_assert(ps > 0.3 * 1e3 / STEP_MS && ps <= 1.25 * 1e3 / STEP_MS, "per-stream p50 %.1f", ps);
+    cr_assert(dts >= 2.5 * ps && dts <= 4.6 * ps, "aggregate %.1f vs per stream %.1f", dts, ps);
+    /* 20 steps at least */
+    cr_assert_geq(jnum(j, "decode_s", NULL), 20 * STEP_MS / 1e3 * 0.85);
+    json_object_put(j);
+}
+
+/* --warmup 1 with one client and three prompts of different lengths: the
+ * first request (prompt 1) is left out of every number, prompts 2 and 3 are
+ * measured, and the measured time starts with the second request; the server
+ * saw all three. */
+Test(cli_loadgen, warmup_leaves_out_the_first_requests)
+{
+    struct hx_proc *p = hx_start("--backend-opt", "delay_ms=20", NULL);
+    int port = hx_port(p);
+    char path[64];
+    write_tmp(path, "one two three four five six seven eight nine ten eleven twelve\nhi\nthree little words\n");
+    int64_t n1 = tokens_in(port, "one two three four five six seven eight nine ten eleven twelve");
+    int64_t n2 = tokens_in(port, "hi"), n3 = tokens_in(port, "three little words");
+    cr_assert_neq(n1 * 2, n2 + n3, "the test needs the first prompt's length to show in the mean");
+    char extra[160];
+    snprintf(extra, sizeof extra, "--clients 1 --requests 3 --max-tokens 4 --warmup 1 --prompt-file %s", path);
+    struct json_object *j = closed_json(port, extra);
+    cr_assert_eq(jnum(j, "warmup", "requests"), 1);
+    cr_assert_eq(jnum(j, "warmup", "ok"), 1);
+    cr_assert_eq(jnum(j, "warmup", "failed"), 0);
+    cr_assert_eq(hx_jint(j, "requests"), 2);
+    cr_assert_eq(hx_jint(j, "ok"), 2);
+    cr_assert_eq(hx_jint(j, "tokens"), 2 * 4);
+    check_latencies(j, "ttft_ms", 2);
+    check_latencies(j, "itl_ms", 2 * 3);
+    check_decode_consistent(j, 2, 4);
+    cr_assert_float_eq(jnum(j, "prompt_tokens_mean", NULL), (double)(n2 + n3) / 2.0, 1e-9);
+    double secs_2 = jnum(j, "duration_s", NULL);
+    cr_assert_geq(secs_2, jnum(j, "decode_s", NULL));
+    json_object_put(j);
+    /* the same three requests, all measured: three requests' time, not two */
+    snprintf(extra, sizeof extra, "--clients 1 --requests 3 --max-tokens 4 --prompt-file %s", path);
+    j = closed_json(port, extra);
+    cr_assert_eq(jnum(j, "warmup", "requests"), 0);
+    cr_assert_eq(hx_jint(j, "requests"), 3);
+    double secs_3 = jnum(j, "duration_s", NULL);
+    cr_assert_lt(secs_2, 0.85 * secs_3, "2 requests %.3f s, 3 requests %.3f s", secs_2, secs_3);
+    json_object_put(j);
+    struct hx_http *m = hx_fetch(port, "GET", "/metrics", NULL, NULL);
+    cr_assert_eq(hx_metric(hx_http_body(m), "worker_requests_total", "outcome=\"success\""), 3 + 3 + 3);
+    hx_http_close(m);
 }
