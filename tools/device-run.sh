@@ -10,6 +10,8 @@
 #   tools/device-run.sh serve              (there) the real aarmd + loadgen at 1..64 streams
 #   tools/device-run.sh bench              (there) copy bandwidth + aarmd-cli bench on the
 #                                          SmolLM2/Llama-1B/Llama-8B-shaped synthetic models
+#   tools/device-run.sh seqs               (there) aggregate decode of 1..64 streams through the plugin
+#                                          (SEQS="shape:type:1,8,32,64 ...", PP, TG, SEQS_OPTS)
 #   tools/device-run.sh mm                 (there) weight-kernel check (every type, awkward
 #                                          shapes, 1..64 tokens), then its decode-shape
 #                                          micro-benchmark (MM_TYPES="Q4_K Q8_0 F16 BF16")
@@ -54,7 +56,7 @@ build)
     fi
     ls -la "$dev"
     ;;
-check|bench|all|mm|ncu|serve)
+check|bench|all|mm|ncu|serve|seqs)
     mkdir -p "$out" /tmp/synth
     export AARMD_PLUGIN_PATH="$dev"
     # cuBLAS: the system toolkit's, else the one PyTorch ships
@@ -66,7 +68,7 @@ check|bench|all|mm|ncu|serve)
     cli="$dev/aarmd-cli"
     ;;
 *)
-    sed -n '2,18p' "$0"
+    sed -n '2,20p' "$0"
     exit 2
     ;;
 esac
@@ -170,6 +172,18 @@ if [ "$cmd" = serve ]; then
         done
         curl -s "http://127.0.0.1:$port/health" >"$out/serve-health-$variant.json" 2>/dev/null
         kill -TERM $pid; wait $pid; echo "aarmd exit $?" | tee -a "$out/serve.txt"
+    done
+fi
+
+# Decode of N streams at once straight through the plugin (the peer's batched-bench setup:
+# N prompts of PP tokens prefilled, then TG steps of N tokens): aggregate decode tok/s.
+if [ "$cmd" = seqs ]; then
+    : >"$out/seqs.txt"
+    for st in ${SEQS:-smollm2-135m:Q4_1:1,8,32,64 llama-8b:Q4_K:1,8,32,64}; do
+        s=${st%%:*}; rest=${st#*:}; t=${rest%%:*}; n=${rest#*:}
+        echo "== $s $t seqs $n ${SEQS_OPTS:-}" | tee -a "$out/seqs.txt"
+        "$cli" bench cuda --shape "$s" --type "$t" --pp "${PP:-512}" --tg "${TG:-128}" --seqs "$n" --reps 1 \
+            ${SEQS_OPTS:-} 2>&1 | tee -a "$out/seqs.txt"
     done
 fi
 
