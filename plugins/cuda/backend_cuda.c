@@ -14,6 +14,7 @@
 
 #include "aarmd_backend.h"
 #include "cuda_model.h"
+#include "mega.h"
 
 #define CUDA_VERSION_STR "0.1.0"
 #define CUDA_DEFAULT_BATCH 512u
@@ -56,10 +57,25 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option batch=%s: expected 1..%u", v,
                                 CUDA_MAX_BATCH);
             c->batch = (uint32_t)n;
+        } else if (!strcmp(k, "graph_chunks")) {
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (!*v || *end || n > CUK_ATTN_MAX_CHUNKS)
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option graph_chunks=%s: expected 0 (the most)..%u", v,
+                                CUK_ATTN_MAX_CHUNKS);
+            c->graph_chunks = (uint32_t)n;
+        } else if (!strcmp(k, "direct_logits")) {
+            if (strcmp(v, "0") && strcmp(v, "1"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option direct_logits=%s: expected 0 or 1", v);
+            c->direct_logits = v[0] == '1';
         } else if (!strcmp(k, "graphs")) {
             if (strcmp(v, "0") && strcmp(v, "1"))
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option graphs=%s: expected 0 or 1", v);
             c->use_graphs = v[0] == '1';
+        } else if (!strcmp(k, "mega")) {
+            if (strcmp(v, "0") && strcmp(v, "1"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option mega=%s: expected 0 or 1", v);
+            c->use_mega = v[0] == '1';
         } else if (!strcmp(k, "cublas")) {
             if (strcmp(v, "0") && strcmp(v, "1"))
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option cublas=%s: expected 0 or 1", v);
@@ -103,7 +119,7 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
         } else {
             return cuda_err(err, errlen, AARMD_EINVAL,
                             "unknown backend option %s (known: batch, graphs, cublas, q8, pdl, mvf, kv_mb, q8rows, "
-                            "wf16, attn)",
+                            "wf16, attn, direct_logits, graph_chunks, mega)",
                             k);
         }
     }
@@ -141,6 +157,8 @@ static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aa
     c->device = device;
     c->batch = CUDA_DEFAULT_BATCH;
     c->use_graphs = 1;
+    c->use_mega = CUDA_DEFAULT_MEGA;
+    c->direct_logits = 1;
     c->use_cublas = 1;
     c->use_q8 = 1;
     c->use_pdl = CUDA_DEFAULT_PDL;
@@ -406,6 +424,8 @@ static const struct aarmd_backend cuda_backend = {
     .step = cuda_step,
     .kv_info = cuda_kv_info,
     .seq_fork = cuda_seq_fork,
+    .logits_alloc = cuda_logits_alloc,
+    .logits_free = cuda_logits_free,
 };
 
 __attribute__((visibility("default"))) const struct aarmd_backend *aarmd_backend_entry(const struct aarmd_host *host);

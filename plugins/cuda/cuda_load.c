@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cuda_model.h"
+#include "mega.h"
 
 #define ALIGN 256u
 #define N_STAGE 2
@@ -628,7 +629,7 @@ int cuda_model_new(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc 
     if (ctx->use_wf16 && m->blas)
         alloc_wf16(m, ctx->use_wf16 == CUDA_WF16_AUTO);
     /* quantized batches: Q8 kernels up to q8rows tokens, cuBLAS beyond (from GEMM_MIN_TOK) */
-    m->q8_gemm_max = ctx->q8_rows != CUDA_Q8_ROWS_AUTO ? ctx->q8_rows : m->arena16 ? 8u : CUDA_Q8_ROWS;
+    m->q8_gemm_max = ctx->q8_rows;   /* CUDA_Q8_ROWS_AUTO: per matrix (forward_cuda.c) */
     uint64_t kv_bytes = ctx->kv_mb << 20;
     if (!kv_bytes) {   /* default: a share of what is free now, headroom left for cuBLAS and graphs */
         cudaMemGetInfo(&fr, &tot);
@@ -638,6 +639,11 @@ int cuda_model_new(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc 
         (rc = cuda_step_bufs(m, (size_t)m->kv.n_blocks + 2 * (size_t)m->max_tok + CUDA_MAX_LOGIT_ROWS, err,
                              errlen)) != AARMD_OK)
         goto fail;
+    if (ctx->use_mega) {   /* --- mega: the persistent decode kernel when the model takes it (mega_cuda.c) */
+        char why[256];
+        if (cuda_mega_new(m, &m->mega, why, sizeof why) != AARMD_OK)
+            cuda_log(ctx->host, AARMD_LOG_INFO, "cuda: %s; decoding without it", why);
+    }
     for (int i = 0; i < N_STAGE; i++)
         cudaEventDestroy(ld.ev[i]);
     cudaFreeHost(ld.stage);
@@ -669,6 +675,7 @@ void cuda_model_free(struct aarmd_backend_model *m)
     if (m->stream)
         cudaStreamSynchronize(m->stream);
     cuda_graphs_free(m);
+    cuda_mega_free(m->mega);   /* --- mega */
     cuda_kv_free(&m->kv);
     for (size_t i = 0; i < CUDA_MAX_LOGIT_ROWS; i++)
         if (m->ev_logits[i])
@@ -683,6 +690,7 @@ void cuda_model_free(struct aarmd_backend_model *m)
         cudaFreeHost(m->h_step);
     if (m->h_logits)
         cudaFreeHost(m->h_logits);
+    cuda_logits_free_all(m);
     cuda_blas_free(m->blas);
     if (m->stream)
         cudaStreamDestroy(m->stream);

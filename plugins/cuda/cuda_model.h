@@ -18,7 +18,7 @@
 struct cuda_blas;   /* cuBLAS loaded at run time (cuda_blas.c); NULL when absent */
 
 /* Defaults of the options pdl and mvf (measured best on the H100, docs/cuda-notes.md v5). */
-#define CUDA_DEFAULT_PDL 1
+#define CUDA_DEFAULT_PDL 2
 #define CUDA_DEFAULT_MVF 1
 
 struct aarmd_backend_ctx {
@@ -34,12 +34,16 @@ struct aarmd_backend_ctx {
     uint32_t q8_rows;           /* option q8rows: tokens (0..64) on the Q8 kernels, not cuBLAS; CUDA_Q8_ROWS_AUTO */
     int use_wf16;               /* option wf16: F16 weight copies for GEMMs of >= 16 tokens: 0, 1, CUDA_WF16_AUTO */
     int attn_grouped;           /* option attn: 1 (grouped, default) one attention block per kv head for >= 4 tokens */
+    int use_mega;               /* option mega: a one-token step of one sequence as one persistent kernel (mega.h) */
     uint64_t kv_mb;             /* option kv_mb: KV pool size in MiB; 0: CUDA_KV_FRACTION of free memory */
+    uint32_t graph_chunks;      /* option graph_chunks: attention split-K of decode graphs, 0 = the most */
+    int direct_logits;          /* option direct_logits: logits_alloc gives pinned buffers the logits are
+                                 * copied into straight from the device (1, default); 0: host malloc */
 };
 
 /* Option values "auto": wf16 when the F16 copies take at most half the free memory;
- * q8rows 8 when the model has F16 copies (cuBLAS from 16 tokens), else CUDA_Q8_ROWS
- * (measured on the H100, docs/cuda-notes.md v7). */
+ * q8rows per matrix: with F16 copies 32 for what the v8 GEMM takes, else 8 (cuBLAS
+ * from 16 tokens); without copies CUDA_Q8_ROWS (H100, docs/cuda-notes.md v7, v8-gemm). */
 #define CUDA_WF16_AUTO 2
 #define CUDA_Q8_ROWS_AUTO 0xffffffffu
 /* Tokens per KV block. */
@@ -107,7 +111,8 @@ struct aarmd_backend_model {
     uint32_t max_tok;
     uint32_t n_seqs;
     int use_q8;                 /* from the context */
-    uint32_t q8_gemm_max;       /* quantized matmuls of up to this many tokens: Q8 matvec, not cuBLAS */
+    uint32_t q8_gemm_max;       /* quantized matmuls of up to this many tokens: Q8 kernels, not cuBLAS;
+                                 * CUDA_Q8_ROWS_AUTO: chosen per matrix (forward_cuda.c) */
     cudaStream_t stream;
     struct cuda_blas *blas;
 
@@ -141,8 +146,16 @@ struct aarmd_backend_model {
     float *h_logits;            /* pinned [CUDA_MAX_LOGIT_ROWS][n_vocab] */
     cudaEvent_t ev_logits[CUDA_MAX_LOGIT_ROWS];   /* one per slice of logit rows copied back */
 
+    /* the host's logits buffers from logits_alloc (pinned): step copies into them directly */
+    struct cuda_pinned {
+        char *p;
+        size_t bytes;
+    } *pinned;
+    uint32_t n_pinned, cap_pinned;
+
     struct cuda_kv kv;
     cudaGraphExec_t graph[CUDA_N_BUCKETS];   /* decode of 1 << i tokens, captured on first use */
+    struct cuda_mega *mega;     /* the persistent decode kernel (option mega, mega_cuda.c); NULL: not used */
     int graph_failed;
 };
 
@@ -188,11 +201,29 @@ void cuda_model_free(struct aarmd_backend_model *m);   /* accepts NULL */
  * captured per power-of-two bucket. AARMD_EDEVICE on a CUDA error.
  */
 int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uint32_t n_pc, char *err,
-                 size_t errlen);
+                 size_t errlen);   /* step_cuda.c */
+/*
+ * forward_cuda.c: everything between the upload of the step data and the
+ * logits copy: n_tok tokens (d_tok, d_pos, d_tok_bt), then the logits of
+ * n_rows rows into m->logits: rows d_lrow[..] of the batch, or the first
+ * n_rows tokens when `direct` (then n_rows == n_tok). nch: attention chunks.
+ */
+void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, uint32_t n_rows, int direct);
+/* Split-K chunks for the attention of n_tok tokens whose last key is at most p_max. */
+int cuda_attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint32_t p_max);
+/* Split-K chunks of a decode graph of n_tok tokens (replayed at every position, so fixed):
+ * option graph_chunks, else CUK_ATTN_MAX_CHUNKS. */
+int cuda_graph_chunks(const struct aarmd_backend_model *m, uint32_t n_tok);
 /* (Re)allocates the per-forward upload buffers for btab_cap block-table entries (destroys the graphs). */
 int cuda_step_bufs(struct aarmd_backend_model *m, size_t btab_cap, char *err, size_t errlen);
 /* Destroys the captured graphs (they hold run-state pointers). */
 void cuda_graphs_free(struct aarmd_backend_model *m);
+/* ABI 1.2 logits buffers (step_cuda.c): pinned host memory registered in m->pinned;
+ * NULL when the option is off or pinned memory runs out. */
+void *cuda_logits_alloc(struct aarmd_backend_model *m, size_t bytes);
+void cuda_logits_free(struct aarmd_backend_model *m, void *p);
+/* Frees every buffer still registered (model teardown). */
+void cuda_logits_free_all(struct aarmd_backend_model *m);
 
 /* ---- the paged KV pool (cuda_kv.c) ---- */
 /* Allocates m->kv: as many blocks as kv_bytes holds (>= 1) plus the scratch block. AARMD_ENOMEM names bytes. */

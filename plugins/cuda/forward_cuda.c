@@ -1,15 +1,14 @@
 /*
  * forward_cuda.c — the CUDA backend's decoder forward pass (the generic
  * decoder of aarmd_backend.h) over the tokens of every sequence of a step as
- * one batch of kernel launches on the model's stream, and the CUDA graphs that
- * replay decode batches. Loading is cuda_load.c; KV block bookkeeping cuda_kv.c.
+ * one batch of kernel launches on the model's stream. The step around it
+ * (upload, graphs, logits) is step_cuda.c; loading cuda_load.c; KV block
+ * bookkeeping cuda_kv.c.
  */
 #include <string.h>
 
 #include "cuda_model.h"
 
-/* Logit rows per device-to-host slice (the host copies one out while the next transfers). */
-#define LOGIT_SLICE 8u
 /* Forwards of at least this many tokens use the grouped attention (option attn=grouped, the
  * default); fewer tokens: too few warps in flight for its serial walk over a chunk's keys. */
 #define ATTN_GROUPED_MIN_TOK 4u
@@ -21,6 +20,23 @@
  * through the Q8 (dp4a) matvec: x is quantized once and reused while
  * `reuse` says the caller passes the same rows again (q, k, v; gate, up).
  */
+/*
+ * Tokens up to which quantized w goes through the Q8 kernels, not cuBLAS: the
+ * option q8rows; auto: all CUDA_Q8_ROWS without F16 copies; with them 32 for
+ * the matrices the v8 GEMM takes (Q4_0/Q4_1/Q8_0/Q4_K of >= 4M weights: ahead
+ * of cuBLAS on the copies up to 32 tokens, docs/cuda-notes.md v8-gemm), else 8.
+ */
+static uint32_t q8_max(const struct aarmd_backend_model *m, const struct cuda_mat *w)
+{
+    if (m->q8_gemm_max != CUDA_Q8_ROWS_AUTO)
+        return m->q8_gemm_max;
+    if (!m->arena16)
+        return CUDA_Q8_ROWS;
+    int v8 = w->type == AARMD_TYPE_Q4_0 || w->type == AARMD_TYPE_Q4_1 || w->type == AARMD_TYPE_Q8_0 ||
+             w->type == AARMD_TYPE_Q4_K;
+    return v8 && (int64_t)w->n_in * w->n_out >= ((int64_t)1 << 22) ? 32u : 8u;
+}
+
 static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, uint32_t n_tok, float *y,
                    int reuse)
 {
@@ -28,7 +44,7 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
     if (!reuse)
         m->q8_src = NULL;
     int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
-    if (m->blas && n_tok >= GEMM_MIN_TOK && !(q8 && n_tok <= m->q8_gemm_max) &&
+    if (m->blas && n_tok >= GEMM_MIN_TOK && !(q8 && n_tok <= q8_max(m, w)) &&
         (w->type == AARMD_TYPE_F16 || w->d16 || (size_t)(w->n_in * w->n_out) <= m->w16_elems)) {
         const void *w16 = w->type == AARMD_TYPE_F16 ? w->d : w->d16;
         if (!w16) {
@@ -59,7 +75,7 @@ static int q8_for(const struct aarmd_backend_model *m, const struct cuda_mat *w,
 {
     if (!w || !w->d || !m->use_q8 || n_tok > CUDA_Q8_ROWS || !cuk_type_q8(w->type) || w->n_in % 32)
         return 0;
-    return n_tok < GEMM_MIN_TOK || !m->blas || n_tok <= m->q8_gemm_max;
+    return n_tok < GEMM_MIN_TOK || !m->blas || n_tok <= q8_max(m, w);
 }
 
 /*
@@ -76,6 +92,59 @@ static void add_norm(struct aarmd_backend_model *m, const struct cuda_mat *next,
     m->q8_src = q ? m->xb : NULL;
 }
 
+/* xb = norm(x) * w (+ b), x already holding the residual sum (v8: added in the matvec epilogue);
+ * zero[0..n_zero) = 0 on the way (the attention's counters). */
+static void norm_next(struct aarmd_backend_model *m, const struct cuda_mat *next, uint32_t n_tok, const float *w,
+                      const float *b, unsigned *zero, size_t n_zero)
+{
+    const struct cuda_hparams *hp = &m->hp;
+    int q = q8_for(m, next, n_tok) && hp->n_embd % 32 == 0;
+    cuk_norm_q8(m->stream, m->xb, m->x, w, b, (int)n_tok, hp->n_embd, hp->norm_eps, hp->norm_kind == AARMD_NORM_LAYER,
+                q ? m->xq : NULL, q ? m->xd : NULL, zero, (int)n_zero);
+    m->q8_src = q ? m->xb : NULL;
+}
+
+/*
+ * y += x @ w (+ b) for one token, the residual add in the matvec's epilogue;
+ * 0 (nothing enqueued) when w does not go through a kernel that has one.
+ */
+static int matvec_acc(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, const float *b, float *y)
+{
+    if (q8_for(m, w, 1)) {
+        if (m->q8_src != x) {
+            cuk_quantize_q8(m->stream, x, w->n_in, m->xq, m->xd);
+            m->q8_src = x;
+        }
+        return cuk_matvec_q8_acc(m->stream, w->type, w->d, w->n_in, w->n_out, m->xq, m->xd, b, y);
+    }
+    if (w->type == AARMD_TYPE_F32 || w->type == AARMD_TYPE_F16 || w->type == AARMD_TYPE_BF16)
+        return cuk_matvec_f_acc(m->stream, w->type, w->d, w->n_in, w->n_out, x, b, y);
+    return 0;
+}
+
+/*
+ * y = norm(x) * nw (+ nb) @ w for one token: the norm in the matvec's prologue when it takes
+ * this matrix (small models), else the norm kernel, then the matmul.
+ */
+static void norm_matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *nw, const float *nb,
+                        float *y)
+{
+    const struct cuda_hparams *hp = &m->hp;
+    if (cuk_matvec_q8_norm(m->stream, w->type, w->d, w->n_in, w->n_out, m->x, nw, nb, hp->norm_eps,
+                           hp->norm_kind == AARMD_NORM_LAYER, y)) {
+        m->q8_src = NULL;   /* xq and xb were not written */
+        return;
+    }
+    norm_next(m, w, 1, nw, nb, NULL, 0);
+    matmul(m, w, m->xb, 1, y, 1);
+}
+
+/* 1 when the norm before w can wait for w's matvec (norm_matmul): one token, Q8 path. */
+static int norm_in(const struct aarmd_backend_model *m, const struct cuda_mat *w, int fuse)
+{
+    return (fuse & CUK_FUSE_NORM_IN) && w->d && q8_for(m, w, 1);
+}
+
 static void norm(struct aarmd_backend_model *m, float *out, const float *x, const float *w, const float *b, int rows)
 {
     cuk_norm(m->stream, out, x, w, b, rows, m->hp.n_embd, m->hp.norm_eps, m->hp.norm_kind == AARMD_NORM_LAYER);
@@ -87,8 +156,7 @@ static void bias(struct aarmd_backend_model *m, float *y, const float *b, uint32
         cuk_add_bias(m->stream, y, b, (int)n_tok, n);
 }
 
-/* Split-K chunks for the attention of n_tok tokens whose last key is at most p_max (graphs use all). */
-static int attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint32_t p_max)
+int cuda_attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint32_t p_max)
 {
     const struct cuda_hparams *hp = &m->hp;
     size_t per = (size_t)n_tok * hp->n_head * (size_t)(hp->head_dim + 2);
@@ -100,6 +168,13 @@ static int attn_chunks(const struct aarmd_backend_model *m, uint32_t n_tok, uint
     return n ? (int)n : 1;
 }
 
+int cuda_graph_chunks(const struct aarmd_backend_model *m, uint32_t n_tok)
+{
+    (void)n_tok;   /* every bucket: fewer chunks (~4 blocks per SM) lost 16-45% at 32-64 streams (v8-lead) */
+    uint32_t n = m->ctx->graph_chunks;
+    return n < 1 || n > CUK_ATTN_MAX_CHUNKS ? CUK_ATTN_MAX_CHUNKS : (int)n;
+}
+
 /* The paged cache of layer il for this forward's tokens. */
 static struct cuk_kv layer_kv(const struct aarmd_backend_model *m, int il)
 {
@@ -107,31 +182,45 @@ static struct cuk_kv layer_kv(const struct aarmd_backend_model *m, int il)
     return kv;
 }
 
-/*
- * Everything between the upload of the step data and the logits copy: n_tok
- * tokens (d_tok, d_pos, d_tok_bt), then the logits of n_rows rows into
- * m->logits: rows d_lrow[..] of the batch, or the first n_rows tokens when
- * `direct` (then n_rows == n_tok).
- */
-static void forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, uint32_t n_rows, int direct)
+void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, uint32_t n_rows, int direct)
 {
     const struct cuda_hparams *hp = &m->hp;
     cudaStream_t s = m->stream;
     const int E = hp->n_embd, Q = hp->q_dim, KV = hp->kv_dim, F = hp->n_ff, D = hp->head_dim;
+    const int fuse = cuk_fuse_on();              /* v8 fusions (launch.h CUK_FUSE_*); 0: the v7 sequence (mvf=5) */
+    const int fuse1 = (fuse & CUK_FUSE_RESIDUAL) && n_tok == 1;   /* residual adds in the wo/down matvecs */
+    /* Tokens of distinct sequences (every token wants logits) in the per-head attention: the chunk
+     * merge (and rope + KV store) inside the attention kernel (cuk_attention_dec); the merge needs
+     * n_tok * n_head counters, kept past the split-K rows at the end of m->partial and zeroed by the
+     * first norm of the forward (they are left zero by each launch). */
+    const int dec = (fuse & CUK_FUSE_MERGE) && direct && n_tok < ATTN_GROUPED_MIN_TOK;
+    unsigned *cnt = NULL;
+    size_t n_cnt = (size_t)n_tok * hp->n_head;
+    if (dec && n_cnt * ((size_t)nch * (size_t)(D + 2) + 1) <= m->partial_floats)
+        cnt = (unsigned *)(m->partial + m->partial_floats - n_cnt);
 
     /* x = token_embd[tok] * embd_scale (+ pos_embd[pos]) */
     cuk_get_rows(s, m->token_embd.type, m->token_embd.d, E, m->d_tok, (int)n_tok, m->x, hp->embd_scale, 0);
     if (m->pos_embd.d)
         cuk_get_rows(s, m->pos_embd.type, m->pos_embd.d, E, m->d_pos, (int)n_tok, m->x, 1.0f, 1);
 
-    norm(m, m->xb, m->x, m->layers[0].attn_norm, m->layers[0].attn_norm_b, (int)n_tok);   /* xb = norm(x) * attn_norm */
     m->q8_src = NULL;   /* xq holds nothing of this pass yet */
+    int pend = 0;       /* 1 token: x holds the residual sum and the next matvec does the norm (norm_matmul) */
+    if (fuse) {                                                                    /* xb = norm(x) * attn_norm (+ Q8) */
+        const struct cuda_layer *L0 = &m->layers[0];
+        norm_next(m, L0->wqkv.d ? &L0->wqkv : &L0->wq, n_tok, L0->attn_norm, L0->attn_norm_b, cnt, cnt ? n_cnt : 0);
+    } else
+        norm(m, m->xb, m->x, m->layers[0].attn_norm, m->layers[0].attn_norm_b, (int)n_tok);
     for (int il = 0; il < hp->n_layer; il++) {
         const struct cuda_layer *L = &m->layers[il];
         float *q = m->q, *k = m->k, *v = m->v;
         if (L->wqkv.d) {                                                           /* q|k|v = xb @ wqkv, split */
             int QKV = Q + 2 * KV;
-            matmul(m, &L->wqkv, m->xb, n_tok, m->qkv, 1);   /* reuse: add_norm may have quantized xb */
+            if (pend)
+                norm_matmul(m, &L->wqkv, L->attn_norm, L->attn_norm_b, m->qkv);
+            else
+                matmul(m, &L->wqkv, m->xb, n_tok, m->qkv, 1);   /* reuse: add_norm may have quantized xb */
+            pend = 0;
             bias(m, m->qkv, L->bqkv, n_tok, QKV);
             if (n_tok == 1) {                                                      /* one row: use it in place */
                 q = m->qkv;
@@ -155,21 +244,37 @@ static void forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch,
         if (L->k_norm)
             cuk_norm(s, k, k, L->k_norm, NULL, (int)n_tok * hp->n_head_kv, D, hp->norm_eps, 0);
         struct cuk_kv kv = layer_kv(m, il);
-        cuk_rope_store(s, q, k, v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, &kv);
-        cuk_attention(s, q, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
-                      hp->attn_softcap, L->is_swa ? hp->sliding_window : 0, nch,
-                      m->ctx->attn_grouped && n_tok >= ATTN_GROUPED_MIN_TOK, m->partial, m->att);
-        matmul(m, &L->wo, m->att, n_tok, m->xb2, 0);                               /* xb2 = att @ wo (+ b) */
-        bias(m, m->xb2, L->bo, n_tok, E);
-        if (L->attn_post_norm)
-            norm(m, m->xb2, m->xb2, L->attn_post_norm, NULL, (int)n_tok);
-        /* x += a; xb = norm(x) * ffn_norm (+ b) */
+        int qo = (fuse & CUK_FUSE_ATT_Q8) && q8_for(m, &L->wo, n_tok) && D % 32 == 0;   /* merge writes wo's Q8 */
+        int window = L->is_swa ? hp->sliding_window : 0;
+        int rope_in = dec && (fuse & CUK_FUSE_ROPE) && !L->q_norm && !L->k_norm;   /* rope + KV store in there */
+        if (!rope_in)
+            cuk_rope_store(s, q, k, v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, &kv);
+        if (dec)
+            cuk_attention_dec(s, q, k, v, rope_in, &L->rope, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D,
+                              hp->attn_scale, hp->attn_softcap, window, nch, m->partial, cnt, m->att,
+                              qo ? m->xq : NULL, qo ? m->xd : NULL);
+        else
+            cuk_attention(s, q, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
+                          hp->attn_softcap, window, nch, m->ctx->attn_grouped && n_tok >= ATTN_GROUPED_MIN_TOK,
+                          m->partial, m->att, qo ? m->xq : NULL, qo ? m->xd : NULL);
+        m->q8_src = qo ? m->att : NULL;
         const struct cuda_mat *ffn_in = hp->act == AARMD_ACT_GELU ? &L->w_up
                                         : L->w_up_gate.d          ? &L->w_up_gate
                                                                   : &L->w_gate;
-        add_norm(m, ffn_in, n_tok, L->ffn_norm, L->ffn_norm_b);
+        if (fuse1 && !L->attn_post_norm && matvec_acc(m, &L->wo, m->att, L->bo, m->x)) {   /* x += att @ wo + b */
+            pend = hp->act != AARMD_ACT_GELU && L->w_up_gate.d && norm_in(m, &L->w_up_gate, fuse);
+            if (!pend)
+                norm_next(m, ffn_in, n_tok, L->ffn_norm, L->ffn_norm_b, NULL, 0);  /* xb = norm(x) */
+        } else {
+            matmul(m, &L->wo, m->att, n_tok, m->xb2, 1);                           /* xb2 = att @ wo (+ b) */
+            bias(m, m->xb2, L->bo, n_tok, E);
+            if (L->attn_post_norm)
+                norm(m, m->xb2, m->xb2, L->attn_post_norm, NULL, (int)n_tok);
+            add_norm(m, ffn_in, n_tok, L->ffn_norm, L->ffn_norm_b);                /* x += a; xb = norm(x) (+ b) */
+        }
 
         int gelu = hp->act != AARMD_ACT_SILU_GATED;
+        int res = 0;                                                               /* x += f done */
         float *ffn = m->hb;                                                        /* [T][F] input of down */
         if (hp->act == AARMD_ACT_GELU) {                                           /* hb = gelu(xb @ up + b) */
             matmul(m, &L->w_up, m->xb, n_tok, m->hb, 1);
@@ -178,11 +283,21 @@ static void forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch,
             m->q8_src = NULL;
         } else if (L->w_up_gate.d) {                                               /* [gate|up] = xb @ up_gate */
             int qd = q8_for(m, &L->w_down, n_tok);
-            matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 1);
-            cuk_act_gated_q8(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu, qd ? m->xq : NULL,
-                             qd ? m->xd : NULL);
-            ffn = m->hb2;
-            m->q8_src = qd && F % 32 == 0 ? ffn : NULL;
+            if (pend)
+                norm_matmul(m, &L->w_up_gate, L->ffn_norm, L->ffn_norm_b, m->hb);
+            else
+                matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 1);
+            pend = 0;
+            /* one token: x += (act(gate) * up) @ down (+ b) in one kernel when down takes it */
+            res = fuse1 && !L->ffn_post_norm && qd && (fuse & CUK_FUSE_ACT_IN) &&
+                  cuk_matvec_q8_act_acc(s, L->w_down.type, L->w_down.d, L->w_down.n_in, L->w_down.n_out, m->hb,
+                                        m->hb + F, gelu, L->b_down, m->x);
+            if (!res) {
+                cuk_act_gated_q8(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu, qd ? m->xq : NULL,
+                                 qd ? m->xd : NULL);
+                ffn = m->hb2;
+                m->q8_src = qd && F % 32 == 0 ? ffn : NULL;
+            }
         } else {                                                                   /* act(xb @ gate) * (xb @ up) */
             int qd = q8_for(m, &L->w_down, n_tok);
             matmul(m, &L->w_gate, m->xb, n_tok, m->hb, 1);
@@ -191,17 +306,29 @@ static void forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch,
             cuk_act_gated_q8(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu, qd ? m->xq : NULL, qd ? m->xd : NULL);
             m->q8_src = qd && F % 32 == 0 ? m->hb : NULL;
         }
-        matmul(m, &L->w_down, ffn, n_tok, m->xb2, 1);                              /* xb2 = hb @ down (+ b) */
-        bias(m, m->xb2, L->b_down, n_tok, E);
-        if (L->ffn_post_norm)
-            norm(m, m->xb2, m->xb2, L->ffn_post_norm, NULL, (int)n_tok);
         /* x += f; xb = norm(x) * (next layer's attn_norm | output_norm) */
+        if (!res)                                                                  /* x += hb @ down (+ b) */
+            res = fuse1 && !L->ffn_post_norm && matvec_acc(m, &L->w_down, ffn, L->b_down, m->x);
+        if (!res) {
+            matmul(m, &L->w_down, ffn, n_tok, m->xb2, 1);                          /* xb2 = hb @ down (+ b) */
+            bias(m, m->xb2, L->b_down, n_tok, E);
+            if (L->ffn_post_norm)
+                norm(m, m->xb2, m->xb2, L->ffn_post_norm, NULL, (int)n_tok);
+        }
         if (il + 1 < hp->n_layer) {
             const struct cuda_layer *N = &m->layers[il + 1];
-            add_norm(m, N->wqkv.d ? &N->wqkv : &N->wq, n_tok, N->attn_norm, N->attn_norm_b);
-        } else if (n_rows)
-            add_norm(m, direct ? &m->output : NULL, n_tok, m->output_norm, m->output_norm_b);
-        else
+            const struct cuda_mat *nx = N->wqkv.d ? &N->wqkv : &N->wq;
+            pend = res && N->wqkv.d && norm_in(m, &N->wqkv, fuse);
+            if (res && !pend)
+                norm_next(m, nx, n_tok, N->attn_norm, N->attn_norm_b, NULL, 0);
+            else if (!res)
+                add_norm(m, nx, n_tok, N->attn_norm, N->attn_norm_b);
+        } else if (n_rows) {
+            if (res)
+                norm_next(m, direct ? &m->output : NULL, n_tok, m->output_norm, m->output_norm_b, NULL, 0);
+            else
+                add_norm(m, direct ? &m->output : NULL, n_tok, m->output_norm, m->output_norm_b);
+        } else if (!res)
             cuk_add(s, m->x, m->xb2, (int64_t)n_tok * E);
     }
 
@@ -217,167 +344,3 @@ static void forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch,
     }
 }
 
-void cuda_graphs_free(struct aarmd_backend_model *m)
-{
-    for (int i = 0; i < CUDA_N_BUCKETS; i++) {
-        if (m->graph[i])
-            cudaGraphExecDestroy(m->graph[i]);
-        m->graph[i] = NULL;
-    }
-}
-
-int cuda_step_bufs(struct aarmd_backend_model *m, size_t btab_cap, char *err, size_t errlen)
-{
-    size_t T = m->max_tok, L = CUDA_MAX_LOGIT_ROWS, n = 3 * T + L + btab_cap;
-    cudaStreamSynchronize(m->stream);
-    cuda_graphs_free(m);   /* they captured the old pointers */
-    if (m->d_step)
-        cudaFree(m->d_step);
-    if (m->h_step)
-        cudaFreeHost(m->h_step);
-    m->d_step = m->h_step = NULL;
-    m->btab_cap = 0;
-    if (cudaMalloc((void **)&m->d_step, n * sizeof(int32_t)) != cudaSuccess ||
-        cudaHostAlloc((void **)&m->h_step, n * sizeof(int32_t), cudaHostAllocDefault) != cudaSuccess) {
-        cudaGetLastError();
-        if (m->d_step)
-            cudaFree(m->d_step);
-        m->d_step = NULL;
-        return cuda_err(err, errlen, AARMD_ENOMEM, "step buffers of %zu bytes: out of device or pinned memory",
-                        n * sizeof(int32_t));
-    }
-    m->d_tok = m->d_step;
-    m->d_pos = m->d_step + T;
-    m->d_tok_bt = m->d_step + 2 * T;
-    m->d_lrow = m->d_step + 3 * T;
-    m->d_btab = m->d_step + 3 * T + L;
-    m->btab_cap = btab_cap;
-    return AARMD_OK;
-}
-
-/* Captures the decode of `n_tok` tokens (logits of all) into m->graph[b]. */
-static int capture(struct aarmd_backend_model *m, int b, uint32_t n_tok)
-{
-    cudaGraph_t g = NULL;
-    if (cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
-        goto fail;
-    forward_body(m, n_tok, CUK_ATTN_MAX_CHUNKS, n_tok, 1);   /* the graph is replayed at growing positions */
-    if (cudaStreamEndCapture(m->stream, &g) != cudaSuccess || !g)
-        goto fail;
-    if (cudaGraphInstantiate(&m->graph[b], g, 0) != cudaSuccess) {
-        m->graph[b] = NULL;
-        goto fail;
-    }
-    cudaGraphDestroy(g);
-    return 0;
-fail:
-    if (g)
-        cudaGraphDestroy(g);
-    cudaGetLastError();
-    m->graph_failed = 1;
-    cuda_log(m->ctx->host, AARMD_LOG_WARN, "cuda: graph capture failed; decoding without graphs");
-    return -1;
-}
-
-/* Graph bucket of a decode batch of n tokens: the smallest power of two >= n that fits; -1: none. */
-static int bucket_of(const struct aarmd_backend_model *m, uint32_t n)
-{
-    for (int b = 0; b < CUDA_N_BUCKETS; b++)
-        if ((1u << b) >= n)
-            return (1u << b) <= m->max_tok ? b : -1;
-    return -1;
-}
-
-int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uint32_t n_pc, char *err,
-                 size_t errlen)
-{
-    cudaStream_t s = m->stream;
-    const struct cuda_kv *kv = &m->kv;
-    size_t T = m->max_tok, L = CUDA_MAX_LOGIT_ROWS, nbt = 1;
-    uint32_t n_tok = 0, p_max = 0;
-    int decode = 1;
-    for (uint32_t i = 0; i < n_pc; i++) {
-        nbt += cuda_kv_blocks_for(kv, pc[i].seq->n_past + pc[i].n);
-        n_tok += pc[i].n;
-        decode &= pc[i].n == 1;
-        if (pc[i].seq->n_past + pc[i].n - 1 > p_max)
-            p_max = pc[i].seq->n_past + pc[i].n - 1;
-    }
-    if (nbt > m->btab_cap) {
-        int rc = cuda_step_bufs(m, 2 * nbt, err, errlen);
-        if (rc != AARMD_OK)
-            return rc;
-    }
-    int b = decode && m->ctx->use_graphs && !m->graph_failed ? bucket_of(m, n_pc) : -1;
-
-    /* the step data: tokens, positions, each token's table, logit rows, tables (scratch block first) */
-    int32_t *tok = m->h_step, *pos = tok + T, *tbt = tok + 2 * T, *lrow = tok + 3 * T, *btab = lrow + L;
-    btab[0] = (int32_t)kv->scratch;
-    size_t bo = 1;
-    uint32_t t = 0, n_rows = 0;
-    for (uint32_t i = 0; i < n_pc; i++) {
-        const struct aarmd_backend_seq *sq = pc[i].seq;
-        uint32_t nb = cuda_kv_blocks_for(kv, sq->n_past + pc[i].n);
-        for (uint32_t j = 0; j < nb; j++)
-            btab[bo + j] = (int32_t)sq->blocks[j];
-        for (uint32_t j = 0; j < pc[i].n; j++, t++) {
-            tok[t] = pc[i].tokens[j];
-            pos[t] = (int32_t)(sq->n_past + j);
-            tbt[t] = (int32_t)bo;
-        }
-        if (pc[i].logits)
-            lrow[n_rows++] = (int32_t)(t - 1);
-        bo += nb;
-    }
-    uint32_t run_tok = n_tok;
-    if (b >= 0) {   /* padded tokens write the scratch block at position 0 */
-        run_tok = 1u << b;
-        for (; t < run_tok; t++)
-            tok[t] = pos[t] = tbt[t] = 0;
-    }
-    cudaMemcpyAsync(m->d_step, m->h_step, (3 * T + L + bo) * sizeof(int32_t), cudaMemcpyHostToDevice, s);
-
-    cuk_set_tuning(m->ctx->prop.major >= 9 ? m->ctx->use_pdl : 0, m->ctx->use_mvf);
-    if (b >= 0 && !m->graph[b])
-        capture(m, b, run_tok);
-    uint32_t copy_rows;   /* logit rows to bring back */
-    if (b >= 0 && m->graph[b]) {
-        cudaError_t e = cudaGraphLaunch(m->graph[b], s);
-        if (e != cudaSuccess)
-            return cuda_err(err, errlen, AARMD_EDEVICE, "cudaGraphLaunch: %s", cudaGetErrorString(e));
-        copy_rows = n_rows ? n_pc : 0;   /* piece i's logits are row i */
-    } else {
-        int direct = n_rows == n_tok;   /* every token wants logits: piece i is row i */
-        forward_body(m, n_tok, attn_chunks(m, n_tok, p_max), n_rows, direct);
-        copy_rows = n_rows;
-    }
-    /* logits back in slices of LOGIT_SLICE rows: the host copies a slice out while the next one transfers */
-    size_t nv = (size_t)m->hp.n_vocab;
-    int by_piece = b >= 0 && m->graph[b] != NULL;   /* row of piece i: i; else the count of earlier logit pieces */
-    uint32_t n_sl = (copy_rows + LOGIT_SLICE - 1) / LOGIT_SLICE;
-    for (uint32_t k = 0; k < n_sl; k++) {
-        uint32_t r0 = k * LOGIT_SLICE, nr = copy_rows - r0 < LOGIT_SLICE ? copy_rows - r0 : LOGIT_SLICE;
-        cudaMemcpyAsync(m->h_logits + r0 * nv, m->logits + r0 * nv, nr * nv * sizeof(float), cudaMemcpyDeviceToHost,
-                        s);
-        cudaEventRecord(m->ev_logits[k], s);
-    }
-    uint32_t r = 0, k_done = 0;
-    for (uint32_t i = 0; i < n_pc; i++) {
-        uint32_t row = by_piece ? i : r;
-        r += pc[i].logits != NULL;
-        if (!pc[i].logits)
-            continue;
-        while (k_done <= row / LOGIT_SLICE) {   /* the slice holding this row has arrived */
-            cudaError_t e = cudaEventSynchronize(m->ev_logits[k_done++]);
-            if (e != cudaSuccess)
-                return cuda_err(err, errlen, AARMD_EDEVICE, "CUDA: %s", cudaGetErrorString(e));
-        }
-        memcpy(pc[i].logits, m->h_logits + row * nv, nv * sizeof(float));
-    }
-    cudaError_t e = cudaStreamSynchronize(s);
-    if (e == cudaSuccess)
-        e = cudaGetLastError();
-    if (e != cudaSuccess)
-        return cuda_err(err, errlen, AARMD_EDEVICE, "CUDA: %s", cudaGetErrorString(e));
-    return AARMD_OK;
-}

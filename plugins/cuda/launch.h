@@ -64,6 +64,54 @@ int cuk_mvs_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_
               float *y);
 int cuk_mmq_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                const float *xd, int n_tok, float *y);
+/* The v8 GEMM (mmq.cu) for a decode of 3..8 tokens where it beats the matvecs:
+ * v8-capable types, >= 4M weights (AARMD_CUDA_MMQ_FROM=N: from N tokens, 9 = never). */
+int cuk_mmqv_small(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                   const float *xd, int n_tok, float *y);
+/*
+ * y[r] += W[r] . x (+ b[r]) for one token (the residual add in the matvec's
+ * epilogue: each row's sum is owned by one warp, no atomics); b may be NULL.
+ * _q8: x as Q8 rows xq/xd, W quantized (cuk_type_q8); _f: F32 x, W F32/F16/BF16.
+ * Each returns 1 when it enqueued the product, 0 (nothing enqueued) when it
+ * does not take this type or shape; the caller then runs the plain path.
+ */
+int cuk_matvec_q8_acc(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                      const float *xd, const float *b, float *y);
+int cuk_matvec_f_acc(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
+                     const float *b, float *y);
+/*
+ * y[r] = W[r] . q8(norm(x) * nw (+ nb)) for one token (x [n_in] F32, RMS norm
+ * unless layer != 0; nw, nb may be NULL): every block normalizes and
+ * quantizes x itself, so no norm kernel runs before it. Returns 0 (nothing
+ * enqueued) unless CUK_FUSE_NORM_IN is on, W is quantized (cuk_type_q8),
+ * n_in <= 4096 and the blocks' rereads of x and nw stay under 6 MB.
+ */
+int cuk_matvec_q8_norm(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
+                       const float *nw, const float *nb, float eps, int layer, float *y);
+/*
+ * y[r] += W[r] . q8(act(gate) * up) (+ b[r]) for one token (gate, up [n_in]
+ * F32; act GELU when gelu != 0, else SiLU, as cuk_act_gated): every block
+ * computes and quantizes the activations itself, so no activation kernel runs
+ * before it. Returns 0 (nothing enqueued) under the conditions of
+ * cuk_matvec_q8_norm (bit CUK_FUSE_ACT_IN).
+ */
+int cuk_matvec_q8_act_acc(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                          const float *gate, const float *up, int gelu, const float *b, float *y);
+/* The v8 fusions the forward uses now (bits below; CUK_FUSE_DEFAULT, or the
+ * mask in the environment variable AARMD_CUDA_V8, read once, for A/B), 0 (the
+ * v7 kernel sequence) for the mvf values cuk_set_tuning says. */
+#define CUK_FUSE_RESIDUAL 1   /* x += W a in the wo/down matvec epilogue (1 token) */
+#define CUK_FUSE_ATT_Q8 2     /* the attention merge writes wo's Q8 rows */
+#define CUK_FUSE_MERGE 4      /* decode attention merges its chunks itself (cuk_attention_dec) */
+#define CUK_FUSE_ROPE 8       /* ... and rotates q/k and stores K/V itself (with CUK_FUSE_MERGE) */
+#define CUK_FUSE_NORM 16      /* one-pass norms (registers, float4, Q8 out) */
+#define CUK_FUSE_PREWAIT 32   /* decode matvecs load their first weights before griddepcontrol.wait */
+#define CUK_FUSE_NORM_IN 64   /* the norm in the prologue of the qkv / gate|up matvec (cuk_matvec_q8_norm) */
+#define CUK_FUSE_ACT_IN 128   /* the gated activation in the prologue of down (cuk_matvec_q8_act_acc; off by
+                               * default: measured neutral on the 135M shape, docs/cuda-notes.md v8-fuse) */
+#define CUK_FUSE_ALL 255
+#define CUK_FUSE_DEFAULT 127
+int cuk_fuse_on(void);
 /* Grid of the streaming matvec: at most blocks_per_sm blocks of 8 warps per SM, rows per warp
  * evened out (0, the default: one row per warp, no cap). */
 void cuk_mv_set_grid(int blocks_per_sm);
@@ -84,6 +132,11 @@ void cuk_get_rows(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, co
 /* out[r] = norm(x[r]) * w (+ b) for `rows` rows of n; RMS unless layer != 0; w, b may be NULL; out may be x. */
 void cuk_norm(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
               float eps, int layer);
+/* cuk_norm, and when xq != NULL and n % 32 == 0 also quantizes out per 32 into xq/xd
+ * as cuk_quantize_q8(out, rows * n) would (bit-identical); out may be x. Also sets
+ * zero[0..n_zero) to 0 (the counters of cuk_attention_dec), in the same kernel when it can. */
+void cuk_norm_q8(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
+                 float eps, int layer, void *xq, float *xd, unsigned *zero, int n_zero);
 /* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b), for `rows` rows of n (out != x). */
 void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
                   int n, float eps, int layer);
@@ -131,11 +184,28 @@ void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_to
  * grouped != 0 (and n_head / n_kv <= CUK_ATTN_MAX_GROUP): one block per kv
  * head whose warps take the group's query heads, each K/V row read once per
  * group; else one block of 4 warps per query head splitting the keys.
+ * xq != NULL (and D % 32 == 0): out is also quantized per 32 into xq/xd as
+ * cuk_quantize_q8(out, n_tok * n_head * D) would.
  */
 #define CUK_ATTN_MAX_GROUP 8
 void cuk_attention(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos, int n_tok,
                    int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks, int grouped,
-                   float *partial, float *out);
+                   float *partial, float *out, void *xq, float *xd);
+/*
+ * The v8 decode attention, for n_tok tokens of distinct sequences (no token
+ * reads a key another token of the launch writes); output as cuk_attention
+ * with one block of 4 warps per query head. rope != 0: q [n_tok][n_head*D] and
+ * k, v [n_tok][n_kv*D] arrive unrotated and unstored: the kernel rotates them
+ * (r) and stores the K/V rows at pos[t] as cuk_rope_store would (q, k are not
+ * written back); rope == 0: cuk_rope_store ran. cnt != NULL: n_tok * n_head
+ * counters, zero at launch and left zero, let the last block of each
+ * (token, head) merge the chunks (no second launch); partial must then not
+ * overlap them. xq as in cuk_attention.
+ */
+void cuk_attention_dec(cudaStream_t s, const float *q, const float *k, const float *v, int rope,
+                       const struct cuk_rope *r, const struct cuk_kv *kv, const int32_t *pos, int n_tok, int n_head,
+                       int n_kv, int D, float scale, float softcap, int window, int n_chunks, float *partial,
+                       unsigned *cnt, float *out, void *xq, float *xd);
 /* dst[r][0..n) = src[idx[r]][0..n) for r < rows (idx device). */
 void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, const int32_t *idx, int rows, int n);
 /* out[t][i] = act(gate[t*gs + i]) * up[t*us + i], t < n_tok, i < n; act GELU when gelu != 0 else SiLU. */
@@ -150,7 +220,9 @@ void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, con
  * exit, 2 released at kernel entry. matvec_f: 0 the v4 kernels (float weights
  * through the one-warp-per-row matmul, Q8 matvec 8 tokens a launch); 1 (default)
  * the v6 kernels of matvec.cu; 3 the v5 kernels (coalesced float matvec, item
- * Q8 matvec); 7 v5 with its Q8_0 and 4-items-in-flight variants. */
+ * Q8 matvec); 7 v5 with its Q8_0 and 4-items-in-flight variants.
+ * The v8 fused forward (cuk_fuse_on) runs with 1, 3 and 7; 5 is 1 with the
+ * v7 (unfused) forward, for A/B; 0, 2, 4, 6 are unfused too. */
 void cuk_set_tuning(int pdl, int matvec_f);
 /* x[i] = gelu(x[i]). */
 void cuk_gelu(cudaStream_t s, float *x, int64_t n);

@@ -1,12 +1,14 @@
 /*
  * matmul.cu — weight kernels of the CUDA backend: per-type decoding of 32
  * elements of a GGUF row (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
- * Q5_K, Q6_K), the dequantize-matvec/matmul, embedding lookup and
- * dequantization to F16 for the cuBLAS prefill path. No attention or norms.
+ * Q5_K, Q6_K), the dequantize-matvec/matmul (for one token also with a
+ * residual/bias epilogue or a norm/activation prologue), embedding lookup and
+ * dequantization to F16 for the cuBLAS prefill path. No attention.
  */
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
@@ -24,6 +26,25 @@ static int cuk_mv_f_on = 1; /* F32/F16/BF16 decode through k_matvec_f / k_mvs (m
 static int cuk_v6_on = 1;   /* decode through the v6 kernels of matvec.cu (mvf bit 2 clear) */
 static int cuk_q80_on = 0;  /* v5: Q8_0 decode through k_matvec_q8_0 (mvf bits 2 and 4) */
 static int cuk_q8_unroll = 0;   /* v5: Q8 matvec with Q8_UNROLL items in flight (mvf bits 2 and 4) */
+static int cuk_fuse = CUK_FUSE_DEFAULT;   /* v8 fusions (cuk_fuse_on); mvf 0, 2, 4, 5, 6: 0 */
+extern "C" void cuk_ops_set_v8(int on);   /* ops.cu: the one-pass norms */
+static int cuk_pre = 1;         /* v8: decode matvecs load their first weights before griddepcontrol.wait */
+
+extern "C" int cuk_fuse_on(void)
+{
+    return cuk_fuse;
+}
+
+/* The fusions in use: CUK_FUSE_DEFAULT, or the mask in AARMD_CUDA_V8 (A/B of single fusions, read once). */
+static int fuse_mask(void)
+{
+    static int mask = -1;
+    if (mask < 0) {
+        const char *e = getenv("AARMD_CUDA_V8");
+        mask = e && *e ? (int)(strtol(e, NULL, 0) & CUK_FUSE_ALL) : CUK_FUSE_DEFAULT;
+    }
+    return mask;
+}
 
 extern "C" void cuk_set_tuning(int pdl, int matvec_f)
 {
@@ -34,6 +55,9 @@ extern "C" void cuk_set_tuning(int pdl, int matvec_f)
         cuk_ops_set_pdl_early(pdl == 2);
         dev_pdl = pdl;
     }
+    cuk_fuse = (matvec_f & 1) && (matvec_f & 6) != 4 ? fuse_mask() : 0;   /* 1, 3, 7; 5: v7 forward */
+    cuk_ops_set_v8((cuk_fuse & CUK_FUSE_NORM) != 0);
+    cuk_pre = (cuk_fuse & CUK_FUSE_PREWAIT) != 0;
     cuk_mv_f_on = (matvec_f & 1) != 0;
     cuk_v6_on = (matvec_f & 3) == 1;
     cuk_q80_on = (matvec_f & 6) == 6;
@@ -137,25 +161,41 @@ k_matmul(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out
 template <uint32_t T, int NT>
 __global__ void __launch_bounds__(MM_WARPS * WARP)
 k_matvec_f(const uint8_t *__restrict__ W, size_t row_bytes, int n_chunks, int n_out, const float *__restrict__ x,
-           int n_in, int n_tok, float *__restrict__ y)
+           int n_in, int n_tok, float *__restrict__ y, const float *__restrict__ bias, int accum, int pre)
 {
-    pdl_enter();
     enum { N = chunk16<T>::N };
     int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= n_out)
         return;
     const uint4 *row = reinterpret_cast<const uint4 *>(W + (size_t)r * row_bytes);
+    int c = lane;
+    uint4 v[MVF_UNROLL];
+    int first = pre && c + (MVF_UNROLL - 1) * WARP < n_chunks;   /* v8: the first chunks before the wait */
+    if (first) {   /* weights are never written while kernels run: safe before griddepcontrol.wait */
+#pragma unroll
+        for (int u = 0; u < MVF_UNROLL; u++)
+            v[u] = __ldcs(row + c + u * WARP);
+    }
+    pdl_enter();
+    float y0 = 0.0f, b0 = 0.0f;   /* the epilogue's operands, loaded now: their latency hides under the loop */
+    if (lane == 0) {
+        if (accum)
+            y0 = y[r];
+        if (bias)
+            b0 = bias[r];
+    }
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
-    int c = lane;
     for (; c + (MVF_UNROLL - 1) * WARP < n_chunks; c += MVF_UNROLL * WARP) {
-        uint4 v[MVF_UNROLL];
+        if (!first) {
 #pragma unroll
-        for (int u = 0; u < MVF_UNROLL; u++)
-            v[u] = __ldcs(row + c + u * WARP);   /* streamed once per token: evict first */
+            for (int u = 0; u < MVF_UNROLL; u++)
+                v[u] = __ldcs(row + c + u * WARP);   /* streamed once per token: evict first */
+        }
+        first = 0;
 #pragma unroll
         for (int u = 0; u < MVF_UNROLL; u++) {
             float w[N];
@@ -198,8 +238,10 @@ k_matvec_f(const uint8_t *__restrict__ W, size_t row_bytes, int n_chunks, int n_
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
             v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && t < n_tok)
-            y[(size_t)t * n_out + r] = v;
+        if (lane == 0 && t < n_tok) {   /* bias and residual in the epilogue (v8) */
+            size_t o = (size_t)t * n_out + r;
+            y[o] = (t == 0 ? y0 : accum ? y[o] : 0.0f) + (bias ? v + b0 : v);
+        }
     }
 }
 
@@ -210,12 +252,14 @@ static void matvec_f_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_ou
     int chunks = (int)(rb / 16);
     dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS)), block(MM_WARPS * WARP);
     if (n_tok == 1)
-        pdl_launch(k_matvec_f<T, 1>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in, n_tok, y);
+        pdl_launch(k_matvec_f<T, 1>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in, n_tok, y,
+                   (const float *)NULL, 0, cuk_pre);
     else if (n_tok <= 4)
-        pdl_launch(k_matvec_f<T, 4>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in, n_tok, y);
+        pdl_launch(k_matvec_f<T, 4>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in, n_tok, y,
+                   (const float *)NULL, 0, cuk_pre);
     else
         pdl_launch(k_matvec_f<T, MM_NT>, grid, block, s, (const uint8_t *)w, rb, chunks, (int)n_out, x, (int)n_in,
-                   n_tok, y);
+                   n_tok, y, (const float *)NULL, 0, cuk_pre);
 }
 
 template <uint32_t T>
@@ -263,16 +307,17 @@ extern "C" void cuk_quantize_q8(cudaStream_t s, const float *x, int64_t n, void 
     pdl_launch(k_quantize_q8, (unsigned)((nb * 32 + 255) / 256), 256, s, x, nb, (int8_t *)xq, xd);
 }
 
-/* acc[t] += the item's dot with token t's Q8 activations (item `it` of the row) */
-template <int NT>
-__device__ __forceinline__ void q8_dot(const q8item &o, int it, const int8_t *__restrict__ xq,
+/* acc[t] += the item's dot with token t's Q8 activations (item `it` of the row); SH: they are in
+ * shared memory (k_matvec_q8n), else global (read through the non-coherent cache) */
+template <int NT, bool SH = false>
+static __device__ __forceinline__ void q8_dot(const q8item &o, int it, const int8_t *__restrict__ xq,
                                        const float *__restrict__ xd, int n_in, int n_items, int n_tok, float *acc)
 {
 #pragma unroll
     for (int t = 0; t < NT; t++) {
         if (t < n_tok) {
             const int4 *xp = reinterpret_cast<const int4 *>(xq + (size_t)t * n_in) + it * 2;
-            int4 x0 = __ldg(xp), x1 = __ldg(xp + 1);
+            int4 x0 = SH ? xp[0] : __ldg(xp), x1 = SH ? xp[1] : __ldg(xp + 1);
             int xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
             int s0 = 0, s1 = 0, c0 = 0, c1 = 0;
 #pragma unroll
@@ -282,7 +327,7 @@ __device__ __forceinline__ void q8_dot(const q8item &o, int it, const int8_t *__
                 c0 = __dp4a(0x01010101, xw[k], c0);
                 c1 = __dp4a(0x01010101, xw[k + 4], c1);
             }
-            float dx = __ldg(xd + (size_t)t * n_items + it);
+            float dx = SH ? xd[(size_t)t * n_items + it] : __ldg(xd + (size_t)t * n_items + it);
             acc[t] += dx * (o.a0 * (float)s0 + o.a1 * (float)s1 + o.b0 * (float)c0 + o.b1 * (float)c1);
         }
     }
@@ -294,20 +339,36 @@ __device__ __forceinline__ void q8_dot(const q8item &o, int it, const int8_t *__
 template <uint32_t T, int NT, int U>
 __global__ void __launch_bounds__(MM_WARPS * WARP)
 k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const int8_t *__restrict__ xq,
-            const float *__restrict__ xd, int n_in, int n_tok, float *__restrict__ y)
+            const float *__restrict__ xd, int n_in, int n_tok, float *__restrict__ y, const float *__restrict__ bias,
+            int accum, int pre)
 {
-    pdl_enter();
     int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= n_out)
         return;
     int nt = min(NT, n_tok);
     const uint8_t *row = W + (size_t)r * row_bytes;
+    int it = lane;
+    q8item o0;
+    int first = U == 1 && pre && it < n_items;   /* v8: the first item before the wait (weights are never */
+    if (first)                                   /* written while kernels run) */
+        decq<T>::run(row, it, o0);
+    pdl_enter();
+    float y0 = 0.0f, b0 = 0.0f;   /* the epilogue's operands, loaded now: their latency hides under the loop */
+    if (lane == 0) {
+        if (accum)
+            y0 = y[r];
+        if (bias)
+            b0 = bias[r];
+    }
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
         acc[t] = 0.0f;
-    int it = lane;
+    if (first) {
+        q8_dot<NT>(o0, it, xq, xd, n_in, n_items, nt, acc);
+        it += WARP;
+    }
     if (U > 1) {
         for (; it + (U - 1) * WARP < n_items; it += U * WARP) {
             q8item o[U];
@@ -331,8 +392,10 @@ k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
             v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && t < nt)
-            y[(size_t)t * n_out + r] = v;
+        if (lane == 0 && t < nt) {   /* bias and residual in the epilogue (v8) */
+            size_t o = (size_t)t * n_out + r;
+            y[o] = (t == 0 ? y0 : accum ? y[o] : 0.0f) + (bias ? v + b0 : v);
+        }
     }
 }
 
@@ -423,15 +486,227 @@ static void matvec_q8_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_o
                        (const int8_t *)xq, xd, (int)n_in, n_tok, y);
         return;
     }
+    const float *nb = NULL;
     if (n_tok == 1 && cuk_q8_unroll)
         pdl_launch(k_matvec_q8<T, 1, Q8_UNROLL>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
-                   (const int8_t *)xq, xd, (int)n_in, n_tok, y);
+                   (const int8_t *)xq, xd, (int)n_in, n_tok, y, nb, 0, cuk_pre);
     else if (n_tok == 1)
-        pdl_launch(k_matvec_q8<T, 1, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
-                                                 (int)n_in, n_tok, y);
+        pdl_launch(k_matvec_q8<T, 1, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq,
+                   xd, (int)n_in, n_tok, y, nb, 0, cuk_pre);
     else
         pdl_launch(k_matvec_q8<T, Q8V_MAX_TOK, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out,
-                                                              (const int8_t *)xq, xd, (int)n_in, n_tok, y);
+                   (const int8_t *)xq, xd, (int)n_in, n_tok, y, nb, 0, cuk_pre);
+}
+
+/* y += W x (+ b), one token, through the item matvec (the v5 1-token kernel, v8 epilogue) */
+template <uint32_t T>
+static void matvec_q8_acc_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
+                            const float *b, float *y)
+{
+    size_t rb = cuk_row_bytes(T, n_in);
+    int items = (int)(n_in / CUK_ITEM);
+    dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS)), block(MM_WARPS * WARP);
+    pdl_launch(k_matvec_q8<T, 1, 1>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
+               (int)n_in, 1, y, b, 1, cuk_pre);
+}
+
+/* ---- v8: one-token matvec whose prologue makes its input (norm, gated activation) ---- */
+/*
+ * Each block builds the Q8 activations itself in shared memory, then runs
+ * the item matvec of k_matvec_q8<T, 1, 1> from there, so the kernel that made
+ * them (and its launch) disappears. KIND 0: norm(x) * nw (+ nb), RMS or layer
+ * norm (the norm between the residual add and the qkv / gate|up matvec);
+ * KIND 1: act(x) * x2 with act SiLU, or GELU when `layer` != 0 (the gated
+ * activation before down). Worth it while the input is small (every block
+ * rereads it from L2): n_in <= PRO_MAX and the rereads <= PRO_L2_BYTES (the
+ * 135M shape: yes; 8B: no). Quantization as k_quantize_q8 (per 32, d =
+ * max|y| / 127, y / d rounded); epilogue as k_matvec_q8 (bias, accumulate).
+ */
+#define PRO_MAX 4096
+#define PRO_NV (PRO_MAX / 4 / (MM_WARPS * WARP))   /* float4s per thread at most */
+#define PRO_L2_BYTES (6 << 20)                     /* rereads of the input by all blocks at most (~1 us of L2) */
+
+static __device__ __forceinline__ float mm_block_sum(float v, float *sh)
+{
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0)
+        sh[wid] = v;
+    __syncthreads();
+    float t = lane < MM_WARPS ? sh[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        t += __shfl_xor_sync(0xffffffffu, t, o);
+    return t;
+}
+
+/* the gated activations of ops.cu (k_act_gated), same arithmetic */
+static __device__ __forceinline__ float mm_act(float g, int gelu)
+{
+    if (gelu) {
+        const float c = 0.7978845608028654f;
+        return 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g)));
+    }
+    return g / (1.0f + expf(-g));
+}
+
+template <uint32_t T, int NV, int KIND>
+__global__ void __launch_bounds__(MM_WARPS * WARP)
+k_matvec_q8p(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_out, const float *__restrict__ x,
+             const float *__restrict__ x2, const float *__restrict__ nw, const float *__restrict__ nb, float eps,
+             int layer, int n_in, float *__restrict__ y, const float *__restrict__ bias, int accum, int pre)
+{
+    __shared__ __align__(16) int8_t xs[PRO_MAX];
+    __shared__ float ds[PRO_MAX / 32];
+    __shared__ float sh[32];
+    const int step = MM_WARPS * WARP;
+    int r = blockIdx.x * MM_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    int valid = r < n_out;
+    const uint8_t *row = W + (size_t)(valid ? r : 0) * row_bytes;
+    int it = lane;
+    q8item o0;
+    int first = valid && pre && it < n_items;   /* the first item before the wait (weights are never written) */
+    if (first)
+        decq<T>::run(row, it, o0);
+    pdl_enter();
+    float y0 = 0.0f, b0 = 0.0f;
+    if (valid && lane == 0) {
+        if (accum)
+            y0 = y[r];
+        if (bias)
+            b0 = bias[r];
+    }
+    /* the prologue: every thread of the block, the input in registers */
+    const int n4 = n_in >> 2;
+    float4 v[NV], u[NV], bv[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int f = threadIdx.x + k * step;
+        v[k] = bv[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        u[k] = make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+        if (f < n4) {
+            v[k] = reinterpret_cast<const float4 *>(x)[f];
+            if (KIND == 1)
+                u[k] = reinterpret_cast<const float4 *>(x2)[f];
+            else if (nw)
+                u[k] = __ldg(reinterpret_cast<const float4 *>(nw) + f);
+            if (KIND == 0 && nb)
+                bv[k] = __ldg(reinterpret_cast<const float4 *>(nb) + f);
+        }
+    }
+    float mean = 0.0f, rn = 1.0f;
+    if (KIND == 0) {
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+            s += v[k].x + v[k].y + v[k].z + v[k].w;   /* zero beyond n4 */
+        mean = layer ? mm_block_sum(s, sh) / (float)n_in : 0.0f;
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            if (threadIdx.x + k * step < n4) {
+                float d0 = v[k].x - mean, d1 = v[k].y - mean, d2 = v[k].z - mean, d3 = v[k].w - mean;
+                ss += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+            }
+        }
+        rn = rsqrtf(mm_block_sum(ss, sh) / (float)n_in + eps);
+    }
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int f = threadIdx.x + k * step;
+        if (k * step < n4) {   /* block-uniform; a run of 32 is 8 lanes, all valid or none */
+            float4 q;
+            if (KIND == 0) {
+                q.x = (v[k].x - mean) * rn * u[k].x + bv[k].x;
+                q.y = (v[k].y - mean) * rn * u[k].y + bv[k].y;
+                q.z = (v[k].z - mean) * rn * u[k].z + bv[k].z;
+                q.w = (v[k].w - mean) * rn * u[k].w + bv[k].w;
+            } else {
+                q.x = mm_act(v[k].x, layer) * u[k].x;
+                q.y = mm_act(v[k].y, layer) * u[k].y;
+                q.z = mm_act(v[k].z, layer) * u[k].z;
+                q.w = mm_act(v[k].w, layer) * u[k].w;
+            }
+            float am = fmaxf(fmaxf(fabsf(q.x), fabsf(q.y)), fmaxf(fabsf(q.z), fabsf(q.w)));
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+            float d = am / 127.0f;
+            if (f < n4) {
+                char4 c;
+                c.x = (signed char)(d > 0.0f ? __float2int_rn(q.x / d) : 0);
+                c.y = (signed char)(d > 0.0f ? __float2int_rn(q.y / d) : 0);
+                c.z = (signed char)(d > 0.0f ? __float2int_rn(q.z / d) : 0);
+                c.w = (signed char)(d > 0.0f ? __float2int_rn(q.w / d) : 0);
+                reinterpret_cast<char4 *>(xs)[f] = c;
+                if ((f & 7) == 0)
+                    ds[f >> 3] = d;
+            }
+        }
+    }
+    __syncthreads();
+    if (!valid)
+        return;
+    float acc = 0.0f;
+    if (first) {
+        q8_dot<1, true>(o0, it, xs, ds, n_in, n_items, 1, &acc);
+        it += WARP;
+    }
+#pragma unroll 2
+    for (; it < n_items; it += WARP) {
+        q8item o;
+        decq<T>::run(row, it, o);
+        q8_dot<1, true>(o, it, xs, ds, n_in, n_items, 1, &acc);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0)
+        y[r] = y0 + (bias ? acc + b0 : acc);
+}
+
+template <uint32_t T, int KIND>
+static void matvec_q8p_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const float *x, const float *x2,
+                         const float *nw, const float *nb, float eps, int layer, float *y, const float *bias, int accum)
+{
+    size_t rb = cuk_row_bytes(T, n_in);
+    int items = (int)(n_in / CUK_ITEM);
+    dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS)), block(MM_WARPS * WARP);
+    int nv = (int)((n_in / 4 + MM_WARPS * WARP - 1) / (MM_WARPS * WARP));
+    if (nv <= 1)
+        pdl_launch(k_matvec_q8p<T, 1, KIND>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, x, x2, nw, nb,
+                   eps, layer, (int)n_in, y, bias, accum, cuk_pre);
+    else if (nv <= 2)
+        pdl_launch(k_matvec_q8p<T, 2, KIND>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, x, x2, nw, nb,
+                   eps, layer, (int)n_in, y, bias, accum, cuk_pre);
+    else
+        pdl_launch(k_matvec_q8p<T, PRO_NV, KIND>, grid, block, s, (const uint8_t *)w, rb, items, (int)n_out, x, x2, nw,
+                   nb, eps, layer, (int)n_in, y, bias, accum, cuk_pre);
+}
+
+template <uint32_t T>
+static void matvec_q8n_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const float *x, const float *nw,
+                         const float *nb, float eps, int layer, float *y)
+{
+    matvec_q8p_t<T, 0>(s, w, n_in, n_out, x, NULL, nw, nb, eps, layer, y, NULL, 0);
+}
+
+template <uint32_t T>
+static void matvec_q8a_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const float *gate,
+                         const float *up, int gelu, const float *b, float *y)
+{
+    matvec_q8p_t<T, 1>(s, w, n_in, n_out, gate, up, NULL, NULL, 0.0f, gelu, y, b, 1);
+}
+
+/* 1 when a prologue matvec takes this matrix (fusion bit on, quantized, small enough input) */
+static int pro_ok(int bit, uint32_t type, int64_t n_in, int64_t n_out)
+{
+    return (cuk_fuse & bit) && cuk_type_q8(type) && cuk_type_ok(type, n_in) && n_out >= 1 && n_in <= PRO_MAX &&
+           (n_out + MM_WARPS - 1) / MM_WARPS * n_in * 8 <= PRO_L2_BYTES;
 }
 
 extern "C" int cuk_type_q8(uint32_t type)
@@ -461,6 +736,8 @@ extern "C" int cuk_type_q8(uint32_t type)
 extern "C" void cuk_matvec_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
                               const void *xq, const float *xd, int n_tok, float *y)
 {
+    if (cuk_v6_on && n_tok <= Q8V_MAX_TOK && cuk_mmqv_small(s, type, w, n_in, n_out, xq, xd, n_tok, y))
+        return;
     if (cuk_v6_on && n_tok <= Q8V_MAX_TOK && cuk_mvs_q8(s, type, w, n_in, n_out, xq, xd, n_tok, y))
         return;
     if (cuk_v6_on && n_tok > Q8V_MAX_TOK && cuk_mmq_q8(s, type, w, n_in, n_out, xq, xd, n_tok, y))
@@ -470,6 +747,33 @@ extern "C" void cuk_matvec_q8(cudaStream_t s, uint32_t type, const void *w, int6
         DISPATCH_Q(type, matvec_q8_t, s, w, n_in, n_out, (const int8_t *)xq + (size_t)t0 * n_in,
                    xd + (size_t)t0 * (n_in / CUK_ITEM), nt, y + (size_t)t0 * n_out);
     }
+}
+
+extern "C" int cuk_matvec_q8_acc(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                                 const void *xq, const float *xd, const float *b, float *y)
+{
+    if (!cuk_type_q8(type) || !cuk_type_ok(type, n_in) || n_out < 1)
+        return 0;
+    DISPATCH_Q(type, matvec_q8_acc_t, s, w, n_in, n_out, xq, xd, b, y);
+    return 1;
+}
+
+extern "C" int cuk_matvec_q8_norm(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                                  const float *x, const float *nw, const float *nb, float eps, int layer, float *y)
+{
+    if (!pro_ok(CUK_FUSE_NORM_IN, type, n_in, n_out))
+        return 0;
+    DISPATCH_Q(type, matvec_q8n_t, s, w, n_in, n_out, x, nw, nb, eps, layer, y);
+    return 1;
+}
+
+extern "C" int cuk_matvec_q8_act_acc(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                                     const float *gate, const float *up, int gelu, const float *b, float *y)
+{
+    if (!pro_ok(CUK_FUSE_ACT_IN, type, n_in, n_out))
+        return 0;
+    DISPATCH_Q(type, matvec_q8a_t, s, w, n_in, n_out, gate, up, gelu, b, y);
+    return 1;
 }
 
 /* ---- embedding lookup and F16 dequantization: one thread per item ---------- */
@@ -587,4 +891,28 @@ __global__ void k_f32_to_f16(const float *src, __half *dst, int64_t n)
 extern "C" void cuk_f32_to_f16(cudaStream_t s, const float *src, void *dst, int64_t n)
 {
     pdl_launch(k_f32_to_f16, (unsigned)((n + 255) / 256), 256, s, src, (__half *)dst, n);
+}
+
+/* y += W x (+ b), one token, float weights: k_matvec_f with the v8 epilogue */
+template <uint32_t T>
+static void matvec_f_acc_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const float *x, const float *b,
+                           float *y)
+{
+    size_t rb = cuk_row_bytes(T, n_in);
+    dim3 grid((unsigned)((n_out + MM_WARPS - 1) / MM_WARPS)), block(MM_WARPS * WARP);
+    pdl_launch(k_matvec_f<T, 1>, grid, block, s, (const uint8_t *)w, rb, (int)(rb / 16), (int)n_out, x, (int)n_in, 1,
+               y, b, 1, cuk_pre);
+}
+
+extern "C" int cuk_matvec_f_acc(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                                const float *x, const float *b, float *y)
+{
+    if (!cuk_type_ok(type, n_in) || n_out < 1 || cuk_row_bytes(type, n_in) % 16)
+        return 0;
+    switch (type) {
+    case AARMD_TYPE_F32: matvec_f_acc_t<AARMD_TYPE_F32>(s, w, n_in, n_out, x, b, y); return 1;
+    case AARMD_TYPE_F16: matvec_f_acc_t<AARMD_TYPE_F16>(s, w, n_in, n_out, x, b, y); return 1;
+    case AARMD_TYPE_BF16: matvec_f_acc_t<AARMD_TYPE_BF16>(s, w, n_in, n_out, x, b, y); return 1;
+    default: return 0;
+    }
 }

@@ -3,11 +3,12 @@
  * matvec (1..8 tokens; cp.async ring per warp; Q4_K, Q8_0, F32, F16, BF16)
  * and the small-batch GEMMs for 9..64 tokens of every Q8-path type (int8 or
  * F16 mma.sync, each weight byte read once per call). Which runs when:
- * cuk_mm_set_variant (defaults from runs M1-M4 of docs/cuda-notes.md).
- * Prefill GEMMs, embedding and dequantization stay in matmul.cu.
+ * cuk_mm_set_variant (defaults from runs M1-M4 of docs/cuda-notes.md; the v8 GEMM of
+ * Q4_0/Q4_1/Q8_0/Q4_K is in mmq.cu). Prefill GEMMs, embedding and dequantization stay in matmul.cu.
  */
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
@@ -282,7 +283,19 @@ k_mvs(const uint8_t *__restrict__ W, size_t rb, int nblk, int n_out, const float
 /* token counts (bit n: n tokens) the streaming matvec takes; run 2 (notes v6): it beats the v5
  * item matvec only at 2 tokens, for Q4_K and Q8_0 */
 static int mvs_q8_toks = 1 << 2, mvs_f_toks = 0;
-static int mmq_version = 5;   /* 1 k_mmq, 2 k_mmq2, 3 k_mmqh (F16 mma), 4-7 mixes (mmq_wm) */
+/* 1 k_mmq, 2 k_mmq2, 3 k_mmqh (F16 mma), 4-7 mixes (mmq_wm), 8-14 the v8 GEMM (mmq_t, mmq.cu);
+ * -1: not chosen yet, the environment's AARMD_CUDA_MMQ (a measurement knob) else the default 8 */
+static int mmq_version = -1;
+
+static int mmq_ver(void)
+{
+    if (mmq_version < 0) {
+        const char *e = getenv("AARMD_CUDA_MMQ");
+        int v = e ? atoi(e) : 0;
+        mmq_version = v >= 1 && v <= 14 ? v : 8;
+    }
+    return mmq_version;
+}
 
 extern "C" void cuk_mm_set_variant(int mmq, int mvs_q8_tok_mask, int mvs_f_tok_mask)
 {
@@ -836,7 +849,7 @@ static void mmq_wm(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, c
     int items = (int)(n_in / CUK_ITEM);
     /* 5 (default): k_mmq for many rows at <= 32 tokens, else k_mmqh; 6: the same with k_mmqh of
      * 4 items a stage (activation loads first); 7: k_mmqh of 4 items alone (run 4, notes v6) */
-    int ver = mmq_version;
+    int ver = mmq_ver() >= 8 ? 5 : mmq_ver();
     if ((ver == 5 || ver == 6) && n_out > 8192 && n_tok <= 32)
         goto v1;
     if (ver == 6 || ver == 7) {   /* warps per block: what fits 48 KB of shared memory */
@@ -886,16 +899,58 @@ v1:
     }
 }
 
+/* the v8 GEMM (mmq.cu): 1 when it enqueued the product; cfg bits: see mmqv_cfg */
+extern "C" int cuk_mmqv_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                           const float *xd, int n_tok, float *y, int cfg);
+
+/* the v8 GEMM's configuration of each variant (-1: not a v8 variant); bits 1-4 cluster size cap
+ * (0: 8), bits 5-8 L2 prefetch window (units of 256), bits 9-10 weight ring of 4 - v slots,
+ * bits 11-12 K split until v (0: 2) blocks per SM (runs G1-G7 of docs/cuda-notes.md) */
+static int mmqv_cfg(int ver)
+{
+    switch (ver) {
+    case 8: return 2 << 9;                 /* default: 2 slots, K split to 2 blocks per SM */
+    case 9: return 2 << 9 | 1 << 1;        /* no K split */
+    case 10: return 1 << 9;                /* 3 slots */
+    case 11: return 0;                     /* 4 slots */
+    case 12: return 2 << 9 | 1 << 11;      /* K split to 1 block per SM */
+    case 13: return 2 << 9 | 3 << 11;      /* K split to 3 blocks per SM */
+    case 14: return 4 << 5;                /* 4 slots, L2 prefetch of 4 units (run G2: a loss) */
+    default: return -1;
+    }
+}
+
 template <uint32_t T>
 static void mmq_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
                   int n_tok, float *y)
 {
+    /* 8-14: the v8 GEMM (mmqv_cfg); types or rows it does not take run version 5, and the
+     * default (8) leaves matrices of < 4M weights (SmolLM2's: latency-bound, runs G1, G4) to it */
+    const int ver = mmq_ver(), cfg = mmqv_cfg(ver);
+    if (cfg >= 0 && (ver != 8 || n_in * n_out >= (1 << 22)) && cuk_mmqv_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, cfg))
+        return;
     if (n_tok <= 16)
         mmq_wm<T, 2>(s, w, n_in, n_out, xq, xd, n_tok, y);
     else if (n_tok <= 32)
         mmq_wm<T, 4>(s, w, n_in, n_out, xq, xd, n_tok, y);
     else
         mmq_wm<T, 8>(s, w, n_in, n_out, xq, xd, n_tok, y);
+}
+
+static int mmqv_from = -1;   /* the fewest tokens cuk_mmqv_small takes */
+
+extern "C" int cuk_mmqv_small(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                              const void *xq, const float *xd, int n_tok, float *y)
+{
+    if (mmqv_from < 0) {
+        const char *e = getenv("AARMD_CUDA_MMQ_FROM");
+        int v = e ? atoi(e) : 0;
+        mmqv_from = v >= 2 && v <= 9 ? v : 3;
+    }
+    if (mmq_ver() != 8 || n_tok < mmqv_from || n_tok > 8 || n_in % 32 || n_in * n_out < (1 << 22) ||
+        !cuk_row_bytes(type, n_in))
+        return 0;
+    return cuk_mmqv_q8(s, type, w, n_in, n_out, xq, xd, n_tok, y, mmqv_cfg(8));
 }
 
 extern "C" int cuk_mmq_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,

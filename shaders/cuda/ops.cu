@@ -1,7 +1,8 @@
 /*
  * ops.cu — per-row kernels of the CUDA backend: norms, residual and bias adds,
  * rotary embedding fused with the paged F16 KV-cache write, split-K attention
- * with GQA over every sequence of a step (block tables), gated activations and
+ * with GQA over every sequence of a step (block tables; for decode also with
+ * the rope, the store and the chunk merge inside), gated activations and
  * softcap. Weight kernels live in matmul.cu.
  */
 #include <cuda_fp16.h>
@@ -19,7 +20,7 @@ extern "C" void cuk_ops_set_pdl_early(int early)
     pdl_set_early(early);
 }
 
-__device__ __forceinline__ float warp_sum(float v)
+static __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1)
@@ -28,7 +29,7 @@ __device__ __forceinline__ float warp_sum(float v)
 }
 
 /* Sum over a block of blockDim.x (a multiple of 32, <= 1024) threads; every thread gets it. */
-__device__ float block_sum(float v, float *sh)
+static __device__ float block_sum(float v, float *sh)
 {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
     v = warp_sum(v);
@@ -71,11 +72,150 @@ __global__ void k_norm(float *out, const float *x, const float *w, const float *
     }
 }
 
+/*
+ * The one-pass norm (v8): a block per row keeps its float4s in registers
+ * (NV per thread), so x (+ a), w and b are each read once with all loads in
+ * flight together, one block reduction for RMS (two for layer norm, still in
+ * registers), then out and the Q8 rows. x += a first when a != NULL (written
+ * back). n % 4 == 0 and n / 4 <= NV * blockDim.x; xq needs n % 32 == 0. A run
+ * of 32 elements is 8 neighbouring lanes' float4s (blockDim.x % 32 == 0),
+ * quantized as k_quantize_q8 does (bit-identical).
+ */
+#define NORM1_THREADS 512   /* at most, so NV = 4 keeps its 48 floats in registers */
+
+template <int NV>
+__global__ void __launch_bounds__(NORM1_THREADS)
+k_norm1(float *out, float *x, const float *a, const float *w, const float *b, int n, float eps, int layer,
+        int8_t *xq, float *xd, unsigned *zero, int n_zero)
+{
+    pdl_enter();
+    if (zero && blockIdx.x == 0)
+        for (int i = threadIdx.x; i < n_zero; i += blockDim.x)
+            zero[i] = 0;
+    __shared__ float sh[32];
+    const int n4 = n >> 2;
+    const size_t ro = (size_t)blockIdx.x * n;
+    float4 *xr = reinterpret_cast<float4 *>(x + ro);
+    const float4 *ar = a ? reinterpret_cast<const float4 *>(a + ro) : NULL;
+    const float4 *wr = reinterpret_cast<const float4 *>(w), *br = reinterpret_cast<const float4 *>(b);
+    float4 v[NV], u[NV], wv[NV], bv[NV];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {   /* every load first (no store in between: all in flight together) */
+        int f = threadIdx.x + k * blockDim.x;
+        v[k] = u[k] = bv[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        wv[k] = make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+        if (f < n4) {
+            v[k] = xr[f];
+            if (ar)
+                u[k] = ar[f];
+            if (w)
+                wv[k] = __ldg(wr + f);
+            if (b)
+                bv[k] = __ldg(br + f);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int f = threadIdx.x + k * blockDim.x;
+        if (f < n4) {
+            if (ar) {
+                v[k].x += u[k].x, v[k].y += u[k].y, v[k].z += u[k].z, v[k].w += u[k].w;
+                xr[f] = v[k];
+            }
+            s += v[k].x + v[k].y + v[k].z + v[k].w;
+        }
+    }
+    float mean = layer ? block_sum(s, sh) / (float)n : 0.0f;
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        if (threadIdx.x + k * blockDim.x < n4) {
+            float d0 = v[k].x - mean, d1 = v[k].y - mean, d2 = v[k].z - mean, d3 = v[k].w - mean;
+            ss += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+        }
+    }
+    float r = rsqrtf(block_sum(ss, sh) / (float)n + eps);
+    float4 *orow = reinterpret_cast<float4 *>(out + ro);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int f = threadIdx.x + k * blockDim.x;
+        float4 y;
+        y.x = (v[k].x - mean) * r * wv[k].x + bv[k].x;
+        y.y = (v[k].y - mean) * r * wv[k].y + bv[k].y;
+        y.z = (v[k].z - mean) * r * wv[k].z + bv[k].z;
+        y.w = (v[k].w - mean) * r * wv[k].w + bv[k].w;
+        if (f < n4)
+            orow[f] = y;
+        if (xq && k * blockDim.x < n4) {   /* block-uniform; a run of 32 is 8 lanes, all valid or none */
+            float am = fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w)));
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
+            float d = am / 127.0f;
+            if (f < n4) {
+                char4 q;
+                q.x = (signed char)(d > 0.0f ? __float2int_rn(y.x / d) : 0);
+                q.y = (signed char)(d > 0.0f ? __float2int_rn(y.y / d) : 0);
+                q.z = (signed char)(d > 0.0f ? __float2int_rn(y.z / d) : 0);
+                q.w = (signed char)(d > 0.0f ? __float2int_rn(y.w / d) : 0);
+                reinterpret_cast<char4 *>(xq + ro)[f] = q;
+                if ((f & 7) == 0)
+                    xd[(ro >> 5) + (f >> 3)] = d;
+            }
+        }
+    }
+}
+
+/* Launches k_norm1 for rows of n; 0 when n does not fit it (n % 4, n > 8192): the caller falls back. */
+static int norm1_launch(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
+                        int n, float eps, int layer, int8_t *xq, float *xd, unsigned *zero = NULL, int n_zero = 0)
+{
+    int n4 = n / 4;
+    if (n % 4 || n4 > 4 * NORM1_THREADS || rows < 1)
+        return 0;
+    int threads = (n4 + 31) / 32 * 32;   /* one float4 a thread while it can: the quantization's divisions */
+    if (threads > NORM1_THREADS)         /* run in parallel rather than in series */
+        threads = NORM1_THREADS;
+    int nv = (n4 + threads - 1) / threads;
+    if (n % 32)
+        xq = NULL, xd = NULL;
+    switch (nv) {
+    case 1: pdl_launch(k_norm1<1>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
+    case 2: pdl_launch(k_norm1<2>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
+    case 3: pdl_launch(k_norm1<3>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
+    case 4: pdl_launch(k_norm1<4>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
+    default: return 0;
+    }
+}
+
+static int cuk_norm_v8 = 1;   /* the one-pass norms (k_norm1); 0: the v7 kernels (cuk_set_tuning's mvf) */
+
+extern "C" void cuk_ops_set_v8(int on)
+{
+    cuk_norm_v8 = on;
+}
+
 extern "C" void cuk_norm(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
                          float eps, int layer)
 {
+    if (cuk_norm_v8 && norm1_launch(s, out, (float *)x, NULL, w, b, rows, n, eps, layer, NULL, NULL))
+        return;   /* x is only read when a == NULL */
     int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
     pdl_launch(k_norm, rows, threads, s, out, x, w, b, n, eps, layer);
+}
+
+extern "C" void cuk_norm_q8(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows,
+                            int n, float eps, int layer, void *xq, float *xd, unsigned *zero, int n_zero)
+{
+    if (cuk_norm_v8 &&
+        norm1_launch(s, out, (float *)x, NULL, w, b, rows, n, eps, layer, (int8_t *)xq, xd, zero, n_zero))
+        return;
+    if (zero && n_zero > 0)
+        cudaMemsetAsync(zero, 0, (size_t)n_zero * sizeof(unsigned), s);
+    cuk_norm(s, out, x, w, b, rows, n, eps, layer);
+    if (xq && n % 32 == 0)
+        cuk_quantize_q8(s, out, (int64_t)rows * n, xq, xd);
 }
 
 /* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b): the residual add fused with the next norm */
@@ -83,7 +223,7 @@ extern "C" void cuk_norm(cudaStream_t s, float *out, const float *x, const float
  * Quantizes y (this thread's element i of a warp-aligned run of 32, n % 32 ==
  * 0) per 32 into xq/xd exactly as k_quantize_q8 (matmul.cu) does.
  */
-__device__ __forceinline__ void q8_store(float y, size_t i, int8_t *xq, float *xd)
+static __device__ __forceinline__ void q8_store(float y, size_t i, int8_t *xq, float *xd)
 {
     float a = fabsf(y);
 #pragma unroll
@@ -138,6 +278,8 @@ extern "C" void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *
 extern "C" void cuk_add_norm_q8(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b,
                                 int rows, int n, float eps, int layer, void *xq, float *xd)
 {
+    if (cuk_norm_v8 && norm1_launch(s, out, x, a, w, b, rows, n, eps, layer, (int8_t *)xq, xd))
+        return;
     int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
     if (n % 32)
         xq = NULL, xd = NULL;
@@ -190,13 +332,13 @@ extern "C" void cuk_copy_rows(cudaStream_t s, float *dst, int dst_stride, const 
     pdl_launch(k_copy_rows, (unsigned)((tot + 255) / 256), 256, s, dst, dst_stride, src, src_stride, rows, n);
 }
 
-__device__ __forceinline__ float gelu_f(float x)
+static __device__ __forceinline__ float gelu_f(float x)
 {
     const float c = 0.7978845608028654f;
     return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
 }
 
-__device__ __forceinline__ float silu_f(float x)
+static __device__ __forceinline__ float silu_f(float x)
 {
     return x / (1.0f + expf(-x));
 }
@@ -264,7 +406,7 @@ extern "C" void cuk_softcap(cudaStream_t s, float *x, int64_t n, float cap)
 /* ---- rotary embedding + KV store --------------------------------------------- */
 
 /* cos/sin of pair i at position p, as the CPU backend's cpu_rope_cos_sin (double precision). */
-__device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, float *sn)
+static __device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, float *sn)
 {
     double extrap = (double)p * pow((double)r.freq_base, -2.0 * i / (double)r.n_rot);
     if (r.freq_factors)
@@ -284,7 +426,7 @@ __device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, fl
 }
 
 /* F16 row of position j of token t's sequence in the paged cache (K, or V when v != 0). */
-__device__ __forceinline__ size_t kv_row(const struct cuk_kv &kv, const int32_t *tab, int32_t j, int kv_dim, int v)
+static __device__ __forceinline__ size_t kv_row(const struct cuk_kv &kv, const int32_t *tab, int32_t j, int kv_dim, int v)
 {
     size_t b = (size_t)tab[j / CUK_KV_BLOCK];
     return b * kv.block_halfs + kv.layer_off + ((size_t)v * CUK_KV_BLOCK + (size_t)(j % CUK_KV_BLOCK)) * kv_dim;
@@ -361,7 +503,7 @@ extern "C" void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, co
 /* One key of a warp's online softmax: score q·k (lanes hold dims lane, lane+32, ...),
  * optional softcap, rescale the running sum and accumulator when the max grows, then
  * add the key's weight and weighted V row. Shared by the decode and prefill kernels. */
-__device__ __forceinline__ void attn_key(const float *qv, const __half *kr, const __half *vr, int D, int lane,
+static __device__ __forceinline__ void attn_key(const float *qv, const __half *kr, const __half *vr, int D, int lane,
                                          float scale, float softcap, float *m, float *s, float *acc)
 {
     float dot = 0.0f;
@@ -459,31 +601,201 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
     }
 }
 
-/* block per (head, token): merge the chunks' (m, s, acc) */
-__global__ void k_attn_combine(const float *partial, int n_head, int D, int nch, float *out)
+/*
+ * Merges the nch chunks' (m, s, acc[D]) of one (token, head) at pr into
+ * orow[0..D) (element i0 of the Q8 rows when xq != NULL, D % 32 == 0): the
+ * chunk weights exp(m_c - M) come from warp 0 (nch <= 32) through shared wc.
+ * Called by every thread of a block; partial rows read through L2 (another
+ * block of the same launch may have written them).
+ */
+static __device__ void attn_merge(const float *pr, int nch, int D, float *orow, size_t i0, int8_t *xq, float *xd)
+{
+    __shared__ float wc[CUK_ATTN_MAX_CHUNKS];
+    __shared__ float inv_s;
+    if (threadIdx.x < WARP) {
+        int c = threadIdx.x;
+        float m = c < nch ? __ldcg(pr + (size_t)c * (D + 2)) : -INFINITY;
+        float M = m;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        float f = m == -INFINITY ? 0.0f : expf(m - M);
+        float S = warp_sum(c < nch ? __ldcg(pr + (size_t)c * (D + 2) + 1) * f : 0.0f);
+        wc[c] = f;
+        if (c == 0)
+            inv_s = S > 0.0f ? 1.0f / S : 0.0f;
+    }
+    __syncthreads();
+    float inv = inv_s;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {   /* warp-uniform when D % 32 == 0 */
+        float v = 0.0f;
+        for (int c = 0; c < nch; c++)
+            if (wc[c] != 0.0f)
+                v += __ldcg(pr + (size_t)c * (D + 2) + 2 + d) * wc[c];
+        orow[d] = v * inv;
+        if (xq)
+            q8_store(v * inv, i0 + d, xq, xd);
+    }
+}
+
+/*
+ * block per (head, token): merge the chunks' (m, s, acc). When xq != NULL
+ * (D % 32 == 0) the output rows are also quantized per 32 for the wo matvec,
+ * as k_quantize_q8 would (bit-identical), so no quantize launch follows.
+ */
+__global__ void k_attn_combine(const float *partial, int n_head, int D, int nch, float *out, int8_t *xq, float *xd)
 {
     pdl_enter();
     int h = blockIdx.x, t = blockIdx.y;
-    const float *pr = partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2);
-    float M = -INFINITY;
-    for (int c = 0; c < nch; c++)
-        M = fmaxf(M, pr[(size_t)c * (D + 2)]);
-    float S = 0.0f;
-    for (int c = 0; c < nch; c++) {
-        float m = pr[(size_t)c * (D + 2)];
-        if (m != -INFINITY)
-            S += pr[(size_t)c * (D + 2) + 1] * expf(m - M);
-    }
-    float inv = S > 0.0f ? 1.0f / S : 0.0f;
+    size_t i0 = ((size_t)t * n_head + h) * D;
+    attn_merge(partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2), nch, D, out + i0, i0, xq, xd);
+}
+
+/*
+ * The v8 decode attention: grid (n_head, n_tok, n_chunks) as k_attn, for
+ * tokens of distinct sequences (so no token reads a key another token of the
+ * launch writes). rope != 0: q and k arrive unrotated (q [n_tok][n_head*D],
+ * k and v [n_tok][kv_dim] F32): the angles are computed before the wait on
+ * the previous kernel (pos[] comes from the step upload, complete by then),
+ * q is rotated in shared memory, and the block whose chunk holds the token's
+ * own position rotates k, rounds k and v to F16 and uses those for that key;
+ * the group's first head's block also stores them in the cache (no block of
+ * the launch reads that cache row, so there is no race). rope == 0: q, k
+ * already rotated and stored (k_rope_store). cnt != NULL ([n_tok*n_head],
+ * zero at launch, left zero): the last block of each (token, head) to finish
+ * merges the chunks into out (+ Q8 rows): no combine launch.
+ */
+__global__ void __launch_bounds__(ATTN_WARPS * WARP)
+k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, int rope,
+           struct cuk_rope r, struct cuk_kv kv, const int32_t *pos, int n_head, int group, int D, int kv_dim,
+           float scale, float softcap, int window, float *partial, unsigned *cnt, float *out, int8_t *xq, float *xd)
+{
+    __shared__ float sm[ATTN_WARPS], ss[ATTN_WARPS];
+    __shared__ float sacc[ATTN_WARPS][CUK_MAX_HEAD_DIM];
+    __shared__ float sq[CUK_MAX_HEAD_DIM], sk[CUK_MAX_HEAD_DIM];
+    __shared__ float rc[CUK_MAX_HEAD_DIM / 2], rs[CUK_MAX_HEAD_DIM / 2];
+    __shared__ __half kh[CUK_MAX_HEAD_DIM], vh[CUK_MAX_HEAD_DIM];
+    __shared__ unsigned last;
+    int h = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int32_t p = pos[t];   /* the step upload: complete before the previous kernel started (pdl.cuh) */
+    int32_t j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    int32_t nk = p - j0 + 1;
+    int32_t chunk = (nk + nch - 1) / nch;
+    int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
+    int own = a <= p && p < e;   /* this chunk holds the token's own key (block-uniform) */
+    int half = r.n_rot / 2;
+    int rot = rope && r.kind != AARMD_ROPE_NONE;
+    if (rot)
+        for (int i = threadIdx.x; i < half; i += blockDim.x)
+            rope_cs(r, p, i, &rc[i], &rs[i]);
+    pdl_enter();
+    int kvh = h / group;
+    const int32_t *tab = kv.btab + kv.tok_bt[t];
+    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
+    const float *qr = q + ((size_t)t * n_head + h) * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float v = 0.0f;
-        for (int c = 0; c < nch; c++) {
-            float m = pr[(size_t)c * (D + 2)];
-            if (m != -INFINITY)
-                v += pr[(size_t)c * (D + 2) + 2 + d] * expf(m - M);
+        sq[d] = qr[d];
+        if (rope && own) {
+            sk[d] = k[(size_t)t * kv_dim + (size_t)kvh * D + d];
+            vh[d] = __float2half_rn(v[(size_t)t * kv_dim + (size_t)kvh * D + d]);
         }
-        out[((size_t)t * n_head + h) * D + d] = v * inv;
     }
+    __syncthreads();
+    if (rot) {
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            int ia = r.kind == AARMD_ROPE_NEOX ? i : 2 * i;
+            int ib = r.kind == AARMD_ROPE_NEOX ? i + half : 2 * i + 1;
+            float cs = rc[i], sn = rs[i];
+            float x0 = sq[ia], x1 = sq[ib];
+            sq[ia] = x0 * cs - x1 * sn;
+            sq[ib] = x0 * sn + x1 * cs;
+            if (own) {
+                x0 = sk[ia], x1 = sk[ib];
+                sk[ia] = x0 * cs - x1 * sn;
+                sk[ib] = x0 * sn + x1 * cs;
+            }
+        }
+        __syncthreads();
+    }
+    if (rope && own) {
+        for (int d = threadIdx.x; d < D; d += blockDim.x)
+            kh[d] = __float2half_rn(sk[d]);
+        if (h % group == 0) {   /* one block per (token, kv head) stores the row */
+            size_t o = (size_t)kvh * D;
+            __half *kc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 0) + o;
+            __half *vc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 1) + o;
+            for (int d = threadIdx.x; d < D; d += blockDim.x) {
+                kc[d] = __float2half_rn(sk[d]);
+                vc[d] = vh[d];
+            }
+        }
+        __syncthreads();
+    }
+    float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        qv[i] = d < D ? sq[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, sum = 0.0f;
+    for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
+        if (rope && j == p) {
+            attn_key(qv, kh, vh, D, lane, scale, softcap, &m, &sum, acc);
+        } else {
+            size_t kro = kv_row(kv, tab, j, kv_dim, 0);
+            attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &sum,
+                     acc);
+        }
+    }
+    if (lane == 0) {
+        sm[wid] = m;
+        ss[wid] = sum;
+    }
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            sacc[wid][d] = acc[i];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < ATTN_WARPS; w++)
+        M = fmaxf(M, sm[w]);
+    float *pr = partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2);
+    float *po = pr + (size_t)c * (D + 2);
+    float S = 0.0f;
+    for (int w = 0; w < ATTN_WARPS; w++)
+        S += sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - M);
+    if (threadIdx.x == 0) {
+        po[0] = M;
+        po[1] = S;
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < ATTN_WARPS; w++)
+            if (sm[w] != -INFINITY)
+                o += sacc[w][d] * expf(sm[w] - M);
+        po[2 + d] = o;
+    }
+    if (!cnt)
+        return;
+    __syncthreads();   /* the block's partial row written; thread 0's fence is cumulative over it */
+    if (threadIdx.x == 0) {
+        unsigned *ct = cnt + (size_t)t * n_head + h;
+        __threadfence();
+        last = atomicAdd(ct, 1u) == (unsigned)nch - 1;
+        if (last) {
+            *ct = 0;   /* zero again for the next layer's launch */
+            __threadfence();   /* acquire: the other blocks' rows, read below through L2 */
+        }
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    size_t i0 = ((size_t)t * n_head + h) * D;
+    attn_merge(pr, nch, D, out + i0, i0, xq, xd);
 }
 
 /*
@@ -535,8 +847,10 @@ k_attn_g(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int 
 
 extern "C" void cuk_attention(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos, int n_tok,
                               int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks,
-                              int grouped, float *partial, float *out)
+                              int grouped, float *partial, float *out, void *xq, float *xd)
 {
+    if (D % 32)
+        xq = NULL, xd = NULL;
     int group = n_head / n_kv;
     if (grouped && group <= CUK_ATTN_MAX_GROUP) {
         dim3 grid((unsigned)n_kv, (unsigned)n_tok, (unsigned)n_chunks);
@@ -548,5 +862,21 @@ extern "C" void cuk_attention(cudaStream_t s, const float *q, const struct cuk_k
                    window, partial);
     }
     dim3 g2((unsigned)n_head, (unsigned)n_tok);
-    pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out);
+    pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
+}
+
+extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k, const float *v, int rope,
+                                  const struct cuk_rope *r, const struct cuk_kv *kv, const int32_t *pos, int n_tok,
+                                  int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks,
+                                  float *partial, unsigned *cnt, float *out, void *xq, float *xd)
+{
+    if (D % 32)
+        xq = NULL, xd = NULL;
+    dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
+    pdl_launch(k_attn_dec, grid, ATTN_WARPS * WARP, s, q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D,
+               n_kv * D, scale, softcap, window, partial, cnt, out, (int8_t *)xq, xd);
+    if (!cnt) {
+        dim3 g2((unsigned)n_head, (unsigned)n_tok);
+        pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
+    }
 }

@@ -1,10 +1,10 @@
 /*
  * cuda_matmul_check.cu — stand-alone check and micro-benchmark of the CUDA
- * backend's weight kernels (shaders/cuda/matmul.cu, matvec.cu), linked with
- * their objects by tools/device-run.sh. Default: every kernel path against
+ * backend's weight kernels (shaders/cuda/matmul.cu, matvec.cu, mmq.cu), linked
+ * with their objects by tools/device-run.sh. Default: every kernel path against
  * the v4 reference kernels on random weights of awkward shapes for every
  * type (exit 0 pass, 1 fail, 77 skip without a device). --bench: the
- * Llama-8B / 1B decode shapes per kernel version. Not the plugin.
+ * Llama-8B / 1B / SmolLM2-135M decode shapes per kernel version. Not the plugin.
  */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -18,6 +18,10 @@
 
 #include "../../plugins/cuda/launch.h"
 #include "../../core/abi/aarmd_backend.h"
+
+/* shaders/cuda/mmq.cu: the v8 GEMM (declared where it is called, matvec.cu) */
+extern "C" int cuk_mmqv_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                           const float *xd, int n_tok, float *y, int cfg);
 
 #define CK(x)                                                                              \
     do {                                                                                   \
@@ -162,23 +166,46 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
         CK(cudaDeviceSynchronize());
         std::vector<float> ref8 = get(y, ny);
         report("q8 v4 vs float v4", t, n_in, n_out, nt, relerr(ref8, ref), 3e-2);
-        /* v6 with each GEMM version (1..4 for > 8 tokens), v5 (7) */
-        for (int vv : {1, 2, 3, 4, 5, 6, 7, 8}) {   /* 8: v5 (mvf 7) */
-            if (vv != 1 && vv != 8 && nt <= 8)
+        /* v6 with each GEMM version (1..7 for > 8 tokens, 8..10 the v8 GEMM), v5 (99) */
+        for (int vv : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 99}) {   /* 99: v5 (mvf 7) */
+            if (vv != 1 && vv != 99 && nt <= 8)
                 continue;
             for (int pdl : {0, 1}) {
-                int mvf = vv == 8 ? 7 : 1;
+                int mvf = vv == 99 ? 7 : 1;
                 cuk_set_tuning(pdl, mvf);
-                cuk_mm_set_variant(vv == 8 ? 5 : vv, 0x1fe, 0x1fe);
+                cuk_mm_set_variant(vv == 99 ? 5 : vv, 0x1fe, 0x1fe);
                 CK(cudaMemset(y, 0xFF, ny * 4));
                 cuk_matvec_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y);
                 CK(cudaDeviceSynchronize());
                 CK(cudaGetLastError());
                 char what[40];
-                snprintf(what, sizeof what, "%s%d pdl=%d vs q8 v4", vv == 8 ? "v5" : nt <= 8 ? "v6" : "v6 mmq", vv, pdl);
-                /* the F16 GEMMs (3, 5-7) round weights and activations to F16 */
-                int f16 = nt > 8 && (vv == 3 || (vv >= 5 && vv <= 7));
+                snprintf(what, sizeof what, "%s%d pdl=%d vs q8 v4", vv == 99 ? "v5" : nt <= 8 ? "v6" : "v6 mmq", vv, pdl);
+                /* the F16 GEMMs (3, 5-14) round weights and activations to F16 */
+                int f16 = nt > 8 && (vv == 3 || (vv >= 5 && vv <= 14));
                 report(what, t, n_in, n_out, nt, relerr(get(y, ny), ref8), f16 ? 3e-3 : 2e-5);
+            }
+        }
+        /* the v8 GEMM called directly (any token count): it must take Q4_0/Q4_1/Q8_0/Q4_K rows
+         * of 4-byte multiples, refuse the rest, and match the int8 reference */
+        {
+            int want = (t.type == AARMD_TYPE_Q4_0 || t.type == AARMD_TYPE_Q4_1 || t.type == AARMD_TYPE_Q8_0 ||
+                        t.type == AARMD_TYPE_Q4_K) && rb % 4 == 0;
+            /* cfg: bits 1-4 cluster cap, 5-8 L2 prefetch units, 9-10 ring of 4 - v slots (>= 2),
+             * 11-12 K-split target */
+            for (int cfg : {0, 1 << 1 | 2 << 9, 4 << 5 | 1 << 9, 2 << 9, 3 << 1 | 1 << 5 | 3 << 9, 1 << 9 | 3 << 11}) {
+                cuk_set_tuning(1, 1);
+                CK(cudaMemset(y, 0xFF, ny * 4));
+                int took = cuk_mmqv_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
+                CK(cudaDeviceSynchronize());
+                CK(cudaGetLastError());
+                char what[40];
+                snprintf(what, sizeof what, "v8 cfg %d vs q8 v4", cfg);
+                if (took != want) {
+                    n_fail++;
+                    printf("FAIL %s %s n_in %lld: took %d, expected %d\n", what, t.name, (long long)n_in, took, want);
+                } else if (took) {
+                    report(what, t, n_in, n_out, nt, relerr(get(y, ny), ref8), 3e-3);
+                }
             }
         }
         cuk_mm_set_variant(5, 1 << 2, 0);
@@ -190,6 +217,10 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
             if (took) {
                 n_fail++;
                 printf("FAIL unaligned rows taken by cuk_mvs_q8 (%s)\n", t.name);
+            }
+            if (cuk_mmqv_q8(s, t.type, (char *)w + 2, n_in, n_out, xq, xd, nt, y, 0)) {
+                n_fail++;
+                printf("FAIL rows of 2-byte alignment taken by cuk_mmqv_q8 (%s)\n", t.name);
             }
         }
     }
@@ -216,7 +247,13 @@ static int run_check(void)
     if (cuk_mmq_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 65, NULL) ||
         cuk_mmq_q8(0, AARMD_TYPE_F16, NULL, 256, 1, NULL, NULL, 9, NULL) ||
         cuk_mvs_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 9, NULL) ||
-        cuk_mvs_f(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, 1, NULL)) {
+        cuk_mvs_f(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, 1, NULL) ||
+        cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 65, NULL, 0) ||
+        cuk_mmqv_q8(0, AARMD_TYPE_Q6_K, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqv_q8(0, AARMD_TYPE_F16, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 13) ||
+        cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 100, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 288, 1, NULL, NULL, 16, NULL, 0)) {
         printf("FAIL a launcher took a case it must refuse\n");
         n_fail++;
     }
@@ -279,8 +316,10 @@ static int run_bench(int argc, char **argv)
                        {2048, 128256, "output"}};
     double bw = argc > 0 ? atof(argv[0]) : 3000.0;
     const char *only = argc > 1 ? argv[1] : "";
+    const mat m135[] = {{576, 960, "qkv"}, {576, 576, "wo"}, {576, 3072, "gate_up"}, {1536, 576, "down"},
+                        {576, 49152, "output"}};
     struct { const char *type; const mat *m; int n_layer; } cases[] = {
-        {"Q4_K", m8b, 32}, {"Q8_0", m8b, 32}, {"F16", m8b, 32}, {"BF16", m1b, 16}};
+        {"Q4_K", m8b, 32}, {"Q8_0", m8b, 32}, {"F16", m8b, 32}, {"BF16", m1b, 16}, {"Q4_1", m135, 30}};
     printf("bandwidth for %% columns: %.0f GB/s\n", bw);
     for (auto &c : cases) {
         if (*only && !strstr(only, c.type))
@@ -303,10 +342,11 @@ static int run_bench(int argc, char **argv)
         }
         /* variants: pdl, mvf (kernel generation), grid cap, GEMM version; small: for <= 8 tokens, big: > 8 */
         struct var { int pdl, mvf, grid, mmq, small, big; const char *name; };
-        const var vars[] = {{1, 3, 0, 5, 1, 1, "v5"},     {1, 1, 0, 1, 0, 1, "mmq1"},    {1, 1, 0, 3, 0, 1, "mmqh"},
-                            {1, 1, 0, 5, 0, 1, "mmq1h"},  {1, 1, 0, 6, 0, 1, "mmq1h4"},  {1, 1, 0, 7, 0, 1, "mmqh4"}};
+        const var vars[] = {{1, 3, 0, 5, 1, 0, "v5"},   {1, 1, 0, 5, 0, 1, "mmq1h"}, {1, 1, 0, 8, 0, 1, "v8"},
+                            {1, 1, 0, 9, 0, 1, "v8k1"}, {1, 1, 0, 10, 0, 1, "v8n3"}};
         const int NV = (int)(sizeof vars / sizeof vars[0]);
-        printf("\n== %s (%s shapes): us per call (GB/s of weights)\n", c.type, c.m == m8b ? "8B" : "1B");
+        printf("\n== %s (%s shapes): us per call (GB/s of weights)\n", c.type,
+               c.m == m8b ? "8B" : c.m == m1b ? "1B" : "135M");
         std::vector<double> tok_total(toks.size() * NV, 0.0);
         for (int mi = 0; mi < 5; mi++) {
             const mat &m = c.m[mi];

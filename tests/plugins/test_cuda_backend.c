@@ -133,6 +133,12 @@ Test(cuda_backend, unknown_and_bad_options_refused)
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
     cr_assert(strstr(err, "mvf=8"), "%s", err);
     aarmd_plugin_free(p);
+    struct aarmd_opt o5[] = {{"direct_logits", "2"}};
+    p = load_cuda(o5, 1);
+    cr_assert_not_null(p);
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "direct_logits=2: expected 0 or 1"), "%s", err);
+    aarmd_plugin_free(p);
 }
 
 /* ---- models from gguf-synth ---------------------------------------------------- */
@@ -387,6 +393,117 @@ Test(cuda_backend, v5_decode_kernels_match_v4)
     }
     aarmd_plugin_free(pf);
     aarmd_plugin_free(po);
+}
+
+/*
+ * The v8 fused forward (default, mvf=1: residual adds in the wo/down matvec
+ * epilogues, one-pass norms, Q8 rows from the attention merge, rope + KV
+ * store + chunk merge inside the decode attention) against the v7 kernel
+ * sequence (mvf=5), with and without graphs, on archs that exercise each
+ * exception (biases, GELU + learned positions, per-head q/k norms, post norms,
+ * sliding window): two sequences (11 and 6 prompt tokens in one step), four
+ * steps decoding both (2 tokens a forward), two decoding one (1 token). Only
+ * the summation order differs: float weights agree within 2e-3; for quantized
+ * ones a last-bit change of a norm output can round a Q8 activation the other
+ * way (measured up to 1.4e-2 on an H100, both paths then ~2e-2 from the CPU),
+ * so those are held to 3e-2 between the paths and the CPU bound (6e-2) each.
+ */
+struct fuse_case {
+    char arch[16];
+    uint32_t type;
+    char graphs[2];
+};
+
+static struct fuse_case fuse_cases[] = {
+    {"llama", AARMD_TYPE_Q4_K, "1"}, {"llama", AARMD_TYPE_F16, "0"},  {"gpt2", AARMD_TYPE_Q8_0, "1"},
+    {"qwen2", AARMD_TYPE_Q5_K, "1"}, {"qwen3", AARMD_TYPE_BF16, "1"}, {"gemma3", AARMD_TYPE_Q4_0, "1"},
+    {"phi3", AARMD_TYPE_Q6_K, "0"},  {"gemma3", AARMD_TYPE_F32, "0"},
+};
+
+ParameterizedTestParameters(cuda_backend, v8_fused_forward_matches_v7)
+{
+    return cr_make_param_array(struct fuse_case, fuse_cases, sizeof fuse_cases / sizeof fuse_cases[0]);
+}
+
+ParameterizedTest(struct fuse_case *fc, cuda_backend, v8_fused_forward_matches_v7)
+{
+    struct aarmd_opt fused[] = {{"mvf", "1"}, {"graphs", fc->graphs}};
+    struct aarmd_opt v7[] = {{"mvf", "5"}, {"graphs", fc->graphs}};
+    struct aarmd_plugin *pf = load_cuda(fused, 2);
+    NEED_GPU(pf);
+    struct aarmd_plugin *po = load_cuda(v7, 2);
+    cr_assert_not_null(po);
+    char err[512];
+    struct aarmd_plugin *cpu = NULL;   /* the reference both must stay near */
+    struct aarmd_host cpu_host;
+    aarmd_plugin_host_init(&cpu_host, NULL, 0, 0);
+    cr_assert_eq(aarmd_plugin_load("cpu", NULL, &cpu_host, &cpu, err, sizeof err), AARMD_OK, "%s", err);
+    struct bc_model l;
+    bc_model_synth(&l, fc->arch, fc->type);
+    uint32_t nv = l.d->n_vocab;
+    int qw = fc->type != AARMD_TYPE_F32 && fc->type != AARMD_TYPE_F16 && fc->type != AARMD_TYPE_BF16;
+    float *lf[2], *lo[2], *lc[2];
+    for (int i = 0; i < 2; i++) {
+        lf[i] = malloc(nv * sizeof(float));
+        lo[i] = malloc(nv * sizeof(float));
+        lc[i] = malloc(nv * sizeof(float));
+        cr_assert(lf[i] && lo[i] && lc[i]);
+    }
+    struct bc_side sf, so, sc;
+    bc_side_open(&sf, pf, l.d, 64);
+    bc_side_open(&so, po, l.d, 64);
+    bc_side_open(&sc, cpu, l.d, 64);
+    struct aarmd_backend_seq *f2 = NULL, *o2 = NULL, *c2 = NULL;
+    cr_assert_eq(aarmd_plugin_seq_new(pf, sf.m, 64, &f2, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(aarmd_plugin_seq_new(po, so.m, 64, &o2, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(aarmd_plugin_seq_new(cpu, sc.m, 64, &c2, err, sizeof err), AARMD_OK, "%s", err);
+    int32_t toks[2][11];
+    for (int i = 0; i < 11; i++) {
+        toks[0][i] = (int32_t)((i * 71 + 9) % (int)nv);
+        toks[1][i] = (int32_t)((i * 29 + 4) % (int)nv);
+    }
+    for (int step = 0; step < 7; step++) {   /* prompts, 4 steps of both decoding, 2 of the first alone */
+        int32_t next[2] = {(int32_t)((step * 113 + 1) % (int)nv), (int32_t)((step * 61 + 5) % (int)nv)};
+        uint32_t ne = step <= 4 ? 2 : 1;
+        struct aarmd_batch_entry ef[2], eo[2], ec[2];
+        for (uint32_t e = 0; e < ne; e++) {
+            const int32_t *tk = step ? &next[e] : toks[e];
+            uint32_t n = step ? 1u : (e ? 6u : 11u);
+            ef[e] = (struct aarmd_batch_entry){e ? f2 : sf.s, tk, n, 1, lf[e]};
+            eo[e] = (struct aarmd_batch_entry){e ? o2 : so.s, tk, n, 1, lo[e]};
+            ec[e] = (struct aarmd_batch_entry){e ? c2 : sc.s, tk, n, 1, lc[e]};
+        }
+        cr_assert_eq(aarmd_plugin_step(pf, sf.m, ef, ne, err, sizeof err), AARMD_OK, "%s", err);
+        cr_assert_eq(aarmd_plugin_step(po, so.m, eo, ne, err, sizeof err), AARMD_OK, "%s", err);
+        cr_assert_eq(aarmd_plugin_step(cpu, sc.m, ec, ne, err, sizeof err), AARMD_OK, "%s", err);
+        for (uint32_t e = 0; e < ne; e++) {
+            for (uint32_t k = 0; k < nv; k++)
+                cr_assert(isfinite(lf[e][k]), "%s type %u step %d: logit %u not finite", fc->arch, fc->type, step, k);
+            double r = max_rel(lf[e], lo[e], nv), rf = max_rel(lf[e], lc[e], nv), ro = max_rel(lo[e], lc[e], nv);
+            cr_log_info("%s type %u graphs=%s step %d seq %u: v8-v7 %.3g v8-cpu %.3g v7-cpu %.3g", fc->arch,
+                        fc->type, fc->graphs, step, e, r, rf, ro);
+            cr_expect(r < (qw ? 3e-2 : 2e-3), "%s type %u graphs=%s step %d seq %u: v8 vs v7 rel %g (v8-cpu %g, "
+                      "v7-cpu %g)", fc->arch, fc->type, fc->graphs, step, e, r, rf, ro);
+            cr_expect(rf < 0.06, "%s type %u graphs=%s step %d seq %u: v8 vs cpu rel %g", fc->arch, fc->type,
+                      fc->graphs, step, e, rf);
+        }
+    }
+    cr_expect(max_rel(lf[0], lf[1], nv) > 1e-4, "two different sequences gave the same logits");
+    aarmd_plugin_seq_free(pf, f2);
+    aarmd_plugin_seq_free(po, o2);
+    aarmd_plugin_seq_free(cpu, c2);
+    bc_side_close(&sf);
+    bc_side_close(&so);
+    bc_side_close(&sc);
+    for (int i = 0; i < 2; i++) {
+        free(lf[i]);
+        free(lo[i]);
+        free(lc[i]);
+    }
+    bc_model_free(&l);
+    aarmd_plugin_free(pf);
+    aarmd_plugin_free(po);
+    aarmd_plugin_free(cpu);
 }
 
 /* ---- paged KV: one forward for every sequence of a step, fork, pool exhaustion ---------- */
@@ -662,4 +779,111 @@ Test(cuda_backend, bad_kv_options_refused)
         cr_assert(strstr(err, want), "%s", err);
         aarmd_plugin_free(p);
     }
+}
+
+/* ABI 1.2: logits buffers from logits_alloc are page-locked and filled straight
+ * from the device; they must get exactly what malloc'd buffers get (same
+ * batch composition: the forward is the same), in decode graphs, prefill
+ * forwards and a step mixing both kinds of buffer. direct_logits=0: none. */
+static void three_steps(struct aarmd_plugin *p, struct aarmd_backend_model *m, float *const lg[3], const int32_t *toks,
+                        uint32_t nv, float *out)
+{
+    char err[512];
+    struct aarmd_backend_seq *s[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(aarmd_plugin_seq_new(p, m, 64, &s[i], err, sizeof err), AARMD_OK, "%s", err);
+    struct aarmd_batch_entry e[3];
+    for (int i = 0; i < 3; i++)   /* prefill: 5, 6, 7 tokens in one forward */
+        e[i] = (struct aarmd_batch_entry){s[i], toks + i, (uint32_t)(5 + i), 1, lg[i]};
+    cr_assert_eq(aarmd_plugin_step(p, m, e, 3, err, sizeof err), AARMD_OK, "%s", err);
+    for (int i = 0; i < 3; i++)
+        memcpy(out + (size_t)i * nv, lg[i], nv * sizeof(float));
+    for (int k = 0; k < 4; k++) {   /* decodes: a graph of 3 (bucket 4) */
+        for (int i = 0; i < 3; i++)
+            e[i] = (struct aarmd_batch_entry){s[i], toks + 10 + k + i, 1, 1, lg[i]};
+        cr_assert_eq(aarmd_plugin_step(p, m, e, 3, err, sizeof err), AARMD_OK, "%s", err);
+        for (int i = 0; i < 3; i++)
+            memcpy(out + (size_t)(3 + 3 * k + i) * nv, lg[i], nv * sizeof(float));
+    }
+    for (int i = 0; i < 3; i++)
+        aarmd_plugin_seq_free(p, s[i]);
+}
+
+Test(cuda_backend, pinned_logits_buffers_match_malloc_ones)
+{
+    struct aarmd_plugin *p = load_cuda(NULL, 0);
+    NEED_GPU(p);
+    struct bc_model l;
+    bc_model_synth(&l, "llama", AARMD_TYPE_Q4_0);
+    uint32_t nv = l.d->n_vocab;
+    struct bc_side a;
+    bc_side_open(&a, p, l.d, 64);
+    cr_assert(aarmd_plugin_has_method(p, "logits_alloc"));
+    int32_t toks[32];
+    for (int i = 0; i < 32; i++)
+        toks[i] = (i * 37 + 3) % (int32_t)nv;
+    float *pin[3], *heap[3], *mixed[3];
+    bool by[3];
+    for (int i = 0; i < 3; i++) {
+        pin[i] = aarmd_plugin_logits_alloc(p, a.m, nv * sizeof(float), &by[i]);
+        cr_assert(pin[i] && by[i], "buffer %d not from the backend", i);
+        heap[i] = malloc(nv * sizeof(float));
+        cr_assert_not_null(heap[i]);
+        mixed[i] = i == 1 ? heap[i] : pin[i];
+    }
+    size_t n = 15 * (size_t)nv;
+    float *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    cr_assert(want && got);
+    three_steps(p, a.m, heap, toks, nv, want);
+    three_steps(p, a.m, pin, toks, nv, got);
+    cr_assert_eq(memcmp(want, got, n * sizeof(float)), 0, "pinned buffers got other logits");
+    three_steps(p, a.m, mixed, toks, nv, got);
+    cr_assert_eq(memcmp(want, got, n * sizeof(float)), 0, "a step mixing buffers got other logits");
+    for (int i = 0; i < 3; i++) {
+        aarmd_plugin_logits_free(p, a.m, pin[i], by[i]);
+        free(heap[i]);
+    }
+    free(want);
+    free(got);
+    bc_side_close(&a);
+    bc_model_free(&l);
+    aarmd_plugin_free(p);
+
+    struct aarmd_opt off[] = {{"direct_logits", "0"}};
+    p = load_cuda(off, 1);
+    NEED_GPU(p);
+    bc_model_synth(&l, "llama", AARMD_TYPE_Q4_0);
+    bc_side_open(&a, p, l.d, 64);
+    bool b = true;
+    float *q = aarmd_plugin_logits_alloc(p, a.m, 64, &b);
+    cr_assert(q && !b, "direct_logits=0 still hands out pinned buffers");
+    aarmd_plugin_logits_free(p, a.m, q, b);
+    bc_side_close(&a);
+    bc_model_free(&l);
+    aarmd_plugin_free(p);
+}
+
+/* helper mega: the persistent decode kernel (mega=1, plugins/cuda/mega_cuda.c) against the CPU
+ * backend: llama cases it takes (prefill through the usual path, each decode step one launch of
+ * it), and a qwen2 case it declines (biases: the usual path, same result); mega=2 is refused. */
+Test(cuda_backend, mega_matches_cpu)
+{
+    static const struct bc_case mc[] = {{"llama", AARMD_TYPE_Q4_1, 0.05}, {"llama", AARMD_TYPE_Q8_0, 0.05},
+                                        {"llama", AARMD_TYPE_Q4_K, 0.06}, {"llama", AARMD_TYPE_F16, 0.01},
+                                        {"qwen2", AARMD_TYPE_Q4_0, 0.05}};
+    struct aarmd_opt on[] = {{"mega", "1"}};
+    for (size_t i = 0; i < sizeof mc / sizeof mc[0]; i++) {
+        struct aarmd_plugin *p = load_cuda(on, 1);
+        NEED_GPU(p);
+        bc_match_cpu(p, &mc[i]);
+        aarmd_plugin_free(p);
+    }
+    struct aarmd_opt bad[] = {{"mega", "2"}};
+    struct aarmd_plugin *p = load_cuda(bad, 1);
+    cr_assert_not_null(p);
+    struct aarmd_backend_ctx *ctx = NULL;
+    char err[512];
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "mega=2"), "%s", err);
+    aarmd_plugin_free(p);
 }
