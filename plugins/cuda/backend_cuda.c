@@ -14,7 +14,6 @@
 
 #include "aarmd_backend.h"
 #include "cuda_model.h"
-#include "mega.h"
 
 #define CUDA_VERSION_STR "0.1.0"
 #define CUDA_DEFAULT_BATCH 512u
@@ -72,10 +71,6 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
             if (strcmp(v, "0") && strcmp(v, "1"))
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option graphs=%s: expected 0 or 1", v);
             c->use_graphs = v[0] == '1';
-        } else if (!strcmp(k, "mega")) {
-            if (strcmp(v, "0") && strcmp(v, "1"))
-                return cuda_err(err, errlen, AARMD_EINVAL, "backend option mega=%s: expected 0 or 1", v);
-            c->use_mega = v[0] == '1';
         } else if (!strcmp(k, "cublas")) {
             if (strcmp(v, "0") && strcmp(v, "1"))
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option cublas=%s: expected 0 or 1", v);
@@ -119,7 +114,7 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
         } else {
             return cuda_err(err, errlen, AARMD_EINVAL,
                             "unknown backend option %s (known: batch, graphs, cublas, q8, pdl, mvf, kv_mb, q8rows, "
-                            "wf16, attn, direct_logits, graph_chunks, mega)",
+                            "wf16, attn, direct_logits, graph_chunks)",
                             k);
         }
     }
@@ -157,7 +152,6 @@ static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aa
     c->device = device;
     c->batch = CUDA_DEFAULT_BATCH;
     c->use_graphs = 1;
-    c->use_mega = CUDA_DEFAULT_MEGA;
     c->direct_logits = 1;
     c->use_cublas = 1;
     c->use_q8 = 1;

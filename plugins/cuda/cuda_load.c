@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "cuda_model.h"
-#include "mega.h"
 
 #define ALIGN 256u
 #define N_STAGE 2
@@ -639,11 +638,6 @@ int cuda_model_new(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc 
         (rc = cuda_step_bufs(m, (size_t)m->kv.n_blocks + 2 * (size_t)m->max_tok + CUDA_MAX_LOGIT_ROWS, err,
                              errlen)) != AARMD_OK)
         goto fail;
-    if (ctx->use_mega) {   /* --- mega: the persistent decode kernel when the model takes it (mega_cuda.c) */
-        char why[256];
-        if (cuda_mega_new(m, &m->mega, why, sizeof why) != AARMD_OK)
-            cuda_log(ctx->host, AARMD_LOG_INFO, "cuda: %s; decoding without it", why);
-    }
     for (int i = 0; i < N_STAGE; i++)
         cudaEventDestroy(ld.ev[i]);
     cudaFreeHost(ld.stage);
@@ -675,7 +669,6 @@ void cuda_model_free(struct aarmd_backend_model *m)
     if (m->stream)
         cudaStreamSynchronize(m->stream);
     cuda_graphs_free(m);
-    cuda_mega_free(m->mega);   /* --- mega */
     cuda_kv_free(&m->kv);
     for (size_t i = 0; i < CUDA_MAX_LOGIT_ROWS; i++)
         if (m->ev_logits[i])

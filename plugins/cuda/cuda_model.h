@@ -34,7 +34,6 @@ struct aarmd_backend_ctx {
     uint32_t q8_rows;           /* option q8rows: tokens (0..64) on the Q8 kernels, not cuBLAS; CUDA_Q8_ROWS_AUTO */
     int use_wf16;               /* option wf16: F16 weight copies for GEMMs of >= 16 tokens: 0, 1, CUDA_WF16_AUTO */
     int attn_grouped;           /* option attn: 1 (grouped, default) one attention block per kv head for >= 4 tokens */
-    int use_mega;               /* option mega: a one-token step of one sequence as one persistent kernel (mega.h) */
     uint64_t kv_mb;             /* option kv_mb: KV pool size in MiB; 0: CUDA_KV_FRACTION of free memory */
     uint32_t graph_chunks;      /* option graph_chunks: attention split-K of decode graphs, 0 = the most */
     int direct_logits;          /* option direct_logits: logits_alloc gives pinned buffers the logits are
@@ -155,7 +154,6 @@ struct aarmd_backend_model {
 
     struct cuda_kv kv;
     cudaGraphExec_t graph[CUDA_N_BUCKETS];   /* decode of 1 << i tokens, captured on first use */
-    struct cuda_mega *mega;     /* the persistent decode kernel (option mega, mega_cuda.c); NULL: not used */
     int graph_failed;
 };
 

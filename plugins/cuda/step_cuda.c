@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "cuda_model.h"
-#include "mega.h"
 
 /* Logit rows per device-to-host slice (the host copies one out while the next transfers). */
 #define LOGIT_SLICE 8u
@@ -191,14 +190,10 @@ int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uin
     cudaMemcpyAsync(m->d_step, m->h_step, (3 * T + L + bo) * sizeof(int32_t), cudaMemcpyHostToDevice, s);
 
     cuk_set_tuning(m->ctx->prop.major >= 9 ? m->ctx->use_pdl : 0, m->ctx->use_mvf);
-    /* --- mega: a one-token step of one sequence as one persistent kernel (option mega, mega_cuda.c) */
-    int mega = m->mega && n_pc == 1 && n_tok == 1;
-    if (b >= 0 && !m->graph[b] && !mega)
+    if (b >= 0 && !m->graph[b])
         capture(m, b, run_tok);
     uint32_t copy_rows;   /* logit rows to bring back */
-    if (mega && cuda_mega_decode(m, m->mega, n_rows > 0) == 0) {
-        copy_rows = n_rows;   /* row 0 (piece 0) */
-    } else if (b >= 0 && m->graph[b]) {
+    if (b >= 0 && m->graph[b]) {
         cudaError_t e = cudaGraphLaunch(m->graph[b], s);
         if (e != cudaSuccess)
             return cuda_err(err, errlen, AARMD_EDEVICE, "cudaGraphLaunch: %s", cudaGetErrorString(e));

@@ -862,28 +862,3 @@ Test(cuda_backend, pinned_logits_buffers_match_malloc_ones)
     bc_model_free(&l);
     aarmd_plugin_free(p);
 }
-
-/* helper mega: the persistent decode kernel (mega=1, plugins/cuda/mega_cuda.c) against the CPU
- * backend: llama cases it takes (prefill through the usual path, each decode step one launch of
- * it), and a qwen2 case it declines (biases: the usual path, same result); mega=2 is refused. */
-Test(cuda_backend, mega_matches_cpu)
-{
-    static const struct bc_case mc[] = {{"llama", AARMD_TYPE_Q4_1, 0.05}, {"llama", AARMD_TYPE_Q8_0, 0.05},
-                                        {"llama", AARMD_TYPE_Q4_K, 0.06}, {"llama", AARMD_TYPE_F16, 0.01},
-                                        {"qwen2", AARMD_TYPE_Q4_0, 0.05}};
-    struct aarmd_opt on[] = {{"mega", "1"}};
-    for (size_t i = 0; i < sizeof mc / sizeof mc[0]; i++) {
-        struct aarmd_plugin *p = load_cuda(on, 1);
-        NEED_GPU(p);
-        bc_match_cpu(p, &mc[i]);
-        aarmd_plugin_free(p);
-    }
-    struct aarmd_opt bad[] = {{"mega", "2"}};
-    struct aarmd_plugin *p = load_cuda(bad, 1);
-    cr_assert_not_null(p);
-    struct aarmd_backend_ctx *ctx = NULL;
-    char err[512];
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "mega=2"), "%s", err);
-    aarmd_plugin_free(p);
-}
