@@ -12,6 +12,7 @@
 
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
+#include "cp_async.cuh"
 #include "dequant.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
@@ -23,32 +24,6 @@
  * copies overlap the previous kernel's tail. Activations, outputs and
  * everything else are touched only after pdl_enter(), as pdl.cuh requires.
  */
-
-/* ---- cp.async (sm_80+) ------------------------------------------------------ */
-
-__device__ __forceinline__ void cp16(void *smem, const void *gmem)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-#else
-    *reinterpret_cast<uint4 *>(smem) = *reinterpret_cast<const uint4 *>(gmem);
-#endif
-}
-
-__device__ __forceinline__ void cp_commit()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-template <int N> __device__ __forceinline__ void cp_wait()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-#endif
-}
 
 __device__ __forceinline__ float h2f_lo(uint32_t w)
 {

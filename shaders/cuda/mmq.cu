@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "../../plugins/cuda/launch.h"
+#include "cp_async.cuh"
 #include "pdl.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
@@ -67,36 +68,6 @@ __device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uin
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
-
-/* cp.async of CP bytes (16: .cg, 4/8: .ca); ok == false writes zeros and reads nothing */
-template <int CP> __device__ __forceinline__ void cpa(void *smem, const void *gmem, bool ok)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int n = ok ? CP : 0;
-    if (CP == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(s), "l"(gmem), "n"(CP), "r"(n)
-                     : "memory");
-#else
-    (void)smem; (void)gmem; (void)ok;
-#endif
-}
-
-__device__ __forceinline__ void cpa_commit()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-template <int N> __device__ __forceinline__ void cpa_wait()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
 
@@ -267,7 +238,7 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
                 cpa<CP>(dst + row * UBP + off, ok ? W + (size_t)r * rb + ub + off : W, ok);
             }
         }
-        cpa_commit();
+        cp_commit();
     };
     /* L2 prefetch of units [a, b) of this thread's row (threads < BM) */
     auto prefetch = [&](int a, int b) {
@@ -342,11 +313,11 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     load_act(0);
     for (int i = 0; i < nst; i++) {
         if (ns == 4)
-            cpa_wait<2>();
+            cp_wait<2>();
         else if (ns == 3)
-            cpa_wait<1>();
+            cp_wait<1>();
         else
-            cpa_wait<0>();
+            cp_wait<0>();
         __syncthreads();   /* stage i landed (every thread's copies); stage i-1 fully consumed */
         issue(i + ns - 1);
         if (pf > 0 && i > 0 && i % pf == 0)
@@ -359,7 +330,7 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     }
 
     /* partial sums to shared memory, then rank q adds rows q*chunk.. of every rank in rank order */
-    cpa_wait<0>();
+    cp_wait<0>();
     __syncthreads();
     {
         float *rr = red + (warp * 16 + g) * RST + 2 * t4;

@@ -535,6 +535,46 @@ static __device__ __forceinline__ void attn_key(const float *qv, const __half *k
 }
 
 /*
+ * The end of a split-K attention block: its ATTN_WARPS warps merge their
+ * online-softmax states (m, s, acc[D]; acc in lanes d = lane + 32 i) in shared
+ * memory and write the chunk's (M, S, acc[D]) to out. Every thread calls it.
+ */
+static __device__ __forceinline__ void attn_warps_merge(float m, float s, const float (&acc)[ATTN_PER_LANE], int D,
+                                                        float *sm, float *ss, float (*sacc)[CUK_MAX_HEAD_DIM],
+                                                        float *out)
+{
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    if (lane == 0) {
+        sm[wid] = m;
+        ss[wid] = s;
+    }
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            sacc[wid][d] = acc[i];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < ATTN_WARPS; w++)
+        M = fmaxf(M, sm[w]);
+    float S = 0.0f;
+    for (int w = 0; w < ATTN_WARPS; w++)
+        S += sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - M);
+    if (threadIdx.x == 0) {
+        out[0] = M;
+        out[1] = S;
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < ATTN_WARPS; w++)
+            if (sm[w] != -INFINITY)
+                v += sacc[w][d] * expf(sm[w] - M);
+        out[2 + d] = v;
+    }
+}
+
+/*
  * grid (n_head, n_tok, n_chunks), ATTN_WARPS warps: the block takes chunk c of
  * the token's visible keys, a warp one key at a time (lanes over dims) with an
  * online softmax; the warps merge in shared memory and write (m, s, acc[D]) to
@@ -570,35 +610,7 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
         size_t kro = kv_row(kv, tab, j, kv_dim, 0);
         attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &s, acc);
     }
-    if (lane == 0) {
-        sm[wid] = m;
-        ss[wid] = s;
-    }
-#pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
-        int d = lane + WARP * i;
-        if (d < D)
-            sacc[wid][d] = acc[i];
-    }
-    __syncthreads();
-    float M = -INFINITY;
-    for (int w = 0; w < ATTN_WARPS; w++)
-        M = fmaxf(M, sm[w]);
-    float *out = partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2);
-    float S = 0.0f;
-    for (int w = 0; w < ATTN_WARPS; w++)
-        S += sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - M);
-    if (threadIdx.x == 0) {
-        out[0] = M;
-        out[1] = S;
-    }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float v = 0.0f;
-        for (int w = 0; w < ATTN_WARPS; w++)
-            if (sm[w] != -INFINITY)
-                v += sacc[w][d] * expf(sm[w] - M);
-        out[2 + d] = v;
-    }
+    attn_warps_merge(m, s, acc, D, sm, ss, sacc, partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2));
 }
 
 /*
@@ -749,36 +761,8 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
                      acc);
         }
     }
-    if (lane == 0) {
-        sm[wid] = m;
-        ss[wid] = sum;
-    }
-#pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
-        int d = lane + WARP * i;
-        if (d < D)
-            sacc[wid][d] = acc[i];
-    }
-    __syncthreads();
-    float M = -INFINITY;
-    for (int w = 0; w < ATTN_WARPS; w++)
-        M = fmaxf(M, sm[w]);
     float *pr = partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2);
-    float *po = pr + (size_t)c * (D + 2);
-    float S = 0.0f;
-    for (int w = 0; w < ATTN_WARPS; w++)
-        S += sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - M);
-    if (threadIdx.x == 0) {
-        po[0] = M;
-        po[1] = S;
-    }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float o = 0.0f;
-        for (int w = 0; w < ATTN_WARPS; w++)
-            if (sm[w] != -INFINITY)
-                o += sacc[w][d] * expf(sm[w] - M);
-        po[2 + d] = o;
-    }
+    attn_warps_merge(m, sum, acc, D, sm, ss, sacc, pr + (size_t)c * (D + 2));
     if (!cnt)
         return;
     __syncthreads();   /* the block's partial row written; thread 0's fence is cumulative over it */
