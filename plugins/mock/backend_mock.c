@@ -72,6 +72,7 @@ struct aarmd_backend_model {
     struct aarmd_backend_model *prev, *next;
     struct aarmd_backend_seq *seqs;        /* live sequences: model_free frees them */
     uint64_t logits_live;   /* buffers from logits_alloc not yet freed */
+    uint64_t logits_given;  /* buffers logits_alloc handed out in all (a host that reuses them asks rarely) */
 };
 
 struct aarmd_backend_seq {
@@ -414,6 +415,8 @@ static void mock_model_free(struct aarmd_backend_model *m)
     if (m->logits_live)   /* ABI 1.2: the host frees its logits buffers before the model */
         mock_log(m->ctx->host, AARMD_LOG_ERROR, "mock: model freed with %" PRIu64 " logits buffers not freed",
                  m->logits_live);
+    mock_log(m->ctx->host, AARMD_LOG_INFO, "mock: model freed; %" PRIu64 " logits buffers handed out in all",
+             m->logits_given);
     if (m->prev)
         m->prev->next = m->next;
     else
@@ -663,6 +666,7 @@ static void *mock_logits_alloc(struct aarmd_backend_model *m, size_t bytes)
     h->magic = MOCK_LOGITS_MAGIC;
     h->bytes = bytes;
     m->logits_live++;
+    m->logits_given++;
     return h + 1;
 }
 

@@ -437,6 +437,17 @@ Test(batching, random_clients_disconnects_and_cancels_leave_no_blocks)
     cr_assert_eq(rc, 0, "exit code %d (seed %llu)", rc, (unsigned long long)seed);
 }
 
+/* The count in the mock's "N logits buffers handed out in all" line (logged when its model is freed). */
+static long logits_given(const char *err)
+{
+    const char *given = strstr(err, " logits buffers handed out in all");
+    cr_assert_not_null(given, "the mock did not report its logits buffers:\n%s", err);
+    const char *num = given;
+    while (num > err && num[-1] >= '0' && num[-1] <= '9')
+        num--;
+    return strtol(num, NULL, 10);
+}
+
 /* Eight concurrent jobs' ids with --sample-threads n (a step draws every job's token on n threads). */
 static void sample_with_threads(const char *n, struct client *cl, int n_cl)
 {
@@ -455,9 +466,30 @@ static void sample_with_threads(const char *n, struct client *cl, int n_cl)
     cr_assert_gt(hx_metric(m, "worker_sample_seconds_total", NULL), 0.0, "%s", m);
     free(m);
     cr_assert_eq(hx_stop(p, 5000), 0);
-    /* every logits buffer went back to the backend before its model (the mock logs a leak) */
+    /* every logits buffer went back to the backend before its model (the mock logs a leak), and
+     * the scheduler reused them: 8 jobs, 8 slots, so at most 8 were ever asked for */
     char *err = hx_stderr(p);
     cr_assert_null(strstr(err, "logits buffers not freed"), "%s", err);
+    long n_given = logits_given(err);
+    cr_assert(n_given >= 1 && n_given <= 8, "%ld logits buffers for 8 slots", n_given);
+    free(err);
+}
+
+Test(batching, logits_buffers_are_reused_across_jobs)
+{
+    /* 24 jobs one after the other on 2 slots: the pool hands the same buffers out again */
+    struct hx_proc *p = hx_start("--max-jobs", "2", NULL);
+    struct result r;
+    for (int k = 0; k < 24; k++) {
+        char body[160];
+        snprintf(body, sizeof body, "{\"job_id\":\"r%d\",\"prompt\":\"hello %d\",\"max_tokens\":3,\"seed\":%d}", k, k, k);
+        run(hx_port(p), body, &r);
+        cr_assert_str_eq(r.terminal, "end", "r%d: %s %s", k, r.code, r.message);
+    }
+    cr_assert_eq(hx_stop(p, 5000), 0);
+    char *err = hx_stderr(p);
+    long n_given = logits_given(err);
+    cr_assert(n_given >= 1 && n_given <= 2, "%ld logits buffers for 24 jobs on 2 slots", n_given);
     free(err);
 }
 
