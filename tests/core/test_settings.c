@@ -307,7 +307,8 @@ Test(settings, sample_config_lists_every_option)
     cr_assert_eq(aarmd_settings_parse_file_text(&st, text, path, 0, err, sizeof err), AARMD_OK, "%s", err);
     const char *keys[] = {"backend", "model", "worker-id", "device", "host", "port", "callback-url", "plugin-dir",
                           "backend-opt", "ctx-size", "max-jobs", "queue-depth", "max-tokens-limit",
-                          "inference-timeout", "api-token-file", "log-format", "log-level"};
+                          "inference-timeout", "api-token-file", "log-format", "log-level", "step-tokens",
+                          "prefill-chunk", "prefix-cache-blocks", "sample-threads"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char needle[64];
         snprintf(needle, sizeof needle, "\n%s = ", keys[i]);
@@ -325,6 +326,9 @@ Test(settings, sample_config_lists_every_option)
     cr_assert_eq(st.log_format, def.log_format);
     cr_assert_eq(st.log_level, def.log_level);
     cr_assert_eq(st.device, def.device);
+    cr_assert_eq(st.step_tokens, def.step_tokens);
+    cr_assert_eq(st.prefill_chunk, def.prefill_chunk);
+    cr_assert_eq(st.sample_threads, def.sample_threads);
     aarmd_settings_fini(&def);
 }
 
