@@ -13,6 +13,7 @@
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
 #include "cp_async.cuh"
+#include "mma.cuh"
 #include "dequant.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
@@ -660,17 +661,6 @@ k_mmq2(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
  * rounds them the same way).
  */
 /* BK items per stage; shared rows of BK * 32 + 8 halves (+8: conflict-free fragments) */
-
-__device__ __forceinline__ void mma_f16(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                        uint32_t b1)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
 
 /* 4 signed bytes of w -> 2 half2 (exact integers), times d */
 __device__ __forceinline__ void i8x4_to_h2(uint32_t w, __half2 d, __half2 *o)

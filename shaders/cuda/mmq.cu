@@ -12,6 +12,7 @@
 
 #include "../../plugins/cuda/launch.h"
 #include "cp_async.cuh"
+#include "mma.cuh"
 #include "pdl.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
@@ -58,17 +59,6 @@ __device__ __forceinline__ void i8w(uint32_t w, __half2 a, uint32_t &lo, uint32_
     const __half2 off = u2h(0x64806480u);             /* 1152 = 1024 + 128 */
     lo = h2u(__hmul2(__hsub2(u2h(__byte_perm(v, 0x64646464u, 0x4240)), off), a));
     hi = h2u(__hmul2(__hsub2(u2h(__byte_perm(v, 0x64646464u, 0x4341)), off), a));
-}
-
-__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
 }
 
 /* bytes (a multiple of 16, 16-byte aligned) of global memory into L2, no completion to wait for */
@@ -304,8 +294,8 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
 #pragma unroll
             for (int n = 0; n < NTT; n++) {
                 uint4 x = *reinterpret_cast<const uint4 *>(xa + n * 8 * V8_TS + it * 32);
-                mma16816(acc[n], a[0], c[0], a[1], c[1], x.x, x.y);
-                mma16816(acc[n], a[2], c[2], a[3], c[3], x.z, x.w);
+                mma_f16(acc[n], a[0], c[0], a[1], c[1], x.x, x.y);
+                mma_f16(acc[n], a[2], c[2], a[3], c[3], x.z, x.w);
             }
         }
     };

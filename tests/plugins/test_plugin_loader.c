@@ -234,14 +234,22 @@ Test(loader, struct_too_small_for_minor)
     cr_assert(strstr(err, want), "'%s' not in: %s", want, err);
 }
 
-Test(loader, struct_exactly_minimal_is_accepted)
+/* The mock loaded with its table cut to `minor` and `size` bytes (the loader must accept it). */
+static struct aarmd_plugin *load_cut(unsigned minor, size_t size)
 {
-    char size[32];
-    snprintf(size, sizeof size, "%zu", (size_t)END_OF_STEP);
-    const struct aarmd_opt opts[] = {{"abi_minor", "0"}, {"struct_size", size}};
+    char m[16], sz[32];
+    snprintf(m, sizeof m, "%u", minor);
+    snprintf(sz, sizeof sz, "%zu", size);
+    const struct aarmd_opt opts[] = {{"abi_minor", m}, {"struct_size", sz}};
     host_opts(opts, 2);
     struct aarmd_plugin *p = NULL;
     cr_assert_eq(aarmd_plugin_load("mock", NULL, &host, &p, err, sizeof err), AARMD_OK, "%s", err);
+    return p;
+}
+
+Test(loader, struct_exactly_minimal_is_accepted)
+{
+    struct aarmd_plugin *p = load_cut(0, END_OF_STEP);
     cr_assert_eq(aarmd_plugin_table(p)->struct_size, END_OF_STEP);
     cr_assert(aarmd_plugin_has_method(p, "step"));
     cr_assert(aarmd_plugin_has_method(p, "seq_truncate"));
@@ -279,12 +287,7 @@ Test(loader, minor_2_table_must_reach_logits_free)
 Test(loader, minor_1_table_has_no_logits_slots)
 {
     /* a 1.1 plugin ends at seq_fork: logits_alloc/free are never read */
-    char size[32];
-    snprintf(size, sizeof size, "%zu", (size_t)END_OF_SEQ_FORK);
-    const struct aarmd_opt opts[] = {{"abi_minor", "1"}, {"struct_size", size}};
-    host_opts(opts, 2);
-    struct aarmd_plugin *p = NULL;
-    cr_assert_eq(aarmd_plugin_load("mock", NULL, &host, &p, err, sizeof err), AARMD_OK, "%s", err);
+    struct aarmd_plugin *p = load_cut(1, END_OF_SEQ_FORK);
     cr_assert(aarmd_plugin_has_method(p, "seq_fork"));
     cr_assert_not(aarmd_plugin_has_method(p, "logits_alloc"));
     cr_assert_not(aarmd_plugin_has_method(p, "logits_free"));

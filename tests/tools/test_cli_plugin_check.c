@@ -266,25 +266,22 @@ Test(plugin_check_kv, unbroken_wrapper_passes)
     cli_run_free(&r);
 }
 
+/* plugin-check ARGS exits 2 (usage) with `msg` in its output. */
+static void usage_error(const char *args, const char *msg)
+{
+    struct cli_run r = check(args);
+    cr_assert_eq(r.rc, 2, "%s: %s", args, r.out);
+    cr_assert(strstr(r.out, msg), "%s: '%s' not in: %s", args, msg, r.out);
+    cli_run_free(&r);
+}
+
 Test(plugin_check_kv, option_errors)
 {
-    struct cli_run r = check("mock --kv-fill");
-    cr_assert_eq(r.rc, 2, "%s", r.out);
-    cr_assert(strstr(r.out, "--kv-fill needs a value"), "%s", r.out);
-    cli_run_free(&r);
-    r = check("mock --kv-fill -3");
-    cr_assert_eq(r.rc, 2, "%s", r.out);
-    cr_assert(strstr(r.out, "--kv-fill -3: expected an integer >= 0 (tokens)"), "%s", r.out);
-    cli_run_free(&r);
-    r = check("mock --tol -1");
-    cr_assert_eq(r.rc, 2, "%s", r.out);
-    cr_assert(strstr(r.out, "--tol -1: expected a number >= 0"), "%s", r.out);
-    cli_run_free(&r);
-    r = check("mock --tol 0 --reference cpu --model x.gguf");
-    cr_assert_eq(r.rc, 2, "%s", r.out);
-    cr_assert(strstr(r.out, "--tol 0 means bitwise"), "%s", r.out);
-    cli_run_free(&r);
-    r = check("--help");
+    usage_error("mock --kv-fill", "--kv-fill needs a value");
+    usage_error("mock --kv-fill -3", "--kv-fill -3: expected an integer >= 0 (tokens)");
+    usage_error("mock --tol -1", "--tol -1: expected a number >= 0");
+    usage_error("mock --tol 0 --reference cpu --model x.gguf", "--tol 0 means bitwise");
+    struct cli_run r = check("--help");
     cr_assert_eq(r.rc, 0, "%s", r.out);
     cr_assert(strstr(r.out, "not paged: skipped"), "%s", r.out);
     cli_run_free(&r);
