@@ -17,6 +17,9 @@
 #                                          micro-benchmark (MM_TYPES="Q4_K Q8_0 F16 BF16")
 #   tools/device-run.sh ncu                (there) Nsight Compute on one launch of each 8B
 #                                          decode matvec (v5 and v6), summary in $OUT/ncu.txt
+#   tools/device-run.sh prof               (there) every kernel of a bench run timed by Nsight
+#                                          Compute, summed per kernel name (PROF="shape:type ...",
+#                                          PROF_ARGS="--pp 512 --tg 0"), in $OUT/prof.txt
 #
 # .device/ (or $AARMD_DEVICE_DIR, a .device-* folder) is ignored by .gitignore and carried by the
 # device tool (carry: [".device"]); set AARMD_DEVICE_DIR the same way on both sides. Logs go to $OUT (or .device/out when OUT is unset).
@@ -44,8 +47,8 @@ build)
     cp "$root/tools/cuda_bw.cu" "$dev/" || exit 1
     # the weight-kernel check / micro-benchmark, linked with the plugin's kernel objects
     nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -o "$dev/cuda_matmul_check" \
-        "$root/tests/plugins/cuda_matmul_check.cu" shaders/cuda/matmul.o shaders/cuda/ops.o shaders/cuda/matvec.o \
-        shaders/cuda/mmq.o || exit 1
+        "$root/tests/plugins/cuda_matmul_check.cu" shaders/cuda/matmul.o shaders/cuda/ops.o shaders/cuda/matvec.o shaders/cuda/matvec1.o \
+        shaders/cuda/mmq.o shaders/cuda/attn_fa.o || exit 1
     # the Criterion test and the libraries the GPU machine lacks (it has no Criterion)
     if make -j2 tests/plugins/test_cuda_backend LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread"; then
         t=tests/plugins/test_cuda_backend
@@ -56,7 +59,7 @@ build)
     fi
     ls -la "$dev"
     ;;
-check|bench|all|mm|ncu|serve|seqs)
+check|bench|all|mm|ncu|serve|seqs|prof)
     mkdir -p "$out" /tmp/synth
     export AARMD_PLUGIN_PATH="$dev"
     # cuBLAS: the system toolkit's, else the one PyTorch ships
@@ -221,6 +224,37 @@ for k, v in seen.items():
     print("==", k[0], k[1]); print("   " + "; ".join(v))
 PY
     tail -c 6000 "$out/ncu.txt"
+fi
+
+# Where a bench run's device time goes: each kernel's duration (ncu, clocks unlocked, one pass
+# per kernel), summed by name; the warm-up and the measured repetition are both in the sums.
+if [ "$cmd" = prof ]; then
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+    : >"$out/prof.txt"
+    for st in ${PROF:-llama-8b:F16}; do
+        s=${st%%:*}; rest=${st#*:}; t=${rest%%:*}; o=
+        [ "$rest" != "$t" ] && o="--backend-opt ${rest#*:}"
+        f="$out/prof-$s-$t.csv"
+        "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
+            "$cli" bench cuda --shape "$s" --type "$t" ${PROF_ARGS:---pp 512 --tg 0} --reps 1 $o >"$f" 2>"$f.err"
+        echo "== $s $t $o (ncu exit $?)" | tee -a "$out/prof.txt"
+        python3 - "$f" <<'PY' | tee -a "$out/prof.txt"
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+if len(rows) < 3: sys.exit(print("no kernels recorded"))
+h = rows[0]; ki = h.index("Kernel Name"); ti = h.index("gpu__time_duration.sum")
+unit = rows[1][ti]; scale = {"us": 1e-3, "usecond": 1e-3, "ms": 1.0, "msecond": 1.0}.get(unit, 1e-6)
+tot = collections.Counter(); n = collections.Counter()
+for r in rows[2:]:
+    try: v = float(r[ti].replace(",", "")) * scale
+    except ValueError: continue
+    k = r[ki].split("(")[0][:70]; tot[k] += v; n[k] += 1
+all_ms = sum(tot.values())
+print("kernels %d, device time %.2f ms (warm-up + measured)" % (sum(n.values()), all_ms))
+for k, v in tot.most_common(25):
+    print("%8.3f ms %5.1f%% %6d  %s" % (v, 100 * v / all_ms, n[k], k))
+PY
+    done
 fi
 
 if [ "$cmd" = bench ] || [ "$cmd" = all ]; then

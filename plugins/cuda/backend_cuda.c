@@ -80,8 +80,8 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option q8=%s: expected 0 or 1", v);
             c->use_q8 = v[0] == '1';
         } else if (!strcmp(k, "pdl")) {
-            if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "2"))
-                return cuda_err(err, errlen, AARMD_EINVAL, "backend option pdl=%s: expected 0, 1 or 2", v);
+            if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "2") && strcmp(v, "3"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option pdl=%s: expected 0, 1, 2 or 3", v);
             c->use_pdl = v[0] - '0';
         } else if (!strcmp(k, "mvf")) {
             if (v[0] < '0' || v[0] > '7' || v[1])
@@ -92,9 +92,10 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option wf16=%s: expected 0, 1 or auto", v);
             c->use_wf16 = v[0] == 'a' ? CUDA_WF16_AUTO : v[0] == '1';
         } else if (!strcmp(k, "attn")) {
-            if (strcmp(v, "heads") && strcmp(v, "grouped"))
-                return cuda_err(err, errlen, AARMD_EINVAL, "backend option attn=%s: expected heads or grouped", v);
-            c->attn_grouped = v[0] == 'g';
+            if (strcmp(v, "heads") && strcmp(v, "grouped") && strcmp(v, "fa"))
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option attn=%s: expected fa, grouped or heads",
+                                v);
+            c->attn_kind = v[0] == 'f' ? CUDA_ATTN_FA : v[0] == 'g' ? CUDA_ATTN_GROUPED : CUDA_ATTN_HEADS;
         } else if (!strcmp(k, "kv_mb")) {
             char *end;
             unsigned long long n = strtoull(v, &end, 10);
@@ -159,7 +160,7 @@ static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aa
     c->use_mvf = CUDA_DEFAULT_MVF;
     c->q8_rows = CUDA_Q8_ROWS_AUTO;
     c->use_wf16 = CUDA_WF16_AUTO;
-    c->attn_grouped = 1;
+    c->attn_kind = CUDA_ATTN_FA;
     if ((rc = parse_opts(c, host, err, errlen)) != AARMD_OK)
         goto fail;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&c->prop, device)) != cudaSuccess) {

@@ -33,12 +33,18 @@ struct aarmd_backend_ctx {
     int use_mvf;                /* option mvf: decode matvec kernel bits (cuk_set_tuning) */
     uint32_t q8_rows;           /* option q8rows: tokens (0..64) on the Q8 kernels, not cuBLAS; CUDA_Q8_ROWS_AUTO */
     int use_wf16;               /* option wf16: F16 weight copies for GEMMs of >= 16 tokens: 0, 1, CUDA_WF16_AUTO */
-    int attn_grouped;           /* option attn: 1 (grouped, default) one attention block per kv head for >= 4 tokens */
+    int attn_kind;              /* option attn: the attention of forwards of >= 4 tokens, CUDA_ATTN_* */
     uint64_t kv_mb;             /* option kv_mb: KV pool size in MiB; 0: CUDA_KV_FRACTION of free memory */
     uint32_t graph_chunks;      /* option graph_chunks: attention split-K of decode graphs, 0 = the most */
     int direct_logits;          /* option direct_logits: logits_alloc gives pinned buffers the logits are
                                  * copied into straight from the device (1, default); 0: host malloc */
 };
+
+/* Option attn: forwards of >= 4 tokens run the flash attention (attn_fa.cu, default), one block
+ * per (kv head, token, chunk) (grouped) or one per (head, token, chunk) (heads, also below 4 tokens). */
+#define CUDA_ATTN_HEADS 0
+#define CUDA_ATTN_GROUPED 1
+#define CUDA_ATTN_FA 2
 
 /* Option values "auto": wf16 when the F16 copies take at most half the free memory;
  * q8rows per matrix: with F16 copies 32 for what the v8 GEMM takes, else 8 (cuBLAS
@@ -138,9 +144,13 @@ struct aarmd_backend_model {
     void *xq;                   /* Q8 activations: int8 [CUDA_Q8_ROWS][max n_in] */
     float *xd;                  /* their scales [CUDA_Q8_ROWS][max n_in / 32] */
     const float *q8_src;        /* the F32 rows xq holds now (forward_cuda.c), NULL: none */
-    /* per-forward data, one upload: [tok T][pos T][tok_bt T][logit rows L][block tables btab_cap] */
+    const float *a16_src;       /* the F32 rows a16 holds as F16 now (forward_cuda.c), NULL: none */
+    /* per-forward data, one upload: [tok T][pos T][tok_bt T][fa tiles T+1][logit rows L][block tables btab_cap] */
     int32_t *d_step, *h_step;   /* device; pinned host mirror */
     int32_t *d_tok, *d_pos, *d_tok_bt, *d_lrow, *d_btab;   /* into d_step */
+    int32_t *d_fa_tiles;        /* into d_step after tok_bt: [T + 1] flash-attention tile starts (launch.h
+                                 * cuk_attention_fa), n_fa_tiles of them + the end */
+    uint32_t n_fa_tiles;        /* tiles of this forward's tokens (step_cuda.c) */
     size_t btab_cap;            /* int32 entries of the block-table segment */
     float *h_logits;            /* pinned [CUDA_MAX_LOGIT_ROWS][n_vocab] */
     cudaEvent_t ev_logits[CUDA_MAX_LOGIT_ROWS];   /* one per slice of logit rows copied back */

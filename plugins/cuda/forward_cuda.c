@@ -9,8 +9,8 @@
 
 #include "cuda_model.h"
 
-/* Forwards of at least this many tokens use the grouped attention (option attn=grouped, the
- * default); fewer tokens: too few warps in flight for its serial walk over a chunk's keys. */
+/* Forwards of at least this many tokens use the flash attention (option attn=fa, the default) or
+ * the grouped one (attn=grouped); fewer tokens: the per-head split-K kernels (decode). */
 #define ATTN_GROUPED_MIN_TOK 4u
 /* Prefill chunks at least this long go through cuBLAS when it is loaded. */
 #define GEMM_MIN_TOK 16
@@ -37,21 +37,33 @@ static uint32_t q8_max(const struct aarmd_backend_model *m, const struct cuda_ma
     return v8 && (int64_t)w->n_in * w->n_out >= ((int64_t)1 << 22) ? 32u : 8u;
 }
 
+/* 1 when matmul() takes w through cuBLAS for n_tok rows (its input then goes through a16 as F16). */
+static int blas_for(const struct aarmd_backend_model *m, const struct cuda_mat *w, uint32_t n_tok)
+{
+    if (!w || !w->d || !m->blas || n_tok < GEMM_MIN_TOK)
+        return 0;
+    int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
+    return !(q8 && n_tok <= q8_max(m, w)) &&
+           (w->type == AARMD_TYPE_F16 || w->d16 || (size_t)(w->n_in * w->n_out) <= m->w16_elems);
+}
+
 static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, uint32_t n_tok, float *y,
                    int reuse)
 {
     cudaStream_t s = m->stream;
-    if (!reuse)
-        m->q8_src = NULL;
+    if (!reuse || m->a16_src == y)   /* y is about to change */
+        m->q8_src = m->a16_src = NULL;
     int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
-    if (m->blas && n_tok >= GEMM_MIN_TOK && !(q8 && n_tok <= q8_max(m, w)) &&
-        (w->type == AARMD_TYPE_F16 || w->d16 || (size_t)(w->n_in * w->n_out) <= m->w16_elems)) {
+    if (blas_for(m, w, n_tok)) {
         const void *w16 = w->type == AARMD_TYPE_F16 ? w->d : w->d16;
         if (!w16) {
             cuk_dequant_f16(s, w->type, w->d, w->n_in, w->n_out, m->w16);
             w16 = m->w16;
         }
-        cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
+        if (m->a16_src != x) {   /* a producer (norm, activation) may have written the F16 rows already */
+            cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
+            m->a16_src = x;
+        }
         if (cuda_blas_gemm(m->blas, w16, m->a16, y, (int)w->n_in, (int)w->n_out, (int)n_tok) == 0)
             return;
     }
@@ -87,9 +99,11 @@ static void add_norm(struct aarmd_backend_model *m, const struct cuda_mat *next,
 {
     const struct cuda_hparams *hp = &m->hp;
     int q = q8_for(m, next, n_tok) && hp->n_embd % 32 == 0;
-    cuk_add_norm_q8(m->stream, m->xb, m->x, m->xb2, w, b, (int)n_tok, hp->n_embd, hp->norm_eps,
-                    hp->norm_kind == AARMD_NORM_LAYER, q ? m->xq : NULL, q ? m->xd : NULL);
+    int h = cuk_add_norm_q8(m->stream, m->xb, m->x, m->xb2, w, b, (int)n_tok, hp->n_embd, hp->norm_eps,
+                            hp->norm_kind == AARMD_NORM_LAYER, q ? m->xq : NULL, q ? m->xd : NULL,
+                            blas_for(m, next, n_tok) ? m->a16 : NULL);
     m->q8_src = q ? m->xb : NULL;
+    m->a16_src = h ? m->xb : NULL;
 }
 
 /* xb = norm(x) * w (+ b), x already holding the residual sum (v8: added in the matvec epilogue);
@@ -99,9 +113,11 @@ static void norm_next(struct aarmd_backend_model *m, const struct cuda_mat *next
 {
     const struct cuda_hparams *hp = &m->hp;
     int q = q8_for(m, next, n_tok) && hp->n_embd % 32 == 0;
-    cuk_norm_q8(m->stream, m->xb, m->x, w, b, (int)n_tok, hp->n_embd, hp->norm_eps, hp->norm_kind == AARMD_NORM_LAYER,
-                q ? m->xq : NULL, q ? m->xd : NULL, zero, (int)n_zero);
+    int h = cuk_norm_q8(m->stream, m->xb, m->x, w, b, (int)n_tok, hp->n_embd, hp->norm_eps,
+                        hp->norm_kind == AARMD_NORM_LAYER, q ? m->xq : NULL, q ? m->xd : NULL, zero, (int)n_zero,
+                        blas_for(m, next, n_tok) ? m->a16 : NULL);
     m->q8_src = q ? m->xb : NULL;
+    m->a16_src = h ? m->xb : NULL;
 }
 
 /*
@@ -198,13 +214,16 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
     size_t n_cnt = (size_t)n_tok * hp->n_head;
     if (dec && n_cnt * ((size_t)nch * (size_t)(D + 2) + 1) <= m->partial_floats)
         cnt = (unsigned *)(m->partial + m->partial_floats - n_cnt);
+    /* Forwards of >= ATTN_GROUPED_MIN_TOK tokens: the flash attention (attn_fa.cu) over the step's
+     * tiles (it splits the keys into at most nch chunks while its blocks would leave SMs idle). */
+    const int fa = !dec && m->ctx->attn_kind == CUDA_ATTN_FA && n_tok >= ATTN_GROUPED_MIN_TOK;
 
     /* x = token_embd[tok] * embd_scale (+ pos_embd[pos]) */
     cuk_get_rows(s, m->token_embd.type, m->token_embd.d, E, m->d_tok, (int)n_tok, m->x, hp->embd_scale, 0);
     if (m->pos_embd.d)
         cuk_get_rows(s, m->pos_embd.type, m->pos_embd.d, E, m->d_pos, (int)n_tok, m->x, 1.0f, 1);
 
-    m->q8_src = NULL;   /* xq holds nothing of this pass yet */
+    m->q8_src = m->a16_src = NULL;   /* xq and a16 hold nothing of this pass yet */
     int pend = 0;       /* 1 token: x holds the residual sum and the next matvec does the norm (norm_matmul) */
     if (fuse) {                                                                    /* xb = norm(x) * attn_norm (+ Q8) */
         const struct cuda_layer *L0 = &m->layers[0];
@@ -214,6 +233,8 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
     for (int il = 0; il < hp->n_layer; il++) {
         const struct cuda_layer *L = &m->layers[il];
         float *q = m->q, *k = m->k, *v = m->v;
+        int rope_in = dec && (fuse & CUK_FUSE_ROPE) && !L->q_norm && !L->k_norm;   /* rope + KV store in there */
+        const float *split = NULL;   /* the fused rows rope_store splits into q, k (and the cache) itself */
         if (L->wqkv.d) {                                                           /* q|k|v = xb @ wqkv, split */
             int QKV = Q + 2 * KV;
             if (pend)
@@ -226,6 +247,8 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
                 q = m->qkv;
                 k = m->qkv + Q;
                 v = m->qkv + Q + KV;
+            } else if (!rope_in && !L->q_norm && !L->k_norm) {
+                split = m->qkv;
             } else {
                 cuk_copy_rows(s, q, Q, m->qkv, QKV, (int)n_tok, Q);
                 cuk_copy_rows(s, k, KV, m->qkv + Q, QKV, (int)n_tok, KV);
@@ -246,18 +269,24 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
         struct cuk_kv kv = layer_kv(m, il);
         int qo = (fuse & CUK_FUSE_ATT_Q8) && q8_for(m, &L->wo, n_tok) && D % 32 == 0;   /* merge writes wo's Q8 */
         int window = L->is_swa ? hp->sliding_window : 0;
-        int rope_in = dec && (fuse & CUK_FUSE_ROPE) && !L->q_norm && !L->k_norm;   /* rope + KV store in there */
-        if (!rope_in)
+        if (split)
+            cuk_rope_store_qkv(s, split, q, k, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, &kv);
+        else if (!rope_in)
             cuk_rope_store(s, q, k, v, (int)n_tok, hp->n_head, hp->n_head_kv, D, &L->rope, m->d_pos, &kv);
         if (dec)
             cuk_attention_dec(s, q, k, v, rope_in, &L->rope, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D,
                               hp->attn_scale, hp->attn_softcap, window, nch, m->partial, cnt, m->att,
                               qo ? m->xq : NULL, qo ? m->xd : NULL);
-        else
+        else if (!(fa && cuk_attention_fa(s, q, &kv, m->d_pos, m->d_fa_tiles, (int)m->n_fa_tiles, (int)n_tok,
+                                          hp->n_head, hp->n_head_kv, D, hp->attn_scale, hp->attn_softcap, window,
+                                          nch, m->partial, m->att, qo ? m->xq : NULL, qo ? m->xd : NULL)))
             cuk_attention(s, q, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,
-                          hp->attn_softcap, window, nch, m->ctx->attn_grouped && n_tok >= ATTN_GROUPED_MIN_TOK,
-                          m->partial, m->att, qo ? m->xq : NULL, qo ? m->xd : NULL);
+                          hp->attn_softcap, window, nch,
+                          m->ctx->attn_kind != CUDA_ATTN_HEADS && n_tok >= ATTN_GROUPED_MIN_TOK, m->partial, m->att,
+                          qo ? m->xq : NULL, qo ? m->xd : NULL);
         m->q8_src = qo ? m->att : NULL;
+        if (m->a16_src == m->att)   /* written just now */
+            m->a16_src = NULL;
         const struct cuda_mat *ffn_in = hp->act == AARMD_ACT_GELU ? &L->w_up
                                         : L->w_up_gate.d          ? &L->w_up_gate
                                                                   : &L->w_gate;
@@ -293,18 +322,23 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
                   cuk_matvec_q8_act_acc(s, L->w_down.type, L->w_down.d, L->w_down.n_in, L->w_down.n_out, m->hb,
                                         m->hb + F, gelu, L->b_down, m->x);
             if (!res) {
+                int h = blas_for(m, &L->w_down, n_tok);
                 cuk_act_gated_q8(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu, qd ? m->xq : NULL,
-                                 qd ? m->xd : NULL);
+                                 qd ? m->xd : NULL, h ? m->a16 : NULL);
                 ffn = m->hb2;
                 m->q8_src = qd && F % 32 == 0 ? ffn : NULL;
+                m->a16_src = h ? ffn : NULL;
             }
         } else {                                                                   /* act(xb @ gate) * (xb @ up) */
             int qd = q8_for(m, &L->w_down, n_tok);
             matmul(m, &L->w_gate, m->xb, n_tok, m->hb, 1);
             matmul(m, &L->w_up, m->xb, n_tok, m->hb2, 1);
             bias(m, m->hb2, L->b_up, n_tok, F);
-            cuk_act_gated_q8(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu, qd ? m->xq : NULL, qd ? m->xd : NULL);
+            int h = blas_for(m, &L->w_down, n_tok);
+            cuk_act_gated_q8(s, m->hb, m->hb, F, m->hb2, F, (int)n_tok, F, gelu, qd ? m->xq : NULL, qd ? m->xd : NULL,
+                             h ? m->a16 : NULL);
             m->q8_src = qd && F % 32 == 0 ? m->hb : NULL;
+            m->a16_src = h ? m->hb : NULL;
         }
         /* x += f; xb = norm(x) * (next layer's attn_norm | output_norm) */
         if (!res)                                                                  /* x += hb @ down (+ b) */

@@ -122,6 +122,27 @@ void cuk_mv_set_grid(int blocks_per_sm);
  * the streaming matvec take n tokens (default 1 << 2 for Q4_K/Q8_0, 0 for floats; elsewhere
  * the v5 kernels run). Process-wide, set before capturing graphs. */
 void cuk_mm_set_variant(int mmq, int mvs_q8_tok_mask, int mvs_f_tok_mask);
+/*
+ * v9 (matvec.cu, docs/cuda-notes.md v9-q4k): y[r] = W[r] . x for ONE token of Q8 activations
+ * (accum != 0: y[r] += ...; b[r] added when b != NULL) through the 1-token kernels with staged
+ * activations; Q4_K and Q8_0 rows (n_in % 256 == 0, w 16-byte aligned). cfg: CUK_MV1_DEFAULT the process
+ * default (cuk_mv1_set, else the environment's AARMD_CUDA_MV1, a measurement knob, else 0),
+ * 0 automatic, -1 none, > 0 one kernel configuration (matvec.cu, mv1_q4k_run). Returns 1 when it
+ * enqueued the product, 0 (nothing enqueued) when it does not take it. cuk_matvec_q8 (1 token)
+ * and cuk_matvec_q8_acc route through it while the v6 kernels are on (cuk_set_tuning).
+ */
+#define CUK_MV1_DEFAULT (-2)
+int cuk_mv1_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+               const float *xd, const float *b, int accum, float *y, int cfg);
+/* The same for F16/BF16 weights and F32 x (the bulk-copy kernel only); cuk_matmul (1 token) and
+ * cuk_matvec_f_acc route through it while the v6 kernels are on. */
+int cuk_mv1_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
+              const float *b, int accum, float *y, int cfg);
+/* cuk_set_tuning's pdl for the v9 kernels (release at entry only with AARMD_CUDA_MV1_EARLY=1). */
+void cuk_mv1_set_pdl(int pdl);
+/* The process default of cuk_mv1_q8's cfg (-1: off, the v5 kernels; 0: automatic; CUK_MV1_DEFAULT:
+ * the environment's AARMD_CUDA_MV1 again, else 0). */
+void cuk_mv1_set(int cfg);
 /* Dequantizes W (n_out rows of n_in, any supported type) into F16 dst [n_out][n_in]. */
 void cuk_dequant_f16(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, void *dst);
 /* dst[i] = (half) src[i], i < n. */
@@ -134,16 +155,19 @@ void cuk_norm(cudaStream_t s, float *out, const float *x, const float *w, const 
               float eps, int layer);
 /* cuk_norm, and when xq != NULL and n % 32 == 0 also quantizes out per 32 into xq/xd
  * as cuk_quantize_q8(out, rows * n) would (bit-identical); out may be x. Also sets
- * zero[0..n_zero) to 0 (the counters of cuk_attention_dec), in the same kernel when it can. */
-void cuk_norm_q8(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
-                 float eps, int layer, void *xq, float *xd, unsigned *zero, int n_zero);
+ * zero[0..n_zero) to 0 (the counters of cuk_attention_dec), in the same kernel when it can.
+ * o16 != NULL: also writes out as F16 into o16 ([rows][n], as cuk_f32_to_f16 would) when
+ * the one-pass kernel takes the rows; returns 1 when o16 was written, else 0. */
+int cuk_norm_q8(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows, int n,
+                float eps, int layer, void *xq, float *xd, unsigned *zero, int n_zero, void *o16);
 /* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b), for `rows` rows of n (out != x). */
 void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
                   int n, float eps, int layer);
 /* cuk_add_norm, and when xq != NULL and n % 32 == 0 also quantizes out per 32 into
- * xq/xd as cuk_quantize_q8(out, rows * n) would (bit-identical). */
-void cuk_add_norm_q8(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
-                     int n, float eps, int layer, void *xq, float *xd);
+ * xq/xd as cuk_quantize_q8(out, rows * n) would (bit-identical); o16 and the result as
+ * cuk_norm_q8's. */
+int cuk_add_norm_q8(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
+                    int n, float eps, int layer, void *xq, float *xd, void *o16);
 /* y[i] += x[i], i < n. */
 void cuk_add(cudaStream_t s, float *y, const float *x, int64_t n);
 /* y[r][i] += b[i] for `rows` rows of n. */
@@ -175,6 +199,11 @@ struct cuk_kv {
  */
 void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv, int D,
                     const struct cuk_rope *r, const int32_t *pos, const struct cuk_kv *kv);
+/* cuk_rope_store with q, k and v read from the rows of a fused projection, qkv [n_tok][q | k | v]
+ * (n_head*D + 2*n_kv*D floats a row, not written): the rotated q and k land in q and k (dense,
+ * as cuk_rope_store leaves them), k and v in the cache; so no copy splits the rows first. */
+void cuk_rope_store_qkv(cudaStream_t s, const float *qkv, float *q, float *k, int n_tok, int n_head, int n_kv, int D,
+                        const struct cuk_rope *r, const int32_t *pos, const struct cuk_kv *kv);
 /*
  * out[t][h*D..] = softmax(softcap(q.k * scale)) . v over the keys j of token
  * t's sequence with max(0, pos[t]-window+1) <= j <= pos[t] (window 0: from 0),
@@ -212,12 +241,13 @@ void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, const int32_t
 void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok, int n,
                    int gelu);
 /* cuk_act_gated with out dense ([n_tok][n]); when xq != NULL and n % 32 == 0 also quantizes out
- * as cuk_quantize_q8(out, n_tok * n) would. */
+ * as cuk_quantize_q8(out, n_tok * n) would; o16 != NULL: out also as F16 there ([n_tok][n]). */
 void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok,
-                      int n, int gelu, void *xq, float *xd);
+                      int n, int gelu, void *xq, float *xd, void *o16);
 /* Process-wide kernel choices, set before capturing graphs. pdl: 0 plain launches,
  * 1 programmatic dependent launch (sm_90) with the next kernel released at block
- * exit, 2 released at kernel entry. matvec_f: 0 the v4 kernels (float weights
+ * exit, 2 released at kernel entry by the kernels of matmul.cu and ops.cu, 3 by
+ * every kernel file's (matvec.cu too; pdl.cuh's flag is one per .cu). matvec_f: 0 the v4 kernels (float weights
  * through the one-warp-per-row matmul, Q8 matvec 8 tokens a launch); 1 (default)
  * the v6 kernels of matvec.cu; 3 the v5 kernels (coalesced float matvec, item
  * Q8 matvec); 7 v5 with its Q8_0 and 4-items-in-flight variants.
@@ -228,6 +258,30 @@ void cuk_set_tuning(int pdl, int matvec_f);
 void cuk_gelu(cudaStream_t s, float *x, int64_t n);
 /* x[i] = cap * tanh(x[i] / cap) (cap > 0). */
 void cuk_softcap(cudaStream_t s, float *x, int64_t n, float cap);
+
+/* --- fa: tensor-core flash attention over the paged cache (shaders/cuda/attn_fa.cu) */
+/* Rows (tokens x the query heads of one kv head) of one flash-attention tile: a tile holds
+ * at most CUK_FA_ROWS / (n_head / n_kv) consecutive tokens of one sequence. */
+#define CUK_FA_ROWS 64
+/* 1 when cuk_attention_fa takes this shape: head_dim 16, 32, 64, 128 or 256, n_head a multiple
+ * of n_kv with n_head / n_kv <= CUK_FA_ROWS. */
+int cuk_fa_ok(int n_head, int n_kv, int D);
+/* Raises the kernel's shared-memory limit for head_dim D (once per D; call outside graph capture). */
+void cuk_fa_prepare(int D);
+/*
+ * cuk_attention's result (out, and the Q8 rows when xq != NULL and D % 32 == 0) for n_tok
+ * tokens grouped in n_tiles tiles: tiles[i]..tiles[i+1]-1 (device, n_tiles + 1 entries,
+ * tiles[0] = 0, tiles[n_tiles] = n_tok) are consecutive tokens of one sequence with
+ * consecutive positions, at most CUK_FA_ROWS / (n_head / n_kv) of them. One block per
+ * (tile, kv head, chunk) of 4 warps; S = QK^T and PV on mma.sync (Q, P rounded to F16),
+ * F32 online softmax. n_chunks (1..CUK_ATTN_MAX_CHUNKS) bounds the split of each tile's keys
+ * (split only while n_tiles * n_kv blocks stay under 1 per SM, AARMD_CUDA_FA_SPLIT=N: N per SM,
+ * read once); split rows go through `partial` (n_tok * n_head * n_chunks * (D + 2) floats) and
+ * a merge launch. Returns 0, enqueuing nothing, when the shape is not taken (cuk_fa_ok).
+ */
+int cuk_attention_fa(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
+                     const int32_t *tiles, int n_tiles, int n_tok, int n_head, int n_kv, int D, float scale,
+                     float softcap, int window, int n_chunks, float *partial, float *out, void *xq, float *xd);
 
 #ifdef __cplusplus
 }

@@ -80,7 +80,7 @@ void cuda_graphs_free(struct aarmd_backend_model *m)
 
 int cuda_step_bufs(struct aarmd_backend_model *m, size_t btab_cap, char *err, size_t errlen)
 {
-    size_t T = m->max_tok, L = CUDA_MAX_LOGIT_ROWS, n = 3 * T + L + btab_cap;
+    size_t T = m->max_tok, L = CUDA_MAX_LOGIT_ROWS, n = 4 * T + 1 + L + btab_cap;
     cudaStreamSynchronize(m->stream);
     cuda_graphs_free(m);   /* they captured the old pointers */
     if (m->d_step)
@@ -101,8 +101,9 @@ int cuda_step_bufs(struct aarmd_backend_model *m, size_t btab_cap, char *err, si
     m->d_tok = m->d_step;
     m->d_pos = m->d_step + T;
     m->d_tok_bt = m->d_step + 2 * T;
-    m->d_lrow = m->d_step + 3 * T;
-    m->d_btab = m->d_step + 3 * T + L;
+    m->d_fa_tiles = m->d_step + 3 * T;
+    m->d_lrow = m->d_step + 4 * T + 1;
+    m->d_btab = m->d_step + 4 * T + 1 + L;
     m->btab_cap = btab_cap;
     return AARMD_OK;
 }
@@ -162,8 +163,12 @@ int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uin
     }
     int b = decode && m->ctx->use_graphs && !m->graph_failed ? bucket_of(m, n_pc) : -1;
 
-    /* the step data: tokens, positions, each token's table, logit rows, tables (scratch block first) */
-    int32_t *tok = m->h_step, *pos = tok + T, *tbt = tok + 2 * T, *lrow = tok + 3 * T, *btab = lrow + L;
+    /* the step data: tokens, positions, each token's table, flash-attention tiles (runs of at most
+     * tq tokens of one sequence), logit rows, tables (scratch block first) */
+    int32_t *tok = m->h_step, *pos = tok + T, *tbt = tok + 2 * T, *tiles = tok + 3 * T, *lrow = tiles + T + 1;
+    int32_t *btab = lrow + L;
+    uint32_t group = m->hp.n_head_kv > 0 ? (uint32_t)(m->hp.n_head / m->hp.n_head_kv) : 1;
+    uint32_t tq = group >= 1 && group <= CUK_FA_ROWS ? CUK_FA_ROWS / group : 1, n_tiles = 0;
     btab[0] = (int32_t)kv->scratch;
     size_t bo = 1;
     uint32_t t = 0, n_rows = 0;
@@ -173,6 +178,8 @@ int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uin
         for (uint32_t j = 0; j < nb; j++)
             btab[bo + j] = (int32_t)sq->blocks[j];
         for (uint32_t j = 0; j < pc[i].n; j++, t++) {
+            if (j % tq == 0)
+                tiles[n_tiles++] = (int32_t)t;
             tok[t] = pc[i].tokens[j];
             pos[t] = (int32_t)(sq->n_past + j);
             tbt[t] = (int32_t)bo;
@@ -184,12 +191,17 @@ int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uin
     uint32_t run_tok = n_tok;
     if (b >= 0) {   /* padded tokens write the scratch block at position 0 */
         run_tok = 1u << b;
-        for (; t < run_tok; t++)
+        for (; t < run_tok; t++) {
             tok[t] = pos[t] = tbt[t] = 0;
+            tiles[n_tiles++] = (int32_t)t;
+        }
     }
-    cudaMemcpyAsync(m->d_step, m->h_step, (3 * T + L + bo) * sizeof(int32_t), cudaMemcpyHostToDevice, s);
+    tiles[n_tiles] = (int32_t)t;
+    m->n_fa_tiles = n_tiles;
+    cudaMemcpyAsync(m->d_step, m->h_step, (4 * T + 1 + L + bo) * sizeof(int32_t), cudaMemcpyHostToDevice, s);
 
     cuk_set_tuning(m->ctx->prop.major >= 9 ? m->ctx->use_pdl : 0, m->ctx->use_mvf);
+    cuk_fa_prepare(m->hp.head_dim);   /* before any capture: the flash attention's shared-memory opt-in */
     if (b >= 0 && !m->graph[b])
         capture(m, b, run_tok);
     uint32_t copy_rows;   /* logit rows to bring back */

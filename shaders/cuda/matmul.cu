@@ -22,6 +22,8 @@
 
 int cuk_pdl_on = 0;         /* pdl.cuh */
 extern "C" void cuk_ops_set_pdl_early(int early);   /* ops.cu */
+extern "C" void cuk_matvec_set_pdl_early(int early);   /* matvec.cu */
+extern "C" void cuk_fa_set_pdl_early(int early);       /* attn_fa.cu */
 static int cuk_mv_f_on = 1; /* F32/F16/BF16 decode through k_matvec_f / k_mvs (mvf bit 1) */
 static int cuk_v6_on = 1;   /* decode through the v6 kernels of matvec.cu (mvf bit 2 clear) */
 static int cuk_q80_on = 0;  /* v5: Q8_0 decode through k_matvec_q8_0 (mvf bits 2 and 4) */
@@ -50,9 +52,13 @@ extern "C" void cuk_set_tuning(int pdl, int matvec_f)
 {
     static int dev_pdl = -1;
     cuk_pdl_on = pdl != 0;
-    if (pdl != dev_pdl) {   /* pdl 2: trigger the next launch at kernel entry (pdl.cuh) */
-        pdl_set_early(pdl == 2);
-        cuk_ops_set_pdl_early(pdl == 2);
+    if (pdl != dev_pdl) {   /* pdl 2: trigger the next launch at kernel entry (pdl.cuh) in matmul.cu
+                             * and ops.cu; 3: in every kernel file */
+        pdl_set_early(pdl >= 2);
+        cuk_ops_set_pdl_early(pdl >= 2);
+        cuk_matvec_set_pdl_early(pdl == 3);
+        cuk_fa_set_pdl_early(pdl == 3);
+        cuk_mv1_set_pdl(pdl);   /* matvec1.cu (its early release is a measurement knob at 2) */
         dev_pdl = pdl;
     }
     cuk_fuse = (matvec_f & 1) && (matvec_f & 6) != 4 ? fuse_mask() : 0;   /* 1, 3, 7; 5: v7 forward */
@@ -754,6 +760,8 @@ extern "C" int cuk_matvec_q8_acc(cudaStream_t s, uint32_t type, const void *w, i
 {
     if (!cuk_type_q8(type) || !cuk_type_ok(type, n_in) || n_out < 1)
         return 0;
+    if (cuk_v6_on && cuk_mv1_q8(s, type, w, n_in, n_out, xq, xd, b, 1, y, CUK_MV1_DEFAULT))   /* v9 (matvec1.cu) */
+        return 1;
     DISPATCH_Q(type, matvec_q8_acc_t, s, w, n_in, n_out, xq, xd, b, y);
     return 1;
 }
@@ -888,8 +896,28 @@ __global__ void k_f32_to_f16(const float *src, __half *dst, int64_t n)
         dst[i] = __float2half_rn(src[i]);
 }
 
+/* four elements a thread: one 16-byte load, one 8-byte store (n4 = n / 4) */
+__global__ void k_f32_to_f16_v4(const float4 *src, uint2 *dst, int64_t n4)
+{
+    pdl_enter();
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n4)
+        return;
+    float4 v = src[i];
+    __half2 a = __floats2half2_rn(v.x, v.y), b = __floats2half2_rn(v.z, v.w);
+    uint2 o;
+    o.x = *reinterpret_cast<unsigned *>(&a);
+    o.y = *reinterpret_cast<unsigned *>(&b);
+    dst[i] = o;
+}
+
 extern "C" void cuk_f32_to_f16(cudaStream_t s, const float *src, void *dst, int64_t n)
 {
+    if (n % 4 == 0 && (uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0) {
+        int64_t n4 = n / 4;
+        pdl_launch(k_f32_to_f16_v4, (unsigned)((n4 + 255) / 256), 256, s, (const float4 *)src, (uint2 *)dst, n4);
+        return;
+    }
     pdl_launch(k_f32_to_f16, (unsigned)((n + 255) / 256), 256, s, src, (__half *)dst, n);
 }
 
@@ -909,6 +937,8 @@ extern "C" int cuk_matvec_f_acc(cudaStream_t s, uint32_t type, const void *w, in
 {
     if (!cuk_type_ok(type, n_in) || n_out < 1 || cuk_row_bytes(type, n_in) % 16)
         return 0;
+    if (cuk_v6_on && cuk_mv1_f(s, type, w, n_in, n_out, x, b, 1, y, CUK_MV1_DEFAULT))   /* v9 (matvec1.cu) */
+        return 1;
     switch (type) {
     case AARMD_TYPE_F32: matvec_f_acc_t<AARMD_TYPE_F32>(s, w, n_in, n_out, x, b, y); return 1;
     case AARMD_TYPE_F16: matvec_f_acc_t<AARMD_TYPE_F16>(s, w, n_in, n_out, x, b, y); return 1;

@@ -4,7 +4,8 @@
  * and the small-batch GEMMs for 9..64 tokens of every Q8-path type (int8 or
  * F16 mma.sync, each weight byte read once per call). Which runs when:
  * cuk_mm_set_variant (defaults from runs M1-M4 of docs/cuda-notes.md; the v8 GEMM of
- * Q4_0/Q4_1/Q8_0/Q4_K is in mmq.cu). Prefill GEMMs, embedding and dequantization stay in matmul.cu.
+ * Q4_0/Q4_1/Q8_0/Q4_K is in mmq.cu; one token goes to the v9 kernels of matvec1.cu where they
+ * take it). Prefill GEMMs, embedding and dequantization stay in matmul.cu.
  */
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -16,6 +17,12 @@
 #include "mma.cuh"
 #include "dequant.cuh"
 #include "../../core/abi/aarmd_backend.h"
+
+/* pdl=3: this file's kernels also release the next launch at entry (pdl.cuh's flag is one per .cu) */
+extern "C" void cuk_matvec_set_pdl_early(int early)
+{
+    pdl_set_early(early);
+}
 
 #define WARP 32
 
@@ -259,8 +266,9 @@ k_mvs(const uint8_t *__restrict__ W, size_t rb, int nblk, int n_out, const float
 /* token counts (bit n: n tokens) the streaming matvec takes; run 2 (notes v6): it beats the v5
  * item matvec only at 2 tokens, for Q4_K and Q8_0 */
 static int mvs_q8_toks = 1 << 2, mvs_f_toks = 0;
-/* 1 k_mmq, 2 k_mmq2, 3 k_mmqh (F16 mma), 4-7 mixes (mmq_wm), 8-14 the v8 GEMM (mmq_t, mmq.cu);
- * -1: not chosen yet, the environment's AARMD_CUDA_MMQ (a measurement knob) else the default 8 */
+/* 1 k_mmq, 2 k_mmq2, 3 k_mmqh (F16 mma), 4-7 mixes (mmq_wm), 8-14 the v8 GEMM, 15-19 v9 (mmq_t, mmq.cu);
+ * -1: not chosen yet, the environment's AARMD_CUDA_MMQ (a measurement knob) else the default 15
+ * (v9 for the Q4_K matrices it takes, v8 for the rest: docs/cuda-notes.md v9-mmq, v9-lead) */
 static int mmq_version = -1;
 
 static int mmq_ver(void)
@@ -268,7 +276,7 @@ static int mmq_ver(void)
     if (mmq_version < 0) {
         const char *e = getenv("AARMD_CUDA_MMQ");
         int v = e ? atoi(e) : 0;
-        mmq_version = v >= 1 && v <= 14 ? v : 8;
+        mmq_version = v >= 1 && v <= 19 ? v : 15;
     }
     return mmq_version;
 }
@@ -345,6 +353,9 @@ static int mvs_ok(uint32_t type, const void *w, int64_t n_in)
 extern "C" int cuk_mvs_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                           const float *xd, int n_tok, float *y)
 {
+    /* one token: the v9 kernel (k_mv1_q4k) unless the streaming matvec is asked for it */
+    if (n_tok == 1 && !(mvs_q8_toks & 2) && cuk_mv1_q8(s, type, w, n_in, n_out, xq, xd, NULL, 0, y, CUK_MV1_DEFAULT))
+        return 1;
     if (n_tok < 1 || n_tok > 8 || !(mvs_q8_toks >> n_tok & 1) || !mvs_ok(type, w, n_in))
         return 0;
     switch (type) {
@@ -357,6 +368,9 @@ extern "C" int cuk_mvs_q8(cudaStream_t s, uint32_t type, const void *w, int64_t 
 extern "C" int cuk_mvs_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
                          int n_tok, float *y)
 {
+    /* one token: the v9 kernel (k_mvt) unless the streaming matvec is asked for it */
+    if (n_tok == 1 && !(mvs_f_toks & 2) && cuk_mv1_f(s, type, w, n_in, n_out, x, NULL, 0, y, CUK_MV1_DEFAULT))
+        return 1;
     if (n_tok < 1 || n_tok > 8 || !(mvs_f_toks >> n_tok & 1) || !mvs_ok(type, w, n_in))
         return 0;
     switch (type) {
@@ -885,13 +899,37 @@ static int mmqv_cfg(int ver)
     }
 }
 
+/* the v9 GEMM (mmq.cu): 1 when it enqueued the product; cfg bits: see mmq9_cfg */
+extern "C" int cuk_mmq9_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                           const float *xd, int n_tok, float *y, int cfg);
+
+/* v9 variants (-1: not one): bits 0-1 ring stages - 2, bits 6-7 K split until v blocks per SM
+ * (0: 2), bit 8 128-row blocks (else 64), bit 9 a bulk copy per row instead of one tensor copy
+ * per unit (docs/cuda-notes.md v9-mmq) */
+static int mmq9_cfg(int ver)
+{
+    switch (ver) {
+    case 15: return 3 << 6;          /* the v9 GEMM: 2 stages, 64-row blocks, K split to 3 blocks per SM */
+    case 16: return 0;               /* K split to 2 blocks per SM */
+    case 17: return 1 | 3 << 6;      /* 3 stages */
+    case 18: return 1 << 8 | 3 << 6; /* 128-row blocks */
+    case 19: return 1 << 9 | 3 << 6; /* a bulk copy per row (run 1's kernel) */
+    default: return -1;
+    }
+}
+
 template <uint32_t T>
 static void mmq_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
                   int n_tok, float *y)
 {
+    /* 15 takes what it was measured on (Q4_K, >= 4M weights; v8 for the rest); 16-19 everything */
+    const int c9 = mmq9_cfg(mmq_ver());
+    if (c9 >= 0 && (mmq_ver() != 15 || (T == AARMD_TYPE_Q4_K && n_in * n_out >= (1 << 22))) &&
+        cuk_mmq9_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, c9))
+        return;
     /* 8-14: the v8 GEMM (mmqv_cfg); types or rows it does not take run version 5, and the
      * default (8) leaves matrices of < 4M weights (SmolLM2's: latency-bound, runs G1, G4) to it */
-    const int ver = mmq_ver(), cfg = mmqv_cfg(ver);
+    const int ver = c9 >= 0 ? 8 : mmq_ver(), cfg = mmqv_cfg(ver);   /* v9 refused: v8 */
     if (cfg >= 0 && (ver != 8 || n_in * n_out >= (1 << 22)) && cuk_mmqv_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, cfg))
         return;
     if (n_tok <= 16)
@@ -912,8 +950,8 @@ extern "C" int cuk_mmqv_small(cudaStream_t s, uint32_t type, const void *w, int6
         int v = e ? atoi(e) : 0;
         mmqv_from = v >= 2 && v <= 9 ? v : 3;
     }
-    if (mmq_ver() != 8 || n_tok < mmqv_from || n_tok > 8 || n_in % 32 || n_in * n_out < (1 << 22) ||
-        !cuk_row_bytes(type, n_in))
+    if ((mmq_ver() != 8 && mmq9_cfg(mmq_ver()) < 0) || n_tok < mmqv_from || n_tok > 8 || n_in % 32 ||
+        n_in * n_out < (1 << 22) || !cuk_row_bytes(type, n_in))
         return 0;
     return cuk_mmqv_q8(s, type, w, n_in, n_out, xq, xd, n_tok, y, mmqv_cfg(8));
 }

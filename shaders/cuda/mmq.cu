@@ -1,14 +1,18 @@
 /*
- * mmq.cu — the v8 small-batch quantized GEMM of the CUDA backend (9..64 tokens; Q4_0, Q4_1,
- * Q8_0, Q4_K): raw weight tiles stream through a shared-memory cp.async ring and are decoded
- * straight into F16 mma.sync fragments, the activations are converted to F16 once per block,
- * and K is split over the blocks of a thread-block cluster whose partial sums are added in a
- * fixed order through distributed shared memory (deterministic). Entered through
- * cuk_mmq_q8 (matvec.cu) when its variant selects it; other types stay with matvec.cu.
+ * mmq.cu — the v8 and v9 small-batch quantized GEMMs of the CUDA backend (9..64 tokens; Q4_0,
+ * Q4_1, Q8_0, Q4_K): raw weight tiles stream through a shared-memory ring and are decoded
+ * straight into F16 mma.sync fragments, and K is split over the blocks of a thread-block cluster
+ * whose partial sums are added in a fixed order through distributed shared memory
+ * (deterministic). v8: cp.async ring, activations converted to F16 in every block; v9: the
+ * activations converted once per launch, a producer warp of tensor copies, mbarriers. Entered
+ * through cuk_mmq_q8 (matvec.cu) when its variant selects it; other types stay with matvec.cu.
  */
 #include <cooperative_groups.h>
+#include <cuda.h>
+#include <pthread.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../../plugins/cuda/launch.h"
 #include "cp_async.cuh"
@@ -156,9 +160,13 @@ template <> struct v8t<AARMD_TYPE_Q4_K> {
     }
     static __device__ __forceinline__ void frag(const uint8_t *rw, int it, int t4, const uint2 *tr, uint32_t *o)
     {
-        uint2 q = *reinterpret_cast<const uint2 *>(rw + 16 + 32 * (it >> 1) + 8 * t4);
         uint2 s = tr[it];
-        __half2 a = u2h(s.x), b = u2h(s.y);
+        frag_ab(rw, it, t4, u2h(s.x), u2h(s.y), o);
+    }
+    /* the same with the item's (scale, offset) given */
+    static __device__ __forceinline__ void frag_ab(const uint8_t *rw, int it, int t4, __half2 a, __half2 b, uint32_t *o)
+    {
+        uint2 q = *reinterpret_cast<const uint2 *>(rw + 16 + 32 * (it >> 1) + 8 * t4);
         const int sh = 4 * (it & 1);   /* odd sub-blocks are the high nibbles */
         o[0] = nib2(q.x >> sh, a, b); o[1] = nib2(q.x >> (sh + 8), a, b);
         o[2] = nib2(q.y >> sh, a, b); o[3] = nib2(q.y >> (sh + 8), a, b);
@@ -494,6 +502,528 @@ extern "C" int cuk_mmqv_q8(cudaStream_t s, uint32_t type, const void *w, int64_t
     case AARMD_TYPE_Q4_1: return v8_type<AARMD_TYPE_Q4_1>(V8_ARGS);
     case AARMD_TYPE_Q8_0: return v8_type<AARMD_TYPE_Q8_0>(V8_ARGS);
     case AARMD_TYPE_Q4_K: return v8_type<AARMD_TYPE_Q4_K>(V8_ARGS);
+    default: return 0;
+    }
+}
+
+/* ==== v9: F16 activations once per launch, a producer warp of bulk copies, mbarriers ========= */
+/*
+ * The v8 GEMM spent 25-37% of its instructions (32-64 tokens) converting the Q8 activations to
+ * F16 in every block, held them in registers a unit ahead (194 registers at 64 tokens: 2 blocks
+ * per SM) and ran every unit between two block barriers. v9:
+ * - k_mmq9_xh converts them once per launch (the same exact i8w arithmetic: bit-identical to v8)
+ *   into a per-stream scratch laid out [unit][token][256 halves] in v8's permuted order, the
+ *   16-byte chunks of odd tokens XOR-swizzled by 4 (conflict-free fragment loads, no padding);
+ * - k_mmq9: warp NC of a block is the producer: per unit it issues 1D bulk copies
+ *   (cp.async.bulk) of each row's unit bytes and of the unit's activation tile into a ring of ns
+ *   stages, completing on the stage's `full` mbarrier; consumer warps 0..NC-1 wait on it, build
+ *   the scales table of their own 16 rows (K-quants; __syncwarp only), decode + mma as v8, and
+ *   arrive on the stage's `empty` mbarrier. No block barrier inside the K loop.
+ * K split over a cluster and the ordered DSMEM reduction are v8's (deterministic).
+ * Needs sm_90, rows of whole units (n_in % 256 == 0), 16-byte aligned rows; else refuses.
+ */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void mb_init(uint64_t *b, uint32_t count)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
+#else
+    (void)b; (void)count;
+#endif
+}
+
+__device__ __forceinline__ void mb_arrive(uint64_t *b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
+#else
+    (void)b;
+#endif
+}
+
+__device__ __forceinline__ void mb_arrive_tx(uint64_t *b, uint32_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes)
+                 : "memory");
+#else
+    (void)b; (void)bytes;
+#endif
+}
+
+__device__ __forceinline__ void mb_wait(uint64_t *b, uint32_t parity)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t ok = 0;
+    do {
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(ok)
+                     : "r"(smem_u32(b)), "r"(parity)
+                     : "memory");
+    } while (!ok);
+#else
+    (void)b; (void)parity;
+#endif
+}
+
+/* bytes (a multiple of 16; both addresses 16-byte aligned) global -> this block's shared memory,
+ * completing on mbarrier b */
+__device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(b))
+                 : "memory");
+#else
+    (void)dst; (void)src; (void)bytes; (void)b;
+#endif
+}
+
+/* the box at (c0, c1) of 2D tensor map tm -> this block's shared memory (128-byte aligned),
+ * completing on mbarrier b */
+__device__ __forceinline__ void tma_2d(void *dst, const CUtensorMap *tm, int c0, int c1, uint64_t *b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+                 "[%4];\n" ::"r"(smem_u32(dst)),
+                 "l"(reinterpret_cast<uint64_t>(tm)), "r"(c0), "r"(c1), "r"(smem_u32(b))
+                 : "memory");
+#else
+    (void)dst; (void)tm; (void)c0; (void)c1; (void)b;
+#endif
+}
+
+/* activations -> F16 scratch: one thread per 16 int8 (one half of an item) of one token */
+__global__ void k_mmq9_xh(const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_in, int n_tok,
+                          __half *__restrict__ xh)
+{
+    pdl_enter();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* let the GEMM start its weight copies now: its griddepcontrol.wait still waits for this grid */
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+    const int per = n_in / 16;
+    const int v = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (v >= per * n_tok)
+        return;
+    const int tk = v / per, c16 = v - tk * per, item = c16 >> 1, u = item / V8_UI, it = item % V8_UI;
+    const uint4 q = __ldg(reinterpret_cast<const uint4 *>(xq + (size_t)tk * n_in) + c16);
+    const __half2 d2 = __float2half2_rn(__ldg(xd + (size_t)tk * (n_in / 32) + item));
+    uint32_t o[8];
+    i8w(q.x, d2, o[0], o[1]);
+    i8w(q.y, d2, o[2], o[3]);
+    i8w(q.z, d2, o[4], o[5]);
+    i8w(q.w, d2, o[6], o[7]);
+    const int ch = (it * 4 + (c16 & 1) * 2) ^ ((tk & 1) << 2);   /* 16-byte chunk in the token's row */
+    uint4 *dst = reinterpret_cast<uint4 *>(xh + ((size_t)u * n_tok + tk) * V8_UK) + ch;
+    dst[0] = make_uint4(o[0], o[1], o[2], o[3]);
+    dst[1] = make_uint4(o[4], o[5], o[6], o[7]);
+}
+
+template <uint32_t T, int NC, int NTT>
+struct v9k {
+    typedef v8t<T> Tr;
+    enum { BM = 16 * NC, NTH = (NC + 1) * WARP, NTOK = 8 * NTT, WST = BM * Tr::UBP, AST = NTOK * V8_UK * 2,
+           STAGE = WST + AST, RST = NTOK + 1, TABB = Tr::TAB ? BM * V8_UI * 4 : 0,
+           MINB = NTT == 8 ? 1 : NTT == 4 ? (NC == 4 ? 4 : 2) : (NC == 4 ? 5 : 3) };
+    static constexpr size_t smem(int ns)
+    {
+        return 128 + (size_t)ns * STAGE + TABB + 2 * ns * 8;   /* + 128: the ring aligned to 128 bytes */
+    }
+};
+
+/* the (scale, offset) halves of one row-item of a K-quant table entry, duplicated into half2s */
+__device__ __forceinline__ void tab2(uint32_t e, __half2 &a, __half2 &b)
+{
+    a = u2h(__byte_perm(e, 0, 0x1010));
+    b = u2h(__byte_perm(e, 0, 0x3232));
+}
+
+template <uint32_t T, int NC, int NTT>
+__global__ void __launch_bounds__((NC + 1) * WARP, (v9k<T, NC, NTT>::MINB))
+k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const __half *__restrict__ xh, int n_tok,
+       float *__restrict__ y, int kun, int ks, int ns, const __grid_constant__ CUtensorMap tm, int use_tm)
+{
+    typedef v8t<T> Tr;
+    typedef v9k<T, NC, NTT> K;
+    enum { BM = K::BM, NTOK = K::NTOK, UB = Tr::UB, UBP = Tr::UBP, WST = K::WST, STAGE = K::STAGE, RST = K::RST };
+    static_assert(UB % 16 == 0 && UBP % 16 == 0, "bulk copies of whole 16-byte pieces");
+    static_assert(BM * RST * 4 <= 2 * STAGE, "the reduction fits the ring");
+    static_assert(STAGE % 128 == 0 && K::WST % 128 == 0, "tensor copies land 128-byte aligned");
+    extern __shared__ __align__(16) uint8_t smraw[];
+    uint8_t *sm = smraw + ((128u - (smem_u32(smraw) & 127u)) & 127u);   /* tensor copies: 128-byte aligned */
+    uint32_t *tab = reinterpret_cast<uint32_t *>(sm + ns * STAGE);           /* [BM][V8_UI] (K-quants) */
+    uint64_t *full = reinterpret_cast<uint64_t *>(sm + ns * STAGE + K::TABB);
+    uint64_t *empty = full + ns;
+    float *red = reinterpret_cast<float *>(sm);   /* [BM][RST] partial sums, after the ring is drained */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int rank = ks > 1 ? (int)(blockIdx.x % (unsigned)ks) : 0;
+    const int r0 = (int)(blockIdx.x / (unsigned)ks) * BM;
+    const int nu = n_items / V8_UI;
+    const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
+    const int rows = min(BM, n_out - r0);
+
+    if (tid == 0) {
+        for (int s = 0; s < ns; s++) {
+            mb_init(&full[s], 1);
+            mb_init(&empty[s], NC);
+        }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+    }
+    __syncthreads();
+
+    float acc[NTT][4];
+#pragma unroll
+    for (int n = 0; n < NTT; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+
+    if (warp == NC) {
+        /* producer: weights of the first ns stages may go before the wait (never written) */
+        /* a tensor copy writes its whole box (BM rows x UBP bytes; past the matrix: zeros) */
+        const uint32_t abytes = (uint32_t)n_tok * V8_UK * 2,
+                       bytes = (use_tm ? (uint32_t)BM * UBP : (uint32_t)rows * UB) + abytes;
+        auto weights = [&](int i) {
+            uint8_t *st = sm + (i % ns) * STAGE;
+            if (use_tm) {   /* one copy of every row's unit (+ the next unit's first UBP - UB bytes) */
+                if (lane == 0)
+                    tma_2d(st, &tm, (u0 + i) * (UB / 2), r0, &full[i % ns]);
+                return;
+            }
+            const size_t ub = (size_t)(u0 + i) * UB;
+            for (int row = lane; row < rows; row += WARP)   /* one bulk copy per row (run 1: slow) */
+                bulk_g2s(st + row * UBP, W + (size_t)(r0 + row) * rb + ub, UB, &full[i % ns]);
+        };
+        auto acts = [&](int i) {
+            if (lane == 0)
+                bulk_g2s(sm + (i % ns) * STAGE + WST, xh + (size_t)(u0 + i) * n_tok * V8_UK, abytes, &full[i % ns]);
+        };
+        const int pre = min(ns, nst);
+        for (int i = 0; i < pre; i++) {
+            if (lane == 0)
+                mb_arrive_tx(&full[i], bytes);
+            __syncwarp();
+            weights(i);
+        }
+        pdl_enter();
+        for (int i = 0; i < pre; i++)
+            acts(i);
+        for (int i = pre; i < nst; i++) {
+            mb_wait(&empty[i % ns], ((i / ns) + 1) & 1);   /* stage i - ns consumed */
+            if (lane == 0)
+                mb_arrive_tx(&full[i % ns], bytes);
+            __syncwarp();
+            weights(i);
+            acts(i);
+        }
+    } else {
+        pdl_enter();
+        const int wr = warp * 16;
+        uint32_t *tw = tab + wr * V8_UI;
+        for (int i = 0; i < nst; i++) {
+            const uint8_t *st = sm + (i % ns) * STAGE;
+            mb_wait(&full[i % ns], (i / ns) & 1);
+            if constexpr (Tr::TAB) {
+                /* this warp's rows: lane = (row, half of the 8 sub-blocks) */
+                const int row = lane >> 1, hf = lane & 1;
+                uint4 hd = *reinterpret_cast<const uint4 *>(st + (wr + row) * UBP);
+                float2 dd = __half22float2(u2h(hd.x));
+                const uint32_t sc = hf ? (hd.w & 0x0F0F0F0Fu) | ((hd.y >> 2) & 0x30303030u) : hd.y & 0x3F3F3F3Fu;
+                const uint32_t mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
+                __syncwarp();   /* every lane done with the previous unit's table */
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    float a = dd.x * (float)((sc >> (8 * k)) & 0xFF), b = -dd.y * (float)((mn >> (8 * k)) & 0xFF);
+                    tw[row * V8_UI + hf * 4 + k] = h2u(__floats2half2_rn(a, b));
+                }
+                __syncwarp();
+            }
+            const uint8_t *rw = st + (wr + g) * UBP;
+            /* activation rows n*8+g; odd tokens have each item's 4 chunks in the other half of 128 bytes */
+            const __half *xa = reinterpret_cast<const __half *>(st + WST) + g * V8_UK + t4 * 8;
+            const int sw = (g & 1) ? 32 : 0;   /* halves */
+#pragma unroll
+            for (int it = 0; it < V8_UI; it++) {
+                uint32_t a[4], c[4];
+                if constexpr (Tr::TAB) {
+                    __half2 sa, sb;
+                    tab2(tw[g * V8_UI + it], sa, sb);
+                    Tr::frag_ab(rw, it, t4, sa, sb, a);
+                    tab2(tw[(g + 8) * V8_UI + it], sa, sb);
+                    Tr::frag_ab(rw + 8 * UBP, it, t4, sa, sb, c);
+                } else {
+                    Tr::frag(rw, it, t4, nullptr, a);
+                    Tr::frag(rw + 8 * UBP, it, t4, nullptr, c);
+                }
+                const __half *xi = xa + it * 32 + ((it & 1) ? -sw : sw);
+#pragma unroll
+                for (int n = 0; n < NTT; n++) {
+                    uint4 x = *reinterpret_cast<const uint4 *>(xi + n * 8 * V8_UK);
+                    mma_f16(acc[n], a[0], c[0], a[1], c[1], x.x, x.y);
+                    mma_f16(acc[n], a[2], c[2], a[3], c[3], x.z, x.w);
+                }
+            }
+            __syncwarp();
+            if (lane == 0)
+                mb_arrive(&empty[i % ns]);
+        }
+    }
+
+    /* every stage consumed (so every copy landed): partial sums over the ring, then v8's reduction */
+    __syncthreads();
+    if (warp < NC) {
+        float *rr = red + (warp * 16 + g) * RST + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < NTT; n++) {
+            rr[8 * n] = acc[n][0];
+            rr[8 * n + 1] = acc[n][1];
+            rr[8 * RST + 8 * n] = acc[n][2];
+            rr[8 * RST + 8 * n + 1] = acc[n][3];
+        }
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cg::cluster_group cl = cg::this_cluster();
+    if (ks > 1)
+        cl.sync();
+    else
+        __syncthreads();
+#else
+    __syncthreads();
+#endif
+    const int chunk = (BM + ks - 1) / ks;
+    for (int e = tid; e < NTOK * chunk; e += K::NTH) {
+        const int tk = e / chunk, row = rank * chunk + e % chunk;
+        if (tk >= n_tok || row >= BM || r0 + row >= n_out)
+            continue;
+        float s = 0.0f;
+        for (int p = 0; p < ks; p++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            const float *rp = ks > 1 ? cl.map_shared_rank(red, p) : red;
+#else
+            const float *rp = red;
+#endif
+            s += rp[row * RST + tk];
+        }
+        y[(size_t)tk * n_out + r0 + row] = s;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (ks > 1)
+        cl.sync();
+#endif
+}
+
+/* ---- v9 launch ------------------------------------------------------------------------------ */
+
+/*
+ * The F16 activations' scratch: one buffer per stream (a stream's launches are ordered, so one
+ * buffer serves all its matmuls; graphs captured on it keep its address), never freed (a graph
+ * may still use it; a replaced smaller one stays too). Allocated on first use, also inside a
+ * stream capture: the thread's capture mode is relaxed around cudaMalloc (which enqueues
+ * nothing). At most V9_STREAMS streams; beyond that v9 refuses (v8 runs).
+ */
+#define V9_STREAMS 64
+#define V9_MIN_SCRATCH ((size_t)64 * 16384 * 2)   /* 64 tokens of rows up to 16384: 2 MB */
+
+static pthread_mutex_t v9_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { cudaStream_t s; void *p; size_t bytes; } v9_scr[V9_STREAMS];
+static int v9_nscr = 0;
+
+static void *v9_scratch(cudaStream_t s, size_t bytes)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&v9_mu);
+    int i = 0;
+    while (i < v9_nscr && v9_scr[i].s != s)
+        i++;
+    if (i < v9_nscr && v9_scr[i].bytes >= bytes) {
+        p = v9_scr[i].p;
+    } else if (i < V9_STREAMS) {
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        cudaThreadExchangeStreamCaptureMode(&mode);
+        const size_t want = bytes > V9_MIN_SCRATCH ? bytes : V9_MIN_SCRATCH;
+        if (cudaMalloc(&p, want) == cudaSuccess) {
+            v9_scr[i].s = s;
+            v9_scr[i].p = p;
+            v9_scr[i].bytes = want;
+            if (i == v9_nscr)
+                v9_nscr++;
+        } else {
+            p = NULL;
+            cudaGetLastError();
+        }
+        cudaThreadExchangeStreamCaptureMode(&mode);
+    }
+    pthread_mutex_unlock(&v9_mu);
+    return p;
+}
+
+/* cuTensorMapEncodeTiled from the driver (the runtime is linked statically; no -lcuda) */
+typedef CUresult (*v9_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                 const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static v9_encode_fn v9_encode = NULL;
+static int v9_encode_state = 0;   /* 0 not looked up, 1 found, -1 absent */
+
+/* the map of W as rows of rb / 2 16-bit elements, boxes of bw bytes x bh rows; 0 on failure */
+static int v9_tmap(CUtensorMap *tm, const void *w, size_t rb, int64_t n_out, int bw, int bh)
+{
+    pthread_mutex_lock(&v9_mu);
+    if (!v9_encode_state) {
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult q;
+        v9_encode_state = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                                           &q) == cudaSuccess && fn && q == cudaDriverEntryPointSuccess
+                                  ? 1 : -1;
+        if (v9_encode_state > 0)
+            v9_encode = (v9_encode_fn)fn;
+        else
+            cudaGetLastError();
+    }
+    pthread_mutex_unlock(&v9_mu);
+    if (v9_encode_state < 0)
+        return 0;
+    cuuint64_t dim[2] = {(cuuint64_t)(rb / 2), (cuuint64_t)n_out}, stride[1] = {(cuuint64_t)rb};
+    cuuint32_t box[2] = {(cuuint32_t)(bw / 2), (cuuint32_t)bh}, es[2] = {1, 1};
+    return v9_encode(tm, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void *>(w), dim, stride, box, es,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <uint32_t T, int NC, int NTT>
+static int v9_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_t n_in, int64_t n_out, const void *xq,
+                     const float *xd, int n_tok, float *y, int ks_max, int ns, int wm, int rowcopy)
+{
+    typedef v9k<T, NC, NTT> K;
+    auto kern = k_mmq9<T, NC, NTT>;
+    const size_t smem = K::smem(ns);
+    static int attr = 0;   /* per instantiation: the shared memory limit raised to (bytes), -1 refused */
+    if (!attr) {
+        int dev = 0, optin = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        const int lim = (int)K::smem(4) < optin ? (int)K::smem(4) : optin;
+        attr = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, lim) == cudaSuccess ? lim : -1;
+        if (attr < 0)
+            cudaGetLastError();
+    }
+    if (attr < 0 || smem > (size_t)attr)
+        return 0;
+    CUtensorMap tm;
+    memset(&tm, 0, sizeof tm);
+    if (!rowcopy && !v9_tmap(&tm, w, rb, n_out, v8t<T>::UBP, K::BM))
+        return 0;
+    __half *xh = (__half *)v9_scratch(s, (size_t)n_tok * n_in * 2);
+    if (!xh)
+        return 0;
+    const int tiles = (int)((n_out + K::BM - 1) / K::BM);
+    const int nu = items / V8_UI;
+    int ks = 1;
+    const int want = wm * v8_sms, min_units = nu >= 8 ? 2 : 1;
+    while (ks < ks_max && tiles * ks < want && nu / (ks + 1) >= min_units)
+        ks++;
+    const int kun = (nu + ks - 1) / ks;
+    ks = (nu + kun - 1) / kun;
+
+    const int nx = (int)(n_in / 16) * n_tok;
+    pdl_launch(k_mmq9_xh, dim3((unsigned)((nx + 255) / 256)), dim3(256), s, (const int8_t *)xq, xd, (int)n_in, n_tok,
+               xh);
+
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[2];
+    int na = 0;
+    if (cuk_pdl_on) {
+        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[na].val.programmaticStreamSerializationAllowed = 1;
+        na++;
+    }
+    if (ks > 1) {
+        at[na].id = cudaLaunchAttributeClusterDimension;
+        at[na].val.clusterDim.x = (unsigned)ks;
+        at[na].val.clusterDim.y = 1;
+        at[na].val.clusterDim.z = 1;
+        na++;
+    }
+    cfg.gridDim = dim3((unsigned)(tiles * ks));
+    cfg.blockDim = dim3(K::NTH);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = (unsigned)na;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, (const uint8_t *)w, rb, items, (int)n_out, (const __half *)xh,
+                                       n_tok, y, kun, ks, ns, tm, rowcopy ? 0 : 1);
+    if (e != cudaSuccess) {   /* the conversion ran for nothing; the caller takes another kernel */
+        cudaGetLastError();
+        return 0;
+    }
+    return 1;
+}
+
+#define V9_ARGS s, w, rb, items, n_in, n_out, xq, xd, n_tok, y, ks_max, ns, wm, rowcopy
+
+template <uint32_t T, int NC>
+static int v9_tok(cudaStream_t s, const void *w, size_t rb, int items, int64_t n_in, int64_t n_out, const void *xq,
+                  const float *xd, int n_tok, float *y, int ks_max, int ns, int wm, int rowcopy)
+{
+    if (n_tok <= 16)
+        return v9_launch<T, NC, 2>(V9_ARGS);
+    if (n_tok <= 32)
+        return v9_launch<T, NC, 4>(V9_ARGS);
+    return v9_launch<T, NC, 8>(V9_ARGS);
+}
+
+template <uint32_t T>
+static int v9_type(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
+                   int n_tok, float *y, int cfg)
+{
+    const size_t rb = cuk_row_bytes(T, n_in);
+    if (!rb || rb % 16 || ((uintptr_t)w & 15) || n_in % V8_UK)
+        return 0;
+    const int items = (int)(n_in / CUK_ITEM);
+    int ns = 2 + (cfg & 3), ks_max = (cfg >> 2) & 15, wm = (cfg >> 6) & 3;
+    if (ns > 4)
+        ns = 4;
+    if (!ks_max || ks_max > 8)
+        ks_max = 8;
+    if (!wm)
+        wm = 2;
+    const int rowcopy = (cfg >> 9) & 1;
+    if (cfg & (1 << 8))
+        return v9_tok<T, 8>(V9_ARGS);
+    return v9_tok<T, 4>(V9_ARGS);
+}
+
+/*
+ * The v9 GEMM: y[t][r] = W[r] . dequant(xq[t], xd[t]) for 1 <= n_tok <= 64, the same rounding as
+ * v8 (weights and activations in F16, F32 accumulation; bit-identical to v8 up to the order of
+ * the F32 sums). cfg: bits 0-1 ring stages - 2 (2..4, 4 at most); bits 2-5 blocks of a cluster
+ * splitting K at most (0: 8); bits 6-7 K is split until the grid has v (0: 2) blocks per SM;
+ * bit 8: 8 consumer warps (128-row blocks; else 4, 64 rows); bit 9: one bulk copy per row and
+ * unit instead of one tensor copy per unit (much slower: notes v9-mmq). Returns 0,
+ * enqueuing nothing of the product, for other types, rows not of whole 256-element units or not
+ * 16-byte aligned, devices before sm_90, or a launch the device refuses. Declared in matvec.cu.
+ */
+extern "C" int cuk_mmq9_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                           const float *xd, int n_tok, float *y, int cfg)
+{
+    if (n_tok < 1 || n_tok > 64 || n_in % 32 || n_out < 1 || cfg < 0 || cfg >= 1 << 10)
+        return 0;
+    v8_device();
+    if (v8_cc < 9)
+        return 0;
+    switch (type) {
+    case AARMD_TYPE_Q4_0: return v9_type<AARMD_TYPE_Q4_0>(s, w, n_in, n_out, xq, xd, n_tok, y, cfg);
+    case AARMD_TYPE_Q4_1: return v9_type<AARMD_TYPE_Q4_1>(s, w, n_in, n_out, xq, xd, n_tok, y, cfg);
+    case AARMD_TYPE_Q8_0: return v9_type<AARMD_TYPE_Q8_0>(s, w, n_in, n_out, xq, xd, n_tok, y, cfg);
+    case AARMD_TYPE_Q4_K: return v9_type<AARMD_TYPE_Q4_K>(s, w, n_in, n_out, xq, xd, n_tok, y, cfg);
     default: return 0;
     }
 }

@@ -86,7 +86,7 @@ __global__ void k_norm(float *out, const float *x, const float *w, const float *
 template <int NV>
 __global__ void __launch_bounds__(NORM1_THREADS)
 k_norm1(float *out, float *x, const float *a, const float *w, const float *b, int n, float eps, int layer,
-        int8_t *xq, float *xd, unsigned *zero, int n_zero)
+        int8_t *xq, float *xd, unsigned *zero, int n_zero, __half *o16)
 {
     pdl_enter();
     if (zero && blockIdx.x == 0)
@@ -145,8 +145,14 @@ k_norm1(float *out, float *x, const float *a, const float *w, const float *b, in
         y.y = (v[k].y - mean) * r * wv[k].y + bv[k].y;
         y.z = (v[k].z - mean) * r * wv[k].z + bv[k].z;
         y.w = (v[k].w - mean) * r * wv[k].w + bv[k].w;
-        if (f < n4)
+        if (f < n4) {
             orow[f] = y;
+            if (o16) {   /* the F16 rows a cuBLAS GEMM reads next (no conversion launch) */
+                __half2 *h = reinterpret_cast<__half2 *>(o16 + ro) + 2 * f;
+                h[0] = __floats2half2_rn(y.x, y.y);
+                h[1] = __floats2half2_rn(y.z, y.w);
+            }
+        }
         if (xq && k * blockDim.x < n4) {   /* block-uniform; a run of 32 is 8 lanes, all valid or none */
             float am = fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w)));
             am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
@@ -169,7 +175,8 @@ k_norm1(float *out, float *x, const float *a, const float *w, const float *b, in
 
 /* Launches k_norm1 for rows of n; 0 when n does not fit it (n % 4, n > 8192): the caller falls back. */
 static int norm1_launch(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b, int rows,
-                        int n, float eps, int layer, int8_t *xq, float *xd, unsigned *zero = NULL, int n_zero = 0)
+                        int n, float eps, int layer, int8_t *xq, float *xd, unsigned *zero = NULL, int n_zero = 0,
+                        __half *o16 = NULL)
 {
     int n4 = n / 4;
     if (n % 4 || n4 > 4 * NORM1_THREADS || rows < 1)
@@ -181,10 +188,10 @@ static int norm1_launch(cudaStream_t s, float *out, float *x, const float *a, co
     if (n % 32)
         xq = NULL, xd = NULL;
     switch (nv) {
-    case 1: pdl_launch(k_norm1<1>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
-    case 2: pdl_launch(k_norm1<2>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
-    case 3: pdl_launch(k_norm1<3>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
-    case 4: pdl_launch(k_norm1<4>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero); return 1;
+    case 1: pdl_launch(k_norm1<1>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero, o16); return 1;
+    case 2: pdl_launch(k_norm1<2>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero, o16); return 1;
+    case 3: pdl_launch(k_norm1<3>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero, o16); return 1;
+    case 4: pdl_launch(k_norm1<4>, rows, threads, s, out, x, a, w, b, n, eps, layer, xq, xd, zero, n_zero, o16); return 1;
     default: return 0;
     }
 }
@@ -205,17 +212,18 @@ extern "C" void cuk_norm(cudaStream_t s, float *out, const float *x, const float
     pdl_launch(k_norm, rows, threads, s, out, x, w, b, n, eps, layer);
 }
 
-extern "C" void cuk_norm_q8(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows,
-                            int n, float eps, int layer, void *xq, float *xd, unsigned *zero, int n_zero)
+extern "C" int cuk_norm_q8(cudaStream_t s, float *out, const float *x, const float *w, const float *b, int rows,
+                           int n, float eps, int layer, void *xq, float *xd, unsigned *zero, int n_zero, void *o16)
 {
-    if (cuk_norm_v8 &&
-        norm1_launch(s, out, (float *)x, NULL, w, b, rows, n, eps, layer, (int8_t *)xq, xd, zero, n_zero))
-        return;
+    if (cuk_norm_v8 && norm1_launch(s, out, (float *)x, NULL, w, b, rows, n, eps, layer, (int8_t *)xq, xd, zero,
+                                    n_zero, (__half *)o16))
+        return o16 != NULL;
     if (zero && n_zero > 0)
         cudaMemsetAsync(zero, 0, (size_t)n_zero * sizeof(unsigned), s);
     cuk_norm(s, out, x, w, b, rows, n, eps, layer);
     if (xq && n % 32 == 0)
         cuk_quantize_q8(s, out, (int64_t)rows * n, xq, xd);
+    return 0;
 }
 
 /* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b): the residual add fused with the next norm */
@@ -275,15 +283,16 @@ extern "C" void cuk_add_norm(cudaStream_t s, float *out, float *x, const float *
     pdl_launch(k_add_norm, rows, threads, s, out, x, a, w, b, n, eps, layer, (int8_t *)NULL, (float *)NULL);
 }
 
-extern "C" void cuk_add_norm_q8(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b,
-                                int rows, int n, float eps, int layer, void *xq, float *xd)
+extern "C" int cuk_add_norm_q8(cudaStream_t s, float *out, float *x, const float *a, const float *w, const float *b,
+                               int rows, int n, float eps, int layer, void *xq, float *xd, void *o16)
 {
-    if (cuk_norm_v8 && norm1_launch(s, out, x, a, w, b, rows, n, eps, layer, (int8_t *)xq, xd))
-        return;
+    if (cuk_norm_v8 && norm1_launch(s, out, x, a, w, b, rows, n, eps, layer, (int8_t *)xq, xd, NULL, 0, (__half *)o16))
+        return o16 != NULL;
     int threads = n >= 1024 ? 1024 : ((n + 31) / 32) * 32;
     if (n % 32)
         xq = NULL, xd = NULL;
     pdl_launch(k_add_norm, rows, threads, s, out, x, a, w, b, n, eps, layer, (int8_t *)xq, xd);
+    return 0;
 }
 
 /* ---- elementwise -------------------------------------------------------------- */
@@ -344,7 +353,7 @@ static __device__ __forceinline__ float silu_f(float x)
 }
 
 __global__ void k_act_gated(float *out, const float *g, int gs, const float *u, int us, int n_tok, int n, int gelu,
-                            int8_t *xq, float *xd)
+                            int8_t *xq, float *xd, __half *o16)
 {
     pdl_enter();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -355,6 +364,8 @@ __global__ void k_act_gated(float *out, const float *g, int gs, const float *u, 
     a = gelu ? gelu_f(a) : silu_f(a);
     float y = a * u[(size_t)t * us + c];
     out[i] = y;
+    if (o16)
+        o16[i] = __float2half_rn(y);
     if (xq)   /* warp-uniform: n % 32 == 0, blocks of 256 */
         q8_store(y, (size_t)i, xq, xd);
 }
@@ -364,17 +375,17 @@ extern "C" void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int
 {
     int64_t tot = (int64_t)n_tok * n;
     pdl_launch(k_act_gated, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
-               (int8_t *)NULL, (float *)NULL);
+               (int8_t *)NULL, (float *)NULL, (__half *)NULL);
 }
 
 extern "C" void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us,
-                                 int n_tok, int n, int gelu, void *xq, float *xd)
+                                 int n_tok, int n, int gelu, void *xq, float *xd, void *o16)
 {
     int64_t tot = (int64_t)n_tok * n;
     if (n % 32)
         xq = NULL, xd = NULL;
     pdl_launch(k_act_gated, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
-               (int8_t *)xq, xd);
+               (int8_t *)xq, xd, (__half *)o16);
 }
 
 __global__ void k_gelu(float *x, int64_t n)
@@ -433,51 +444,80 @@ static __device__ __forceinline__ size_t kv_row(const struct cuk_kv &kv, const i
 }
 
 /*
- * grid (token, head): blocks 0..n_head-1 rotate one q head each, blocks
- * n_head.. rotate one k head and store that kv head's k and v rows as F16 at
- * position pos[t] of the token's sequence in the paged cache. (v4 ran one
- * block per token, serialising the double-precision angles of all heads on
- * one SM.)
+ * grid (token, group of ROPE_HEADS heads of the n_head q heads then the n_kv
+ * k heads), a warp per head: the block computes the token's cos/sin once into
+ * shared memory (double precision, as the CPU backend; v5b computed them in
+ * every head's block), then each warp rotates its head from the input rows
+ * (qi/ki/vi, row strides qs/ks/vs: in place, or the fused qkv rows) into q / k
+ * ([n_tok][n_head*D], [n_tok][kv_dim]) and, for a k head, stores that kv
+ * head's k and v rows as F16 at position pos[t] of the token's sequence in
+ * the paged cache.
  */
-__global__ void k_rope_store(float *q, float *k, const float *v, int n_head, int n_kv, int D, struct cuk_rope r,
-                             const int32_t *pos, struct cuk_kv kv)
+#define ROPE_HEADS 8
+
+__global__ void __launch_bounds__(ROPE_HEADS * WARP)
+k_rope_store(const float *qi, int qs, const float *ki, int ks, const float *vi, int vs, float *q, float *k, int n_head,
+             int n_kv, int D, struct cuk_rope r, const int32_t *pos, struct cuk_kv kv)
 {
+    __shared__ float cs[CUK_MAX_HEAD_DIM / 2], sn[CUK_MAX_HEAD_DIM / 2];
+    int t = blockIdx.x, lane = threadIdx.x & 31;
+    int h = blockIdx.y * ROPE_HEADS + (threadIdx.x >> 5);
+    int rot = r.kind != AARMD_ROPE_NONE, half = rot ? r.n_rot / 2 : 0;
+    int32_t p = pos[t];   /* the step upload: complete before the previous kernel started (pdl.cuh) */
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
+        rope_cs(r, p, i, &cs[i], &sn[i]);
     pdl_enter();
-    int t = blockIdx.x, h = blockIdx.y;
-    int32_t p = pos[t];
+    __syncthreads();
+    if (h >= n_head + n_kv)
+        return;
     int kv_dim = n_kv * D;
+    const float *xi = h < n_head ? qi + (size_t)t * qs + (size_t)h * D : ki + (size_t)t * ks + (size_t)(h - n_head) * D;
     float *x = h < n_head ? q + (size_t)t * n_head * D + (size_t)h * D
                           : k + (size_t)t * kv_dim + (size_t)(h - n_head) * D;
-    if (r.kind != AARMD_ROPE_NONE) {
-        int half = r.n_rot / 2;
-        for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            int a = r.kind == AARMD_ROPE_NEOX ? i : 2 * i;
-            int b = r.kind == AARMD_ROPE_NEOX ? i + half : 2 * i + 1;
-            float c, sn;
-            rope_cs(r, p, i, &c, &sn);
-            float x0 = x[a], x1 = x[b];
-            x[a] = x0 * c - x1 * sn;
-            x[b] = x0 * sn + x1 * c;
-        }
+    for (int i = lane; i < half; i += WARP) {   /* each lane reads only the pair it writes: in place is fine */
+        int a = r.kind == AARMD_ROPE_NEOX ? i : 2 * i;
+        int b = r.kind == AARMD_ROPE_NEOX ? i + half : 2 * i + 1;
+        float x0 = xi[a], x1 = xi[b];
+        x[a] = x0 * cs[i] - x1 * sn[i];
+        x[b] = x0 * sn[i] + x1 * cs[i];
     }
-    if (h >= n_head) {   /* block-uniform */
-        __syncthreads();   /* the rotated k row, written by this block */
+    if (xi != x)   /* warp-uniform: the dimensions past the rotated ones */
+        for (int d = 2 * half + lane; d < D; d += WARP)
+            x[d] = xi[d];
+    __syncwarp();   /* the k row, written by this warp's lanes */
+    if (h >= n_head) {   /* warp-uniform */
         const int32_t *tab = kv.btab + kv.tok_bt[t];
         size_t o = (size_t)(h - n_head) * D;
         __half *kc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 0) + o;
         __half *vc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 1) + o;
-        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        for (int d = lane; d < D; d += WARP) {
             kc[d] = __float2half_rn(x[d]);
-            vc[d] = __float2half_rn(v[(size_t)t * kv_dim + o + d]);
+            vc[d] = __float2half_rn(vi[(size_t)t * vs + o + d]);
         }
     }
+}
+
+static void rope_store_launch(cudaStream_t s, const float *qi, int qs, const float *ki, int ks, const float *vi, int vs,
+                              float *q, float *k, int n_tok, int n_head, int n_kv, int D, const struct cuk_rope *r,
+                              const int32_t *pos, const struct cuk_kv *kv)
+{
+    int heads = n_head + n_kv;
+    dim3 grid((unsigned)n_tok, (unsigned)((heads + ROPE_HEADS - 1) / ROPE_HEADS));
+    pdl_launch(k_rope_store, grid, ROPE_HEADS * WARP, s, qi, qs, ki, ks, vi, vs, q, k, n_head, n_kv, D, *r, pos, *kv);
 }
 
 extern "C" void cuk_rope_store(cudaStream_t s, float *q, float *k, const float *v, int n_tok, int n_head, int n_kv,
                                int D, const struct cuk_rope *r, const int32_t *pos, const struct cuk_kv *kv)
 {
-    dim3 grid((unsigned)n_tok, (unsigned)(n_head + n_kv));
-    pdl_launch(k_rope_store, grid, 128, s, q, k, v, n_head, n_kv, D, *r, pos, *kv);
+    rope_store_launch(s, q, n_head * D, k, n_kv * D, v, n_kv * D, q, k, n_tok, n_head, n_kv, D, r, pos, kv);
+}
+
+extern "C" void cuk_rope_store_qkv(cudaStream_t s, const float *qkv, float *q, float *k, int n_tok, int n_head,
+                                   int n_kv, int D, const struct cuk_rope *r, const int32_t *pos,
+                                   const struct cuk_kv *kv)
+{
+    int Q = n_head * D, KV = n_kv * D, st = Q + 2 * KV;
+    rope_store_launch(s, qkv, st, qkv + Q, st, qkv + Q + KV, st, q, k, n_tok, n_head, n_kv, D, r, pos, kv);
 }
 
 /* dst[r][0..n) = src[idx[r]][0..n), r < rows */

@@ -22,6 +22,9 @@
 /* shaders/cuda/mmq.cu: the v8 GEMM (declared where it is called, matvec.cu) */
 extern "C" int cuk_mmqv_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                            const float *xd, int n_tok, float *y, int cfg);
+/* shaders/cuda/mmq.cu: the v9 GEMM (F16 activations once per launch, producer warp, mbarriers) */
+extern "C" int cuk_mmq9_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                           const float *xd, int n_tok, float *y, int cfg);
 
 #define CK(x)                                                                              \
     do {                                                                                   \
@@ -124,6 +127,145 @@ static void report(const char *what, const tinfo &t, int64_t n_in, int64_t n_out
            (long long)n_in, (long long)n_out, nt, e, tol);
 }
 
+/* the v9 1-token kernels (cuk_mv1_q8) of every configuration, plain and with the residual/bias
+ * epilogue, called directly and through cuk_matvec_q8 / cuk_matvec_q8_acc, against the v4 Q8
+ * matvec (ref8); they must take exactly Q4_K rows of whole super-blocks */
+/* register kernel (k_mv1_q4k): NW KS U in hex digits; bulk-copy kernel (k_mvt): 0x1000 | NW KS S, bit 16+ cap */
+static const int MV1_CFGS[] = {0,      0x841,  0x441,  0x842,  0x844,  0x442,  0x444,  0x821,   0x822,
+                               0x824,  0x881,  0x882,  0x1811, 0x1821, 0x1822, 0x1421, 0x1411, 0x1812,
+                               0x1824, 0x1422, 0x1831, 0x11821};
+
+static void check_mv1(const tinfo &t, void *w, int64_t n_in, int64_t n_out, void *xq, float *xd, const float *x,
+                      float *y, const std::vector<float> &ref8)
+{
+    /* x != NULL: float weights (cuk_mv1_f, ref8 is then the v4 float reference) */
+    cudaStream_t s = 0;
+    const int whole = n_in % 256 == 0;   /* rows of whole 16-byte multiples for every kernel here */
+    float *yi = NULL, *b = NULL;
+    CK(cudaMalloc(&yi, n_out * 4));
+    CK(cudaMalloc(&b, n_out * 4));
+    k_fill_f32<<<(unsigned)((n_out + 255) / 256), 256>>>(yi, n_out, 91);
+    k_fill_f32<<<(unsigned)((n_out + 255) / 256), 256>>>(b, n_out, 92);
+    std::vector<float> hyi = get(yi, n_out), hb = get(b, n_out), want_acc(n_out), want_accb(n_out);
+    for (int64_t i = 0; i < n_out; i++) {
+        want_acc[i] = hyi[i] + ref8[i];
+        want_accb[i] = hyi[i] + ref8[i] + hb[i];
+    }
+    const double tol = x ? 2e-5 : 1e-4;   /* int8 dot products exact; F32 arithmetic in another order */
+    auto mv1 = [&](const float *bb, int acc, int cfg) {
+        return x ? cuk_mv1_f(s, t.type, w, n_in, n_out, x, bb, acc, y, cfg)
+                 : cuk_mv1_q8(s, t.type, w, n_in, n_out, xq, xd, bb, acc, y, cfg);
+    };
+    const int tma_types = t.type == AARMD_TYPE_Q8_0 || t.type == AARMD_TYPE_F16 || t.type == AARMD_TYPE_BF16;
+    for (int cfg : MV1_CFGS) {
+        for (int pdl : {0, 1, 2}) {
+            cuk_set_tuning(pdl, 1);
+            for (int mode = 0; mode < 3; mode++) {   /* 0 y = Wx, 1 y += Wx, 2 y += Wx + b */
+                if (mode == 0)
+                    CK(cudaMemset(y, 0xFF, n_out * 4));
+                else
+                    CK(cudaMemcpy(y, yi, n_out * 4, cudaMemcpyDeviceToDevice));
+                int took = mv1(mode == 2 ? b : NULL, mode != 0, cfg);
+                CK(cudaDeviceSynchronize());
+                CK(cudaGetLastError());
+                char what[40];
+                snprintf(what, sizeof what, "v9 mv1 %#x m%d pdl=%d", cfg, mode, pdl);
+                /* Q4_K: every configuration; Q8_0, F16, BF16: the bulk-copy kernel (automatic: either) */
+                int tma = (cfg >> 12 & 15) == 1;
+                int want = whole && (t.type == AARMD_TYPE_Q4_K || (tma && tma_types));
+                if (cfg == 0 && whole && tma_types)
+                    want = took;
+                if (took != want) {
+                    n_fail++;
+                    printf("FAIL %s %s n_in %lld: took %d, expected %d\n", what, t.name, (long long)n_in, took, want);
+                } else if (took) {
+                    report(what, t, n_in, n_out, 1, relerr(get(y, n_out), mode == 0 ? ref8 : mode == 1 ? want_acc
+                                                                                               : want_accb), tol);
+                }
+            }
+        }
+    }
+    /* the routes: the process default (automatic) through the dispatchers; then off */
+    cuk_set_tuning(2, 1);
+    cuk_mm_set_variant(5, 1 << 2, 0);
+    cuk_mv1_set(0);
+    CK(cudaMemset(y, 0xFF, n_out * 4));
+    if (x)
+        cuk_matmul(s, t.type, w, n_in, n_out, x, 1, y);
+    else
+        cuk_matvec_q8(s, t.type, w, n_in, n_out, xq, xd, 1, y);
+    CK(cudaDeviceSynchronize());
+    report("v9 route matvec", t, n_in, n_out, 1, relerr(get(y, n_out), ref8), whole ? tol : 2e-5);
+    CK(cudaMemcpy(y, yi, n_out * 4, cudaMemcpyDeviceToDevice));
+    int took = x ? cuk_matvec_f_acc(s, t.type, w, n_in, n_out, x, b, y)
+                 : cuk_matvec_q8_acc(s, t.type, w, n_in, n_out, xq, xd, b, y);
+    if (!took && !(x && n_in * cuk_row_bytes(t.type, 1) % 16)) {
+        n_fail++;
+        printf("FAIL cuk_matvec_*_acc refused %s n_in %lld\n", t.name, (long long)n_in);
+    }
+    CK(cudaDeviceSynchronize());
+    if (took)
+        report("v9 route matvec_acc", t, n_in, n_out, 1, relerr(get(y, n_out), want_accb), whole ? tol : 2e-5);
+    /* refusals: off, unknown configurations */
+    if (mv1(NULL, 0, -1) || mv1(NULL, 0, 0x333)) {
+        n_fail++;
+        printf("FAIL cuk_mv1 took cfg -1 or 0x333 (%s)\n", t.name);
+    }
+    cuk_mv1_set(CUK_MV1_DEFAULT);
+    cudaFree(yi);
+    cudaFree(b);
+}
+
+/* the v9 GEMM called directly (cuk_mmq9_q8) in several configurations: it must take
+ * Q4_0/Q4_1/Q8_0/Q4_K rows of whole 256-element units and 16-byte multiples (sm_90), refuse the
+ * rest, match the int8 reference (F16 rounding: 3e-3), write every output (NaN poison) and give
+ * bit-identical results when run again (no order-dependent sums) */
+static void check_v9(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int nt, void *xq, float *xd, float *y,
+                     const std::vector<float> &ref8)
+{
+    cudaStream_t s = 0;
+    int dev = 0, cc = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+    const size_t rb = cuk_row_bytes(t.type, n_in), ny = (size_t)nt * n_out;
+    const int want = (t.type == AARMD_TYPE_Q4_0 || t.type == AARMD_TYPE_Q4_1 || t.type == AARMD_TYPE_Q8_0 ||
+                      t.type == AARMD_TYPE_Q4_K) && rb % 16 == 0 && n_in % 256 == 0 && cc >= 9;
+    /* cfg: bits 0-1 stages - 2, 2-5 cluster cap, 6-7 K-split target, 8 128-row blocks, 9 row copies */
+    for (int cfg : {0, 1, 2, 1 << 2, 2 << 2 | 3 << 6, 1 << 8, 1 << 8 | 1, 1 << 8 | 2, 3 << 6, 1 << 6, 1 << 9,
+                    1 << 9 | 1 << 8}) {
+        for (int pdl : {0, 1}) {
+            cuk_set_tuning(pdl, 1);
+            CK(cudaMemset(y, 0xFF, ny * 4));
+            int took = cuk_mmq9_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
+            CK(cudaDeviceSynchronize());
+            CK(cudaGetLastError());
+            char what[40];
+            snprintf(what, sizeof what, "v9 cfg %d pdl=%d vs q8 v4", cfg, pdl);
+            /* 4 stages of 128 Q8_0 rows and 64 tokens (278 KB) exceed the shared memory: refused */
+            const int fits = !((cfg & 3) == 2 && (cfg & (1 << 8)) && t.type == AARMD_TYPE_Q8_0 && nt > 32);
+            if (took != (want && fits)) {
+                n_fail++;
+                printf("FAIL %s %s n_in %lld tok %d: took %d, expected %d\n", what, t.name, (long long)n_in, nt, took,
+                       want && fits);
+                continue;
+            }
+            if (!took)
+                continue;
+            std::vector<float> a = get(y, ny);
+            report(what, t, n_in, n_out, nt, relerr(a, ref8), 3e-3);
+            CK(cudaMemset(y, 0xFF, ny * 4));
+            cuk_mmq9_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
+            CK(cudaDeviceSynchronize());
+            std::vector<float> b = get(y, ny);
+            if (memcmp(a.data(), b.data(), ny * 4)) {
+                n_fail++;
+                printf("FAIL %s %s n_in %lld n_out %lld tok %d: a second run differs\n", what, t.name,
+                       (long long)n_in, (long long)n_out, nt);
+            }
+        }
+    }
+}
+
 /* one shape of one type at nt tokens: every path against the v4 kernels */
 static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint64_t seed)
 {
@@ -157,6 +299,8 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
             CK(cudaGetLastError());
             report(mvf == 1 ? "v6 vs v4 (float)" : "v5 vs v4 (float)", t, n_in, n_out, nt, relerr(get(y, ny), ref), 1e-5);
         }
+        if (nt == 1)
+            check_mv1(t, w, n_in, n_out, NULL, NULL, x, y, ref);
     } else {
         cuk_quantize_q8(s, x, (int64_t)nt * n_in, xq, xd);
         /* the v4 item matvec on Q8 activations, 8 tokens a launch */
@@ -167,7 +311,7 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
         std::vector<float> ref8 = get(y, ny);
         report("q8 v4 vs float v4", t, n_in, n_out, nt, relerr(ref8, ref), 3e-2);
         /* v6 with each GEMM version (1..7 for > 8 tokens, 8..10 the v8 GEMM), v5 (99) */
-        for (int vv : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 99}) {   /* 99: v5 (mvf 7) */
+        for (int vv : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 99}) {   /* 99: v5 */
             if (vv != 1 && vv != 99 && nt <= 8)
                 continue;
             for (int pdl : {0, 1}) {
@@ -181,7 +325,7 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
                 char what[40];
                 snprintf(what, sizeof what, "%s%d pdl=%d vs q8 v4", vv == 99 ? "v5" : nt <= 8 ? "v6" : "v6 mmq", vv, pdl);
                 /* the F16 GEMMs (3, 5-14) round weights and activations to F16 */
-                int f16 = nt > 8 && (vv == 3 || (vv >= 5 && vv <= 14));
+                int f16 = nt > 8 && (vv == 3 || (vv >= 5 && vv <= 19));
                 report(what, t, n_in, n_out, nt, relerr(get(y, ny), ref8), f16 ? 3e-3 : 2e-5);
             }
         }
@@ -208,6 +352,9 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
                 }
             }
         }
+        check_v9(t, w, n_in, n_out, nt, xq, xd, y, ref8);
+        if (nt == 1)
+            check_mv1(t, w, n_in, n_out, xq, xd, NULL, y, ref8);
         cuk_mm_set_variant(5, 1 << 2, 0);
         /* unaligned weights: the v6 launchers must refuse them (and the dispatcher still be right) */
         if (rb % 16 == 0) {
@@ -218,9 +365,14 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
                 n_fail++;
                 printf("FAIL unaligned rows taken by cuk_mvs_q8 (%s)\n", t.name);
             }
-            if (cuk_mmqv_q8(s, t.type, (char *)w + 2, n_in, n_out, xq, xd, nt, y, 0)) {
+            if (cuk_mmqv_q8(s, t.type, (char *)w + 2, n_in, n_out, xq, xd, nt, y, 0) ||
+                cuk_mmq9_q8(s, t.type, (char *)w + 2, n_in, n_out, xq, xd, nt, y, 0)) {
                 n_fail++;
                 printf("FAIL rows of 2-byte alignment taken by cuk_mmqv_q8 (%s)\n", t.name);
+            }
+            if (nt == 1 && cuk_mv1_q8(s, t.type, (char *)w + 2, n_in, n_out, xq, xd, NULL, 0, y, 0)) {
+                n_fail++;
+                printf("FAIL rows of 2-byte alignment taken by cuk_mv1_q8 (%s)\n", t.name);
             }
         }
     }
@@ -235,10 +387,10 @@ static int run_check(void)
     for (const tinfo &t : TYPES) {
         /* awkward shapes: n_out not a multiple of 8/16/32/64, K-quants 1..5 super-blocks, odd Q8_0 block counts */
         std::vector<std::pair<int64_t, int64_t>> shapes;
-        if (t.bel == 256)
-            shapes = {{256, 37}, {1280, 77}, {768, 129}};
+        if (t.bel == 256)   /* 4608: a partial 4-super-block step, 14336: the 8B down row (split warps) */
+            shapes = {{256, 37}, {1280, 77}, {768, 129}, {4608, 35}, {14336, 21}};
         else
-            shapes = {{96, 45}, {576, 130}, {1056, 19}, {4096, 67}};
+            shapes = {{96, 45}, {576, 130}, {1056, 19}, {4096, 67}, {2560, 21}};
         for (auto &sh : shapes)
             for (int nt : toks)
                 check_one(t, sh.first, sh.second, nt, seed++);
@@ -253,7 +405,16 @@ static int run_check(void)
         cuk_mmqv_q8(0, AARMD_TYPE_F16, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
         cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 13) ||
         cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 100, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 288, 1, NULL, NULL, 16, NULL, 0)) {
+        cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 288, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 65, NULL, 0) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 0, NULL, 0) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q6_K, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_F16, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 10) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, -1) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 0, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q8_0, NULL, 160, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmq9_q8(0, AARMD_TYPE_Q4_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0)) {
         printf("FAIL a launcher took a case it must refuse\n");
         n_fail++;
     }
@@ -269,8 +430,9 @@ struct mat { int64_t n_in, n_out; const char *name; };
 static double time_calls(uint32_t type, std::vector<void *> &ws, int64_t n_in, int64_t n_out, const float *x,
                          const void *xq, const float *xd, int nt, float *y, int q8)
 {
-    cudaStream_t s;
-    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    static cudaStream_t s = NULL;   /* one stream for every call: the v9 GEMM keeps a scratch per stream */
+    if (!s)
+        CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     const int per = 24;
     cudaGraph_t g;
     cudaGraphExec_t ge;
@@ -304,7 +466,6 @@ static double time_calls(uint32_t type, std::vector<void *> &ws, int64_t n_in, i
     cudaGraphDestroy(g);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    cudaStreamDestroy(s);
     return ms[ms.size() / 2] * 1000.0 / per;
 }
 
@@ -341,9 +502,22 @@ static int run_bench(int argc, char **argv)
             p = e;
         }
         /* variants: pdl, mvf (kernel generation), grid cap, GEMM version; small: for <= 8 tokens, big: > 8 */
-        struct var { int pdl, mvf, grid, mmq, small, big; const char *name; };
-        const var vars[] = {{1, 3, 0, 5, 1, 0, "v5"},   {1, 1, 0, 5, 0, 1, "mmq1h"}, {1, 1, 0, 8, 0, 1, "v8"},
-                            {1, 1, 0, 9, 0, 1, "v8k1"}, {1, 1, 0, 10, 0, 1, "v8n3"}};
+        /* mv1: the v9 1-token kernel configuration (cuk_mv1_q8; -1 off), run at 1 token only (small 2) */
+        struct var { int pdl, mvf, grid, mmq, small, big; const char *name; int mv1; };
+        const var vars[] = {{1, 3, 0, 5, 1, 0, "v5", -1},   {1, 1, 0, 5, 0, 0, "mmq1h", -1},
+                            {1, 1, 0, 8, 0, 1, "v8", -1},   {1, 1, 0, 9, 0, 0, "v8k1", -1},
+                            {1, 1, 0, 10, 0, 0, "v8n3", -1}, {2, 3, 0, 5, 2, 0, "v5p2", -1},
+                            {1, 1, 0, 15, 0, 1, "v9", -1},  {1, 1, 0, 16, 0, 1, "v9k2", -1},
+                            {1, 1, 0, 17, 0, 1, "v9n3", -1}, {1, 1, 0, 18, 0, 1, "v9w8", -1},
+                            {1, 1, 0, 19, 0, 0, "v9row", -1},
+                            {1, 1, 0, 5, 2, 0, "mv1", 0},   {2, 1, 0, 5, 2, 0, "mv1p2", 0},
+                            {1, 1, 0, 5, 2, 0, "841", 0x841}, {1, 1, 0, 5, 2, 0, "822", 0x822},
+                            {1, 1, 0, 5, 2, 0, "t811", 0x1811}, {1, 1, 0, 5, 2, 0, "t821", 0x1821},
+                            {1, 1, 0, 5, 2, 0, "t822", 0x1822}, {1, 1, 0, 5, 2, 0, "t421", 0x1421},
+                            {1, 1, 0, 5, 2, 0, "t411", 0x1411}, {1, 1, 0, 5, 2, 0, "t812", 0x1812},
+                            {1, 1, 0, 5, 2, 0, "t831", 0x1831}, {1, 1, 0, 5, 2, 0, "t824", 0x1824},
+                            {1, 1, 0, 5, 2, 0, "t821b2", 0x21821}, {2, 1, 0, 5, 2, 0, "t821p2", 0x1821},
+                            {2, 1, 0, 5, 2, 0, "t811p2", 0x1811}};
         const int NV = (int)(sizeof vars / sizeof vars[0]);
         printf("\n== %s (%s shapes): us per call (GB/s of weights)\n", c.type,
                c.m == m8b ? "8B" : c.m == m1b ? "1B" : "135M");
@@ -370,11 +544,13 @@ static int run_bench(int argc, char **argv)
                 int nt = toks[ti];
                 printf("%-8s tok %2d:", m.name, nt);
                 for (int v = 0; v < NV; v++) {
-                    if (!(nt > 8 ? vars[v].big : vars[v].small))
+                    if (!(nt > 8 ? vars[v].big : vars[v].small) || (vars[v].small == 2 && nt != 1))
                         continue;
                     cuk_set_tuning(vars[v].pdl, vars[v].mvf);
                     cuk_mv_set_grid(vars[v].grid);
-                    cuk_mm_set_variant(vars[v].mmq, 0x1fe, 0x1fe);
+                    int mask = vars[v].small == 2 ? 0x1fc : 0x1fe;   /* mv1 variants: no streaming matvec at 1 */
+                    cuk_mm_set_variant(vars[v].mmq, mask, mask);
+                    cuk_mv1_set(vars[v].mv1);
                     double us = time_calls(t->type, ws, m.n_in, m.n_out, x, xq, xd, nt, y, q8);
                     tok_total[ti * NV + v] += us * (mi == 4 ? 1 : c.n_layer);
                     printf("  %s %8.2f (%5.0f)", vars[v].name, us, bytes / us / 1e3);
@@ -383,6 +559,7 @@ static int run_bench(int argc, char **argv)
             }
             cuk_mv_set_grid(0);
             cuk_mm_set_variant(5, 1 << 2, 0);
+            cuk_mv1_set(CUK_MV1_DEFAULT);
             for (void *w : ws)
                 cudaFree(w);
             cudaFree(x); cudaFree(xq); cudaFree(xd); cudaFree(y);

@@ -121,11 +121,11 @@ Test(cuda_backend, unknown_and_bad_options_refused)
     cr_assert(strstr(err, "batch=0"), "%s", err);
     aarmd_plugin_free(p);
     /* the kernel-choice switches take 0 or 1 only */
-    struct aarmd_opt o3[] = {{"pdl", "3"}};
+    struct aarmd_opt o3[] = {{"pdl", "4"}};
     p = load_cuda(o3, 1);
     cr_assert_not_null(p);
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "pdl=3"), "%s", err);
+    cr_assert(strstr(err, "pdl=4"), "%s", err);
     aarmd_plugin_free(p);
     struct aarmd_opt o4[] = {{"mvf", "8"}};
     p = load_cuda(o4, 1);
@@ -393,6 +393,53 @@ Test(cuda_backend, v5_decode_kernels_match_v4)
     }
     aarmd_plugin_free(pf);
     aarmd_plugin_free(po);
+}
+
+/*
+ * pdl=3 lets every kernel file's kernels release the next launch at entry
+ * (pdl=2: matmul.cu and ops.cu only); the launch order is all that changes,
+ * so a 40-token prompt (flash attention, cuBLAS) and graph decodes give the
+ * same logits as plain launches (pdl=0), to the bit on a deterministic path.
+ */
+Test(cuda_backend, pdl3_matches_plain_launches)
+{
+    struct aarmd_opt early[] = {{"pdl", "3"}};
+    struct aarmd_opt plain[] = {{"pdl", "0"}};
+    static const uint32_t types[] = {AARMD_TYPE_Q4_K, AARMD_TYPE_F16};
+    struct aarmd_plugin *pe = load_cuda(early, 1);
+    NEED_GPU(pe);
+    struct aarmd_plugin *pp = load_cuda(plain, 1);
+    cr_assert_not_null(pp);
+    char err[512];
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        struct bc_model l;
+        bc_model_synth(&l, "llama", types[ti]);
+        uint32_t nv = l.d->n_vocab;
+        float *a = malloc(nv * sizeof(float)), *b = malloc(nv * sizeof(float));
+        cr_assert(a && b);
+        struct bc_side se, sp;
+        bc_side_open(&se, pe, l.d, 64);
+        bc_side_open(&sp, pp, l.d, 64);
+        int32_t toks[40];
+        for (int i = 0; i < 40; i++)
+            toks[i] = (int32_t)((i * 37 + 5) % (int)nv);
+        for (int step = 0; step < 5; step++) {   /* the prompt, then 4 decodes */
+            int32_t next = (int32_t)((step * 97 + 3) % (int)nv);
+            struct aarmd_batch_entry ee = {se.s, step ? &next : toks, step ? 1u : 40u, 1, a};
+            struct aarmd_batch_entry ep = {sp.s, step ? &next : toks, step ? 1u : 40u, 1, b};
+            cr_assert_eq(aarmd_plugin_step(pe, se.m, &ee, 1, err, sizeof err), AARMD_OK, "%s", err);
+            cr_assert_eq(aarmd_plugin_step(pp, sp.m, &ep, 1, err, sizeof err), AARMD_OK, "%s", err);
+            double r = max_rel(a, b, nv);
+            cr_expect(r < 1e-6, "type %u step %d: pdl=3 vs pdl=0 rel %g", types[ti], step, r);
+        }
+        bc_side_close(&se);
+        bc_side_close(&sp);
+        free(a);
+        free(b);
+        bc_model_free(&l);
+    }
+    aarmd_plugin_free(pe);
+    aarmd_plugin_free(pp);
 }
 
 /*
@@ -860,5 +907,150 @@ Test(cuda_backend, pinned_logits_buffers_match_malloc_ones)
     aarmd_plugin_logits_free(p, a.m, q, b);
     bc_side_close(&a);
     bc_model_free(&l);
+    aarmd_plugin_free(p);
+}
+
+/* ---- flash attention (attn=fa, attn_fa.cu) against the grouped kernel and the CPU ------------ */
+
+/*
+ * Four sequences of 5, 37, 70 and 300 prompt tokens prefilled in one step (tiles
+ * of 64 / group tokens, the last one partial; keys split over chunks past 64),
+ * a decode step of all four (4 one-token tiles: a graph bucket), then a step
+ * mixing 9 more tokens of the first (continuing inside a KV block) with one of
+ * each other: attn=fa against attn=grouped and the CPU backend, on shapes with
+ * head_dim 16, 32, 64, 128 and 256, groups of 1 to 8 query heads per kv head,
+ * gemma3's sliding window (256 of the 300) and an attention softcap.
+ */
+struct fa_case {
+    char arch[16];
+    uint32_t type;
+    uint32_t n_embd, n_head, n_head_kv;   /* 0: gguf-synth's defaults */
+    float softcap;                        /* set on the description, 0: none */
+};
+
+static struct fa_case fa_cases[] = {
+    {"llama", AARMD_TYPE_F16, 256, 4, 1, 0.0f},     /* D 64, group 4 */
+    {"llama", AARMD_TYPE_F16, 512, 4, 2, 0.0f},     /* D 128, group 2 */
+    {"qwen3", AARMD_TYPE_BF16, 256, 8, 2, 0.0f},    /* D 32, group 4, q/k norms */
+    {"gemma3", AARMD_TYPE_F32, 0, 0, 0, 8.0f},      /* D 16, sliding window, softcap */
+    {"gpt2", AARMD_TYPE_Q8_0, 0, 0, 0, 0.0f},       /* D 16, group 1 (64-token tiles) */
+    {"llama", AARMD_TYPE_Q4_K, 512, 2, 1, 0.0f},    /* D 256, group 2 */
+    {"llama", AARMD_TYPE_F16, 192, 6, 2, 0.0f},     /* D 32, group 3 (21-token tiles, 63 rows) */
+    {"qwen2", AARMD_TYPE_Q8_0, 256, 8, 1, 0.0f},    /* D 32, group 8 (8-token tiles), biases */
+};
+
+ParameterizedTestParameters(cuda_backend, fa_attention_matches_grouped_and_cpu)
+{
+    return cr_make_param_array(struct fa_case, fa_cases, sizeof fa_cases / sizeof fa_cases[0]);
+}
+
+ParameterizedTest(struct fa_case *fc, cuda_backend, fa_attention_matches_grouped_and_cpu)
+{
+    struct aarmd_opt o_fa[] = {{"attn", "fa"}}, o_gr[] = {{"attn", "grouped"}};
+    struct aarmd_plugin *pl[3] = {load_cuda(o_fa, 1), NULL, NULL};
+    NEED_GPU(pl[0]);
+    pl[1] = load_cuda(o_gr, 1);
+    cr_assert_not_null(pl[1]);
+    char err[512];
+    struct aarmd_host cpu_host;
+    aarmd_plugin_host_init(&cpu_host, NULL, 0, 0);
+    cr_assert_eq(aarmd_plugin_load("cpu", NULL, &cpu_host, &pl[2], err, sizeof err), AARMD_OK, "%s", err);
+
+    struct bc_model l;
+    struct aarmd_synth_opts so;
+    memset(&so, 0, sizeof so);
+    so.arch = fc->arch;
+    so.type = fc->type;
+    so.n_embd = fc->n_embd;
+    so.n_head = fc->n_head;
+    so.n_head_kv = fc->n_head_kv;
+    so.n_vocab = 512;
+    so.seed = 11;
+    snprintf(l.path, sizeof l.path, "/tmp/aarmd-test-%d-fa-%s-%u.gguf", (int)getpid(), fc->arch, fc->type);
+    cr_assert_eq(aarmd_gguf_synth(&so, l.path, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(aarmd_gguf_open(l.path, &l.g, err, sizeof err), AARMD_OK, "%s", err);
+    cr_assert_eq(aarmd_model_desc_from_gguf(l.g, &l.d, err, sizeof err), AARMD_OK, "%s", err);
+    l.d->attn_logit_softcap = fc->softcap;
+    uint32_t nv = l.d->n_vocab;
+
+    enum { NS = 4, MAXP = 300 };
+    static const uint32_t len[NS] = {5, 37, 70, 300};
+    static int32_t toks[NS][MAXP];
+    for (int s = 0; s < NS; s++)
+        for (int i = 0; i < MAXP; i++)
+            toks[s][i] = (int32_t)((i * 37 + s * 101 + 5) % (int)nv);
+    struct bc_side side[3];
+    struct aarmd_backend_seq *sq[3][NS];
+    float *lg[3][NS];
+    for (int b = 0; b < 3; b++) {
+        bc_side_open(&side[b], pl[b], l.d, 320);
+        sq[b][0] = side[b].s;
+        for (int s = 1; s < NS; s++)
+            cr_assert_eq(aarmd_plugin_seq_new(pl[b], side[b].m, 320, &sq[b][s], err, sizeof err), AARMD_OK, "%s",
+                         err);
+        for (int s = 0; s < NS; s++) {
+            lg[b][s] = malloc(nv * sizeof(float));
+            cr_assert_not_null(lg[b][s]);
+        }
+    }
+    const char *name[3] = {"fa", "grouped", "cpu"};
+    for (int step = 0; step < 3; step++) {
+        for (int b = 0; b < 3; b++) {
+            struct aarmd_batch_entry e[NS];
+            for (int s = 0; s < NS; s++) {
+                const int32_t *tk = toks[s];
+                uint32_t n = len[s];
+                if (step == 1) {
+                    tk = &toks[s][(s * 7 + 1) % MAXP];
+                    n = 1;
+                } else if (step == 2) {
+                    tk = &toks[(s + 1) % NS][20];
+                    n = s == 0 ? 9 : 1;
+                }
+                e[s] = (struct aarmd_batch_entry){sq[b][s], tk, n, 1, lg[b][s]};
+            }
+            cr_assert_eq(aarmd_plugin_step(pl[b], side[b].m, e, NS, err, sizeof err), AARMD_OK, "%s: %s", name[b],
+                         err);
+        }
+        for (int s = 0; s < NS; s++) {
+            for (uint32_t k = 0; k < nv; k++)
+                cr_assert(isfinite(lg[0][s][k]), "%s: step %d seq %d: logit %u not finite", fc->arch, step, s, k);
+            double rg = max_rel(lg[0][s], lg[1][s], nv), rc = max_rel(lg[0][s], lg[2][s], nv);
+            double gc = max_rel(lg[1][s], lg[2][s], nv);
+            cr_log_info("fa %s type %u D %u: step %d seq %d: fa-grouped %.3g fa-cpu %.3g grouped-cpu %.3g", fc->arch,
+                        fc->type, l.d->head_dim, step, s, rg, rc, gc);
+            cr_expect(rg < 0.03, "%s type %u step %d seq %d: fa vs grouped rel %g (grouped-cpu %g)", fc->arch,
+                      fc->type, step, s, rg, gc);
+            cr_expect(rc < 0.06, "%s type %u step %d seq %d: fa vs cpu rel %g", fc->arch, fc->type, step, s, rc);
+        }
+    }
+    cr_expect(max_rel(lg[0][0], lg[0][3], nv) > 1e-4, "two different sequences gave the same logits");
+    for (int b = 0; b < 3; b++) {
+        for (int s = 1; s < NS; s++)
+            aarmd_plugin_seq_free(pl[b], sq[b][s]);
+        bc_side_close(&side[b]);
+        for (int s = 0; s < NS; s++)
+            free(lg[b][s]);
+        aarmd_plugin_free(pl[b]);
+    }
+    bc_model_free(&l);
+}
+
+/* attn=fa is accepted; a misspelt value is refused with a message naming the three kinds. */
+Test(cuda_backend, attn_option_values)
+{
+    char err[512];
+    struct aarmd_opt good[] = {{"attn", "fa"}}, bad[] = {{"attn", "flash"}};
+    struct aarmd_plugin *p = load_cuda(good, 1);
+    NEED_GPU(p);
+    struct aarmd_backend_ctx *ctx = NULL;
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_OK, "%s", err);
+    aarmd_plugin_ctx_free(p, ctx);
+    aarmd_plugin_free(p);
+    p = load_cuda(bad, 1);
+    cr_assert_not_null(p);
+    ctx = NULL;
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
+    cr_expect(strstr(err, "attn=flash: expected fa, grouped or heads") != NULL, "%s", err);
     aarmd_plugin_free(p);
 }

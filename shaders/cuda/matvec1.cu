@@ -1,0 +1,703 @@
+/*
+ * matvec1.cu — the v9 one-token decode matvecs of the CUDA backend (docs/cuda-notes.md
+ * v9-q4k): k_mv1_q4k (Q4_K, weights in registers, activations staged in shared memory)
+ * and k_mvt (Q4_K, Q8_0, F16, BF16: whole rows copied into shared memory by the bulk
+ * copy engine). cuk_mv1_q8 / cuk_mv1_f choose and launch them; matvec.cu and matmul.cu
+ * route one-token products here. No multi-token kernels.
+ */
+#include <cuda_fp16.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "../../plugins/cuda/launch.h"
+#include "pdl.cuh"
+#include "dequant.cuh"
+#include "../../core/abi/aarmd_backend.h"
+
+#define WARP 32
+
+/*
+ * Weights are never written by any kernel after the upload, so the kernels
+ * here start copying them before pdl_enter() (griddepcontrol.wait); the
+ * activations, outputs and everything else are touched only after it.
+ */
+
+static __device__ __forceinline__ float h2f_lo(uint32_t w)
+{
+    return __half2float(__ushort_as_half((unsigned short)(w & 0xFFFFu)));
+}
+
+static __device__ __forceinline__ float h2f_hi(uint32_t w)
+{
+    return __half2float(__ushort_as_half((unsigned short)(w >> 16)));
+}
+
+/* pdl=2 (release the next kernel at entry) for the kernels of this file: this file's copy of
+ * pdl.cuh's flag, set only when AARMD_CUDA_MV1_EARLY=1 (a measurement knob, default off: the
+ * v9 kernels were measured without it, see docs/cuda-notes.md v9-q4k). cuk_set_tuning calls this. */
+extern "C" void cuk_mv1_set_pdl(int pdl)
+{
+    static int cur = -1, env = -1;
+    if (env < 0) {
+        const char *e = getenv("AARMD_CUDA_MV1_EARLY");
+        env = e && atoi(e) == 1;
+    }
+    int early = (pdl == 2 && env) || pdl == 3;
+    if (early != cur) {
+        pdl_set_early(early);
+        cur = early;
+    }
+}
+
+/* ---- v9: one-token Q4_K matvec with staged activations (k_mv1_q4k) ------------ */
+/*
+ * The 1-token decode of Q4_K rows (docs/cuda-notes.md v9-q4k). A lane owns one
+ * 16-byte quant chunk of a super-block (8 lanes per super-block, a warp step is
+ * 4 super-blocks = 576 contiguous bytes) and one 4-byte word of the super-block's
+ * 16-byte header (shuffled to its 8 lanes at use: 16-byte header loads spilled at
+ * 64 registers). U steps per
+ * warp are loaded before griddepcontrol.wait (a 4096-wide row in one go), so
+ * each warp waits for DRAM about once per row. Each block then stages the Q8
+ * activations in shared memory in lane order (the two 16-byte pieces a lane
+ * needs sit at conflict-free addresses) with, per sub-block j, {dx_j, S_j = dx_j
+ * * sum(xq_j)}: the Q4_K min term of a sub-block is then one FMA (m_j * S_j)
+ * instead of 8 dp4a over the activations. Scale/min unpacking is branch-free.
+ * KS warps split a row's steps (long rows: down) and add through shared memory.
+ */
+#define MV1_MAX_SMEM (48 * 1024)   /* staged activations per block at most (n_in <= 39,321 at Q4_K) */
+
+/* 16 bytes of weights read once per token: no L1 allocation (activations keep L1 and shared memory) */
+__device__ __forceinline__ uint4 ld_stream16(const void *p)
+{
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint32_t ld_stream4(const void *p)
+{
+    uint32_t v;
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
+/* pdl_launch with dynamic shared memory; 1 when enqueued (a refused launch's error is cleared) */
+template <typename... KA, typename... A>
+static int mv1_launch(void (*k)(KA...), unsigned grid, unsigned block, size_t smem, cudaStream_t s, A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(block);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = cuk_pdl_on ? 1 : 0;
+    if (cudaLaunchKernelEx(&cfg, k, static_cast<KA>(args)...) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return 1;
+}
+
+/* bytes of staged activations for n_in elements: xq in lane order + {dx, S} per 32 */
+static size_t mv1_smem(int64_t n_in)
+{
+    return (size_t)n_in + (size_t)(n_in / 32) * 8;
+}
+
+/*
+ * Shared layout: xs[sb * 16 + c] = activation bytes 64g + 16h .. +15 of super-block sb for lane
+ * c = 2g + h (the low nibbles' partners), xs[sb * 16 + 8 + c] = bytes 64g + 32 + 16h .. +15 (the
+ * high nibbles'); then ds[j] = {dx_j, dx_j * sum of xq over sub-block j}.
+ */
+template <int NW>
+static __device__ __forceinline__ void mv1_stage(const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_sub,
+                                                 uint4 *xs, float2 *ds)
+{
+    for (int j = threadIdx.x; j < n_sub; j += NW * WARP) {
+        const int4 *p = reinterpret_cast<const int4 *>(xq) + 2 * j;
+        int4 a = __ldg(p), b = __ldg(p + 1);
+        float dx = __ldg(xd + j);
+        int s = 0;
+        s = __dp4a(a.x, 0x01010101, s); s = __dp4a(a.y, 0x01010101, s);
+        s = __dp4a(a.z, 0x01010101, s); s = __dp4a(a.w, 0x01010101, s);
+        s = __dp4a(b.x, 0x01010101, s); s = __dp4a(b.y, 0x01010101, s);
+        s = __dp4a(b.z, 0x01010101, s); s = __dp4a(b.w, 0x01010101, s);
+        int sb = j >> 3, sj = j & 7, g = sj >> 1;
+        int slot = (sj & 1) ? 8 + 2 * g : 2 * g;   /* chunks 2sj, 2sj+1 of the super-block */
+        xs[sb * 16 + slot] = *reinterpret_cast<uint4 *>(&a);
+        xs[sb * 16 + slot + 1] = *reinterpret_cast<uint4 *>(&b);
+        ds[j] = make_float2(dx, dx * (float)s);
+    }
+}
+
+/* 64 registers (U <= 4): 32 warps per SM, so a 4096-row matrix is one wave of one-row warps */
+template <int NW, int KS, int U>
+__global__ void __launch_bounds__(NW * WARP, (U <= 4 ? 32 : 16) / NW)
+k_mv1_q4k(const uint8_t *__restrict__ W, size_t rb, int nsb, int n_out, const int8_t *__restrict__ xq,
+          const float *__restrict__ xd, float *__restrict__ y, const float *__restrict__ bias, int accum)
+{
+    extern __shared__ __align__(16) uint4 mv1_sh[];
+    uint4 *xs = mv1_sh;
+    float2 *ds = reinterpret_cast<float2 *>(mv1_sh + nsb * 16);
+    __shared__ float red[NW];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = blockIdx.x * (NW / KS) + warp / KS, ks = warp % KS;
+    const bool valid = r < n_out;
+    const uint8_t *row = W + (size_t)(valid ? r : 0) * rb;
+    const int sbl = lane >> 3, c = lane & 7, g = c >> 1, h = c & 1;
+    const int nstep = (nsb + 3) >> 2;
+    uint32_t hq[U];   /* header word c % 4 of the lane's super-block (shuffled to its 8 lanes at use) */
+    uint4 qq[U];
+    auto load = [&](int st0) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int sb = (st0 + u * KS) * 4 + sbl;
+            if (valid && st0 + u * KS < nstep && sb < nsb) {
+                const uint8_t *b = row + (size_t)sb * 144;
+                hq[u] = ld_stream4(b + 4 * (c & 3));
+                qq[u] = ld_stream16(b + 16 + 16 * c);
+            } else {
+                hq[u] = 0;
+            }
+        }
+    };
+    load(ks);   /* weights are never written while kernels run: safe before the wait */
+    pdl_enter();
+    float y0 = 0.0f, b0 = 0.0f;   /* the epilogue's operands, loaded now */
+    if (valid && lane == 0 && ks == 0) {
+        if (accum)
+            y0 = y[r];
+        if (bias)
+            b0 = bias[r];
+    }
+    mv1_stage<NW>(xq, xd, nsb * 8, xs, ds);
+    __syncthreads();
+    float acc = 0.0f;
+    for (int st0 = ks;;) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int sb = (st0 + u * KS) * 4 + sbl;
+            uint4 hd;   /* all lanes shuffle (lanes of a partial step hold garbage they do not use) */
+            const int l0 = lane & ~7;
+            hd.x = __shfl_sync(0xffffffffu, hq[u], l0);
+            hd.y = __shfl_sync(0xffffffffu, hq[u], l0 + 1);
+            hd.z = __shfl_sync(0xffffffffu, hq[u], l0 + 2);
+            hd.w = __shfl_sync(0xffffffffu, hq[u], l0 + 3);
+            if (valid && st0 + u * KS < nstep && sb < nsb) {
+                uint4 q = qq[u];
+                int sh = 16 * (g & 1);
+                uint32_t s = hd.y >> sh, m = hd.z >> sh, a = hd.w >> sh;
+                uint32_t scp = g >= 2 ? ((a & 0x0F0Fu) | ((s >> 2) & 0x3030u)) : (s & 0x3F3Fu);
+                uint32_t mnp = g >= 2 ? (((a >> 4) & 0x0F0Fu) | ((m >> 2) & 0x3030u)) : (m & 0x3F3Fu);
+                int sc0 = (int)(scp & 0xFF), sc1 = (int)((scp >> 8) & 0xFF);
+                float mn = (float)((mnp >> (8 * h)) & 0xFF);
+                int4 xl = *reinterpret_cast<const int4 *>(xs + sb * 16 + c);
+                int4 xh = *reinterpret_cast<const int4 *>(xs + sb * 16 + 8 + c);
+                float4 dd = *reinterpret_cast<const float4 *>(ds + sb * 8 + 2 * g);   /* dx, S of 2g and 2g+1 */
+                int sl = 0, su = 0;
+                sl = __dp4a((int)(q.x & 0x0F0F0F0Fu), xl.x, sl);
+                su = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), xh.x, su);
+                sl = __dp4a((int)(q.y & 0x0F0F0F0Fu), xl.y, sl);
+                su = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), xh.y, su);
+                sl = __dp4a((int)(q.z & 0x0F0F0F0Fu), xl.z, sl);
+                su = __dp4a((int)((q.z >> 4) & 0x0F0F0F0Fu), xh.z, su);
+                sl = __dp4a((int)(q.w & 0x0F0F0F0Fu), xl.w, sl);
+                su = __dp4a((int)((q.w >> 4) & 0x0F0F0F0Fu), xh.w, su);
+                float d = h2f_lo(hd.x), dm = h2f_hi(hd.x);
+                float sm = h ? dd.w : dd.y;   /* the lane pair's min terms: h = 0 the low sub-block, 1 the high */
+                acc += d * (dd.x * (float)(sc0 * sl) + dd.z * (float)(sc1 * su)) - dm * mn * sm;
+            }
+        }
+        st0 += U * KS;
+        if (st0 >= nstep)
+            break;
+        load(st0);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (KS > 1) {
+        if (lane == 0)
+            red[warp] = acc;
+        __syncthreads();
+        if (ks == 0) {
+#pragma unroll
+            for (int k = 1; k < KS; k++)
+                acc += red[warp + k];
+        }
+    }
+    if (valid && lane == 0 && ks == 0)
+        y[r] = y0 + (bias ? acc + b0 : acc);
+}
+
+/* ---- v9: one-token matvec fed by the bulk copy engine (k_mvt) ------------------- */
+/*
+ * Rows are copied whole into shared memory by cp.async.bulk (the Hopper copy
+ * engine, completing on an mbarrier), so bytes in flight cost no registers
+ * and no per-chunk load instructions. A block owns sets of R = NW / KS
+ * consecutive rows (one bulk copy per set: the rows are contiguous) in a ring
+ * of S stages: sets b, b + G, ... of grid G, the copy of set k + S issued as
+ * soon as set k is consumed. The first S sets are issued before
+ * griddepcontrol.wait (weights are never written while kernels run). The Q8
+ * activations are staged once per block as in k_mv1_q4k (Q4_K: lane order and
+ * per-sub-block {dx, S}; Q8_0: first and second 16 bytes of each block in two
+ * arrays), then KS warps per row dot from shared memory. Types: Q4_K, Q8_0
+ * (rows of whole 16-byte multiples).
+ */
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900   /* the copy engine: sm_90 (mvt_go checks) */
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+#else
+    (void)bar, (void)count;
+    __trap();
+#endif
+}
+
+/* the barrier's init visible to the copy engine (async proxy) */
+__device__ __forceinline__ void mbar_fence_init()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900   /* the copy engine: sm_90 (mvt_go checks) */
+    asm volatile("fence.mbarrier_init.release.cluster;\n\tfence.proxy.async.shared::cta;" ::: "memory");
+#else
+    __trap();
+#endif
+}
+
+/* one arrival that also expects `bytes` of copies, then the copy of `bytes` from global src into dst */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900   /* the copy engine: sm_90 (mvt_go checks) */
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+#else
+    (void)dst, (void)src, (void)bytes, (void)bar;
+    __trap();
+#endif
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900   /* the copy engine: sm_90 (mvt_go checks) */
+    uint32_t done;
+    do {
+        asm volatile("{\n\t.reg .pred p;\n\tmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
+                     "selp.u32 %0, 1, 0, p;\n\t}"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+#else
+    (void)bar, (void)parity;
+    __trap();
+#endif
+}
+
+/* per-type: staged activation bytes, staging, and one lane-unit's dot from a row in shared memory */
+template <uint32_t T> struct mvt;
+
+template <> struct mvt<AARMD_TYPE_Q4_K> {
+    enum { UB = 16, UPS = 32 };   /* unit: a 16-byte quant chunk; a warp step: 32 units (4 super-blocks) */
+    static __host__ __device__ size_t act_bytes(int n_in) { return (size_t)n_in + (size_t)(n_in / 32) * 8; }
+    static __host__ __device__ int units(int n_in) { return n_in / 256 * 8; }
+    template <int NW>
+    static __device__ __forceinline__ void stage(const int8_t *xq, const float *xd, int n_in, uint4 *sh)
+    {
+        mv1_stage<NW>(xq, xd, n_in / 32, sh, reinterpret_cast<float2 *>(sh + n_in / 16));
+    }
+    /* unit u (< units) of a row at rowp */
+    static __device__ __forceinline__ float dot(const uint8_t *rowp, int u, const uint4 *sh, int n_in)
+    {
+        const int sb = u >> 3, c = u & 7, g = c >> 1, h = c & 1;
+        const float2 *ds = reinterpret_cast<const float2 *>(sh + n_in / 16);
+        uint4 hd = *reinterpret_cast<const uint4 *>(rowp + sb * 144);
+        uint4 q = *reinterpret_cast<const uint4 *>(rowp + sb * 144 + 16 + 16 * c);
+        int sh16 = 16 * (g & 1);
+        uint32_t s = hd.y >> sh16, m = hd.z >> sh16, a = hd.w >> sh16;
+        uint32_t scp = g >= 2 ? ((a & 0x0F0Fu) | ((s >> 2) & 0x3030u)) : (s & 0x3F3Fu);
+        uint32_t mnp = g >= 2 ? (((a >> 4) & 0x0F0Fu) | ((m >> 2) & 0x3030u)) : (m & 0x3F3Fu);
+        int sc0 = (int)(scp & 0xFF), sc1 = (int)((scp >> 8) & 0xFF);
+        float mn = (float)((mnp >> (8 * h)) & 0xFF);
+        int4 xl = *reinterpret_cast<const int4 *>(sh + sb * 16 + c);
+        int4 xh = *reinterpret_cast<const int4 *>(sh + sb * 16 + 8 + c);
+        float4 dd = *reinterpret_cast<const float4 *>(ds + sb * 8 + 2 * g);
+        int sl = 0, su = 0;
+        sl = __dp4a((int)(q.x & 0x0F0F0F0Fu), xl.x, sl);
+        su = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), xh.x, su);
+        sl = __dp4a((int)(q.y & 0x0F0F0F0Fu), xl.y, sl);
+        su = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), xh.y, su);
+        sl = __dp4a((int)(q.z & 0x0F0F0F0Fu), xl.z, sl);
+        su = __dp4a((int)((q.z >> 4) & 0x0F0F0F0Fu), xh.z, su);
+        sl = __dp4a((int)(q.w & 0x0F0F0F0Fu), xl.w, sl);
+        su = __dp4a((int)((q.w >> 4) & 0x0F0F0F0Fu), xh.w, su);
+        float d = h2f_lo(hd.x), dm = h2f_hi(hd.x);
+        float sm = h ? dd.w : dd.y;
+        return d * (dd.x * (float)(sc0 * sl) + dd.z * (float)(sc1 * su)) - dm * mn * sm;
+    }
+};
+
+template <> struct mvt<AARMD_TYPE_Q8_0> {
+    enum { UB = 34, UPS = 32 };   /* unit: a 34-byte block */
+    /* xa[i] = xq[32i .. 32i+15], xb[i] = xq[32i+16 ..], dx[i] (lanes read consecutive 16-byte slots) */
+    static __host__ __device__ size_t act_bytes(int n_in) { return (size_t)n_in + (size_t)(n_in / 32) * 4; }
+    static __host__ __device__ int units(int n_in) { return n_in / 32; }
+    template <int NW>
+    static __device__ __forceinline__ void stage(const int8_t *xq, const float *xd, int n_in, uint4 *sh)
+    {
+        const int nb = n_in / 32;
+        float *dx = reinterpret_cast<float *>(sh + 2 * nb);
+        for (int i = threadIdx.x; i < 2 * nb; i += NW * WARP)   /* 16-byte halves, coalesced */
+            sh[(i & 1) * nb + (i >> 1)] = __ldg(reinterpret_cast<const uint4 *>(xq) + i);
+        for (int i = threadIdx.x; i < nb; i += NW * WARP)
+            dx[i] = __ldg(xd + i);
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *rowp, int u, const uint4 *sh, int n_in)
+    {
+        const int nb = n_in / 32;
+        const uint32_t *wp = reinterpret_cast<const uint32_t *>(rowp + ((34 * u) & ~3));
+        uint32_t w[9];
+#pragma unroll
+        for (int k = 0; k < 9; k++)
+            w[k] = wp[k];
+        const int odd = u & 1;   /* block start 2 mod 4: scale in the high half of w[0], quants from w[1] */
+        const uint32_t sh16 = odd ? 32u : 16u;
+        int4 xa = *reinterpret_cast<const int4 *>(sh + u), xb = *reinterpret_cast<const int4 *>(sh + nb + u);
+        float dx = reinterpret_cast<const float *>(sh + 2 * nb)[u];
+        int s = 0;
+        s = __dp4a((int)__funnelshift_rc(w[0], w[1], sh16), xa.x, s);
+        s = __dp4a((int)__funnelshift_rc(w[1], w[2], sh16), xa.y, s);
+        s = __dp4a((int)__funnelshift_rc(w[2], w[3], sh16), xa.z, s);
+        s = __dp4a((int)__funnelshift_rc(w[3], w[4], sh16), xa.w, s);
+        s = __dp4a((int)__funnelshift_rc(w[4], w[5], sh16), xb.x, s);
+        s = __dp4a((int)__funnelshift_rc(w[5], w[6], sh16), xb.y, s);
+        s = __dp4a((int)__funnelshift_rc(w[6], w[7], sh16), xb.z, s);
+        s = __dp4a((int)__funnelshift_rc(w[7], w[8], sh16), xb.w, s);
+        float d = odd ? h2f_hi(w[0]) : h2f_lo(w[0]);
+        return d * dx * (float)s;
+    }
+};
+
+/* F16/BF16 rows: a unit is a 16-byte chunk (8 weights); the F32 activations x (passed as xd) are staged
+ * as xa[i] = x[8i .. 8i+3], xb[i] = x[8i+4 .. 8i+7] (lanes read consecutive 16-byte slots) */
+template <uint32_t T> struct mvt_float {
+    enum { UB = 16, UPS = 32 };
+    static __host__ __device__ size_t act_bytes(int n_in) { return (size_t)n_in * 4; }
+    static __host__ __device__ int units(int n_in) { return n_in / 8; }
+    template <int NW>
+    static __device__ __forceinline__ void stage(const int8_t *, const float *x, int n_in, uint4 *sh)
+    {
+        const int n8 = n_in / 8;
+        for (int i = threadIdx.x; i < 2 * n8; i += NW * WARP)
+            sh[(i & 1) * n8 + (i >> 1)] = __ldg(reinterpret_cast<const uint4 *>(x) + i);
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *rowp, int u, const uint4 *sh, int n_in)
+    {
+        float w[8];
+        chunk16<T>::run(*reinterpret_cast<const uint4 *>(rowp + 16 * u), w);
+        float4 a = reinterpret_cast<const float4 *>(sh)[u], b = reinterpret_cast<const float4 *>(sh)[n_in / 8 + u];
+        return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
+    }
+};
+template <> struct mvt<AARMD_TYPE_F16> : mvt_float<AARMD_TYPE_F16> {};
+template <> struct mvt<AARMD_TYPE_BF16> : mvt_float<AARMD_TYPE_BF16> {};
+
+#define MVT_ALIGN 128
+static __host__ __device__ size_t mvt_up(size_t n)
+{
+    return (n + MVT_ALIGN - 1) & ~(size_t)(MVT_ALIGN - 1);
+}
+
+/* dynamic shared memory: S barriers, staged activations, S stages of R rows (+16: Q8_0 reads a word past) */
+template <uint32_t T>
+static __host__ __device__ size_t mvt_smem(int n_in, size_t rb, int R, int S)
+{
+    return MVT_ALIGN + mvt_up(mvt<T>::act_bytes(n_in)) + (size_t)S * mvt_up((size_t)R * rb + 16);
+}
+
+template <uint32_t T, int NW, int KS, int S>
+__global__ void __launch_bounds__(NW * WARP)
+k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_t *__restrict__ xq,
+      const float *__restrict__ xd, float *__restrict__ y, const float *__restrict__ bias, int accum)
+{
+    typedef mvt<T> M;
+    enum { R = NW / KS };
+    extern __shared__ __align__(MVT_ALIGN) uint8_t mvt_sh[];
+    __shared__ float red[NW];
+    uint64_t *bar = reinterpret_cast<uint64_t *>(mvt_sh);
+    uint4 *act = reinterpret_cast<uint4 *>(mvt_sh + MVT_ALIGN);
+    uint8_t *stg = mvt_sh + MVT_ALIGN + mvt_up(M::act_bytes(n_in));
+    const size_t sbytes = mvt_up((size_t)R * rb + 16);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rl = warp / KS, ks = warp % KS;
+    const int nsets = (n_out + R - 1) / R;
+    auto issue = [&](int set, int st) {   /* thread 0: the rows of `set` into stage st */
+        int rows = min(R, n_out - set * R);
+        bulk_load(stg + st * sbytes, W + (size_t)set * R * rb, (uint32_t)(rows * rb), bar + st);
+    };
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int st = 0; st < S; st++)
+            mbar_init(bar + st, 1);
+        mbar_fence_init();
+#pragma unroll
+        for (int st = 0; st < S; st++)
+            if (blockIdx.x + st * gridDim.x < nsets)
+                issue(blockIdx.x + st * gridDim.x, st);
+    }
+    pdl_enter();
+    M::template stage<NW>(xq, xd, n_in, act);
+    __syncthreads();   /* activations staged, barriers initialized */
+    const int nu = M::units(n_in);
+    int k = 0;
+    for (int set = blockIdx.x; set < nsets; set += gridDim.x, k++) {
+        const int st = k % S;
+        const int r = set * R + rl;
+        const bool valid = r < n_out;
+        float y0 = 0.0f, b0 = 0.0f;
+        if (valid && lane == 0 && ks == 0) {
+            if (accum)
+                y0 = y[r];
+            if (bias)
+                b0 = bias[r];
+        }
+        mbar_wait(bar + st, (uint32_t)(k / S) & 1u);
+        float acc = 0.0f;
+        if (valid) {
+            const uint8_t *rowp = stg + st * sbytes + (size_t)rl * rb;
+            for (int u = ks * WARP + lane; u < nu; u += KS * WARP)
+                acc += M::dot(rowp, u, act, n_in);
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (KS > 1) {
+            if (lane == 0)
+                red[warp] = acc;
+            __syncthreads();
+            if (ks == 0) {
+#pragma unroll
+                for (int j = 1; j < KS; j++)
+                    acc += red[warp + j];
+            }
+        }
+        if (valid && lane == 0 && ks == 0)
+            y[r] = y0 + (bias ? acc + b0 : acc);
+        if (set + S * (int)gridDim.x < nsets) {
+            __syncthreads();   /* every warp is done with stage st (and with red) */
+            if (threadIdx.x == 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+                issue(set + S * gridDim.x, st);
+            }
+        }
+    }
+}
+
+/* 1 when the device has the bulk-copy engine (sm_90+): the kernels of k_mvt need it */
+static int mvt_sm90(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        int dev = 0, major = 0;
+        cudaGetDevice(&dev);
+        v = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9;
+    }
+    return v;
+}
+
+/* the largest dynamic shared memory a block may opt in to on this device */
+static size_t mvt_smem_max(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess || v < 0)
+            v = 48 * 1024;
+    }
+    return (size_t)v;
+}
+
+/* launches one configuration; 0 (nothing enqueued) when its shared memory does not fit the device.
+ * Occupancy is cached per instantiation and shared-memory size. */
+template <uint32_t T, int NW, int KS, int S>
+static int mvt_go(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
+                   float *y, const float *b, int accum, int bps)
+{
+    enum { R = NW / KS };
+    static size_t attr_smem = 0;
+    static size_t occ_smem = 0;
+    static int occ = 1, sms = 0;
+    size_t smem = mvt_smem<T>((int)n_in, rb, R, S);
+    if (!mvt_sm90() || smem > mvt_smem_max())
+        return 0;
+    if (smem > 48 * 1024 && smem > attr_smem) {
+        if (cudaFuncSetAttribute(k_mvt<T, NW, KS, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+            cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+        }
+        attr_smem = smem;
+    }
+    if (!sms) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (sms <= 0)
+            sms = 1;
+    }
+    if (smem != occ_smem) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_mvt<T, NW, KS, S>, NW * WARP, smem) != cudaSuccess ||
+            occ < 1)
+            occ = 1;
+        occ_smem = smem;
+    }
+    long nsets = (n_out + R - 1) / R;
+    long grid = nsets;
+    if (S > 1) {   /* persistent: at most the resident blocks (or bps per SM), sets evened out */
+        long cap = (long)sms * (bps > 0 && bps < occ ? bps : occ);
+        if (grid > cap) {
+            long per = (nsets + cap - 1) / cap;
+            grid = (nsets + per - 1) / per;
+        }
+    }
+    return mv1_launch(k_mvt<T, NW, KS, S>, (unsigned)grid, NW * WARP, smem, s, (const uint8_t *)w, rb, (int)n_in,
+                      (int)n_out, (const int8_t *)xq, xd, y, b, accum);
+}
+
+/* cfg (bits 12-15 == 1): bits 0-3 KS, 4-7 S (stages), 8-11 NW, 16-19 blocks per SM cap (0: occupancy) */
+template <uint32_t T>
+static int mvt_run(int cfg, cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq,
+                   const float *xd, float *y, const float *b, int accum)
+{
+    int ks = cfg & 15, st = (cfg >> 4) & 15, nw = (cfg >> 8) & 15, bps = (cfg >> 16) & 15;
+#define MVT_CASE(NW_, KS_, S_)                                                         \
+    if (nw == NW_ && ks == KS_ && st == S_) {                                          \
+        return mvt_go<T, NW_, KS_, S_>(s, w, rb, n_in, n_out, xq, xd, y, b, accum, bps); \
+    }
+    MVT_CASE(8, 1, 1) MVT_CASE(8, 1, 2) MVT_CASE(8, 2, 2) MVT_CASE(4, 1, 2) MVT_CASE(4, 1, 1) MVT_CASE(8, 2, 1)
+    MVT_CASE(8, 4, 2) MVT_CASE(4, 2, 2) MVT_CASE(8, 1, 3)
+#undef MVT_CASE
+    return 0;
+}
+
+/* configuration of the 1-token kernels: -1 off (the v5 kernel), 0 auto, else bits 0-3 KS (warps per
+ * row: 1, 2, 4), bits 4-7 U (steps per load group: 2, 4, 8), bits 8-11 NW (warps per block: 4, 8);
+ * the process default comes from AARMD_CUDA_MV1 (a measurement knob; unset: 0, auto) */
+static int mv1_default = -2;
+
+static int mv1_cfg_default(void)
+{
+    if (mv1_default == -2) {
+        const char *e = getenv("AARMD_CUDA_MV1");
+        mv1_default = e && *e ? (int)strtol(e, NULL, 0) : 0;
+        if (mv1_default < -1)
+            mv1_default = -1;
+    }
+    return mv1_default;
+}
+
+extern "C" void cuk_mv1_set(int cfg)
+{
+    mv1_default = cfg == CUK_MV1_DEFAULT ? -2 : cfg < -1 ? -1 : cfg;   /* -2: the environment's again */
+}
+
+template <int NW, int KS, int U>
+static int mv1_q4k_go(cudaStream_t s, const void *w, size_t rb, int nsb, int64_t n_out, const void *xq, const float *xd,
+                       float *y, const float *b, int accum)
+{
+    unsigned grid = (unsigned)((n_out + NW / KS - 1) / (NW / KS));
+    size_t smem = mv1_smem((int64_t)nsb * 256);   /* <= MV1_MAX_SMEM (48 KB): no attribute needed */
+    return mv1_launch(k_mv1_q4k<NW, KS, U>, grid, NW * WARP, smem, s, (const uint8_t *)w, rb, nsb, (int)n_out,
+                      (const int8_t *)xq, xd, y, b, accum);
+}
+
+/* the instantiated (NW, KS, U) triples; 0 when cfg names none */
+static int mv1_q4k_run(int cfg, cudaStream_t s, const void *w, size_t rb, int nsb, int64_t n_out, const void *xq,
+                       const float *xd, float *y, const float *b, int accum)
+{
+    int ks = cfg & 15, u = (cfg >> 4) & 15, nw = (cfg >> 8) & 15;
+#define MV1_CASE(NW_, KS_, U_)                                                     \
+    if (nw == NW_ && ks == KS_ && u == U_) {                                       \
+        return mv1_q4k_go<NW_, KS_, U_>(s, w, rb, nsb, n_out, xq, xd, y, b, accum); \
+    }
+    MV1_CASE(8, 1, 4) MV1_CASE(4, 1, 4) MV1_CASE(8, 2, 4) MV1_CASE(8, 4, 4) MV1_CASE(4, 2, 4) MV1_CASE(4, 4, 4)
+    MV1_CASE(8, 1, 2) MV1_CASE(8, 2, 2) MV1_CASE(8, 4, 2) MV1_CASE(8, 1, 8) MV1_CASE(8, 2, 8)
+#undef MV1_CASE
+    return 0;
+}
+
+/*
+ * The automatic choice (runs 1-3 of docs/cuda-notes.md v9-q4k, 8B shapes on the H100): the
+ * bulk-copy kernel; Q4_K matrices of < 32M weights (qkv, wo) in sets of 4 rows, one stage, a
+ * block per set (0x1411), larger ones in persistent blocks of 4-row sets (2 warps a row) in 2
+ * stages (0x1822); Q8_0 rows up to 8192 wide in 8-row sets, 2 stages, at most 2 blocks per SM
+ * (0x21821); wider Q8_0 rows (down: 15 KB a row) stay on the v5 kernel. Run 3 (tg128 after
+ * pp512, same call): 8B Q4_K 384.0 -> 413.7 tok/s, Q8_0 247.0 -> 266.2.
+ */
+static int mv1_auto(uint32_t type, int64_t n_in, int64_t n_out)
+{
+    if (type == AARMD_TYPE_Q4_K)
+        return n_in * n_out < ((int64_t)32 << 20) ? 0x1411 : 0x1822;
+    if (type == AARMD_TYPE_Q8_0)
+        return n_in <= 8192 ? 0x21821 : -1;
+    /* F16/BF16: off (run 3: the Q4_K choice lost 2% on 8B F16 and 6% on 1B BF16 decode; 0x1824 was
+     * 3% ahead of the v5 kernel in the micro-benchmark, not tried in a decode) */
+    return -1;
+}
+
+/* cuk_mv1_q8 and cuk_mv1_f: xd is the F32 activations x for F16/BF16 */
+static int mv1_any(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                   const float *xd, const float *b, int accum, float *y, int cfg)
+{
+    if (cfg == CUK_MV1_DEFAULT)
+        cfg = mv1_cfg_default();
+    size_t rb = cuk_row_bytes(type, n_in);
+    if (cfg < 0 || n_in <= 0 || n_out < 1 || !rb || rb % 16 || n_in % 256 || ((uintptr_t)w & 15))
+        return 0;
+    if (!cfg && (cfg = mv1_auto(type, n_in, n_out)) < 0)
+        return 0;
+    if ((cfg >> 12 & 15) == 1) {   /* the bulk-copy kernel; 64 KB of activations at most */
+        if (n_in > 32768)
+            return 0;
+        switch (type) {
+        case AARMD_TYPE_Q4_K: return mvt_run<AARMD_TYPE_Q4_K>(cfg, s, w, rb, n_in, n_out, xq, xd, y, b, accum);
+        case AARMD_TYPE_Q8_0: return mvt_run<AARMD_TYPE_Q8_0>(cfg, s, w, rb, n_in, n_out, xq, xd, y, b, accum);
+        case AARMD_TYPE_F16: return mvt_run<AARMD_TYPE_F16>(cfg, s, w, rb, n_in, n_out, NULL, xd, y, b, accum);
+        case AARMD_TYPE_BF16: return mvt_run<AARMD_TYPE_BF16>(cfg, s, w, rb, n_in, n_out, NULL, xd, y, b, accum);
+        default: return 0;
+        }
+    }
+    if (type != AARMD_TYPE_Q4_K || mv1_smem(n_in) > MV1_MAX_SMEM || (cfg >> 12 & 15))
+        return 0;
+    return mv1_q4k_run(cfg, s, w, rb, (int)(n_in / 256), n_out, xq, xd, y, b, accum);
+}
+
+extern "C" int cuk_mv1_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                          const float *xd, const float *b, int accum, float *y, int cfg)
+{
+    if (type != AARMD_TYPE_Q4_K && type != AARMD_TYPE_Q8_0)
+        return 0;
+    return mv1_any(s, type, w, n_in, n_out, xq, xd, b, accum, y, cfg);
+}
+
+extern "C" int cuk_mv1_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
+                         const float *b, int accum, float *y, int cfg)
+{
+    if (type != AARMD_TYPE_F16 && type != AARMD_TYPE_BF16)
+        return 0;
+    return mv1_any(s, type, w, n_in, n_out, NULL, x, b, accum, y, cfg);
+}
