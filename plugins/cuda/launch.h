@@ -220,6 +220,10 @@ void cuk_rope_store_qkv(cudaStream_t s, const float *qkv, float *q, float *k, in
 void cuk_attention(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos, int n_tok,
                    int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks, int grouped,
                    float *partial, float *out, void *xq, float *xd);
+/* Merges the n_chunks split-K rows (m, s, acc[D]) of each (token, head) in partial (layout of
+ * cuk_attention) into out [n_tok][n_head*D] (+ the Q8 rows as cuk_attention, D % 32 == 0). */
+void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok, int n_head, int D, int n_chunks, float *out,
+                      void *xq, float *xd);
 /*
  * The v8 decode attention, for n_tok tokens of distinct sequences (no token
  * reads a key another token of the launch writes); output as cuk_attention

@@ -9,7 +9,7 @@
  * (cp.async, two stages) read through the block table; S = Q K^T and O += P V
  * run on mma.sync m16n8k16 (F16 in, F32 accumulators) with an online softmax in
  * F32 (base 2). gridDim.z > 1 splits each tile's keys (split-K): the chunks
- * write (m, s, acc[D]) partial rows that k_fa_combine merges.
+ * write (m, s, acc[D]) partial rows that cuk_attn_combine (ops.cu) merges.
  */
 #include <cuda_fp16.h>
 #include <math.h>
@@ -35,26 +35,21 @@ template <int D> struct fa_cfg {
     static constexpr size_t SMEM = (size_t)(FA_ROWS + 4 * BK) * LD * sizeof(__half);   /* Q, 2 x (K, V) */
 };
 
+/* ldmatrix .x4 from shared memory: four 8x8 F16 tiles into the mma fragment registers (TRANS:
+ * transposed, the V operand of P V) */
+template <bool TRANS>
 __device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const __half *p)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(a));
-#else
-    (void)p;
-    r0 = r1 = r2 = r3 = 0;
-#endif
-}
-
-__device__ __forceinline__ void ldsm_x4_t(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const __half *p)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(a));
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                     : "r"(a));
 #else
     (void)p;
     r0 = r1 = r2 = r3 = 0;
@@ -96,11 +91,11 @@ __device__ __forceinline__ void fa_keys(const __half *sqw, const __half *K, cons
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {   /* S = Q K^T */
         uint32_t a0, a1, a2, a3;
-        ldsm_x4(a0, a1, a2, a3, sqw + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8);
+        ldsm_x4<false>(a0, a1, a2, a3, sqw + (lane & 15) * LD + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
         for (int nn = 0; nn < NB; nn++) {
             uint32_t b0, b1, b2, b3;
-            ldsm_x4(b0, b1, b2, b3,
+            ldsm_x4<false>(b0, b1, b2, b3,
                     K + (nn * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
             mma_f16(s[2 * nn], a0, a1, a2, a3, b0, b1);
             mma_f16(s[2 * nn + 1], a0, a1, a2, a3, b2, b3);
@@ -158,7 +153,7 @@ __device__ __forceinline__ void fa_keys(const __half *sqw, const __half *K, cons
 #pragma unroll
         for (int dn = 0; dn < D / 16; dn++) {
             uint32_t b0, b1, b2, b3;
-            ldsm_x4_t(b0, b1, b2, b3,
+            ldsm_x4<true>(b0, b1, b2, b3,
                       V + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + dn * 16 + (lane >> 4) * 8);
             mma_f16(o[2 * dn], a0, a1, a2, a3, b0, b1);
             mma_f16(o[2 * dn + 1], a0, a1, a2, a3, b2, b3);
@@ -393,56 +388,6 @@ k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restri
     }
 }
 
-/*
- * block per (head, token), 128 threads: merges the nch chunks' (m, s, acc[D])
- * into out (and the Q8 rows when xq != NULL, D % 32 == 0) as ops.cu's
- * k_attn_combine does.
- */
-__global__ void k_fa_combine(const float *partial, int n_head, int D, int nch, float *out, int8_t *xq, float *xd)
-{
-    pdl_enter();
-    __shared__ float wc[32];
-    __shared__ float inv_s;
-    size_t i0 = ((size_t)blockIdx.y * n_head + blockIdx.x) * D;
-    const float *pr = partial + ((size_t)blockIdx.y * n_head + blockIdx.x) * nch * (size_t)(D + 2);
-    if (threadIdx.x < 32) {
-        int c = threadIdx.x;
-        float m = c < nch ? __ldcg(pr + (size_t)c * (D + 2)) : -INFINITY;
-        float M = m;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-        float f = m == -INFINITY ? 0.0f : expf(m - M);
-        float S = c < nch ? __ldcg(pr + (size_t)c * (D + 2) + 1) * f : 0.0f;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            S += __shfl_xor_sync(0xffffffffu, S, o);
-        wc[c] = f;
-        if (c == 0)
-            inv_s = S > 0.0f ? 1.0f / S : 0.0f;
-    }
-    __syncthreads();
-    float inv = inv_s;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {   /* warp-uniform when D % 32 == 0 */
-        float v = 0.0f;
-        for (int c = 0; c < nch; c++)
-            if (wc[c] != 0.0f)
-                v += __ldcg(pr + (size_t)c * (D + 2) + 2 + d) * wc[c];
-        float y = v * inv;
-        out[i0 + d] = y;
-        if (xq) {
-            float a = fabsf(y);
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1)
-                a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
-            float dq = a / 127.0f;
-            xq[i0 + d] = (int8_t)(dq > 0.0f ? __float2int_rn(y / dq) : 0);
-            if ((threadIdx.x & 31) == 0)
-                xd[(i0 + d) / 32] = dq;
-        }
-    }
-}
-
 /* The launch with dynamic shared memory (pdl_launch passes none). */
 template <typename... KA, typename... A>
 static void fa_launch(void (*k)(KA...), dim3 grid, size_t smem, cudaStream_t s, A... args)
@@ -549,8 +494,7 @@ extern "C" int cuk_attention_fa(cudaStream_t s, const float *q, const struct cuk
     }
 #undef FA_RUN
     if (n_chunks > 1) {
-        dim3 g2((unsigned)n_head, (unsigned)n_tok);
-        pdl_launch(k_fa_combine, g2, 128, s, partial, n_head, D, n_chunks, out, q8, xd);
+        cuk_attn_combine(s, partial, n_tok, n_head, D, n_chunks, out, q8, xd);
     }
     return 1;
 }

@@ -136,6 +136,64 @@ static __device__ __forceinline__ void mv1_stage(const int8_t *__restrict__ xq, 
     }
 }
 
+/*
+ * A row's dot product from its KS warps' partial sums (warps warp..warp+KS-1 when ks == 0):
+ * the warp's lanes summed, then (KS > 1) the other warps' sums added through red[] by the
+ * row's first warp; valid in lane 0 of the warp with ks == 0. Every thread of the block calls it
+ * (a block barrier when KS > 1).
+ */
+template <int KS>
+__device__ __forceinline__ float mv1_row_sum(float acc, float *red, int warp, int lane, int ks)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (KS > 1) {
+        if (lane == 0)
+            red[warp] = acc;
+        __syncthreads();
+        if (ks == 0) {
+#pragma unroll
+            for (int k = 1; k < KS; k++)
+                acc += red[warp + k];
+        }
+    }
+    return acc;
+}
+
+/*
+ * Chunk c (0..7: 16 bytes, 32 weights of sub-blocks 2(c>>1) and 2(c>>1)+1, low and high nibbles)
+ * of a Q4_K super-block whose 16-byte header is hd (d, dmin, 12 bytes of 6-bit scales and mins),
+ * against that super-block's staged activations (xs: 16 uint4 of Q8, the chunk's low-nibble
+ * partners at c and high at 8 + c; ds: per 32 (dx, dx * sum of the Q8 values)): its share of the
+ * row's dot product, the min term from the precomputed sums.
+ */
+__device__ __forceinline__ float q4k_chunk_dot(uint4 hd, uint4 q, int c, const uint4 *xs, const float2 *ds)
+{
+    const int g = c >> 1, h = c & 1;
+    int sh = 16 * (g & 1);
+    uint32_t s = hd.y >> sh, m = hd.z >> sh, a = hd.w >> sh;
+    uint32_t scp = g >= 2 ? ((a & 0x0F0Fu) | ((s >> 2) & 0x3030u)) : (s & 0x3F3Fu);
+    uint32_t mnp = g >= 2 ? (((a >> 4) & 0x0F0Fu) | ((m >> 2) & 0x3030u)) : (m & 0x3F3Fu);
+    int sc0 = (int)(scp & 0xFF), sc1 = (int)((scp >> 8) & 0xFF);
+    float mn = (float)((mnp >> (8 * h)) & 0xFF);
+    int4 xl = *reinterpret_cast<const int4 *>(xs + c);
+    int4 xh = *reinterpret_cast<const int4 *>(xs + 8 + c);
+    float4 dd = *reinterpret_cast<const float4 *>(ds + 2 * g);   /* dx, S of 2g and 2g+1 */
+    int sl = 0, su = 0;
+    sl = __dp4a((int)(q.x & 0x0F0F0F0Fu), xl.x, sl);
+    su = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), xh.x, su);
+    sl = __dp4a((int)(q.y & 0x0F0F0F0Fu), xl.y, sl);
+    su = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), xh.y, su);
+    sl = __dp4a((int)(q.z & 0x0F0F0F0Fu), xl.z, sl);
+    su = __dp4a((int)((q.z >> 4) & 0x0F0F0F0Fu), xh.z, su);
+    sl = __dp4a((int)(q.w & 0x0F0F0F0Fu), xl.w, sl);
+    su = __dp4a((int)((q.w >> 4) & 0x0F0F0F0Fu), xh.w, su);
+    float d = h2f_lo(hd.x), dm = h2f_hi(hd.x);
+    float sm = h ? dd.w : dd.y;   /* the lane pair's min terms: h = 0 the low sub-block, 1 the high */
+    return d * (dd.x * (float)(sc0 * sl) + dd.z * (float)(sc1 * su)) - dm * mn * sm;
+}
+
 /* 64 registers (U <= 4): 32 warps per SM, so a 4096-row matrix is one wave of one-row warps */
 template <int NW, int KS, int U>
 __global__ void __launch_bounds__(NW * WARP, (U <= 4 ? 32 : 16) / NW)
@@ -150,7 +208,7 @@ k_mv1_q4k(const uint8_t *__restrict__ W, size_t rb, int nsb, int n_out, const in
     const int r = blockIdx.x * (NW / KS) + warp / KS, ks = warp % KS;
     const bool valid = r < n_out;
     const uint8_t *row = W + (size_t)(valid ? r : 0) * rb;
-    const int sbl = lane >> 3, c = lane & 7, g = c >> 1, h = c & 1;
+    const int sbl = lane >> 3, c = lane & 7;
     const int nstep = (nsb + 3) >> 2;
     uint32_t hq[U];   /* header word c % 4 of the lane's super-block (shuffled to its 8 lanes at use) */
     uint4 qq[U];
@@ -190,28 +248,7 @@ k_mv1_q4k(const uint8_t *__restrict__ W, size_t rb, int nsb, int n_out, const in
             hd.z = __shfl_sync(0xffffffffu, hq[u], l0 + 2);
             hd.w = __shfl_sync(0xffffffffu, hq[u], l0 + 3);
             if (valid && st0 + u * KS < nstep && sb < nsb) {
-                uint4 q = qq[u];
-                int sh = 16 * (g & 1);
-                uint32_t s = hd.y >> sh, m = hd.z >> sh, a = hd.w >> sh;
-                uint32_t scp = g >= 2 ? ((a & 0x0F0Fu) | ((s >> 2) & 0x3030u)) : (s & 0x3F3Fu);
-                uint32_t mnp = g >= 2 ? (((a >> 4) & 0x0F0Fu) | ((m >> 2) & 0x3030u)) : (m & 0x3F3Fu);
-                int sc0 = (int)(scp & 0xFF), sc1 = (int)((scp >> 8) & 0xFF);
-                float mn = (float)((mnp >> (8 * h)) & 0xFF);
-                int4 xl = *reinterpret_cast<const int4 *>(xs + sb * 16 + c);
-                int4 xh = *reinterpret_cast<const int4 *>(xs + sb * 16 + 8 + c);
-                float4 dd = *reinterpret_cast<const float4 *>(ds + sb * 8 + 2 * g);   /* dx, S of 2g and 2g+1 */
-                int sl = 0, su = 0;
-                sl = __dp4a((int)(q.x & 0x0F0F0F0Fu), xl.x, sl);
-                su = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), xh.x, su);
-                sl = __dp4a((int)(q.y & 0x0F0F0F0Fu), xl.y, sl);
-                su = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), xh.y, su);
-                sl = __dp4a((int)(q.z & 0x0F0F0F0Fu), xl.z, sl);
-                su = __dp4a((int)((q.z >> 4) & 0x0F0F0F0Fu), xh.z, su);
-                sl = __dp4a((int)(q.w & 0x0F0F0F0Fu), xl.w, sl);
-                su = __dp4a((int)((q.w >> 4) & 0x0F0F0F0Fu), xh.w, su);
-                float d = h2f_lo(hd.x), dm = h2f_hi(hd.x);
-                float sm = h ? dd.w : dd.y;   /* the lane pair's min terms: h = 0 the low sub-block, 1 the high */
-                acc += d * (dd.x * (float)(sc0 * sl) + dd.z * (float)(sc1 * su)) - dm * mn * sm;
+                acc += q4k_chunk_dot(hd, qq[u], c, xs + sb * 16, ds + sb * 8);
             }
         }
         st0 += U * KS;
@@ -219,19 +256,7 @@ k_mv1_q4k(const uint8_t *__restrict__ W, size_t rb, int nsb, int n_out, const in
             break;
         load(st0);
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (KS > 1) {
-        if (lane == 0)
-            red[warp] = acc;
-        __syncthreads();
-        if (ks == 0) {
-#pragma unroll
-            for (int k = 1; k < KS; k++)
-                acc += red[warp + k];
-        }
-    }
+    acc = mv1_row_sum<KS>(acc, red, warp, lane, ks);
     if (valid && lane == 0 && ks == 0)
         y[r] = y0 + (bias ? acc + b0 : acc);
 }
@@ -321,31 +346,11 @@ template <> struct mvt<AARMD_TYPE_Q4_K> {
     /* unit u (< units) of a row at rowp */
     static __device__ __forceinline__ float dot(const uint8_t *rowp, int u, const uint4 *sh, int n_in)
     {
-        const int sb = u >> 3, c = u & 7, g = c >> 1, h = c & 1;
+        const int sb = u >> 3, c = u & 7;
         const float2 *ds = reinterpret_cast<const float2 *>(sh + n_in / 16);
         uint4 hd = *reinterpret_cast<const uint4 *>(rowp + sb * 144);
         uint4 q = *reinterpret_cast<const uint4 *>(rowp + sb * 144 + 16 + 16 * c);
-        int sh16 = 16 * (g & 1);
-        uint32_t s = hd.y >> sh16, m = hd.z >> sh16, a = hd.w >> sh16;
-        uint32_t scp = g >= 2 ? ((a & 0x0F0Fu) | ((s >> 2) & 0x3030u)) : (s & 0x3F3Fu);
-        uint32_t mnp = g >= 2 ? (((a >> 4) & 0x0F0Fu) | ((m >> 2) & 0x3030u)) : (m & 0x3F3Fu);
-        int sc0 = (int)(scp & 0xFF), sc1 = (int)((scp >> 8) & 0xFF);
-        float mn = (float)((mnp >> (8 * h)) & 0xFF);
-        int4 xl = *reinterpret_cast<const int4 *>(sh + sb * 16 + c);
-        int4 xh = *reinterpret_cast<const int4 *>(sh + sb * 16 + 8 + c);
-        float4 dd = *reinterpret_cast<const float4 *>(ds + sb * 8 + 2 * g);
-        int sl = 0, su = 0;
-        sl = __dp4a((int)(q.x & 0x0F0F0F0Fu), xl.x, sl);
-        su = __dp4a((int)((q.x >> 4) & 0x0F0F0F0Fu), xh.x, su);
-        sl = __dp4a((int)(q.y & 0x0F0F0F0Fu), xl.y, sl);
-        su = __dp4a((int)((q.y >> 4) & 0x0F0F0F0Fu), xh.y, su);
-        sl = __dp4a((int)(q.z & 0x0F0F0F0Fu), xl.z, sl);
-        su = __dp4a((int)((q.z >> 4) & 0x0F0F0F0Fu), xh.z, su);
-        sl = __dp4a((int)(q.w & 0x0F0F0F0Fu), xl.w, sl);
-        su = __dp4a((int)((q.w >> 4) & 0x0F0F0F0Fu), xh.w, su);
-        float d = h2f_lo(hd.x), dm = h2f_hi(hd.x);
-        float sm = h ? dd.w : dd.y;
-        return d * (dd.x * (float)(sc0 * sl) + dd.z * (float)(sc1 * su)) - dm * mn * sm;
+        return q4k_chunk_dot(hd, q, c, sh + sb * 16, ds + sb * 8);
     }
 };
 
@@ -479,19 +484,7 @@ k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_
             for (int u = ks * WARP + lane; u < nu; u += KS * WARP)
                 acc += M::dot(rowp, u, act, n_in);
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            acc += __shfl_xor_sync(0xffffffffu, acc, o);
-        if (KS > 1) {
-            if (lane == 0)
-                red[warp] = acc;
-            __syncthreads();
-            if (ks == 0) {
-#pragma unroll
-                for (int j = 1; j < KS; j++)
-                    acc += red[warp + j];
-            }
-        }
+        acc = mv1_row_sum<KS>(acc, red, warp, lane, ks);
         if (valid && lane == 0 && ks == 0)
             y[r] = y0 + (bias ? acc + b0 : acc);
         if (set + S * (int)gridDim.x < nsets) {

@@ -175,6 +175,59 @@ template <> struct v8t<AARMD_TYPE_Q4_K> {
 
 /* ---- the kernel -------------------------------------------------------------------------- */
 /*
+ * The end of a K-split GEMM block (v8, v9): the writer warps put their mma accumulators (16 rows
+ * x NTOK tokens a warp, fragment layout of mma.cuh) in red [BM][RST]; then the ks ranks of the
+ * row tile's cluster (one block when ks == 1; before sm_90 the launchers never split) each add
+ * rows rank*chunk.. of every rank's red in rank order (deterministic) and store y [n_tok][n_out].
+ * Every thread of the block calls it.
+ */
+template <int BM, int NTOK, int NTT, int RST>
+__device__ __forceinline__ void splitk_store(float *red, const float (&acc)[NTT][4], bool writer, int warp, int g,
+                                             int t4, int tid, int nth, int ks, int rank, int n_tok, int r0,
+                                             int n_out, float *__restrict__ y)
+{
+    if (writer) {
+        float *rr = red + (warp * 16 + g) * RST + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < NTT; n++) {
+            rr[8 * n] = acc[n][0];
+            rr[8 * n + 1] = acc[n][1];
+            rr[8 * RST + 8 * n] = acc[n][2];
+            rr[8 * RST + 8 * n + 1] = acc[n][3];
+        }
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cg::cluster_group cl = cg::this_cluster();
+    if (ks > 1)
+        cl.sync();
+    else
+        __syncthreads();
+#else
+    __syncthreads();
+#endif
+    const int chunk = (BM + ks - 1) / ks;
+    for (int e = tid; e < NTOK * chunk; e += nth) {
+        const int tk = e / chunk, row = rank * chunk + e % chunk;
+        if (tk >= n_tok || row >= BM || r0 + row >= n_out)
+            continue;
+        float s = 0.0f;
+        for (int p = 0; p < ks; p++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            const float *rp = ks > 1 ? cl.map_shared_rank(red, p) : red;
+#else
+            const float *rp = red;
+#endif
+            s += rp[row * RST + tk];
+        }
+        y[(size_t)tk * n_out + r0 + row] = s;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (ks > 1)
+        cl.sync();   /* peers may still read this block's partial sums */
+#endif
+}
+
+/*
  * Block: NW warps (4: the only size launched; 8 measured no better, run G7); warp w owns rows
  * r0 + 16w .. +15 of the tile (BM = 16 NW rows) and every token (NTT tiles of 8). K runs in
  * units of 256 elements; cluster rank q of ks takes units [q*kun, (q+1)*kun). Weights stream
@@ -330,45 +383,7 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     /* partial sums to shared memory, then rank q adds rows q*chunk.. of every rank in rank order */
     cp_wait<0>();
     __syncthreads();
-    {
-        float *rr = red + (warp * 16 + g) * RST + 2 * t4;
-#pragma unroll
-        for (int n = 0; n < NTT; n++) {
-            rr[8 * n] = acc[n][0];
-            rr[8 * n + 1] = acc[n][1];
-            rr[8 * RST + 8 * n] = acc[n][2];
-            rr[8 * RST + 8 * n + 1] = acc[n][3];
-        }
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cg::cluster_group cl = cg::this_cluster();
-    if (ks > 1)
-        cl.sync();
-    else
-        __syncthreads();
-#else
-    __syncthreads();   /* before sm_90 the launcher never splits K (ks == 1) */
-#endif
-    const int chunk = (BM + ks - 1) / ks;
-    for (int e = tid; e < NTOK * chunk; e += NTH) {
-        const int tk = e / chunk, row = rank * chunk + e % chunk;
-        if (tk >= n_tok || row >= BM || r0 + row >= n_out)
-            continue;
-        float s = 0.0f;
-        for (int p = 0; p < ks; p++) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            const float *rp = ks > 1 ? cl.map_shared_rank(red, p) : red;
-#else
-            const float *rp = red;
-#endif
-            s += rp[row * RST + tk];
-        }
-        y[(size_t)tk * n_out + r0 + row] = s;
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (ks > 1)
-        cl.sync();   /* peers may still read this block's partial sums */
-#endif
+    splitk_store<BM, NTOK, NTT, RST>(red, acc, true, warp, g, t4, tid, NTH, ks, rank, n_tok, r0, n_out, y);
 }
 
 /* ---- launch ------------------------------------------------------------------------------ */
@@ -385,6 +400,47 @@ static void v8_device(void)
         if (v8_sms <= 0)
             v8_sms = 1;
     }
+}
+
+/* The K split of a GEMM of `tiles` row tiles and nu units: ranks added until the grid has `want`
+ * blocks, each rank >= 2 units (1 for short rows), at most ks_max; no empty ranks. Sets *ks;
+ * returns the units per rank. */
+static int split_k(int nu, int tiles, int want, int ks_max, int *ks)
+{
+    const int min_units = nu >= 8 ? 2 : 1;
+    int k = 1;
+    while (k < ks_max && tiles * k < want && nu / (k + 1) >= min_units)
+        k++;
+    const int kun = (nu + k - 1) / k;
+    *ks = (nu + kun - 1) / kun;
+    return kun;
+}
+
+/* The launch of tiles x ks blocks of nth threads, the ks ranks of a row tile one thread-block
+ * cluster (sm_90; ks 1: none), programmatic dependent launch when on; at[2] backs cfg. */
+static void cluster_cfg(cudaLaunchConfig_t *cfg, cudaLaunchAttribute *at, int tiles, int ks, int nth, size_t smem,
+                        cudaStream_t s)
+{
+    int na = 0;
+    if (cuk_pdl_on) {
+        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[na].val.programmaticStreamSerializationAllowed = 1;
+        na++;
+    }
+    if (ks > 1) {
+        at[na].id = cudaLaunchAttributeClusterDimension;
+        at[na].val.clusterDim.x = (unsigned)ks;
+        at[na].val.clusterDim.y = 1;
+        at[na].val.clusterDim.z = 1;
+        na++;
+    }
+    memset(cfg, 0, sizeof *cfg);
+    cfg->gridDim = dim3((unsigned)(tiles * ks));
+    cfg->blockDim = dim3((unsigned)nth);
+    cfg->dynamicSmemBytes = smem;
+    cfg->stream = s;
+    cfg->attrs = at;
+    cfg->numAttrs = (unsigned)na;
 }
 
 template <uint32_t T, int NW, int NTT, int CP>
@@ -410,32 +466,10 @@ static int v8_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_
     v8_device();
     if (v8_cc < 9)
         ks_max = 1;   /* clusters: sm_90 */
-    const int want = wm * v8_sms, min_units = nu >= 8 ? 2 : 1;
-    while (ks < ks_max && tiles * ks < want && nu / (ks + 1) >= min_units)
-        ks++;
-    const int kun = (nu + ks - 1) / ks;
-    ks = (nu + kun - 1) / kun;   /* no empty ranks */
-    cudaLaunchConfig_t cfg = {};
+    const int kun = split_k(nu, tiles, wm * v8_sms, ks_max, &ks);
+    cudaLaunchConfig_t cfg;
     cudaLaunchAttribute at[2];
-    int na = 0;
-    if (cuk_pdl_on) {
-        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[na].val.programmaticStreamSerializationAllowed = 1;
-        na++;
-    }
-    if (ks > 1) {
-        at[na].id = cudaLaunchAttributeClusterDimension;
-        at[na].val.clusterDim.x = (unsigned)ks;
-        at[na].val.clusterDim.y = 1;
-        at[na].val.clusterDim.z = 1;
-        na++;
-    }
-    cfg.gridDim = dim3((unsigned)(tiles * ks));
-    cfg.blockDim = dim3(K::NTH);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cfg.attrs = at;
-    cfg.numAttrs = (unsigned)na;
+    cluster_cfg(&cfg, at, tiles, ks, K::NTH, smem, s);
     cudaError_t e = cudaLaunchKernelEx(&cfg, kern, (const uint8_t *)w, rb, items, (int)n_out, (const int8_t *)xq, xd,
                                        (int)n_in, n_tok, y, kun, ks, ns, CP == 16 ? pf : 0);
     if (e != cudaSuccess) {
@@ -780,45 +814,7 @@ k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const _
 
     /* every stage consumed (so every copy landed): partial sums over the ring, then v8's reduction */
     __syncthreads();
-    if (warp < NC) {
-        float *rr = red + (warp * 16 + g) * RST + 2 * t4;
-#pragma unroll
-        for (int n = 0; n < NTT; n++) {
-            rr[8 * n] = acc[n][0];
-            rr[8 * n + 1] = acc[n][1];
-            rr[8 * RST + 8 * n] = acc[n][2];
-            rr[8 * RST + 8 * n + 1] = acc[n][3];
-        }
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cg::cluster_group cl = cg::this_cluster();
-    if (ks > 1)
-        cl.sync();
-    else
-        __syncthreads();
-#else
-    __syncthreads();
-#endif
-    const int chunk = (BM + ks - 1) / ks;
-    for (int e = tid; e < NTOK * chunk; e += K::NTH) {
-        const int tk = e / chunk, row = rank * chunk + e % chunk;
-        if (tk >= n_tok || row >= BM || r0 + row >= n_out)
-            continue;
-        float s = 0.0f;
-        for (int p = 0; p < ks; p++) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            const float *rp = ks > 1 ? cl.map_shared_rank(red, p) : red;
-#else
-            const float *rp = red;
-#endif
-            s += rp[row * RST + tk];
-        }
-        y[(size_t)tk * n_out + r0 + row] = s;
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (ks > 1)
-        cl.sync();
-#endif
+    splitk_store<BM, NTOK, NTT, RST>(red, acc, warp < NC, warp, g, t4, tid, K::NTH, ks, rank, n_tok, r0, n_out, y);
 }
 
 /* ---- v9 launch ------------------------------------------------------------------------------ */
@@ -927,37 +923,15 @@ static int v9_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_
     const int tiles = (int)((n_out + K::BM - 1) / K::BM);
     const int nu = items / V8_UI;
     int ks = 1;
-    const int want = wm * v8_sms, min_units = nu >= 8 ? 2 : 1;
-    while (ks < ks_max && tiles * ks < want && nu / (ks + 1) >= min_units)
-        ks++;
-    const int kun = (nu + ks - 1) / ks;
-    ks = (nu + kun - 1) / kun;
+    const int kun = split_k(nu, tiles, wm * v8_sms, ks_max, &ks);
 
     const int nx = (int)(n_in / 16) * n_tok;
     pdl_launch(k_mmq9_xh, dim3((unsigned)((nx + 255) / 256)), dim3(256), s, (const int8_t *)xq, xd, (int)n_in, n_tok,
                xh);
 
-    cudaLaunchConfig_t cfg = {};
+    cudaLaunchConfig_t cfg;
     cudaLaunchAttribute at[2];
-    int na = 0;
-    if (cuk_pdl_on) {
-        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[na].val.programmaticStreamSerializationAllowed = 1;
-        na++;
-    }
-    if (ks > 1) {
-        at[na].id = cudaLaunchAttributeClusterDimension;
-        at[na].val.clusterDim.x = (unsigned)ks;
-        at[na].val.clusterDim.y = 1;
-        at[na].val.clusterDim.z = 1;
-        na++;
-    }
-    cfg.gridDim = dim3((unsigned)(tiles * ks));
-    cfg.blockDim = dim3(K::NTH);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cfg.attrs = at;
-    cfg.numAttrs = (unsigned)na;
+    cluster_cfg(&cfg, at, tiles, ks, K::NTH, smem, s);
     cudaError_t e = cudaLaunchKernelEx(&cfg, kern, (const uint8_t *)w, rb, items, (int)n_out, (const __half *)xh,
                                        n_tok, y, kun, ks, ns, tm, rowcopy ? 0 : 1);
     if (e != cudaSuccess) {   /* the conversion ran for nothing; the caller takes another kernel */

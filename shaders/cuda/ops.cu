@@ -703,6 +703,15 @@ __global__ void k_attn_combine(const float *partial, int n_head, int D, int nch,
     attn_merge(partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2), nch, D, out + i0, i0, xq, xd);
 }
 
+extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok, int n_head, int D, int n_chunks,
+                                 float *out, void *xq, float *xd)
+{
+    if (D % 32)
+        xq = NULL, xd = NULL;
+    dim3 g2((unsigned)n_head, (unsigned)n_tok);
+    pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
+}
+
 /*
  * The v8 decode attention: grid (n_head, n_tok, n_chunks) as k_attn, for
  * tokens of distinct sequences (so no token reads a key another token of the
@@ -885,8 +894,7 @@ extern "C" void cuk_attention(cudaStream_t s, const float *q, const struct cuk_k
         pdl_launch(k_attn, grid, ATTN_WARPS * WARP, s, q, *kv, pos, n_head, group, D, n_kv * D, scale, softcap,
                    window, partial);
     }
-    dim3 g2((unsigned)n_head, (unsigned)n_tok);
-    pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
+    cuk_attn_combine(s, partial, n_tok, n_head, D, n_chunks, out, xq, xd);
 }
 
 extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k, const float *v, int rope,
@@ -899,8 +907,6 @@ extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k
     dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
     pdl_launch(k_attn_dec, grid, ATTN_WARPS * WARP, s, q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D,
                n_kv * D, scale, softcap, window, partial, cnt, out, (int8_t *)xq, xd);
-    if (!cnt) {
-        dim3 g2((unsigned)n_head, (unsigned)n_tok);
-        pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
-    }
+    if (!cnt)
+        cuk_attn_combine(s, partial, n_tok, n_head, D, n_chunks, out, xq, xd);
 }

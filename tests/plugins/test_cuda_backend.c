@@ -343,6 +343,48 @@ Test(cuda_backend, two_entries_in_one_step_match_separate_steps)
 }
 
 /*
+ * Two plugin instances (different kernel options) against each other: for each
+ * weight type a synthetic model (arch_even / arch_odd by the type's index), a
+ * prompt of n_prompt tokens then 4 decodes, the logits of every step finite and
+ * within `bound` (max relative difference) of each other.
+ */
+static void same_logits(struct aarmd_plugin *pa, struct aarmd_plugin *pb, const char *arch_even, const char *arch_odd,
+                        const uint32_t *types, size_t n_types, uint32_t n_prompt, double bound, const char *what)
+{
+    char err[512];
+    for (size_t ti = 0; ti < n_types; ti++) {
+        struct bc_model l;
+        bc_model_synth(&l, ti % 2 ? arch_odd : arch_even, types[ti]);
+        uint32_t nv = l.d->n_vocab;
+        float *a = malloc(nv * sizeof(float)), *b = malloc(nv * sizeof(float));
+        int32_t *toks = malloc(n_prompt * sizeof *toks);
+        cr_assert(a && b && toks);
+        struct bc_side sa, sb;
+        bc_side_open(&sa, pa, l.d, 64);
+        bc_side_open(&sb, pb, l.d, 64);
+        for (uint32_t i = 0; i < n_prompt; i++)
+            toks[i] = (int32_t)((i * 71 + 9) % nv);
+        for (int step = 0; step < 5; step++) {   /* the prompt, then 4 decodes */
+            int32_t next = (int32_t)((step * 113 + 1) % (int)nv);
+            struct aarmd_batch_entry ea = {sa.s, step ? &next : toks, step ? 1u : n_prompt, 1, a};
+            struct aarmd_batch_entry eb = {sb.s, step ? &next : toks, step ? 1u : n_prompt, 1, b};
+            cr_assert_eq(aarmd_plugin_step(pa, sa.m, &ea, 1, err, sizeof err), AARMD_OK, "%s", err);
+            cr_assert_eq(aarmd_plugin_step(pb, sb.m, &eb, 1, err, sizeof err), AARMD_OK, "%s", err);
+            for (uint32_t k = 0; k < nv; k++)
+                cr_assert(isfinite(a[k]), "type %u step %d: logit %u not finite", types[ti], step, k);
+            double r = max_rel(a, b, nv);
+            cr_expect(r < bound, "type %u step %d: %s rel %g", types[ti], step, what, r);
+        }
+        bc_side_close(&sa);
+        bc_side_close(&sb);
+        free(toks);
+        free(a);
+        free(b);
+        bc_model_free(&l);
+    }
+}
+
+/*
  * The decode kernels of v5 (coalesced F32/F16/BF16 and Q8_0 matvecs, the
  * unrolled Q8 matvec, programmatic dependent launch released at kernel entry,
  * Q8 quantization fused into add_norm and the gated activation: pdl=2 mvf=7)
@@ -361,36 +403,8 @@ Test(cuda_backend, v5_decode_kernels_match_v4)
     NEED_GPU(pf);
     struct aarmd_plugin *po = load_cuda(old, 3);
     cr_assert_not_null(po);
-    char err[512];
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        struct bc_model l;
-        bc_model_synth(&l, ti % 2 ? "qwen3" : "llama", types[ti]);
-        uint32_t nv = l.d->n_vocab;
-        float *a = malloc(nv * sizeof(float)), *b = malloc(nv * sizeof(float));
-        cr_assert(a && b);
-        struct bc_side sf, so;
-        bc_side_open(&sf, pf, l.d, 64);
-        bc_side_open(&so, po, l.d, 64);
-        int32_t toks[11];
-        for (int i = 0; i < 11; i++)
-            toks[i] = (int32_t)((i * 71 + 9) % (int)nv);
-        for (int step = 0; step < 5; step++) {   /* a prompt of 11 (chunks 3,3,3,2), then 4 decodes */
-            int32_t next = (int32_t)((step * 113 + 1) % (int)nv);
-            struct aarmd_batch_entry ef = {sf.s, step ? &next : toks, step ? 1u : 11u, 1, a};
-            struct aarmd_batch_entry eo = {so.s, step ? &next : toks, step ? 1u : 11u, 1, b};
-            cr_assert_eq(aarmd_plugin_step(pf, sf.m, &ef, 1, err, sizeof err), AARMD_OK, "%s", err);
-            cr_assert_eq(aarmd_plugin_step(po, so.m, &eo, 1, err, sizeof err), AARMD_OK, "%s", err);
-            for (uint32_t k = 0; k < nv; k++)
-                cr_assert(isfinite(a[k]), "type %u step %d: logit %u not finite", types[ti], step, k);
-            double r = max_rel(a, b, nv);
-            cr_expect(r < 2e-3, "type %u step %d: v5 vs v4 kernels rel %g", types[ti], step, r);
-        }
-        bc_side_close(&sf);
-        bc_side_close(&so);
-        free(a);
-        free(b);
-        bc_model_free(&l);
-    }
+    /* a prompt of 11 in chunks of 3,3,3,2, then 4 decodes */
+    same_logits(pf, po, "llama", "qwen3", types, sizeof types / sizeof types[0], 11, 2e-3, "v5 vs v4 kernels");
     aarmd_plugin_free(pf);
     aarmd_plugin_free(po);
 }
@@ -410,34 +424,7 @@ Test(cuda_backend, pdl3_matches_plain_launches)
     NEED_GPU(pe);
     struct aarmd_plugin *pp = load_cuda(plain, 1);
     cr_assert_not_null(pp);
-    char err[512];
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        struct bc_model l;
-        bc_model_synth(&l, "llama", types[ti]);
-        uint32_t nv = l.d->n_vocab;
-        float *a = malloc(nv * sizeof(float)), *b = malloc(nv * sizeof(float));
-        cr_assert(a && b);
-        struct bc_side se, sp;
-        bc_side_open(&se, pe, l.d, 64);
-        bc_side_open(&sp, pp, l.d, 64);
-        int32_t toks[40];
-        for (int i = 0; i < 40; i++)
-            toks[i] = (int32_t)((i * 37 + 5) % (int)nv);
-        for (int step = 0; step < 5; step++) {   /* the prompt, then 4 decodes */
-            int32_t next = (int32_t)((step * 97 + 3) % (int)nv);
-            struct aarmd_batch_entry ee = {se.s, step ? &next : toks, step ? 1u : 40u, 1, a};
-            struct aarmd_batch_entry ep = {sp.s, step ? &next : toks, step ? 1u : 40u, 1, b};
-            cr_assert_eq(aarmd_plugin_step(pe, se.m, &ee, 1, err, sizeof err), AARMD_OK, "%s", err);
-            cr_assert_eq(aarmd_plugin_step(pp, sp.m, &ep, 1, err, sizeof err), AARMD_OK, "%s", err);
-            double r = max_rel(a, b, nv);
-            cr_expect(r < 1e-6, "type %u step %d: pdl=3 vs pdl=0 rel %g", types[ti], step, r);
-        }
-        bc_side_close(&se);
-        bc_side_close(&sp);
-        free(a);
-        free(b);
-        bc_model_free(&l);
-    }
+    same_logits(pe, pp, "llama", "llama", types, sizeof types / sizeof types[0], 40, 1e-6, "pdl=3 vs pdl=0");
     aarmd_plugin_free(pe);
     aarmd_plugin_free(pp);
 }
