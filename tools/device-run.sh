@@ -17,6 +17,14 @@
 #                                          micro-benchmark (MM_TYPES="Q4_K Q8_0 F16 BF16")
 #   tools/device-run.sh ncu                (there) Nsight Compute on one launch of each 8B
 #                                          decode matvec (v5 and v6), summary in $OUT/ncu.txt
+#   tools/device-run.sh stage-models [MB]  (here) the two real models of models/ cut into
+#                                          .device-models/K/ folders of <= MB MiB (default 48): a
+#                                          call carries one folder (tree + carried <= 64 MiB)
+#   tools/device-run.sh take-models        (there) appends the parts a call carried to
+#                                          /tmp/models (kept while the machine stays warm: make
+#                                          the calls back to back), sha256-checks whole files
+#   tools/device-run.sh real               (there) greedy tokens of CUDA vs CPU on each whole
+#                                          real model (plugin-check + generate), $OUT/real.txt
 #   tools/device-run.sh prof               (there) every kernel of a bench run timed by Nsight
 #                                          Compute, summed per kernel name (PROF="shape:type ...",
 #                                          PROF_ARGS="--pp 512 --tg 0"), in $OUT/prof.txt
@@ -59,7 +67,47 @@ build)
     fi
     ls -la "$dev"
     ;;
-check|bench|all|mm|ncu|serve|seqs|prof)
+stage-models)
+    mb=${2:-48}
+    st="$root/.device-models"
+    rm -rf "$st" && mkdir -p "$st" || exit 1
+    : >"$st/manifest"
+    for f in "$root"/models/*.gguf; do
+        [ -f "$f" ] || continue
+        n=$(basename "$f")
+        echo "$(sha256sum <"$f" | cut -d' ' -f1) $n" >>"$st/manifest"
+        split -b "${mb}M" -d -a 3 "$f" "$st/$n.part-" || exit 1
+    done
+    k=0   # one folder per call: each part alone (parts are mb MiB)
+    for p in "$st"/*.part-*; do
+        k=$((k + 1))
+        mkdir -p "$st/$k" && mv "$p" "$st/$k/" && cp "$st/manifest" "$st/$k/"
+    done
+    rm -f "$st/manifest"
+    echo "$k calls: carry [\".device-models/K\"] (K = 1..$k), each running: tools/device-run.sh take-models"
+    exit 0
+    ;;
+take-models)
+    mkdir -p /tmp/models
+    for d in "$root"/.device-models/*/; do
+        [ -f "$d/manifest" ] && cp "$d/manifest" /tmp/models/manifest
+        for p in "$d"*.part-*; do
+            [ -f "$p" ] && cp "$p" /tmp/models/
+        done
+    done
+    [ -f /tmp/models/manifest ] || { echo "take-models: no manifest carried"; exit 1; }
+    while read -r sum n; do
+        parts=$(ls /tmp/models/"$n".part-* 2>/dev/null)
+        cat $parts >/tmp/models/"$n".tmp 2>/dev/null
+        if [ "$(sha256sum </tmp/models/"$n".tmp | cut -d' ' -f1)" = "$sum" ]; then
+            mv /tmp/models/"$n".tmp /tmp/models/"$n"; echo "take-models: $n complete"
+        else
+            rm -f /tmp/models/"$n".tmp; echo "take-models: $n $(echo "$parts" | wc -w) part(s) so far"
+        fi
+    done </tmp/models/manifest
+    exit 0
+    ;;
+check|bench|all|mm|ncu|serve|seqs|prof|real)
     mkdir -p "$out" /tmp/synth
     export AARMD_PLUGIN_PATH="$dev"
     # cuBLAS: the system toolkit's, else the one PyTorch ships
@@ -71,7 +119,7 @@ check|bench|all|mm|ncu|serve|seqs|prof)
     cli="$dev/aarmd-cli"
     ;;
 *)
-    sed -n '2,20p' "$0"
+    sed -n '2,33p' "$0"
     exit 2
     ;;
 esac
@@ -224,6 +272,28 @@ for k, v in seen.items():
     print("==", k[0], k[1]); print("   " + "; ".join(v))
 PY
     tail -c 6000 "$out/ncu.txt"
+fi
+
+# The real models (take-models put them in /tmp/models): CUDA against the CPU backend, teacher-forced
+# logits and top-1 agreement (plugin-check), then greedy generation on each backend, same tokens.
+if [ "$cmd" = real ]; then
+    : >"$out/real.txt"
+    for f in /tmp/models/*.gguf; do
+        [ -f "$f" ] || { echo "real: no whole model in /tmp/models" | tee -a "$out/real.txt"; break; }
+        n=$(basename "$f")
+        "$cli" plugin-check cuda --reference cpu --model "$f" --prompt-len 40 --steps 32 --tol "${TOL:-0.05}" \
+            >"/tmp/real-$n.log" 2>&1 && v=OK || v=FAIL
+        echo "$v plugin-check $n $(grep '^COMPARE' "/tmp/real-$n.log")" | tee -a "$out/real.txt"
+        for p in "The capital of France is" "def fibonacci(n):" "Once upon a time, in a small village,"; do
+            for b in cuda cpu; do
+                "$cli" generate --backend $b --plugin-dir "$dev" --model "$f" --prompt "$p" -n 48 --temperature 0 \
+                    >"/tmp/real-$b.txt" 2>/dev/null || echo "(generate failed)" >>"/tmp/real-$b.txt"
+            done
+            cmp -s /tmp/real-cuda.txt /tmp/real-cpu.txt && v=SAME || v=DIFFERENT
+            echo "$v greedy $n \"$p\": cuda $(head -c 80 /tmp/real-cuda.txt | tr '\n' ' ')" | tee -a "$out/real.txt"
+            [ $v = DIFFERENT ] && echo "   cpu  $(head -c 80 /tmp/real-cpu.txt | tr '\n' ' ')" | tee -a "$out/real.txt"
+        done
+    done
 fi
 
 # Where a bench run's device time goes: each kernel's duration (ncu, clocks unlocked, one pass
