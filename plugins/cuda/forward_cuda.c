@@ -51,8 +51,12 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
                    int reuse)
 {
     cudaStream_t s = m->stream;
-    if (!reuse || m->a16_src == y)   /* y is about to change */
+    if (!reuse)
         m->q8_src = m->a16_src = NULL;
+    if (m->q8_src == y)   /* y is about to change */
+        m->q8_src = NULL;
+    if (m->a16_src == y)
+        m->a16_src = NULL;
     int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
     if (blas_for(m, w, n_tok)) {
         const void *w16 = w->type == AARMD_TYPE_F16 ? w->d : w->d16;
