@@ -123,11 +123,11 @@ void cuk_mv_set_grid(int blocks_per_sm);
  * the v5 kernels run). Process-wide, set before capturing graphs. */
 void cuk_mm_set_variant(int mmq, int mvs_q8_tok_mask, int mvs_f_tok_mask);
 /*
- * v9 (matvec.cu, docs/cuda-notes.md v9-q4k): y[r] = W[r] . x for ONE token of Q8 activations
+ * v9 (matvec1.cu, docs/cuda-notes.md v9-q4k): y[r] = W[r] . x for ONE token of Q8 activations
  * (accum != 0: y[r] += ...; b[r] added when b != NULL) through the 1-token kernels with staged
  * activations; Q4_K and Q8_0 rows (n_in % 256 == 0, w 16-byte aligned). cfg: CUK_MV1_DEFAULT the process
  * default (cuk_mv1_set, else the environment's AARMD_CUDA_MV1, a measurement knob, else 0),
- * 0 automatic, -1 none, > 0 one kernel configuration (matvec.cu, mv1_q4k_run). Returns 1 when it
+ * 0 automatic, -1 none, > 0 one kernel configuration (matvec1.cu, mv1_q4k_run / mvt_run). Returns 1 when it
  * enqueued the product, 0 (nothing enqueued) when it does not take it. cuk_matvec_q8 (1 token)
  * and cuk_matvec_q8_acc route through it while the v6 kernels are on (cuk_set_tuning).
  */
@@ -138,7 +138,7 @@ int cuk_mv1_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64
  * cuk_matvec_f_acc route through it while the v6 kernels are on. */
 int cuk_mv1_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
               const float *b, int accum, float *y, int cfg);
-/* cuk_set_tuning's pdl for the v9 kernels (release at entry only with AARMD_CUDA_MV1_EARLY=1). */
+/* cuk_set_tuning's pdl for the v9 kernels (release at entry with pdl 3, or 2 and AARMD_CUDA_MV1_EARLY=1). */
 void cuk_mv1_set_pdl(int pdl);
 /* The process default of cuk_mv1_q8's cfg (-1: off, the v5 kernels; 0: automatic; CUK_MV1_DEFAULT:
  * the environment's AARMD_CUDA_MV1 again, else 0). */
