@@ -13,6 +13,7 @@
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
 #include "dequant.cuh"
+#include "matvec_io.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
 #define WARP 32
@@ -184,13 +185,8 @@ k_matvec_f(const uint8_t *__restrict__ W, size_t row_bytes, int n_chunks, int n_
             v[u] = __ldcs(row + c + u * WARP);
     }
     pdl_enter();
-    float y0 = 0.0f, b0 = 0.0f;   /* the epilogue's operands, loaded now: their latency hides under the loop */
-    if (lane == 0) {
-        if (accum)
-            y0 = y[r];
-        if (bias)
-            b0 = bias[r];
-    }
+    float y0, b0;
+    mv_epilogue_load(lane == 0, accum, y, bias, r, &y0, &b0);
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
@@ -360,13 +356,8 @@ k_matvec_q8(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n_
     if (first)                                   /* written while kernels run) */
         decq<T>::run(row, it, o0);
     pdl_enter();
-    float y0 = 0.0f, b0 = 0.0f;   /* the epilogue's operands, loaded now: their latency hides under the loop */
-    if (lane == 0) {
-        if (accum)
-            y0 = y[r];
-        if (bias)
-            b0 = bias[r];
-    }
+    float y0, b0;
+    mv_epilogue_load(lane == 0, accum, y, bias, r, &y0, &b0);
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++)
@@ -579,13 +570,8 @@ k_matvec_q8p(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n
     if (first)
         decq<T>::run(row, it, o0);
     pdl_enter();
-    float y0 = 0.0f, b0 = 0.0f;
-    if (valid && lane == 0) {
-        if (accum)
-            y0 = y[r];
-        if (bias)
-            b0 = bias[r];
-    }
+    float y0, b0;
+    mv_epilogue_load(valid && lane == 0, accum, y, bias, r, &y0, &b0);
     /* the prologue: every thread of the block, the input in registers */
     const int n4 = n_in >> 2;
     float4 v[NV], u[NV], bv[NV];
@@ -637,21 +623,7 @@ k_matvec_q8p(const uint8_t *__restrict__ W, size_t row_bytes, int n_items, int n
                 q.z = mm_act(v[k].z, layer) * u[k].z;
                 q.w = mm_act(v[k].w, layer) * u[k].w;
             }
-            float am = fmaxf(fmaxf(fabsf(q.x), fabsf(q.y)), fmaxf(fabsf(q.z), fabsf(q.w)));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
-            float d = am / 127.0f;
-            if (f < n4) {
-                char4 c;
-                c.x = (signed char)(d > 0.0f ? __float2int_rn(q.x / d) : 0);
-                c.y = (signed char)(d > 0.0f ? __float2int_rn(q.y / d) : 0);
-                c.z = (signed char)(d > 0.0f ? __float2int_rn(q.z / d) : 0);
-                c.w = (signed char)(d > 0.0f ? __float2int_rn(q.w / d) : 0);
-                reinterpret_cast<char4 *>(xs)[f] = c;
-                if ((f & 7) == 0)
-                    ds[f >> 3] = d;
-            }
+            q8_store4(q, f < n4, f, xs, ds);
         }
     }
     __syncthreads();

@@ -12,6 +12,7 @@
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
 #include "dequant.cuh"
+#include "matvec_io.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
 #define WARP 32
@@ -227,13 +228,8 @@ k_mv1_q4k(const uint8_t *__restrict__ W, size_t rb, int nsb, int n_out, const in
     };
     load(ks);   /* weights are never written while kernels run: safe before the wait */
     pdl_enter();
-    float y0 = 0.0f, b0 = 0.0f;   /* the epilogue's operands, loaded now */
-    if (valid && lane == 0 && ks == 0) {
-        if (accum)
-            y0 = y[r];
-        if (bias)
-            b0 = bias[r];
-    }
+    float y0, b0;
+    mv_epilogue_load(valid && lane == 0 && ks == 0, accum, y, bias, r, &y0, &b0);
     mv1_stage<NW>(xq, xd, nsb * 8, xs, ds);
     __syncthreads();
     float acc = 0.0f;
@@ -470,13 +466,8 @@ k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_
         const int st = k % S;
         const int r = set * R + rl;
         const bool valid = r < n_out;
-        float y0 = 0.0f, b0 = 0.0f;
-        if (valid && lane == 0 && ks == 0) {
-            if (accum)
-                y0 = y[r];
-            if (bias)
-                b0 = bias[r];
-        }
+        float y0, b0;
+        mv_epilogue_load(valid && lane == 0 && ks == 0, accum, y, bias, r, &y0, &b0);
         mbar_wait(bar + st, (uint32_t)(k / S) & 1u);
         float acc = 0.0f;
         if (valid) {

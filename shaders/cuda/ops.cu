@@ -11,6 +11,7 @@
 
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
+#include "matvec_io.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
 #define WARP 32
@@ -153,23 +154,8 @@ k_norm1(float *out, float *x, const float *a, const float *w, const float *b, in
                 h[1] = __floats2half2_rn(y.z, y.w);
             }
         }
-        if (xq && k * blockDim.x < n4) {   /* block-uniform; a run of 32 is 8 lanes, all valid or none */
-            float am = fmaxf(fmaxf(fabsf(y.x), fabsf(y.y)), fmaxf(fabsf(y.z), fabsf(y.w)));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-            am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 4));
-            float d = am / 127.0f;
-            if (f < n4) {
-                char4 q;
-                q.x = (signed char)(d > 0.0f ? __float2int_rn(y.x / d) : 0);
-                q.y = (signed char)(d > 0.0f ? __float2int_rn(y.y / d) : 0);
-                q.z = (signed char)(d > 0.0f ? __float2int_rn(y.z / d) : 0);
-                q.w = (signed char)(d > 0.0f ? __float2int_rn(y.w / d) : 0);
-                reinterpret_cast<char4 *>(xq + ro)[f] = q;
-                if ((f & 7) == 0)
-                    xd[(ro >> 5) + (f >> 3)] = d;
-            }
-        }
+        if (xq && k * blockDim.x < n4)   /* block-uniform; a run of 32 is 8 lanes, all valid or none */
+            q8_store4(y, f < n4, f, xq + ro, xd + (ro >> 5));
     }
 }
 
@@ -540,6 +526,18 @@ extern "C" void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, co
 #define ATTN_WARPS 4
 #define ATTN_PER_LANE (CUK_MAX_HEAD_DIM / WARP)
 
+/* A warp's query row (lanes hold dims lane, lane+32, ...; 0 past D) and its zeroed accumulator. */
+static __device__ __forceinline__ void attn_q_load(const float *qr, int D, int lane, float (&qv)[ATTN_PER_LANE],
+                                                   float (&acc)[ATTN_PER_LANE])
+{
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        qv[i] = d < D ? qr[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+}
+
 /* One key of a warp's online softmax: score q·k (lanes hold dims lane, lane+32, ...),
  * optional softcap, rescale the running sum and accumulator when the max grows, then
  * add the key's weight and weighted V row. Shared by the decode and prefill kernels. */
@@ -639,12 +637,7 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
     const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
     const float *qr = q + ((size_t)t * n_head + h) * D;
     float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
-#pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
-        int d = lane + WARP * i;
-        qv[i] = d < D ? qr[d] : 0.0f;
-        acc[i] = 0.0f;
-    }
+    attn_q_load(qr, D, lane, qv, acc);
     float m = -INFINITY, s = 0.0f;
     for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
         size_t kro = kv_row(kv, tab, j, kv_dim, 0);
@@ -794,12 +787,7 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
         __syncthreads();
     }
     float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
-#pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
-        int d = lane + WARP * i;
-        qv[i] = d < D ? sq[d] : 0.0f;
-        acc[i] = 0.0f;
-    }
+    attn_q_load(sq, D, lane, qv, acc);
     float m = -INFINITY, sum = 0.0f;
     for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
         if (rope && j == p) {
@@ -854,12 +842,7 @@ k_attn_g(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int 
     const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
     const float *qr = q + ((size_t)t * n_head + h) * D;
     float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
-#pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
-        int d = lane + WARP * i;
-        qv[i] = d < D ? qr[d] : 0.0f;
-        acc[i] = 0.0f;
-    }
+    attn_q_load(qr, D, lane, qv, acc);
     float m = -INFINITY, sum = 0.0f;
     for (int32_t j = a; j < e; j++) {
         size_t kro = kv_row(kv, tab, j, kv_dim, 0);

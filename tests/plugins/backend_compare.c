@@ -50,7 +50,8 @@ void bc_side_close(struct bc_side *s)
     aarmd_plugin_ctx_free(s->p, s->ctx);
 }
 
-uint32_t bc_argmax(const float *l, uint32_t n)
+/* the greedy token of a logits row */
+static uint32_t bc_argmax(const float *l, uint32_t n)
 {
     uint32_t b = 0;
     for (uint32_t i = 1; i < n; i++)

@@ -33,8 +33,6 @@ struct bc_side {
 void bc_side_open(struct bc_side *s, struct aarmd_plugin *p, const struct aarmd_model_desc *d, uint32_t n_ctx);
 void bc_side_close(struct bc_side *s);
 
-uint32_t bc_argmax(const float *l, uint32_t n);
-
 /* One arch × weight type and its bound on max|Δlogit| / max|CPU logit|.
  * arch is inline: Criterion copies parameters into the test's process. */
 struct bc_case {

@@ -1,6 +1,6 @@
 /* mock_fixture.h — the mock backend loaded by the real loader with a context
  * and a vocabulary-only model, for the tests of plugins/mock (test_backend_mock,
- * test_mock_kv). Test code: helpers fail the current Criterion test where they
+ * test_mock_kv) and of the loader's wrappers (test_plugin_loader). Test code: helpers fail the current Criterion test where they
  * say so instead of returning errors. */
 #ifndef AARMD_TESTS_MOCK_FIXTURE_H
 #define AARMD_TESTS_MOCK_FIXTURE_H

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mock_fixture.h"
 #include "plugin.h"
 
 #define END_OF_STEP (offsetof(struct aarmd_backend, step) + sizeof(void *))
@@ -358,17 +359,10 @@ Test(loader, null_arguments)
 
 /* ---- wrappers ------------------------------------------------------------ */
 
+/* a vocabulary-only model the mock loads (eos 2) */
 static struct aarmd_model_desc tiny_desc(uint32_t n_vocab)
 {
-    struct aarmd_model_desc d;
-    memset(&d, 0, sizeof d);
-    d.struct_size = sizeof d;
-    d.arch = "llama";
-    d.name = "tiny";
-    d.n_vocab = n_vocab;
-    d.bos_id = 1;
-    d.eos_id = 2;
-    return d;
+    return mock_fx_desc(n_vocab, 2);
 }
 
 Test(wrappers, defaults_of_absent_optional_methods)
