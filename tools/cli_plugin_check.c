@@ -19,6 +19,7 @@
 #include "model.h"
 #include "plugin.h"
 #include "plugin_check_kv.h"
+#include "tokenizer.h"
 
 #define SYNTH_VOCAB 300u
 #define CHECK_CTX 64u
@@ -27,6 +28,8 @@
 static const char check_help[] =
     "usage: aarmd-cli plugin-check PATH|NAME [--backend-opt k=v ...] [--plugin-dir DIR]\n"
     "                              [--device N] [--model FILE.gguf] [--tol T] [--kv-fill N] [-v]\n"
+    "       aarmd-cli plugin-check PATH|NAME --reference NAME --model FILE.gguf\n"
+    "                              [--prompt-len N | --prompt TEXT] [--steps S] [--tol T]\n"
     "\n"
     "Loads a backend plugin through aarmd's loader (a NAME resolves to\n"
     "backend_NAME" AARMD_PLUGIN_SUFFIX " in --plugin-dir, $AARMD_PLUGIN_PATH, then the install's\n"
@@ -59,7 +62,11 @@ static const char check_help[] =
     "decodes (default 8, driven by the reference's argmax) through both plugins\n"
     "and compares the logits of every step: max|dlogit| relative to the reference's\n"
     "largest |logit| must stay under --tol (default 0.02), and top-1 must agree\n"
-    "unless the reference's top-2 gap is below 2 max|dlogit| (a near tie).\n";
+    "unless the reference's top-2 gap is below 2 max|dlogit| (a near tie).\n"
+    "--prompt TEXT: the prompt is TEXT through the model's tokenizer (BOS as the\n"
+    "vocabulary says) instead of --prompt-len synthetic ids; the steps then are\n"
+    "the reference's greedy continuation, printed as GREEDY with the number of\n"
+    "steps whose top-1 differed and the reference's lead at the first of them.\n";
 
 struct checker {
     int n_pass, n_fail, n_skip;
@@ -69,6 +76,7 @@ struct checker {
 struct ref_opts {
     const char *reference;      /* second plugin, the numerical reference (e.g. cpu) */
     long prompt_len, steps;
+    const char *prompt;         /* text through the model's tokenizer, or NULL: synthetic ids */
     double tol;                 /* bound on max|dlogit| / max|ref logit| */
 };
 static void run_reference(struct checker *c, struct aarmd_plugin *p, struct aarmd_plugin *ref, int32_t device,
@@ -301,7 +309,7 @@ int aarmd_cli_plugin_check(int argc, char **argv)
     uint32_t n_opts = 0;
     struct aarmd_plugin *p = NULL;
     struct checker c = {0, 0, 0};
-    struct ref_opts ro = {NULL, 8, 8, 0.02};
+    struct ref_opts ro = {.reference = NULL, .prompt_len = 8, .steps = 8, .prompt = NULL, .tol = 0.02};
     struct aarmd_kv_check_opts kvo = {AARMD_KV_CHECK_TOL, AARMD_KV_CHECK_FILL_MAX};
     struct aarmd_plugin *ref = NULL;
     char err[2048];
@@ -319,7 +327,7 @@ int aarmd_cli_plugin_check(int argc, char **argv)
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             verbose = 1;
         } else if (!strcmp(a, "--reference") || !strcmp(a, "--prompt-len") || !strcmp(a, "--steps") ||
-                   !strcmp(a, "--tol")) {
+                   !strcmp(a, "--tol") || !strcmp(a, "--prompt")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "plugin-check: %s needs a value\n", a);
                 goto out;
@@ -327,6 +335,12 @@ int aarmd_cli_plugin_check(int argc, char **argv)
             const char *v = argv[++i];
             if (!strcmp(a, "--reference")) {
                 ro.reference = v;
+            } else if (!strcmp(a, "--prompt")) {
+                if (!*v) {
+                    fprintf(stderr, "plugin-check: --prompt: expected a non-empty text\n");
+                    goto out;
+                }
+                ro.prompt = v;
             } else if (!strcmp(a, "--tol")) {
                 char *end;
                 ro.tol = strtod(v, &end);
@@ -402,6 +416,10 @@ int aarmd_cli_plugin_check(int argc, char **argv)
     }
     if (ro.reference && !model_path) {
         fprintf(stderr, "plugin-check: --reference needs --model FILE.gguf\n");
+        goto out;
+    }
+    if (ro.prompt && !ro.reference) {
+        fprintf(stderr, "plugin-check: --prompt needs --reference NAME\n");
         goto out;
     }
     aarmd_log_setup(AARMD_LOG_TEXT, "plugin-check", verbose ? AARMD_LOG_DEBUG : AARMD_LOG_WARN);
@@ -493,28 +511,48 @@ static void run_reference(struct checker *c, struct aarmd_plugin *p, struct aarm
     struct aarmd_gguf *g = NULL;
     struct aarmd_model_desc *d = NULL;
     struct ref_side a = {.p = p}, b = {.p = ref};
-    int32_t *toks = NULL;
-    double worst = 0.0;
-    int agree = 0, compared = 0;
+    struct aarmd_tokenizer *tok = NULL;
+    int32_t *toks = NULL, *greedy = NULL;
+    char *text = NULL;
+    size_t n_prompt = (size_t)ro->prompt_len;
+    double worst = 0.0, first_lead = 0.0;
+    int agree = 0, compared = 0, first_diff = -1;
 
     if (aarmd_gguf_open(model_path, &g, err, sizeof err) != AARMD_OK ||
         aarmd_model_desc_from_gguf(g, &d, err, sizeof err) != AARMD_OK) {
         report(c, "FAIL", "model %s: %s", model_path, err);
         goto done;
     }
-    uint32_t n_vocab = d->n_vocab, n_ctx = (uint32_t)(ro->prompt_len + ro->steps + 1);
+    uint32_t n_vocab = d->n_vocab;
+    if (ro->prompt) {   /* the text through the model's own tokenizer */
+        if (aarmd_tokenizer_from_gguf(g, model_path, false, &tok, err, sizeof err) != AARMD_OK ||
+            aarmd_tokenizer_encode(tok, ro->prompt, strlen(ro->prompt), true, false, &toks, &n_prompt, err,
+                                   sizeof err) != AARMD_OK) {
+            report(c, "FAIL", "--prompt: %s", err);
+            goto done;
+        }
+        if (n_prompt == 0 || n_prompt > 4096) {
+            report(c, "FAIL", "--prompt: %zu tokens (1..4096 allowed)", n_prompt);
+            goto done;
+        }
+    } else {
+        toks = malloc(n_prompt * sizeof *toks);
+        if (!toks)
+            goto done;
+        toks[0] = d->bos_id >= 0 && (uint32_t)d->bos_id < n_vocab ? d->bos_id : 0;
+        for (size_t i = 1; i < n_prompt; i++)
+            toks[i] = (int32_t)(((uint64_t)i * 7919u + 13u) % n_vocab);
+    }
+    greedy = malloc(((size_t)ro->steps + 1) * sizeof *greedy);
+    if (!greedy)
+        goto done;
+    uint32_t n_ctx = (uint32_t)(n_prompt + (size_t)ro->steps + 1);
     if (ref_side_open(c, &a, device, d, n_ctx) || ref_side_open(c, &b, device, d, n_ctx))
         goto done;
-    toks = malloc((size_t)ro->prompt_len * sizeof *toks);
-    if (!toks)
-        goto done;
-    toks[0] = d->bos_id >= 0 && (uint32_t)d->bos_id < n_vocab ? d->bos_id : 0;
-    for (long i = 1; i < ro->prompt_len; i++)
-        toks[i] = (int32_t)(((uint64_t)i * 7919u + 13u) % n_vocab);
 
     for (long step = 0; step <= ro->steps; step++) {
         const int32_t *in = toks;
-        uint32_t n = (uint32_t)ro->prompt_len;
+        uint32_t n = (uint32_t)n_prompt;
         int32_t next;
         if (step > 0) {
             next = (int32_t)argmax(b.logits, n_vocab);
@@ -541,6 +579,11 @@ static void run_reference(struct checker *c, struct aarmd_plugin *p, struct aarm
         int near_tie = gap < 2.0 * maxd;
         compared++;
         agree += ta == tb;
+        greedy[step] = (int32_t)tb;
+        if (ta != tb && first_diff < 0) {
+            first_diff = (int)step;
+            first_lead = gap;
+        }
         if (rel > worst)
             worst = rel;
         const char *what = step == 0 ? "prefill" : "decode";
@@ -554,7 +597,20 @@ static void run_reference(struct checker *c, struct aarmd_plugin *p, struct aarm
     printf("COMPARE %s vs %s arch %s: %d steps, top-1 agreement %d/%d, worst rel max|dlogit| %.3g\n",
            aarmd_plugin_table(p)->name, aarmd_plugin_table(ref)->name, d->arch ? d->arch : "?", compared, agree,
            compared, worst);
+    if (tok && aarmd_tokenizer_decode(tok, greedy, (size_t)compared, &text, &(size_t){0}, err, sizeof err) == AARMD_OK) {
+        for (char *t = text; *t; t++)   /* one line */
+            if (*t == '\n' || *t == '\r')
+                *t = ' ';
+        if (first_diff < 0)
+            printf("GREEDY %d/%d top-1 equal: \"%s\"\n", agree, compared, text);
+        else
+            printf("GREEDY %d/%d top-1 equal, first difference at step %d (reference lead %.3g): \"%s\"\n", agree,
+                   compared, first_diff, first_lead, text);
+    }
 done:
+    free(text);
+    free(greedy);
+    aarmd_tokenizer_free(tok);
     free(toks);
     ref_side_close(&a);
     ref_side_close(&b);

@@ -281,6 +281,8 @@ Test(plugin_check_kv, option_errors)
     usage_error("mock --kv-fill -3", "--kv-fill -3: expected an integer >= 0 (tokens)");
     usage_error("mock --tol -1", "--tol -1: expected a number >= 0");
     usage_error("mock --tol 0 --reference cpu --model x.gguf", "--tol 0 means bitwise");
+    usage_error("mock --prompt hello --model x.gguf", "--prompt needs --reference NAME");
+    usage_error("mock --reference cpu --model x.gguf --prompt", "--prompt needs a value");
     struct cli_run r = check("--help");
     cr_assert_eq(r.rc, 0, "%s", r.out);
     cr_assert(strstr(r.out, "not paged: skipped"), "%s", r.out);
@@ -331,4 +333,40 @@ Test(plugin_check_kv, cpu_gemma3_small_blocks, .timeout = 120)
 {
     /* context 32: a sliding window of 16, shorter than the checks' sequences of up to 20 tokens in 4-token blocks */
     cpu_run("gemma3", AARMD_TYPE_F16, 32, "--backend-opt kv_block=4");
+}
+
+/* ---- --reference with --prompt: the reference's greedy continuation of a text -------------- */
+
+Test(plugin_check_reference, prompt_text_through_the_tokenizer, .timeout = 120)
+{
+    const char *dir = getenv("AARMD_TEST_MODELS");
+    char path[512], args[1024];
+    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir ? dir : "models");
+    if (access(path, R_OK) != 0)
+        cr_skip_test("%s is missing (tools/fetch-models.sh)", path);
+    /* the same backend on both sides: every step must agree exactly */
+    snprintf(args, sizeof args,
+             "cpu --reference cpu --model %s --backend-opt threads=1 --prompt The_capital_of_France_is --steps 4 "
+             "--tol 1e-6",
+             path);
+    struct cli_run r = check(args);
+    cr_assert_eq(r.rc, 0, "exit %d:\n%s", r.rc, r.out);
+    cr_assert(strstr(r.out, "COMPARE cpu vs cpu arch llama: 5 steps, top-1 agreement 5/5"), "%s", r.out);
+    const char *g = strstr(r.out, "GREEDY 5/5 top-1 equal: \"");
+    cr_assert_not_null(g, "%s", r.out);
+    cr_assert(strchr(g + 25, '"') > g + 25, "an empty continuation: %s", r.out);
+    cli_run_free(&r);
+}
+
+Test(plugin_check_reference, prompt_that_does_not_fit_the_model, .timeout = 60)
+{
+    char path[256];
+    synth("llama", AARMD_TYPE_Q8_0, 256, path, sizeof path);
+    char args[512];
+    snprintf(args, sizeof args, "cpu --reference cpu --model %s --backend-opt threads=1 --prompt x --steps 2", path);
+    struct cli_run r = check(args);
+    unlink(path);
+    cr_assert_neq(r.rc, 0, "%s", r.out);
+    cr_assert(strstr(r.out, "FAIL --prompt: "), "%s", r.out);
+    cli_run_free(&r);
 }
