@@ -142,27 +142,76 @@ static int matvec_acc(struct aarmd_backend_model *m, const struct cuda_mat *w, c
     return 0;
 }
 
+static int is_float16(const struct cuda_mat *w)
+{
+    return w->type == AARMD_TYPE_F16 || w->type == AARMD_TYPE_BF16;
+}
+
 /*
- * y = norm(x) * nw (+ nb) @ w for one token: the norm in the matvec's prologue when it takes
- * this matrix (small models), else the norm kernel, then the matmul.
+ * v10, one token: y = xb @ w through the v9 bulk-copy kernel with its fusions (cuk_mv1_fused):
+ * pend: xb = norm(x) * nw (+ nb) computed in the kernel's prologue (no norm kernel; xb is not
+ * written), else xb's Q8 rows (or F32 xb for F16/BF16 weights) as now; act (w = [gate | up], bit
+ * CUK_FUSE_MV1_ACT): also hb2 = act(gate) * up and, when qd (down takes Q8 rows) and w is
+ * quantized, its Q8 rows in xq (no activation kernel). Returns 0 (nothing enqueued) when the kernel
+ * does not take it, 1 when it ran without the activation, 2 with it.
  */
-static void norm_matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *nw, const float *nb,
-                        float *y)
+static int mv1_fused(struct aarmd_backend_model *m, const struct cuda_mat *w, int pend, const float *nw,
+                     const float *nb, int act, int gelu, int qd, float *y)
 {
     const struct cuda_hparams *hp = &m->hp;
+    int fuse = cuk_fuse_on(), q8 = q8_for(m, w, 1);
+    pend = pend && (fuse & CUK_FUSE_MV1_NORM);
+    act = act && (fuse & CUK_FUSE_MV1_ACT);
+    if ((!pend && !act) || !w->d || (!q8 && !is_float16(w)))
+        return 0;
+    struct cuk_mv1_fuse f = {.x = pend ? m->x : NULL, .nw = nw, .nb = nb, .eps = hp->norm_eps,
+                             .layer = hp->norm_kind == AARMD_NORM_LAYER, .gated = act, .gelu = gelu,
+                             .h = act ? m->hb2 : NULL, .hq = act && qd && q8 ? m->xq : NULL,
+                             .hd = act && qd && q8 ? m->xd : NULL};
+    if (!pend && q8 && m->q8_src != m->xb)
+        return 0;   /* xb's Q8 rows are not in xq (the fused kernels do not quantize a plain input) */
+    if (!cuk_mv1_fused(m->stream, w->type, w->d, w->n_in, w->n_out, m->xq, q8 ? m->xd : m->xb, &f, y,
+                       CUK_MV1_DEFAULT))
+        return 0;
+    if (act)
+        m->q8_src = f.hq ? m->hb2 : NULL;   /* xq holds hb2's rows now, or nothing of this layer */
+    else if (pend)
+        m->q8_src = NULL;
+    return act ? 2 : 1;
+}
+
+/*
+ * y = norm(x) * nw (+ nb) @ w for one token: the norm in the prologue of the v9 kernel (v10,
+ * mv1_fused: with act also the gated activation in its epilogue) or of the v8 matvec when they
+ * take this matrix, else the norm kernel, then the matmul. Returns mv1_fused's 2 when hb2 (and
+ * its Q8 rows when qd) hold act(gate) * up, else 0.
+ */
+static int norm_matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *nw, const float *nb,
+                       int act, int gelu, int qd, float *y)
+{
+    const struct cuda_hparams *hp = &m->hp;
+    int r = mv1_fused(m, w, 1, nw, nb, act, gelu, qd, y);
+    if (r)
+        return r == 2 ? 2 : 0;
     if (cuk_matvec_q8_norm(m->stream, w->type, w->d, w->n_in, w->n_out, m->x, nw, nb, hp->norm_eps,
                            hp->norm_kind == AARMD_NORM_LAYER, y)) {
         m->q8_src = NULL;   /* xq and xb were not written */
-        return;
+        return 0;
     }
     norm_next(m, w, 1, nw, nb, NULL, 0);
     matmul(m, w, m->xb, 1, y, 1);
+    return 0;
 }
 
-/* 1 when the norm before w can wait for w's matvec (norm_matmul): one token, Q8 path. */
+/* 1 when the norm before w can wait for w's matvec (norm_matmul): one token, Q8 path (v8 prologue,
+ * or v10's), or F16/BF16 weights with v10's (norm_matmul falls back to the norm kernel). */
 static int norm_in(const struct aarmd_backend_model *m, const struct cuda_mat *w, int fuse)
 {
-    return (fuse & CUK_FUSE_NORM_IN) && w->d && q8_for(m, w, 1);
+    if (!w->d)
+        return 0;
+    if ((fuse & (CUK_FUSE_NORM_IN | CUK_FUSE_MV1_NORM)) && q8_for(m, w, 1))
+        return 1;
+    return (fuse & CUK_FUSE_MV1_NORM) && is_float16(w);
 }
 
 static void norm(struct aarmd_backend_model *m, float *out, const float *x, const float *w, const float *b, int rows)
@@ -242,7 +291,7 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
         if (L->wqkv.d) {                                                           /* q|k|v = xb @ wqkv, split */
             int QKV = Q + 2 * KV;
             if (pend)
-                norm_matmul(m, &L->wqkv, L->attn_norm, L->attn_norm_b, m->qkv);
+                norm_matmul(m, &L->wqkv, L->attn_norm, L->attn_norm_b, 0, 0, 0, m->qkv);
             else
                 matmul(m, &L->wqkv, m->xb, n_tok, m->qkv, 1);   /* reuse: add_norm may have quantized xb */
             pend = 0;
@@ -316,16 +365,19 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
             m->q8_src = NULL;
         } else if (L->w_up_gate.d) {                                               /* [gate|up] = xb @ up_gate */
             int qd = q8_for(m, &L->w_down, n_tok);
+            int acted = 0;   /* v10: hb2 = act(gate) * up (+ Q8) in the matvec's epilogue */
             if (pend)
-                norm_matmul(m, &L->w_up_gate, L->ffn_norm, L->ffn_norm_b, m->hb);
-            else
+                acted = norm_matmul(m, &L->w_up_gate, L->ffn_norm, L->ffn_norm_b, 1, gelu, qd, m->hb);
+            else if (!(n_tok == 1 && (acted = mv1_fused(m, &L->w_up_gate, 0, NULL, NULL, 1, gelu, qd, m->hb))))
                 matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 1);
             pend = 0;
+            if (acted)
+                ffn = m->hb2;   /* q8_src set by mv1_fused */
             /* one token: x += (act(gate) * up) @ down (+ b) in one kernel when down takes it */
-            res = fuse1 && !L->ffn_post_norm && qd && (fuse & CUK_FUSE_ACT_IN) &&
+            res = !acted && fuse1 && !L->ffn_post_norm && qd && (fuse & CUK_FUSE_ACT_IN) &&
                   cuk_matvec_q8_act_acc(s, L->w_down.type, L->w_down.d, L->w_down.n_in, L->w_down.n_out, m->hb,
                                         m->hb + F, gelu, L->b_down, m->x);
-            if (!res) {
+            if (!res && !acted) {
                 int h = blas_for(m, &L->w_down, n_tok);
                 cuk_act_gated_q8(s, m->hb2, m->hb, 2 * F, m->hb + F, 2 * F, (int)n_tok, F, gelu, qd ? m->xq : NULL,
                                  qd ? m->xd : NULL, h ? m->a16 : NULL);

@@ -55,7 +55,8 @@ void cuk_matvec_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, i
  * cuk_mvs_q8 / cuk_mvs_f: streaming matvec for 1..8 tokens (Q4_K and Q8_0 with
  * Q8 activations; F32/F16/BF16 with float x). cuk_mmq_q8: 1..64 tokens of any
  * cuk_type_q8 type through int8 or F16 mma.sync, each weight byte read once per call
- * (the F16 versions round weights and activations to F16: ~4e-4 relative).
+ * (the F16 versions round weights and activations to F16: ~4e-4 relative; the int8
+ * GEMM of mmq_i8.cu keeps the Q8 activations: ~1e-4).
  * cuk_matvec_q8 and cuk_matmul already route through them (cuk_set_tuning).
  */
 int cuk_mvs_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
@@ -64,8 +65,9 @@ int cuk_mvs_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_
               float *y);
 int cuk_mmq_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                const float *xd, int n_tok, float *y);
-/* The v8 GEMM (mmq.cu) for a decode of 3..8 tokens where it beats the matvecs:
- * v8-capable types, >= 4M weights (AARMD_CUDA_MMQ_FROM=N: from N tokens, 9 = never). */
+/* The GEMMs for a decode of 3..8 tokens where they beat the matvecs (>= 4M weights;
+ * AARMD_CUDA_MMQ_FROM=N: from N tokens, 9 = never): the int8 GEMM (mmq_i8.cu) for Q8_0 and
+ * Q4_K (int32 dots, F32 scales: ~1e-4 relative), the v8 GEMM (mmq.cu, F16) for the rest it takes. */
 int cuk_mmqv_small(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                    const float *xd, int n_tok, float *y);
 /*
@@ -109,8 +111,10 @@ int cuk_matvec_q8_act_acc(cudaStream_t s, uint32_t type, const void *w, int64_t 
 #define CUK_FUSE_NORM_IN 64   /* the norm in the prologue of the qkv / gate|up matvec (cuk_matvec_q8_norm) */
 #define CUK_FUSE_ACT_IN 128   /* the gated activation in the prologue of down (cuk_matvec_q8_act_acc; off by
                                * default: measured neutral on the 135M shape, docs/cuda-notes.md v8-fuse) */
-#define CUK_FUSE_ALL 255
-#define CUK_FUSE_DEFAULT 127
+#define CUK_FUSE_MV1_NORM 256   /* v10: the norm in the prologue of the v9 qkv / gate|up kernels (cuk_mv1_fused) */
+#define CUK_FUSE_MV1_ACT 512    /* v10: the gated activation (+ Q8) in the epilogue of the v9 gate|up kernel */
+#define CUK_FUSE_ALL 1023
+#define CUK_FUSE_DEFAULT 127   /* all but ACT_IN and the v10 bits (measured slower, docs/cuda-notes.md v10-dec) */
 int cuk_fuse_on(void);
 /* Grid of the streaming matvec: at most blocks_per_sm blocks of 8 warps per SM, rows per warp
  * evened out (0, the default: one row per warp, no cap). */
@@ -138,7 +142,34 @@ int cuk_mv1_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64
  * cuk_matvec_f_acc route through it while the v6 kernels are on. */
 int cuk_mv1_f(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const float *x,
               const float *b, int accum, float *y, int cfg);
-/* cuk_set_tuning's pdl for the v9 kernels (release at entry with pdl 3, or 2 and AARMD_CUDA_MV1_EARLY=1). */
+/*
+ * v10 (matvec1.cu, docs/cuda-notes.md v10-dec): y = W x for ONE token through the bulk-copy kernel
+ * with fusions (f): x != NULL: the input is norm(x) * nw (+ nb) (RMS, or layer norm when layer != 0;
+ * x [n_in] F32, nw / nb may be NULL), computed by every block in its prologue exactly as
+ * cuk_norm_q8 would (bit-identical, then quantized per 32 for Q4_K/Q8_0), so no norm kernel runs;
+ * xq/xd (Q8 rows; F16/BF16: xd the F32 input) are then not read. gated != 0: W holds n_out / 2 gate
+ * rows then as many up rows, and besides y the kernel writes h = act(gate) * up (GELU when gelu,
+ * else SiLU; [n_out / 2] F32) and, when hq != NULL (quantized W), its Q8 rows hq/hd as
+ * cuk_act_gated_q8 would. cfg: CUK_MV1_DEFAULT (or 0) the process default (AARMD_CUDA_MV1F, a
+ * measurement knob, else Q4_K 0x21822, Q8_0 0x21821, F16/BF16 none), else a configuration of
+ * cuk_mv1_q8's encoding with (NW, KS, S) one of (8, 1, 2), (8, 2, 2), (8, 4, 2). Returns 1 when it
+ * enqueued the product, 0 (nothing enqueued) when it does not take it: other types, n_in % 256,
+ * n_in > 4096 with the norm, unaligned pointers, gated with n_out / 2 not a multiple of 32 or a
+ * quantized W without the norm (hq would overwrite the xq being read).
+ */
+struct cuk_mv1_fuse {
+    const float *x, *nw, *nb;
+    float eps;
+    int layer;
+    int gated, gelu;
+    float *h;
+    void *hq;
+    float *hd;
+};
+int cuk_mv1_fused(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                  const float *xd, const struct cuk_mv1_fuse *f, float *y, int cfg);
+/* cuk_set_tuning's pdl for the v9 kernels (release at entry with pdl 3, or 2 and AARMD_CUDA_MV1_EARLY=1;
+ * with pdl 2 and the knob unset the Q4_K kernels release right after their wait, docs/cuda-notes.md v10-dec). */
 void cuk_mv1_set_pdl(int pdl);
 /* The process default of cuk_mv1_q8's cfg (-1: off, the v5 kernels; 0: automatic; CUK_MV1_DEFAULT:
  * the environment's AARMD_CUDA_MV1 again, else 0). */
@@ -239,6 +270,11 @@ void cuk_attention_dec(cudaStream_t s, const float *q, const float *k, const flo
                        const struct cuk_rope *r, const struct cuk_kv *kv, const int32_t *pos, int n_tok, int n_head,
                        int n_kv, int D, float scale, float softcap, int window, int n_chunks, float *partial,
                        unsigned *cnt, float *out, void *xq, float *xd);
+/* The v10 variants of the decode attention (docs/cuda-notes.md v10-dec), process-wide, set before
+ * capturing graphs: kb 1 a warp's keys loaded in batches, 0 one at a time; mb 1 the chunk merge's
+ * loads all in flight, 0 one after another (cuk_attn_combine too); -1 the environment's
+ * (AARMD_CUDA_DEC_KB=1: one at a time; AARMD_CUDA_DEC_MERGE=1: batched). Same results either way. */
+void cuk_attn_dec_set(int kb, int mb);
 /* dst[r][0..n) = src[idx[r]][0..n) for r < rows (idx device). */
 void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, const int32_t *idx, int rows, int n);
 /* out[t][i] = act(gate[t*gs + i]) * up[t*us + i], t < n_tok, i < n; act GELU when gelu != 0 else SiLU. */

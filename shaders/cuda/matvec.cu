@@ -266,9 +266,11 @@ k_mvs(const uint8_t *__restrict__ W, size_t rb, int nblk, int n_out, const float
 /* token counts (bit n: n tokens) the streaming matvec takes; run 2 (notes v6): it beats the v5
  * item matvec only at 2 tokens, for Q4_K and Q8_0 */
 static int mvs_q8_toks = 1 << 2, mvs_f_toks = 0;
-/* 1 k_mmq, 2 k_mmq2, 3 k_mmqh (F16 mma), 4-7 mixes (mmq_wm), 8-14 the v8 GEMM, 15-19 v9 (mmq_t, mmq.cu);
- * -1: not chosen yet, the environment's AARMD_CUDA_MMQ (a measurement knob) else the default 15
- * (v9 for the Q4_K matrices it takes, v8 for the rest: docs/cuda-notes.md v9-mmq, v9-lead) */
+/* 1 k_mmq, 2 k_mmq2, 3 k_mmqh (F16 mma), 4-7 mixes (mmq_wm), 8-14 the v8 GEMM, 15-19 v9 (mmq_t, mmq.cu),
+ * 20-24 the int8 GEMM (mmq_i8.cu; what it does not take as 15); -1: not chosen yet, the
+ * environment's AARMD_CUDA_MMQ (a measurement knob) else the default 20: the int8 GEMM for Q8_0
+ * matrices of >= 4M weights at 3..64 tokens and Q4_K ones at 3..8, v9 for the Q4_K matrices it
+ * takes, v8 for the rest (docs/cuda-notes.md v9-mmq, v9-lead, v10-i8) */
 static int mmq_version = -1;
 
 static int mmq_ver(void)
@@ -276,7 +278,7 @@ static int mmq_ver(void)
     if (mmq_version < 0) {
         const char *e = getenv("AARMD_CUDA_MMQ");
         int v = e ? atoi(e) : 0;
-        mmq_version = v >= 1 && v <= 19 ? v : 15;
+        mmq_version = v >= 1 && v <= 24 ? v : 20;
     }
     return mmq_version;
 }
@@ -918,18 +920,55 @@ static int mmq9_cfg(int ver)
     }
 }
 
+/* the int8 GEMM (mmq_i8.cu): 1 when it enqueued the product; cfg bits: see mmqi8_cfg */
+extern "C" int cuk_mmqi8_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                            const void *xq, const float *xd, int n_tok, float *y, int cfg);
+
+/* int8 GEMM variants (-1: not one): bits 0-1 ring stages - 2, bits 6-7 K split until v blocks per
+ * SM (0: per type), bit 8 the EARLY producer (mmq_i8.cu: runs only with AARMD_CUDA_I8_EARLY=1)
+ * (docs/cuda-notes.md v10-i8); 20 takes matrices of >= 4M weights and Q4_K steps of <=
+ * mmqi8_q4k_max tokens, 21-24 every size and token count */
+static int mmqi8_cfg(int ver)
+{
+    switch (ver) {
+    case 20: return 0;               /* 2 stages, K split to 2 blocks per SM (Q8_0 <= 32 tokens) or 3 */
+    case 21: return 0;               /* the same for every matrix size and token count */
+    case 22: return 1;               /* 3 stages */
+    case 23: return 3 << 6;          /* K split to 3 blocks per SM for every type */
+    case 24: return 1 << 8;          /* 21 with the EARLY producer (not yet run on a GPU) */
+    default: return -1;
+    }
+}
+
+/* version 20: Q4_K steps of more tokens go to v9 (v10-i8 runs: the int8 GEMM wins at 4 and 8
+ * tokens, ties at 16 and loses at 32, 64) */
+static const int mmqi8_q4k_max = 8;
+
+/* 1 when version `ver` sends this product to the int8 GEMM first */
+static int mmqi8_takes(int ver, uint32_t type, int64_t n_in, int64_t n_out, int n_tok)
+{
+    if (mmqi8_cfg(ver) < 0)
+        return 0;
+    return ver != 20 || (n_in * n_out >= (1 << 22) && (type != AARMD_TYPE_Q4_K || n_tok <= mmqi8_q4k_max));
+}
+
 template <uint32_t T>
 static void mmq_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
                   int n_tok, float *y)
 {
+    /* 20-23: the int8 GEMM (Q8_0, Q4_K; 20 for >= 4M weights); what it refuses goes as version 15 */
+    const int ci = mmqi8_cfg(mmq_ver());
+    if (mmqi8_takes(mmq_ver(), T, n_in, n_out, n_tok) && cuk_mmqi8_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, ci))
+        return;
+    const int v = ci >= 0 ? 15 : mmq_ver();
     /* 15 takes what it was measured on (Q4_K, >= 4M weights; v8 for the rest); 16-19 everything */
-    const int c9 = mmq9_cfg(mmq_ver());
-    if (c9 >= 0 && (mmq_ver() != 15 || (T == AARMD_TYPE_Q4_K && n_in * n_out >= (1 << 22))) &&
+    const int c9 = mmq9_cfg(v);
+    if (c9 >= 0 && (v != 15 || (T == AARMD_TYPE_Q4_K && n_in * n_out >= (1 << 22))) &&
         cuk_mmq9_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, c9))
         return;
     /* 8-14: the v8 GEMM (mmqv_cfg); types or rows it does not take run version 5, and the
      * default (8) leaves matrices of < 4M weights (SmolLM2's: latency-bound, runs G1, G4) to it */
-    const int ver = c9 >= 0 ? 8 : mmq_ver(), cfg = mmqv_cfg(ver);   /* v9 refused: v8 */
+    const int ver = c9 >= 0 ? 8 : v, cfg = mmqv_cfg(ver);   /* v9 refused: v8 */
     if (cfg >= 0 && (ver != 8 || n_in * n_out >= (1 << 22)) && cuk_mmqv_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, cfg))
         return;
     if (n_tok <= 16)
@@ -950,7 +989,12 @@ extern "C" int cuk_mmqv_small(cudaStream_t s, uint32_t type, const void *w, int6
         int v = e ? atoi(e) : 0;
         mmqv_from = v >= 2 && v <= 9 ? v : 3;
     }
-    if ((mmq_ver() != 8 && mmq9_cfg(mmq_ver()) < 0) || n_tok < mmqv_from || n_tok > 8 || n_in % 32 ||
+    /* 20-23: the int8 GEMM where it takes the matrix (20: >= 4M weights), else v8 as for 15 */
+    const int ci = mmqi8_cfg(mmq_ver());
+    if (n_tok >= mmqv_from && n_tok <= 8 && mmqi8_takes(mmq_ver(), type, n_in, n_out, n_tok) &&
+        cuk_mmqi8_q8(s, type, w, n_in, n_out, xq, xd, n_tok, y, ci))
+        return 1;
+    if ((mmq_ver() != 8 && mmq9_cfg(mmq_ver()) < 0 && ci < 0) || n_tok < mmqv_from || n_tok > 8 || n_in % 32 ||
         n_in * n_out < (1 << 22) || !cuk_row_bytes(type, n_in))
         return 0;
     return cuk_mmqv_q8(s, type, w, n_in, n_out, xq, xd, n_tok, y, mmqv_cfg(8));

@@ -3,7 +3,8 @@
  * v9-q4k): k_mv1_q4k (Q4_K, weights in registers, activations staged in shared memory)
  * and k_mvt (Q4_K, Q8_0, F16, BF16: whole rows copied into shared memory by the bulk
  * copy engine). cuk_mv1_q8 / cuk_mv1_f choose and launch them; matvec.cu and matmul.cu
- * route one-token products here. No multi-token kernels.
+ * route one-token products here; cuk_mv1_fused (v10-dec) runs k_mvt with the norm in its
+ * prologue and/or the gated activation in its epilogue. No multi-token kernels.
  */
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -33,17 +34,34 @@ static __device__ __forceinline__ float h2f_hi(uint32_t w)
     return __half2float(__ushort_as_half((unsigned short)(w >> 16)));
 }
 
-/* pdl=2 (release the next kernel at entry) for the kernels of this file: this file's copy of
- * pdl.cuh's flag, set only when AARMD_CUDA_MV1_EARLY=1 (a measurement knob, default off: the
- * v9 kernels were measured without it, see docs/cuda-notes.md v9-q4k). cuk_set_tuning calls this. */
+/* The early release of the next kernel under pdl=2: every kernel of this file through this file's
+ * copy of pdl.cuh's flag when AARMD_CUDA_MV1_EARLY=1 (a measurement knob), or per type through
+ * k_mvt's own argument (mv1_early, v10: the default) when it is unset; cuk_set_tuning calls
+ * cuk_mv1_set_pdl. */
+static int mv1_pdl = 2;           /* cuk_set_tuning's pdl */
+static int mv1_early_env = -2;    /* AARMD_CUDA_MV1_EARLY: 1 every kernel here, 0 none, unset (-1): per type */
+
+static int mv1_early_knob(void)
+{
+    if (mv1_early_env == -2) {
+        const char *e = getenv("AARMD_CUDA_MV1_EARLY");
+        mv1_early_env = e && *e ? atoi(e) == 1 : -1;
+    }
+    return mv1_early_env;
+}
+
+/* 1 when a k_mvt launch of `type` releases the next kernel right after its wait under pdl=2 (v10,
+ * docs/cuda-notes.md v10-dec: Q4_K gained 2.3% on the 8B decode, Q8_0 lost 5.7%, floats even) */
+static int mv1_early(uint32_t type)
+{
+    return cuk_pdl_on && mv1_pdl == 2 && mv1_early_knob() < 0 && type == AARMD_TYPE_Q4_K;
+}
+
 extern "C" void cuk_mv1_set_pdl(int pdl)
 {
-    static int cur = -1, env = -1;
-    if (env < 0) {
-        const char *e = getenv("AARMD_CUDA_MV1_EARLY");
-        env = e && atoi(e) == 1;
-    }
-    int early = (pdl == 2 && env) || pdl == 3;
+    static int cur = -1;
+    mv1_pdl = pdl;
+    int early = (pdl == 2 && mv1_early_knob() == 1) || pdl == 3;
     if (early != cur) {
         pdl_set_early(early);
         cur = early;
@@ -111,19 +129,30 @@ static size_t mv1_smem(int64_t n_in)
     return (size_t)n_in + (size_t)(n_in / 32) * 8;
 }
 
+/* a staged activation load: from global memory through the read-only path, or (SH: the v10 norm
+ * prologue quantized them in shared memory) a plain load */
+template <bool SH, typename V>
+static __device__ __forceinline__ V ld_act(const V *p)
+{
+    if constexpr (SH)
+        return *p;
+    else
+        return __ldg(p);
+}
+
 /*
  * Shared layout: xs[sb * 16 + c] = activation bytes 64g + 16h .. +15 of super-block sb for lane
  * c = 2g + h (the low nibbles' partners), xs[sb * 16 + 8 + c] = bytes 64g + 32 + 16h .. +15 (the
  * high nibbles'); then ds[j] = {dx_j, dx_j * sum of xq over sub-block j}.
  */
-template <int NW>
+template <int NW, bool SH = false>
 static __device__ __forceinline__ void mv1_stage(const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_sub,
                                                  uint4 *xs, float2 *ds)
 {
     for (int j = threadIdx.x; j < n_sub; j += NW * WARP) {
         const int4 *p = reinterpret_cast<const int4 *>(xq) + 2 * j;
-        int4 a = __ldg(p), b = __ldg(p + 1);
-        float dx = __ldg(xd + j);
+        int4 a = ld_act<SH>(p), b = ld_act<SH>(p + 1);
+        float dx = ld_act<SH>(xd + j);
         int s = 0;
         s = __dp4a(a.x, 0x01010101, s); s = __dp4a(a.y, 0x01010101, s);
         s = __dp4a(a.z, 0x01010101, s); s = __dp4a(a.w, 0x01010101, s);
@@ -296,11 +325,21 @@ __device__ __forceinline__ void mbar_fence_init()
 #endif
 }
 
-/* one arrival that also expects `bytes` of copies, then the copy of `bytes` from global src into dst */
-__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+/* one arrival on bar that also expects `bytes` of copies (completed by bulk_copy) */
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900   /* the copy engine: sm_90 (mvt_go checks) */
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+#else
+    (void)bar, (void)bytes;
+    __trap();
+#endif
+}
+
+/* the copy of `bytes` from global src into shared dst, completing on bar */
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900   /* the copy engine: sm_90 (mvt_go checks) */
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
                  ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar))
                  : "memory");
@@ -308,6 +347,13 @@ __device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t b
     (void)dst, (void)src, (void)bytes, (void)bar;
     __trap();
 #endif
+}
+
+/* one arrival that also expects `bytes` of copies, then the copy of `bytes` from global src into dst */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+    mbar_expect(bar, bytes);
+    bulk_copy(dst, src, bytes, bar);
 }
 
 __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity)
@@ -334,10 +380,10 @@ template <> struct mvt<AARMD_TYPE_Q4_K> {
     enum { UB = 16, UPS = 32 };   /* unit: a 16-byte quant chunk; a warp step: 32 units (4 super-blocks) */
     static __host__ __device__ size_t act_bytes(int n_in) { return (size_t)n_in + (size_t)(n_in / 32) * 8; }
     static __host__ __device__ int units(int n_in) { return n_in / 256 * 8; }
-    template <int NW>
+    template <int NW, bool SH = false>
     static __device__ __forceinline__ void stage(const int8_t *xq, const float *xd, int n_in, uint4 *sh)
     {
-        mv1_stage<NW>(xq, xd, n_in / 32, sh, reinterpret_cast<float2 *>(sh + n_in / 16));
+        mv1_stage<NW, SH>(xq, xd, n_in / 32, sh, reinterpret_cast<float2 *>(sh + n_in / 16));
     }
     /* unit u (< units) of a row at rowp */
     static __device__ __forceinline__ float dot(const uint8_t *rowp, int u, const uint4 *sh, int n_in)
@@ -355,15 +401,15 @@ template <> struct mvt<AARMD_TYPE_Q8_0> {
     /* xa[i] = xq[32i .. 32i+15], xb[i] = xq[32i+16 ..], dx[i] (lanes read consecutive 16-byte slots) */
     static __host__ __device__ size_t act_bytes(int n_in) { return (size_t)n_in + (size_t)(n_in / 32) * 4; }
     static __host__ __device__ int units(int n_in) { return n_in / 32; }
-    template <int NW>
+    template <int NW, bool SH = false>
     static __device__ __forceinline__ void stage(const int8_t *xq, const float *xd, int n_in, uint4 *sh)
     {
         const int nb = n_in / 32;
         float *dx = reinterpret_cast<float *>(sh + 2 * nb);
         for (int i = threadIdx.x; i < 2 * nb; i += NW * WARP)   /* 16-byte halves, coalesced */
-            sh[(i & 1) * nb + (i >> 1)] = __ldg(reinterpret_cast<const uint4 *>(xq) + i);
+            sh[(i & 1) * nb + (i >> 1)] = ld_act<SH>(reinterpret_cast<const uint4 *>(xq) + i);
         for (int i = threadIdx.x; i < nb; i += NW * WARP)
-            dx[i] = __ldg(xd + i);
+            dx[i] = ld_act<SH>(xd + i);
     }
     static __device__ __forceinline__ float dot(const uint8_t *rowp, int u, const uint4 *sh, int n_in)
     {
@@ -397,7 +443,7 @@ template <uint32_t T> struct mvt_float {
     enum { UB = 16, UPS = 32 };
     static __host__ __device__ size_t act_bytes(int n_in) { return (size_t)n_in * 4; }
     static __host__ __device__ int units(int n_in) { return n_in / 8; }
-    template <int NW>
+    template <int NW, bool SH = false>
     static __device__ __forceinline__ void stage(const int8_t *, const float *x, int n_in, uint4 *sh)
     {
         const int n8 = n_in / 8;
@@ -421,20 +467,96 @@ static __host__ __device__ size_t mvt_up(size_t n)
     return (n + MVT_ALIGN - 1) & ~(size_t)(MVT_ALIGN - 1);
 }
 
-/* dynamic shared memory: S barriers, staged activations, S stages of R rows (+16: Q8_0 reads a word past) */
-template <uint32_t T>
-static __host__ __device__ size_t mvt_smem(int n_in, size_t rb, int R, int S)
+/*
+ * v10 fusions of k_mvt (docs/cuda-notes.md v10-dec), template bits FU:
+ * MVT_NORM: the RMS/layer norm of the previous kernels' residual row is computed by every block
+ * in its prologue (xb = norm(x) * nw (+ nb), then quantized per 32 for Q4_K/Q8_0 or staged as F32
+ * for F16/BF16), exactly as k_norm1 (ops.cu) computes it: the same k_norm1 geometry (T threads of
+ * NV float4s each) is emulated thread for thread, so the sums, the norm and the Q8 rows are
+ * bit-identical to the norm kernel's, which no longer runs. The norm weights are loaded before
+ * griddepcontrol.wait (never written by kernels).
+ * MVT_GATED: W = [gate rows (half) | up rows (half)]; a set is H = R / 2 gate rows and the same H
+ * up rows (two bulk copies), a block owns whole groups of 32 consecutive outputs of h = act(gate)
+ * * up (32 / H sets each), so its first warp computes the group's h, writes it (F32) and its Q8
+ * run (as k_act_gated and k_quantize_q8: bit-identical): no activation kernel runs.
+ */
+#define MVT_NORM 1
+#define MVT_GATED 2
+#define MVT_NORM_T 512   /* k_norm1's threads at most (ops.cu NORM1_THREADS) */
+#define MVT_NORM_MAX 4096   /* rows the norm prologue takes at most (NV <= 2 float4s per k_norm1 thread) */
+
+struct mvt_fu {
+    const float *x, *nw, *nb;   /* MVT_NORM: x [n_in] the residual row, norm weight and bias (may be NULL) */
+    float eps;
+    int layer;                  /* layer norm (else RMS) */
+    int half;                   /* MVT_GATED: gate rows, then as many up rows */
+    int gelu;                   /* act GELU, else SiLU */
+    float *h;                   /* [half] act(gate) * up */
+    int8_t *hq;                 /* its Q8 rows (NULL: none) */
+    float *hd;
+    int early;                  /* griddepcontrol.launch_dependents right after the wait (all kernels) */
+};
+
+/* bytes after the stages: the norm prologue's Q8 rows of x before they are staged (Q4_K, Q8_0) */
+template <uint32_t T, int FU>
+static __host__ __device__ size_t mvt_tmp(int n_in)
 {
-    return MVT_ALIGN + mvt_up(mvt<T>::act_bytes(n_in)) + (size_t)S * mvt_up((size_t)R * rb + 16);
+    return (FU & MVT_NORM) && T != AARMD_TYPE_F16 && T != AARMD_TYPE_BF16 ? mvt_up((size_t)n_in + (size_t)n_in / 8) : 0;
 }
 
-template <uint32_t T, int NW, int KS, int S>
+/* dynamic shared memory: S barriers, staged activations, S stages of R rows (+16: Q8_0 reads a word past) */
+template <uint32_t T, int FU = 0>
+static __host__ __device__ size_t mvt_smem(int n_in, size_t rb, int R, int S)
+{
+    return MVT_ALIGN + mvt_up(mvt<T>::act_bytes(n_in)) + (size_t)S * mvt_up((size_t)R * rb + 16) + mvt_tmp<T, FU>(n_in);
+}
+
+static __device__ __forceinline__ float mvt_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* ops.cu's block_sum over nt = T / 32 warps of k_norm1, each real warp holding J of them (p[j]:
+ * the partial of virtual thread threadIdx.x + j * NT); every thread gets the sum */
+template <int NT, int J>
+static __device__ __forceinline__ float mvt_vblock_sum(const float (&p)[J], float *sh, int T)
+{
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    float w[J];
+#pragma unroll
+    for (int j = 0; j < J; j++)
+        w[j] = mvt_warp_sum(p[j]);
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < J; j++)
+        if (lane == 0 && (wid + j * (NT / 32)) * 32 < T)
+            sh[wid + j * (NT / 32)] = w[j];
+    __syncthreads();
+    float t = lane < T / 32 ? sh[lane] : 0.0f;
+    return mvt_warp_sum(t);
+}
+
+/* the gated activations of ops.cu (k_act_gated), same arithmetic */
+static __device__ __forceinline__ float mvt_act(float g, int gelu)
+{
+    if (gelu) {
+        const float c = 0.7978845608028654f;
+        return 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g)));
+    }
+    return g / (1.0f + expf(-g));
+}
+
+template <uint32_t T, int NW, int KS, int S, int FU = 0>
 __global__ void __launch_bounds__(NW * WARP)
 k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_t *__restrict__ xq,
-      const float *__restrict__ xd, float *__restrict__ y, const float *__restrict__ bias, int accum)
+      const float *__restrict__ xd, float *__restrict__ y, const float *__restrict__ bias, int accum, mvt_fu fu)
 {
     typedef mvt<T> M;
-    enum { R = NW / KS };
+    enum { R = NW / KS, H = R / 2, FN = FU & MVT_NORM, FG = (FU & MVT_GATED) != 0, SPG = FG ? 32 / H : 1 };
+    enum { NT = NW * WARP, J = FN ? (MVT_NORM_T + NT - 1) / NT : 1, FLT = T == AARMD_TYPE_F16 || T == AARMD_TYPE_BF16 };
     extern __shared__ __align__(MVT_ALIGN) uint8_t mvt_sh[];
     __shared__ float red[NW];
     uint64_t *bar = reinterpret_cast<uint64_t *>(mvt_sh);
@@ -442,10 +564,23 @@ k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_
     uint8_t *stg = mvt_sh + MVT_ALIGN + mvt_up(M::act_bytes(n_in));
     const size_t sbytes = mvt_up((size_t)R * rb + 16);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rl = warp / KS, ks = warp % KS;
-    const int nsets = (n_out + R - 1) / R;
+    /* the block's sets: k = 0, 1, ... < nk; gated: whole groups of SPG sets (group blockIdx.x + i * grid) */
+    const int nsets = FG ? fu.half / H : (n_out + R - 1) / R;
+    const int nk = FG ? SPG * ((fu.half / 32 - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x)
+                      : (nsets - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
+    auto set_of = [&](int k) {
+        return FG ? ((int)blockIdx.x + k / SPG * (int)gridDim.x) * SPG + k % SPG : (int)blockIdx.x + k * (int)gridDim.x;
+    };
     auto issue = [&](int set, int st) {   /* thread 0: the rows of `set` into stage st */
-        int rows = min(R, n_out - set * R);
-        bulk_load(stg + st * sbytes, W + (size_t)set * R * rb, (uint32_t)(rows * rb), bar + st);
+        if (FG) {   /* H gate rows, then the same H up rows */
+            uint32_t hb = (uint32_t)(H * rb);
+            mbar_expect(bar + st, 2 * hb);
+            bulk_copy(stg + st * sbytes, W + (size_t)set * H * rb, hb, bar + st);
+            bulk_copy(stg + st * sbytes + hb, W + ((size_t)fu.half + (size_t)set * H) * rb, hb, bar + st);
+        } else {
+            int rows = min(R, n_out - set * R);
+            bulk_load(stg + st * sbytes, W + (size_t)set * R * rb, (uint32_t)(rows * rb), bar + st);
+        }
     };
     if (threadIdx.x == 0) {
 #pragma unroll
@@ -454,17 +589,111 @@ k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_
         mbar_fence_init();
 #pragma unroll
         for (int st = 0; st < S; st++)
-            if (blockIdx.x + st * gridDim.x < nsets)
-                issue(blockIdx.x + st * gridDim.x, st);
+            if (st < nk)
+                issue(set_of(st), st);
+    }
+    /* the norm prologue: k_norm1's T threads of NV float4s, virtual thread threadIdx.x + j * NT */
+    const int n4 = n_in >> 2;
+    const int Tn = FN ? min(MVT_NORM_T, (n4 + 31) / 32 * 32) : 0;
+    const int NVn = FN ? (n4 + Tn - 1) / Tn : 0;
+    float4 nwv[J][2], nbv[J][2];
+    if constexpr (FN != 0) {   /* weights before the wait: never written by kernels */
+#pragma unroll
+        for (int j = 0; j < J; j++)
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                int vt = threadIdx.x + j * NT, f = vt + k * Tn;
+                nwv[j][k] = make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+                nbv[j][k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (vt < Tn && k < NVn && f < n4) {
+                    if (fu.nw)
+                        nwv[j][k] = __ldg(reinterpret_cast<const float4 *>(fu.nw) + f);
+                    if (fu.nb)
+                        nbv[j][k] = __ldg(reinterpret_cast<const float4 *>(fu.nb) + f);
+                }
+            }
     }
     pdl_enter();
-    M::template stage<NW>(xq, xd, n_in, act);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (fu.early)   /* release the next kernel now (per type: mv1_early) */
+        asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+    if constexpr (FN != 0) {
+        __shared__ float nsh[32];
+        int8_t *tq = reinterpret_cast<int8_t *>(stg + S * sbytes);
+        float *td = reinterpret_cast<float *>(tq + n_in);
+        float4 v[J][2];
+        float sp[J];
+#pragma unroll
+        for (int j = 0; j < J; j++) {   /* every load first, as k_norm1 */
+            sp[j] = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                int vt = threadIdx.x + j * NT, f = vt + k * Tn;
+                v[j][k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (vt < Tn && k < NVn && f < n4)
+                    v[j][k] = reinterpret_cast<const float4 *>(fu.x)[f];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < J; j++)
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                int vt = threadIdx.x + j * NT, f = vt + k * Tn;
+                if (vt < Tn && k < NVn && f < n4)
+                    sp[j] += v[j][k].x + v[j][k].y + v[j][k].z + v[j][k].w;
+            }
+        float mean = fu.layer ? mvt_vblock_sum<NT, J>(sp, nsh, Tn) / (float)n_in : 0.0f;
+#pragma unroll
+        for (int j = 0; j < J; j++) {
+            sp[j] = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                int vt = threadIdx.x + j * NT;
+                if (vt < Tn && k < NVn && vt + k * Tn < n4) {
+                    float d0 = v[j][k].x - mean, d1 = v[j][k].y - mean, d2 = v[j][k].z - mean, d3 = v[j][k].w - mean;
+                    sp[j] += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+                }
+            }
+        }
+        float r = rsqrtf(mvt_vblock_sum<NT, J>(sp, nsh, Tn) / (float)n_in + fu.eps);
+#pragma unroll
+        for (int j = 0; j < J; j++)
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                int vt = threadIdx.x + j * NT, f = vt + k * Tn;
+                if (vt >= Tn || k >= NVn)   /* warp-uniform (Tn, NT multiples of 32) */
+                    continue;
+                float4 yv;
+                yv.x = (v[j][k].x - mean) * r * nwv[j][k].x + nbv[j][k].x;
+                yv.y = (v[j][k].y - mean) * r * nwv[j][k].y + nbv[j][k].y;
+                yv.z = (v[j][k].z - mean) * r * nwv[j][k].z + nbv[j][k].z;
+                yv.w = (v[j][k].w - mean) * r * nwv[j][k].w + nbv[j][k].w;
+                if (FLT) {   /* F32 x staged as the float stage() lays it out */
+                    if (f < n4)
+                        reinterpret_cast<float4 *>(act)[(f & 1) * (n_in / 8) + (f >> 1)] = yv;
+                } else if (k * Tn < n4) {   /* a run of 32 is 8 lanes, all valid or none */
+                    q8_store4(yv, f < n4, f, tq, td);
+                }
+            }
+        if (!FLT) {
+            __syncthreads();   /* the Q8 rows in tq/td */
+            M::template stage<NW, true>(tq, td, n_in, act);
+        }
+    } else {
+        M::template stage<NW>(xq, xd, n_in, act);
+    }
     __syncthreads();   /* activations staged, barriers initialized */
     const int nu = M::units(n_in);
-    int k = 0;
-    for (int set = blockIdx.x; set < nsets; set += gridDim.x, k++) {
+    __shared__ float gu[FG ? 64 : 1];   /* gated: the group's 32 gate and 32 up outputs */
+    for (int k = 0; k < nk; k++) {
+        const int set = set_of(k);
         const int st = k % S;
-        const int r = set * R + rl;
+        int r;   /* the output row of this warp */
+        if (FG)
+            r = rl < H ? set * H + rl : fu.half + set * H + rl - H;
+        else
+            r = set * R + rl;
         const bool valid = r < n_out;
         float y0, b0;
         mv_epilogue_load(valid && lane == 0 && ks == 0, accum, y, bias, r, &y0, &b0);
@@ -476,17 +705,32 @@ k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_
                 acc += M::dot(rowp, u, act, n_in);
         }
         acc = mv1_row_sum<KS>(acc, red, warp, lane, ks);
-        if (valid && lane == 0 && ks == 0)
-            y[r] = y0 + (bias ? acc + b0 : acc);
-        if (set + S * (int)gridDim.x < nsets) {
-            __syncthreads();   /* every warp is done with stage st (and with red) */
-            if (threadIdx.x == 0) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-#endif
-                issue(set + S * gridDim.x, st);
+        if (valid && lane == 0 && ks == 0) {
+            float o = y0 + (bias ? acc + b0 : acc);
+            y[r] = o;
+            if (FG)
+                gu[(rl < H ? 0 : 32) + (k % SPG) * H + (rl < H ? rl : rl - H)] = o;
+        }
+        if (k + S < nk || (FG && k % SPG == SPG - 1))
+            __syncthreads();   /* every warp is done with stage st (and with red); gated: gu complete */
+        if (FG && k % SPG == SPG - 1) {   /* the group's h = act(gate) * up and its Q8 run */
+            if (warp == 0) {
+                const int i = (set / SPG) * 32 + lane;
+                float a = mvt_act(gu[lane], fu.gelu);
+                float hv = a * gu[32 + lane];
+                fu.h[i] = hv;
+                if (fu.hq)
+                    q8_store1(hv, (size_t)i, fu.hq, fu.hd);
             }
         }
+        if (k + S < nk && threadIdx.x == 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+            issue(set_of(k + S), st);
+        }
+        if (FG && k % SPG == SPG - 1 && k + 1 < nk)
+            __syncthreads();   /* gu read by warp 0 before the next group's sets write it */
     }
 }
 
@@ -517,19 +761,19 @@ static size_t mvt_smem_max(void)
 
 /* launches one configuration; 0 (nothing enqueued) when its shared memory does not fit the device.
  * Occupancy is cached per instantiation and shared-memory size. */
-template <uint32_t T, int NW, int KS, int S>
+template <uint32_t T, int NW, int KS, int S, int FU = 0>
 static int mvt_go(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq, const float *xd,
-                   float *y, const float *b, int accum, int bps)
+                   float *y, const float *b, int accum, int bps, const mvt_fu &fu)
 {
     enum { R = NW / KS };
     static size_t attr_smem = 0;
     static size_t occ_smem = 0;
     static int occ = 1, sms = 0;
-    size_t smem = mvt_smem<T>((int)n_in, rb, R, S);
+    size_t smem = mvt_smem<T, FU>((int)n_in, rb, R, S);
     if (!mvt_sm90() || smem > mvt_smem_max())
         return 0;
     if (smem > 48 * 1024 && smem > attr_smem) {
-        if (cudaFuncSetAttribute(k_mvt<T, NW, KS, S>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+        if (cudaFuncSetAttribute(k_mvt<T, NW, KS, S, FU>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
             cudaSuccess) {
             cudaGetLastError();
             return 0;
@@ -544,36 +788,38 @@ static int mvt_go(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_
             sms = 1;
     }
     if (smem != occ_smem) {
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_mvt<T, NW, KS, S>, NW * WARP, smem) != cudaSuccess ||
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_mvt<T, NW, KS, S, FU>, NW * WARP, smem) !=
+                cudaSuccess ||
             occ < 1)
             occ = 1;
         occ_smem = smem;
     }
-    long nsets = (n_out + R - 1) / R;
+    long cap = (long)sms * (bps > 0 && bps < occ ? bps : occ);
+    long nsets = (FU & MVT_GATED) ? fu.half / 32 : (n_out + R - 1) / R;   /* gated: groups of 32 outputs */
     long grid = nsets;
-    if (S > 1) {   /* persistent: at most the resident blocks (or bps per SM), sets evened out */
-        long cap = (long)sms * (bps > 0 && bps < occ ? bps : occ);
-        if (grid > cap) {
-            long per = (nsets + cap - 1) / cap;
-            grid = (nsets + per - 1) / per;
-        }
+    if ((S > 1 || (FU & MVT_GATED)) && grid > cap) {   /* persistent: at most the resident blocks (or bps per SM) */
+        long per = (nsets + cap - 1) / cap;
+        grid = (nsets + per - 1) / per;
     }
-    return mv1_launch(k_mvt<T, NW, KS, S>, (unsigned)grid, NW * WARP, smem, s, (const uint8_t *)w, rb, (int)n_in,
-                      (int)n_out, (const int8_t *)xq, xd, y, b, accum);
+    return mv1_launch(k_mvt<T, NW, KS, S, FU>, (unsigned)grid, NW * WARP, smem, s, (const uint8_t *)w, rb, (int)n_in,
+                      (int)n_out, (const int8_t *)xq, xd, y, b, accum, fu);
 }
 
-/* cfg (bits 12-15 == 1): bits 0-3 KS, 4-7 S (stages), 8-11 NW, 16-19 blocks per SM cap (0: occupancy) */
-template <uint32_t T>
+/* cfg (bits 12-15 == 1): bits 0-3 KS, 4-7 S (stages), 8-11 NW, 16-19 blocks per SM cap (0: occupancy);
+ * fused (FU != 0): only (NW, KS, S) = (8, 1, 2), (8, 2, 2), (8, 4, 2) */
+template <uint32_t T, int FU = 0>
 static int mvt_run(int cfg, cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq,
-                   const float *xd, float *y, const float *b, int accum)
+                   const float *xd, float *y, const float *b, int accum, const mvt_fu &fu)
 {
     int ks = cfg & 15, st = (cfg >> 4) & 15, nw = (cfg >> 8) & 15, bps = (cfg >> 16) & 15;
-#define MVT_CASE(NW_, KS_, S_)                                                         \
-    if (nw == NW_ && ks == KS_ && st == S_) {                                          \
-        return mvt_go<T, NW_, KS_, S_>(s, w, rb, n_in, n_out, xq, xd, y, b, accum, bps); \
+#define MVT_CASE(NW_, KS_, S_)                                                                  \
+    if (nw == NW_ && ks == KS_ && st == S_) {                                                   \
+        return mvt_go<T, NW_, KS_, S_, FU>(s, w, rb, n_in, n_out, xq, xd, y, b, accum, bps, fu); \
     }
-    MVT_CASE(8, 1, 1) MVT_CASE(8, 1, 2) MVT_CASE(8, 2, 2) MVT_CASE(4, 1, 2) MVT_CASE(4, 1, 1) MVT_CASE(8, 2, 1)
-    MVT_CASE(8, 4, 2) MVT_CASE(4, 2, 2) MVT_CASE(8, 1, 3)
+    MVT_CASE(8, 1, 2) MVT_CASE(8, 2, 2) MVT_CASE(8, 4, 2)
+    if constexpr (FU == 0) {
+        MVT_CASE(8, 1, 1) MVT_CASE(4, 1, 2) MVT_CASE(4, 1, 1) MVT_CASE(8, 2, 1) MVT_CASE(4, 2, 2) MVT_CASE(8, 1, 3)
+    }
 #undef MVT_CASE
     return 0;
 }
@@ -639,7 +885,8 @@ static int mv1_auto(uint32_t type, int64_t n_in, int64_t n_out)
     if (type == AARMD_TYPE_Q8_0)
         return n_in <= 8192 ? 0x21821 : -1;
     /* F16/BF16: off (run 3: the Q4_K choice lost 2% on 8B F16 and 6% on 1B BF16 decode; 0x1824 was
-     * 3% ahead of the v5 kernel in the micro-benchmark, not tried in a decode) */
+     * 3% ahead of the v5 kernel in the micro-benchmark; v10-dec tried it in a decode: 1B BF16 -1.3%,
+     * 8B F16 +0.2%) */
     return -1;
 }
 
@@ -657,11 +904,13 @@ static int mv1_any(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, i
     if ((cfg >> 12 & 15) == 1) {   /* the bulk-copy kernel; 64 KB of activations at most */
         if (n_in > 32768)
             return 0;
+        mvt_fu fu = {};
+        fu.early = mv1_early(type);
         switch (type) {
-        case AARMD_TYPE_Q4_K: return mvt_run<AARMD_TYPE_Q4_K>(cfg, s, w, rb, n_in, n_out, xq, xd, y, b, accum);
-        case AARMD_TYPE_Q8_0: return mvt_run<AARMD_TYPE_Q8_0>(cfg, s, w, rb, n_in, n_out, xq, xd, y, b, accum);
-        case AARMD_TYPE_F16: return mvt_run<AARMD_TYPE_F16>(cfg, s, w, rb, n_in, n_out, NULL, xd, y, b, accum);
-        case AARMD_TYPE_BF16: return mvt_run<AARMD_TYPE_BF16>(cfg, s, w, rb, n_in, n_out, NULL, xd, y, b, accum);
+        case AARMD_TYPE_Q4_K: return mvt_run<AARMD_TYPE_Q4_K>(cfg, s, w, rb, n_in, n_out, xq, xd, y, b, accum, fu);
+        case AARMD_TYPE_Q8_0: return mvt_run<AARMD_TYPE_Q8_0>(cfg, s, w, rb, n_in, n_out, xq, xd, y, b, accum, fu);
+        case AARMD_TYPE_F16: return mvt_run<AARMD_TYPE_F16>(cfg, s, w, rb, n_in, n_out, NULL, xd, y, b, accum, fu);
+        case AARMD_TYPE_BF16: return mvt_run<AARMD_TYPE_BF16>(cfg, s, w, rb, n_in, n_out, NULL, xd, y, b, accum, fu);
         default: return 0;
         }
     }
@@ -684,4 +933,76 @@ extern "C" int cuk_mv1_f(cudaStream_t s, uint32_t type, const void *w, int64_t n
     if (type != AARMD_TYPE_F16 && type != AARMD_TYPE_BF16)
         return 0;
     return mv1_any(s, type, w, n_in, n_out, NULL, x, b, accum, y, cfg);
+}
+
+/*
+ * The fused kernels' configuration (v10): AARMD_CUDA_MV1F (a measurement knob, read once), else
+ * Q4_K 0x21822 (persistent blocks of 4-row sets, 2 warps a row, 2 stages, 2 blocks per SM: each
+ * block's norm prologue rereads x, so few blocks), Q8_0 its automatic 0x21821, F16/BF16 off.
+ */
+static int mv1f_cfg(uint32_t type)
+{
+    static int env = -2;
+    if (env == -2) {
+        const char *e = getenv("AARMD_CUDA_MV1F");
+        env = e && *e ? (int)strtol(e, NULL, 0) : 0;
+    }
+    if (env)
+        return env;
+    return type == AARMD_TYPE_Q4_K ? 0x21822 : type == AARMD_TYPE_Q8_0 ? 0x21821 : -1;
+}
+
+template <uint32_t T>
+static int mv1_fused_t(int cfg, cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq,
+                       const float *xd, const mvt_fu &fu, float *y)
+{
+    if (fu.x && fu.half)
+        return mvt_run<T, MVT_NORM | MVT_GATED>(cfg, s, w, rb, n_in, n_out, xq, xd, y, NULL, 0, fu);
+    if (fu.x)
+        return mvt_run<T, MVT_NORM>(cfg, s, w, rb, n_in, n_out, xq, xd, y, NULL, 0, fu);
+    return mvt_run<T, MVT_GATED>(cfg, s, w, rb, n_in, n_out, xq, xd, y, NULL, 0, fu);
+}
+
+extern "C" int cuk_mv1_fused(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                             const float *xd, const struct cuk_mv1_fuse *f, float *y, int cfg)
+{
+    int flt = type == AARMD_TYPE_F16 || type == AARMD_TYPE_BF16;
+    if ((type != AARMD_TYPE_Q4_K && type != AARMD_TYPE_Q8_0 && !flt) || !f || (!f->x && !f->gated))
+        return 0;
+    if (cfg == CUK_MV1_DEFAULT || cfg == 0)
+        cfg = mv1f_cfg(type);
+    size_t rb = cuk_row_bytes(type, n_in);
+    if (cfg <= 0 || (cfg >> 12 & 15) != 1 || n_in <= 0 || n_in % 256 || n_out < 1 || !rb || rb % 16 ||
+        ((uintptr_t)w & 15))
+        return 0;
+    if (f->x && (n_in > MVT_NORM_MAX || ((uintptr_t)f->x & 15) || ((uintptr_t)f->nw & 15) || ((uintptr_t)f->nb & 15)))
+        return 0;
+    int half = 0;
+    if (f->gated) {
+        int nw = (cfg >> 8) & 15, ks = cfg & 15, hr = ks ? nw / ks / 2 : 0;   /* gate rows a set */
+        half = (int)(n_out / 2);
+        if (n_out % 2 || half % 32 || hr < 1 || 32 % hr || !f->h)
+            return 0;
+        if (!flt && f->hq && !f->x)   /* the Q8 input xq would be overwritten while blocks still stage it */
+            return 0;
+    }
+    mvt_fu fu = {};
+    fu.x = f->x;
+    fu.nw = f->nw;
+    fu.nb = f->nb;
+    fu.eps = f->eps;
+    fu.layer = f->layer;
+    fu.half = half;
+    fu.gelu = f->gelu;
+    fu.h = f->h;
+    fu.hq = flt ? NULL : (int8_t *)f->hq;
+    fu.hd = flt ? NULL : f->hd;
+    fu.early = mv1_early(type);
+    switch (type) {
+    case AARMD_TYPE_Q4_K: return mv1_fused_t<AARMD_TYPE_Q4_K>(cfg, s, w, rb, n_in, n_out, xq, xd, fu, y);
+    case AARMD_TYPE_Q8_0: return mv1_fused_t<AARMD_TYPE_Q8_0>(cfg, s, w, rb, n_in, n_out, xq, xd, fu, y);
+    case AARMD_TYPE_F16: return mv1_fused_t<AARMD_TYPE_F16>(cfg, s, w, rb, n_in, n_out, NULL, xd, fu, y);
+    case AARMD_TYPE_BF16: return mv1_fused_t<AARMD_TYPE_BF16>(cfg, s, w, rb, n_in, n_out, NULL, xd, fu, y);
+    default: return 0;
+    }
 }

@@ -35,6 +35,23 @@ static __device__ __forceinline__ void q8_store4(float4 y, int valid, int f, int
 }
 
 /*
+ * Quantizes y (this lane's element i of a warp-aligned run of 32) per 32 into xq/xd exactly as
+ * k_quantize_q8 (matmul.cu) does: the run's scale from a shuffle max over the warp, written by
+ * lane 0. Every lane of the warp calls it.
+ */
+static __device__ __forceinline__ void q8_store1(float y, size_t i, int8_t *xq, float *xd)
+{
+    float a = fabsf(y);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+    float d = a / 127.0f;
+    xq[i] = (int8_t)(d > 0.0f ? __float2int_rn(y / d) : 0);
+    if ((threadIdx.x & 31) == 0)
+        xd[i / 32] = d;
+}
+
+/*
  * The epilogue's operands of output row r, loaded by the thread that will store it (take) right
  * after the wait on the previous kernel, so their latency hides under the dot product: y0 =
  * y[r] when the product accumulates, b0 = bias[r] when there is a bias; 0 otherwise.

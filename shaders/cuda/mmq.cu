@@ -17,6 +17,7 @@
 #include "../../plugins/cuda/launch.h"
 #include "cp_async.cuh"
 #include "mma.cuh"
+#include "mmq_common.cuh"
 #include "pdl.cuh"
 #include "../../core/abi/aarmd_backend.h"
 
@@ -173,60 +174,7 @@ template <> struct v8t<AARMD_TYPE_Q4_K> {
     }
 };
 
-/* ---- the kernel -------------------------------------------------------------------------- */
-/*
- * The end of a K-split GEMM block (v8, v9): the writer warps put their mma accumulators (16 rows
- * x NTOK tokens a warp, fragment layout of mma.cuh) in red [BM][RST]; then the ks ranks of the
- * row tile's cluster (one block when ks == 1; before sm_90 the launchers never split) each add
- * rows rank*chunk.. of every rank's red in rank order (deterministic) and store y [n_tok][n_out].
- * Every thread of the block calls it.
- */
-template <int BM, int NTOK, int NTT, int RST>
-__device__ __forceinline__ void splitk_store(float *red, const float (&acc)[NTT][4], bool writer, int warp, int g,
-                                             int t4, int tid, int nth, int ks, int rank, int n_tok, int r0,
-                                             int n_out, float *__restrict__ y)
-{
-    if (writer) {
-        float *rr = red + (warp * 16 + g) * RST + 2 * t4;
-#pragma unroll
-        for (int n = 0; n < NTT; n++) {
-            rr[8 * n] = acc[n][0];
-            rr[8 * n + 1] = acc[n][1];
-            rr[8 * RST + 8 * n] = acc[n][2];
-            rr[8 * RST + 8 * n + 1] = acc[n][3];
-        }
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cg::cluster_group cl = cg::this_cluster();
-    if (ks > 1)
-        cl.sync();
-    else
-        __syncthreads();
-#else
-    __syncthreads();
-#endif
-    const int chunk = (BM + ks - 1) / ks;
-    for (int e = tid; e < NTOK * chunk; e += nth) {
-        const int tk = e / chunk, row = rank * chunk + e % chunk;
-        if (tk >= n_tok || row >= BM || r0 + row >= n_out)
-            continue;
-        float s = 0.0f;
-        for (int p = 0; p < ks; p++) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-            const float *rp = ks > 1 ? cl.map_shared_rank(red, p) : red;
-#else
-            const float *rp = red;
-#endif
-            s += rp[row * RST + tk];
-        }
-        y[(size_t)tk * n_out + r0 + row] = s;
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (ks > 1)
-        cl.sync();   /* peers may still read this block's partial sums */
-#endif
-}
-
+/* ---- the kernel (its split-K store: mmq_common.cuh) ------------------------------------------ */
 /*
  * Block: NW warps (4: the only size launched; 8 measured no better, run G7); warp w owns rows
  * r0 + 16w .. +15 of the tile (BM = 16 NW rows) and every token (NTT tiles of 8). K runs in
@@ -386,62 +334,7 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     splitk_store<BM, NTOK, NTT, RST>(red, acc, true, warp, g, t4, tid, NTH, ks, rank, n_tok, r0, n_out, y);
 }
 
-/* ---- launch ------------------------------------------------------------------------------ */
-
-static int v8_sms = 0, v8_cc = 0;   /* multiprocessors and compute capability major of the device */
-
-static void v8_device(void)
-{
-    if (!v8_sms) {
-        int dev = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&v8_sms, cudaDevAttrMultiProcessorCount, dev);
-        cudaDeviceGetAttribute(&v8_cc, cudaDevAttrComputeCapabilityMajor, dev);
-        if (v8_sms <= 0)
-            v8_sms = 1;
-    }
-}
-
-/* The K split of a GEMM of `tiles` row tiles and nu units: ranks added until the grid has `want`
- * blocks, each rank >= 2 units (1 for short rows), at most ks_max; no empty ranks. Sets *ks;
- * returns the units per rank. */
-static int split_k(int nu, int tiles, int want, int ks_max, int *ks)
-{
-    const int min_units = nu >= 8 ? 2 : 1;
-    int k = 1;
-    while (k < ks_max && tiles * k < want && nu / (k + 1) >= min_units)
-        k++;
-    const int kun = (nu + k - 1) / k;
-    *ks = (nu + kun - 1) / kun;
-    return kun;
-}
-
-/* The launch of tiles x ks blocks of nth threads, the ks ranks of a row tile one thread-block
- * cluster (sm_90; ks 1: none), programmatic dependent launch when on; at[2] backs cfg. */
-static void cluster_cfg(cudaLaunchConfig_t *cfg, cudaLaunchAttribute *at, int tiles, int ks, int nth, size_t smem,
-                        cudaStream_t s)
-{
-    int na = 0;
-    if (cuk_pdl_on) {
-        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[na].val.programmaticStreamSerializationAllowed = 1;
-        na++;
-    }
-    if (ks > 1) {
-        at[na].id = cudaLaunchAttributeClusterDimension;
-        at[na].val.clusterDim.x = (unsigned)ks;
-        at[na].val.clusterDim.y = 1;
-        at[na].val.clusterDim.z = 1;
-        na++;
-    }
-    memset(cfg, 0, sizeof *cfg);
-    cfg->gridDim = dim3((unsigned)(tiles * ks));
-    cfg->blockDim = dim3((unsigned)nth);
-    cfg->dynamicSmemBytes = smem;
-    cfg->stream = s;
-    cfg->attrs = at;
-    cfg->numAttrs = (unsigned)na;
-}
+/* ---- launch (helpers: mmq_common.cuh) ------------------------------------------------------ */
 
 template <uint32_t T, int NW, int NTT, int CP>
 static int v8_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_t n_in, int64_t n_out,
@@ -556,83 +449,6 @@ extern "C" int cuk_mmqv_q8(cudaStream_t s, uint32_t type, const void *w, int64_t
  * K split over a cluster and the ordered DSMEM reduction are v8's (deterministic).
  * Needs sm_90, rows of whole units (n_in % 256 == 0), 16-byte aligned rows; else refuses.
  */
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-__device__ __forceinline__ void mb_init(uint64_t *b, uint32_t count)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
-#else
-    (void)b; (void)count;
-#endif
-}
-
-__device__ __forceinline__ void mb_arrive(uint64_t *b)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
-#else
-    (void)b;
-#endif
-}
-
-__device__ __forceinline__ void mb_arrive_tx(uint64_t *b, uint32_t bytes)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes)
-                 : "memory");
-#else
-    (void)b; (void)bytes;
-#endif
-}
-
-__device__ __forceinline__ void mb_wait(uint64_t *b, uint32_t parity)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint32_t ok = 0;
-    do {
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     " selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(ok)
-                     : "r"(smem_u32(b)), "r"(parity)
-                     : "memory");
-    } while (!ok);
-#else
-    (void)b; (void)parity;
-#endif
-}
-
-/* bytes (a multiple of 16; both addresses 16-byte aligned) global -> this block's shared memory,
- * completing on mbarrier b */
-__device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *b)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                     smem_u32(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_u32(b))
-                 : "memory");
-#else
-    (void)dst; (void)src; (void)bytes; (void)b;
-#endif
-}
-
-/* the box at (c0, c1) of 2D tensor map tm -> this block's shared memory (128-byte aligned),
- * completing on mbarrier b */
-__device__ __forceinline__ void tma_2d(void *dst, const CUtensorMap *tm, int c0, int c1, uint64_t *b)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
-                 "[%4];\n" ::"r"(smem_u32(dst)),
-                 "l"(reinterpret_cast<uint64_t>(tm)), "r"(c0), "r"(c1), "r"(smem_u32(b))
-                 : "memory");
-#else
-    (void)dst; (void)tm; (void)c0; (void)c1; (void)b;
-#endif
-}
 
 /* activations -> F16 scratch: one thread per 16 int8 (one half of an item) of one token */
 __global__ void k_mmq9_xh(const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_in, int n_tok,
@@ -862,36 +678,11 @@ static void *v9_scratch(cudaStream_t s, size_t bytes)
     return p;
 }
 
-/* cuTensorMapEncodeTiled from the driver (the runtime is linked statically; no -lcuda) */
-typedef CUresult (*v9_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                                 const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-static v9_encode_fn v9_encode = NULL;
-static int v9_encode_state = 0;   /* 0 not looked up, 1 found, -1 absent */
-
 /* the map of W as rows of rb / 2 16-bit elements, boxes of bw bytes x bh rows; 0 on failure */
 static int v9_tmap(CUtensorMap *tm, const void *w, size_t rb, int64_t n_out, int bw, int bh)
 {
-    pthread_mutex_lock(&v9_mu);
-    if (!v9_encode_state) {
-        void *fn = NULL;
-        cudaDriverEntryPointQueryResult q;
-        v9_encode_state = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
-                                                           &q) == cudaSuccess && fn && q == cudaDriverEntryPointSuccess
-                                  ? 1 : -1;
-        if (v9_encode_state > 0)
-            v9_encode = (v9_encode_fn)fn;
-        else
-            cudaGetLastError();
-    }
-    pthread_mutex_unlock(&v9_mu);
-    if (v9_encode_state < 0)
-        return 0;
-    cuuint64_t dim[2] = {(cuuint64_t)(rb / 2), (cuuint64_t)n_out}, stride[1] = {(cuuint64_t)rb};
-    cuuint32_t box[2] = {(cuuint32_t)(bw / 2), (cuuint32_t)bh}, es[2] = {1, 1};
-    return v9_encode(tm, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, const_cast<void *>(w), dim, stride, box, es,
-                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    return mmq_tmap_2d(tm, CU_TENSOR_MAP_DATA_TYPE_UINT16, w, rb / 2, (uint64_t)n_out, rb, (uint32_t)(bw / 2),
+                       (uint32_t)bh, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
 template <uint32_t T, int NC, int NTT>

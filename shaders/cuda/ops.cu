@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
@@ -213,21 +214,6 @@ extern "C" int cuk_norm_q8(cudaStream_t s, float *out, const float *x, const flo
 }
 
 /* x[r] += a[r], then out[r] = norm(x[r]) * w (+ b): the residual add fused with the next norm */
-/*
- * Quantizes y (this thread's element i of a warp-aligned run of 32, n % 32 ==
- * 0) per 32 into xq/xd exactly as k_quantize_q8 (matmul.cu) does.
- */
-static __device__ __forceinline__ void q8_store(float y, size_t i, int8_t *xq, float *xd)
-{
-    float a = fabsf(y);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
-    float d = a / 127.0f;
-    xq[i] = (int8_t)(d > 0.0f ? __float2int_rn(y / d) : 0);
-    if ((threadIdx.x & 31) == 0)
-        xd[i / 32] = d;
-}
 
 __global__ void k_add_norm(float *out, float *x, const float *a, const float *w, const float *b, int n, float eps,
                            int layer, int8_t *xq, float *xd)
@@ -258,7 +244,7 @@ __global__ void k_add_norm(float *out, float *x, const float *a, const float *w,
             y += b[i];
         orow[i] = y;
         if (xq)   /* warp-uniform: n % 32 == 0, blockDim.x % 32 == 0 */
-            q8_store(y, (size_t)blockIdx.x * n + i, xq, xd);
+            q8_store1(y, (size_t)blockIdx.x * n + i, xq, xd);
     }
 }
 
@@ -353,7 +339,7 @@ __global__ void k_act_gated(float *out, const float *g, int gs, const float *u, 
     if (o16)
         o16[i] = __float2half_rn(y);
     if (xq)   /* warp-uniform: n % 32 == 0, blocks of 256 */
-        q8_store(y, (size_t)i, xq, xd);
+        q8_store1(y, (size_t)i, xq, xd);
 }
 
 extern "C" void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us,
@@ -524,14 +510,15 @@ extern "C" void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, co
 /* ---- attention ------------------------------------------------------------------ */
 
 #define ATTN_WARPS 4
+#define ATTN_MERGE_BATCH_DEFAULT 1   /* v10 batched merge loads: +0.6-2% tg128 on every row (docs/cuda-notes.md v10-dec) */
 #define ATTN_PER_LANE (CUK_MAX_HEAD_DIM / WARP)
 
 /* A warp's query row (lanes hold dims lane, lane+32, ...; 0 past D) and its zeroed accumulator. */
-static __device__ __forceinline__ void attn_q_load(const float *qr, int D, int lane, float (&qv)[ATTN_PER_LANE],
-                                                   float (&acc)[ATTN_PER_LANE])
+template <int N>
+static __device__ __forceinline__ void attn_q_load(const float *qr, int D, int lane, float (&qv)[N], float (&acc)[N])
 {
 #pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
+    for (int i = 0; i < N; i++) {
         int d = lane + WARP * i;
         qv[i] = d < D ? qr[d] : 0.0f;
         acc[i] = 0.0f;
@@ -572,14 +559,50 @@ static __device__ __forceinline__ void attn_key(const float *qv, const __half *k
     }
 }
 
+/* attn_key with the key's K and V values already in registers (lane's dims lane + 32 i, i < N;
+ * those past D unused): the same arithmetic in the same order (v10 decode: a warp loads a batch
+ * of keys at once, then takes them one by one). */
+template <int N>
+static __device__ __forceinline__ void attn_key_r(const float (&qv)[N], const __half (&kr)[N], const __half (&vr)[N],
+                                                  int D, int lane, float scale, float softcap, float *m, float *s,
+                                                  float (&acc)[N])
+{
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            dot += qv[i] * __half2float(kr[i]);
+    }
+    float sc = warp_sum(dot) * scale;
+    if (softcap > 0.0f)
+        sc = softcap * tanhf(sc / softcap);
+    if (sc > *m) {
+        float f = expf(*m - sc);
+        *s *= f;
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            acc[i] *= f;
+        *m = sc;
+    }
+    float wgt = expf(sc - *m);
+    *s += wgt;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int d = lane + WARP * i;
+        if (d < D)
+            acc[i] += wgt * __half2float(vr[i]);
+    }
+}
+
 /*
  * The end of a split-K attention block: its ATTN_WARPS warps merge their
  * online-softmax states (m, s, acc[D]; acc in lanes d = lane + 32 i) in shared
  * memory and write the chunk's (M, S, acc[D]) to out. Every thread calls it.
  */
-static __device__ __forceinline__ void attn_warps_merge(float m, float s, const float (&acc)[ATTN_PER_LANE], int D,
-                                                        float *sm, float *ss, float (*sacc)[CUK_MAX_HEAD_DIM],
-                                                        float *out)
+template <int N>
+static __device__ __forceinline__ void attn_warps_merge(float m, float s, const float (&acc)[N], int D, float *sm,
+                                                        float *ss, float (*sacc)[CUK_MAX_HEAD_DIM], float *out)
 {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     if (lane == 0) {
@@ -587,7 +610,7 @@ static __device__ __forceinline__ void attn_warps_merge(float m, float s, const 
         ss[wid] = s;
     }
 #pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
+    for (int i = 0; i < N; i++) {
         int d = lane + WARP * i;
         if (d < D)
             sacc[wid][d] = acc[i];
@@ -651,8 +674,12 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
  * orow[0..D) (element i0 of the Q8 rows when xq != NULL, D % 32 == 0): the
  * chunk weights exp(m_c - M) come from warp 0 (nch <= 32) through shared wc.
  * Called by every thread of a block; partial rows read through L2 (another
- * block of the same launch may have written them).
+ * block of the same launch may have written them). MB (v10): every chunk's
+ * value of a dimension is loaded before the first is used (the loads behind
+ * `wc[c] != 0` ran one L2 round trip after another: 32 in a row at 32 chunks),
+ * then summed in the same order: bit-identical.
  */
+template <bool MB>
 static __device__ void attn_merge(const float *pr, int nch, int D, float *orow, size_t i0, int8_t *xq, float *xd)
 {
     __shared__ float wc[CUK_ATTN_MAX_CHUNKS];
@@ -660,12 +687,13 @@ static __device__ void attn_merge(const float *pr, int nch, int D, float *orow, 
     if (threadIdx.x < WARP) {
         int c = threadIdx.x;
         float m = c < nch ? __ldcg(pr + (size_t)c * (D + 2)) : -INFINITY;
+        float sc = MB && c < nch ? __ldcg(pr + (size_t)c * (D + 2) + 1) : 0.0f;   /* in flight with m */
         float M = m;
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
             M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
         float f = m == -INFINITY ? 0.0f : expf(m - M);
-        float S = warp_sum(c < nch ? __ldcg(pr + (size_t)c * (D + 2) + 1) * f : 0.0f);
+        float S = warp_sum(c < nch ? (MB ? sc : __ldcg(pr + (size_t)c * (D + 2) + 1)) * f : 0.0f);
         wc[c] = f;
         if (c == 0)
             inv_s = S > 0.0f ? 1.0f / S : 0.0f;
@@ -674,13 +702,55 @@ static __device__ void attn_merge(const float *pr, int nch, int D, float *orow, 
     float inv = inv_s;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {   /* warp-uniform when D % 32 == 0 */
         float v = 0.0f;
-        for (int c = 0; c < nch; c++)
-            if (wc[c] != 0.0f)
-                v += __ldcg(pr + (size_t)c * (D + 2) + 2 + d) * wc[c];
+        if (MB) {
+            float pv[CUK_ATTN_MAX_CHUNKS];
+#pragma unroll
+            for (int c = 0; c < CUK_ATTN_MAX_CHUNKS; c++)
+                pv[c] = c < nch ? __ldcg(pr + (size_t)c * (D + 2) + 2 + d) : 0.0f;
+#pragma unroll
+            for (int c = 0; c < CUK_ATTN_MAX_CHUNKS; c++)
+                if (c < nch && wc[c] != 0.0f)
+                    v += pv[c] * wc[c];
+        } else {
+            for (int c = 0; c < nch; c++)
+                if (wc[c] != 0.0f)
+                    v += __ldcg(pr + (size_t)c * (D + 2) + 2 + d) * wc[c];
+        }
         orow[d] = v * inv;
         if (xq)
-            q8_store(v * inv, i0 + d, xq, xd);
+            q8_store1(v * inv, i0 + d, xq, xd);
     }
+}
+
+/* the v10 decode-attention variants: -1 = the environment's (measurement knobs read once) */
+static int attn_dec_kb = -1, attn_dec_mb = -1;
+
+extern "C" void cuk_attn_dec_set(int kb, int mb)
+{
+    attn_dec_kb = kb < 0 ? -1 : kb != 0;
+    attn_dec_mb = mb < 0 ? -1 : mb != 0;
+}
+
+/* AARMD_CUDA_DEC_MERGE: 1 the merge's loads batched (MB), 0 one by one */
+static int attn_merge_batch(void)
+{
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("AARMD_CUDA_DEC_MERGE");
+        env = e && *e ? atoi(e) == 1 : ATTN_MERGE_BATCH_DEFAULT;
+    }
+    return attn_dec_mb >= 0 ? attn_dec_mb : env;
+}
+
+/* AARMD_CUDA_DEC_KB=1: the decode attention's keys one at a time (else batched) */
+static int attn_keys_batch(void)
+{
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("AARMD_CUDA_DEC_KB");
+        env = !(e && atoi(e) == 1);
+    }
+    return attn_dec_kb >= 0 ? attn_dec_kb : env;
 }
 
 /*
@@ -688,12 +758,13 @@ static __device__ void attn_merge(const float *pr, int nch, int D, float *orow, 
  * (D % 32 == 0) the output rows are also quantized per 32 for the wo matvec,
  * as k_quantize_q8 would (bit-identical), so no quantize launch follows.
  */
+template <bool MB>
 __global__ void k_attn_combine(const float *partial, int n_head, int D, int nch, float *out, int8_t *xq, float *xd)
 {
     pdl_enter();
     int h = blockIdx.x, t = blockIdx.y;
     size_t i0 = ((size_t)t * n_head + h) * D;
-    attn_merge(partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2), nch, D, out + i0, i0, xq, xd);
+    attn_merge<MB>(partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2), nch, D, out + i0, i0, xq, xd);
 }
 
 extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok, int n_head, int D, int n_chunks,
@@ -702,7 +773,10 @@ extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok
     if (D % 32)
         xq = NULL, xd = NULL;
     dim3 g2((unsigned)n_head, (unsigned)n_tok);
-    pdl_launch(k_attn_combine, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
+    if (attn_merge_batch())
+        pdl_launch(k_attn_combine<true>, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
+    else
+        pdl_launch(k_attn_combine<false>, g2, 128, s, partial, n_head, D, n_chunks, out, (int8_t *)xq, xd);
 }
 
 /*
@@ -719,7 +793,8 @@ extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok
  * zero at launch, left zero): the last block of each (token, head) to finish
  * merges the chunks into out (+ Q8 rows): no combine launch.
  */
-__global__ void __launch_bounds__(ATTN_WARPS * WARP)
+template <int NPL, int KB, bool MB>
+__global__ void __launch_bounds__(ATTN_WARPS * WARP, 8)
 k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, int rope,
            struct cuk_rope r, struct cuk_kv kv, const int32_t *pos, int n_head, int group, int D, int kv_dim,
            float scale, float softcap, int window, float *partial, unsigned *cnt, float *out, int8_t *xq, float *xd)
@@ -786,17 +861,35 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
         }
         __syncthreads();
     }
-    float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
+    float qv[NPL], acc[NPL];
     attn_q_load(sq, D, lane, qv, acc);
     float m = -INFINITY, sum = 0.0f;
-    for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
-        if (rope && j == p) {
-            attn_key(qv, kh, vh, D, lane, scale, softcap, &m, &sum, acc);
-        } else {
-            size_t kro = kv_row(kv, tab, j, kv_dim, 0);
-            attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &sum,
-                     acc);
+    /* a warp's keys j = a + wid + 4 i in order, KB at a time: every K/V (and block-table) load of a
+     * batch is issued before the first key's dot, so a warp waits for memory about once per batch */
+    for (int32_t j = a + wid; j < e; j += ATTN_WARPS * KB) {
+        __half kk[KB][NPL], vv[KB][NPL];
+#pragma unroll
+        for (int b = 0; b < KB; b++) {
+            int32_t jj = j + b * ATTN_WARPS;
+            if (jj < e) {
+                const __half *kp = kh, *vp = vh;
+                if (!rope || jj != p) {
+                    size_t kro = kv_row(kv, tab, jj, kv_dim, 0);
+                    kp = pool + kro;
+                    vp = kp + (size_t)CUK_KV_BLOCK * kv_dim;
+                }
+#pragma unroll
+                for (int i = 0; i < NPL; i++) {
+                    int d = lane + WARP * i;
+                    kk[b][i] = d < D ? kp[d] : __float2half_rn(0.0f);
+                    vv[b][i] = d < D ? vp[d] : __float2half_rn(0.0f);
+                }
+            }
         }
+#pragma unroll
+        for (int b = 0; b < KB; b++)
+            if (j + b * ATTN_WARPS < e)
+                attn_key_r(qv, kk[b], vv[b], D, lane, scale, softcap, &m, &sum, acc);
     }
     float *pr = partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2);
     attn_warps_merge(m, sum, acc, D, sm, ss, sacc, pr + (size_t)c * (D + 2));
@@ -816,7 +909,7 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
     if (!last)
         return;
     size_t i0 = ((size_t)t * n_head + h) * D;
-    attn_merge(pr, nch, D, out + i0, i0, xq, xd);
+    attn_merge<MB>(pr, nch, D, out + i0, i0, xq, xd);
 }
 
 /*
@@ -888,8 +981,23 @@ extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k
     if (D % 32)
         xq = NULL, xd = NULL;
     dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
-    pdl_launch(k_attn_dec, grid, ATTN_WARPS * WARP, s, q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D,
-               n_kv * D, scale, softcap, window, partial, cnt, out, (int8_t *)xq, xd);
+    /* dims per lane (D / 32 rounded up to 1, 2, 4, 8), keys a warp loads at once and the merge's
+     * loads (v10: attn_keys_batch, attn_merge_batch) */
+    const int one = !attn_keys_batch();
+    const bool mb = attn_merge_batch();
+#define ATTN_DEC(NPL_, KB_)                                                                               \
+    pdl_launch(mb ? k_attn_dec<NPL_, KB_, true> : k_attn_dec<NPL_, KB_, false>, grid, ATTN_WARPS * WARP, s, q, k, \
+               v, rope, *r, *kv, pos, n_head, n_head / n_kv, D, n_kv * D, scale, softcap, window, partial, cnt,    \
+               out, (int8_t *)xq, xd)
+    if (D <= 32)
+        one ? ATTN_DEC(1, 1) : ATTN_DEC(1, 8);
+    else if (D <= 64)
+        one ? ATTN_DEC(2, 1) : ATTN_DEC(2, 8);
+    else if (D <= 128)
+        one ? ATTN_DEC(4, 1) : ATTN_DEC(4, 4);
+    else
+        ATTN_DEC(8, 1);   /* 2 keys spill at 64 registers */
+#undef ATTN_DEC
     if (!cnt)
         cuk_attn_combine(s, partial, n_tok, n_head, D, n_chunks, out, xq, xd);
 }

@@ -25,6 +25,9 @@ extern "C" int cuk_mmqv_q8(cudaStream_t s, uint32_t type, const void *w, int64_t
 /* shaders/cuda/mmq.cu: the v9 GEMM (F16 activations once per launch, producer warp, mbarriers) */
 extern "C" int cuk_mmq9_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                            const float *xd, int n_tok, float *y, int cfg);
+/* shaders/cuda/mmq_i8.cu: the int8 GEMM (int8 mma straight on the Q8 activations) */
+extern "C" int cuk_mmqi8_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out,
+                            const void *xq, const float *xd, int n_tok, float *y, int cfg);
 
 #define CK(x)                                                                              \
     do {                                                                                   \
@@ -266,6 +269,64 @@ static void check_v9(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int n
     }
 }
 
+/* the int8 GEMM called directly (cuk_mmqi8_q8) in several configurations: it must take Q8_0 /
+ * Q4_K rows of whole 256-element units and 16-byte multiples (sm_90), refuse the rest (and
+ * activations not 16-byte aligned), match the int8 reference closely (int32 dots, F32 scales:
+ * 3e-4, measured 1.2e-4; the F16 GEMMs' bound is 3e-3), write every output (NaN poison) and give bit-identical
+ * results when run again */
+static void check_i8(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int nt, void *xq, float *xd, float *y,
+                     const std::vector<float> &ref8)
+{
+    cudaStream_t s = 0;
+    int dev = 0, cc = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+    const size_t rb = cuk_row_bytes(t.type, n_in), ny = (size_t)nt * n_out;
+    const int want = (t.type == AARMD_TYPE_Q8_0 || t.type == AARMD_TYPE_Q4_K) && rb % 16 == 0 && n_in % 256 == 0 &&
+                     cc >= 9;
+    /* the EARLY producer (cfg bit 8) runs only with AARMD_CUDA_I8_EARLY=1 */
+    const char *ee = getenv("AARMD_CUDA_I8_EARLY");
+    const int early = ee && !strcmp(ee, "1");
+    /* cfg: bits 0-1 stages - 2, 2-5 cluster cap, 6-7 K-split target, 8 EARLY producer */
+    for (int cfg : {0, 1, 2, 1 << 2, 2 << 2 | 3 << 6, 3 << 6, 1 << 6, 1 | 3 << 6, 1 << 8, 1 << 8 | 1 | 2 << 6}) {
+        const int want_cfg = want && (!(cfg & (1 << 8)) || early);
+        for (int pdl : {0, 1}) {
+            cuk_set_tuning(pdl, 1);
+            CK(cudaMemset(y, 0xFF, ny * 4));
+            int took = cuk_mmqi8_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
+            CK(cudaDeviceSynchronize());
+            CK(cudaGetLastError());
+            char what[40];
+            snprintf(what, sizeof what, "i8 cfg %d pdl=%d vs q8 v4", cfg, pdl);
+            if (took != want_cfg) {
+                n_fail++;
+                printf("FAIL %s %s n_in %lld tok %d: took %d, expected %d\n", what, t.name, (long long)n_in, nt, took,
+                       want_cfg);
+                continue;
+            }
+            if (!took)
+                continue;
+            std::vector<float> a = get(y, ny);
+            report(what, t, n_in, n_out, nt, relerr(a, ref8), 3e-4);
+            CK(cudaMemset(y, 0xFF, ny * 4));
+            cuk_mmqi8_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
+            CK(cudaDeviceSynchronize());
+            std::vector<float> b = get(y, ny);
+            if (memcmp(a.data(), b.data(), ny * 4)) {
+                n_fail++;
+                printf("FAIL %s %s n_in %lld n_out %lld tok %d: a second run differs\n", what, t.name,
+                       (long long)n_in, (long long)n_out, nt);
+            }
+        }
+    }
+    /* activations at an 8-byte offset: refused */
+    if (want && cuk_mmqi8_q8(s, t.type, w, n_in, n_out, (char *)xq + 8, xd, nt > 1 ? nt - 1 : 1, y, 0)) {
+        n_fail++;
+        printf("FAIL i8 took activations of 8-byte alignment (%s)\n", t.name);
+    }
+    CK(cudaDeviceSynchronize());
+}
+
 /* one shape of one type at nt tokens: every path against the v4 kernels */
 static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint64_t seed)
 {
@@ -311,8 +372,8 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
         std::vector<float> ref8 = get(y, ny);
         report("q8 v4 vs float v4", t, n_in, n_out, nt, relerr(ref8, ref), 3e-2);
         /* v6 with each GEMM version (1..7 for > 8 tokens, 8..10 the v8 GEMM), v5 (99) */
-        for (int vv : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 99}) {   /* 99: v5 */
-            if (vv != 1 && vv != 99 && nt <= 8)
+        for (int vv : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 99}) {   /* 99: v5 */
+            if (vv != 1 && vv != 99 && nt <= 8 && vv < 20)   /* 20-24: also the 3..8-token route */
                 continue;
             for (int pdl : {0, 1}) {
                 int mvf = vv == 99 ? 7 : 1;
@@ -326,6 +387,8 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
                 snprintf(what, sizeof what, "%s%d pdl=%d vs q8 v4", vv == 99 ? "v5" : nt <= 8 ? "v6" : "v6 mmq", vv, pdl);
                 /* the F16 GEMMs (3, 5-14) round weights and activations to F16 */
                 int f16 = nt > 8 && (vv == 3 || (vv >= 5 && vv <= 19));
+                if (vv >= 20 && vv <= 24 && nt >= 3)   /* the int8 GEMM, or v9/v8 (F16) for other types */
+                    f16 = 1;
                 report(what, t, n_in, n_out, nt, relerr(get(y, ny), ref8), f16 ? 3e-3 : 2e-5);
             }
         }
@@ -353,6 +416,7 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
             }
         }
         check_v9(t, w, n_in, n_out, nt, xq, xd, y, ref8);
+        check_i8(t, w, n_in, n_out, nt, xq, xd, y, ref8);
         if (nt == 1)
             check_mv1(t, w, n_in, n_out, xq, xd, NULL, y, ref8);
         cuk_mm_set_variant(5, 1 << 2, 0);
@@ -380,11 +444,16 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
     cudaFree(w); cudaFree(x); cudaFree(xq); cudaFree(xd); cudaFree(y);
 }
 
+static void check_v10(void);
+static void check_v10_attn(void);
 static int run_check(void)
 {
     const int toks[] = {1, 3, 8, 9, 17, 33, 64};
     uint64_t seed = 1;
+    const char *only = getenv("MM_CHECK_TYPES");   /* e.g. "Q4_K Q8_0": those types alone */
     for (const tinfo &t : TYPES) {
+        if (only && *only && !strstr(only, t.name))
+            continue;
         /* awkward shapes: n_out not a multiple of 8/16/32/64, K-quants 1..5 super-blocks, odd Q8_0 block counts */
         std::vector<std::pair<int64_t, int64_t>> shapes;
         if (t.bel == 256)   /* 4608: a partial 4-super-block step, 14336: the 8B down row (split warps) */
@@ -414,10 +483,22 @@ static int run_check(void)
         cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, -1) ||
         cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 0, NULL, NULL, 16, NULL, 0) ||
         cuk_mmq9_q8(0, AARMD_TYPE_Q8_0, NULL, 160, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_Q4_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0)) {
+        cuk_mmq9_q8(0, AARMD_TYPE_Q4_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 65, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 0, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_0, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q6_K, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_F16, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 9) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, -1) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 0, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q8_0, NULL, 160, 1, NULL, NULL, 16, NULL, 0) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q8_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0)) {
         printf("FAIL a launcher took a case it must refuse\n");
         n_fail++;
     }
+    check_v10();        /* dec: the fused one-token kernels (end of this file) */
+    check_v10_attn();   /* dec: the decode attention's batched keys and merge (end of this file) */
     printf("check: %d failures\n", n_fail);
     return n_fail ? 1 : 0;
 }
@@ -469,6 +550,19 @@ static double time_calls(uint32_t type, std::vector<void *> &ws, int64_t n_in, i
     return ms[ms.size() / 2] * 1000.0 / per;
 }
 
+/* MM_VARS="v9 i8 ...": the bench runs the variants named there alone (unset: all) */
+static int var_selected(const char *name)
+{
+    const char *sel = getenv("MM_VARS");
+    if (!sel || !*sel)
+        return 1;
+    const size_t n = strlen(name);
+    for (const char *p = strstr(sel, name); p; p = strstr(p + 1, name))
+        if ((p == sel || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0))
+            return 1;
+    return 0;
+}
+
 static int run_bench(int argc, char **argv)
 {
     const mat m8b[] = {{4096, 6144, "qkv"}, {4096, 4096, "wo"}, {4096, 28672, "gate_up"}, {14336, 4096, "down"},
@@ -517,7 +611,10 @@ static int run_bench(int argc, char **argv)
                             {1, 1, 0, 5, 2, 0, "t411", 0x1411}, {1, 1, 0, 5, 2, 0, "t812", 0x1812},
                             {1, 1, 0, 5, 2, 0, "t831", 0x1831}, {1, 1, 0, 5, 2, 0, "t824", 0x1824},
                             {1, 1, 0, 5, 2, 0, "t821b2", 0x21821}, {2, 1, 0, 5, 2, 0, "t821p2", 0x1821},
-                            {2, 1, 0, 5, 2, 0, "t811p2", 0x1811}};
+                            {2, 1, 0, 5, 2, 0, "t811p2", 0x1811},
+                            {1, 1, 0, 15, 1, 0, "v9s", -1}, {1, 1, 0, 20, 1, 1, "i8", -1},
+                            {1, 1, 0, 22, 0, 1, "i8n3", -1}, {1, 1, 0, 23, 0, 1, "i8k3", -1},
+                            {1, 1, 0, 21, 0, 1, "i8all", -1}, {1, 1, 0, 24, 1, 1, "i8r", -1}};
         const int NV = (int)(sizeof vars / sizeof vars[0]);
         printf("\n== %s (%s shapes): us per call (GB/s of weights)\n", c.type,
                c.m == m8b ? "8B" : c.m == m1b ? "1B" : "135M");
@@ -545,6 +642,8 @@ static int run_bench(int argc, char **argv)
                 printf("%-8s tok %2d:", m.name, nt);
                 for (int v = 0; v < NV; v++) {
                     if (!(nt > 8 ? vars[v].big : vars[v].small) || (vars[v].small == 2 && nt != 1))
+                        continue;
+                    if (!var_selected(vars[v].name))
                         continue;
                     cuk_set_tuning(vars[v].pdl, vars[v].mvf);
                     cuk_mv_set_grid(vars[v].grid);
@@ -632,4 +731,244 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "--ncu"))
         return run_ncu();
     return run_check();
+}
+
+/* ---- dec (v10): the fused one-token kernels (cuk_mv1_fused) -------------------------------- */
+/*
+ * The norm in the prologue and the gated activation in the epilogue of the v9 bulk-copy kernel
+ * must give exactly what the kernels they replace give: cuk_norm_q8 (or cuk_norm) then the same
+ * configuration unfused, then cuk_act_gated_q8. Outputs poisoned first, compared bit for bit
+ * (y, h, h's Q8 rows and scales), RMS and layer norm, with and without norm weights / bias, SiLU
+ * and GELU, pdl 0 and 2, several configurations; then the cases it must refuse.
+ */
+static int same_bits(const void *dev_a, const void *dev_b, size_t bytes)
+{
+    std::vector<uint8_t> a(bytes), b(bytes);
+    CK(cudaMemcpy(a.data(), dev_a, bytes, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(b.data(), dev_b, bytes, cudaMemcpyDeviceToHost));
+    return memcmp(a.data(), b.data(), bytes) == 0;
+}
+
+static void check_v10_one(const tinfo &t, int64_t n_in, int64_t n_out, int norm, int gated, int layer, int wb, int gelu,
+                          int cfg, int pdl, uint64_t seed)
+{
+    cudaStream_t s = 0;
+    int flt = t.type == AARMD_TYPE_F16 || t.type == AARMD_TYPE_BF16;
+    int64_t half = n_out / 2;
+    size_t wbytes = (size_t)(n_in / t.bel) * t.bb * n_out;
+    void *w, *xq, *xq2, *hq, *hq2;
+    float *x, *nw, *nb, *xb, *xd, *xd2, *y, *y2, *h, *h2, *hd, *hd2;
+    CK(cudaMalloc(&w, wbytes));
+    CK(cudaMalloc(&x, n_in * 4)); CK(cudaMalloc(&nw, n_in * 4)); CK(cudaMalloc(&nb, n_in * 4));
+    CK(cudaMalloc(&xb, n_in * 4)); CK(cudaMalloc(&xq, n_in)); CK(cudaMalloc(&xd, n_in / 8));
+    CK(cudaMalloc(&xq2, n_in)); CK(cudaMalloc(&xd2, n_in / 8));
+    CK(cudaMalloc(&y, n_out * 4)); CK(cudaMalloc(&y2, n_out * 4));
+    CK(cudaMalloc(&h, n_out * 2)); CK(cudaMalloc(&h2, n_out * 2));
+    CK(cudaMalloc(&hq, n_out)); CK(cudaMalloc(&hq2, n_out)); CK(cudaMalloc(&hd, n_out / 8)); CK(cudaMalloc(&hd2, n_out / 8));
+    fill_w(t, w, n_in, n_out, seed);
+    k_fill_f32<<<(unsigned)((n_in + 255) / 256), 256>>>(x, n_in, seed + 1);
+    k_fill_f32<<<(unsigned)((n_in + 255) / 256), 256>>>(nw, n_in, seed + 2);
+    k_fill_f32<<<(unsigned)((n_in + 255) / 256), 256>>>(nb, n_in, seed + 3);
+    CK(cudaGetLastError());
+    const float *nwp = wb ? nw : NULL, *nbp = wb == 2 ? nb : NULL;
+    cuk_set_tuning(pdl, 1);
+    /* reference: the kernels the fusion replaces */
+    CK(cudaMemset(y, 0xFF, n_out * 4)); CK(cudaMemset(h, 0xFF, n_out * 2));
+    CK(cudaMemset(hq, 0x7F, n_out)); CK(cudaMemset(hd, 0xFF, n_out / 8));
+    CK(cudaMemset(y2, 0xFF, n_out * 4)); CK(cudaMemset(h2, 0xFF, n_out * 2));
+    CK(cudaMemset(hq2, 0x7F, n_out)); CK(cudaMemset(hd2, 0xFF, n_out / 8));
+    const float eps = 1e-5f;
+    const float *in = x;
+    if (norm) {
+        cuk_norm_q8(s, xb, x, nwp, nbp, 1, (int)n_in, eps, layer, flt ? NULL : xq, flt ? NULL : xd, NULL, 0, NULL);
+        in = xb;
+    } else if (!flt) {
+        cuk_quantize_q8(s, x, n_in, xq, xd);
+    }
+    int took = flt ? cuk_mv1_f(s, t.type, w, n_in, n_out, in, NULL, 0, y, cfg & 0xFFFFF)
+                   : cuk_mv1_q8(s, t.type, w, n_in, n_out, xq, xd, NULL, 0, y, cfg & 0xFFFFF);
+    if (gated)
+        cuk_act_gated_q8(s, h, y, (int)n_out, y + half, (int)n_out, 1, (int)half, gelu, flt ? NULL : hq,
+                         flt ? NULL : hd, NULL);
+    CK(cudaDeviceSynchronize());
+    /* fused */
+    struct cuk_mv1_fuse f = {};
+    f.x = norm ? x : NULL;
+    f.nw = nwp;
+    f.nb = nbp;
+    f.eps = eps;
+    f.layer = layer;
+    f.gated = gated;
+    f.gelu = gelu;
+    f.h = gated ? h2 : NULL;
+    f.hq = gated && !flt ? hq2 : NULL;
+    f.hd = gated && !flt ? hd2 : NULL;
+    if (!norm && !flt) {   /* the Q8 input: xq2 as xq */
+        CK(cudaMemcpy(xq2, xq, n_in, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(xd2, xd, n_in / 8, cudaMemcpyDeviceToDevice));
+    }
+    int took2 = cuk_mv1_fused(s, t.type, w, n_in, n_out, xq2, flt ? x : xd2, &f, y2, cfg);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    char what[96];
+    snprintf(what, sizeof what, "v10 mv1f %#x n%d g%d l%d w%d a%d pdl=%d", cfg, norm, gated, layer, wb, gelu, pdl);
+    int ok = took && took2 && same_bits(y2, y, n_out * 4);
+    if (ok && gated)
+        ok = same_bits(h2, h, half * 4) && (flt || (same_bits(hq2, hq, half) && same_bits(hd2, hd, half / 8)));
+    if (!ok)
+        n_fail++;
+    printf("%s %-40s %-5s n_in %6lld n_out %6lld took %d/%d %s\n", ok ? "OK  " : "FAIL", what, t.name,
+           (long long)n_in, (long long)n_out, took, took2, ok ? "bit-identical" : "differs");
+    cudaFree(w); cudaFree(x); cudaFree(nw); cudaFree(nb); cudaFree(xb); cudaFree(xq); cudaFree(xd);
+    cudaFree(xq2); cudaFree(xd2); cudaFree(y); cudaFree(y2); cudaFree(h); cudaFree(h2);
+    cudaFree(hq); cudaFree(hq2); cudaFree(hd); cudaFree(hd2);
+}
+
+static void check_v10(void)
+{
+    uint64_t seed = 9001;
+    for (const tinfo &t : TYPES) {
+        if (t.type != AARMD_TYPE_Q4_K && t.type != AARMD_TYPE_Q8_0 && t.type != AARMD_TYPE_F16 &&
+            t.type != AARMD_TYPE_BF16)
+            continue;
+        int flt = t.type == AARMD_TYPE_F16 || t.type == AARMD_TYPE_BF16;
+        const int cfgs[] = {0x21822, 0x1822, 0x21821, 0x1824, 0x11821};
+        for (int cfg : cfgs) {
+            if (cfg == 0x11821)   /* 1 block per SM, R 8: several groups per block in the big gated case */
+                continue;
+            /* the norm alone: n_in 256 (64 k_norm1 threads), 1280 (320), 3072 (512, a partial second float4), 4096 */
+            check_v10_one(t, 256, 37, 1, 0, 0, 1, 0, cfg, 2, seed++);
+            check_v10_one(t, 1280, 200, 1, 0, 1, 2, 0, cfg, 0, seed++);
+            check_v10_one(t, 3072, 67, 1, 0, 0, 0, 0, cfg, 2, seed++);
+            check_v10_one(t, 4096, 333, 1, 0, 0, 1, 0, cfg, 2, seed++);
+            /* norm + gated activation: one group, 17 groups, SiLU and GELU */
+            check_v10_one(t, 4096, 64, 1, 1, 0, 1, 0, cfg, 2, seed++);
+            check_v10_one(t, 1280, 1088, 1, 1, 1, 2, 1, cfg, 0, seed++);
+            if (flt)   /* floats: the activation alone (F32 input) */
+                check_v10_one(t, 2560, 320, 0, 1, 0, 0, 0, cfg, 2, seed++);
+        }
+        /* many groups per block: 300 groups over 1 block per SM */
+        check_v10_one(t, 256, 19200, 1, 1, 0, 1, 0, 0x11821, 2, seed++);
+    }
+    /* refusals: nothing enqueued */
+    struct cuk_mv1_fuse f = {};
+    float *p;
+    CK(cudaMalloc(&p, 64 * 1024));
+    f.x = p;
+    struct cuk_mv1_fuse g = f;
+    g.gated = 1;
+    g.h = p;
+    g.hq = p;
+    g.hd = p;
+    struct cuk_mv1_fuse g0 = g;   /* gated, quantized, no norm: hq would overwrite xq */
+    g0.x = NULL;
+    struct cuk_mv1_fuse fu = f;   /* unaligned x */
+    fu.x = p + 1;
+    if (cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 4352, 8, p, p, &f, p, 0x21822) ||    /* n_in > 4096 with the norm */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_1, p, 256, 8, p, p, &f, p, 0x21822) ||     /* type */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 320, 8, p, p, &f, p, 0x21822) ||     /* n_in % 256 */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 256, 8, p, p, &f, p, 0x1411) ||      /* not a fused configuration */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 256, 8, p, p, &f, p, 0x841) ||       /* the register kernel */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 256, 96, p, p, &g, p, 0x21822) ||    /* half 48: not whole groups */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 256, 65, p, p, &g, p, 0x21822) ||    /* odd rows */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 256, 64, p, p, &g0, p, 0x21822) ||   /* Q8 in and out */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 256, 64, p, p, &fu, p, 0x21822) ||   /* unaligned */
+        cuk_mv1_fused(0, AARMD_TYPE_F16, p, 256, 64, p, p, &f, p, -1) ||          /* off */
+        cuk_mv1_fused(0, AARMD_TYPE_Q4_K, p, 256, 64, p, p, NULL, p, 0x21822)) {  /* no fusion asked */
+        printf("FAIL cuk_mv1_fused took a case it must refuse\n");
+        n_fail++;
+    } else {
+        printf("OK   cuk_mv1_fused refusals\n");
+    }
+    cudaFree(p);
+    cuk_set_tuning(2, 1);
+}
+
+/*
+ * dec (v10): the decode attention (cuk_attention_dec, last-block merge and the combine launch)
+ * with its keys batched and its merge loads batched must give bit for bit what one key / one load
+ * at a time gives: one sequence of P tokens in a paged F16 cache (random K/V), one token at
+ * position P - 1, head_dim 64 / 128 / 256, groups of 4, 32 key chunks, out and its Q8 rows.
+ */
+__global__ void k_fill_h(__half *p, int64_t n, uint64_t seed)
+{
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        p[i] = __float2half(urand(seed * 131 + (uint64_t)i));
+}
+
+static void check_v10_attn_one(int D, int n_head, int n_kv, int P, int merge_launch)
+{
+    const int nch = CUK_ATTN_MAX_CHUNKS, kv_dim = n_kv * D;
+    const int nblk = (P + CUK_KV_BLOCK - 1) / CUK_KV_BLOCK;
+    size_t block_halfs = (size_t)2 * CUK_KV_BLOCK * kv_dim;
+    __half *pool;
+    float *q, *partial, *out[4];
+    int8_t *xq[4];
+    float *xd[4];
+    unsigned *cnt;
+    int32_t *btab, *tok_bt, *pos;
+    CK(cudaMalloc(&pool, nblk * block_halfs * 2));
+    CK(cudaMalloc(&q, (size_t)n_head * D * 4));
+    CK(cudaMalloc(&partial, (size_t)n_head * nch * (D + 2) * 4));
+    CK(cudaMalloc(&cnt, n_head * sizeof(unsigned)));
+    CK(cudaMemset(cnt, 0, n_head * sizeof(unsigned)));
+    for (int v = 0; v < 4; v++) {
+        CK(cudaMalloc(&out[v], (size_t)n_head * D * 4));
+        CK(cudaMalloc(&xq[v], (size_t)n_head * D));
+        CK(cudaMalloc(&xd[v], (size_t)n_head * D / 8));
+        CK(cudaMemset(out[v], 0xFF, (size_t)n_head * D * 4));
+        CK(cudaMemset(xq[v], 0x7F, (size_t)n_head * D));
+        CK(cudaMemset(xd[v], 0xFF, (size_t)n_head * D / 8));
+    }
+    std::vector<int32_t> tab(nblk);
+    for (int b = 0; b < nblk; b++)   /* blocks out of order */
+        tab[b] = (b * 7 + 3) % nblk;
+    int32_t zero = 0, p = P - 1;
+    CK(cudaMalloc(&btab, nblk * 4));
+    CK(cudaMalloc(&tok_bt, 4));
+    CK(cudaMalloc(&pos, 4));
+    CK(cudaMemcpy(btab, tab.data(), nblk * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(tok_bt, &zero, 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(pos, &p, 4, cudaMemcpyHostToDevice));
+    int64_t nh = (int64_t)nblk * block_halfs;
+    k_fill_h<<<(unsigned)((nh + 255) / 256), 256>>>(pool, nh, 4242 + D);
+    k_fill_f32<<<(unsigned)((n_head * D + 255) / 256), 256>>>(q, (int64_t)n_head * D, 77 + D);
+    CK(cudaGetLastError());
+    struct cuk_kv kv = {pool, block_halfs, 0, btab, tok_bt};
+    struct cuk_rope r = {};
+    r.kind = AARMD_ROPE_NONE;
+    for (int v = 0; v < 4; v++) {   /* kb = v & 1, mb = v >> 1 */
+        cuk_attn_dec_set(v & 1, v >> 1);
+        cuk_attention_dec(0, q, NULL, NULL, 0, &r, &kv, pos, 1, n_head, n_kv, D, 0.125f, 0.0f, 0, nch, partial,
+                          merge_launch ? NULL : cnt, out[v], xq[v], xd[v]);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+    }
+    cuk_attn_dec_set(-1, -1);
+    int ok = 1;
+    for (int v = 1; v < 4; v++)
+        ok = ok && same_bits(out[v], out[0], (size_t)n_head * D * 4) && same_bits(xq[v], xq[0], (size_t)n_head * D) &&
+             same_bits(xd[v], xd[0], (size_t)n_head * D / 8);
+    std::vector<float> o = get(out[0], (size_t)n_head * D);
+    for (float f : o)
+        ok = ok && isfinite(f);   /* every element written (poisoned NaN before) */
+    if (!ok)
+        n_fail++;
+    printf("%s v10 attn_dec kb/mb D %3d heads %d/%d P %4d %s: %s\n", ok ? "OK  " : "FAIL", D, n_head, n_kv, P,
+           merge_launch ? "combine launch" : "last-block merge", ok ? "bit-identical" : "differs");
+    cudaFree(pool); cudaFree(q); cudaFree(partial); cudaFree(cnt); cudaFree(btab); cudaFree(tok_bt); cudaFree(pos);
+    for (int v = 0; v < 4; v++) {
+        cudaFree(out[v]); cudaFree(xq[v]); cudaFree(xd[v]);
+    }
+}
+
+static void check_v10_attn(void)
+{
+    check_v10_attn_one(64, 8, 2, 517, 0);
+    check_v10_attn_one(128, 8, 2, 600, 0);
+    check_v10_attn_one(128, 8, 2, 20, 0);     /* fewer keys than chunks: empty chunks */
+    check_v10_attn_one(256, 4, 1, 300, 0);
+    check_v10_attn_one(64, 8, 2, 517, 1);
+    check_v10_attn_one(128, 8, 2, 1000, 1);
 }

@@ -1,0 +1,244 @@
+/*
+ * mmq_common.cuh — what the sm_90 small-batch GEMMs of mmq.cu (v8, v9) and mmq_i8.cu (int8) share:
+ * mbarrier and bulk/tensor-copy wrappers, the ordered split-K store through distributed shared
+ * memory, the K-split and cluster launch configuration, and the tensor-map encoder looked up
+ * from the driver. Included by those .cu files only (static copies per file); not a kernel.
+ */
+#ifndef AARMD_MMQ_COMMON_CUH
+#define AARMD_MMQ_COMMON_CUH
+
+#include <cooperative_groups.h>
+#include <cuda.h>
+#include <cuda_runtime.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "pdl.cuh"
+
+namespace cg = cooperative_groups;
+
+/*
+ * The end of a K-split GEMM block (v8, v9): the writer warps put their mma accumulators (16 rows
+ * x NTOK tokens a warp, fragment layout of mma.cuh) in red [BM][RST]; then the ks ranks of the
+ * row tile's cluster (one block when ks == 1; before sm_90 the launchers never split) each add
+ * rows rank*chunk.. of every rank's red in rank order (deterministic) and store y [n_tok][n_out].
+ * Every thread of the block calls it.
+ */
+template <int BM, int NTOK, int NTT, int RST>
+__device__ __forceinline__ void splitk_store(float *red, const float (&acc)[NTT][4], bool writer, int warp, int g,
+                                             int t4, int tid, int nth, int ks, int rank, int n_tok, int r0,
+                                             int n_out, float *__restrict__ y)
+{
+    if (writer) {
+        float *rr = red + (warp * 16 + g) * RST + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < NTT; n++) {
+            rr[8 * n] = acc[n][0];
+            rr[8 * n + 1] = acc[n][1];
+            rr[8 * RST + 8 * n] = acc[n][2];
+            rr[8 * RST + 8 * n + 1] = acc[n][3];
+        }
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cg::cluster_group cl = cg::this_cluster();
+    if (ks > 1)
+        cl.sync();
+    else
+        __syncthreads();
+#else
+    __syncthreads();
+#endif
+    const int chunk = (BM + ks - 1) / ks;
+    for (int e = tid; e < NTOK * chunk; e += nth) {
+        const int tk = e / chunk, row = rank * chunk + e % chunk;
+        if (tk >= n_tok || row >= BM || r0 + row >= n_out)
+            continue;
+        float s = 0.0f;
+        for (int p = 0; p < ks; p++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            const float *rp = ks > 1 ? cl.map_shared_rank(red, p) : red;
+#else
+            const float *rp = red;
+#endif
+            s += rp[row * RST + tk];
+        }
+        y[(size_t)tk * n_out + r0 + row] = s;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (ks > 1)
+        cl.sync();   /* peers may still read this block's partial sums */
+#endif
+}
+
+/* ---- launch helpers ------------------------------------------------------------------------ */
+
+static int v8_sms = 0, v8_cc = 0;   /* multiprocessors and compute capability major of the device */
+
+static inline void v8_device(void)
+{
+    if (!v8_sms) {
+        int dev = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&v8_sms, cudaDevAttrMultiProcessorCount, dev);
+        cudaDeviceGetAttribute(&v8_cc, cudaDevAttrComputeCapabilityMajor, dev);
+        if (v8_sms <= 0)
+            v8_sms = 1;
+    }
+}
+
+/* The K split of a GEMM of `tiles` row tiles and nu units: ranks added until the grid has `want`
+ * blocks, each rank >= 2 units (1 for short rows), at most ks_max; no empty ranks. Sets *ks;
+ * returns the units per rank. */
+static inline int split_k(int nu, int tiles, int want, int ks_max, int *ks)
+{
+    const int min_units = nu >= 8 ? 2 : 1;
+    int k = 1;
+    while (k < ks_max && tiles * k < want && nu / (k + 1) >= min_units)
+        k++;
+    const int kun = (nu + k - 1) / k;
+    *ks = (nu + kun - 1) / kun;
+    return kun;
+}
+
+/* The launch of tiles x ks blocks of nth threads, the ks ranks of a row tile one thread-block
+ * cluster (sm_90; ks 1: none), programmatic dependent launch when on; at[2] backs cfg. */
+static inline void cluster_cfg(cudaLaunchConfig_t *cfg, cudaLaunchAttribute *at, int tiles, int ks, int nth, size_t smem,
+                        cudaStream_t s)
+{
+    int na = 0;
+    if (cuk_pdl_on) {
+        at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[na].val.programmaticStreamSerializationAllowed = 1;
+        na++;
+    }
+    if (ks > 1) {
+        at[na].id = cudaLaunchAttributeClusterDimension;
+        at[na].val.clusterDim.x = (unsigned)ks;
+        at[na].val.clusterDim.y = 1;
+        at[na].val.clusterDim.z = 1;
+        na++;
+    }
+    memset(cfg, 0, sizeof *cfg);
+    cfg->gridDim = dim3((unsigned)(tiles * ks));
+    cfg->blockDim = dim3((unsigned)nth);
+    cfg->dynamicSmemBytes = smem;
+    cfg->stream = s;
+    cfg->attrs = at;
+    cfg->numAttrs = (unsigned)na;
+}
+
+/* ---- mbarriers and bulk copies (sm_90) ------------------------------------------------------ */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void mb_init(uint64_t *b, uint32_t count)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
+#else
+    (void)b; (void)count;
+#endif
+}
+
+__device__ __forceinline__ void mb_arrive(uint64_t *b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
+#else
+    (void)b;
+#endif
+}
+
+__device__ __forceinline__ void mb_arrive_tx(uint64_t *b, uint32_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes)
+                 : "memory");
+#else
+    (void)b; (void)bytes;
+#endif
+}
+
+__device__ __forceinline__ void mb_wait(uint64_t *b, uint32_t parity)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t ok = 0;
+    do {
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(ok)
+                     : "r"(smem_u32(b)), "r"(parity)
+                     : "memory");
+    } while (!ok);
+#else
+    (void)b; (void)parity;
+#endif
+}
+
+/* bytes (a multiple of 16; both addresses 16-byte aligned) global -> this block's shared memory,
+ * completing on mbarrier b */
+__device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(b))
+                 : "memory");
+#else
+    (void)dst; (void)src; (void)bytes; (void)b;
+#endif
+}
+
+/* the box at (c0, c1) of 2D tensor map tm -> this block's shared memory (128-byte aligned),
+ * completing on mbarrier b */
+__device__ __forceinline__ void tma_2d(void *dst, const CUtensorMap *tm, int c0, int c1, uint64_t *b)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+                 "[%4];\n" ::"r"(smem_u32(dst)),
+                 "l"(reinterpret_cast<uint64_t>(tm)), "r"(c0), "r"(c1), "r"(smem_u32(b))
+                 : "memory");
+#else
+    (void)dst; (void)tm; (void)c0; (void)c1; (void)b;
+#endif
+}
+
+/* cuTensorMapEncodeTiled from the driver (the runtime is linked statically; no -lcuda) */
+typedef CUresult (*mmq_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                  const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                  CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static pthread_mutex_t mmq_encode_mu = PTHREAD_MUTEX_INITIALIZER;
+static mmq_encode_fn mmq_encode = NULL;
+static int mmq_encode_state = 0;   /* 0 not looked up, 1 found, -1 absent */
+
+/* a 2D tensor map of `base`: dim0 elements of type dt per row (contiguous), dim1 rows of stride
+ * bytes, boxes of box0 x box1 elements (zero-filled past the edges); 1 on success, 0 on failure */
+static inline int mmq_tmap_2d(CUtensorMap *tm, CUtensorMapDataType dt, const void *base, uint64_t dim0, uint64_t dim1,
+                              uint64_t stride, uint32_t box0, uint32_t box1, CUtensorMapSwizzle sw)
+{
+    pthread_mutex_lock(&mmq_encode_mu);
+    if (!mmq_encode_state) {
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult q;
+        mmq_encode_state = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                                            &q) == cudaSuccess && fn && q == cudaDriverEntryPointSuccess
+                                   ? 1 : -1;
+        if (mmq_encode_state > 0)
+            mmq_encode = (mmq_encode_fn)fn;
+        else
+            cudaGetLastError();
+    }
+    pthread_mutex_unlock(&mmq_encode_mu);
+    if (mmq_encode_state < 0)
+        return 0;
+    cuuint64_t dim[2] = {(cuuint64_t)dim0, (cuuint64_t)dim1}, str[1] = {(cuuint64_t)stride};
+    cuuint32_t box[2] = {(cuuint32_t)box0, (cuuint32_t)box1}, es[2] = {1, 1};
+    return mmq_encode(tm, dt, 2, const_cast<void *>(base), dim, str, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, sw,
+                      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+#endif /* AARMD_MMQ_COMMON_CUH */
