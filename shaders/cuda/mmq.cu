@@ -150,8 +150,8 @@ template <> struct v8t<AARMD_TYPE_Q4_K> {
         const int row = tid >> 1, hf = tid & 1;
         uint4 hd = *reinterpret_cast<const uint4 *>(st + row * UBP);
         float2 dd = __half22float2(u2h(hd.x));
-        const uint32_t sc = hf ? (hd.w & 0x0F0F0F0Fu) | ((hd.y >> 2) & 0x30303030u) : hd.y & 0x3F3F3F3Fu;
-        const uint32_t mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
+        uint32_t sc, mn;
+        q4k_half_scales(hd, hf, &sc, &mn);
         uint2 *o = tab + row * V8_UI + hf * 4;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
@@ -521,16 +521,7 @@ k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const _
     const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
     const int rows = min(BM, n_out - r0);
 
-    if (tid == 0) {
-        for (int s = 0; s < ns; s++) {
-            mb_init(&full[s], 1);
-            mb_init(&empty[s], NC);
-        }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-    }
-    __syncthreads();
+    mb_ring_init<false>(full, empty, nullptr, ns, NC);
 
     float acc[NTT][4];
 #pragma unroll
@@ -587,8 +578,8 @@ k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const _
                 const int row = lane >> 1, hf = lane & 1;
                 uint4 hd = *reinterpret_cast<const uint4 *>(st + (wr + row) * UBP);
                 float2 dd = __half22float2(u2h(hd.x));
-                const uint32_t sc = hf ? (hd.w & 0x0F0F0F0Fu) | ((hd.y >> 2) & 0x30303030u) : hd.y & 0x3F3F3F3Fu;
-                const uint32_t mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
+                uint32_t sc, mn;
+                q4k_half_scales(hd, hf, &sc, &mn);
                 __syncwarp();   /* every lane done with the previous unit's table */
 #pragma unroll
                 for (int k = 0; k < 4; k++) {

@@ -144,6 +144,26 @@ __device__ __forceinline__ void mb_init(uint64_t *b, uint32_t count)
 #endif
 }
 
+/* Thread 0 initializes a ring of ns stages: full[s] (one arrival plus the copies' bytes), empty[s]
+ * (n_cons consumer warps) and, with READY, ready[s] (a warp's 32 lanes), fenced for the cluster;
+ * then the block's barrier. Every thread calls it. */
+template <bool READY>
+__device__ __forceinline__ void mb_ring_init(uint64_t *full, uint64_t *empty, uint64_t *ready, int ns, uint32_t n_cons)
+{
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ns; s++) {
+            mb_init(&full[s], 1);
+            if (READY)
+                mb_init(&ready[s], 32);
+            mb_init(&empty[s], n_cons);
+        }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+    }
+    __syncthreads();
+}
+
 __device__ __forceinline__ void mb_arrive(uint64_t *b)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -239,6 +259,14 @@ static inline int mmq_tmap_2d(CUtensorMap *tm, CUtensorMapDataType dt, const voi
     cuuint32_t box[2] = {(cuuint32_t)box0, (cuuint32_t)box1}, es[2] = {1, 1};
     return mmq_encode(tm, dt, 2, const_cast<void *>(base), dim, str, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, sw,
                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* The 6-bit scales (sc) and mins (mn) of half hf of a Q4_K super-block (sub-blocks 4 hf .. 4 hf + 3,
+ * byte k of each = sub-block 4 hf + k) from the block's first 16 bytes hd = (d | dmin, scales[12]). */
+__device__ __forceinline__ void q4k_half_scales(uint4 hd, int hf, uint32_t *sc, uint32_t *mn)
+{
+    *sc = hf ? (hd.w & 0x0F0F0F0Fu) | ((hd.y >> 2) & 0x30303030u) : hd.y & 0x3F3F3F3Fu;
+    *mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
 }
 
 #endif /* AARMD_MMQ_COMMON_CUH */

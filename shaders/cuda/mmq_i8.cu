@@ -183,17 +183,7 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
     const int nu = n_items / I8_UI, n_in = n_items * 32;
     const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
 
-    if (tid == 0) {
-        for (int s = 0; s < ns; s++) {
-            mb_init(&full[s], 1);
-            mb_init(&ready[s], WARP);
-            mb_init(&empty[s], NC);
-        }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-    }
-    __syncthreads();
+    mb_ring_init<true>(full, empty, ready, ns, NC);
 
     float acc[NTT][4];
 #pragma unroll
@@ -324,8 +314,8 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
                 const int row = lane >> 1, hf = lane & 1;
                 const uint4 hd = *reinterpret_cast<const uint4 *>(st + WOFF + (wr + row) * UB);
                 const float2 dd = __half22float2(*reinterpret_cast<const __half2 *>(&hd.x));
-                const uint32_t sc = hf ? (hd.w & 0x0F0F0F0Fu) | ((hd.y >> 2) & 0x30303030u) : hd.y & 0x3F3F3F3Fu;
-                const uint32_t mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
+                uint32_t sc, mn;
+                q4k_half_scales(hd, hf, &sc, &mn);
                 float dw[4];
                 __half mh[4], ml[4];
 #pragma unroll

@@ -525,43 +525,10 @@ static __device__ __forceinline__ void attn_q_load(const float *qr, int D, int l
     }
 }
 
-/* One key of a warp's online softmax: score q·k (lanes hold dims lane, lane+32, ...),
- * optional softcap, rescale the running sum and accumulator when the max grows, then
- * add the key's weight and weighted V row. Shared by the decode and prefill kernels. */
-static __device__ __forceinline__ void attn_key(const float *qv, const __half *kr, const __half *vr, int D, int lane,
-                                         float scale, float softcap, float *m, float *s, float *acc)
-{
-    float dot = 0.0f;
-#pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
-        int d = lane + WARP * i;
-        if (d < D)
-            dot += qv[i] * __half2float(kr[d]);
-    }
-    float sc = warp_sum(dot) * scale;
-    if (softcap > 0.0f)
-        sc = softcap * tanhf(sc / softcap);
-    if (sc > *m) {
-        float f = expf(*m - sc);
-        *s *= f;
-#pragma unroll
-        for (int i = 0; i < ATTN_PER_LANE; i++)
-            acc[i] *= f;
-        *m = sc;
-    }
-    float wgt = expf(sc - *m);
-    *s += wgt;
-#pragma unroll
-    for (int i = 0; i < ATTN_PER_LANE; i++) {
-        int d = lane + WARP * i;
-        if (d < D)
-            acc[i] += wgt * __half2float(vr[d]);
-    }
-}
-
-/* attn_key with the key's K and V values already in registers (lane's dims lane + 32 i, i < N;
- * those past D unused): the same arithmetic in the same order (v10 decode: a warp loads a batch
- * of keys at once, then takes them one by one). */
+/* One key of a warp's online softmax, its K and V values in registers (lane's dims lane + 32 i,
+ * i < N; those past D unused): score q·k, optional softcap, rescale the running sum and
+ * accumulator when the max grows, then add the key's weight and weighted V row. The v10 decode
+ * kernel loads a batch of keys at once and takes them one by one; attn_key loads one. */
 template <int N>
 static __device__ __forceinline__ void attn_key_r(const float (&qv)[N], const __half (&kr)[N], const __half (&vr)[N],
                                                   int D, int lane, float scale, float softcap, float *m, float *s,
@@ -593,6 +560,21 @@ static __device__ __forceinline__ void attn_key_r(const float (&qv)[N], const __
         if (d < D)
             acc[i] += wgt * __half2float(vr[i]);
     }
+}
+
+/* attn_key_r for the key whose K and V rows are at kr, vr (the split-K kernels below). */
+static __device__ __forceinline__ void attn_key(const float (&qv)[ATTN_PER_LANE], const __half *kr, const __half *vr,
+                                                int D, int lane, float scale, float softcap, float *m, float *s,
+                                                float (&acc)[ATTN_PER_LANE])
+{
+    __half kk[ATTN_PER_LANE], vv[ATTN_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < ATTN_PER_LANE; i++) {
+        int d = lane + WARP * i;
+        kk[i] = d < D ? kr[d] : __float2half_rn(0.0f);
+        vv[i] = d < D ? vr[d] : __float2half_rn(0.0f);
+    }
+    attn_key_r(qv, kk, vv, D, lane, scale, softcap, m, s, acc);
 }
 
 /*

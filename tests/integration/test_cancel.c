@@ -195,7 +195,7 @@ Test(cancel, out_of_memory_is_retriable_and_the_worker_serves_on)
     struct json_object *h = hx_health(port);
     cr_assert_str_eq(hx_jstr(h, "status"), "healthy");
     json_object_put(h);
-    s = hx_execute(port, NULL, "{\"job_id\":\"after-oom\",\"prompt\":\"x\",\"max_tokens\":20}");
+    s = hx_execute(port, NULL, "{\"job_id\":\"after-oom\",\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0}");
     t = terminal(s, name, sizeof name);
     cr_assert_str_eq(name, "end", "the job after OOM failed: %s", json_object_to_json_string(t));
     cr_assert_eq(hx_jint(t, "tokens_out"), 20);

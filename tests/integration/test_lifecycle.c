@@ -50,7 +50,7 @@ Test(lifecycle, shutdown_lets_a_running_job_finish_then_exits_0)
     struct hx_proc *p = hx_start("--backend-opt", "delay_ms=10", NULL);
     int port = hx_port(p);
     /* ~1 s of work: finishes inside the 5 s grace */
-    struct hx_http *job = hx_execute(port, NULL, "{\"job_id\":\"drain-ok\",\"prompt\":\"x\",\"max_tokens\":100}");
+    struct hx_http *job = hx_execute(port, NULL, "{\"job_id\":\"drain-ok\",\"prompt\":\"x\",\"max_tokens\":100,\"temperature\":0}");
     wait_first_token(job);
     struct hx_http *c = hx_fetch(port, "POST", "/shutdown", NULL, NULL);
     cr_assert_eq(hx_http_status(c), 202, "%s", hx_http_body(c));

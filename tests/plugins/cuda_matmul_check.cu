@@ -219,6 +219,48 @@ static void check_mv1(const tinfo &t, void *w, int64_t n_in, int64_t n_out, void
     cudaFree(b);
 }
 
+/* the compute capability's major number of the current device (9: sm_90, what the bulk-copy
+ * GEMMs need) */
+static int cc_major(void)
+{
+    int dev = 0, cc = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+    return cc;
+}
+
+/* One configuration of a GEMM entry called directly (`gemm` enqueues and returns whether it took
+ * the product): it must take it exactly when `expect`, then write every output (NaN poison),
+ * match the int8 reference within tol and give bit-identical results when run again. */
+template <class F>
+static void check_gemm_run(const char *what, const tinfo &t, int64_t n_in, int64_t n_out, int nt, float *y,
+                           const std::vector<float> &ref8, double tol, int expect, F gemm)
+{
+    const size_t ny = (size_t)nt * n_out;
+    CK(cudaMemset(y, 0xFF, ny * 4));
+    int took = gemm();
+    CK(cudaDeviceSynchronize());
+    CK(cudaGetLastError());
+    if (took != expect) {
+        n_fail++;
+        printf("FAIL %s %s n_in %lld tok %d: took %d, expected %d\n", what, t.name, (long long)n_in, nt, took, expect);
+        return;
+    }
+    if (!took)
+        return;
+    std::vector<float> a = get(y, ny);
+    report(what, t, n_in, n_out, nt, relerr(a, ref8), tol);
+    CK(cudaMemset(y, 0xFF, ny * 4));
+    gemm();
+    CK(cudaDeviceSynchronize());
+    std::vector<float> b = get(y, ny);
+    if (memcmp(a.data(), b.data(), ny * 4)) {
+        n_fail++;
+        printf("FAIL %s %s n_in %lld n_out %lld tok %d: a second run differs\n", what, t.name, (long long)n_in,
+               (long long)n_out, nt);
+    }
+}
+
 /* the v9 GEMM called directly (cuk_mmq9_q8) in several configurations: it must take
  * Q4_0/Q4_1/Q8_0/Q4_K rows of whole 256-element units and 16-byte multiples (sm_90), refuse the
  * rest, match the int8 reference (F16 rounding: 3e-3), write every output (NaN poison) and give
@@ -227,10 +269,8 @@ static void check_v9(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int n
                      const std::vector<float> &ref8)
 {
     cudaStream_t s = 0;
-    int dev = 0, cc = 0;
-    CK(cudaGetDevice(&dev));
-    CK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
-    const size_t rb = cuk_row_bytes(t.type, n_in), ny = (size_t)nt * n_out;
+    const int cc = cc_major();
+    const size_t rb = cuk_row_bytes(t.type, n_in);
     const int want = (t.type == AARMD_TYPE_Q4_0 || t.type == AARMD_TYPE_Q4_1 || t.type == AARMD_TYPE_Q8_0 ||
                       t.type == AARMD_TYPE_Q4_K) && rb % 16 == 0 && n_in % 256 == 0 && cc >= 9;
     /* cfg: bits 0-1 stages - 2, 2-5 cluster cap, 6-7 K-split target, 8 128-row blocks, 9 row copies */
@@ -238,33 +278,12 @@ static void check_v9(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int n
                     1 << 9 | 1 << 8}) {
         for (int pdl : {0, 1}) {
             cuk_set_tuning(pdl, 1);
-            CK(cudaMemset(y, 0xFF, ny * 4));
-            int took = cuk_mmq9_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
-            CK(cudaDeviceSynchronize());
-            CK(cudaGetLastError());
             char what[40];
             snprintf(what, sizeof what, "v9 cfg %d pdl=%d vs q8 v4", cfg, pdl);
             /* 4 stages of 128 Q8_0 rows and 64 tokens (278 KB) exceed the shared memory: refused */
             const int fits = !((cfg & 3) == 2 && (cfg & (1 << 8)) && t.type == AARMD_TYPE_Q8_0 && nt > 32);
-            if (took != (want && fits)) {
-                n_fail++;
-                printf("FAIL %s %s n_in %lld tok %d: took %d, expected %d\n", what, t.name, (long long)n_in, nt, took,
-                       want && fits);
-                continue;
-            }
-            if (!took)
-                continue;
-            std::vector<float> a = get(y, ny);
-            report(what, t, n_in, n_out, nt, relerr(a, ref8), 3e-3);
-            CK(cudaMemset(y, 0xFF, ny * 4));
-            cuk_mmq9_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
-            CK(cudaDeviceSynchronize());
-            std::vector<float> b = get(y, ny);
-            if (memcmp(a.data(), b.data(), ny * 4)) {
-                n_fail++;
-                printf("FAIL %s %s n_in %lld n_out %lld tok %d: a second run differs\n", what, t.name,
-                       (long long)n_in, (long long)n_out, nt);
-            }
+            check_gemm_run(what, t, n_in, n_out, nt, y, ref8, 3e-3, want && fits,
+                           [&] { return cuk_mmq9_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg); });
         }
     }
 }
@@ -278,10 +297,8 @@ static void check_i8(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int n
                      const std::vector<float> &ref8)
 {
     cudaStream_t s = 0;
-    int dev = 0, cc = 0;
-    CK(cudaGetDevice(&dev));
-    CK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
-    const size_t rb = cuk_row_bytes(t.type, n_in), ny = (size_t)nt * n_out;
+    const int cc = cc_major();
+    const size_t rb = cuk_row_bytes(t.type, n_in);
     const int want = (t.type == AARMD_TYPE_Q8_0 || t.type == AARMD_TYPE_Q4_K) && rb % 16 == 0 && n_in % 256 == 0 &&
                      cc >= 9;
     /* the EARLY producer (cfg bit 8) runs only with AARMD_CUDA_I8_EARLY=1 */
@@ -292,31 +309,10 @@ static void check_i8(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int n
         const int want_cfg = want && (!(cfg & (1 << 8)) || early);
         for (int pdl : {0, 1}) {
             cuk_set_tuning(pdl, 1);
-            CK(cudaMemset(y, 0xFF, ny * 4));
-            int took = cuk_mmqi8_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
-            CK(cudaDeviceSynchronize());
-            CK(cudaGetLastError());
             char what[40];
             snprintf(what, sizeof what, "i8 cfg %d pdl=%d vs q8 v4", cfg, pdl);
-            if (took != want_cfg) {
-                n_fail++;
-                printf("FAIL %s %s n_in %lld tok %d: took %d, expected %d\n", what, t.name, (long long)n_in, nt, took,
-                       want_cfg);
-                continue;
-            }
-            if (!took)
-                continue;
-            std::vector<float> a = get(y, ny);
-            report(what, t, n_in, n_out, nt, relerr(a, ref8), 3e-4);
-            CK(cudaMemset(y, 0xFF, ny * 4));
-            cuk_mmqi8_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg);
-            CK(cudaDeviceSynchronize());
-            std::vector<float> b = get(y, ny);
-            if (memcmp(a.data(), b.data(), ny * 4)) {
-                n_fail++;
-                printf("FAIL %s %s n_in %lld n_out %lld tok %d: a second run differs\n", what, t.name,
-                       (long long)n_in, (long long)n_out, nt);
-            }
+            check_gemm_run(what, t, n_in, n_out, nt, y, ref8, 3e-4, want_cfg,
+                           [&] { return cuk_mmqi8_q8(s, t.type, w, n_in, n_out, xq, xd, nt, y, cfg); });
         }
     }
     /* activations at an 8-byte offset: refused */
@@ -475,28 +471,30 @@ static int run_check(void)
         cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 13) ||
         cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 100, 1, NULL, NULL, 16, NULL, 0) ||
         cuk_mmqv_q8(0, AARMD_TYPE_Q4_K, NULL, 288, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 65, NULL, 0) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 0, NULL, 0) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_Q6_K, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_F16, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
         cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 10) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, -1) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 0, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmq9_q8(0, AARMD_TYPE_Q8_0, NULL, 160, 1, NULL, NULL, 16, NULL, 0) ||
         cuk_mmq9_q8(0, AARMD_TYPE_Q4_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 65, NULL, 0) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 0, NULL, 0) ||
         cuk_mmqi8_q8(0, AARMD_TYPE_Q4_0, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_Q6_K, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_F16, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
         cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 9) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, -1) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 0, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_Q8_0, NULL, 160, 1, NULL, NULL, 16, NULL, 0) ||
         cuk_mmqi8_q8(0, AARMD_TYPE_Q8_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0)) {
         printf("FAIL a launcher took a case it must refuse\n");
         n_fail++;
     }
+    /* what both sm_90 small-batch GEMMs (v9, int8) refuse: too many or no tokens, other types, a bad
+     * cfg, no rows, rows not of whole 256-element units */
+    typedef int (*gemm_fn)(cudaStream_t, uint32_t, const void *, int64_t, int64_t, const void *, const float *, int,
+                           float *, int);
+    const struct { uint32_t type; int64_t n_in, n_out; int n_tok, cfg; } refused[] = {
+        {AARMD_TYPE_Q4_K, 256, 1, 65, 0}, {AARMD_TYPE_Q4_K, 256, 1, 0, 0},  {AARMD_TYPE_Q6_K, 256, 1, 16, 0},
+        {AARMD_TYPE_F16, 256, 1, 16, 0},  {AARMD_TYPE_Q4_K, 256, 1, 16, -1}, {AARMD_TYPE_Q4_K, 256, 0, 16, 0},
+        {AARMD_TYPE_Q8_0, 160, 1, 16, 0}};
+    for (gemm_fn f : {cuk_mmq9_q8, cuk_mmqi8_q8})
+        for (const auto &r : refused)
+            if (f(0, r.type, NULL, r.n_in, r.n_out, NULL, NULL, r.n_tok, NULL, r.cfg)) {
+                printf("FAIL %s took type %u n_in %lld n_out %lld tok %d cfg %d: it must refuse\n",
+                       f == cuk_mmq9_q8 ? "cuk_mmq9_q8" : "cuk_mmqi8_q8", r.type, (long long)r.n_in,
+                       (long long)r.n_out, r.n_tok, r.cfg);
+                n_fail++;
+            }
     check_v10();        /* dec: the fused one-token kernels (end of this file) */
     check_v10_attn();   /* dec: the decode attention's batched keys and merge (end of this file) */
     printf("check: %d failures\n", n_fail);
