@@ -273,7 +273,8 @@ void cuk_attention_dec(cudaStream_t s, const float *q, const float *k, const flo
 /* The v10 variants of the decode attention (docs/cuda-notes.md v10-dec), process-wide, set before
  * capturing graphs: kb 1 a warp's keys loaded in batches, 0 one at a time; mb 1 the chunk merge's
  * loads all in flight, 0 one after another (cuk_attn_combine too); -1 the environment's
- * (AARMD_CUDA_DEC_KB=1: one at a time; AARMD_CUDA_DEC_MERGE=1: batched). Same results either way. */
+ * (AARMD_CUDA_DEC_KB=1: one key at a time; AARMD_CUDA_DEC_MERGE=0: one load after another; both
+ * batched by default). Same results either way. */
 void cuk_attn_dec_set(int kb, int mb);
 /* dst[r][0..n) = src[idx[r]][0..n) for r < rows (idx device). */
 void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, const int32_t *idx, int rows, int n);

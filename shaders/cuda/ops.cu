@@ -713,7 +713,7 @@ extern "C" void cuk_attn_dec_set(int kb, int mb)
     attn_dec_mb = mb < 0 ? -1 : mb != 0;
 }
 
-/* AARMD_CUDA_DEC_MERGE: 1 the merge's loads batched (MB), 0 one by one */
+/* AARMD_CUDA_DEC_MERGE: 1 the merge's loads batched (MB), 0 one by one; unset: ATTN_MERGE_BATCH_DEFAULT (batched) */
 static int attn_merge_batch(void)
 {
     static int env = -1;
