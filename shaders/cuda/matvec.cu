@@ -935,7 +935,7 @@ static int mmqi8_cfg(int ver)
     case 21: return 0;               /* the same for every matrix size and token count */
     case 22: return 1;               /* 3 stages */
     case 23: return 3 << 6;          /* K split to 3 blocks per SM for every type */
-    case 24: return 1 << 8;          /* 21 with the EARLY producer (not yet run on a GPU) */
+    case 24: return 1 << 8;          /* 21 with the EARLY producer (slower: v10-i8) */
     default: return -1;
     }
 }

@@ -155,7 +155,8 @@ __device__ __forceinline__ float i8_byte_mul(float d, uint32_t u, int k)
 /* EARLY (cfg bit 8, experimental, off unless AARMD_CUDA_I8_EARLY=1): the producer refills a slot
  * as soon as its stage is consumed and writes that stage's scale table right after, instead of
  * writing the next stage's table first (runs I1-I2: the table ahead of the refill put an L2
- * round trip on the refill's path). Written after the session's device time was spent: not run. */
+ * round trip on the refill's path). Correct on the H100 but slower at 16-64 tokens
+ * (docs/cuda-notes.md v10-i8): kept as a knob. */
 template <uint32_t T, int NC, int NTT, int EARLY>
 __global__ void __launch_bounds__((NC + 1) * WARP, (i8k<T, NC, NTT>::MINB))
 k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_tok,
@@ -481,7 +482,7 @@ static int i8_type(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, c
  * to the exact int8 reference, from the rounding of -dx * I8_MAGICF). cfg: bits 0-1 ring stages
  * - 2 (2..4); bits 2-5 blocks of a cluster splitting K at most (0: 8); bits 6-7 K is split until
  * the grid has v blocks per SM (0: Q8_0 2 up to 32 tokens, else 3); bit 8 the EARLY producer
- * (refused unless the environment has AARMD_CUDA_I8_EARLY=1: not yet run on a GPU). Returns 0,
+ * (refused unless the environment has AARMD_CUDA_I8_EARLY=1: measured slower). Returns 0,
  * enqueuing nothing, for types other than Q8_0 / Q4_K, rows not of whole 256-element units or not
  * 16-byte aligned, activations not 16-byte aligned, devices before sm_90, bad arguments, or a
  * launch the device refuses. Declared in matvec.cu, its caller.
