@@ -206,7 +206,7 @@ Test(health_metrics, metrics_counters_move_by_outcome)
     /* one success */
     int64_t tin_total = 0, tin;
     int ntok_total = 0, ntok;
-    struct json_object *t = run(port, "{\"job_id\":\"ok\",\"prompt\":\"Hello there\",\"max_tokens\":5}", &tin, &ntok);
+    struct json_object *t = run(port, "{\"job_id\":\"ok\",\"prompt\":\"Hello there\",\"max_tokens\":5,\"temperature\":0}", &tin, &ntok);
     cr_assert_str_eq(hx_jstr(t, "stop_reason"), "MAX_TOKENS");
     json_object_put(t);
     tin_total += tin;
