@@ -51,7 +51,8 @@ Test(loadgen, counts_match_the_server)
 {
     struct hx_proc *p = hx_start("--worker-id", "lg", "--backend-opt", "delay_ms=1", NULL);
     char args[256];
-    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 3 --requests 12 --max-tokens 7 --prompt 'Hi there'",
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 3 --requests 12 --max-tokens 7 --temperature 0 "
+             "--prompt 'Hi there'",
              hx_port(p));
     cr_assert_eq(loadgen(args), 0, "%s", out);
     cr_assert(strstr(out, "requests      12 (ok 12, failed 0)"), "%s", out);
