@@ -19,12 +19,18 @@
 #                                          decode matvec (v5 and v6), summary in $OUT/ncu.txt
 #   tools/device-run.sh stage-models [MB]  (here) the two real models of models/ cut into
 #                                          .device-models/K/ folders of <= MB MiB (default 48): a
-#                                          call carries one folder (tree + carried <= 64 MiB)
+#                                          call carries one folder (tree + carried <= 64 MiB); the
+#                                          folder of the smallest part also gets the built binaries
+#                                          of the device folder, stripped and gzipped (~4 MB)
 #   tools/device-run.sh take-models        (there) appends the parts a call carried to
 #                                          /tmp/models (kept while the machine stays warm: make
-#                                          the calls back to back), sha256-checks whole files
-#   tools/device-run.sh real               (there) greedy tokens of CUDA vs CPU on each whole
-#                                          real model (plugin-check + generate), $OUT/real.txt
+#                                          the calls back to back, nobody else's in between),
+#                                          sha256-checks whole files, unpacks carried binaries
+#                                          into /tmp/aarmd-dev
+#   tools/device-run.sh real               (there) the CPU's greedy continuation of 3 prompts on
+#                                          each whole real model, teacher-forced through CUDA and
+#                                          the CPU's plain-C path (plugin-check --prompt), $OUT/real.txt;
+#                                          the device folder's binaries, else /tmp/aarmd-dev's
 #   tools/device-run.sh prof               (there) every kernel of a bench run timed by Nsight
 #                                          Compute, summed per kernel name (PROF="shape:type ...",
 #                                          PROF_ARGS="--pp 512 --tg 0"), in $OUT/prof.txt
@@ -84,6 +90,17 @@ stage-models)
         mkdir -p "$st/$k" && mv "$p" "$st/$k/" && cp "$st/manifest" "$st/$k/"
     done
     rm -f "$st/manifest"
+    # the binaries ride with the smallest part: the first call can then run nothing else
+    small=$(ls -S "$st"/*/*.part-* | tail -1)
+    if [ -x "$dev/aarmd-cli" ] && [ -f "$dev/backend_cuda.so" ]; then
+        b=$(mktemp -d) || exit 1
+        cp "$dev/aarmd" "$dev/aarmd-cli" "$dev/backend_cpu.so" "$dev/backend_cuda.so" "$b/" &&
+            strip "$b"/* && tar czf "$(dirname "$small")/bin.tgz" -C "$b" . || { rm -rf "$b"; exit 1; }
+        rm -rf "$b"
+        echo "binaries of $dev in $(dirname "$small")/bin.tgz"
+    else
+        echo "no built binaries in $dev (tools/device-run.sh build first): real will need them carried"
+    fi
     echo "$k calls: carry [\".device-models/K\"] (K = 1..$k), each running: tools/device-run.sh take-models"
     exit 0
     ;;
@@ -91,6 +108,8 @@ take-models)
     mkdir -p /tmp/models
     for d in "$root"/.device-models/*/; do
         [ -f "$d/manifest" ] && cp "$d/manifest" /tmp/models/manifest
+        [ -f "$d/bin.tgz" ] && mkdir -p /tmp/aarmd-dev && tar xzf "$d/bin.tgz" -C /tmp/aarmd-dev &&
+            echo "take-models: binaries in /tmp/aarmd-dev"
         for p in "$d"*.part-*; do
             [ -f "$p" ] && cp "$p" /tmp/models/
         done
@@ -108,6 +127,7 @@ take-models)
     exit 0
     ;;
 check|bench|all|mm|ncu|serve|seqs|prof|real)
+    [ "$cmd" = real ] && [ ! -x "$dev/aarmd-cli" ] && [ -x /tmp/aarmd-dev/aarmd-cli ] && dev=/tmp/aarmd-dev
     mkdir -p "$out" /tmp/synth
     export AARMD_PLUGIN_PATH="$dev"
     # cuBLAS: the system toolkit's, else the one PyTorch ships
