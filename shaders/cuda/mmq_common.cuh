@@ -269,4 +269,21 @@ __device__ __forceinline__ void q4k_half_scales(uint4 hd, int hf, uint32_t *sc, 
     *mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
 }
 
+/* Host: the dynamic shared memory kern may use, raised once to want (capped by the device's
+ * opt-in limit) and kept in *attr (0: not asked yet; -1: the device refused). */
+template <class F>
+static inline int mmq_smem_limit(F kern, size_t want, int *attr)
+{
+    if (!*attr) {
+        int dev = 0, optin = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        const int lim = (int)want < optin ? (int)want : optin;
+        *attr = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, lim) == cudaSuccess ? lim : -1;
+        if (*attr < 0)
+            cudaGetLastError();
+    }
+    return *attr;
+}
+
 #endif /* AARMD_MMQ_COMMON_CUH */

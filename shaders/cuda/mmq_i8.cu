@@ -404,16 +404,7 @@ static int i8_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_
     auto kern = k_mmqi8<T, NC, NTT, EARLY>;
     const size_t smem = K::smem(ns);
     static int attr = 0;   /* per instantiation: the shared memory limit raised to (bytes), -1 refused */
-    if (!attr) {
-        int dev = 0, optin = 0;
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-        const int lim = (int)K::smem(4) < optin ? (int)K::smem(4) : optin;
-        attr = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, lim) == cudaSuccess ? lim : -1;
-        if (attr < 0)
-            cudaGetLastError();
-    }
-    if (attr < 0 || smem > (size_t)attr)
+    if (mmq_smem_limit(kern, K::smem(4), &attr) < 0 || smem > (size_t)attr)
         return 0;
     CUtensorMap tmw, tmx;
     memset(&tmw, 0, sizeof tmw);
