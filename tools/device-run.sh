@@ -14,7 +14,8 @@
 #                                          (SEQS="shape:type:1,8,32,64 ...", PP, TG, SEQS_OPTS)
 #   tools/device-run.sh mm                 (there) weight-kernel check (every type, awkward
 #                                          shapes, 1..64 tokens), then its decode-shape
-#                                          micro-benchmark (MM_TYPES="Q4_K Q8_0 F16 BF16")
+#                                          micro-benchmark (MM_TYPES="Q4_K Q8_0 F16 BF16"; MM_ATTN=1
+#                                          also times the one-token decode attention in a graph)
 #   tools/device-run.sh ncu                (there) Nsight Compute on one launch of each 8B
 #                                          decode matvec (v5 and v6), summary in $OUT/ncu.txt
 #   tools/device-run.sh stage-models [MB]  (here) the two real models of models/ cut into
@@ -274,6 +275,8 @@ if [ "$cmd" = mm ]; then
     echo "cuda_matmul_check exit $? ($(grep -c '^OK' "$out/mm-check.txt") OK lines)"; grep -v '^OK' "$out/mm-check.txt" | tail -20
     bw_probe
     "$dev/cuda_matmul_check" --bench "${bw:-3000}" "${MM_TYPES:-Q4_K Q8_0 F16 BF16}" 2>&1 | tee "$out/mm-bench.txt"
+    # MM_ATTN=1: the one-token decode attention, 30 launches in a graph as a decode runs them
+    [ "${MM_ATTN:-0}" = 1 ] && "$dev/cuda_matmul_check" --attn 2>&1 | tee "$out/attn-bench.txt"
 fi
 
 if [ "$cmd" = ncu ]; then

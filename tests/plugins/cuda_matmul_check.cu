@@ -442,6 +442,7 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
 
 static void check_v10(void);
 static void check_v10_attn(void);
+static int run_attn_bench(void);
 static int run_check(void)
 {
     const int toks[] = {1, 3, 8, 9, 17, 33, 64};
@@ -728,6 +729,8 @@ int main(int argc, char **argv)
         return run_bench(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "--ncu"))
         return run_ncu();
+    if (argc > 1 && !strcmp(argv[1], "--attn"))
+        return run_attn_bench();
     return run_check();
 }
 
@@ -895,22 +898,68 @@ __global__ void k_fill_h(__half *p, int64_t n, uint64_t seed)
         p[i] = __float2half(urand(seed * 131 + (uint64_t)i));
 }
 
-static void check_v10_attn_one(int D, int n_head, int n_kv, int P, int merge_launch)
-{
-    const int nch = CUK_ATTN_MAX_CHUNKS, kv_dim = n_kv * D;
-    const int nblk = (P + CUK_KV_BLOCK - 1) / CUK_KV_BLOCK;
-    size_t block_halfs = (size_t)2 * CUK_KV_BLOCK * kv_dim;
+/* One token at position P - 1 of one sequence of P keys in a paged F16 cache (random K/V, blocks
+ * out of order), its query rows, and what cuk_attention_dec writes besides its outputs. */
+struct attn_fix {
+    int D, n_head, n_kv, P;
     __half *pool;
-    float *q, *partial, *out[4];
-    int8_t *xq[4];
-    float *xd[4];
+    float *q, *partial;
     unsigned *cnt;
     int32_t *btab, *tok_bt, *pos;
-    CK(cudaMalloc(&pool, nblk * block_halfs * 2));
-    CK(cudaMalloc(&q, (size_t)n_head * D * 4));
-    CK(cudaMalloc(&partial, (size_t)n_head * nch * (D + 2) * 4));
-    CK(cudaMalloc(&cnt, n_head * sizeof(unsigned)));
-    CK(cudaMemset(cnt, 0, n_head * sizeof(unsigned)));
+    struct cuk_kv kv;
+    struct cuk_rope r;
+};
+
+static void attn_fix_init(attn_fix &f, int D, int n_head, int n_kv, int P)
+{
+    f.D = D, f.n_head = n_head, f.n_kv = n_kv, f.P = P;
+    const int kv_dim = n_kv * D, nblk = (P + CUK_KV_BLOCK - 1) / CUK_KV_BLOCK;
+    const size_t block_halfs = (size_t)2 * CUK_KV_BLOCK * kv_dim;
+    CK(cudaMalloc(&f.pool, nblk * block_halfs * 2));
+    CK(cudaMalloc(&f.q, (size_t)n_head * D * 4));
+    CK(cudaMalloc(&f.partial, (size_t)n_head * CUK_ATTN_MAX_CHUNKS * (D + 2) * 4));
+    CK(cudaMalloc(&f.cnt, n_head * sizeof(unsigned)));
+    CK(cudaMemset(f.cnt, 0, n_head * sizeof(unsigned)));
+    std::vector<int32_t> tab(nblk);
+    for (int b = 0; b < nblk; b++)   /* blocks out of order */
+        tab[b] = (b * 7 + 3) % nblk;
+    int32_t zero = 0, p = P - 1;
+    CK(cudaMalloc(&f.btab, nblk * 4));
+    CK(cudaMalloc(&f.tok_bt, 4));
+    CK(cudaMalloc(&f.pos, 4));
+    CK(cudaMemcpy(f.btab, tab.data(), nblk * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(f.tok_bt, &zero, 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(f.pos, &p, 4, cudaMemcpyHostToDevice));
+    int64_t nh = (int64_t)nblk * block_halfs;
+    k_fill_h<<<(unsigned)((nh + 255) / 256), 256>>>(f.pool, nh, 4242 + D);
+    k_fill_f32<<<(unsigned)((n_head * D + 255) / 256), 256>>>(f.q, (int64_t)n_head * D, 77 + D);
+    CK(cudaGetLastError());
+    f.kv = {f.pool, block_halfs, 0, f.btab, f.tok_bt};
+    f.r = {};
+    f.r.kind = AARMD_ROPE_NONE;
+}
+
+/* cuk_attention_dec over the fixture, 32 key chunks; the chunks merged by the last block, or by
+ * the combine launch when merge_launch. */
+static void attn_fix_run(const attn_fix &f, cudaStream_t s, int merge_launch, float *out, int8_t *xq, float *xd)
+{
+    cuk_attention_dec(s, f.q, NULL, NULL, 0, &f.r, &f.kv, f.pos, 1, f.n_head, f.n_kv, f.D, 0.125f, 0.0f, 0,
+                      CUK_ATTN_MAX_CHUNKS, f.partial, merge_launch ? NULL : f.cnt, out, xq, xd);
+}
+
+static void attn_fix_free(attn_fix &f)
+{
+    cudaFree(f.pool); cudaFree(f.q); cudaFree(f.partial); cudaFree(f.cnt);
+    cudaFree(f.btab); cudaFree(f.tok_bt); cudaFree(f.pos);
+}
+
+static void check_v10_attn_one(int D, int n_head, int n_kv, int P, int merge_launch)
+{
+    attn_fix f;
+    attn_fix_init(f, D, n_head, n_kv, P);
+    float *out[4];
+    int8_t *xq[4];
+    float *xd[4];
     for (int v = 0; v < 4; v++) {
         CK(cudaMalloc(&out[v], (size_t)n_head * D * 4));
         CK(cudaMalloc(&xq[v], (size_t)n_head * D));
@@ -919,27 +968,9 @@ static void check_v10_attn_one(int D, int n_head, int n_kv, int P, int merge_lau
         CK(cudaMemset(xq[v], 0x7F, (size_t)n_head * D));
         CK(cudaMemset(xd[v], 0xFF, (size_t)n_head * D / 8));
     }
-    std::vector<int32_t> tab(nblk);
-    for (int b = 0; b < nblk; b++)   /* blocks out of order */
-        tab[b] = (b * 7 + 3) % nblk;
-    int32_t zero = 0, p = P - 1;
-    CK(cudaMalloc(&btab, nblk * 4));
-    CK(cudaMalloc(&tok_bt, 4));
-    CK(cudaMalloc(&pos, 4));
-    CK(cudaMemcpy(btab, tab.data(), nblk * 4, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(tok_bt, &zero, 4, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(pos, &p, 4, cudaMemcpyHostToDevice));
-    int64_t nh = (int64_t)nblk * block_halfs;
-    k_fill_h<<<(unsigned)((nh + 255) / 256), 256>>>(pool, nh, 4242 + D);
-    k_fill_f32<<<(unsigned)((n_head * D + 255) / 256), 256>>>(q, (int64_t)n_head * D, 77 + D);
-    CK(cudaGetLastError());
-    struct cuk_kv kv = {pool, block_halfs, 0, btab, tok_bt};
-    struct cuk_rope r = {};
-    r.kind = AARMD_ROPE_NONE;
     for (int v = 0; v < 4; v++) {   /* kb = v & 1, mb = v >> 1 */
         cuk_attn_dec_set(v & 1, v >> 1);
-        cuk_attention_dec(0, q, NULL, NULL, 0, &r, &kv, pos, 1, n_head, n_kv, D, 0.125f, 0.0f, 0, nch, partial,
-                          merge_launch ? NULL : cnt, out[v], xq[v], xd[v]);
+        attn_fix_run(f, 0, merge_launch, out[v], xq[v], xd[v]);
         CK(cudaGetLastError());
         CK(cudaDeviceSynchronize());
     }
@@ -949,16 +980,81 @@ static void check_v10_attn_one(int D, int n_head, int n_kv, int P, int merge_lau
         ok = ok && same_bits(out[v], out[0], (size_t)n_head * D * 4) && same_bits(xq[v], xq[0], (size_t)n_head * D) &&
              same_bits(xd[v], xd[0], (size_t)n_head * D / 8);
     std::vector<float> o = get(out[0], (size_t)n_head * D);
-    for (float f : o)
-        ok = ok && isfinite(f);   /* every element written (poisoned NaN before) */
+    for (float x : o)
+        ok = ok && isfinite(x);   /* every element written (poisoned NaN before) */
     if (!ok)
         n_fail++;
     printf("%s v10 attn_dec kb/mb D %3d heads %d/%d P %4d %s: %s\n", ok ? "OK  " : "FAIL", D, n_head, n_kv, P,
            merge_launch ? "combine launch" : "last-block merge", ok ? "bit-identical" : "differs");
-    cudaFree(pool); cudaFree(q); cudaFree(partial); cudaFree(cnt); cudaFree(btab); cudaFree(tok_bt); cudaFree(pos);
+    attn_fix_free(f);
     for (int v = 0; v < 4; v++) {
         cudaFree(out[v]); cudaFree(xq[v]); cudaFree(xd[v]);
     }
+}
+
+/*
+ * --attn: the one-token decode attention timed as a decode runs it: 30 launches captured in one
+ * graph (PDL on, the last block merging, wo's Q8 rows written), us per launch, median of 10
+ * replays, for the bench models' shapes at 128 / 512 / 2048 keys, with its keys and merge loads
+ * batched (the default) or one at a time.
+ */
+static int run_attn_bench(void)
+{
+    const struct { const char *name; int D, n_head, n_kv; } shapes[] = {
+        {"smollm2-135m", 64, 9, 3}, {"llama-1b", 64, 32, 8}, {"llama-8b", 128, 32, 8}};
+    cudaStream_t s;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cuk_set_tuning(2, 1);
+    for (const auto &sh : shapes) {
+        for (int P : {128, 512, 2048}) {
+            attn_fix f;
+            attn_fix_init(f, sh.D, sh.n_head, sh.n_kv, P);
+            float *out, *xd;
+            int8_t *xq;
+            CK(cudaMalloc(&out, (size_t)sh.n_head * sh.D * 4));
+            CK(cudaMalloc(&xq, (size_t)sh.n_head * sh.D));
+            CK(cudaMalloc(&xd, (size_t)sh.n_head * sh.D / 8));
+            printf("attn_dec %-13s D %3d heads %2d/%d keys %4d:", sh.name, sh.D, sh.n_head, sh.n_kv, P);
+            for (int v : {3, 0}) {   /* keys and merge batched (default), one at a time */
+                cuk_attn_dec_set(v & 1, v >> 1);
+                const int per = 30;
+                cudaGraph_t g;
+                cudaGraphExec_t ge;
+                CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+                for (int i = 0; i < per; i++)
+                    attn_fix_run(f, s, 0, out, xq, xd);
+                CK(cudaStreamEndCapture(s, &g));
+                CK(cudaGraphInstantiate(&ge, g, 0));
+                cudaEvent_t e0, e1;
+                CK(cudaEventCreate(&e0));
+                CK(cudaEventCreate(&e1));
+                std::vector<float> ms;
+                for (int r = 0; r < 12; r++) {
+                    CK(cudaEventRecord(e0, s));
+                    CK(cudaGraphLaunch(ge, s));
+                    CK(cudaEventRecord(e1, s));
+                    CK(cudaEventSynchronize(e1));
+                    float m = 0;
+                    CK(cudaEventElapsedTime(&m, e0, e1));
+                    if (r >= 2)
+                        ms.push_back(m);
+                }
+                CK(cudaGetLastError());
+                std::sort(ms.begin(), ms.end());
+                printf("  %s %6.2f us", v ? "batched" : "one-by-one", ms[ms.size() / 2] * 1000.0 / per);
+                cudaGraphExecDestroy(ge);
+                cudaGraphDestroy(g);
+                cudaEventDestroy(e0);
+                cudaEventDestroy(e1);
+            }
+            printf("\n");
+            cuk_attn_dec_set(-1, -1);
+            cudaFree(out); cudaFree(xq); cudaFree(xd);
+            attn_fix_free(f);
+        }
+    }
+    cudaStreamDestroy(s);
+    return 0;
 }
 
 static void check_v10_attn(void)
