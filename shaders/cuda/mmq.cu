@@ -219,10 +219,9 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     float *red = reinterpret_cast<float *>(sm);        /* [BM][RST] partial sums, after the ring is drained */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int rank = ks > 1 ? (int)(blockIdx.x % (unsigned)ks) : 0;
-    const int r0 = (int)(blockIdx.x / (unsigned)ks) * BM;
     const int nu = (n_items + V8_UI - 1) / V8_UI;
-    const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
+    const ksplit_part kp = ksplit_of(ks, BM, nu, kun);
+    const int rank = kp.rank, r0 = kp.r0, u0 = kp.u0, nst = kp.nst;
 
     /* stage i (unit u0 + i) into slot i % ns; weights are never written, so this may run
      * before pdl_enter */
@@ -515,10 +514,9 @@ k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const _
     float *red = reinterpret_cast<float *>(sm);   /* [BM][RST] partial sums, after the ring is drained */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int rank = ks > 1 ? (int)(blockIdx.x % (unsigned)ks) : 0;
-    const int r0 = (int)(blockIdx.x / (unsigned)ks) * BM;
     const int nu = n_items / V8_UI;
-    const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
+    const ksplit_part kp = ksplit_of(ks, BM, nu, kun);
+    const int rank = kp.rank, r0 = kp.r0, u0 = kp.u0, nst = kp.nst;
     const int rows = min(BM, n_out - r0);
 
     mb_ring_init<false>(full, empty, nullptr, ns, NC);

@@ -144,6 +144,21 @@ __device__ __forceinline__ void mb_init(uint64_t *b, uint32_t count)
 #endif
 }
 
+/* A block's share of a K-split GEMM (ks consecutive blocks per tile of bm output rows): its K slice
+ * rank, the tile's first row r0 and its units [u0, u0 + nst) of the nu units of K (kun a slice). */
+struct ksplit_part {
+    int rank, r0, u0, nst;
+};
+__device__ __forceinline__ ksplit_part ksplit_of(int ks, int bm, int nu, int kun)
+{
+    ksplit_part p;
+    p.rank = ks > 1 ? (int)(blockIdx.x % (unsigned)ks) : 0;
+    p.r0 = (int)(blockIdx.x / (unsigned)ks) * bm;
+    p.u0 = min(nu, p.rank * kun);
+    p.nst = min(nu, p.u0 + kun) - p.u0;
+    return p;
+}
+
 /* Thread 0 initializes a ring of ns stages: full[s] (one arrival plus the copies' bytes), empty[s]
  * (n_cons consumer warps) and, with READY, ready[s] (a warp's 32 lanes), fenced for the cluster;
  * then the block's barrier. Every thread calls it. */

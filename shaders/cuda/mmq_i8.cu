@@ -179,10 +179,9 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
     float *red = reinterpret_cast<float *>(sm);   /* [BM][RST] partial sums, after the ring is drained */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int rank = ks > 1 ? (int)(blockIdx.x % (unsigned)ks) : 0;
-    const int r0 = (int)(blockIdx.x / (unsigned)ks) * BM;
     const int nu = n_items / I8_UI, n_in = n_items * 32;
-    const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
+    const ksplit_part kp = ksplit_of(ks, BM, nu, kun);
+    const int rank = kp.rank, r0 = kp.r0, u0 = kp.u0, nst = kp.nst;
 
     mb_ring_init<true>(full, empty, ready, ns, NC);
 

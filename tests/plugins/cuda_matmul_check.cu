@@ -506,24 +506,16 @@ static int run_check(void)
 
 struct mat { int64_t n_in, n_out; const char *name; };
 
-/* times `reps` rounds of calls over `nb` rotating weight copies through a captured graph; us per call */
-static double time_calls(uint32_t type, std::vector<void *> &ws, int64_t n_in, int64_t n_out, const float *x,
-                         const void *xq, const float *xd, int nt, float *y, int q8)
+/* Captures `per` calls of launch(i) on s in one graph and replays it 12 times: the median
+ * replay, us per call (the first 2 replays left out). */
+template <class F>
+static double time_graph(cudaStream_t s, int per, F launch)
 {
-    static cudaStream_t s = NULL;   /* one stream for every call: the v9 GEMM keeps a scratch per stream */
-    if (!s)
-        CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    const int per = 24;
     cudaGraph_t g;
     cudaGraphExec_t ge;
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int i = 0; i < per; i++) {
-        void *w = ws[i % ws.size()];
-        if (q8)
-            cuk_matvec_q8(s, type, w, n_in, n_out, xq, xd, nt, y);
-        else
-            cuk_matmul(s, type, w, n_in, n_out, x, nt, y);
-    }
+    for (int i = 0; i < per; i++)
+        launch(i);
     CK(cudaStreamEndCapture(s, &g));
     CK(cudaGraphInstantiate(&ge, g, 0));
     cudaEvent_t e0, e1;
@@ -547,6 +539,22 @@ static double time_calls(uint32_t type, std::vector<void *> &ws, int64_t n_in, i
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     return ms[ms.size() / 2] * 1000.0 / per;
+}
+
+/* times `reps` rounds of calls over `nb` rotating weight copies through a captured graph; us per call */
+static double time_calls(uint32_t type, std::vector<void *> &ws, int64_t n_in, int64_t n_out, const float *x,
+                         const void *xq, const float *xd, int nt, float *y, int q8)
+{
+    static cudaStream_t s = NULL;   /* one stream for every call: the v9 GEMM keeps a scratch per stream */
+    if (!s)
+        CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return time_graph(s, 24, [&](int i) {
+        void *w = ws[i % ws.size()];
+        if (q8)
+            cuk_matvec_q8(s, type, w, n_in, n_out, xq, xd, nt, y);
+        else
+            cuk_matmul(s, type, w, n_in, n_out, x, nt, y);
+    });
 }
 
 /* MM_VARS="v9 i8 ...": the bench runs the variants named there alone (unset: all) */
@@ -1017,35 +1025,8 @@ static int run_attn_bench(void)
             printf("attn_dec %-13s D %3d heads %2d/%d keys %4d:", sh.name, sh.D, sh.n_head, sh.n_kv, P);
             for (int v : {3, 0}) {   /* keys and merge batched (default), one at a time */
                 cuk_attn_dec_set(v & 1, v >> 1);
-                const int per = 30;
-                cudaGraph_t g;
-                cudaGraphExec_t ge;
-                CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-                for (int i = 0; i < per; i++)
-                    attn_fix_run(f, s, 0, out, xq, xd);
-                CK(cudaStreamEndCapture(s, &g));
-                CK(cudaGraphInstantiate(&ge, g, 0));
-                cudaEvent_t e0, e1;
-                CK(cudaEventCreate(&e0));
-                CK(cudaEventCreate(&e1));
-                std::vector<float> ms;
-                for (int r = 0; r < 12; r++) {
-                    CK(cudaEventRecord(e0, s));
-                    CK(cudaGraphLaunch(ge, s));
-                    CK(cudaEventRecord(e1, s));
-                    CK(cudaEventSynchronize(e1));
-                    float m = 0;
-                    CK(cudaEventElapsedTime(&m, e0, e1));
-                    if (r >= 2)
-                        ms.push_back(m);
-                }
-                CK(cudaGetLastError());
-                std::sort(ms.begin(), ms.end());
-                printf("  %s %6.2f us", v ? "batched" : "one-by-one", ms[ms.size() / 2] * 1000.0 / per);
-                cudaGraphExecDestroy(ge);
-                cudaGraphDestroy(g);
-                cudaEventDestroy(e0);
-                cudaEventDestroy(e1);
+                const double us = time_graph(s, 30, [&](int) { attn_fix_run(f, s, 0, out, xq, xd); });
+                printf("  %s %6.2f us", v ? "batched" : "one-by-one", us);
             }
             printf("\n");
             cuk_attn_dec_set(-1, -1);
