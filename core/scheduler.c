@@ -693,6 +693,11 @@ static void run_step(struct aarmd_sched *s, const bool *cancel, const bool *paus
     }
     if (n == 0)
         return;
+    uint32_t n_want = 0;   /* the sampling threads wake while the step runs when they will be needed */
+    for (uint32_t i = 0; i < n; i++)
+        n_want += s->entries[i].want_logits;
+    if (n_want >= PARALLEL_SAMPLES)
+        aarmd_workers_prepare(s->workers);
     char err[512], msg[640];
     double t0 = mono_ms();
     int rc = aarmd_plugin_step(s->e->plugin, s->e->model, s->entries, n, err, sizeof err);

@@ -23,8 +23,15 @@ void aarmd_workers_free(struct aarmd_workers *w);   /* joins the threads; accept
 uint32_t aarmd_workers_count(const struct aarmd_workers *w);
 
 /* Calls fn(ctx, i) once for each i < n, spread over the threads, and returns
- * when all calls have returned. Each i runs on exactly one thread; the order
+ * when all calls have returned (it waits for calls, not for threads: a thread
+ * still waking up takes none). Each i runs on exactly one thread; the order
  * is unspecified. w NULL: runs inline. Not reentrant. */
 void aarmd_workers_run(struct aarmd_workers *w, uint32_t n, aarmd_work_fn fn, void *ctx);
+
+/* A run is coming soon (e.g. once the step whose results it takes returns):
+ * wakes the sleeping threads now, and each waits for it spinning (yielding
+ * the CPU now and then) for up to 20 ms before it sleeps again. Costs that
+ * CPU time; saves the run a thread wake-up. w NULL or one thread: nothing. */
+void aarmd_workers_prepare(struct aarmd_workers *w);
 
 #endif /* AARMD_WORKERS_H */

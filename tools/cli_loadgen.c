@@ -1,8 +1,8 @@
 /*
  * cli_loadgen.c — `aarmd-cli loadgen`: SSE clients on one libevent loop post
  * /execute requests to a running worker, either closed loop (N clients, M
- * requests in total) or open loop (Poisson arrivals at R requests/s for S
- * seconds), and report throughput, time to first token, inter-token latency
+ * requests in total, or back to back for S seconds) or open loop (Poisson
+ * arrivals at R requests/s for S seconds), and report throughput, time to first token, inter-token latency
  * and errors by code, as text or one JSON object. It measures a server; it
  * does not start one. How each number is counted: usage() and docs/PERFORMANCE.md
  * ("How loadgen counts").
@@ -36,7 +36,9 @@ struct lg_opts {
     uint32_t clients, requests, max_tokens;
     bool have_clients, have_requests;
     double rate;                /* open loop when > 0: requests per second */
-    double duration_s;          /* open loop: arrivals stop after this */
+    double duration_s;          /* open loop: arrivals stop after this; closed loop: no request is sent after it */
+    double settle_s;            /* timed closed loop: sustained_tokens_s counts tokens from here to duration_s */
+    bool have_duration, have_settle;
     double ramp_s;              /* closed loop: client i starts at i * ramp_s / clients */
     bool have_ramp;
     uint32_t warmup;            /* the first `warmup` finished requests are left out */
@@ -73,6 +75,10 @@ struct lg_client;
 struct lg {
     struct lg_opts o;
     bool open_loop;
+    bool timed;                 /* closed loop for --duration seconds */
+    double t_stop;              /* timed: no request is sent from here (ms, now_ms() clock) */
+    double win_lo, win_hi;      /* timed: tokens read in [win_lo, win_hi) are sustained_tokens */
+    uint64_t win_tokens;
     struct event_base *base;
     char host[256];
     int port;
@@ -265,6 +271,8 @@ static void parse_events(struct lg_client *c, double t)
             }
             c->t_last_token = t;
             c->tokens++;
+            if (t >= g->win_lo && t < g->win_hi)
+                g->win_tokens++;
         } else if (!strncmp(ev, "event: started\n", 15)) {
             const char *data = strstr(ev, "\ndata: ");
             struct json_object *j = data ? json_tokener_parse(data + 7) : NULL;
@@ -403,6 +411,14 @@ static void done_cb(struct evhttp_request *req, void *arg)
         open_next(c);
         return;
     }
+    if (g->timed) {   /* back to back until t_stop (and --requests, when given); then drain */
+        double t = now_ms();
+        if (t < g->t_stop && !g->oom && (!g->o.have_requests || g->issued + g->ramp_pending < g->o.requests))
+            issue(c, t);
+        else if (g->in_flight == 0 && g->ramp_pending == 0)
+            finish_run(g);
+        return;
+    }
     if (g->finished == g->o.requests) {
         finish_run(g);
         return;
@@ -499,7 +515,13 @@ static void ramp_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct lg_client *c = arg;
-    c->g->ramp_pending--;
+    struct lg *g = c->g;
+    g->ramp_pending--;
+    if (g->timed && now_ms() >= g->t_stop) {   /* a loaded event loop ran late: the run is over */
+        if (g->in_flight == 0 && g->ramp_pending == 0)
+            finish_run(g);
+        return;
+    }
     issue(c, now_ms());
 }
 
@@ -529,11 +551,17 @@ static int usage(FILE *f)
 {
     fprintf(f,
             "usage: aarmd-cli loadgen --url http://HOST:PORT --max-tokens K\n"
-            "                         (--clients N --requests M [--ramp S] | --rate R --duration S [--seed X])\n"
+            "                         (--clients N (--requests M | --duration S [--settle W]) [--ramp S] |\n"
+            "                          --rate R --duration S [--seed X])\n"
             "                         [--prompt TEXT | --prompt-file FILE | --prompt-tokens T] [--warmup W]\n"
             "                         [--temperature T] [--timeout S] [--api-token TOKEN] [--json]\n"
             "  Closed loop: N concurrent SSE clients post M /execute requests in total;\n"
             "  --ramp S: client i sends its first request at i*S/N seconds (default 0: all at once).\n"
+            "  Timed closed loop (--clients N --duration S): each client sends its next request as\n"
+            "  soon as one ends, until S seconds from the start (--requests M, if given, caps the\n"
+            "  total); requests in flight then finish. sustained_tokens_s: tokens read from W\n"
+            "  seconds (--settle, default S/4) to S, over S - W: the rate while N streams are\n"
+            "  kept busy, prefill included.\n"
             "  Open loop (--rate): Poisson arrivals at R requests/s (seeded by --seed, default 1)\n"
             "  for S seconds, then waits for the requests in flight; --clients caps the\n"
             "  connections at once (default %u; later arrivals queue and their time to first\n"
@@ -589,7 +617,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
     memset(o, 0, sizeof *o);
     o->timeout_s = 60;
     o->seed = 1;
-    bool have_max = false, have_duration = false;
+    bool have_max = false, have_duration = false;   /* have_duration: o->have_duration once parsed */
     int n_prompt_flags = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -646,6 +674,10 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
             if (parse_num(a, v, 0, false, 86400, &o->duration_s))
                 return -1;
             have_duration = true;
+        } else if (!strcmp(a, "--settle")) {
+            if (parse_num(a, v, 0, true, 86400, &o->settle_s))
+                return -1;
+            o->have_settle = true;
         } else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -681,17 +713,38 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
                             "open loop spreads its arrivals by --rate\n");
             return -1;
         }
+        if (o->have_settle) {
+            fprintf(stderr, "aarmd-cli loadgen: --settle is for a timed closed loop (--clients N --duration S)\n");
+            return -1;
+        }
         if (!o->have_clients)
             o->clients = LG_OPEN_MAX_CONNS;
-    } else if (have_duration || o->have_seed) {
-        fprintf(stderr, "aarmd-cli loadgen: %s is for open loop: it needs --rate\n",
-                have_duration ? "--duration" : "--seed");
+    } else if (o->have_seed) {
+        fprintf(stderr, "aarmd-cli loadgen: --seed is for open loop: it needs --rate\n");
+        return -1;
+    } else if (have_duration) {
+        if (!o->url || !o->have_clients || !have_max) {
+            fprintf(stderr, "aarmd-cli loadgen: a timed closed loop (--duration without --rate) needs --url, "
+                            "--clients and --max-tokens\n");
+            return -1;
+        }
+        if (!o->have_settle)
+            o->settle_s = o->duration_s / 4;
+        if (o->settle_s >= o->duration_s || o->ramp_s >= o->duration_s) {
+            fprintf(stderr, "aarmd-cli loadgen: --%s %g must be less than --duration %g\n",
+                    o->settle_s >= o->duration_s ? "settle" : "ramp",
+                    o->settle_s >= o->duration_s ? o->settle_s : o->ramp_s, o->duration_s);
+            return -1;
+        }
+    } else if (o->have_settle) {
+        fprintf(stderr, "aarmd-cli loadgen: --settle is for a timed closed loop (--clients N --duration S)\n");
         return -1;
     } else if (!o->url || !o->have_clients || !o->have_requests || !have_max) {
         fprintf(stderr, "aarmd-cli loadgen: --url, --clients, --requests and --max-tokens are required "
                         "(open loop: --url, --rate, --duration and --max-tokens)\n");
         return -1;
     }
+    o->have_duration = have_duration;
     if (o->have_requests && o->warmup >= o->requests) {
         fprintf(stderr, "aarmd-cli loadgen: --warmup %" PRIu32 " leaves nothing to measure: it must be less "
                         "than --requests %" PRIu32 "\n", o->warmup, o->requests);
@@ -857,10 +910,13 @@ static void report_text(const struct lg *g, const struct lg_summary *m)
                g->o.rate, g->o.duration_s, g->o.seed, g->o.clients);
         printf("arrivals      %" PRIu32 " (%.1f/s offered)\n", g->issued, (double)g->issued / g->o.duration_s);
     } else {
+        char timed[64] = "";
+        if (g->timed)
+            snprintf(timed, sizeof timed, ", %g s (settle %g s)", g->o.duration_s, g->o.settle_s);
         if (g->o.ramp_s > 0)
-            printf("mode          closed loop, ramp %g s\n", g->o.ramp_s);
+            printf("mode          closed loop%s, ramp %g s\n", timed, g->o.ramp_s);
         else
-            printf("mode          closed loop\n");
+            printf("mode          closed loop%s\n", timed);
         printf("clients       %" PRIu32 "\n", g->o.clients);
     }
     if (g->o.warmup)
@@ -874,6 +930,10 @@ static void report_text(const struct lg *g, const struct lg_summary *m)
     printf("tokens_s      %.1f\n", (double)g->tokens / secs);
     printf("decode_tokens_s %.1f (%" PRIu64 " tokens after the first of each stream, %.3f s with a stream decoding)\n",
            m->decode_tokens_s, g->decode_tokens, m->decode_s);
+    if (g->timed)
+        printf("sustained_tokens_s %.1f (%" PRIu64 " tokens read from %g s to %g s)\n",
+               (double)g->win_tokens / (g->o.duration_s - g->o.settle_s), g->win_tokens, g->o.settle_s,
+               g->o.duration_s);
     printf("per_stream_decode_tokens_s p50 %.1f (of %zu streams)\n", percentile(&g->stream_rate, 50), g->stream_rate.n);
     printf("prompt_tokens mean %.1f (n %" PRIu64 ")\n",
            g->n_started ? (double)g->prompt_tokens / (double)g->n_started : 0.0, g->n_started);
@@ -914,6 +974,13 @@ static void report_json(const struct lg *g, const struct lg_summary *m)
         json_object_object_add(o, "seed", json_object_new_uint64(g->o.seed));
     } else {
         json_object_object_add(o, "ramp", json_object_new_double(g->o.ramp_s));
+        if (g->timed) {
+            json_object_object_add(o, "duration", json_object_new_double(g->o.duration_s));
+            json_object_object_add(o, "settle", json_object_new_double(g->o.settle_s));
+            json_object_object_add(o, "sustained_tokens", json_object_new_int64((int64_t)g->win_tokens));
+            json_object_object_add(o, "sustained_tokens_s",
+                                   json_object_new_double((double)g->win_tokens / (g->o.duration_s - g->o.settle_s)));
+        }
     }
     json_object_object_add(warm, "requests", json_object_new_int64(g->warm));
     json_object_object_add(warm, "ok", json_object_new_int64(g->warm_ok));
@@ -953,6 +1020,7 @@ int aarmd_cli_loadgen(int argc, char **argv)
     if (rc != 0)
         return usage(rc > 0 ? stdout : stderr);
     g.open_loop = g.o.rate > 0;
+    g.timed = !g.open_loop && g.o.have_duration;
     g.t_first_measured = HUGE_VAL;
     struct evhttp_uri *uri = evhttp_uri_parse(g.o.url);
     const char *scheme = uri ? evhttp_uri_get_scheme(uri) : NULL;
@@ -986,7 +1054,9 @@ int aarmd_cli_loadgen(int argc, char **argv)
     if (!prompts || !prompts[0] || make_bodies(&g, prompts, n_prompts))
         goto out;
     g.base = event_base_new();
-    g.n_clients = g.open_loop ? g.o.clients : g.o.clients < g.o.requests ? g.o.clients : g.o.requests;
+    g.n_clients = g.open_loop || (g.timed && !g.o.have_requests) ? g.o.clients
+                  : g.o.clients < g.o.requests                   ? g.o.clients
+                                                                 : g.o.requests;
     g.clients = calloc(g.n_clients, sizeof *g.clients);
     g.idle = calloc(g.n_clients, sizeof *g.idle);
     if (!g.base || !g.clients || !g.idle)
@@ -1011,9 +1081,14 @@ int aarmd_cli_loadgen(int argc, char **argv)
         if (g.t_end == 0)
             event_base_dispatch(g.base);
     } else {
+        if (g.timed) {
+            g.t_stop = g.t_start + g.o.duration_s * 1e3;
+            g.win_lo = g.t_start + g.o.settle_s * 1e3;
+            g.win_hi = g.t_stop;
+        }
         if (start_closed(&g))
             goto out;
-        if (g.finished < g.o.requests)
+        if (g.t_end == 0 && (g.timed || g.finished < g.o.requests))
             event_base_dispatch(g.base);
     }
     if (g.t_end == 0)

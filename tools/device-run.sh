@@ -242,11 +242,15 @@ if [ "$cmd" = serve ]; then
         for n in ${STREAMS:-1 8 32 64}; do
             # burst: n clients at once, one request each (prompts prefilled, then decoded together:
             # decode_tokens_s is what llama.cpp's batched bench calls S_TG); steady: clients started
-            # over RAMP_S seconds, ROUNDS requests each, the first n left out (TTFT of a loaded server)
+            # over RAMP_S seconds, ROUNDS requests each, the first n left out (TTFT of a loaded server);
+            # sustained: back to back for SUST_S seconds, tokens counted from SETTLE_S on (n streams kept busy)
             for mode in ${LOADGEN_MODES:-burst steady}; do
-                echo "== $variant $mode $n streams" | tee -a "$out/serve.txt"
-                if [ "$mode" = burst ]; then lo="--requests $n"
-                else lo="--requests $((n * ${ROUNDS:-4})) --ramp ${RAMP_S:-1} --warmup $n"; fi
+                echo "== $variant $mode $n streams ${SERVE_OPTS:-}" | tee -a "$out/serve.txt"
+                case "$mode" in
+                burst) lo="--requests $n" ;;
+                sustained) lo="--duration ${SUST_S:-10} --settle ${SETTLE_S:-3} --ramp ${RAMP_S:-1} --warmup $n" ;;
+                *) lo="--requests $((n * ${ROUNDS:-4})) --ramp ${RAMP_S:-1} --warmup $n" ;;
+                esac
                 "$cli" loadgen --url "http://127.0.0.1:$port" --clients "$n" $lo \
                     --max-tokens 128 --prompt-tokens 512 2>&1 | tee -a "$out/serve.txt"
                 curl -s "http://127.0.0.1:$port/metrics" |

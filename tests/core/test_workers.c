@@ -1,4 +1,5 @@
-/* test_workers.c — core/workers.c: every index once, on several threads, many rounds, inline modes. */
+/* test_workers.c — core/workers.c: every index once, on several threads, many rounds, inline modes,
+ * prepared rounds and rounds whose helpers are asleep or still spinning. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -105,5 +106,53 @@ Test(workers, free_without_a_round)
     char err[128];
     struct aarmd_workers *w = aarmd_workers_new(8, err, sizeof err);
     cr_assert_not_null(w, "%s", err);
+    aarmd_workers_free(w);
+}
+
+/* prepare before some rounds and not others, with pauses longer and shorter than a
+ * helper's spin: helpers asleep, woken early or still spinning all leave every index once */
+Test(workers, prepared_and_unprepared_rounds)
+{
+    char err[128];
+    struct aarmd_workers *w = aarmd_workers_new(4, err, sizeof err);
+    cr_assert_not_null(w, "%s", err);
+    static struct tally t;
+    for (t.round = 0; t.round < 60; t.round++) {
+        if (t.round % 3 != 2)
+            aarmd_workers_prepare(w);
+        if (t.round % 10 == 9)
+            usleep(25000);   /* past the spin: helpers back asleep */
+        else if (t.round % 2)
+            usleep(300);
+        check_round(w, &t, (uint32_t)(t.round * 37 % 200));
+    }
+    aarmd_workers_prepare(w);   /* a prepare with no run after it: free still joins */
+    aarmd_workers_free(w);
+    aarmd_workers_prepare(NULL);
+    struct aarmd_workers *one = aarmd_workers_new(1, err, sizeof err);
+    aarmd_workers_prepare(one);   /* no helper: nothing to wake */
+    check_round(one, &t, 10);
+    aarmd_workers_free(one);
+}
+
+/* run waits for the calls, not for the threads: with helpers asleep, a round of
+ * slow items still has every index once, and a prepared round of slow items is
+ * shared with the helpers (they were awake when it came) */
+Test(workers, prepared_round_is_shared)
+{
+    char err[128];
+    struct aarmd_workers *w = aarmd_workers_new(3, err, sizeof err);
+    cr_assert_not_null(w, "%s", err);
+    pthread_t who[48];
+    memset(who, 0, sizeof who);
+    aarmd_workers_prepare(w);
+    usleep(2000);
+    aarmd_workers_run(w, 48, slow, who);
+    int others = 0;
+    for (int i = 0; i < 48; i++) {
+        cr_assert(!pthread_equal(who[i], (pthread_t)0) || i < 0, "index %d did not run", i);
+        others += !pthread_equal(who[i], pthread_self());
+    }
+    cr_assert_gt(others, 0, "every item ran on the calling thread");
     aarmd_workers_free(w);
 }

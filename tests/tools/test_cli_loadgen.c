@@ -66,7 +66,15 @@ Test(cli_loadgen, usage_errors_exit_2)
         {"--url http://h --rate nan --duration 1 --max-tokens 1", "--rate must be a number"},
         {"--url http://h --rate 5 --max-tokens 1", "open loop (--rate) needs --url, --duration and --max-tokens"},
         {"--url http://h --rate 5 --duration 0 --max-tokens 1", "--duration must be a number in >0..86400"},
-        {"--url http://h --clients 1 --requests 1 --max-tokens 1 --duration 3", "--duration is for open loop: it needs --rate"},
+        {"--url http://h --duration 3 --max-tokens 1",
+         "a timed closed loop (--duration without --rate) needs --url, --clients and --max-tokens"},
+        {"--url http://h --clients 2 --duration 3 --max-tokens 1 --settle 3", "--settle 3 must be less than --duration 3"},
+        {"--url http://h --clients 2 --duration 3 --max-tokens 1 --ramp 4", "--ramp 4 must be less than --duration 3"},
+        {"--url http://h --clients 2 --duration 3 --max-tokens 1 --settle -1", "--settle must be a number in 0..86400"},
+        {"--url http://h --clients 2 --duration 3 --max-tokens 1 --seed 1", "--seed is for open loop: it needs --rate"},
+        {"--url http://h --clients 2 --requests 4 --max-tokens 1 --settle 1",
+         "--settle is for a timed closed loop (--clients N --duration S)"},
+        {"--url http://h --rate 5 --duration 3 --max-tokens 1 --settle 1", "--settle is for a timed closed loop"},
         {"--url http://h --clients 1 --requests 1 --max-tokens 1 --seed 3", "--seed is for open loop: it needs --rate"},
         {"--url http://h --rate 5 --duration 1 --max-tokens 1 --seed -1", "--seed must be a non-negative integer (got '-1')"},
         {"--url http://h --rate 5 --duration 1 --max-tokens 1 --clients 0", "--clients must be an integer in 1..10000"},
@@ -112,7 +120,9 @@ Test(cli_loadgen, usage_errors_exit_2)
     const char *documented[] = {"--ramp S: client i sends its first request at i*S/N seconds",
                                 "--warmup W: the first W requests to finish are left out",
                                 "decode_tokens_s: sum over successful requests of (tokens - 1)",
-                                "per_stream_decode_tokens_s p50"};
+                                "per_stream_decode_tokens_s p50",
+                                "Timed closed loop (--clients N --duration S)",
+                                "sustained_tokens_s: tokens read from W"};
     for (size_t i = 0; i < sizeof documented / sizeof documented[0]; i++)
         cr_assert(strstr(r.out, documented[i]), "want '%s' in:\n%s", documented[i], r.out);
     cli_run_free(&r);
@@ -455,4 +465,42 @@ Test(cli_loadgen, warmup_leaves_out_the_first_requests)
     struct hx_http *m = hx_fetch(port, "GET", "/metrics", NULL, NULL);
     cr_assert_eq(hx_metric(hx_http_body(m), "worker_requests_total", "outcome=\"success\""), 3 + 3 + 3);
     hx_http_close(m);
+}
+
+/* Timed closed loop: two clients send requests back to back for 1.5 s
+ * (mock steps of STEP_MS, 2 streams a step): many more requests than
+ * clients, every one ends, the run lasts the duration plus the tail, and
+ * sustained_tokens_s is the window's tokens over its 1 s, close to the two
+ * streams' decode rate (prefill steps and request gaps make it lower). */
+Test(cli_loadgen, timed_closed_loop_sustained_rate)
+{
+    struct hx_proc *p = hx_start("--max-jobs", "4", "--backend-opt", "delay_ms=20", NULL);
+    struct json_object *j = closed_json(hx_port(p), "--clients 2 --duration 1.5 --settle 0.5 --max-tokens 6");
+    int64_t n = hx_jint(j, "requests");
+    cr_assert_gt(n, 6, "2 clients x 1.5 s of ~7-step requests: %lld requests", (long long)n);
+    cr_assert_eq(hx_jint(j, "ok"), n);
+    cr_assert_eq(hx_jint(j, "tokens"), 6 * n);
+    cr_assert_eq(jnum(j, "duration", NULL), 1.5);
+    cr_assert_eq(jnum(j, "settle", NULL), 0.5);
+    cr_assert_geq(jnum(j, "duration_s", NULL), 1.5);
+    int64_t w = hx_jint(j, "sustained_tokens");
+    double ws = jnum(j, "sustained_tokens_s", NULL);
+    cr_assert(w > 0 && w < hx_jint(j, "tokens"), "window tokens %lld of %lld", (long long)w,
+              (long long)hx_jint(j, "tokens"));
+    cr_assert_float_eq(ws, (double)w / 1.0, 1e-9);
+    cr_assert(ws >= 0.4 * 2 * 1e3 / STEP_MS && ws <= 1.25 * 2 * 1e3 / STEP_MS, "sustained %.1f tok/s", ws);
+    json_object_put(j);
+    struct hx_http *m = hx_fetch(hx_port(p), "GET", "/metrics", NULL, NULL);
+    cr_assert_eq(hx_metric(hx_http_body(m), "worker_requests_total", "outcome=\"success\""), n);
+    hx_http_close(m);
+    /* --requests caps a timed run: 3 requests, long before 30 s; the text report names the window */
+    char args[256];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 2 --requests 3 --duration 30 --max-tokens 4",
+             hx_port(p));
+    struct cli_run r = loadgen(args);
+    cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "mode          closed loop, 30 s (settle 7.5 s)"), "%s", r.out);
+    cr_assert(strstr(r.out, "requests      3 (ok 3, failed 0)"), "%s", r.out);
+    cr_assert(strstr(r.out, "sustained_tokens_s 0.0 (0 tokens read from 7.5 s to 30 s)"), "%s", r.out);
+    cli_run_free(&r);
 }
