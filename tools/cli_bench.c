@@ -22,11 +22,13 @@
 static const char bench_help[] =
     "usage: aarmd-cli bench BACKEND [--model FILE.gguf | --shape S --type T] [--pp|-p N] [--tg|-n N]\n"
     "                       [--reps|-r R] [--bw GBPS|host] [--json] [--backend-opt k=v ...]\n"
-    "                       [--plugin-dir DIR] [--device N] [--seqs N[,N...]]\n"
+    "                       [--plugin-dir DIR] [--device N] [--seqs N[,N...]] [--tg-fresh]\n"
     "       (also: aarmd-cli bench --backend BACKEND --model FILE ...)\n"
     "\n"
     "Times a prefill of N tokens (pp, default 512) and N single-token decodes after\n"
     "it (tg, default 128) at batch 1 and prints tokens/s (best of --reps, default 3).\n"
+    "--tg-fresh: the decodes start from an empty sequence instead (llama-bench's tg test:\n"
+    "its keys are the decoded tokens alone), timed apart from the prefill.\n"
     "--shape builds a llama-architecture model in memory with filler weights of type T\n"
     "(F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K):\n"
     "  smollm2-135m  576 x 30 layers, 9/3 heads, ff 1536, vocab 49152, tied\n"
@@ -481,7 +483,7 @@ int aarmd_cli_bench(int argc, char **argv)
     long seq_list[BENCH_MAX_SEQ_LIST];
     int n_seq_list = 0;
     double bw = 0.0;
-    int bw_host = 0, json = 0;
+    int bw_host = 0, json = 0, tg_fresh = 0;
     double *pp_rate = NULL, *tg_rate = NULL;
     int status = 2;
     struct aarmd_opt *opts = calloc((size_t)argc + 1, sizeof *opts);
@@ -511,6 +513,10 @@ int aarmd_cli_bench(int argc, char **argv)
         }
         if (!strcmp(a, "--json")) {
             json = 1;
+            continue;
+        }
+        if (!strcmp(a, "--tg-fresh")) {
+            tg_fresh = 1;
             continue;
         }
         if (a[0] != '-') {
@@ -567,6 +573,10 @@ int aarmd_cli_bench(int argc, char **argv)
             fprintf(stderr, "bench: %s %s: bad value\n", a, v);
             goto out;
         }
+    }
+    if (tg_fresh && n_seq_list) {
+        fprintf(stderr, "bench: --tg-fresh is for the batch-1 test, not --seqs (whose streams decode after their prompts)\n");
+        goto out;
     }
     if (!target || (!model_path && !shape_name) || (model_path && shape_name)) {
         fprintf(stderr, "bench: need BACKEND and one of --model or --shape\n%s", bench_help);
@@ -655,6 +665,12 @@ int aarmd_cli_bench(int argc, char **argv)
             goto out;
         }
         double b = now_s();
+        if (tg_fresh && aarmd_plugin_seq_truncate(p, seq, 0, err, sizeof err) != AARMD_OK) {
+            fprintf(stderr, "bench: truncate: %s\n", err);
+            goto out;
+        }
+        if (tg_fresh)
+            b = now_s();
         for (long i = 0; i < tg; i++) {
             int32_t tok = (int32_t)((i * 31 + 7) % desc->n_vocab);
             struct aarmd_batch_entry d1 = {.seq = seq, .tokens = &tok, .n_tokens = 1, .want_logits = 1,
@@ -675,7 +691,8 @@ int aarmd_cli_bench(int argc, char **argv)
         }
     }
     uint32_t kv_dim = desc->n_head_kv * desc->head_dim;
-    double kv_per_tok = (double)desc->n_layer * kv_dim * 2.0 * 2.0 * ((double)pp + (double)tg / 2.0);   /* F16 K+V */
+    double ctx_mean = (tg_fresh ? 0.0 : (double)pp) + (double)tg / 2.0;   /* keys a decode reads, on average */
+    double kv_per_tok = (double)desc->n_layer * kv_dim * 2.0 * 2.0 * ctx_mean;   /* F16 K+V */
     double pp_mean, pp_sd, tg_mean, tg_sd;
     mean_sd(pp_rate, reps, &pp_mean, &pp_sd);
     mean_sd(tg_rate, reps, &tg_mean, &tg_sd);
@@ -687,9 +704,10 @@ int aarmd_cli_bench(int argc, char **argv)
         printf("\",\"type\":\"%s\",\"weight_bytes\":%" PRIu64
                ",\"load_ms\":%.3f,\"reps\":%ld,"
                "\"pp\":{\"n\":%ld,\"best_tok_s\":%.3f,\"mean_tok_s\":%.3f,\"sd_tok_s\":%.3f},"
-               "\"tg\":{\"n\":%ld,\"best_tok_s\":%.3f,\"mean_tok_s\":%.3f,\"sd_tok_s\":%.3f}",
+               "\"tg\":{\"n\":%ld,\"fresh\":%s,\"best_tok_s\":%.3f,\"mean_tok_s\":%.3f,\"sd_tok_s\":%.3f}",
                shape_name ? type_name : "file", wbytes, t_load * 1e3, reps,
-               pp, (double)pp / best_pp, pp_mean, pp_sd, tg, tg > 0 ? (double)tg / best_tg : 0.0, tg_mean, tg_sd);
+               pp, (double)pp / best_pp, pp_mean, pp_sd, tg, tg_fresh ? "true" : "false",
+               tg > 0 ? (double)tg / best_tg : 0.0, tg_mean, tg_sd);
     } else {
         printf("bench backend=%s model=%s type=%s weights=%.3f GB load=%.2f s (%.1f ms)\n", target,
                desc->name ? desc->name : "?", shape_name ? type_name : "file", (double)wbytes / 1e9, t_load,
@@ -701,8 +719,8 @@ int aarmd_cli_bench(int argc, char **argv)
     if (tg > 0) {
         double ms = best_tg * 1e3 / (double)tg;
         if (!json)
-            printf("  tg%-6ld %12.1f %14.1f %14.1f   (best %.3f ms/token)\n", tg, (double)tg / best_tg, tg_mean, tg_sd,
-                   ms);
+            printf("  tg%-6ld %12.1f %14.1f %14.1f   (best %.3f ms/token%s)\n", tg, (double)tg / best_tg, tg_mean, tg_sd,
+                   ms, tg_fresh ? ", from an empty context" : "");
         if (bw > 0.0) {
             /* roofline: bytes read per token (an untied token_embd is read one row at a time, so not
              * counted) over the copy bandwidth (bytes read + written per second) */

@@ -724,6 +724,18 @@ static int attn_merge_batch(void)
     return attn_dec_mb >= 0 ? attn_dec_mb : env;
 }
 
+/* AARMD_CUDA_DEC_PF=0: the batched decode attention loads its first keys after the wait, as v10 (else
+ * before it, for head_dim <= 64: docs/cuda-notes.md v11-lead) */
+static int attn_prefetch(void)
+{
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("AARMD_CUDA_DEC_PF");
+        env = !(e && *e && atoi(e) == 0);
+    }
+    return env;
+}
+
 /* AARMD_CUDA_DEC_KB=1: the decode attention's keys one at a time (else batched) */
 static int attn_keys_batch(void)
 {
@@ -773,9 +785,11 @@ extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok
  * the launch reads that cache row, so there is no race). rope == 0: q, k
  * already rotated and stored (k_rope_store). cnt != NULL ([n_tok*n_head],
  * zero at launch, left zero): the last block of each (token, head) to finish
- * merges the chunks into out (+ Q8 rows): no combine launch.
+ * merges the chunks into out (+ Q8 rows): no combine launch. PF: the warp's
+ * first KB keys (but the token's own) are loaded before the wait, so their
+ * round trip overlaps the previous kernel (earlier steps wrote those rows).
  */
-template <int NPL, int KB, bool MB>
+template <int NPL, int KB, bool MB, bool PF>
 __global__ void __launch_bounds__(ATTN_WARPS * WARP, 8)
 k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, int rope,
            struct cuk_rope r, struct cuk_kv kv, const int32_t *pos, int n_head, int group, int D, int kv_dim,
@@ -800,10 +814,33 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
     if (rot)
         for (int i = threadIdx.x; i < half; i += blockDim.x)
             rope_cs(r, p, i, &rc[i], &rs[i]);
-    pdl_enter();
     int kvh = h / group;
-    const int32_t *tab = kv.btab + kv.tok_bt[t];
+    const int32_t *tab = kv.btab + kv.tok_bt[t];   /* step upload, as pos */
     const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
+    /* key jj of this warp's batch slot b into kk[b], vv[b]: the token's own (rope) from kh/vh */
+    __half kk[KB][NPL], vv[KB][NPL];
+    auto load_key = [&](int b, int32_t jj) {
+        const __half *kp = kh, *vp = vh;
+        if (!rope || jj != p) {
+            size_t kro = kv_row(kv, tab, jj, kv_dim, 0);
+            kp = pool + kro;
+            vp = kp + (size_t)CUK_KV_BLOCK * kv_dim;
+        }
+#pragma unroll
+        for (int i = 0; i < NPL; i++) {
+            int d = lane + WARP * i;
+            kk[b][i] = d < D ? kp[d] : __float2half_rn(0.0f);
+            vv[b][i] = d < D ? vp[d] : __float2half_rn(0.0f);
+        }
+    };
+    const int32_t j1 = a + wid;   /* the warp's first key */
+    if (PF) {   /* v11: the first batch's keys before the wait, but the token's own (this launch's) */
+#pragma unroll
+        for (int b = 0; b < KB; b++)
+            if (j1 + b * ATTN_WARPS < e && j1 + b * ATTN_WARPS != p)
+                load_key(b, j1 + b * ATTN_WARPS);
+    }
+    pdl_enter();
     const float *qr = q + ((size_t)t * n_head + h) * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         sq[d] = qr[d];
@@ -848,25 +885,12 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
     float m = -INFINITY, sum = 0.0f;
     /* a warp's keys j = a + wid + 4 i in order, KB at a time: every K/V (and block-table) load of a
      * batch is issued before the first key's dot, so a warp waits for memory about once per batch */
-    for (int32_t j = a + wid; j < e; j += ATTN_WARPS * KB) {
-        __half kk[KB][NPL], vv[KB][NPL];
+    for (int32_t j = j1; j < e; j += ATTN_WARPS * KB) {
 #pragma unroll
         for (int b = 0; b < KB; b++) {
             int32_t jj = j + b * ATTN_WARPS;
-            if (jj < e) {
-                const __half *kp = kh, *vp = vh;
-                if (!rope || jj != p) {
-                    size_t kro = kv_row(kv, tab, jj, kv_dim, 0);
-                    kp = pool + kro;
-                    vp = kp + (size_t)CUK_KV_BLOCK * kv_dim;
-                }
-#pragma unroll
-                for (int i = 0; i < NPL; i++) {
-                    int d = lane + WARP * i;
-                    kk[b][i] = d < D ? kp[d] : __float2half_rn(0.0f);
-                    vv[b][i] = d < D ? vp[d] : __float2half_rn(0.0f);
-                }
-            }
+            if (jj < e && (!PF || j != j1 || jj == p))   /* PF: the first batch is in, but the own key */
+                load_key(b, jj);
         }
 #pragma unroll
         for (int b = 0; b < KB; b++)
@@ -965,20 +989,20 @@ extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k
     dim3 grid((unsigned)n_head, (unsigned)n_tok, (unsigned)n_chunks);
     /* dims per lane (D / 32 rounded up to 1, 2, 4, 8), keys a warp loads at once and the merge's
      * loads (v10: attn_keys_batch, attn_merge_batch) */
-    const int one = !attn_keys_batch();
+    const int one = !attn_keys_batch(), pf = attn_prefetch();
     const bool mb = attn_merge_batch();
-#define ATTN_DEC(NPL_, KB_)                                                                               \
-    pdl_launch(mb ? k_attn_dec<NPL_, KB_, true> : k_attn_dec<NPL_, KB_, false>, grid, ATTN_WARPS * WARP, s, q, k, \
-               v, rope, *r, *kv, pos, n_head, n_head / n_kv, D, n_kv * D, scale, softcap, window, partial, cnt,    \
+#define ATTN_DEC(NPL_, KB_, PF_)                                                                                     \
+    pdl_launch(mb ? k_attn_dec<NPL_, KB_, true, PF_> : k_attn_dec<NPL_, KB_, false, PF_>, grid, ATTN_WARPS * WARP, s, \
+               q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D, n_kv * D, scale, softcap, window, partial, cnt, \
                out, (int8_t *)xq, xd)
     if (D <= 32)
-        one ? ATTN_DEC(1, 1) : ATTN_DEC(1, 8);
+        one ? ATTN_DEC(1, 1, false) : pf ? ATTN_DEC(1, 8, true) : ATTN_DEC(1, 8, false);
     else if (D <= 64)
-        one ? ATTN_DEC(2, 1) : ATTN_DEC(2, 8);
-    else if (D <= 128)
-        one ? ATTN_DEC(4, 1) : ATTN_DEC(4, 4);
+        one ? ATTN_DEC(2, 1, false) : pf ? ATTN_DEC(2, 8, true) : ATTN_DEC(2, 8, false);
+    else if (D <= 128)   /* no prefetch: at 64 registers it spills (44 bytes) and lost 1.2% on 8B Q4_K tg128 */
+        one ? ATTN_DEC(4, 1, false) : ATTN_DEC(4, 4, false);
     else
-        ATTN_DEC(8, 1);   /* 2 keys spill at 64 registers */
+        ATTN_DEC(8, 1, false);   /* 2 keys spill at 64 registers */
 #undef ATTN_DEC
     if (!cnt)
         cuk_attn_combine(s, partial, n_tok, n_head, D, n_chunks, out, xq, xd);

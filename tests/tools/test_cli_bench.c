@@ -1,6 +1,7 @@
 /* test_cli_bench.c — `aarmd-cli bench`, in process, on the mock backend and an
  * in-memory shape: --seqs measures each stream count of its list (JSON fields,
- * the first N is the ratio's base) and refuses bad lists with a message. */
+ * the first N is the ratio's base) and refuses bad lists with a message;
+ * --tg-fresh decodes from an empty context (fewer KV bytes in the roofline). */
 #include <criterion/criterion.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -69,4 +70,44 @@ Test(cli_bench, bad_seqs_lists_are_refused)
         cr_assert(strstr(r.err, "--seqs"), "--seqs '%s': %s", bad[i], r.err);
         cli_run_free(&r);
     }
+}
+
+/* The roofline's bytes per token of one --json run (--bw 1000). */
+static double roof_gb(const char *fresh, int *is_fresh)
+{
+    const char *argv[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q8_0", "-p", "64", "-n", "8",
+                          "-r", "1", "--bw", "1000", "--json", fresh};
+    struct cli_run r = bench(ARGC(argv) - (fresh ? 0 : 1), argv);
+    cr_assert_eq(r.rc, 0, "rc %d: %s", r.rc, r.err);
+    struct json_object *o = json_tokener_parse(r.out), *tg, *v;
+    cr_assert_not_null(o, "not JSON: %s", r.out);
+    cr_assert(json_object_object_get_ex(o, "tg", &tg) && json_object_object_get_ex(tg, "fresh", &v));
+    *is_fresh = json_object_get_boolean(v);
+    cr_assert(json_object_object_get_ex(tg, "best_tok_s", &v) && json_object_get_double(v) > 0);
+    cr_assert(json_object_object_get_ex(o, "roofline_gb_per_tok", &v));
+    double gb = json_object_get_double(v);
+    json_object_put(o);
+    cli_run_free(&r);
+    return gb;
+}
+
+Test(cli_bench, tg_fresh_reads_fewer_keys)
+{
+    int f0 = -1, f1 = -1;
+    double after = roof_gb(NULL, &f0), fresh = roof_gb("--tg-fresh", &f1);
+    cr_assert_eq(f0, 0);
+    cr_assert_eq(f1, 1);
+    /* 30 layers x 3 kv heads x 64 x K+V x F16 x 64 prompt keys fewer on average */
+    cr_assert_float_eq(after - fresh, 30.0 * 192 * 2 * 2 * 64 / 1e9, 1.1e-4, "%g vs %g GB", after, fresh);   /* JSON: 4 decimals */
+    const char *argv[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q8_0", "-p", "8", "-n", "4",
+                          "-r", "1", "--tg-fresh"};
+    struct cli_run r = bench(ARGC(argv), argv);
+    cr_assert_eq(r.rc, 0, "rc %d: %s", r.rc, r.err);
+    cr_assert(strstr(r.out, "from an empty context"), "%s", r.out);
+    cli_run_free(&r);
+    const char *bad[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q8_0", "--seqs", "2", "--tg-fresh"};
+    r = bench(ARGC(bad), bad);
+    cr_assert_neq(r.rc, 0);
+    cr_assert(strstr(r.err, "--tg-fresh is for the batch-1 test"), "%s", r.err);
+    cli_run_free(&r);
 }
