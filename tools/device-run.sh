@@ -8,8 +8,10 @@
 #                                          plugin-check --reference cpu on each, the weight-kernel
 #                                          check, memcheck once
 #   tools/device-run.sh serve              (there) the real aarmd + loadgen at 1..64 streams
+#                                          (LOADGEN_MODES="burst steady sustained", STREAMS, SERVE_SHAPE)
 #   tools/device-run.sh bench              (there) copy bandwidth + aarmd-cli bench on the
 #                                          SmolLM2/Llama-1B/Llama-8B-shaped synthetic models
+#                                          (BENCH_FRESH=1: also tg from an empty context)
 #   tools/device-run.sh seqs               (there) aggregate decode of 1..64 streams through the plugin
 #                                          (SEQS="shape:type:1,8,32,64 ...", PP, TG, SEQS_OPTS)
 #   tools/device-run.sh mm                 (there) weight-kernel check (every type, awkward
@@ -140,7 +142,7 @@ check|bench|all|mm|ncu|serve|seqs|prof|real)
     cli="$dev/aarmd-cli"
     ;;
 *)
-    sed -n '2,33p' "$0"
+    sed -n '2,39p' "$0"
     exit 2
     ;;
 esac
@@ -377,8 +379,11 @@ if [ "$cmd" = bench ] || [ "$cmd" = all ]; then
     for st in ${BENCH:-smollm2-135m:Q4_1 llama-1b:BF16 llama-8b:Q4_K llama-8b:Q8_0 llama-8b:F16 llama-8b:Q4_K:q8=0}; do
         s=${st%%:*}; rest=${st#*:}; t=${rest%%:*}; o=
         [ "$rest" != "$t" ] && o="--backend-opt ${rest#*:}"
-        echo "== $s $t $o" | tee -a "$out/bench.txt"
-        "$cli" bench cuda --shape "$s" --type "$t" --pp 512 --tg 128 --reps "${REPS:-2}" \
-            ${bw:+--bw $bw} $o ${BENCH_OPTS:-} 2>&1 | tee -a "$out/bench.txt"
+        # BENCH_FRESH=1: each row also with --tg-fresh (tg from an empty context, llama-bench's tg)
+        for f in "" ${BENCH_FRESH:+--tg-fresh}; do
+            echo "== $s $t $o $f" | tee -a "$out/bench.txt"
+            "$cli" bench cuda --shape "$s" --type "$t" --pp 512 --tg 128 --reps "${REPS:-2}" \
+                ${bw:+--bw $bw} $o $f ${BENCH_OPTS:-} 2>&1 | tee -a "$out/bench.txt"
+        done
     done
 fi
