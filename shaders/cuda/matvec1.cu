@@ -875,15 +875,22 @@ static int mv1_q4k_run(int cfg, cudaStream_t s, const void *w, size_t rb, int ns
  * bulk-copy kernel; Q4_K matrices of < 32M weights (qkv, wo) in sets of 4 rows, one stage, a
  * block per set (0x1411), larger ones in persistent blocks of 4-row sets (2 warps a row) in 2
  * stages (0x1822); Q8_0 rows up to 8192 wide in 8-row sets, 2 stages, at most 2 blocks per SM
- * (0x21821); wider Q8_0 rows (down: 15 KB a row) stay on the v5 kernel. Run 3 (tg128 after
- * pp512, same call): 8B Q4_K 384.0 -> 413.7 tok/s, Q8_0 247.0 -> 266.2.
+ * (0x21821). Run 3 (tg128 after pp512, same call): 8B Q4_K 384.0 -> 413.7 tok/s, Q8_0 247.0 ->
+ * 266.2. Wider Q8_0 rows (down: 15 KB a row; 8 rows in 2 stages do not fit) stayed on the v5
+ * kernel until v11: 2-row sets, 4 warps a row, 2 stages (0x1824), 8B Q8_0 tg128 from an empty
+ * context 275.7 -> 284.1 (docs/cuda-notes.md v11-lead).
  */
 static int mv1_auto(uint32_t type, int64_t n_in, int64_t n_out)
 {
+    static int wide = -2;   /* Q8_0 rows over 8192: AARMD_CUDA_MV1_WIDE (a measurement knob; -1: the v5 kernel) */
+    if (wide == -2) {
+        const char *e = getenv("AARMD_CUDA_MV1_WIDE");
+        wide = e && *e ? (int)strtol(e, NULL, 0) : 0x1824;
+    }
     if (type == AARMD_TYPE_Q4_K)
         return n_in * n_out < ((int64_t)32 << 20) ? 0x1411 : 0x1822;
     if (type == AARMD_TYPE_Q8_0)
-        return n_in <= 8192 ? 0x21821 : -1;
+        return n_in <= 8192 ? 0x21821 : wide;
     /* F16/BF16: off (run 3: the Q4_K choice lost 2% on 8B F16 and 6% on 1B BF16 decode; 0x1824 was
      * 3% ahead of the v5 kernel in the micro-benchmark; v10-dec tried it in a decode: 1B BF16 -1.3%,
      * 8B F16 +0.2%) */

@@ -160,6 +160,19 @@ static void check_mv1(const tinfo &t, void *w, int64_t n_in, int64_t n_out, void
                  : cuk_mv1_q8(s, t.type, w, n_in, n_out, xq, xd, bb, acc, y, cfg);
     };
     const int tma_types = t.type == AARMD_TYPE_Q8_0 || t.type == AARMD_TYPE_F16 || t.type == AARMD_TYPE_BF16;
+    /* the bulk-copy kernel refuses a configuration whose shared memory (activations + stages of rows)
+     * exceeds the device's opt-in limit: the 8B down row in 8-row sets, for one */
+    int smem_max = 0, dev = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    auto tma_fits = [&](int cfg) {
+        size_t ks = cfg & 15, st = (cfg >> 4) & 15, nw = (cfg >> 8) & 15, rb = cuk_row_bytes(t.type, n_in);
+        size_t act = t.type == AARMD_TYPE_Q4_K   ? (size_t)n_in + (size_t)n_in / 32 * 8
+                     : t.type == AARMD_TYPE_Q8_0 ? (size_t)n_in + (size_t)n_in / 32 * 4
+                                                 : (size_t)n_in * 4;
+        auto up = [](size_t n) { return (n + 127) & ~(size_t)127; };
+        return 128 + up(act) + st * up(nw / ks * rb + 16) <= (size_t)smem_max;
+    };
     for (int cfg : MV1_CFGS) {
         for (int pdl : {0, 1, 2}) {
             cuk_set_tuning(pdl, 1);
@@ -175,7 +188,8 @@ static void check_mv1(const tinfo &t, void *w, int64_t n_in, int64_t n_out, void
                 snprintf(what, sizeof what, "v9 mv1 %#x m%d pdl=%d", cfg, mode, pdl);
                 /* Q4_K: every configuration; Q8_0, F16, BF16: the bulk-copy kernel (automatic: either) */
                 int tma = (cfg >> 12 & 15) == 1;
-                int want = whole && (t.type == AARMD_TYPE_Q4_K || (tma && tma_types));
+                int want = whole && (tma ? (t.type == AARMD_TYPE_Q4_K || tma_types) && tma_fits(cfg)
+                                         : t.type == AARMD_TYPE_Q4_K);
                 if (cfg == 0 && whole && tma_types)
                     want = took;
                 if (took != want) {
@@ -456,7 +470,7 @@ static int run_check(void)
         if (t.bel == 256)   /* 4608: a partial 4-super-block step, 14336: the 8B down row (split warps) */
             shapes = {{256, 37}, {1280, 77}, {768, 129}, {4608, 35}, {14336, 21}};
         else
-            shapes = {{96, 45}, {576, 130}, {1056, 19}, {4096, 67}, {2560, 21}};
+            shapes = {{96, 45}, {576, 130}, {1056, 19}, {4096, 67}, {2560, 21}, {14336, 13}};   /* 8B down */
         for (auto &sh : shapes)
             for (int nt : toks)
                 check_one(t, sh.first, sh.second, nt, seed++);
