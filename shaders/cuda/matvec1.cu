@@ -51,10 +51,12 @@ static int mv1_early_knob(void)
 }
 
 /* 1 when a k_mvt launch of `type` releases the next kernel right after its wait under pdl=2 (v10,
- * docs/cuda-notes.md v10-dec: Q4_K gained 2.3% on the 8B decode, Q8_0 lost 5.7%, floats even) */
+ * docs/cuda-notes.md v10-dec: Q4_K gained 2.3% on the 8B decode, Q8_0 lost 5.7% while its down
+ * matvec was the v5 kernel, floats even; v11-lead: with down on this kernel too, Q8_0 gains) */
 static int mv1_early(uint32_t type)
 {
-    return cuk_pdl_on && mv1_pdl == 2 && mv1_early_knob() < 0 && type == AARMD_TYPE_Q4_K;
+    return cuk_pdl_on && mv1_pdl == 2 && mv1_early_knob() < 0 &&
+           (type == AARMD_TYPE_Q4_K || type == AARMD_TYPE_Q8_0);
 }
 
 extern "C" void cuk_mv1_set_pdl(int pdl)
