@@ -61,6 +61,7 @@ struct aarmd_sched {
     float **lg_free;
     uint32_t n_lg_all, n_lg_free;
     struct aarmd_workers *workers;          /* samples a step's jobs in parallel; NULL: inline */
+    bool wake_early;                        /* wake them when a step starts (its compute is off the host) */
     struct aarmd_job **smp_jobs;            /* this step's jobs that got logits */
     double step_ms, sample_ms;              /* time in the backend's step / sampling and streaming */
 
@@ -696,7 +697,7 @@ static void run_step(struct aarmd_sched *s, const bool *cancel, const bool *paus
     uint32_t n_want = 0;   /* the sampling threads wake while the step runs when they will be needed */
     for (uint32_t i = 0; i < n; i++)
         n_want += s->entries[i].want_logits;
-    if (n_want >= PARALLEL_SAMPLES)
+    if (s->wake_early && n_want >= PARALLEL_SAMPLES)
         aarmd_workers_prepare(s->workers);
     char err[512], msg[640];
     double t0 = mono_ms();
@@ -891,6 +892,8 @@ struct aarmd_sched *aarmd_sched_new(struct aarmd_engine *e, const struct aarmd_s
             snprintf(err, errlen, "scheduler: sampling threads: %s", werr);
             goto fail;
         }
+        /* a backend that computes on the host's cores needs them during its step: no spinning then */
+        s->wake_early = strcmp(e->device.memory_architecture, "host") != 0;
     }
     if (pthread_create(&s->intake_thread, NULL, intake_main, s) != 0) {
         snprintf(err, errlen, "scheduler: cannot start the intake thread");
