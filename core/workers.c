@@ -228,6 +228,10 @@ void aarmd_workers_run(struct aarmd_workers *w, uint32_t n, aarmd_work_fn fn, vo
     pthread_mutex_unlock(&w->lock);
     while (run_one(w))
         ;
-    while (atomic_load_explicit(&w->done, memory_order_acquire) < n)   /* items still running elsewhere */
-        cpu_relax();
+    for (uint32_t k = 1; atomic_load_explicit(&w->done, memory_order_acquire) < n; k++) {   /* items elsewhere */
+        if (k % SPIN_PAUSES == 0)
+            sched_yield();   /* a helper running one may need this core */
+        else
+            cpu_relax();
+    }
 }
