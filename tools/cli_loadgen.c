@@ -2,10 +2,10 @@
  * cli_loadgen.c — `aarmd-cli loadgen`: SSE clients on one libevent loop post
  * /execute requests to a running worker, either closed loop (N clients, M
  * requests in total, or back to back for S seconds) or open loop (Poisson
- * arrivals at R requests/s for S seconds), and report throughput, time to first token, inter-token latency
- * and errors by code, as text or one JSON object. It measures a server; it
- * does not start one. How each number is counted: usage() and docs/PERFORMANCE.md
- * ("How loadgen counts").
+ * arrivals at R requests/s for S seconds), and report throughput, time to
+ * first token, inter-token latency and errors by code, as text or one JSON
+ * object. It measures a server; it does not start one. How each number is
+ * counted: usage() and docs/PERFORMANCE.md ("How loadgen counts").
  */
 #include "config.h"
 
@@ -617,7 +617,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
     memset(o, 0, sizeof *o);
     o->timeout_s = 60;
     o->seed = 1;
-    bool have_max = false, have_duration = false;   /* have_duration: o->have_duration once parsed */
+    bool have_max = false;
     int n_prompt_flags = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -673,7 +673,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
         } else if (!strcmp(a, "--duration")) {
             if (parse_num(a, v, 0, false, 86400, &o->duration_s))
                 return -1;
-            have_duration = true;
+            o->have_duration = true;
         } else if (!strcmp(a, "--settle")) {
             if (parse_num(a, v, 0, true, 86400, &o->settle_s))
                 return -1;
@@ -704,7 +704,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
         return -1;
     }
     if (o->rate > 0) {
-        if (!o->url || !have_duration || !have_max) {
+        if (!o->url || !o->have_duration || !have_max) {
             fprintf(stderr, "aarmd-cli loadgen: open loop (--rate) needs --url, --duration and --max-tokens\n");
             return -1;
         }
@@ -722,7 +722,7 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
     } else if (o->have_seed) {
         fprintf(stderr, "aarmd-cli loadgen: --seed is for open loop: it needs --rate\n");
         return -1;
-    } else if (have_duration) {
+    } else if (o->have_duration) {
         if (!o->url || !o->have_clients || !have_max) {
             fprintf(stderr, "aarmd-cli loadgen: a timed closed loop (--duration without --rate) needs --url, "
                             "--clients and --max-tokens\n");
@@ -744,7 +744,6 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
                         "(open loop: --url, --rate, --duration and --max-tokens)\n");
         return -1;
     }
-    o->have_duration = have_duration;
     if (o->have_requests && o->warmup >= o->requests) {
         fprintf(stderr, "aarmd-cli loadgen: --warmup %" PRIu32 " leaves nothing to measure: it must be less "
                         "than --requests %" PRIu32 "\n", o->warmup, o->requests);
