@@ -664,13 +664,12 @@ int aarmd_cli_bench(int argc, char **argv)
             fprintf(stderr, "bench: prefill: %s\n", err);
             goto out;
         }
-        double b = now_s();
+        double b = now_s();   /* the prefill's end; b0 the decodes' start */
         if (tg_fresh && aarmd_plugin_seq_truncate(p, seq, 0, err, sizeof err) != AARMD_OK) {
             fprintf(stderr, "bench: truncate: %s\n", err);
             goto out;
         }
-        if (tg_fresh)
-            b = now_s();
+        double b0 = tg_fresh ? now_s() : b;
         for (long i = 0; i < tg; i++) {
             int32_t tok = (int32_t)((i * 31 + 7) % desc->n_vocab);
             struct aarmd_batch_entry d1 = {.seq = seq, .tokens = &tok, .n_tokens = 1, .want_logits = 1,
@@ -683,11 +682,11 @@ int aarmd_cli_bench(int argc, char **argv)
         double c = now_s();
         if (r > 0) {
             pp_rate[r - 1] = (double)pp / (b - a);
-            tg_rate[r - 1] = c > b ? (double)tg / (c - b) : 0.0;
+            tg_rate[r - 1] = c > b0 ? (double)tg / (c - b0) : 0.0;
             if (b - a < best_pp)
                 best_pp = b - a;
-            if (c - b < best_tg)
-                best_tg = c - b;
+            if (c - b0 < best_tg)
+                best_tg = c - b0;
         }
     }
     uint32_t kv_dim = desc->n_head_kv * desc->head_dim;
