@@ -433,9 +433,7 @@ k_mmq(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const in
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int r0 = blockIdx.x * BM;
     float acc[NTT][4];
-#pragma unroll
-    for (int n = 0; n < NTT; n++)
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    frag_zero(acc);
     pdl_enter();
     const int nst = (n_items + MMQ_BK - 1) / MMQ_BK;
     for (int st = 0; st < nst; st++) {
@@ -554,9 +552,7 @@ k_mmq2(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int r0 = blockIdx.x * 16;
     float acc[NTT][4];
-#pragma unroll
-    for (int n = 0; n < NTT; n++)
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    frag_zero(acc);
     for (int i = threadIdx.x; i < NTT * 4 * WARP; i += KW * WARP)
         (&red[0][0])[i] = 0.0f;
     pdl_enter();
@@ -700,9 +696,7 @@ k_mmqh(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int r0 = blockIdx.x * 16;
     float acc[NTT][4];
-#pragma unroll
-    for (int n = 0; n < NTT; n++)
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    frag_zero(acc);
     pdl_enter();
     const int nst = (n_items + BK - 1) / BK;
     __half *mw = wh[warp], *mx = xh[warp];

@@ -20,4 +20,12 @@ __device__ __forceinline__ void mma_f16(float *c, uint32_t a0, uint32_t a1, uint
 #endif
 }
 
+/* Zeroes n accumulator fragments of mma_f16 (or of the int8 product's F32 sums). */
+template <int N> __device__ __forceinline__ void frag_zero(float (&c)[N][4])
+{
+#pragma unroll
+    for (int n = 0; n < N; n++)
+        c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+}
+
 #endif /* AARMD_MMA_CUH */

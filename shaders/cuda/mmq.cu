@@ -286,9 +286,7 @@ k_mmqv(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const i
     };
 
     float acc[NTT][4];
-#pragma unroll
-    for (int n = 0; n < NTT; n++)
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    frag_zero(acc);
     /* the products of the unit in slot st */
     auto products = [&](const uint8_t *st) {
         const uint8_t *rw = st + (warp * 16 + g) * UBP;
@@ -522,9 +520,7 @@ k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const _
     mb_ring_init<false>(full, empty, nullptr, ns, NC);
 
     float acc[NTT][4];
-#pragma unroll
-    for (int n = 0; n < NTT; n++)
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    frag_zero(acc);
 
     if (warp == NC) {
         /* producer: weights of the first ns stages may go before the wait (never written) */
@@ -733,13 +729,8 @@ static int v9_type(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, c
     if (!rb || rb % 16 || ((uintptr_t)w & 15) || n_in % V8_UK)
         return 0;
     const int items = (int)(n_in / CUK_ITEM);
-    int ns = 2 + (cfg & 3), ks_max = (cfg >> 2) & 15, wm = (cfg >> 6) & 3;
-    if (ns > 4)
-        ns = 4;
-    if (!ks_max || ks_max > 8)
-        ks_max = 8;
-    if (!wm)
-        wm = 2;
+    const gemm_knobs kn = gemm_knobs_of(cfg);
+    const int ns = kn.ns, ks_max = kn.ks_max, wm = kn.wm ? kn.wm : 2;
     const int rowcopy = (cfg >> 9) & 1;
     if (cfg & (1 << 8))
         return v9_tok<T, 8>(V9_ARGS);

@@ -146,6 +146,21 @@ __device__ __forceinline__ void mb_init(uint64_t *b, uint32_t count)
 
 /* A block's share of a K-split GEMM (ks consecutive blocks per tile of bm output rows): its K slice
  * rank, the tile's first row r0 and its units [u0, u0 + nst) of the nu units of K (kun a slice). */
+/* A GEMM version's launch knobs (cuk_mm_set_variant's cfg): bits 0-1 stages past 2 (at most 4),
+ * 2-5 the largest K split (0: 8), 6-7 blocks per SM the split aims at (0: the caller's choice). */
+struct gemm_knobs {
+    int ns, ks_max, wm;
+};
+static inline gemm_knobs gemm_knobs_of(int cfg)
+{
+    gemm_knobs k = {2 + (cfg & 3), (cfg >> 2) & 15, (cfg >> 6) & 3};
+    if (k.ns > 4)
+        k.ns = 4;
+    if (!k.ks_max || k.ks_max > 8)
+        k.ks_max = 8;
+    return k;
+}
+
 struct ksplit_part {
     int rank, r0, u0, nst;
 };

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../../plugins/cuda/launch.h"
+#include "mma.cuh"
 #include "mmq_common.cuh"
 #include "pdl.cuh"
 #include "../../core/abi/aarmd_backend.h"
@@ -186,9 +187,7 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
     mb_ring_init<true>(full, empty, ready, ns, NC);
 
     float acc[NTT][4];
-#pragma unroll
-    for (int n = 0; n < NTT; n++)
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    frag_zero(acc);
 
     if (warp == NC) {
         /* producer: the weights of the first stages may go before the wait (never written) */
@@ -439,11 +438,9 @@ static int i8_type(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, c
     if (!rb || rb % 16 || ((uintptr_t)w & 15) || ((uintptr_t)xq & 15) || ((uintptr_t)xd & 3) || n_in % I8_UK)
         return 0;
     const int items = (int)(n_in / CUK_ITEM);
-    int ns = 2 + (cfg & 3), ks_max = (cfg >> 2) & 15, wm = (cfg >> 6) & 3;
-    if (ns > 4)
-        ns = 4;
-    if (!ks_max || ks_max > 8)
-        ks_max = 8;
+    const gemm_knobs kn = gemm_knobs_of(cfg);
+    const int ns = kn.ns, ks_max = kn.ks_max;
+    int wm = kn.wm;
     if (!wm)   /* runs I1, I2: Q8_0 K split to 2 blocks per SM up to 32 tokens, else (and Q4_K) 3 */
         wm = T == AARMD_TYPE_Q4_K || n_tok > 32 ? 3 : 2;
 #define I8_ARGS s, w, rb, items, n_in, n_out, xq, xd, n_tok, y, ks_max, ns, wm

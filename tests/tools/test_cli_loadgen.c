@@ -257,21 +257,28 @@ Test(cli_loadgen, open_loop_mock_paged)
                                "kv_block_tokens=8", NULL));
 }
 
+/* One text-report run of args: its exit status is rc and its output holds every line of want. */
+static void text_report_has(const char *args, int rc, const char *const *want, size_t n_want)
+{
+    struct cli_run r = loadgen(args);
+    cr_assert_eq(r.rc, rc, "%s: %s%s", args, r.out, r.err);
+    for (size_t i = 0; i < n_want; i++)
+        cr_assert(strstr(r.out, want[i]), "%s: want '%s' in:\n%s", args, want[i], r.out);
+    cli_run_free(&r);
+}
+
 Test(cli_loadgen, open_loop_text_report_and_errors_by_code)
 {
     struct hx_proc *p = hx_start("--max-tokens-limit", "5", NULL);
     char args[256];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --rate 200 --duration 0.5 --requests 6 --max-tokens 6",
              hx_port(p));
-    struct cli_run r = loadgen(args);
-    cr_assert_eq(r.rc, 1, "%s%s", r.out, r.err);
-    cr_assert(strstr(r.out, "mode          open loop: rate 200/s, duration 0.5 s, seed 1"), "%s", r.out);
-    cr_assert(strstr(r.out, "requests      6 (ok 0, failed 6)"), "%s", r.out);
-    cr_assert(strstr(r.out, "errors        INVALID_REQUEST=6"), "%s", r.out);
-    cr_assert(strstr(r.out, "ttft_ms       p50 0.000 p90 0.000 p99 0.000 max 0.000 (n 0)"), "%s", r.out);
-    cli_run_free(&r);
+    const char *const want[] = {"mode          open loop: rate 200/s, duration 0.5 s, seed 1",
+                                "requests      6 (ok 0, failed 6)", "errors        INVALID_REQUEST=6",
+                                "ttft_ms       p50 0.000 p90 0.000 p99 0.000 max 0.000 (n 0)"};
+    text_report_has(args, 1, want, sizeof want / sizeof want[0]);
     strcat(args, " --json");
-    r = loadgen(args);
+    struct cli_run r = loadgen(args);
     cr_assert_eq(r.rc, 1);
     struct json_object *j = parse_one(r.out);
     cr_assert_eq(jnum(j, "errors", "INVALID_REQUEST"), 6, "%s", r.out);
@@ -497,10 +504,7 @@ Test(cli_loadgen, timed_closed_loop_sustained_rate)
     char args[256];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 2 --requests 3 --duration 30 --max-tokens 4",
              hx_port(p));
-    struct cli_run r = loadgen(args);
-    cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
-    cr_assert(strstr(r.out, "mode          closed loop, 30 s (settle 7.5 s)"), "%s", r.out);
-    cr_assert(strstr(r.out, "requests      3 (ok 3, failed 0)"), "%s", r.out);
-    cr_assert(strstr(r.out, "sustained_tokens_s 0.0 (0 tokens read from 7.5 s to 30 s)"), "%s", r.out);
-    cli_run_free(&r);
+    const char *const want[] = {"mode          closed loop, 30 s (settle 7.5 s)", "requests      3 (ok 3, failed 0)",
+                                "sustained_tokens_s 0.0 (0 tokens read from 7.5 s to 30 s)"};
+    text_report_has(args, 0, want, sizeof want / sizeof want[0]);
 }
