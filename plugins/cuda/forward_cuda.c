@@ -59,14 +59,17 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
         m->a16_src = NULL;
     int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
     if (blas_for(m, w, n_tok)) {
+        if (m->a16_src != x) {   /* a producer (norm, activation) may have written the F16 rows already */
+            cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
+            m->a16_src = x;
+        }
+        /* the Hopper Q4_K GEMM on the same F16 rows, when AARMD_CUDA_WG_FROM asks (off: slower) */
+        if ((int)n_tok >= cuk_mmqwg_min_tok() && cuk_mmqwg_q4k(s, w->type, w->d, w->n_in, w->n_out, m->a16, (int)n_tok, y))
+            return;
         const void *w16 = w->type == AARMD_TYPE_F16 ? w->d : w->d16;
         if (!w16) {
             cuk_dequant_f16(s, w->type, w->d, w->n_in, w->n_out, m->w16);
             w16 = m->w16;
-        }
-        if (m->a16_src != x) {   /* a producer (norm, activation) may have written the F16 rows already */
-            cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
-            m->a16_src = x;
         }
         if (cuda_blas_gemm(m->blas, w16, m->a16, y, (int)w->n_in, (int)w->n_out, (int)n_tok) == 0)
             return;

@@ -71,6 +71,21 @@ int cuk_mmq_q8(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64
 int cuk_mmqv_small(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                    const float *xd, int n_tok, float *y);
 /*
+ * The Hopper GEMM for Q4_K steps (mmq_wg.cu, sm_90 devices only): y[t][r] = W[r] . x16[t] for
+ * 1 <= n_tok <= CUK_WG_MAX_TOK, x16 the step's F16 activation rows [n_tok][n_in] (what the
+ * cuBLAS path reads), weights decoded to F16 in shared memory, wgmma with F32 sums
+ * (deterministic K split). Returns 1 when it enqueued the product, 0 (nothing enqueued) for
+ * other types, n_in not a multiple of 256, unaligned pointers, other devices or a launch the
+ * device refuses. Slower than the routes the forward takes (docs/cuda-notes.md v12-lead), so
+ * cuk_mmqwg_min_tok (the fewest tokens the forward sends it) is AARMD_CUDA_WG_FROM when set
+ * (1..256), else CUK_WG_MAX_TOK + 1 (never); cuk_mmqwg_set overrides it (tests, benchmarks).
+ */
+#define CUK_WG_MAX_TOK 256
+int cuk_mmqwg_q4k(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *x16,
+                  int n_tok, float *y);
+int cuk_mmqwg_min_tok(void);
+void cuk_mmqwg_set(int min_tok);
+/*
  * y[r] += W[r] . x (+ b[r]) for one token (the residual add in the matvec's
  * epilogue: each row's sum is owned by one warp, no atomics); b may be NULL.
  * _q8: x as Q8 rows xq/xd, W quantized (cuk_type_q8); _f: F32 x, W F32/F16/BF16.

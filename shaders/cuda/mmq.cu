@@ -40,23 +40,6 @@ namespace cg = cooperative_groups;
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-__device__ __forceinline__ uint32_t h2u(__half2 h)
-{
-    return *reinterpret_cast<uint32_t *>(&h);
-}
-
-__device__ __forceinline__ __half2 u2h(uint32_t u)
-{
-    return *reinterpret_cast<__half2 *>(&u);
-}
-
-/* the nibbles at bits 0-3 and 16-19 of u (exact small integers q) -> a * q + b */
-__device__ __forceinline__ uint32_t nib2(uint32_t u, __half2 a, __half2 b)
-{
-    __half2 q = __hsub2(u2h((u & 0x000F000Fu) | 0x64006400u), u2h(0x64006400u));
-    return h2u(__hfma2(q, a, b));
-}
-
 /* 4 signed bytes -> (b0, b2) * a and (b1, b3) * a: exact integers, one rounding */
 __device__ __forceinline__ void i8w(uint32_t w, __half2 a, uint32_t &lo, uint32_t &hi)
 {
@@ -167,10 +150,7 @@ template <> struct v8t<AARMD_TYPE_Q4_K> {
     /* the same with the item's (scale, offset) given */
     static __device__ __forceinline__ void frag_ab(const uint8_t *rw, int it, int t4, __half2 a, __half2 b, uint32_t *o)
     {
-        uint2 q = *reinterpret_cast<const uint2 *>(rw + 16 + 32 * (it >> 1) + 8 * t4);
-        const int sh = 4 * (it & 1);   /* odd sub-blocks are the high nibbles */
-        o[0] = nib2(q.x >> sh, a, b); o[1] = nib2(q.x >> (sh + 8), a, b);
-        o[2] = nib2(q.y >> sh, a, b); o[3] = nib2(q.y >> (sh + 8), a, b);
+        q4k_frag_ab(rw, it, t4, a, b, o);
     }
 };
 
@@ -486,13 +466,6 @@ struct v9k {
     }
 };
 
-/* the (scale, offset) halves of one row-item of a K-quant table entry, duplicated into half2s */
-__device__ __forceinline__ void tab2(uint32_t e, __half2 &a, __half2 &b)
-{
-    a = u2h(__byte_perm(e, 0, 0x1010));
-    b = u2h(__byte_perm(e, 0, 0x3232));
-}
-
 template <uint32_t T, int NC, int NTT>
 __global__ void __launch_bounds__((NC + 1) * WARP, (v9k<T, NC, NTT>::MINB))
 k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const __half *__restrict__ xh, int n_tok,
@@ -568,19 +541,7 @@ k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const _
             const uint8_t *st = sm + (i % ns) * STAGE;
             mb_wait(&full[i % ns], (i / ns) & 1);
             if constexpr (Tr::TAB) {
-                /* this warp's rows: lane = (row, half of the 8 sub-blocks) */
-                const int row = lane >> 1, hf = lane & 1;
-                uint4 hd = *reinterpret_cast<const uint4 *>(st + (wr + row) * UBP);
-                float2 dd = __half22float2(u2h(hd.x));
-                uint32_t sc, mn;
-                q4k_half_scales(hd, hf, &sc, &mn);
-                __syncwarp();   /* every lane done with the previous unit's table */
-#pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    float a = dd.x * (float)((sc >> (8 * k)) & 0xFF), b = -dd.y * (float)((mn >> (8 * k)) & 0xFF);
-                    tw[row * V8_UI + hf * 4 + k] = h2u(__floats2half2_rn(a, b));
-                }
-                __syncwarp();
+                q4k_warp_table(st + wr * UBP, UBP, tw, lane);
             }
             const uint8_t *rw = st + (wr + g) * UBP;
             /* activation rows n*8+g; odd tokens have each item's 4 chunks in the other half of 128 bytes */

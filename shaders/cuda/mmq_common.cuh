@@ -9,6 +9,7 @@
 
 #include <cooperative_groups.h>
 #include <cuda.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -25,21 +26,25 @@ namespace cg = cooperative_groups;
  * rows rank*chunk.. of every rank's red in rank order (deterministic) and store y [n_tok][n_out].
  * Every thread of the block calls it.
  */
-template <int BM, int NTOK, int NTT, int RST>
-__device__ __forceinline__ void splitk_store(float *red, const float (&acc)[NTT][4], bool writer, int warp, int g,
-                                             int t4, int tid, int nth, int ks, int rank, int n_tok, int r0,
-                                             int n_out, float *__restrict__ y)
+/* The writer warps' part of splitk_store: accumulators of rows r0w + g, r0w + g + 8 into red. */
+template <int NTT, int RST>
+__device__ __forceinline__ void splitk_put(float *red, const float (&acc)[NTT][4], int r0w, int g, int t4)
 {
-    if (writer) {
-        float *rr = red + (warp * 16 + g) * RST + 2 * t4;
+    float *rr = red + (r0w + g) * RST + 2 * t4;
 #pragma unroll
-        for (int n = 0; n < NTT; n++) {
-            rr[8 * n] = acc[n][0];
-            rr[8 * n + 1] = acc[n][1];
-            rr[8 * RST + 8 * n] = acc[n][2];
-            rr[8 * RST + 8 * n + 1] = acc[n][3];
-        }
+    for (int n = 0; n < NTT; n++) {
+        rr[8 * n] = acc[n][0];
+        rr[8 * n + 1] = acc[n][1];
+        rr[8 * RST + 8 * n] = acc[n][2];
+        rr[8 * RST + 8 * n + 1] = acc[n][3];
     }
+}
+
+/* The rest of splitk_store once red holds this block's partial sums: every thread calls it. */
+template <int BM, int NTOK, int RST>
+__device__ __forceinline__ void splitk_reduce(float *red, int tid, int nth, int ks, int rank, int n_tok, int r0,
+                                              int n_out, float *__restrict__ y)
+{
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     cg::cluster_group cl = cg::this_cluster();
     if (ks > 1)
@@ -69,6 +74,23 @@ __device__ __forceinline__ void splitk_store(float *red, const float (&acc)[NTT]
     if (ks > 1)
         cl.sync();   /* peers may still read this block's partial sums */
 #endif
+}
+
+/*
+ * The end of a K-split GEMM block (v8, v9): the writer warps put their mma accumulators (16 rows
+ * x NTOK tokens a warp, fragment layout of mma.cuh) in red [BM][RST]; then the ks ranks of the
+ * row tile's cluster (one block when ks == 1; before sm_90 the launchers never split) each add
+ * rows rank*chunk.. of every rank's red in rank order (deterministic) and store y [n_tok][n_out].
+ * Every thread of the block calls it.
+ */
+template <int BM, int NTOK, int NTT, int RST>
+__device__ __forceinline__ void splitk_store(float *red, const float (&acc)[NTT][4], bool writer, int warp, int g,
+                                             int t4, int tid, int nth, int ks, int rank, int n_tok, int r0,
+                                             int n_out, float *__restrict__ y)
+{
+    if (writer)
+        splitk_put<NTT, RST>(red, acc, warp * 16, g, t4);
+    splitk_reduce<BM, NTOK, RST>(red, tid, nth, ks, rank, n_tok, r0, n_out, y);
 }
 
 /* ---- launch helpers ------------------------------------------------------------------------ */
@@ -297,6 +319,67 @@ __device__ __forceinline__ void q4k_half_scales(uint4 hd, int hf, uint32_t *sc, 
 {
     *sc = hf ? (hd.w & 0x0F0F0F0Fu) | ((hd.y >> 2) & 0x30303030u) : hd.y & 0x3F3F3F3Fu;
     *mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
+}
+
+/* ---- F16 decoding of Q4_K words (the F16 GEMMs: v8 and v9 of mmq.cu, mmq_wg.cu) ------------------ */
+
+__device__ __forceinline__ uint32_t h2u(__half2 h)
+{
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+__device__ __forceinline__ __half2 u2h(uint32_t u)
+{
+    return *reinterpret_cast<__half2 *>(&u);
+}
+
+/* the nibbles at bits 0-3 and 16-19 of u (exact small integers q) -> a * q + b */
+__device__ __forceinline__ uint32_t nib2(uint32_t u, __half2 a, __half2 b)
+{
+    __half2 q = __hsub2(u2h((u & 0x000F000Fu) | 0x64006400u), u2h(0x64006400u));
+    return h2u(__hfma2(q, a, b));
+}
+
+/* the (scale, offset) halves of one row-item of a K-quant table entry, duplicated into half2s */
+__device__ __forceinline__ void tab2(uint32_t e, __half2 &a, __half2 &b)
+{
+    a = u2h(__byte_perm(e, 0, 0x1010));
+    b = u2h(__byte_perm(e, 0, 0x3232));
+}
+
+/*
+ * Lane t4's four A half2s of item `it` (sub-block, 32 elements) of a Q4_K row whose unit (144
+ * bytes) starts at rw, scale a and offset b given: [0] (e0,e2) and [1] (e1,e3) of word 2t4 of the
+ * item, [2], [3] the same of word 2t4+1 (the k order of mmq.cu's F16 GEMMs: the activations are
+ * laid out to match).
+ */
+__device__ __forceinline__ void q4k_frag_ab(const uint8_t *rw, int it, int t4, __half2 a, __half2 b, uint32_t *o)
+{
+    uint2 q = *reinterpret_cast<const uint2 *>(rw + 16 + 32 * (it >> 1) + 8 * t4);
+    const int sh = 4 * (it & 1);   /* odd sub-blocks are the high nibbles */
+    o[0] = nib2(q.x >> sh, a, b); o[1] = nib2(q.x >> (sh + 8), a, b);
+    o[2] = nib2(q.y >> sh, a, b); o[3] = nib2(q.y >> (sh + 8), a, b);
+}
+
+/*
+ * One warp's Q4_K table of a stage: for its 16 rows (row r's unit at rows + r * ubp) and their 8
+ * sub-blocks, tw[r * 8 + sub] = the half2 (d * scale, -dmin * min); lane = (row, half of the
+ * sub-blocks). Brackets the writes with __syncwarp (the previous unit's readers are done first).
+ */
+__device__ __forceinline__ void q4k_warp_table(const uint8_t *rows, int ubp, uint32_t *tw, int lane)
+{
+    const int row = lane >> 1, hf = lane & 1;
+    uint4 hd = *reinterpret_cast<const uint4 *>(rows + row * ubp);
+    float2 dd = __half22float2(u2h(hd.x));
+    uint32_t sc, mn;
+    q4k_half_scales(hd, hf, &sc, &mn);
+    __syncwarp();   /* every lane done with the previous unit's table */
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float a = dd.x * (float)((sc >> (8 * k)) & 0xFF), b = -dd.y * (float)((mn >> (8 * k)) & 0xFF);
+        tw[row * 8 + hf * 4 + k] = h2u(__floats2half2_rn(a, b));
+    }
+    __syncwarp();
 }
 
 /* Host: the dynamic shared memory kern may use, raised once to want (capped by the device's

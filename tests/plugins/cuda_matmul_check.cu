@@ -457,6 +457,8 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
 static void check_v10(void);
 static void check_v10_attn(void);
 static int run_attn_bench(void);
+static void check_wg(void);
+static int run_wg(void);
 static int run_check(void)
 {
     const int toks[] = {1, 3, 8, 9, 17, 33, 64};
@@ -512,6 +514,7 @@ static int run_check(void)
             }
     check_v10();        /* dec: the fused one-token kernels (end of this file) */
     check_v10_attn();   /* dec: the decode attention's batched keys and merge (end of this file) */
+    check_wg();         /* wg: the warpgroup-MMA GEMM for Q4_K steps (end of this file) */
     printf("check: %d failures\n", n_fail);
     return n_fail ? 1 : 0;
 }
@@ -753,6 +756,8 @@ int main(int argc, char **argv)
         return run_ncu();
     if (argc > 1 && !strcmp(argv[1], "--attn"))
         return run_attn_bench();
+    if (argc > 1 && !strcmp(argv[1], "--wg"))
+        return run_wg();
     return run_check();
 }
 
@@ -1060,4 +1065,210 @@ static void check_v10_attn(void)
     check_v10_attn_one(256, 4, 1, 300, 0);
     check_v10_attn_one(64, 8, 2, 517, 1);
     check_v10_attn_one(128, 8, 2, 1000, 1);
+}
+
+/* ---- wg: the warpgroup-MMA GEMM for Q4_K steps (cuk_mmqwg_q4k, mmq_wg.cu) ------------------ */
+/*
+ * Reference: W dequantized to F16 (cuk_dequant_f16, the copy cuBLAS reads), x rounded to F16,
+ * sums in F32 by a plain kernel; the GEMM decodes the weights itself (half2 scale and offset: a
+ * rounding of its own) and must match within 3e-3, write every output (NaN poison), run twice
+ * bit-identically, take Q4_K rows of whole super-blocks on sm_90 at 1..256 tokens and refuse the
+ * rest.
+ */
+__global__ void k_ref16(const __half *__restrict__ w16, const __half *__restrict__ x16, int n_in, int n_out, int n_tok,
+                        float *__restrict__ y)
+{
+    const int r = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+    if (r >= n_out || t >= n_tok)
+        return;
+    float s = 0.0f;
+    for (int k = 0; k < n_in; k++)
+        s += __half2float(w16[(size_t)r * n_in + k]) * __half2float(x16[(size_t)t * n_in + k]);
+    y[(size_t)t * n_out + r] = s;
+}
+
+static void check_wg_one(int64_t n_in, int64_t n_out, int nt, uint64_t seed)
+{
+
+    const tinfo &t = TYPES[8];   /* Q4_K */
+    const size_t wbytes = cuk_row_bytes(t.type, n_in) * n_out;
+    void *w, *w16, *x16;
+    float *x, *y, *yr;
+    CK(cudaMalloc(&w, wbytes));
+    CK(cudaMalloc(&w16, (size_t)n_in * n_out * 2));
+    CK(cudaMalloc(&x, (size_t)nt * n_in * 4));
+    CK(cudaMalloc(&x16, (size_t)nt * n_in * 2));
+    CK(cudaMalloc(&y, (size_t)nt * n_out * 4));
+    CK(cudaMalloc(&yr, (size_t)nt * n_out * 4));
+    fill_w(t, w, n_in, n_out, seed);
+    k_fill_f32<<<(unsigned)((nt * n_in + 255) / 256), 256>>>(x, nt * n_in, seed + 5);
+    cuk_dequant_f16(0, t.type, w, n_in, n_out, w16);
+    cuk_f32_to_f16(0, x, x16, (int64_t)nt * n_in);
+    k_ref16<<<dim3((unsigned)((n_out + 127) / 128), (unsigned)nt), 128>>>((const __half *)w16, (const __half *)x16,
+                                                                          (int)n_in, (int)n_out, nt, yr);
+    CK(cudaDeviceSynchronize());
+    std::vector<float> ref = get(yr, (size_t)nt * n_out);
+    const int want = cc_major() == 9;
+    for (int pdl : {0, 1}) {
+        cuk_set_tuning(pdl, 1);
+        char what[40];
+        snprintf(what, sizeof what, "wg pdl=%d vs f16", pdl);
+        check_gemm_run(what, t, n_in, n_out, nt, y, ref, 3e-3, want,
+                       [&] { return cuk_mmqwg_q4k(0, t.type, w, n_in, n_out, x16, nt, y); });
+    }
+    cuk_set_tuning(1, 1);
+    cudaFree(w); cudaFree(w16); cudaFree(x); cudaFree(x16); cudaFree(y); cudaFree(yr);
+}
+
+static void check_wg(void)
+{
+    uint64_t seed = 900;
+    const std::pair<int64_t, int64_t> shapes[] = {{256, 37}, {768, 129}, {4096, 200}, {14336, 70}};
+    for (auto &sh : shapes)
+        for (int nt : {1, 17, 32, 33, 64, 65, 96, 100, 128, 147, 200, 256})
+            check_wg_one(sh.first, sh.second, nt, seed++);
+    /* refusals: other types, K not of whole super-blocks, no or too many tokens, misaligned rows */
+    uint8_t *p = NULL;
+    CK(cudaMalloc(&p, 4096));
+    if (cuk_mmqwg_q4k(0, AARMD_TYPE_Q8_0, p, 256, 1, p, 16, (float *)p) ||
+        cuk_mmqwg_q4k(0, AARMD_TYPE_Q4_K, p, 288, 1, p, 16, (float *)p) ||
+        cuk_mmqwg_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, 0, (float *)p) ||
+        cuk_mmqwg_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, CUK_WG_MAX_TOK + 1, (float *)p) ||
+        cuk_mmqwg_q4k(0, AARMD_TYPE_Q4_K, p, 256, 0, p, 16, (float *)p) ||
+        cuk_mmqwg_q4k(0, AARMD_TYPE_Q4_K, p + 8, 256, 1, p, 16, (float *)p) ||
+        cuk_mmqwg_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p + 8, 16, (float *)p)) {
+        printf("FAIL cuk_mmqwg_q4k took a case it must refuse\n");
+        n_fail++;
+    }
+    cudaFree(p);
+}
+
+/* cublasGemmEx from libcublas, looked up at run time (as plugins/cuda/cuda_blas.c does) */
+#include <dlfcn.h>
+typedef int (*blas_create_fn)(void **);
+typedef int (*blas_gemm_fn)(void *, int, int, int, int, int, const void *, const void *, int, int, const void *, int,
+                            int, const void *, void *, int, int, int, int);
+static void *blas_h = NULL;
+static blas_gemm_fn blas_gemm = NULL;
+
+static int blas_open(void)
+{
+    if (blas_gemm)
+        return 1;
+    void *lib = dlopen("libcublas.so.13", RTLD_NOW);
+    if (!lib)
+        lib = dlopen("libcublas.so.12", RTLD_NOW);
+    if (!lib)
+        return 0;
+    blas_create_fn create = (blas_create_fn)dlsym(lib, "cublasCreate_v2");
+    blas_gemm = (blas_gemm_fn)dlsym(lib, "cublasGemmEx");
+    if (!create || !blas_gemm || create(&blas_h) != 0) {
+        blas_gemm = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+/* y [n_tok][n_out] F32 = w16 [n_out][n_in] . a16 [n_tok][n_in], as the plugin calls it (CUBLAS_OP_T = 1,
+ * OP_N = 0, CUDA_R_16F = 2, CUDA_R_32F = 0, CUBLAS_COMPUTE_32F = 68, CUBLAS_GEMM_DEFAULT = -1) */
+static void blas_run(cudaStream_t s, const void *w16, const void *a16, float *y, int n_in, int n_out, int n_tok)
+{
+    typedef int (*set_stream_fn)(void *, cudaStream_t);
+    static set_stream_fn set_stream = (set_stream_fn)dlsym(RTLD_DEFAULT, "cublasSetStream_v2");
+    if (!set_stream) {
+        void *lib = dlopen("libcublas.so.13", RTLD_NOW | RTLD_NOLOAD);
+        if (!lib)
+            lib = dlopen("libcublas.so.12", RTLD_NOW | RTLD_NOLOAD);
+        set_stream = (set_stream_fn)dlsym(lib, "cublasSetStream_v2");
+    }
+    set_stream(blas_h, s);
+    const float one = 1.0f, zero = 0.0f;
+    blas_gemm(blas_h, 1, 0, n_out, n_tok, n_in, &one, w16, 2, n_in, a16, 2, n_in, &zero, y, 0, n_out, 68, -1);
+}
+
+/* --wg: the check above alone, then all Q4_K matmuls of an 8B step at 32..256 tokens: the wg GEMM
+ * against cuBLAS on the F16 copy (what the forward runs past 64 tokens) and, up to 64, the default
+ * route (v9 / int8). MM_WG_TOKS overrides the token counts. */
+static int run_wg(void)
+{
+    if (!getenv("MM_WG_NOCHECK"))   /* set: the bench alone (profiling) */
+        check_wg();
+    printf("wg check: %d failures\n", n_fail);
+    const mat m8b[] = {{4096, 6144, "qkv"}, {4096, 4096, "wo"}, {4096, 28672, "gate_up"}, {14336, 4096, "down"},
+                       {4096, 128256, "output"}};
+    const tinfo &t = TYPES[8];
+    std::vector<int> toks = {32, 64, 96, 128, 147, 160, 192, 256};
+    if (getenv("MM_WG_TOKS")) {
+        toks.clear();
+        for (const char *p = getenv("MM_WG_TOKS"); *p;) {
+            char *e;
+            long v = strtol(p, &e, 10);
+            if (e == p)
+                break;
+            toks.push_back((int)v);
+            p = e;
+        }
+    }
+    const int have_blas = blas_open();
+    static cudaStream_t s = NULL;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    std::vector<double> tot(toks.size() * 3, 0.0);
+    for (int mi = 0; mi < 5; mi++) {
+        const mat &m = m8b[mi];
+        const size_t bytes = cuk_row_bytes(t.type, m.n_in) * m.n_out;
+        const int nb = (int)std::max<size_t>(2, std::min<size_t>(4, (size_t)400e6 / bytes + 1));
+        std::vector<void *> ws(nb), w16s(nb);
+        for (int i = 0; i < nb; i++) {
+            CK(cudaMalloc(&ws[i], bytes));
+            fill_w(t, ws[i], m.n_in, m.n_out, 300 + i);
+            CK(cudaMalloc(&w16s[i], (size_t)m.n_in * m.n_out * 2));
+            cuk_dequant_f16(0, t.type, ws[i], m.n_in, m.n_out, w16s[i]);
+        }
+        const int maxt = 256;
+        float *x, *xd, *y;
+        void *xq, *x16;
+        CK(cudaMalloc(&x, (size_t)maxt * m.n_in * 4));
+        CK(cudaMalloc(&x16, (size_t)maxt * m.n_in * 2));
+        CK(cudaMalloc(&xq, (size_t)maxt * m.n_in));
+        CK(cudaMalloc(&xd, (size_t)maxt * m.n_in / 32 * 4));
+        CK(cudaMalloc(&y, (size_t)maxt * m.n_out * 4));
+        k_fill_f32<<<(unsigned)((maxt * m.n_in + 255) / 256), 256>>>(x, maxt * m.n_in, 5);
+        cuk_f32_to_f16(0, x, x16, (int64_t)maxt * m.n_in);
+        cuk_quantize_q8(0, x, (int64_t)maxt * m.n_in, xq, xd);
+        CK(cudaDeviceSynchronize());
+        for (size_t ti = 0; ti < toks.size(); ti++) {
+            const int nt = toks[ti];
+            printf("%-8s tok %3d:", m.name, nt);
+            const double wg = time_graph(s, 24, [&](int i) {
+                cuk_mmqwg_q4k(s, t.type, ws[i % nb], m.n_in, m.n_out, x16, nt, y);
+            });
+            printf("  wg %8.2f (%5.0f GB/s)", wg, bytes / wg / 1e3);
+            tot[ti * 3] += wg * (mi == 4 ? 1 : 32);
+            if (have_blas) {
+                const double bl = time_graph(s, 24, [&](int i) {
+                    blas_run(s, w16s[i % nb], x16, y, (int)m.n_in, (int)m.n_out, nt);
+                });
+                printf("  cublas %8.2f", bl);
+                tot[ti * 3 + 1] += bl * (mi == 4 ? 1 : 32);
+            }
+            if (nt <= 64) {
+                const double q = time_graph(s, 24, [&](int i) {
+                    cuk_matvec_q8(s, t.type, ws[i % nb], m.n_in, m.n_out, xq, xd, nt, y);
+                });
+                printf("  q8route %8.2f", q);
+                tot[ti * 3 + 2] += q * (mi == 4 ? 1 : 32);
+            }
+            printf("\n");
+        }
+        for (int i = 0; i < nb; i++) {
+            cudaFree(ws[i]);
+            cudaFree(w16s[i]);
+        }
+        cudaFree(x); cudaFree(x16); cudaFree(xq); cudaFree(xd); cudaFree(y);
+    }
+    printf("-- Q4_K all matmuls of one 8B step (32 layers + output), ms:\n");
+    for (size_t ti = 0; ti < toks.size(); ti++)
+        printf("   tok %3d: wg %.3f  cublas-f16 %.3f  q8route %.3f\n", toks[ti], tot[ti * 3] / 1e3,
+               tot[ti * 3 + 1] / 1e3, tot[ti * 3 + 2] / 1e3);
+    return n_fail ? 1 : 0;
 }
