@@ -574,6 +574,24 @@ static double time_calls(uint32_t type, std::vector<void *> &ws, int64_t n_in, i
     });
 }
 
+/* the integers listed in environment variable `name` ("1 16 32"), or `dflt` when it is unset */
+static std::vector<int> env_ints(const char *name, std::vector<int> dflt)
+{
+    const char *p = getenv(name);
+    if (!p)
+        return dflt;
+    std::vector<int> v;
+    while (*p) {
+        char *e;
+        long x = strtol(p, &e, 10);
+        if (e == p)
+            break;
+        v.push_back((int)x);
+        p = e;
+    }
+    return v;
+}
+
 /* MM_VARS="v9 i8 ...": the bench runs the variants named there alone (unset: all) */
 static int var_selected(const char *name)
 {
@@ -608,17 +626,8 @@ static int run_bench(int argc, char **argv)
             if (!strcmp(tt.name, c.type))
                 t = &tt;
         int q8 = cuk_type_q8(t->type);
-        std::vector<int> toks = q8 ? std::vector<int>{1, 2, 4, 8, 16, 32, 64} : std::vector<int>{1, 4, 8};
-        if (getenv("MM_TOKS"))   /* e.g. "1 16 32 64" */
-            toks.clear();
-        for (const char *p = getenv("MM_TOKS"); p && *p;) {
-            char *e;
-            long v = strtol(p, &e, 10);
-            if (e == p)
-                break;
-            toks.push_back((int)v);
-            p = e;
-        }
+        std::vector<int> toks = env_ints("MM_TOKS", q8 ? std::vector<int>{1, 2, 4, 8, 16, 32, 64}
+                                                       : std::vector<int>{1, 4, 8});   /* e.g. "1 16 32 64" */
         /* variants: pdl, mvf (kernel generation), grid cap, GEMM version; small: for <= 8 tokens, big: > 8 */
         /* mv1: the v9 1-token kernel configuration (cuk_mv1_q8; -1 off), run at 1 token only (small 2) */
         struct var { int pdl, mvf, grid, mmq, small, big; const char *name; int mv1; };
@@ -1197,18 +1206,7 @@ static int run_wg(void)
     const mat m8b[] = {{4096, 6144, "qkv"}, {4096, 4096, "wo"}, {4096, 28672, "gate_up"}, {14336, 4096, "down"},
                        {4096, 128256, "output"}};
     const tinfo &t = TYPES[8];
-    std::vector<int> toks = {32, 64, 96, 128, 147, 160, 192, 256};
-    if (getenv("MM_WG_TOKS")) {
-        toks.clear();
-        for (const char *p = getenv("MM_WG_TOKS"); *p;) {
-            char *e;
-            long v = strtol(p, &e, 10);
-            if (e == p)
-                break;
-            toks.push_back((int)v);
-            p = e;
-        }
-    }
+    const std::vector<int> toks = env_ints("MM_WG_TOKS", {32, 64, 96, 128, 147, 160, 192, 256});
     const int have_blas = blas_open();
     static cudaStream_t s = NULL;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
