@@ -198,12 +198,11 @@ k_wgs(int n_items, int n_out, int n_tok, float *__restrict__ y, int kun, int ks,
     uint64_t *a_full = raw_full + WR, *a_empty = a_full + 2, *b_full = a_empty + 2;
     float *red = reinterpret_cast<float *>(sm);
 
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2;
     const int nu = n_items / 8;
     const ksplit_part kp = ksplit_of(ks, BM, nu, kun);
     const int rank = kp.rank, r0 = kp.r0, u0 = kp.u0, nst = kp.nst, nh = 2 * kp.nst;
     const int tt = (int)blockIdx.y, tok_here = min(NT, n_tok - tt * NT);
-    (void)t4;
 
     if (tid == 0) {
         for (int i = 0; i < WR; i++)
