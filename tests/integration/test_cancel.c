@@ -92,7 +92,7 @@ Test(cancel, running_job_both_forms_within_100ms)
     for (int form = 0; form < 2; form++) {
         char id[32], body[128];
         snprintf(id, sizeof id, "run-%d", form);
-        snprintf(body, sizeof body, "{\"job_id\":\"%s\",\"prompt\":\"x\",\"max_tokens\":1000}", id);
+        snprintf(body, sizeof body, "{\"job_id\":\"%s\",\"prompt\":\"x\",\"max_tokens\":1000,\"temperature\":0}", id);
         struct hx_http *s = hx_execute(port, NULL, body);
         json_object_put(next_named(s, "started"));
         json_object_put(next_named(s, "token"));
@@ -108,7 +108,7 @@ Test(cancel, queued_job_within_100ms)
 {
     struct hx_proc *p = hx_start("--max-jobs", "1", "--queue-depth", "4", "--backend-opt", "delay_ms=10", NULL);
     int port = hx_port(p);
-    struct hx_http *a = hx_execute(port, NULL, "{\"job_id\":\"qa\",\"prompt\":\"x\",\"max_tokens\":1000}");
+    struct hx_http *a = hx_execute(port, NULL, "{\"job_id\":\"qa\",\"prompt\":\"x\",\"max_tokens\":1000,\"temperature\":0}");
     json_object_put(next_named(a, "token"));
     struct hx_http *b = hx_execute(port, NULL, "{\"job_id\":\"qb\",\"prompt\":\"x\",\"max_tokens\":5}");
     json_object_put(next_named(b, "started"));   /* sent at once even while it waits */
@@ -160,7 +160,7 @@ Test(cancel, client_disconnect_cancels_the_job)
     hx_http_close(m);
     cr_assert_geq(before, 0, "no cancelled series in /metrics");
 
-    struct hx_http *s = hx_execute(port, NULL, "{\"job_id\":\"gone\",\"prompt\":\"x\",\"max_tokens\":2000}");
+    struct hx_http *s = hx_execute(port, NULL, "{\"job_id\":\"gone\",\"prompt\":\"x\",\"max_tokens\":2000,\"temperature\":0}");
     json_object_put(next_named(s, "token"));
     /* /health is served from state cached every 100 ms: wait for it to see the job */
     cr_assert_eq(hx_wait_health(port, "jobs_running", 1, 2000), 1, "the job never showed as running");

@@ -694,7 +694,7 @@ Test(execute, duplicate_live_job_id_is_409)
 {
     struct hx_proc *p = hx_start("--backend-opt", "delay_ms=20", NULL);
     int port = hx_port(p);
-    struct hx_http *first = hx_execute(port, NULL, "{\"job_id\":\"dup\",\"prompt\":\"x\",\"max_tokens\":500}");
+    struct hx_http *first = hx_execute(port, NULL, "{\"job_id\":\"dup\",\"prompt\":\"x\",\"max_tokens\":500,\"temperature\":0}");
     wait_started(first);
     struct hx_http *c = hx_fetch(port, "POST", "/execute", NULL, "{\"job_id\":\"dup\",\"prompt\":\"y\"}");
     struct json_object *e = error_of(c, 409, "DUPLICATE_JOB");
@@ -718,7 +718,7 @@ Test(execute, full_queue_is_503_busy_with_retry_after)
 {
     struct hx_proc *p = hx_start("--max-jobs", "1", "--queue-depth", "0", "--backend-opt", "delay_ms=20", NULL);
     int port = hx_port(p);
-    struct hx_http *first = hx_execute(port, NULL, "{\"job_id\":\"busy-1\",\"prompt\":\"x\",\"max_tokens\":500}");
+    struct hx_http *first = hx_execute(port, NULL, "{\"job_id\":\"busy-1\",\"prompt\":\"x\",\"max_tokens\":500,\"temperature\":0}");
     wait_started(first);
     struct hx_http *c = hx_fetch(port, "POST", "/execute", NULL, "{\"job_id\":\"busy-2\",\"prompt\":\"y\"}");
     struct json_object *e = error_of(c, 503, "BUSY");

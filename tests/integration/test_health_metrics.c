@@ -113,7 +113,7 @@ Test(health_metrics, health_answers_fast_while_jobs_decode)
     struct hx_http *jobs[4];
     for (int i = 0; i < 4; i++) {
         char body[128];
-        snprintf(body, sizeof body, "{\"job_id\":\"busy-%d\",\"prompt\":\"x\",\"max_tokens\":2048}", i);
+        snprintf(body, sizeof body, "{\"job_id\":\"busy-%d\",\"prompt\":\"x\",\"max_tokens\":2048,\"temperature\":0}", i);
         jobs[i] = hx_execute(port, NULL, body);
         cr_assert_eq(hx_http_status(jobs[i]), 200);
     }
@@ -212,14 +212,14 @@ Test(health_metrics, metrics_counters_move_by_outcome)
     tin_total += tin;
     ntok_total += ntok;
     /* one timeout: 1 s at 5 ms a token */
-    t = run(port, "{\"job_id\":\"slow\",\"prompt\":\"x\",\"max_tokens\":2000}", &tin, &ntok);
+    t = run(port, "{\"job_id\":\"slow\",\"prompt\":\"x\",\"max_tokens\":2000,\"temperature\":0}", &tin, &ntok);
     cr_assert_str_eq(hx_jstr(t, "code"), "INFERENCE_TIMEOUT", "%s", json_object_to_json_string(t));
     cr_assert(json_object_get_boolean(json_object_object_get(t, "retriable")), "INFERENCE_TIMEOUT is retriable");
     json_object_put(t);
     tin_total += tin;
     ntok_total += ntok;
     /* one cancelled */
-    struct hx_http *c = hx_execute(port, NULL, "{\"job_id\":\"cx\",\"prompt\":\"x\",\"max_tokens\":2000}");
+    struct hx_http *c = hx_execute(port, NULL, "{\"job_id\":\"cx\",\"prompt\":\"x\",\"max_tokens\":2000,\"temperature\":0}");
     struct hx_sse_event ev;
     cr_assert_eq(hx_sse_next(c, &ev, 5000), 1);
     tin_total += hx_jint(ev.json, "tokens_in");

@@ -81,7 +81,7 @@ static void signal_drain(int sig)
     struct hx_proc *p = hx_start("--backend-opt", "delay_ms=10", NULL);
     int port = hx_port(p);
     /* ~20 s of work: outlives the 5 s grace and gets cancelled */
-    struct hx_http *job = hx_execute(port, NULL, "{\"job_id\":\"drain-long\",\"prompt\":\"x\",\"max_tokens\":2000}");
+    struct hx_http *job = hx_execute(port, NULL, "{\"job_id\":\"drain-long\",\"prompt\":\"x\",\"max_tokens\":2000,\"temperature\":0}");
     wait_first_token(job);
     double t0 = hx_now_ms();
     cr_assert_eq(kill(hx_pid(p), sig), 0);
