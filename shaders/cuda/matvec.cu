@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../plugins/cuda/launch.h"
 #include "pdl.cuh"
@@ -278,7 +279,7 @@ static int mmq_ver(void)
     if (mmq_version < 0) {
         const char *e = getenv("AARMD_CUDA_MMQ");
         int v = e ? atoi(e) : 0;
-        mmq_version = v >= 1 && v <= 24 ? v : 20;
+        mmq_version = v >= 1 && v <= 26 ? v : 20;
     }
     return mmq_version;
 }
@@ -930,20 +931,44 @@ static int mmqi8_cfg(int ver)
     case 22: return 1;               /* 3 stages */
     case 23: return 3 << 6;          /* K split to 3 blocks per SM for every type */
     case 24: return 1 << 8;          /* 21 with the EARLY producer (slower: v10-i8) */
+    case 26: return 1 << 9;          /* TAB: the scale tables precomputed (v12-lead), Q4_K at 3..64 tokens too */
     default: return -1;
     }
 }
 
 /* version 20: Q4_K steps of more tokens go to v9 (v10-i8 runs: the int8 GEMM wins at 4 and 8
- * tokens, ties at 16 and loses at 32, 64) */
-static const int mmqi8_q4k_max = 8;
+ * tokens; v12-lead: with its tables precomputed (TAB) it also wins at 9..16, loses at 32, 64) */
+static const int mmqi8_q4k_max = 16;
 
 /* 1 when version `ver` sends this product to the int8 GEMM first */
 static int mmqi8_takes(int ver, uint32_t type, int64_t n_in, int64_t n_out, int n_tok)
 {
     if (mmqi8_cfg(ver) < 0)
         return 0;
+    if (ver == 26)
+        return n_in * n_out >= (1 << 22);
     return ver != 20 || (n_in * n_out >= (1 << 22) && (type != AARMD_TYPE_Q4_K || n_tok <= mmqi8_q4k_max));
+}
+
+/*
+ * Version 20's int8 configuration for a product it takes: the scale tables precomputed once per
+ * launch (TAB, cfg bit 9) where that measured faster on the H100 (v12-lead: Q4_K at 9..16 tokens,
+ * Q8_0 at 33..64; below 9 tokens the extra table launch costs more than it saves);
+ * AARMD_CUDA_I8_TAB=0 keeps the producer's tables everywhere (A/B).
+ */
+static int mmqi8_tab = -1;
+
+static int mmqi8_cfg_for(int ver, uint32_t type, int n_tok)
+{
+    int c = mmqi8_cfg(ver);
+    if (ver != 20 || c < 0)
+        return c;
+    if (mmqi8_tab < 0) {
+        const char *e = getenv("AARMD_CUDA_I8_TAB");
+        mmqi8_tab = !(e && !strcmp(e, "0"));
+    }
+    const int tab = type == AARMD_TYPE_Q4_K ? n_tok > 8 : n_tok > 32;
+    return mmqi8_tab && tab ? c | 1 << 9 : c;
 }
 
 template <uint32_t T>
@@ -952,7 +977,8 @@ static void mmq_t(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, co
 {
     /* 20-23: the int8 GEMM (Q8_0, Q4_K; 20 for >= 4M weights); what it refuses goes as version 15 */
     const int ci = mmqi8_cfg(mmq_ver());
-    if (mmqi8_takes(mmq_ver(), T, n_in, n_out, n_tok) && cuk_mmqi8_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, ci))
+    if (mmqi8_takes(mmq_ver(), T, n_in, n_out, n_tok) &&
+        cuk_mmqi8_q8(s, T, w, n_in, n_out, xq, xd, n_tok, y, mmqi8_cfg_for(mmq_ver(), T, n_tok)))
         return;
     const int v = ci >= 0 ? 15 : mmq_ver();
     /* 15 takes what it was measured on (Q4_K, >= 4M weights; v8 for the rest); 16-19 everything */

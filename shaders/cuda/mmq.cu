@@ -581,47 +581,12 @@ k_mmq9(const uint8_t *__restrict__ W, size_t rb, int n_items, int n_out, const _
 
 /* ---- v9 launch ------------------------------------------------------------------------------ */
 
-/*
- * The F16 activations' scratch: one buffer per stream (a stream's launches are ordered, so one
- * buffer serves all its matmuls; graphs captured on it keep its address), never freed (a graph
- * may still use it; a replaced smaller one stays too). Allocated on first use, also inside a
- * stream capture: the thread's capture mode is relaxed around cudaMalloc (which enqueues
- * nothing). At most V9_STREAMS streams; beyond that v9 refuses (v8 runs).
- */
-#define V9_STREAMS 64
-#define V9_MIN_SCRATCH ((size_t)64 * 16384 * 2)   /* 64 tokens of rows up to 16384: 2 MB */
-
-static pthread_mutex_t v9_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { cudaStream_t s; void *p; size_t bytes; } v9_scr[V9_STREAMS];
-static int v9_nscr = 0;
+/* the F16 activations' scratch (mmq_scratch, mmq_common.cuh): 64 tokens of rows up to 16384 at least */
+#define V9_MIN_SCRATCH ((size_t)64 * 16384 * 2)
 
 static void *v9_scratch(cudaStream_t s, size_t bytes)
 {
-    void *p = NULL;
-    pthread_mutex_lock(&v9_mu);
-    int i = 0;
-    while (i < v9_nscr && v9_scr[i].s != s)
-        i++;
-    if (i < v9_nscr && v9_scr[i].bytes >= bytes) {
-        p = v9_scr[i].p;
-    } else if (i < V9_STREAMS) {
-        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
-        cudaThreadExchangeStreamCaptureMode(&mode);
-        const size_t want = bytes > V9_MIN_SCRATCH ? bytes : V9_MIN_SCRATCH;
-        if (cudaMalloc(&p, want) == cudaSuccess) {
-            v9_scr[i].s = s;
-            v9_scr[i].p = p;
-            v9_scr[i].bytes = want;
-            if (i == v9_nscr)
-                v9_nscr++;
-        } else {
-            p = NULL;
-            cudaGetLastError();
-        }
-        cudaThreadExchangeStreamCaptureMode(&mode);
-    }
-    pthread_mutex_unlock(&v9_mu);
-    return p;
+    return mmq_scratch(s, bytes > V9_MIN_SCRATCH ? bytes : V9_MIN_SCRATCH);
 }
 
 /* the map of W as rows of rb / 2 16-bit elements, boxes of bw bytes x bh rows; 0 on failure */

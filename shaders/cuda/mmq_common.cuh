@@ -150,6 +150,46 @@ static inline void cluster_cfg(cudaLaunchConfig_t *cfg, cudaLaunchAttribute *at,
     cfg->numAttrs = (unsigned)na;
 }
 
+/*
+ * A device scratch per stream (a stream's launches are ordered, so one buffer serves all its
+ * launches; graphs captured on it keep its address), at least `bytes`, never freed (a graph may
+ * still use it; a replaced smaller one stays too). Allocated on first use, also inside a stream
+ * capture: the thread's capture mode is relaxed around cudaMalloc (which enqueues nothing). One
+ * table per .cu file (static); at most MMQ_STREAMS streams, beyond that NULL (callers refuse).
+ */
+#define MMQ_STREAMS 64
+static pthread_mutex_t mmq_scr_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { cudaStream_t s; void *p; size_t bytes; } mmq_scr[MMQ_STREAMS];
+static int mmq_nscr = 0;
+
+static inline void *mmq_scratch(cudaStream_t s, size_t bytes)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&mmq_scr_mu);
+    int i = 0;
+    while (i < mmq_nscr && mmq_scr[i].s != s)
+        i++;
+    if (i < mmq_nscr && mmq_scr[i].bytes >= bytes) {
+        p = mmq_scr[i].p;
+    } else if (i < MMQ_STREAMS) {
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        cudaThreadExchangeStreamCaptureMode(&mode);
+        if (cudaMalloc(&p, bytes) == cudaSuccess) {
+            mmq_scr[i].s = s;
+            mmq_scr[i].p = p;
+            mmq_scr[i].bytes = bytes;
+            if (i == mmq_nscr)
+                mmq_nscr++;
+        } else {
+            p = NULL;
+            cudaGetLastError();
+        }
+        cudaThreadExchangeStreamCaptureMode(&mode);
+    }
+    pthread_mutex_unlock(&mmq_scr_mu);
+    return p;
+}
+
 /* ---- mbarriers and bulk copies (sm_90) ------------------------------------------------------ */
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)

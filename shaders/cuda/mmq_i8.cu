@@ -153,16 +153,59 @@ __device__ __forceinline__ float i8_byte_mul(float d, uint32_t u, int k)
     return fmaf(d, __int_as_float((int)__byte_perm(u, 0x4B000000u, 0x7540 | k)), -d * 8388608.0f);
 }
 
+/*
+ * TAB (cfg bit 9): the scale tables of every unit computed once per launch by k_i8_tab into a
+ * per-stream scratch laid out as a stage's table region (per unit: [item][NTOK] float2 (dx, -dx *
+ * I8_MAGICF), then for K-quants [NTOK][item] halves of dx * sum(xq) / 32, high, then low; zeros
+ * past n_tok), copied by the producer with the stage's other copies: no L2 round trip on the
+ * producer's path and no `ready` barrier. Same arithmetic as the producer's tables.
+ */
+template <int MIN>
+__global__ void k_i8_tab(const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_in, int n_tok, int ntok,
+                         uint8_t *__restrict__ tab)
+{
+    pdl_enter();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+    const int items = n_in / 32, v = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (v >= items * ntok)
+        return;
+    const int tok = v % ntok, item = v / ntok, u = item / I8_UI, it = item % I8_UI;
+    uint8_t *t = tab + (size_t)u * 96 * ntok;
+    const float dx = tok < n_tok ? __ldg(xd + (size_t)tok * items + item) : 0.0f;
+    reinterpret_cast<float2 *>(t)[it * ntok + tok] = make_float2(dx, -dx * I8_MAGICF);
+    if (MIN) {
+        int s = 0;
+        if (tok < n_tok) {
+            const int4 *src = reinterpret_cast<const int4 *>(xq + (size_t)tok * n_in + (size_t)item * 32);
+            const int4 v0 = __ldg(src), v1 = __ldg(src + 1);
+            s = __dp4a(v0.x, 0x01010101, 0);
+            s = __dp4a(v0.y, 0x01010101, s);
+            s = __dp4a(v0.z, 0x01010101, s);
+            s = __dp4a(v0.w, 0x01010101, s);
+            s = __dp4a(v1.x, 0x01010101, s);
+            s = __dp4a(v1.y, 0x01010101, s);
+            s = __dp4a(v1.z, 0x01010101, s);
+            s = __dp4a(v1.w, 0x01010101, s);
+        }
+        const float xs = dx * (float)s * (1.0f / 32.0f);
+        const __half hi = __float2half_rn(xs);
+        reinterpret_cast<__half *>(t + 64 * ntok)[tok * I8_UI + it] = hi;
+        reinterpret_cast<__half *>(t + 80 * ntok)[tok * I8_UI + it] = __float2half_rn(xs - __half2float(hi));
+    }
+}
+
 /* EARLY (cfg bit 8, experimental, off unless AARMD_CUDA_I8_EARLY=1): the producer refills a slot
  * as soon as its stage is consumed and writes that stage's scale table right after, instead of
  * writing the next stage's table first (runs I1-I2: the table ahead of the refill put an L2
  * round trip on the refill's path). Correct on the H100 but slower at 16-64 tokens
  * (docs/cuda-notes.md v10-i8): kept as a knob. */
-template <uint32_t T, int NC, int NTT, int EARLY>
+template <uint32_t T, int NC, int NTT, int EARLY, int TAB>
 __global__ void __launch_bounds__((NC + 1) * WARP, (i8k<T, NC, NTT>::MINB))
 k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_tok,
         float *__restrict__ y, int kun, int ks, int ns, const __grid_constant__ CUtensorMap tmw,
-        const __grid_constant__ CUtensorMap tmx)
+        const __grid_constant__ CUtensorMap tmx, const uint8_t *__restrict__ gtab)
 {
     typedef i8t<T> Tr;
     typedef i8k<T, NC, NTT> K;
@@ -191,12 +234,14 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
 
     if (warp == NC) {
         /* producer: the weights of the first stages may go before the wait (never written) */
-        const uint32_t bytes = (uint32_t)(BM * UB + 2 * ABOX);
+        const uint32_t bytes = (uint32_t)(BM * UB + 2 * ABOX + (TAB ? 96 * NTOK : 0));
         auto acts = [&](int i) {
             if (lane == 0) {
                 uint8_t *st = sm + (i % ns) * STAGE;
                 tma_2d(st, &tmx, (u0 + i) * I8_UK, 0, &full[i % ns]);
                 tma_2d(st + ABOX, &tmx, (u0 + i) * I8_UK + 128, 0, &full[i % ns]);
+                if (TAB)   /* the unit's scale table, computed by k_i8_tab */
+                    bulk_g2s(st + XSC, gtab + (size_t)(u0 + i) * 96 * NTOK, 96 * NTOK, &full[i % ns]);
             }
         };
         /* the scale table of stage i (its activations landed, for the sums) */
@@ -265,7 +310,16 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
         pdl_enter();
         for (int i = 0; i < pre; i++)
             acts(i);
-        if constexpr (EARLY) {
+        if constexpr (TAB) {
+            for (int i = 0; i + ns < nst; i++) {
+                mb_wait(&empty[i % ns], (i / ns) & 1);   /* stage i consumed: its slot takes stage i + ns */
+                if (lane == 0) {
+                    mb_arrive_tx(&full[i % ns], bytes);
+                    tma_2d(sm + (i % ns) * STAGE + WOFF, &tmw, (u0 + i + ns) * (UB / 2), r0, &full[i % ns]);
+                }
+                acts(i + ns);
+            }
+        } else if constexpr (EARLY) {
             for (int i = 0; i < pre; i++)
                 scales(i);
             for (int i = 0; i + ns < nst; i++) {
@@ -305,7 +359,8 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
         for (int i = 0; i < nst; i++) {
             uint8_t *st = sm + (i % ns) * STAGE;
             mb_wait(&full[i % ns], (i / ns) & 1);
-            mb_wait(&ready[i % ns], (i / ns) & 1);
+            if (!TAB)
+                mb_wait(&ready[i % ns], (i / ns) & 1);
             const uint8_t *rw = st + WOFF + (wr + g) * UB;
             const float *xsc = reinterpret_cast<const float *>(st + XSC);
             if constexpr (Tr::MIN) {
@@ -394,12 +449,12 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
 
 /* ---- launch ------------------------------------------------------------------------------ */
 
-template <uint32_t T, int NC, int NTT, int EARLY>
+template <uint32_t T, int NC, int NTT, int EARLY, int TAB>
 static int i8_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_t n_in, int64_t n_out, const void *xq,
                      const float *xd, int n_tok, float *y, int ks_max, int ns, int wm)
 {
     typedef i8k<T, NC, NTT> K;
-    auto kern = k_mmqi8<T, NC, NTT, EARLY>;
+    auto kern = k_mmqi8<T, NC, NTT, EARLY, TAB>;
     const size_t smem = K::smem(ns);
     static int attr = 0;   /* per instantiation: the shared memory limit raised to (bytes), -1 refused */
     if (mmq_smem_limit(kern, K::smem(4), &attr) < 0 || smem > (size_t)attr)
@@ -418,16 +473,40 @@ static int i8_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_
     const int nu = items / I8_UI;
     int ks = 1;
     const int kun = split_k(nu, tiles, wm * v8_sms, ks_max, &ks);
+    uint8_t *gtab = NULL;
+    if (TAB) {   /* every unit's scale table, once per launch */
+        gtab = (uint8_t *)mmq_scratch(s, (size_t)nu * 96 * K::NTOK);
+        if (!gtab)
+            return 0;
+        const int nt = items * K::NTOK;
+        pdl_launch(k_i8_tab<i8t<T>::MIN>, dim3((unsigned)((nt + 255) / 256)), dim3(256), s, (const int8_t *)xq, xd,
+                   (int)n_in, n_tok, (int)K::NTOK, gtab);
+    }
     cudaLaunchConfig_t cfg;
     cudaLaunchAttribute at[2];
     cluster_cfg(&cfg, at, tiles, ks, K::NTH, smem, s);
     cudaError_t e = cudaLaunchKernelEx(&cfg, kern, items, (int)n_out, (const int8_t *)xq, xd, n_tok, y, kun, ks, ns, tmw,
-                                       tmx);
+                                       tmx, (const uint8_t *)gtab);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }
     return 1;
+}
+
+template <uint32_t T, int EARLY, int TAB>
+static int i8_tok(cudaStream_t s, const void *w, size_t rb, int items, int64_t n_in, int64_t n_out, const void *xq,
+                  const float *xd, int n_tok, float *y, int ks_max, int ns, int wm)
+{
+#define I8_TOK_ARGS s, w, rb, items, n_in, n_out, xq, xd, n_tok, y, ks_max, ns, wm
+    if (n_tok <= 8)
+        return i8_launch<T, 4, 1, EARLY, TAB>(I8_TOK_ARGS);
+    if (n_tok <= 16)
+        return i8_launch<T, 4, 2, EARLY, TAB>(I8_TOK_ARGS);
+    if (n_tok <= 32)
+        return i8_launch<T, 4, 4, EARLY, TAB>(I8_TOK_ARGS);
+    return i8_launch<T, 4, 8, EARLY, TAB>(I8_TOK_ARGS);
+#undef I8_TOK_ARGS
 }
 
 template <uint32_t T>
@@ -444,22 +523,11 @@ static int i8_type(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, c
     if (!wm)   /* runs I1, I2: Q8_0 K split to 2 blocks per SM up to 32 tokens, else (and Q4_K) 3 */
         wm = T == AARMD_TYPE_Q4_K || n_tok > 32 ? 3 : 2;
 #define I8_ARGS s, w, rb, items, n_in, n_out, xq, xd, n_tok, y, ks_max, ns, wm
-    if (cfg & (1 << 8)) {
-        if (n_tok <= 8)
-            return i8_launch<T, 4, 1, 1>(I8_ARGS);
-        if (n_tok <= 16)
-            return i8_launch<T, 4, 2, 1>(I8_ARGS);
-        if (n_tok <= 32)
-            return i8_launch<T, 4, 4, 1>(I8_ARGS);
-        return i8_launch<T, 4, 8, 1>(I8_ARGS);
-    }
-    if (n_tok <= 8)
-        return i8_launch<T, 4, 1, 0>(I8_ARGS);
-    if (n_tok <= 16)
-        return i8_launch<T, 4, 2, 0>(I8_ARGS);
-    if (n_tok <= 32)
-        return i8_launch<T, 4, 4, 0>(I8_ARGS);
-    return i8_launch<T, 4, 8, 0>(I8_ARGS);
+    if (cfg & (1 << 8))
+        return i8_tok<T, 1, 0>(I8_ARGS);
+    if (cfg & (1 << 9))
+        return i8_tok<T, 0, 1>(I8_ARGS);
+    return i8_tok<T, 0, 0>(I8_ARGS);
 #undef I8_ARGS
 }
 
@@ -469,7 +537,8 @@ static int i8_type(cudaStream_t s, const void *w, int64_t n_in, int64_t n_out, c
  * to the exact int8 reference, from the rounding of -dx * I8_MAGICF). cfg: bits 0-1 ring stages
  * - 2 (2..4); bits 2-5 blocks of a cluster splitting K at most (0: 8); bits 6-7 K is split until
  * the grid has v blocks per SM (0: Q8_0 2 up to 32 tokens, else 3); bit 8 the EARLY producer
- * (refused unless the environment has AARMD_CUDA_I8_EARLY=1: measured slower). Returns 0,
+ * (refused unless the environment has AARMD_CUDA_I8_EARLY=1: measured slower); bit 9 TAB, the scale
+ * tables precomputed once per launch (not with bit 8). Returns 0,
  * enqueuing nothing, for types other than Q8_0 / Q4_K, rows not of whole 256-element units or not
  * 16-byte aligned, activations not 16-byte aligned, devices before sm_90, bad arguments, or a
  * launch the device refuses. Declared in matvec.cu, its caller.
@@ -478,7 +547,7 @@ extern "C" int cuk_mmqi8_q8(cudaStream_t s, uint32_t type, const void *w, int64_
                             const float *xd, int n_tok, float *y, int cfg)
 {
     if (n_tok < 1 || n_tok > 64 || n_in % 32 || n_in <= 0 || n_out < 1 || n_out > (1 << 30) || cfg < 0 ||
-        cfg >= 1 << 9)
+        cfg >= 1 << 10 || (cfg & (3 << 8)) == 3 << 8)
         return 0;
     static int early_ok = -1;   /* AARMD_CUDA_I8_EARLY=1: the EARLY producer may run (read once) */
     if (early_ok < 0) {

@@ -318,8 +318,10 @@ static void check_i8(const tinfo &t, void *w, int64_t n_in, int64_t n_out, int n
     /* the EARLY producer (cfg bit 8) runs only with AARMD_CUDA_I8_EARLY=1 */
     const char *ee = getenv("AARMD_CUDA_I8_EARLY");
     const int early = ee && !strcmp(ee, "1");
-    /* cfg: bits 0-1 stages - 2, 2-5 cluster cap, 6-7 K-split target, 8 EARLY producer */
-    for (int cfg : {0, 1, 2, 1 << 2, 2 << 2 | 3 << 6, 3 << 6, 1 << 6, 1 | 3 << 6, 1 << 8, 1 << 8 | 1 | 2 << 6}) {
+    /* cfg: bits 0-1 stages - 2, 2-5 cluster cap, 6-7 K-split target, 8 EARLY producer, 9 TAB (tables
+     * precomputed) */
+    for (int cfg : {0, 1, 2, 1 << 2, 2 << 2 | 3 << 6, 3 << 6, 1 << 6, 1 | 3 << 6, 1 << 8, 1 << 8 | 1 | 2 << 6, 1 << 9,
+                    1 << 9 | 1, 1 << 9 | 3 << 6}) {
         const int want_cfg = want && (!(cfg & (1 << 8)) || early);
         for (int pdl : {0, 1}) {
             cuk_set_tuning(pdl, 1);
@@ -491,7 +493,8 @@ static int run_check(void)
         cuk_mmq9_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 10) ||
         cuk_mmq9_q8(0, AARMD_TYPE_Q4_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0) ||
         cuk_mmqi8_q8(0, AARMD_TYPE_Q4_0, NULL, 256, 1, NULL, NULL, 16, NULL, 0) ||
-        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 9) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 1 << 10) ||
+        cuk_mmqi8_q8(0, AARMD_TYPE_Q4_K, NULL, 256, 1, NULL, NULL, 16, NULL, 3 << 8) ||
         cuk_mmqi8_q8(0, AARMD_TYPE_Q8_0, NULL, 288, 1, NULL, NULL, 16, NULL, 0)) {
         printf("FAIL a launcher took a case it must refuse\n");
         n_fail++;
@@ -647,7 +650,8 @@ static int run_bench(int argc, char **argv)
                             {2, 1, 0, 5, 2, 0, "t811p2", 0x1811},
                             {1, 1, 0, 15, 1, 0, "v9s", -1}, {1, 1, 0, 20, 1, 1, "i8", -1},
                             {1, 1, 0, 22, 0, 1, "i8n3", -1}, {1, 1, 0, 23, 0, 1, "i8k3", -1},
-                            {1, 1, 0, 21, 0, 1, "i8all", -1}, {1, 1, 0, 24, 1, 1, "i8r", -1}};
+                            {1, 1, 0, 21, 0, 1, "i8all", -1}, {1, 1, 0, 24, 1, 1, "i8r", -1},
+                            {1, 1, 0, 26, 1, 1, "i8t", -1}};
         const int NV = (int)(sizeof vars / sizeof vars[0]);
         printf("\n== %s (%s shapes): us per call (GB/s of weights)\n", c.type,
                c.m == m8b ? "8B" : c.m == m1b ? "1B" : "135M");
