@@ -279,7 +279,7 @@ static int mmq_ver(void)
     if (mmq_version < 0) {
         const char *e = getenv("AARMD_CUDA_MMQ");
         int v = e ? atoi(e) : 0;
-        mmq_version = v >= 1 && v <= 26 ? v : 20;
+        mmq_version = v >= 1 && v <= 29 ? v : 20;
     }
     return mmq_version;
 }
@@ -922,7 +922,8 @@ extern "C" int cuk_mmqi8_q8(cudaStream_t s, uint32_t type, const void *w, int64_
 /* int8 GEMM variants (-1: not one): bits 0-1 ring stages - 2, bits 6-7 K split until v blocks per
  * SM (0: per type), bit 8 the EARLY producer (mmq_i8.cu: runs only with AARMD_CUDA_I8_EARLY=1)
  * (docs/cuda-notes.md v10-i8); 20 takes matrices of >= 4M weights and Q4_K steps of <=
- * mmqi8_q4k_max tokens, 21-24 every size and token count */
+ * mmqi8_q4k_max tokens (TAB past 8 tokens: mmqi8_cfg_for), 21-24 and 26-29 (TAB) every size and
+ * token count of >= 4M weights for 26-29 */
 static int mmqi8_cfg(int ver)
 {
     switch (ver) {
@@ -932,6 +933,9 @@ static int mmqi8_cfg(int ver)
     case 23: return 3 << 6;          /* K split to 3 blocks per SM for every type */
     case 24: return 1 << 8;          /* 21 with the EARLY producer (slower: v10-i8) */
     case 26: return 1 << 9;          /* TAB: the scale tables precomputed (v12-lead), Q4_K at 3..64 tokens too */
+    case 27: return 1 << 9 | 1;      /* 26 with 3 stages */
+    case 28: return 1 << 9 | 2 << 6; /* 26 with K split to 2 blocks per SM */
+    case 29: return 1 << 9 | 1 << 6; /* 26 with K split to 1 block per SM */
     default: return -1;
     }
 }
@@ -945,7 +949,7 @@ static int mmqi8_takes(int ver, uint32_t type, int64_t n_in, int64_t n_out, int 
 {
     if (mmqi8_cfg(ver) < 0)
         return 0;
-    if (ver == 26)
+    if (ver >= 26)
         return n_in * n_out >= (1 << 22);
     return ver != 20 || (n_in * n_out >= (1 << 22) && (type != AARMD_TYPE_Q4_K || n_tok <= mmqi8_q4k_max));
 }

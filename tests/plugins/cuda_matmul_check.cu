@@ -651,7 +651,8 @@ static int run_bench(int argc, char **argv)
                             {1, 1, 0, 15, 1, 0, "v9s", -1}, {1, 1, 0, 20, 1, 1, "i8", -1},
                             {1, 1, 0, 22, 0, 1, "i8n3", -1}, {1, 1, 0, 23, 0, 1, "i8k3", -1},
                             {1, 1, 0, 21, 0, 1, "i8all", -1}, {1, 1, 0, 24, 1, 1, "i8r", -1},
-                            {1, 1, 0, 26, 1, 1, "i8t", -1}};
+                            {1, 1, 0, 26, 1, 1, "i8t", -1}, {1, 1, 0, 27, 0, 1, "i8t3", -1},
+                            {1, 1, 0, 28, 0, 1, "i8tk2", -1}, {1, 1, 0, 29, 0, 1, "i8tk1", -1}};
         const int NV = (int)(sizeof vars / sizeof vars[0]);
         printf("\n== %s (%s shapes): us per call (GB/s of weights)\n", c.type,
                c.m == m8b ? "8B" : c.m == m1b ? "1B" : "135M");
