@@ -922,8 +922,8 @@ extern "C" int cuk_mmqi8_q8(cudaStream_t s, uint32_t type, const void *w, int64_
 /* int8 GEMM variants (-1: not one): bits 0-1 ring stages - 2, bits 6-7 K split until v blocks per
  * SM (0: per type), bit 8 the EARLY producer (mmq_i8.cu: runs only with AARMD_CUDA_I8_EARLY=1)
  * (docs/cuda-notes.md v10-i8); 20 takes matrices of >= 4M weights and Q4_K steps of <=
- * mmqi8_q4k_max tokens (TAB past 8 tokens: mmqi8_cfg_for), 21-24 and 26-29 (TAB) every size and
- * token count of >= 4M weights for 26-29 */
+ * mmqi8_q4k_max tokens (TAB past 8 tokens: mmqi8_cfg_for), 21-24 every size and token count,
+ * 26-29 (TAB) every token count of matrices of >= 4M weights */
 static int mmqi8_cfg(int ver)
 {
     switch (ver) {
