@@ -153,6 +153,27 @@ __device__ __forceinline__ float i8_byte_mul(float d, uint32_t u, int k)
     return fmaf(d, __int_as_float((int)__byte_perm(u, 0x4B000000u, 0x7540 | k)), -d * 8388608.0f);
 }
 
+/* the sum of the 32 int8 in v0, v1 */
+__device__ __forceinline__ int i8_sum32(int4 v0, int4 v1)
+{
+    int s = __dp4a(v0.x, 0x01010101, 0);
+    s = __dp4a(v0.y, 0x01010101, s);
+    s = __dp4a(v0.z, 0x01010101, s);
+    s = __dp4a(v0.w, 0x01010101, s);
+    s = __dp4a(v1.x, 0x01010101, s);
+    s = __dp4a(v1.y, 0x01010101, s);
+    s = __dp4a(v1.z, 0x01010101, s);
+    return __dp4a(v1.w, 0x01010101, s);
+}
+
+/* dx * s / 32 (an item's share of the Q4_K minimum) as a high and a low half */
+__device__ __forceinline__ void i8_min_halves(float dx, int s, __half *hi, __half *lo)
+{
+    const float xs = dx * (float)s * (1.0f / 32.0f);
+    *hi = __float2half_rn(xs);
+    *lo = __float2half_rn(xs - __half2float(*hi));
+}
+
 /*
  * TAB (cfg bit 9): the scale tables of every unit computed once per launch by k_i8_tab into a
  * per-stream scratch laid out as a stage's table region (per unit: [item][NTOK] float2 (dx, -dx *
@@ -179,20 +200,10 @@ __global__ void k_i8_tab(const int8_t *__restrict__ xq, const float *__restrict_
         int s = 0;
         if (tok < n_tok) {
             const int4 *src = reinterpret_cast<const int4 *>(xq + (size_t)tok * n_in + (size_t)item * 32);
-            const int4 v0 = __ldg(src), v1 = __ldg(src + 1);
-            s = __dp4a(v0.x, 0x01010101, 0);
-            s = __dp4a(v0.y, 0x01010101, s);
-            s = __dp4a(v0.z, 0x01010101, s);
-            s = __dp4a(v0.w, 0x01010101, s);
-            s = __dp4a(v1.x, 0x01010101, s);
-            s = __dp4a(v1.y, 0x01010101, s);
-            s = __dp4a(v1.z, 0x01010101, s);
-            s = __dp4a(v1.w, 0x01010101, s);
+            s = i8_sum32(__ldg(src), __ldg(src + 1));
         }
-        const float xs = dx * (float)s * (1.0f / 32.0f);
-        const __half hi = __float2half_rn(xs);
-        reinterpret_cast<__half *>(t + 64 * ntok)[tok * I8_UI + it] = hi;
-        reinterpret_cast<__half *>(t + 80 * ntok)[tok * I8_UI + it] = __float2half_rn(xs - __half2float(hi));
+        i8_min_halves(dx, s, reinterpret_cast<__half *>(t + 64 * ntok) + tok * I8_UI + it,
+                      reinterpret_cast<__half *>(t + 80 * ntok) + tok * I8_UI + it);
     }
 }
 
@@ -282,19 +293,7 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
 #pragma unroll
                 for (int jj = 0; jj < JB; jj++) {
                     const int j = j0 + jj, p = lane + WARP * j, tok = p % NTOK, it = p / NTOK;
-                    const int4 v0 = q[jj][0], v1 = q[jj][1];
-                    int s = __dp4a(v0.x, 0x01010101, 0);
-                    s = __dp4a(v0.y, 0x01010101, s);
-                    s = __dp4a(v0.z, 0x01010101, s);
-                    s = __dp4a(v0.w, 0x01010101, s);
-                    s = __dp4a(v1.x, 0x01010101, s);
-                    s = __dp4a(v1.y, 0x01010101, s);
-                    s = __dp4a(v1.z, 0x01010101, s);
-                    s = __dp4a(v1.w, 0x01010101, s);
-                    const float xs = dx[j] * (float)s * (1.0f / 32.0f);
-                    const __half hi = __float2half_rn(xs);
-                    xsh[tok * I8_UI + it] = hi;
-                    xsl[tok * I8_UI + it] = __float2half_rn(xs - __half2float(hi));
+                    i8_min_halves(dx[j], i8_sum32(q[jj][0], q[jj][1]), xsh + tok * I8_UI + it, xsl + tok * I8_UI + it);
                 }
                 }
             }
@@ -310,25 +309,22 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
         pdl_enter();
         for (int i = 0; i < pre; i++)
             acts(i);
-        if constexpr (TAB) {
-            for (int i = 0; i + ns < nst; i++) {
-                mb_wait(&empty[i % ns], (i / ns) & 1);   /* stage i consumed: its slot takes stage i + ns */
-                if (lane == 0) {
-                    mb_arrive_tx(&full[i % ns], bytes);
-                    tma_2d(sm + (i % ns) * STAGE + WOFF, &tmw, (u0 + i + ns) * (UB / 2), r0, &full[i % ns]);
-                }
-                acts(i + ns);
+        auto refill = [&](int i) {   /* stage i consumed: its slot takes stage i + ns */
+            mb_wait(&empty[i % ns], (i / ns) & 1);
+            if (lane == 0) {
+                mb_arrive_tx(&full[i % ns], bytes);
+                tma_2d(sm + (i % ns) * STAGE + WOFF, &tmw, (u0 + i + ns) * (UB / 2), r0, &full[i % ns]);
             }
+            acts(i + ns);
+        };
+        if constexpr (TAB) {
+            for (int i = 0; i + ns < nst; i++)
+                refill(i);
         } else if constexpr (EARLY) {
             for (int i = 0; i < pre; i++)
                 scales(i);
             for (int i = 0; i + ns < nst; i++) {
-                mb_wait(&empty[i % ns], (i / ns) & 1);   /* stage i consumed: its slot takes stage i + ns */
-                if (lane == 0) {
-                    mb_arrive_tx(&full[i % ns], bytes);
-                    tma_2d(sm + (i % ns) * STAGE + WOFF, &tmw, (u0 + i + ns) * (UB / 2), r0, &full[i % ns]);
-                }
-                acts(i + ns);
+                refill(i);
                 scales(i + ns);   /* consumers need it a unit later (they are on stage i + 1) */
             }
         } else {
@@ -337,15 +333,8 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
             for (int i = 0; i < nst; i++) {
                 if (i + 1 < nst)
                     scales(i + 1);   /* issued already (ns >= 2): ready before the consumers finish stage i */
-                if (i + ns < nst) {
-                    mb_wait(&empty[i % ns], (i / ns) & 1);   /* stage i consumed: its slot takes stage i + ns */
-                    if (lane == 0) {
-                        uint8_t *st = sm + (i % ns) * STAGE;
-                        mb_arrive_tx(&full[i % ns], bytes);
-                        tma_2d(st + WOFF, &tmw, (u0 + i + ns) * (UB / 2), r0, &full[i % ns]);
-                    }
-                    acts(i + ns);
-                }
+                if (i + ns < nst)
+                    refill(i);
             }
         }
     } else {
