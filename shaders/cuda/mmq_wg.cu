@@ -56,105 +56,40 @@ template <int N> __device__ __forceinline__ void wg_wait()
 #endif
 }
 
-/* d (64 x 32 F32) += A (desc) x B (desc), both from shared memory */
-__device__ __forceinline__ void wgs_n32(float *d, uint64_t da, uint64_t db)
-{
+/*
+ * wgs_mma<NT>: d (64 x NT F32, NT / 2 per thread: fragment n8 tile j = d[4j..4j+3]) += A (desc) x
+ * B (desc), both from shared memory, one m64nNTk16 (NT 32, 64, 96, 128). The asm operand lists:
+ * accumulators %0.. in groups of 16 (WGS_R*), then the two descriptors and the scale-d flag.
+ */
+#define WGS_R0 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define WGS_R16 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define WGS_R32 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+#define WGS_R48 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define WGS_D8(b) "+f"(d[b]), "+f"(d[b + 1]), "+f"(d[b + 2]), "+f"(d[b + 3]), "+f"(d[b + 4]), "+f"(d[b + 5]), \
+                  "+f"(d[b + 6]), "+f"(d[b + 7])
+#define WGS_D16(b) WGS_D8(b), WGS_D8(b + 8)
 #if WG_ON
-    asm volatile("{\n"
-                 ".reg .pred p;\n"
-                 "setp.ne.b32 p, %18, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
-                 "%16, %17, p, 1, 1, 0, 0;\n"
-                 "}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-                 : "l"(da), "l"(db), "r"(1));
+#define WGS_ASM(N, REGS, DA, DB, P, ...)                                                                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " P ", 0;\n"                                           \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32.f16.f16 {" REGS "}, " DA ", " DB            \
+                 ", p, 1, 1, 0, 0;\n}\n"                                                                   \
+                 : __VA_ARGS__                                                                             \
+                 : "l"(da), "l"(db), "r"(1))
 #else
-    (void)d; (void)da; (void)db;
+#define WGS_ASM(N, REGS, DA, DB, P, ...) ((void)d, (void)da, (void)db)
 #endif
-}
+#define WGS_DEF(N, REGS, DA, DB, P, ...)                                                                    \
+    template <> __device__ __forceinline__ void wgs_mma<N>(float *d, uint64_t da, uint64_t db)              \
+    {                                                                                                       \
+        WGS_ASM(N, REGS, DA, DB, P, __VA_ARGS__);                                                           \
+    }
 
-/* d (64 x 64 F32) += A (desc) x B (desc), both from shared memory */
-__device__ __forceinline__ void wgs_n64(float *d, uint64_t da, uint64_t db)
-{
-#if WG_ON
-    asm volatile("{\n"
-                 ".reg .pred p;\n"
-                 "setp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "%32, %33, p, 1, 1, 0, 0;\n"
-                 "}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(1));
-#else
-    (void)d; (void)da; (void)db;
-#endif
-}
-
-/* d (64 x 96 F32) += A (desc) x B (desc), both from shared memory */
-__device__ __forceinline__ void wgs_n96(float *d, uint64_t da, uint64_t db)
-{
-#if WG_ON
-    asm volatile("{\n"
-                 ".reg .pred p;\n"
-                 "setp.ne.b32 p, %50, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, "
-                 "%48, %49, p, 1, 1, 0, 0;\n"
-                 "}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
-                 : "l"(da), "l"(db), "r"(1));
-#else
-    (void)d; (void)da; (void)db;
-#endif
-}
-
-/* d (64 x 128 F32) += A (desc) x B (desc), both from shared memory */
-__device__ __forceinline__ void wgs_n128(float *d, uint64_t da, uint64_t db)
-{
-#if WG_ON
-    asm volatile("{\n"
-                 ".reg .pred p;\n"
-                 "setp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-                 "%64, %65, p, 1, 1, 0, 0;\n"
-                 "}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "l"(da), "l"(db), "r"(1));
-#else
-    (void)d; (void)da; (void)db;
-#endif
-}
-
-template <int NT> __device__ __forceinline__ void wgs_mma(float *acc, uint64_t da, uint64_t db);
-template <> __device__ __forceinline__ void wgs_mma<32>(float *acc, uint64_t da, uint64_t db) { wgs_n32(acc, da, db); }
-template <> __device__ __forceinline__ void wgs_mma<64>(float *acc, uint64_t da, uint64_t db) { wgs_n64(acc, da, db); }
-template <> __device__ __forceinline__ void wgs_mma<96>(float *acc, uint64_t da, uint64_t db) { wgs_n96(acc, da, db); }
-template <> __device__ __forceinline__ void wgs_mma<128>(float *acc, uint64_t da, uint64_t db) { wgs_n128(acc, da, db); }
+template <int NT> __device__ __forceinline__ void wgs_mma(float *d, uint64_t da, uint64_t db);
+WGS_DEF(32, WGS_R0, "%16", "%17", "%18", WGS_D16(0))
+WGS_DEF(64, WGS_R0 ", " WGS_R16, "%32", "%33", "%34", WGS_D16(0), WGS_D16(16))
+WGS_DEF(96, WGS_R0 ", " WGS_R16 ", " WGS_R32, "%48", "%49", "%50", WGS_D16(0), WGS_D16(16), WGS_D16(32))
+WGS_DEF(128, WGS_R0 ", " WGS_R16 ", " WGS_R32 ", " WGS_R48, "%64", "%65", "%66", WGS_D16(0), WGS_D16(16),
+        WGS_D16(32), WGS_D16(48))
 
 /* a K-major operand with 128-byte swizzle at shared address a (rows of 128 bytes, 8-row groups 1024 apart) */
 __device__ __forceinline__ uint64_t wg_sw128(uint32_t a)
