@@ -63,6 +63,13 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option graph_chunks=%s: expected 0 (the most)..%u", v,
                                 CUK_ATTN_MAX_CHUNKS);
             c->graph_chunks = (uint32_t)n;
+        } else if (!strcmp(k, "short_keys")) {
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (!*v || *v == '-' || *end || n > CUDA_SHORT_KEYS_MAX)
+                return cuda_err(err, errlen, AARMD_EINVAL, "backend option short_keys=%s: expected 0 (off)..%u", v,
+                                CUDA_SHORT_KEYS_MAX);
+            c->short_keys = (uint32_t)n;
         } else if (!strcmp(k, "direct_logits")) {
             if (strcmp(v, "0") && strcmp(v, "1"))
                 return cuda_err(err, errlen, AARMD_EINVAL, "backend option direct_logits=%s: expected 0 or 1", v);
@@ -115,7 +122,7 @@ static int parse_opts(struct aarmd_backend_ctx *c, const struct aarmd_host *host
         } else {
             return cuda_err(err, errlen, AARMD_EINVAL,
                             "unknown backend option %s (known: batch, graphs, cublas, q8, pdl, mvf, kv_mb, q8rows, "
-                            "wf16, attn, direct_logits, graph_chunks)",
+                            "wf16, attn, direct_logits, graph_chunks, short_keys)",
                             k);
         }
     }
@@ -154,6 +161,7 @@ static int cuda_ctx_new(const struct aarmd_host *host, int32_t device, struct aa
     c->batch = CUDA_DEFAULT_BATCH;
     c->use_graphs = 1;
     c->direct_logits = 1;
+    c->short_keys = CUDA_SHORT_KEYS;
     c->use_cublas = 1;
     c->use_q8 = 1;
     c->use_pdl = CUDA_DEFAULT_PDL;

@@ -36,12 +36,16 @@ struct aarmd_backend_ctx {
     int attn_kind;              /* option attn: the attention of forwards of >= 4 tokens, CUDA_ATTN_* */
     uint64_t kv_mb;             /* option kv_mb: KV pool size in MiB; 0: CUDA_KV_FRACTION of free memory */
     uint32_t graph_chunks;      /* option graph_chunks: attention split-K of decode graphs, 0 = the most */
+    uint32_t short_keys;        /* option short_keys: decode steps whose keys all number at most this many
+                                 * replay a second graph with the attention in one chunk (graph1), 0: never */
     int direct_logits;          /* option direct_logits: logits_alloc gives pinned buffers the logits are
                                  * copied into straight from the device (1, default); 0: host malloc */
 };
 
 /* Option attn: forwards of >= 4 tokens run the flash attention (attn_fa.cu, default), one block
  * per (kv head, token, chunk) (grouped) or one per (head, token, chunk) (heads, also below 4 tokens). */
+#define CUDA_SHORT_KEYS 128   /* option short_keys' default (docs/cuda-notes.md v14-lead) */
+#define CUDA_SHORT_KEYS_MAX 8192
 #define CUDA_ATTN_HEADS 0
 #define CUDA_ATTN_GROUPED 1
 #define CUDA_ATTN_FA 2
@@ -164,6 +168,7 @@ struct aarmd_backend_model {
 
     struct cuda_kv kv;
     cudaGraphExec_t graph[CUDA_N_BUCKETS];   /* decode of 1 << i tokens, captured on first use */
+    cudaGraphExec_t graph1[CUDA_N_BUCKETS];  /* the same with the attention in one chunk (short_keys) */
     int graph_failed;
 };
 

@@ -74,7 +74,9 @@ void cuda_graphs_free(struct aarmd_backend_model *m)
     for (int i = 0; i < CUDA_N_BUCKETS; i++) {
         if (m->graph[i])
             cudaGraphExecDestroy(m->graph[i]);
-        m->graph[i] = NULL;
+        if (m->graph1[i])
+            cudaGraphExecDestroy(m->graph1[i]);
+        m->graph[i] = m->graph1[i] = NULL;
     }
 }
 
@@ -108,17 +110,18 @@ int cuda_step_bufs(struct aarmd_backend_model *m, size_t btab_cap, char *err, si
     return AARMD_OK;
 }
 
-/* Captures the decode of `n_tok` tokens (logits of all) into m->graph[b]. */
-static int capture(struct aarmd_backend_model *m, int b, uint32_t n_tok)
+/* Captures the decode of `n_tok` tokens (logits of all) into *ge: the attention split into
+ * cuda_graph_chunks, or (one) in one chunk, for steps of at most short_keys keys a row. */
+static int capture(struct aarmd_backend_model *m, cudaGraphExec_t *ge, uint32_t n_tok, int one)
 {
     cudaGraph_t g = NULL;
     if (cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
         goto fail;
-    cuda_forward_body(m, n_tok, cuda_graph_chunks(m, n_tok), n_tok, 1);   /* replayed at growing positions */
+    cuda_forward_body(m, n_tok, one ? 1 : cuda_graph_chunks(m, n_tok), n_tok, 1);   /* replayed at growing positions */
     if (cudaStreamEndCapture(m->stream, &g) != cudaSuccess || !g)
         goto fail;
-    if (cudaGraphInstantiate(&m->graph[b], g, 0) != cudaSuccess) {
-        m->graph[b] = NULL;
+    if (cudaGraphInstantiate(ge, g, 0) != cudaSuccess) {
+        *ge = NULL;
         goto fail;
     }
     cudaGraphDestroy(g);
@@ -202,11 +205,14 @@ int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uin
 
     cuk_set_tuning(m->ctx->prop.major >= 9 ? m->ctx->use_pdl : 0, m->ctx->use_mvf);
     cuk_fa_prepare(m->hp.head_dim);   /* before any capture: the flash attention's shared-memory opt-in */
-    if (b >= 0 && !m->graph[b])
-        capture(m, b, run_tok);
+    /* contexts of at most short_keys keys: the graph whose attention is one chunk (no merge) */
+    int one = p_max + 1 <= m->ctx->short_keys;
+    cudaGraphExec_t *ge = b >= 0 ? (one ? &m->graph1[b] : &m->graph[b]) : NULL;
+    if (ge && !*ge)
+        capture(m, ge, run_tok, one);
     uint32_t copy_rows;   /* logit rows to bring back */
-    if (b >= 0 && m->graph[b]) {
-        cudaError_t e = cudaGraphLaunch(m->graph[b], s);
+    if (ge && *ge) {
+        cudaError_t e = cudaGraphLaunch(*ge, s);
         if (e != cudaSuccess)
             return cuda_err(err, errlen, AARMD_EDEVICE, "cudaGraphLaunch: %s", cudaGetErrorString(e));
         copy_rows = n_rows ? n_pc : 0;   /* piece i's logits are row i */
@@ -216,7 +222,7 @@ int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uin
         copy_rows = n_rows;
     }
     size_t nv = (size_t)m->hp.n_vocab;
-    int by_piece = b >= 0 && m->graph[b] != NULL;   /* row of piece i: i; else the count of earlier logit pieces */
+    int by_piece = ge && *ge;   /* row of piece i: i; else the count of earlier logit pieces */
     int direct = m->n_pinned > 0;   /* every wanted row goes straight into a pinned host buffer */
     for (uint32_t i = 0; i < n_pc && direct; i++)
         direct = !pc[i].logits || is_pinned(m, pc[i].logits, nv * sizeof(float));

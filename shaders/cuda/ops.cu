@@ -510,6 +510,7 @@ extern "C" void cuk_gather_rows(cudaStream_t s, float *dst, const float *src, co
 /* ---- attention ------------------------------------------------------------------ */
 
 #define ATTN_WARPS 4
+#define ATTN_WIDE 16   /* warps of the one-chunk decode attention (v14) */
 #define ATTN_MERGE_BATCH_DEFAULT 1   /* v10 batched merge loads: +0.6-2% tg128 on every row (docs/cuda-notes.md v10-dec) */
 #define ATTN_PER_LANE (CUK_MAX_HEAD_DIM / WARP)
 
@@ -578,13 +579,19 @@ static __device__ __forceinline__ void attn_key(const float (&qv)[ATTN_PER_LANE]
 }
 
 /*
- * The end of a split-K attention block: its ATTN_WARPS warps merge their
- * online-softmax states (m, s, acc[D]; acc in lanes d = lane + 32 i) in shared
- * memory and write the chunk's (M, S, acc[D]) to out. Every thread calls it.
+ * The end of a split-K attention block: its W warps merge their online-softmax
+ * states (m, s, acc[D]; acc in lanes d = lane + 32 i) in shared memory and
+ * write the chunk's (M, S, acc[D]) to out. out == NULL (the launch's only
+ * chunk): the normalized row orow[0..D) = acc / S instead (+ element i0 + d of
+ * the Q8 rows when xq != NULL, D % 32 == 0), as attn_merge would make it from
+ * that one partial row (bit-identical), without the round trip through it.
+ * Every thread calls it.
  */
-template <int N>
+template <int W, int N>
 static __device__ __forceinline__ void attn_warps_merge(float m, float s, const float (&acc)[N], int D, float *sm,
-                                                        float *ss, float (*sacc)[CUK_MAX_HEAD_DIM], float *out)
+                                                        float *ss, float (*sacc)[CUK_MAX_HEAD_DIM], float *out,
+                                                        float *orow = NULL, size_t i0 = 0, int8_t *xq = NULL,
+                                                        float *xd = NULL)
 {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     if (lane == 0) {
@@ -599,21 +606,28 @@ static __device__ __forceinline__ void attn_warps_merge(float m, float s, const 
     }
     __syncthreads();
     float M = -INFINITY;
-    for (int w = 0; w < ATTN_WARPS; w++)
+    for (int w = 0; w < W; w++)
         M = fmaxf(M, sm[w]);
     float S = 0.0f;
-    for (int w = 0; w < ATTN_WARPS; w++)
+    for (int w = 0; w < W; w++)
         S += sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - M);
-    if (threadIdx.x == 0) {
+    if (out && threadIdx.x == 0) {
         out[0] = M;
         out[1] = S;
     }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const float inv = S > 0.0f ? 1.0f / S : 0.0f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {   /* warp-uniform when D % 32 == 0 */
         float v = 0.0f;
-        for (int w = 0; w < ATTN_WARPS; w++)
+        for (int w = 0; w < W; w++)
             if (sm[w] != -INFINITY)
                 v += sacc[w][d] * expf(sm[w] - M);
-        out[2 + d] = v;
+        if (out) {
+            out[2 + d] = v;
+        } else {
+            orow[d] = v * inv;
+            if (xq)
+                q8_store1(v * inv, i0 + d, xq, xd);
+        }
     }
 }
 
@@ -648,7 +662,7 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
         size_t kro = kv_row(kv, tab, j, kv_dim, 0);
         attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &s, acc);
     }
-    attn_warps_merge(m, s, acc, D, sm, ss, sacc, partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2));
+    attn_warps_merge<ATTN_WARPS>(m, s, acc, D, sm, ss, sacc, partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2));
 }
 
 /*
@@ -736,6 +750,18 @@ static int attn_prefetch(void)
     return env;
 }
 
+/* AARMD_CUDA_DEC_WIDE=0: a one-chunk decode attention with ATTN_WARPS warps as the split ones (a
+ * measurement knob; else ATTN_WIDE warps share its keys: docs/cuda-notes.md v14-lead) */
+static int attn_wide(void)
+{
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("AARMD_CUDA_DEC_WIDE");
+        env = !(e && *e && atoi(e) == 0);
+    }
+    return env;
+}
+
 /* AARMD_CUDA_DEC_KB=1: the decode attention's keys one at a time (else batched) */
 static int attn_keys_batch(void)
 {
@@ -789,14 +815,14 @@ extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok
  * first KB keys (but the token's own) are loaded before the wait, so their
  * round trip overlaps the previous kernel (earlier steps wrote those rows).
  */
-template <int NPL, int KB, bool MB, bool PF>
-__global__ void __launch_bounds__(ATTN_WARPS * WARP, 8)
+template <int NPL, int KB, bool MB, bool PF, int W>
+__global__ void __launch_bounds__(W * WARP, 32 / W)
 k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, int rope,
            struct cuk_rope r, struct cuk_kv kv, const int32_t *pos, int n_head, int group, int D, int kv_dim,
            float scale, float softcap, int window, float *partial, unsigned *cnt, float *out, int8_t *xq, float *xd)
 {
-    __shared__ float sm[ATTN_WARPS], ss[ATTN_WARPS];
-    __shared__ float sacc[ATTN_WARPS][CUK_MAX_HEAD_DIM];
+    __shared__ float sm[W], ss[W];
+    __shared__ float sacc[W][CUK_MAX_HEAD_DIM];
     __shared__ float sq[CUK_MAX_HEAD_DIM], sk[CUK_MAX_HEAD_DIM];
     __shared__ float rc[CUK_MAX_HEAD_DIM / 2], rs[CUK_MAX_HEAD_DIM / 2];
     __shared__ __half kh[CUK_MAX_HEAD_DIM], vh[CUK_MAX_HEAD_DIM];
@@ -837,8 +863,8 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
     if (PF) {   /* v11: the first batch's keys before the wait, but the token's own (this launch's) */
 #pragma unroll
         for (int b = 0; b < KB; b++)
-            if (j1 + b * ATTN_WARPS < e && j1 + b * ATTN_WARPS != p)
-                load_key(b, j1 + b * ATTN_WARPS);
+            if (j1 + b * W < e && j1 + b * W != p)
+                load_key(b, j1 + b * W);
     }
     pdl_enter();
     const float *qr = q + ((size_t)t * n_head + h) * D;
@@ -885,20 +911,25 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
     float m = -INFINITY, sum = 0.0f;
     /* a warp's keys j = a + wid + 4 i in order, KB at a time: every K/V (and block-table) load of a
      * batch is issued before the first key's dot, so a warp waits for memory about once per batch */
-    for (int32_t j = j1; j < e; j += ATTN_WARPS * KB) {
+    for (int32_t j = j1; j < e; j += W * KB) {
 #pragma unroll
         for (int b = 0; b < KB; b++) {
-            int32_t jj = j + b * ATTN_WARPS;
+            int32_t jj = j + b * W;
             if (jj < e && (!PF || j != j1 || jj == p))   /* PF: the first batch is in, but the own key */
                 load_key(b, jj);
         }
 #pragma unroll
         for (int b = 0; b < KB; b++)
-            if (j + b * ATTN_WARPS < e)
+            if (j + b * W < e)
                 attn_key_r(qv, kk[b], vv[b], D, lane, scale, softcap, &m, &sum, acc);
     }
+    if (cnt && nch == 1) {   /* the only chunk: the row itself, no partial row to merge */
+        size_t i0 = ((size_t)t * n_head + h) * D;
+        attn_warps_merge<W>(m, sum, acc, D, sm, ss, sacc, NULL, out + i0, i0, xq, xd);
+        return;
+    }
     float *pr = partial + ((size_t)t * n_head + h) * nch * (size_t)(D + 2);
-    attn_warps_merge(m, sum, acc, D, sm, ss, sacc, pr + (size_t)c * (D + 2));
+    attn_warps_merge<W>(m, sum, acc, D, sm, ss, sacc, pr + (size_t)c * (D + 2));
     if (!cnt)
         return;
     __syncthreads();   /* the block's partial row written; thread 0's fence is cumulative over it */
@@ -979,6 +1010,19 @@ extern "C" void cuk_attention(cudaStream_t s, const float *q, const struct cuk_k
     cuk_attn_combine(s, partial, n_tok, n_head, D, n_chunks, out, xq, xd);
 }
 
+/* One launch of k_attn_dec: wide (the launch's only chunk, v14) with ATTN_WIDE warps sharing the
+ * keys (it merges nothing: no merge variant), else ATTN_WARPS with the merge's loads batched or not */
+template <int NPL, int KB, bool PF, typename... A>
+static void attn_dec_go(bool wide, bool mb, dim3 grid, cudaStream_t s, A... a)
+{
+    if (wide)
+        pdl_launch(k_attn_dec<NPL, KB, false, PF, ATTN_WIDE>, grid, ATTN_WIDE * WARP, s, a...);
+    else if (mb)
+        pdl_launch(k_attn_dec<NPL, KB, true, PF, ATTN_WARPS>, grid, ATTN_WARPS * WARP, s, a...);
+    else
+        pdl_launch(k_attn_dec<NPL, KB, false, PF, ATTN_WARPS>, grid, ATTN_WARPS * WARP, s, a...);
+}
+
 extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k, const float *v, int rope,
                                   const struct cuk_rope *r, const struct cuk_kv *kv, const int32_t *pos, int n_tok,
                                   int n_head, int n_kv, int D, float scale, float softcap, int window, int n_chunks,
@@ -990,11 +1034,10 @@ extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k
     /* dims per lane (D / 32 rounded up to 1, 2, 4, 8), keys a warp loads at once and the merge's
      * loads (v10: attn_keys_batch, attn_merge_batch) */
     const int one = !attn_keys_batch(), pf = attn_prefetch();
-    const bool mb = attn_merge_batch();
-#define ATTN_DEC(NPL_, KB_, PF_)                                                                                     \
-    pdl_launch(mb ? k_attn_dec<NPL_, KB_, true, PF_> : k_attn_dec<NPL_, KB_, false, PF_>, grid, ATTN_WARPS * WARP, s, \
-               q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D, n_kv * D, scale, softcap, window, partial, cnt, \
-               out, (int8_t *)xq, xd)
+    const bool mb = attn_merge_batch(), wide = cnt && n_chunks == 1 && attn_wide();
+#define ATTN_DEC(NPL_, KB_, PF_)                                                                                  \
+    attn_dec_go<NPL_, KB_, PF_>(wide, mb, grid, s, q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D, n_kv * D, \
+                                scale, softcap, window, partial, cnt, out, (int8_t *)xq, xd)
     if (D <= 32)
         one ? ATTN_DEC(1, 1, false) : pf ? ATTN_DEC(1, 8, true) : ATTN_DEC(1, 8, false);
     else if (D <= 64)

@@ -980,12 +980,13 @@ static void attn_fix_init(attn_fix &f, int D, int n_head, int n_kv, int P)
     f.r.kind = AARMD_ROPE_NONE;
 }
 
-/* cuk_attention_dec over the fixture, 32 key chunks; the chunks merged by the last block, or by
- * the combine launch when merge_launch. */
-static void attn_fix_run(const attn_fix &f, cudaStream_t s, int merge_launch, float *out, int8_t *xq, float *xd)
+/* cuk_attention_dec over the fixture, nch key chunks (32 unless said); the chunks merged by the last
+ * block, or by the combine launch when merge_launch. */
+static void attn_fix_run(const attn_fix &f, cudaStream_t s, int merge_launch, float *out, int8_t *xq, float *xd,
+                         int nch = CUK_ATTN_MAX_CHUNKS)
 {
-    cuk_attention_dec(s, f.q, NULL, NULL, 0, &f.r, &f.kv, f.pos, 1, f.n_head, f.n_kv, f.D, 0.125f, 0.0f, 0,
-                      CUK_ATTN_MAX_CHUNKS, f.partial, merge_launch ? NULL : f.cnt, out, xq, xd);
+    cuk_attention_dec(s, f.q, NULL, NULL, 0, &f.r, &f.kv, f.pos, 1, f.n_head, f.n_kv, f.D, 0.125f, 0.0f, 0, nch,
+                      f.partial, merge_launch ? NULL : f.cnt, out, xq, xd);
 }
 
 static void attn_fix_free(attn_fix &f)
@@ -1027,6 +1028,22 @@ static void check_v10_attn_one(int D, int n_head, int n_kv, int P, int merge_lau
         n_fail++;
     printf("%s v10 attn_dec kb/mb D %3d heads %d/%d P %4d %s: %s\n", ok ? "OK  " : "FAIL", D, n_head, n_kv, P,
            merge_launch ? "combine launch" : "last-block merge", ok ? "bit-identical" : "differs");
+    if (!merge_launch) {   /* v14: one chunk of 16 warps writing its rows itself, against the 32 chunks */
+        attn_fix_run(f, 0, 0, out[1], xq[1], xd[1], 1);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        std::vector<float> w = get(out[1], (size_t)n_head * D);
+        double md = 0.0, mr = 0.0;
+        for (size_t i = 0; i < o.size(); i++) {
+            md = std::max(md, (double)fabsf(w[i] - o[i]));
+            mr = std::max(mr, (double)fabsf(o[i]));
+        }
+        int ok1 = md <= 1e-5 * std::max(mr, 1e-30) && md == md;
+        if (!ok1)
+            n_fail++;
+        printf("%s v14 attn_dec one chunk D %3d heads %d/%d P %4d: max|d| %.3g of max %.3g\n", ok1 ? "OK  " : "FAIL", D,
+               n_head, n_kv, P, md, mr);
+    }
     attn_fix_free(f);
     for (int v = 0; v < 4; v++) {
         cudaFree(out[v]); cudaFree(xq[v]); cudaFree(xd[v]);

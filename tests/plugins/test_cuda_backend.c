@@ -133,6 +133,12 @@ Test(cuda_backend, unknown_and_bad_options_refused)
     cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
     cr_assert(strstr(err, "mvf=8"), "%s", err);
     aarmd_plugin_free(p);
+    struct aarmd_opt o6[] = {{"short_keys", "-1"}};
+    p = load_cuda(o6, 1);
+    cr_assert_not_null(p);
+    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
+    cr_assert(strstr(err, "short_keys=-1: expected 0 (off)..8192"), "%s", err);
+    aarmd_plugin_free(p);
     struct aarmd_opt o5[] = {{"direct_logits", "2"}};
     p = load_cuda(o5, 1);
     cr_assert_not_null(p);
@@ -360,8 +366,9 @@ static void same_logits(struct aarmd_plugin *pa, struct aarmd_plugin *pb, const 
         int32_t *toks = malloc(n_prompt * sizeof *toks);
         cr_assert(a && b && toks);
         struct bc_side sa, sb;
-        bc_side_open(&sa, pa, l.d, 64);
-        bc_side_open(&sb, pb, l.d, 64);
+        uint32_t n_ctx = n_prompt + 8 > 64 ? n_prompt + 8 : 64;
+        bc_side_open(&sa, pa, l.d, n_ctx);
+        bc_side_open(&sb, pb, l.d, n_ctx);
         for (uint32_t i = 0; i < n_prompt; i++)
             toks[i] = (int32_t)((i * 71 + 9) % nv);
         for (int step = 0; step < 5; step++) {   /* the prompt, then 4 decodes */
@@ -407,6 +414,28 @@ Test(cuda_backend, v5_decode_kernels_match_v4)
     same_logits(pf, po, "llama", "qwen3", types, sizeof types / sizeof types[0], 11, 2e-3, "v5 vs v4 kernels");
     aarmd_plugin_free(pf);
     aarmd_plugin_free(po);
+}
+
+/*
+ * Decode graphs of short contexts (v14): at most short_keys keys a row replay a graph whose
+ * attention is one chunk of 16 warps that writes the row itself, no partial rows to merge;
+ * short_keys=0 keeps the 32-chunk graph. Prompts of 11 (short) and 150 tokens (past 128: the
+ * split graph again) then 4 graph decodes: the same logits up to the summation order (and the
+ * Q8 roundings of the attention rows it can flip).
+ */
+Test(cuda_backend, one_chunk_decode_graph_matches_split)
+{
+    struct aarmd_opt one[] = {{"short_keys", "128"}};
+    struct aarmd_opt split[] = {{"short_keys", "0"}};
+    static const uint32_t types[] = {AARMD_TYPE_Q4_K, AARMD_TYPE_F16, AARMD_TYPE_Q8_0};
+    struct aarmd_plugin *po = load_cuda(one, 1);
+    NEED_GPU(po);
+    struct aarmd_plugin *ps = load_cuda(split, 1);
+    cr_assert_not_null(ps);
+    same_logits(po, ps, "llama", "gemma3", types, sizeof types / sizeof types[0], 11, 2e-3, "one chunk vs 32");
+    same_logits(po, ps, "llama", "gemma3", types, sizeof types / sizeof types[0], 150, 2e-3, "past short_keys");
+    aarmd_plugin_free(po);
+    aarmd_plugin_free(ps);
 }
 
 /*
