@@ -106,45 +106,29 @@ Test(cuda_backend, table_and_device_info)
 
 Test(cuda_backend, unknown_and_bad_options_refused)
 {
-    char err[512];
-    struct aarmd_opt o1[] = {{"no_such_option", "1"}};
-    struct aarmd_plugin *p = load_cuda(o1, 1);
-    NEED_GPU(p);
-    struct aarmd_backend_ctx *ctx = NULL;
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "unknown backend option no_such_option"), "%s", err);
-    aarmd_plugin_free(p);
-    struct aarmd_opt o2[] = {{"batch", "0"}};
-    p = load_cuda(o2, 1);
-    cr_assert_not_null(p);
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "batch=0"), "%s", err);
-    aarmd_plugin_free(p);
-    /* the kernel-choice switches take 0 or 1 only */
-    struct aarmd_opt o3[] = {{"pdl", "4"}};
-    p = load_cuda(o3, 1);
-    cr_assert_not_null(p);
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "pdl=4"), "%s", err);
-    aarmd_plugin_free(p);
-    struct aarmd_opt o4[] = {{"mvf", "8"}};
-    p = load_cuda(o4, 1);
-    cr_assert_not_null(p);
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "mvf=8"), "%s", err);
-    aarmd_plugin_free(p);
-    struct aarmd_opt o6[] = {{"short_keys", "-1"}};
-    p = load_cuda(o6, 1);
-    cr_assert_not_null(p);
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "short_keys=-1: expected 0 (off)..8192"), "%s", err);
-    aarmd_plugin_free(p);
-    struct aarmd_opt o5[] = {{"direct_logits", "2"}};
-    p = load_cuda(o5, 1);
-    cr_assert_not_null(p);
-    cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL);
-    cr_assert(strstr(err, "direct_logits=2: expected 0 or 1"), "%s", err);
-    aarmd_plugin_free(p);
+    static const struct {
+        struct aarmd_opt opt;
+        const char *msg;
+    } bad[] = {
+        {{"no_such_option", "1"}, "unknown backend option no_such_option"},
+        {{"batch", "0"}, "batch=0"},
+        {{"pdl", "4"}, "pdl=4"},   /* the kernel-choice switches take their listed values only */
+        {{"mvf", "8"}, "mvf=8"},
+        {{"short_keys", "-1"}, "short_keys=-1: expected 0 (off)..8192"},
+        {{"direct_logits", "2"}, "direct_logits=2: expected 0 or 1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[512];
+        struct aarmd_opt o = bad[i].opt;
+        struct aarmd_plugin *p = load_cuda(&o, 1);
+        if (i == 0)
+            NEED_GPU(p);
+        cr_assert_not_null(p);
+        struct aarmd_backend_ctx *ctx = NULL;
+        cr_assert_eq(aarmd_plugin_ctx_new(p, 0, &ctx, err, sizeof err), AARMD_EINVAL, "%s=%s", o.key, o.value);
+        cr_assert(strstr(err, bad[i].msg), "%s", err);
+        aarmd_plugin_free(p);
+    }
 }
 
 /* ---- models from gguf-synth ---------------------------------------------------- */
