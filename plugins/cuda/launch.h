@@ -279,7 +279,9 @@ void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok, int n_hea
  * written back); rope == 0: cuk_rope_store ran. cnt != NULL: n_tok * n_head
  * counters, zero at launch and left zero, let the last block of each
  * (token, head) merge the chunks (no second launch); partial must then not
- * overlap them. xq as in cuk_attention.
+ * overlap them; with n_chunks == 1 and cnt != NULL one block of 16 warps per
+ * (token, head) writes the row itself (v14: no partial row, cnt untouched).
+ * xq as in cuk_attention.
  */
 void cuk_attention_dec(cudaStream_t s, const float *q, const float *k, const float *v, int rope,
                        const struct cuk_rope *r, const struct cuk_kv *kv, const int32_t *pos, int n_tok, int n_head,

@@ -662,7 +662,8 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
         size_t kro = kv_row(kv, tab, j, kv_dim, 0);
         attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &s, acc);
     }
-    attn_warps_merge<ATTN_WARPS>(m, s, acc, D, sm, ss, sacc, partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2));
+    float *pr = partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2);
+    attn_warps_merge<ATTN_WARPS>(m, s, acc, D, sm, ss, sacc, pr);
 }
 
 /*
@@ -811,9 +812,12 @@ extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok
  * the launch reads that cache row, so there is no race). rope == 0: q, k
  * already rotated and stored (k_rope_store). cnt != NULL ([n_tok*n_head],
  * zero at launch, left zero): the last block of each (token, head) to finish
- * merges the chunks into out (+ Q8 rows): no combine launch. PF: the warp's
- * first KB keys (but the token's own) are loaded before the wait, so their
- * round trip overlaps the previous kernel (earlier steps wrote those rows).
+ * merges the chunks into out (+ Q8 rows): no combine launch; with one chunk
+ * (v14) the block writes its row itself, no partial row or counter. W warps
+ * per block (ATTN_WARPS; ATTN_WIDE for one chunk: the warps share the keys).
+ * PF: the warp's first KB keys (but the token's own) are loaded before the
+ * wait, so their round trip overlaps the previous kernel (earlier steps wrote
+ * those rows).
  */
 template <int NPL, int KB, bool MB, bool PF, int W>
 __global__ void __launch_bounds__(W * WARP, 32 / W)
