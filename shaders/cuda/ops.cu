@@ -608,9 +608,13 @@ static __device__ __forceinline__ void attn_warps_merge(float m, float s, const 
     float M = -INFINITY;
     for (int w = 0; w < W; w++)
         M = fmaxf(M, sm[w]);
+    __shared__ float wf[W];   /* each warp's weight exp(m_w - M), computed once (v14) */
+    if (threadIdx.x < W)
+        wf[threadIdx.x] = sm[threadIdx.x] == -INFINITY ? 0.0f : expf(sm[threadIdx.x] - M);
+    __syncthreads();
     float S = 0.0f;
     for (int w = 0; w < W; w++)
-        S += sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - M);
+        S += sm[w] == -INFINITY ? 0.0f : ss[w] * wf[w];
     if (out && threadIdx.x == 0) {
         out[0] = M;
         out[1] = S;
@@ -620,7 +624,7 @@ static __device__ __forceinline__ void attn_warps_merge(float m, float s, const 
         float v = 0.0f;
         for (int w = 0; w < W; w++)
             if (sm[w] != -INFINITY)
-                v += sacc[w][d] * expf(sm[w] - M);
+                v += sacc[w][d] * wf[w];
         if (out) {
             out[2 + d] = v;
         } else {
