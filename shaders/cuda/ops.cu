@@ -732,14 +732,20 @@ extern "C" void cuk_attn_dec_set(int kb, int mb)
     attn_dec_mb = mb < 0 ? -1 : mb != 0;
 }
 
+/* A decode-attention measurement knob: the integer in environment variable `name`, else dflt when
+ * it is unset or empty. Each reader below keeps its value (read once per process). */
+static int attn_env(const char *name, int dflt)
+{
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) : dflt;
+}
+
 /* AARMD_CUDA_DEC_MERGE: 1 the merge's loads batched (MB), 0 one by one; unset: ATTN_MERGE_BATCH_DEFAULT (batched) */
 static int attn_merge_batch(void)
 {
     static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("AARMD_CUDA_DEC_MERGE");
-        env = e && *e ? atoi(e) == 1 : ATTN_MERGE_BATCH_DEFAULT;
-    }
+    if (env < 0)
+        env = attn_env("AARMD_CUDA_DEC_MERGE", ATTN_MERGE_BATCH_DEFAULT) == 1;
     return attn_dec_mb >= 0 ? attn_dec_mb : env;
 }
 
@@ -748,10 +754,8 @@ static int attn_merge_batch(void)
 static int attn_prefetch(void)
 {
     static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("AARMD_CUDA_DEC_PF");
-        env = !(e && *e && atoi(e) == 0);
-    }
+    if (env < 0)
+        env = attn_env("AARMD_CUDA_DEC_PF", 1) != 0;
     return env;
 }
 
@@ -760,10 +764,8 @@ static int attn_prefetch(void)
 static int attn_wide(void)
 {
     static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("AARMD_CUDA_DEC_WIDE");
-        env = !(e && *e && atoi(e) == 0);
-    }
+    if (env < 0)
+        env = attn_env("AARMD_CUDA_DEC_WIDE", 1) != 0;
     return env;
 }
 
@@ -771,10 +773,8 @@ static int attn_wide(void)
 static int attn_keys_batch(void)
 {
     static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("AARMD_CUDA_DEC_KB");
-        env = !(e && atoi(e) == 1);
-    }
+    if (env < 0)
+        env = attn_env("AARMD_CUDA_DEC_KB", 0) != 1;
     return attn_dec_kb >= 0 ? attn_dec_kb : env;
 }
 
