@@ -280,6 +280,41 @@ static void rope_init(struct cuk_rope *r, const struct aarmd_model_desc *d, floa
     }
 }
 
+static int rope_same(const struct cuk_rope *a, const struct cuk_rope *b)
+{
+    return a->kind == b->kind && a->n_rot == b->n_rot && a->freq_base == b->freq_base &&
+           a->freq_scale == b->freq_scale && a->attn_factor == b->attn_factor && a->ext_factor == b->ext_factor &&
+           a->corr_low == b->corr_low && a->corr_high == b->corr_high && a->freq_factors == b->freq_factors;
+}
+
+/* The layers' (cos, sin) tables of positions < CUDA_ROPE_TAB_POS (cuk_rope.cs), one per distinct
+ * configuration, CUDA_ROPE_TABS at most (the layers of any further one compute theirs per use). */
+static int rope_tables(struct aarmd_backend_model *m, char *err, size_t errlen)
+{
+    int n = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        struct cuk_rope *r = &m->layers[il].rope;
+        for (int j = 0; j < il && r->kind != AARMD_ROPE_NONE && !r->cs; j++)
+            if (m->layers[j].rope.cs && rope_same(&m->layers[j].rope, r)) {
+                r->cs = m->layers[j].rope.cs;
+                r->n_cs = m->layers[j].rope.n_cs;
+            }
+        if (r->kind == AARMD_ROPE_NONE || r->cs || n == CUDA_ROPE_TABS)
+            continue;
+        size_t bytes = (size_t)CUDA_ROPE_TAB_POS * (size_t)(r->n_rot / 2) * 2 * sizeof(float);
+        if (cudaMalloc((void **)&m->rope_tab[n], bytes) != cudaSuccess) {
+            m->rope_tab[n] = NULL;
+            cudaGetLastError();
+            return cuda_err(err, errlen, AARMD_ENOMEM, "rotary table needs %zu bytes of device memory", bytes);
+        }
+        cuk_rope_table(m->stream, r, CUDA_ROPE_TAB_POS, m->rope_tab[n]);
+        r->cs = m->rope_tab[n++];
+        r->n_cs = CUDA_ROPE_TAB_POS;
+        m->scratch_bytes += bytes;
+    }
+    return AARMD_OK;
+}
+
 static void llama3_factors(const struct aarmd_model_desc *d, float *out)
 {
     int half = (int)d->n_rot / 2;
@@ -623,7 +658,7 @@ int cuda_model_new(struct aarmd_backend_ctx *ctx, const struct aarmd_model_desc 
     }
     if (ctx->use_cublas)
         m->blas = cuda_blas_new(ctx->host, m->stream);
-    if ((rc = alloc_state(m, err, errlen)) != AARMD_OK)
+    if ((rc = alloc_state(m, err, errlen)) != AARMD_OK || (rc = rope_tables(m, err, errlen)) != AARMD_OK)
         goto fail;
     if (ctx->use_wf16 && m->blas)
         alloc_wf16(m, ctx->use_wf16 == CUDA_WF16_AUTO);
@@ -679,6 +714,9 @@ void cuda_model_free(struct aarmd_backend_model *m)
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i])
             cudaFree(dev[i]);
+    for (int i = 0; i < CUDA_ROPE_TABS; i++)
+        if (m->rope_tab[i])
+            cudaFree(m->rope_tab[i]);
     if (m->h_step)
         cudaFreeHost(m->h_step);
     if (m->h_logits)

@@ -46,6 +46,10 @@ struct aarmd_backend_ctx {
  * per (kv head, token, chunk) (grouped) or one per (head, token, chunk) (heads, also below 4 tokens). */
 #define CUDA_SHORT_KEYS 128   /* option short_keys' default (docs/cuda-notes.md v14-lead) */
 #define CUDA_SHORT_KEYS_MAX 8192
+/* Rotary (cos, sin) tables (struct cuk_rope's cs): positions covered, and distinct rope
+ * configurations that get one (gemma3's local and global layers: 2; beyond: computed per use). */
+#define CUDA_ROPE_TAB_POS 32768
+#define CUDA_ROPE_TABS 4
 #define CUDA_ATTN_HEADS 0
 #define CUDA_ATTN_GROUPED 1
 #define CUDA_ATTN_FA 2
@@ -131,6 +135,7 @@ struct aarmd_backend_model {
     uint64_t weight_bytes, scratch_bytes, wf16_bytes;
     struct cuda_mat token_embd, pos_embd, output;
     const float *output_norm, *output_norm_b, *rope_freqs;
+    float *rope_tab[CUDA_ROPE_TABS];   /* the layers' cuk_rope.cs, one per distinct configuration */
     struct cuda_layer *layers;
 
     /* run state (device), sized for max_tok tokens */

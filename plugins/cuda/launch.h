@@ -29,7 +29,15 @@ struct cuk_rope {
     int n_rot;
     float freq_base, freq_scale, attn_factor, ext_factor, corr_low, corr_high;
     const float *freq_factors;   /* device [n_rot/2] or NULL */
+    /* device [n_cs][n_rot/2][2]: (cos, sin) of pair i at positions p < n_cs, as computed at p
+     * (cuk_rope_table); NULL / 0: computed at every use */
+    const float *cs;
+    int n_cs;
 };
+
+/* out[p][i] = (cos, sin) of pair i at position p < n_pos for r (r->cs ignored): the table of
+ * struct cuk_rope's cs, the same float values the kernels compute without it. */
+void cuk_rope_table(cudaStream_t s, const struct cuk_rope *r, int n_pos, float *out);
 
 /* 1 when the weight kernels run `type` with rows of n_in elements. */
 int cuk_type_ok(uint32_t type, int64_t n_in);

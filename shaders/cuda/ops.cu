@@ -389,7 +389,7 @@ extern "C" void cuk_softcap(cudaStream_t s, float *x, int64_t n, float cap)
 /* ---- rotary embedding + KV store --------------------------------------------- */
 
 /* cos/sin of pair i at position p, as the CPU backend's cpu_rope_cos_sin (double precision). */
-static __device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, float *sn)
+static __device__ void rope_cs_calc(const struct cuk_rope &r, int32_t p, int i, float *c, float *sn)
 {
     double extrap = (double)p * pow((double)r.freq_base, -2.0 * i / (double)r.n_rot);
     if (r.freq_factors)
@@ -406,6 +406,44 @@ static __device__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float
     }
     *c = (float)(cos(theta) * mscale);
     *sn = (float)(sin(theta) * mscale);
+}
+
+/* rope_cs_calc's values: from the layer's table (cuk_rope_table) at positions it covers, one load
+ * instead of ~150 dependent double-precision operations (v15) */
+static __device__ __forceinline__ void rope_cs(const struct cuk_rope &r, int32_t p, int i, float *c, float *sn)
+{
+    if (p < r.n_cs) {
+        float2 v = __ldg((const float2 *)r.cs + (size_t)p * (r.n_rot / 2) + i);
+        *c = v.x;
+        *sn = v.y;
+    } else {
+        rope_cs_calc(r, p, i, c, sn);
+    }
+}
+
+/* One rotated element: the pair's first (x0 c - x1 s) or second (x0 s + x1 c), each product
+ * rounded before the sum, as the CPU backend (C, no contraction) computes it. */
+static __device__ __forceinline__ float rope_rot(int first, float x0, float x1, float c, float sn)
+{
+    return first ? __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn)) : __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+}
+
+__global__ void k_rope_table(struct cuk_rope r, int n_pos, float2 *out)
+{
+    pdl_enter();
+    int half = r.n_rot / 2;
+    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (int64_t)n_pos * half)
+        return;
+    float c, sn;
+    rope_cs_calc(r, (int32_t)(e / half), (int)(e % half), &c, &sn);
+    out[e] = make_float2(c, sn);
+}
+
+extern "C" void cuk_rope_table(cudaStream_t s, const struct cuk_rope *r, int n_pos, float *out)
+{
+    int64_t n = (int64_t)n_pos * (r->n_rot / 2);
+    pdl_launch(k_rope_table, (unsigned)((n + 255) / 256), 256, s, *r, n_pos, (float2 *)out);
 }
 
 /* F16 row of position j of token t's sequence in the paged cache (K, or V when v != 0). */
@@ -450,8 +488,8 @@ k_rope_store(const float *qi, int qs, const float *ki, int ks, const float *vi, 
         int a = r.kind == AARMD_ROPE_NEOX ? i : 2 * i;
         int b = r.kind == AARMD_ROPE_NEOX ? i + half : 2 * i + 1;
         float x0 = xi[a], x1 = xi[b];
-        x[a] = x0 * cs[i] - x1 * sn[i];
-        x[b] = x0 * sn[i] + x1 * cs[i];
+        x[a] = rope_rot(1, x0, x1, cs[i], sn[i]);
+        x[b] = rope_rot(0, x0, x1, cs[i], sn[i]);
     }
     if (xi != x)   /* warp-uniform: the dimensions past the rotated ones */
         for (int d = 2 * half + lane; d < D; d += WARP)
@@ -805,23 +843,70 @@ extern "C" void cuk_attn_combine(cudaStream_t s, const float *partial, int n_tok
 }
 
 /*
+ * The rotary factors of a warp's lanes (dims d = lane + 32 i, i < N): cos and
+ * sin of d's pair at position p; (1, 0) past n_rot. Global loads of the table
+ * (or the double-precision math past it), no shared memory: made before the
+ * attention's wait.
+ */
+template <int N>
+static __device__ __forceinline__ void rope_lane(const struct cuk_rope &r, int32_t p, int lane, float (&c)[N],
+                                                 float (&sn)[N])
+{
+    int half = r.n_rot / 2, neox = r.kind == AARMD_ROPE_NEOX;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int d = lane + WARP * i;
+        c[i] = 1.0f;
+        sn[i] = 0.0f;
+        if (d < 2 * half)
+            rope_cs(r, p, neox ? (d < half ? d : d - half) : d / 2, &c[i], &sn[i]);
+    }
+}
+
+/* x (the warp's row, lanes' dims as rope_lane's) rotated in place by rope_lane's factors as
+ * k_rope_store rotates it: the pair's other element through the warp's scratch row scr[D] of
+ * shared memory (no block barrier). */
+template <int N>
+static __device__ __forceinline__ void rope_warp(float (&x)[N], const float (&c)[N], const float (&sn)[N],
+                                                 const struct cuk_rope &r, int D, int lane, float *scr)
+{
+    int half = r.n_rot / 2, neox = r.kind == AARMD_ROPE_NEOX;
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        if (lane + WARP * i < D)
+            scr[lane + WARP * i] = x[i];
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int d = lane + WARP * i;
+        if (d < 2 * half) {
+            int first = neox ? d < half : !(d & 1);
+            float o = scr[neox ? (first ? d + half : d - half) : d ^ 1];
+            x[i] = first ? rope_rot(1, x[i], o, c[i], sn[i]) : rope_rot(0, o, x[i], c[i], sn[i]);
+        }
+    }
+    __syncwarp();
+}
+
+/*
  * The v8 decode attention: grid (n_head, n_tok, n_chunks) as k_attn, for
  * tokens of distinct sequences (so no token reads a key another token of the
  * launch writes). rope != 0: q and k arrive unrotated (q [n_tok][n_head*D],
- * k and v [n_tok][kv_dim] F32): the angles are computed before the wait on
- * the previous kernel (pos[] comes from the step upload, complete by then),
- * q is rotated in shared memory, and the block whose chunk holds the token's
- * own position rotates k, rounds k and v to F16 and uses those for that key;
- * the group's first head's block also stores them in the cache (no block of
- * the launch reads that cache row, so there is no race). rope == 0: q, k
- * already rotated and stored (k_rope_store). cnt != NULL ([n_tok*n_head],
- * zero at launch, left zero): the last block of each (token, head) to finish
- * merges the chunks into out (+ Q8 rows): no combine launch; with one chunk
- * (v14) the block writes its row itself, no partial row or counter. W warps
- * per block (ATTN_WARPS; ATTN_WIDE for one chunk: the warps share the keys).
- * PF: the warp's first KB keys (but the token's own) are loaded before the
- * wait, so their round trip overlaps the previous kernel (earlier steps wrote
- * those rows).
+ * k and v [n_tok][kv_dim] F32): each warp takes its lanes' rotary factors
+ * before the wait on the previous kernel (pos[] comes from the step upload,
+ * complete by then) and rotates q in registers (v15: no shared rows, no block
+ * barrier before the keys); the warps of the block whose chunk holds the
+ * token's own position rotate k too and round k and v to F16 in registers,
+ * used for that key; the group's first head's block also stores them in the
+ * cache (no block of the launch reads that cache row, so there is no race).
+ * rope == 0: q, k already rotated and stored (k_rope_store). cnt != NULL
+ * ([n_tok*n_head], zero at launch, left zero): the last block of each
+ * (token, head) to finish merges the chunks into out (+ Q8 rows): no combine
+ * launch; with one chunk (v14) the block writes its row itself, no partial
+ * row or counter. W warps per block (ATTN_WARPS; ATTN_WIDE for one chunk: the
+ * warps share the keys). PF: the warp's first KB keys (but the token's own)
+ * are loaded before the wait, so their round trip overlaps the previous
+ * kernel (earlier steps wrote those rows).
  */
 template <int NPL, int KB, bool MB, bool PF, int W>
 __global__ void __launch_bounds__(W * WARP, 32 / W)
@@ -830,10 +915,7 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
            float scale, float softcap, int window, float *partial, unsigned *cnt, float *out, int8_t *xq, float *xd)
 {
     __shared__ float sm[W], ss[W];
-    __shared__ float sacc[W][CUK_MAX_HEAD_DIM];
-    __shared__ float sq[CUK_MAX_HEAD_DIM], sk[CUK_MAX_HEAD_DIM];
-    __shared__ float rc[CUK_MAX_HEAD_DIM / 2], rs[CUK_MAX_HEAD_DIM / 2];
-    __shared__ __half kh[CUK_MAX_HEAD_DIM], vh[CUK_MAX_HEAD_DIM];
+    __shared__ float sacc[W][CUK_MAX_HEAD_DIM];   /* also each warp's rotary scratch row before the merge */
     __shared__ unsigned last;
     int h = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
@@ -842,24 +924,18 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
     int32_t nk = p - j0 + 1;
     int32_t chunk = (nk + nch - 1) / nch;
     int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
-    int own = a <= p && p < e;   /* this chunk holds the token's own key (block-uniform) */
-    int half = r.n_rot / 2;
+    int own = rope && a <= p && p < e;   /* this chunk holds the token's own key, unstored (block-uniform) */
     int rot = rope && r.kind != AARMD_ROPE_NONE;
+    float rc[NPL], rs[NPL];
     if (rot)
-        for (int i = threadIdx.x; i < half; i += blockDim.x)
-            rope_cs(r, p, i, &rc[i], &rs[i]);
+        rope_lane(r, p, lane, rc, rs);
     int kvh = h / group;
     const int32_t *tab = kv.btab + kv.tok_bt[t];   /* step upload, as pos */
     const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
-    /* key jj of this warp's batch slot b into kk[b], vv[b]: the token's own (rope) from kh/vh */
+    /* key jj of this warp's batch slot b into kk[b], vv[b] from the cache */
     __half kk[KB][NPL], vv[KB][NPL];
     auto load_key = [&](int b, int32_t jj) {
-        const __half *kp = kh, *vp = vh;
-        if (!rope || jj != p) {
-            size_t kro = kv_row(kv, tab, jj, kv_dim, 0);
-            kp = pool + kro;
-            vp = kp + (size_t)CUK_KV_BLOCK * kv_dim;
-        }
+        const __half *kp = pool + kv_row(kv, tab, jj, kv_dim, 0), *vp = kp + (size_t)CUK_KV_BLOCK * kv_dim;
 #pragma unroll
         for (int i = 0; i < NPL; i++) {
             int d = lane + WARP * i;
@@ -867,70 +943,76 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
             vv[b][i] = d < D ? vp[d] : __float2half_rn(0.0f);
         }
     };
-    const int32_t j1 = a + wid;   /* the warp's first key */
+    /* the warp's keys j1, j1 + W, ... < ek from the cache; the token's own (own: p = e - 1, the last key
+     * of whichever warp it falls to) after them from registers */
+    const int32_t j1 = a + wid, ek = own ? p : e;
     if (PF) {   /* v11: the first batch's keys before the wait, but the token's own (this launch's) */
 #pragma unroll
         for (int b = 0; b < KB; b++)
-            if (j1 + b * W < e && j1 + b * W != p)
+            if (j1 + b * W < ek && j1 + b * W != p)
                 load_key(b, j1 + b * W);
     }
     pdl_enter();
-    const float *qr = q + ((size_t)t * n_head + h) * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        sq[d] = qr[d];
-        if (rope && own) {
-            sk[d] = k[(size_t)t * kv_dim + (size_t)kvh * D + d];
-            vh[d] = __float2half_rn(v[(size_t)t * kv_dim + (size_t)kvh * D + d]);
+    float qv[NPL], acc[NPL], kx[NPL], vx[NPL];
+    attn_q_load(q + ((size_t)t * n_head + h) * D, D, lane, qv, acc);
+    if (own) {   /* block-uniform: the token's k and v rows, in flight with q */
+        const float *kr = k + (size_t)t * kv_dim + (size_t)kvh * D, *vr = v + (size_t)t * kv_dim + (size_t)kvh * D;
+#pragma unroll
+        for (int i = 0; i < NPL; i++) {
+            int d = lane + WARP * i;
+            kx[i] = d < D ? kr[d] : 0.0f;
+            vx[i] = d < D ? vr[d] : 0.0f;
         }
     }
-    __syncthreads();
     if (rot) {
-        for (int i = threadIdx.x; i < half; i += blockDim.x) {
-            int ia = r.kind == AARMD_ROPE_NEOX ? i : 2 * i;
-            int ib = r.kind == AARMD_ROPE_NEOX ? i + half : 2 * i + 1;
-            float cs = rc[i], sn = rs[i];
-            float x0 = sq[ia], x1 = sq[ib];
-            sq[ia] = x0 * cs - x1 * sn;
-            sq[ib] = x0 * sn + x1 * cs;
-            if (own) {
-                x0 = sk[ia], x1 = sk[ib];
-                sk[ia] = x0 * cs - x1 * sn;
-                sk[ib] = x0 * sn + x1 * cs;
+        rope_warp(qv, rc, rs, r, D, lane, sacc[wid]);
+        if (own)
+            rope_warp(kx, rc, rs, r, D, lane, sacc[wid]);
+    }
+    __half *own_h = (__half *)sacc[wid];   /* own: the F16 k and v rows, until the merge */
+    if (own) {
+        int st = h % group == 0 && wid == 0;   /* one warp per (token, kv head) stores the rows */
+        __half *kc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 0) + (size_t)kvh * D;
+        __half *vc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 1) + (size_t)kvh * D;
+#pragma unroll
+        for (int i = 0; i < NPL; i++) {
+            int d = lane + WARP * i;
+            if (d < D) {
+                own_h[d] = __float2half_rn(kx[i]);
+                own_h[D + d] = __float2half_rn(vx[i]);
+                if (st) {
+                    kc[d] = own_h[d];
+                    vc[d] = own_h[D + d];
+                }
             }
         }
-        __syncthreads();
+        __syncwarp();
     }
-    if (rope && own) {
-        for (int d = threadIdx.x; d < D; d += blockDim.x)
-            kh[d] = __float2half_rn(sk[d]);
-        if (h % group == 0) {   /* one block per (token, kv head) stores the row */
-            size_t o = (size_t)kvh * D;
-            __half *kc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 0) + o;
-            __half *vc = (__half *)kv.pool + kv_row(kv, tab, p, kv_dim, 1) + o;
-            for (int d = threadIdx.x; d < D; d += blockDim.x) {
-                kc[d] = __float2half_rn(sk[d]);
-                vc[d] = vh[d];
-            }
-        }
-        __syncthreads();
-    }
-    float qv[NPL], acc[NPL];
-    attn_q_load(sq, D, lane, qv, acc);
     float m = -INFINITY, sum = 0.0f;
-    /* a warp's keys j = a + wid + 4 i in order, KB at a time: every K/V (and block-table) load of a
+    /* a warp's keys j = a + wid + W i in order, KB at a time: every K/V (and block-table) load of a
      * batch is issued before the first key's dot, so a warp waits for memory about once per batch */
-    for (int32_t j = j1; j < e; j += W * KB) {
+    for (int32_t j = j1; j < ek; j += W * KB) {
 #pragma unroll
         for (int b = 0; b < KB; b++) {
             int32_t jj = j + b * W;
-            if (jj < e && (!PF || j != j1 || jj == p))   /* PF: the first batch is in, but the own key */
+            if (jj < ek && (!PF || j != j1 || jj == p))   /* PF: the first batch is in, but the key at p */
                 load_key(b, jj);
         }
 #pragma unroll
         for (int b = 0; b < KB; b++)
-            if (j + b * W < e)
+            if (j + b * W < ek)
                 attn_key_r(qv, kk[b], vv[b], D, lane, scale, softcap, &m, &sum, acc);
     }
+    if (own && (p - j1) % W == 0) {   /* warp-uniform: the own key is this warp's (p >= j1: p >= a) */
+#pragma unroll
+        for (int i = 0; i < NPL; i++) {
+            int d = lane + WARP * i;
+            kk[0][i] = d < D ? own_h[d] : __float2half_rn(0.0f);
+            vv[0][i] = d < D ? own_h[D + d] : __float2half_rn(0.0f);
+        }
+        attn_key_r(qv, kk[0], vv[0], D, lane, scale, softcap, &m, &sum, acc);
+    }
+    __syncwarp();   /* own_h read before the merge writes the warp's row over it */
     if (cnt && nch == 1) {   /* the only chunk: the row itself, no partial row to merge */
         size_t i0 = ((size_t)t * n_head + h) * D;
         attn_warps_merge<W>(m, sum, acc, D, sm, ss, sacc, NULL, out + i0, i0, xq, xd);

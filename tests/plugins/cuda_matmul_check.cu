@@ -458,6 +458,7 @@ static void check_one(const tinfo &t, int64_t n_in, int64_t n_out, int nt, uint6
 
 static void check_v10(void);
 static void check_v10_attn(void);
+static void check_v15_rope(void);
 static int run_attn_bench(void);
 static void check_wg(void);
 static int run_wg(void);
@@ -517,6 +518,7 @@ static int run_check(void)
             }
     check_v10();        /* dec: the fused one-token kernels (end of this file) */
     check_v10_attn();   /* dec: the decode attention's batched keys and merge (end of this file) */
+    check_v15_rope();   /* the decode attention's own rotation against k_rope_store (end of this file) */
     check_wg();         /* wg: the warpgroup-MMA GEMM for Q4_K steps (end of this file) */
     printf("check: %d failures\n", n_fail);
     return n_fail ? 1 : 0;
@@ -1291,4 +1293,83 @@ static int run_wg(void)
         printf("   tok %3d: wg %.3f  cublas-f16 %.3f  q8route %.3f\n", toks[ti], tot[ti * 3] / 1e3,
                tot[ti * 3 + 1] / 1e3, tot[ti * 3 + 2] / 1e3);
     return n_fail ? 1 : 0;
+}
+
+/*
+ * v15: the decode attention's own rotation (rope = 1: q, k, v of the token unrotated, the k and v
+ * rows stored by the launch, q and k rotated in registers) against k_rope_store then the launch
+ * with rope = 0: outputs and the whole cache bit for bit, for both rotary kinds, partial rotation
+ * (n_rot < D), 1 and 32 chunks, the (cos, sin) table (cuk_rope_table) covering the position and
+ * not (n_cs 0: computed in the kernel).
+ */
+static void check_v15_rope_one(int D, int n_rot, int kind, int n_cs, int nch)
+{
+    const int n_head = 8, n_kv = 2, P = 150, kv_dim = n_kv * D;
+    attn_fix f;
+    attn_fix_init(f, D, n_head, n_kv, P);
+    f.r.kind = kind;
+    f.r.n_rot = n_rot;
+    f.r.freq_base = 10000.0f;
+    f.r.freq_scale = 1.0f;
+    f.r.attn_factor = 1.0f;
+    float *tab = NULL, *k0, *v0, *q1, *k1, *out[2];
+    if (n_cs) {
+        CK(cudaMalloc(&tab, (size_t)n_cs * n_rot * 4));
+        cuk_rope_table(0, &f.r, n_cs, tab);
+        f.r.cs = tab;
+        f.r.n_cs = n_cs;
+    }
+    CK(cudaMalloc(&k0, kv_dim * 4));
+    CK(cudaMalloc(&v0, kv_dim * 4));
+    CK(cudaMalloc(&q1, (size_t)n_head * D * 4));
+    CK(cudaMalloc(&k1, kv_dim * 4));
+    k_fill_f32<<<(kv_dim + 255) / 256, 256>>>(k0, kv_dim, 5 + D);
+    k_fill_f32<<<(kv_dim + 255) / 256, 256>>>(v0, kv_dim, 6 + D);
+    for (int i = 0; i < 2; i++) {
+        CK(cudaMalloc(&out[i], (size_t)n_head * D * 4));
+        CK(cudaMemset(out[i], 0xFF, (size_t)n_head * D * 4));
+    }
+    const size_t pool_bytes = (size_t)((P + CUK_KV_BLOCK - 1) / CUK_KV_BLOCK) * f.kv.block_halfs * 2;
+    /* in the attention */
+    cuk_attention_dec(0, f.q, k0, v0, 1, &f.r, &f.kv, f.pos, 1, n_head, n_kv, D, 0.125f, 0.0f, 0, nch, f.partial, f.cnt,
+                      out[0], NULL, NULL);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    std::vector<uint8_t> pool_a(pool_bytes), pool_b(pool_bytes);
+    CK(cudaMemcpy(pool_a.data(), f.pool, pool_bytes, cudaMemcpyDeviceToHost));
+    /* the cache as before, k_rope_store, then the attention over stored keys */
+    k_fill_h<<<(unsigned)((pool_bytes / 2 + 255) / 256), 256>>>(f.pool, (int64_t)(pool_bytes / 2), 4242 + D);
+    CK(cudaMemcpy(q1, f.q, (size_t)n_head * D * 4, cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpy(k1, k0, kv_dim * 4, cudaMemcpyDeviceToDevice));
+    cuk_rope_store(0, q1, k1, v0, 1, n_head, n_kv, D, &f.r, f.pos, &f.kv);
+    cuk_attention_dec(0, q1, NULL, NULL, 0, &f.r, &f.kv, f.pos, 1, n_head, n_kv, D, 0.125f, 0.0f, 0, nch, f.partial,
+                      f.cnt, out[1], NULL, NULL);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(pool_b.data(), f.pool, pool_bytes, cudaMemcpyDeviceToHost));
+    std::vector<float> a = get(out[0], (size_t)n_head * D), b = get(out[1], (size_t)n_head * D);
+    int fin = 1;
+    for (float x : a)
+        fin = fin && isfinite(x);
+    int ok = fin && memcmp(a.data(), b.data(), a.size() * 4) == 0 && pool_a == pool_b;
+    if (!ok)
+        n_fail++;
+    printf("%s v15 attn_dec rope in the launch D %3d n_rot %3d %s table %5d chunks %2d: %s\n", ok ? "OK  " : "FAIL",
+           D, n_rot, kind == AARMD_ROPE_NEOX ? "neox" : "norm", n_cs, nch,
+           ok ? "outputs and cache bit-identical to k_rope_store + the launch" : "differs");
+    attn_fix_free(f);
+    cudaFree(tab); cudaFree(k0); cudaFree(v0); cudaFree(q1); cudaFree(k1); cudaFree(out[0]); cudaFree(out[1]);
+}
+
+static void check_v15_rope(void)
+{
+    for (int kind : {AARMD_ROPE_NORMAL, AARMD_ROPE_NEOX})
+        for (int nch : {1, 32}) {
+            check_v15_rope_one(64, 64, kind, 4096, nch);
+            check_v15_rope_one(64, 64, kind, 0, nch);
+            check_v15_rope_one(128, 128, kind, 149, nch);   /* the token's position (149) past the table */
+            check_v15_rope_one(128, 64, kind, 4096, nch);  /* partial rotation */
+            check_v15_rope_one(256, 256, kind, 4096, nch);
+            check_v15_rope_one(64, 40, kind, 4096, nch);   /* half = 20: pairs across lanes */
+        }
 }
