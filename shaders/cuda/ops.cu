@@ -909,7 +909,7 @@ static __device__ __forceinline__ void rope_warp(float (&x)[N], const float (&c)
  * kernel (earlier steps wrote those rows).
  */
 template <int NPL, int KB, bool MB, bool PF, int W>
-__global__ void __launch_bounds__(W * WARP, 32 / W)
+__global__ void __launch_bounds__(W * WARP, W == ATTN_WIDE ? 1 : 32 / W)   /* one chunk: a block per head */
 k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, int rope,
            struct cuk_rope r, struct cuk_kv kv, const int32_t *pos, int n_head, int group, int D, int kv_dim,
            float scale, float softcap, int window, float *partial, unsigned *cnt, float *out, int8_t *xq, float *xd)
@@ -1101,12 +1101,13 @@ extern "C" void cuk_attention(cudaStream_t s, const float *q, const struct cuk_k
 }
 
 /* One launch of k_attn_dec: wide (the launch's only chunk, v14) with ATTN_WIDE warps sharing the
- * keys (it merges nothing: no merge variant), else ATTN_WARPS with the merge's loads batched or not */
-template <int NPL, int KB, bool PF, typename... A>
+ * keys, KBW at a time, PFW loaded before the wait (it merges nothing: no merge variant), else
+ * ATTN_WARPS with KB and PF, the merge's loads batched or not */
+template <int NPL, int KB, bool PF, int KBW, bool PFW, typename... A>
 static void attn_dec_go(bool wide, bool mb, dim3 grid, cudaStream_t s, A... a)
 {
     if (wide)
-        pdl_launch(k_attn_dec<NPL, KB, false, PF, ATTN_WIDE>, grid, ATTN_WIDE * WARP, s, a...);
+        pdl_launch(k_attn_dec<NPL, KBW, false, PFW, ATTN_WIDE>, grid, ATTN_WIDE * WARP, s, a...);
     else if (mb)
         pdl_launch(k_attn_dec<NPL, KB, true, PF, ATTN_WARPS>, grid, ATTN_WARPS * WARP, s, a...);
     else
@@ -1125,17 +1126,19 @@ extern "C" void cuk_attention_dec(cudaStream_t s, const float *q, const float *k
      * loads (v10: attn_keys_batch, attn_merge_batch) */
     const int one = !attn_keys_batch(), pf = attn_prefetch();
     const bool mb = attn_merge_batch(), wide = cnt && n_chunks == 1 && attn_wide();
-#define ATTN_DEC(NPL_, KB_, PF_)                                                                                  \
-    attn_dec_go<NPL_, KB_, PF_>(wide, mb, grid, s, q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D, n_kv * D, \
-                                scale, softcap, window, partial, cnt, out, (int8_t *)xq, xd)
+#define ATTN_DEC(NPL_, KB_, PF_, KBW_, PFW_)                                                                        \
+    attn_dec_go<NPL_, KB_, PF_, KBW_, PFW_>(wide, mb, grid, s, q, k, v, rope, *r, *kv, pos, n_head, n_head / n_kv, D,  \
+                                            n_kv * D, scale, softcap, window, partial, cnt, out, (int8_t *)xq, xd)
+    /* v15: the one-chunk launch (a block per head and token: up to 128 registers) loads 8 keys a warp
+     * before the wait at every head_dim <= 128 (its 16 warps: 128 keys, short_keys' default, in one batch) */
     if (D <= 32)
-        one ? ATTN_DEC(1, 1, false) : pf ? ATTN_DEC(1, 8, true) : ATTN_DEC(1, 8, false);
+        one ? ATTN_DEC(1, 1, false, 1, false) : pf ? ATTN_DEC(1, 8, true, 8, true) : ATTN_DEC(1, 8, false, 8, false);
     else if (D <= 64)
-        one ? ATTN_DEC(2, 1, false) : pf ? ATTN_DEC(2, 8, true) : ATTN_DEC(2, 8, false);
-    else if (D <= 128)   /* no prefetch: at 64 registers it spills (44 bytes) and lost 1.2% on 8B Q4_K tg128 */
-        one ? ATTN_DEC(4, 1, false) : ATTN_DEC(4, 4, false);
+        one ? ATTN_DEC(2, 1, false, 1, false) : pf ? ATTN_DEC(2, 8, true, 8, true) : ATTN_DEC(2, 8, false, 8, false);
+    else if (D <= 128)   /* split: no prefetch (at 64 registers it spilled and lost 1.2% on 8B Q4_K tg128) */
+        one ? ATTN_DEC(4, 1, false, 1, false) : pf ? ATTN_DEC(4, 4, false, 8, true) : ATTN_DEC(4, 4, false, 8, false);
     else
-        ATTN_DEC(8, 1, false);   /* 2 keys spill at 64 registers */
+        ATTN_DEC(8, 1, false, 1, false);   /* 2 keys spill at 64 registers */
 #undef ATTN_DEC
     if (!cnt)
         cuk_attn_combine(s, partial, n_tok, n_head, D, n_chunks, out, xq, xd);
