@@ -312,7 +312,7 @@ void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, con
                       int n, int gelu, void *xq, float *xd, void *o16);
 /* Process-wide kernel choices, set before capturing graphs. pdl: 0 plain launches,
  * 1 programmatic dependent launch (sm_90) with the next kernel released at block
- * exit, 2 released at kernel entry by the kernels of matmul.cu and ops.cu, 3 by
+ * exit, 2 released at kernel entry by the kernels of matmul.cu, ops.cu and attn_dec.cu, 3 by
  * every kernel file's (matvec.cu too; pdl.cuh's flag is one per .cu). matvec_f: 0 the v4 kernels (float weights
  * through the one-warp-per-row matmul, Q8 matvec 8 tokens a launch); 1 (default)
  * the v6 kernels of matvec.cu; 3 the v5 kernels (coalesced float matvec, item

@@ -1,7 +1,7 @@
 /*
  * attn_fa.cu — tensor-core flash attention over the paged F16 KV cache for
  * forwards of several tokens (prefill chunks, batched decode). Not the
- * single-token decode kernel nor the scalar split-K kernels (ops.cu).
+ * single-token decode kernel nor the scalar split-K kernels (attn_dec.cu).
  *
  * A block takes one tile (consecutive tokens of one sequence, host list) x the
  * query heads of one kv head: 64 rows, 16 per warp (row r: token r / group,
@@ -9,7 +9,7 @@
  * (cp.async, two stages) read through the block table; S = Q K^T and O += P V
  * run on mma.sync m16n8k16 (F16 in, F32 accumulators) with an online softmax in
  * F32 (base 2). gridDim.z > 1 splits each tile's keys (split-K): the chunks
- * write (m, s, acc[D]) partial rows that cuk_attn_combine (ops.cu) merges.
+ * write (m, s, acc[D]) partial rows that cuk_attn_combine (attn_dec.cu) merges.
  */
 #include <cuda_fp16.h>
 #include <math.h>
@@ -62,7 +62,7 @@ __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
-/* F16 offset of position j's K row (+ CUK_KV_BLOCK * kv_dim: its V row) in the paged cache (ops.cu kv_row). */
+/* F16 offset of position j's K row (+ CUK_KV_BLOCK * kv_dim: its V row) in the paged cache (rope_kv.cuh kv_row). */
 __device__ __forceinline__ size_t fa_kv_row(const struct cuk_kv &kv, const int32_t *tab, int32_t j, int kv_dim)
 {
     size_t b = (size_t)tab[j / CUK_KV_BLOCK];
@@ -166,7 +166,7 @@ __device__ __forceinline__ void fa_keys(const __half *sqw, const __half *K, cons
  * dynamic shared memory. tiles[i]..tiles[i+1]-1: the tokens of tile i (one
  * sequence, consecutive positions, at most FA_ROWS / group tokens). n_chunks
  * == 1: out (and the Q8 rows when xq != NULL) written here; else partial rows
- * (t, h, c) of D + 2 floats as ops.cu's split-K kernels write them. ksplit !=
+ * (t, h, c) of D + 2 floats as attn_dec.cu's split-K kernels write them. ksplit !=
  * 0 and every row in the first 16 (decode tiles): the 4 warps take those rows
  * with 16 keys each of every stage and merge in shared memory at the end.
  */
@@ -325,7 +325,7 @@ k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restri
         ok[r] = row < nrow;
         ro[r] = ok[r] ? (size_t)(t0 + row / group) * n_head + kvh * group + row % group : 0;   /* (token, head) */
     }
-    if (nch > 1) {   /* this chunk's (m, s, acc) per row, natural-log units as ops.cu's merge reads them */
+    if (nch > 1) {   /* this chunk's (m, s, acc) per row, natural-log units as attn_dec.cu's merge reads them */
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             if (!ok[r])

@@ -23,6 +23,7 @@
 
 int cuk_pdl_on = 0;         /* pdl.cuh */
 extern "C" void cuk_ops_set_pdl_early(int early);   /* ops.cu */
+extern "C" void cuk_attn_set_pdl_early(int early);  /* attn_dec.cu */
 extern "C" void cuk_matvec_set_pdl_early(int early);   /* matvec.cu */
 extern "C" void cuk_fa_set_pdl_early(int early);       /* attn_fa.cu */
 static int cuk_mv_f_on = 1; /* F32/F16/BF16 decode through k_matvec_f / k_mvs (mvf bit 1) */
@@ -53,10 +54,11 @@ extern "C" void cuk_set_tuning(int pdl, int matvec_f)
 {
     static int dev_pdl = -1;
     cuk_pdl_on = pdl != 0;
-    if (pdl != dev_pdl) {   /* pdl 2: trigger the next launch at kernel entry (pdl.cuh) in matmul.cu
-                             * and ops.cu; 3: in every kernel file */
+    if (pdl != dev_pdl) {   /* pdl 2: trigger the next launch at kernel entry (pdl.cuh) in matmul.cu,
+                             * ops.cu and attn_dec.cu; 3: in every kernel file */
         pdl_set_early(pdl >= 2);
         cuk_ops_set_pdl_early(pdl >= 2);
+        cuk_attn_set_pdl_early(pdl >= 2);
         cuk_matvec_set_pdl_early(pdl == 3);
         cuk_fa_set_pdl_early(pdl == 3);
         cuk_mv1_set_pdl(pdl);   /* matvec1.cu (its early release is a measurement knob at 2) */
