@@ -303,9 +303,12 @@ static int rope_tables(struct aarmd_backend_model *m, char *err, size_t errlen)
             continue;
         size_t bytes = (size_t)CUDA_ROPE_TAB_POS * (size_t)(r->n_rot / 2) * 2 * sizeof(float);
         if (cudaMalloc((void **)&m->rope_tab[n], bytes) != cudaSuccess) {
+            size_t fr = 0, tot = 0;
             m->rope_tab[n] = NULL;
             cudaGetLastError();
-            return cuda_err(err, errlen, AARMD_ENOMEM, "rotary table needs %zu bytes of device memory", bytes);
+            cudaMemGetInfo(&fr, &tot);
+            return cuda_err(err, errlen, AARMD_ENOMEM, "rotary table needs %zu bytes of device memory, %zu free", bytes,
+                            fr);
         }
         cuk_rope_table(m->stream, r, CUDA_ROPE_TAB_POS, m->rope_tab[n]);
         r->cs = m->rope_tab[n++];
