@@ -373,11 +373,12 @@ static __device__ __forceinline__ void rope_warp(float (&x)[N], const float (&c)
  * launch writes). rope != 0: q and k arrive unrotated (q [n_tok][n_head*D],
  * k and v [n_tok][kv_dim] F32): each warp takes its lanes' rotary factors
  * before the wait on the previous kernel (pos[] comes from the step upload,
- * complete by then) and rotates q in registers (v15: no shared rows, no block
+ * complete by then) and rotates q in registers (v15: rope_warp, no block
  * barrier before the keys); the warps of the block whose chunk holds the
- * token's own position rotate k too and round k and v to F16 in registers,
- * used for that key; the group's first head's block also stores them in the
- * cache (no block of the launch reads that cache row, so there is no race).
+ * token's own position rotate k too and keep k and v as F16 in their own
+ * shared rows, used for that key after their other keys; the group's first
+ * head's block also stores them in the cache (no block of the launch reads
+ * that cache row, so there is no race).
  * rope == 0: q, k already rotated and stored (k_rope_store). cnt != NULL
  * ([n_tok*n_head], zero at launch, left zero): the last block of each
  * (token, head) to finish merges the chunks into out (+ Q8 rows): no combine
@@ -423,7 +424,7 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
         }
     };
     /* the warp's keys j1, j1 + W, ... < ek from the cache; the token's own (own: p = e - 1, the last key
-     * of whichever warp it falls to) after them from registers */
+     * of whichever warp it falls to) after them from the warp's shared row (own_h) */
     const int32_t j1 = a + wid, ek = own ? p : e;
     if (PF) {   /* v11: the first batch's keys before the wait, but the token's own (this launch's) */
 #pragma unroll
