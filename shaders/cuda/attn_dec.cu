@@ -31,6 +31,16 @@ extern "C" void cuk_attn_set_pdl_early(int early)
 #define ATTN_MERGE_BATCH_DEFAULT 1   /* v10 batched merge loads: +0.6-2% tg128 on every row (docs/cuda-notes.md v10-dec) */
 #define ATTN_PER_LANE (CUK_MAX_HEAD_DIM / WARP)
 
+/* The keys [*a, *e) of chunk c of nch of a token at position p: its visible keys (the last
+ * `window` of them when window > 0) cut into nch equal runs, the last ones possibly short or empty. */
+static __device__ __forceinline__ void attn_chunk(int32_t p, int window, int c, int nch, int32_t *a, int32_t *e)
+{
+    int32_t j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+    int32_t chunk = (p - j0 + 1 + nch - 1) / nch;
+    *a = j0 + c * chunk;
+    *e = min(p + 1, *a + chunk);
+}
+
 /* A warp's query row (lanes hold dims lane, lane+32, ...; 0 past D) and its zeroed accumulator. */
 template <int N>
 static __device__ __forceinline__ void attn_q_load(const float *qr, int D, int lane, float (&qv)[N], float (&acc)[N])
@@ -168,10 +178,8 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
     int h = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     int32_t p = pos[t];
-    int32_t j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-    int32_t nk = p - j0 + 1;
-    int32_t chunk = (nk + nch - 1) / nch;
-    int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
+    int32_t a, e;
+    attn_chunk(p, window, c, nch, &a, &e);
     int kvh = h / group;
     const int32_t *tab = kv.btab + kv.tok_bt[t];
     const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
@@ -400,10 +408,8 @@ k_attn_dec(const float *__restrict__ q, const float *__restrict__ k, const float
     int h = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     int32_t p = pos[t];   /* the step upload: complete before the previous kernel started (pdl.cuh) */
-    int32_t j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-    int32_t nk = p - j0 + 1;
-    int32_t chunk = (nk + nch - 1) / nch;
-    int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
+    int32_t a, e;
+    attn_chunk(p, window, c, nch, &a, &e);
     int own = rope && a <= p && p < e;   /* this chunk holds the token's own key, unstored (block-uniform) */
     int rot = rope && r.kind != AARMD_ROPE_NONE;
     float rc[NPL], rs[NPL];
@@ -534,10 +540,8 @@ k_attn_g(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int 
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     int h = kvh * group + wid;
     int32_t p = pos[t];
-    int32_t j0 = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-    int32_t nk = p - j0 + 1;
-    int32_t chunk = (nk + nch - 1) / nch;
-    int32_t a = j0 + c * chunk, e = min(p + 1, a + chunk);
+    int32_t a, e;
+    attn_chunk(p, window, c, nch, &a, &e);
     const int32_t *tab = kv.btab + kv.tok_bt[t];
     const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
     const float *qr = q + ((size_t)t * n_head + h) * D;
