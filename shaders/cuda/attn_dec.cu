@@ -162,6 +162,26 @@ static __device__ __forceinline__ void attn_warps_merge(float m, float s, const 
     }
 }
 
+/* The online softmax of query head h of token t over its keys j, j + stride, ... < e (kv head kvh's
+ * rows of the cache through the token's block table), one key at a time: the warp's (m, s, acc). */
+static __device__ __forceinline__ void attn_walk(const float *q, const struct cuk_kv &kv, int t, int h, int kvh,
+                                                 int n_head, int D, int kv_dim, int32_t j, int32_t e, int stride,
+                                                 float scale, float softcap, float *m, float *s,
+                                                 float (&acc)[ATTN_PER_LANE])
+{
+    const int lane = threadIdx.x & 31;
+    const int32_t *tab = kv.btab + kv.tok_bt[t];
+    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
+    float qv[ATTN_PER_LANE];
+    attn_q_load(q + ((size_t)t * n_head + h) * D, D, lane, qv, acc);
+    *m = -INFINITY;
+    *s = 0.0f;
+    for (; j < e; j += stride) {
+        size_t kro = kv_row(kv, tab, j, kv_dim, 0);
+        attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, m, s, acc);
+    }
+}
+
 /*
  * grid (n_head, n_tok, n_chunks), ATTN_WARPS warps: the block takes chunk c of
  * the token's visible keys, a warp one key at a time (lanes over dims) with an
@@ -176,21 +196,12 @@ k_attn(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int n_
     __shared__ float sm[ATTN_WARPS], ss[ATTN_WARPS];
     __shared__ float sacc[ATTN_WARPS][CUK_MAX_HEAD_DIM];
     int h = blockIdx.x, t = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int wid = threadIdx.x >> 5;
     int32_t p = pos[t];
     int32_t a, e;
     attn_chunk(p, window, c, nch, &a, &e);
-    int kvh = h / group;
-    const int32_t *tab = kv.btab + kv.tok_bt[t];
-    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
-    const float *qr = q + ((size_t)t * n_head + h) * D;
-    float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
-    attn_q_load(qr, D, lane, qv, acc);
-    float m = -INFINITY, s = 0.0f;
-    for (int32_t j = a + wid; j < e; j += ATTN_WARPS) {
-        size_t kro = kv_row(kv, tab, j, kv_dim, 0);
-        attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &s, acc);
-    }
+    float m, s, acc[ATTN_PER_LANE];
+    attn_walk(q, kv, t, h, h / group, n_head, D, kv_dim, a + wid, e, ATTN_WARPS, scale, softcap, &m, &s, acc);
     float *pr = partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2);
     attn_warps_merge<ATTN_WARPS>(m, s, acc, D, sm, ss, sacc, pr);
 }
@@ -542,16 +553,8 @@ k_attn_g(const float *__restrict__ q, struct cuk_kv kv, const int32_t *pos, int 
     int32_t p = pos[t];
     int32_t a, e;
     attn_chunk(p, window, c, nch, &a, &e);
-    const int32_t *tab = kv.btab + kv.tok_bt[t];
-    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
-    const float *qr = q + ((size_t)t * n_head + h) * D;
-    float qv[ATTN_PER_LANE], acc[ATTN_PER_LANE];
-    attn_q_load(qr, D, lane, qv, acc);
-    float m = -INFINITY, sum = 0.0f;
-    for (int32_t j = a; j < e; j++) {
-        size_t kro = kv_row(kv, tab, j, kv_dim, 0);
-        attn_key(qv, pool + kro, pool + kro + (size_t)CUK_KV_BLOCK * kv_dim, D, lane, scale, softcap, &m, &sum, acc);
-    }
+    float m, sum, acc[ATTN_PER_LANE];
+    attn_walk(q, kv, t, h, kvh, n_head, D, kv_dim, a, e, 1, scale, softcap, &m, &sum, acc);
     float *out = partial + (((size_t)t * n_head + h) * nch + c) * (size_t)(D + 2);
     if (lane == 0) {
         out[0] = m;
