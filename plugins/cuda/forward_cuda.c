@@ -163,7 +163,7 @@ static int mv1_fused(struct aarmd_backend_model *m, const struct cuda_mat *w, in
 {
     const struct cuda_hparams *hp = &m->hp;
     int fuse = cuk_fuse_on(), q8 = q8_for(m, w, 1);
-    pend = pend && (fuse & CUK_FUSE_MV1_NORM);
+    pend = pend && ((fuse & CUK_FUSE_MV1_NORM) || ((fuse & CUK_FUSE_MV1_NORM_Q80) && w->type == AARMD_TYPE_Q8_0));
     act = act && (fuse & CUK_FUSE_MV1_ACT);
     if ((!pend && !act) || !w->d || (!q8 && !is_float16(w)))
         return 0;

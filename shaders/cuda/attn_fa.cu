@@ -388,23 +388,6 @@ k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restri
     }
 }
 
-/* The launch with dynamic shared memory (pdl_launch passes none). */
-template <typename... KA, typename... A>
-static void fa_launch(void (*k)(KA...), dim3 grid, size_t smem, cudaStream_t s, A... args)
-{
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(FA_THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cfg.attrs = at;
-    cfg.numAttrs = cuk_pdl_on ? 1 : 0;
-    cudaLaunchKernelEx(&cfg, k, static_cast<KA>(args)...);
-}
-
 template <int D>
 static void fa_run(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
                    const int32_t *tiles, int n_tiles, int n_head, int n_kv, float scale, float softcap, int window,
@@ -416,8 +399,8 @@ static void fa_run(cudaStream_t s, const float *q, const struct cuk_kv *kv, cons
         const char *e = getenv("AARMD_CUDA_FA_KSPLIT");
         ksplit = e && *e ? atoi(e) != 0 : 1;
     }
-    fa_launch(k_attn_fa<D>, grid, fa_cfg<D>::SMEM, s, q, *kv, pos, tiles, n_head, n_head / n_kv, n_kv * D, scale,
-              softcap, window, ksplit, partial, out, xq, xd);
+    pdl_launch_smem(k_attn_fa<D>, grid, dim3(FA_THREADS), fa_cfg<D>::SMEM, s, q, *kv, pos, tiles, n_head, n_head / n_kv,
+                    n_kv * D, scale, softcap, window, ksplit, partial, out, xq, xd);
 }
 
 template <int D> static void fa_prepare()

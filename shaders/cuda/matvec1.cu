@@ -108,17 +108,7 @@ __device__ __forceinline__ uint32_t ld_stream4(const void *p)
 template <typename... KA, typename... A>
 static int mv1_launch(void (*k)(KA...), unsigned grid, unsigned block, size_t smem, cudaStream_t s, A... args)
 {
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(block);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = s;
-    cfg.attrs = at;
-    cfg.numAttrs = cuk_pdl_on ? 1 : 0;
-    if (cudaLaunchKernelEx(&cfg, k, static_cast<KA>(args)...) != cudaSuccess) {
+    if (pdl_launch_smem(k, dim3(grid), dim3(block), smem, s, args...) != cudaSuccess) {
         cudaGetLastError();
         return 0;
     }

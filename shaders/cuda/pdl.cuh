@@ -36,24 +36,28 @@ __device__ __forceinline__ void pdl_enter()
 #endif
 }
 
+/* A launch of k with smem bytes of dynamic shared memory, programmatic when cuk_pdl_on. */
 template <typename... KA, typename... A>
-static inline void pdl_launch(void (*k)(KA...), dim3 grid, dim3 block, cudaStream_t s, A... args)
+static inline cudaError_t pdl_launch_smem(void (*k)(KA...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                                          A... args)
 {
-    if (!cuk_pdl_on) {
-        k<<<grid, block, 0, s>>>(args...);
-        return;
-    }
     cudaLaunchConfig_t cfg = {};
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.gridDim = grid;
     cfg.blockDim = block;
-    cfg.dynamicSmemBytes = 0;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = at;
-    cfg.numAttrs = 1;
-    cudaLaunchKernelEx(&cfg, k, static_cast<KA>(args)...);
+    cfg.numAttrs = cuk_pdl_on ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, static_cast<KA>(args)...);
+}
+
+template <typename... KA, typename... A>
+static inline void pdl_launch(void (*k)(KA...), dim3 grid, dim3 block, cudaStream_t s, A... args)
+{
+    pdl_launch_smem(k, grid, block, 0, s, args...);
 }
 
 #endif
