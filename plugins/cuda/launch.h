@@ -136,7 +136,7 @@ int cuk_matvec_q8_act_acc(cudaStream_t s, uint32_t type, const void *w, int64_t 
                                * default: measured neutral on the 135M shape, docs/cuda-notes.md v8-fuse) */
 #define CUK_FUSE_MV1_NORM 256   /* v10: the norm in the prologue of the v9 qkv / gate|up kernels (cuk_mv1_fused) */
 #define CUK_FUSE_MV1_ACT 512    /* v10: the gated activation (+ Q8) in the epilogue of the v9 gate|up kernel */
-#define CUK_FUSE_MV1_NORM_Q80 1024   /* v16: CUK_FUSE_MV1_NORM for Q8_0 weights only (8B Q8_0 tg128 +3%; Q4_K
+#define CUK_FUSE_MV1_NORM_Q80 1024   /* v16: CUK_FUSE_MV1_NORM for Q8_0 weights only (8B Q8_0 tg128 +3.9%; Q4_K
                                       * -6.5%: docs/cuda-notes.md v16-lead) */
 #define CUK_FUSE_ALL 2047
 #define CUK_FUSE_DEFAULT (127 | CUK_FUSE_MV1_NORM_Q80)   /* all but ACT_IN and the v10 bits but Q8_0's norm
