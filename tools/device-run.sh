@@ -65,7 +65,7 @@ build)
     # the weight-kernel check / micro-benchmark, linked with the plugin's kernel objects
     nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -o "$dev/cuda_matmul_check" \
         "$root/tests/plugins/cuda_matmul_check.cu" shaders/cuda/matmul.o shaders/cuda/ops.o shaders/cuda/matvec.o shaders/cuda/matvec1.o \
-        shaders/cuda/mmq.o shaders/cuda/mmq_i8.o shaders/cuda/mmq_wg.o shaders/cuda/attn_fa.o shaders/cuda/attn_dec.o -ldl || exit 1
+        shaders/cuda/mmq.o shaders/cuda/mmq_i8.o shaders/cuda/mmq_k.o shaders/cuda/mmq_wg.o shaders/cuda/attn_fa.o shaders/cuda/attn_dec.o -ldl || exit 1
     # the Criterion test and the libraries the GPU machine lacks (it has no Criterion)
     if make -j2 tests/plugins/test_cuda_backend LIBS="-lm $lib/libjson-c.a $lib/libevent.a $lib/libevent_pthreads.a -lpthread"; then
         t=tests/plugins/test_cuda_backend

@@ -421,6 +421,8 @@ static int alloc_state(struct aarmd_backend_model *m, char *err, size_t errlen)
 {
     const struct cuda_hparams *hp = &m->hp;
     size_t T = m->max_tok, max_in = (size_t)hp->n_embd;
+    /* the rows of mmq_k (forward_cuda.c k_for) when the forward may send it a step */
+    size_t TK = cuk_mmqk_min_tok() > (int)T ? 0 : T < CUK_MMQK_MAX_TOK ? T : CUK_MMQK_MAX_TOK;
     if ((size_t)hp->q_dim > max_in)
         max_in = (size_t)hp->q_dim;
     if ((size_t)hp->n_ff > max_in)
@@ -450,6 +452,7 @@ static int alloc_state(struct aarmd_backend_model *m, char *err, size_t errlen)
         {(void **)&m->hb2, T * hp->n_ff * 4},       {(void **)&m->logits, L * (size_t)hp->n_vocab * 4},
         {(void **)&m->xl, L * hp->n_embd * 4},       {(void **)&m->partial, m->partial_floats * 4},
         {&m->xq, (size_t)CUDA_Q8_ROWS * max_in},     {(void **)&m->xd, (size_t)CUDA_Q8_ROWS * max_in / 32 * 4},
+        {&m->xqk, TK * max_in},                     {(void **)&m->xdk, TK * max_in / 32 * 4},
         {&m->w16, m->w16_elems * 2},                {&m->a16, m->blas ? T * max_in * 2 : 0},
     };
     size_t total = 0;

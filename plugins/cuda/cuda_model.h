@@ -153,6 +153,10 @@ struct aarmd_backend_model {
     void *xq;                   /* Q8 activations: int8 [CUDA_Q8_ROWS][max n_in] */
     float *xd;                  /* their scales [CUDA_Q8_ROWS][max n_in / 32] */
     const float *q8_src;        /* the F32 rows xq holds now (forward_cuda.c), NULL: none */
+    void *xqk;                  /* Q8 activations with one scale per 256 (cuk_mmqk_q4k): int8 [min(T, 512)][max n_in] */
+    float *xdk;                 /* their scales, per 32 as xd */
+    const float *xqk_src;       /* the F32 rows xqk holds: set by the last matmul() when it took mmq_k, else NULL */
+    int64_t xqk_n;              /* ... and their element count */
     const float *a16_src;       /* the F32 rows a16 holds as F16 now (forward_cuda.c), NULL: none */
     /* per-forward data, one upload: [tok T][pos T][tok_bt T][fa tiles T+1][logit rows L][block tables btab_cap] */
     int32_t *d_step, *h_step;   /* device; pinned host mirror */

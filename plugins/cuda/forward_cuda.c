@@ -37,10 +37,17 @@ static uint32_t q8_max(const struct aarmd_backend_model *m, const struct cuda_ma
     return v8 && (int64_t)w->n_in * w->n_out >= ((int64_t)1 << 22) ? 32u : 8u;
 }
 
+/* 1 when matmul() sends w to the Q4_K GEMM of mmq_k.cu for n_tok rows (from cuk_mmqk_min_tok). */
+static int k_for(const struct aarmd_backend_model *m, const struct cuda_mat *w, uint32_t n_tok)
+{
+    return w && w->d && w->type == AARMD_TYPE_Q4_K && m->xqk && (int)n_tok >= cuk_mmqk_min_tok() &&
+           n_tok <= CUK_MMQK_MAX_TOK && n_tok <= m->max_tok && w->n_in % 256 == 0;
+}
+
 /* 1 when matmul() takes w through cuBLAS for n_tok rows (its input then goes through a16 as F16). */
 static int blas_for(const struct aarmd_backend_model *m, const struct cuda_mat *w, uint32_t n_tok)
 {
-    if (!w || !w->d || !m->blas || n_tok < GEMM_MIN_TOK)
+    if (!w || !w->d || !m->blas || n_tok < GEMM_MIN_TOK || k_for(m, w, n_tok))
         return 0;
     int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
     return !(q8 && n_tok <= q8_max(m, w)) &&
@@ -57,6 +64,20 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
         m->q8_src = NULL;
     if (m->a16_src == y)
         m->a16_src = NULL;
+    /* mmq_k's rows (one scale per 256) are reused only by the next matmul() on the same x: every
+     * producer writes between two matmuls on different inputs (docs/cuda-notes.md v17-lead) */
+    const float *kprev = m->xqk_src;
+    m->xqk_src = NULL;
+    if (k_for(m, w, n_tok)) {
+        const int64_t n = (int64_t)n_tok * w->n_in;
+        if (!(reuse && kprev == x && m->xqk_n == n))
+            cuk_quantize_q8_256(s, x, n, m->xqk, m->xdk);
+        if (cuk_mmqk_q4k(s, w->type, w->d, w->n_in, w->n_out, m->xqk, m->xdk, (int)n_tok, y, 0)) {
+            m->xqk_src = x;
+            m->xqk_n = n;
+            return;
+        }
+    }
     int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
     if (blas_for(m, w, n_tok)) {
         if (m->a16_src != x) {   /* a producer (norm, activation) may have written the F16 rows already */
@@ -92,7 +113,8 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
 /* 1 when matmul() takes w through the Q8 matvec for n_tok rows (a producer may quantize for it). */
 static int q8_for(const struct aarmd_backend_model *m, const struct cuda_mat *w, uint32_t n_tok)
 {
-    if (!w || !w->d || !m->use_q8 || n_tok > CUDA_Q8_ROWS || !cuk_type_q8(w->type) || w->n_in % 32)
+    if (!w || !w->d || !m->use_q8 || n_tok > CUDA_Q8_ROWS || !cuk_type_q8(w->type) || w->n_in % 32 ||
+        k_for(m, w, n_tok))
         return 0;
     return n_tok < GEMM_MIN_TOK || !m->blas || n_tok <= q8_max(m, w);
 }
@@ -163,7 +185,8 @@ static int mv1_fused(struct aarmd_backend_model *m, const struct cuda_mat *w, in
 {
     const struct cuda_hparams *hp = &m->hp;
     int fuse = cuk_fuse_on(), q8 = q8_for(m, w, 1);
-    pend = pend && ((fuse & CUK_FUSE_MV1_NORM) || ((fuse & CUK_FUSE_MV1_NORM_Q80) && w->type == AARMD_TYPE_Q8_0));
+    pend = pend && ((fuse & CUK_FUSE_MV1_NORM) || ((fuse & CUK_FUSE_MV1_NORM_Q80) && w->type == AARMD_TYPE_Q8_0) ||
+                    ((fuse & CUK_FUSE_MV1_NORM_Q4K) && w->type == AARMD_TYPE_Q4_K && w->n_in >= 4096));
     act = act && (fuse & CUK_FUSE_MV1_ACT);
     if ((!pend && !act) || !w->d || (!q8 && !is_float16(w)))
         return 0;
@@ -279,7 +302,7 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
     if (m->pos_embd.d)
         cuk_get_rows(s, m->pos_embd.type, m->pos_embd.d, E, m->d_pos, (int)n_tok, m->x, 1.0f, 1);
 
-    m->q8_src = m->a16_src = NULL;   /* xq and a16 hold nothing of this pass yet */
+    m->q8_src = m->a16_src = m->xqk_src = NULL;   /* xq, a16 and xqk hold nothing of this pass yet */
     int pend = 0;       /* 1 token: x holds the residual sum and the next matvec does the norm (norm_matmul) */
     if (fuse) {                                                                    /* xb = norm(x) * attn_norm (+ Q8) */
         const struct cuda_layer *L0 = &m->layers[0];

@@ -88,6 +88,25 @@ int cuk_mmqv_small(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, i
  * cuk_mmqwg_min_tok (the fewest tokens the forward sends it) is AARMD_CUDA_WG_FROM when set
  * (1..256), else CUK_WG_MAX_TOK + 1 (never); cuk_mmqwg_set overrides it (tests, benchmarks).
  */
+/*
+ * The Q4_K GEMM for steps of tens to hundreds of tokens (mmq_k.cu, sm_90 devices only): y[t][r] =
+ * W[r] . x[t], 1 <= n_tok <= CUK_MMQK_MAX_TOK, x quantized by cuk_quantize_q8_256 (int8 rows
+ * [n_tok][n_in] and per-32 scales equal within each 256: one scale per Q4_K super-block); int8
+ * products with the sub-block scales as integers, F32 per super-block (deterministic K split).
+ * cfg: 0 for the defaults (mmq_k.cu documents the knobs). Returns 1 when it enqueued the
+ * product, 0 (nothing enqueued) for other types, n_in not a multiple of 256, unaligned pointers,
+ * other devices or a launch the device refuses.
+ */
+#define CUK_MMQK_MAX_TOK 512
+int cuk_mmqk_q4k(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                 const float *xd, int n_tok, float *y, int cfg);
+/* The fewest tokens the forward sends to cuk_mmqk_q4k (AARMD_CUDA_K_FROM, else the measured default);
+ * cuk_mmqk_set overrides it (tests, benchmarks). */
+int cuk_mmqk_min_tok(void);
+void cuk_mmqk_set(int min_tok);
+/* Q8 rows of x[n] (n a multiple of 256) with one scale per 256 elements, written to the 8 per-32
+ * scales of each (the format of cuk_quantize_q8): the activations of cuk_mmqk_q4k. */
+void cuk_quantize_q8_256(cudaStream_t s, const float *x, int64_t n, void *xq, float *xd);
 #define CUK_WG_MAX_TOK 256
 int cuk_mmqwg_q4k(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *x16,
                   int n_tok, float *y);
@@ -138,9 +157,14 @@ int cuk_matvec_q8_act_acc(cudaStream_t s, uint32_t type, const void *w, int64_t 
 #define CUK_FUSE_MV1_ACT 512    /* v10: the gated activation (+ Q8) in the epilogue of the v9 gate|up kernel */
 #define CUK_FUSE_MV1_NORM_Q80 1024   /* v16: CUK_FUSE_MV1_NORM for Q8_0 weights only (8B Q8_0 tg128 +3.9%; Q4_K
                                       * -6.5%: docs/cuda-notes.md v16-lead) */
-#define CUK_FUSE_ALL 2047
-#define CUK_FUSE_DEFAULT (127 | CUK_FUSE_MV1_NORM_Q80)   /* all but ACT_IN and the v10 bits but Q8_0's norm
-                                                          * (measured slower, docs/cuda-notes.md v10-dec, v16-lead) */
+#define CUK_FUSE_MV1_NORM_Q4K 2048   /* v17: CUK_FUSE_MV1_NORM for Q4_K rows of >= 4096 inputs, on the grid
+                                      * of up to the resident blocks (0x1822; v16's 2 blocks per SM lost 6.5%):
+                                      * 8B Q4_K tg128 +1.8%, 1B-shaped Q4_K (2048 inputs) -3.8% without the
+                                      * bound (docs/cuda-notes.md v17-lead) */
+#define CUK_FUSE_ALL 4095
+#define CUK_FUSE_DEFAULT (127 | CUK_FUSE_MV1_NORM_Q80 | CUK_FUSE_MV1_NORM_Q4K)   /* all but ACT_IN and the v10
+                                      * bits but the quantized norms (measured slower, docs/cuda-notes.md v10-dec,
+                                      * v16-lead) */
 int cuk_fuse_on(void);
 /* Grid of the streaming matvec: at most blocks_per_sm blocks of 8 warps per SM, rows per warp
  * evened out (0, the default: one row per warp, no cap). */

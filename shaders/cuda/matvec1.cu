@@ -550,7 +550,8 @@ k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_
     enum { R = NW / KS, H = R / 2, FN = FU & MVT_NORM, FG = (FU & MVT_GATED) != 0, SPG = FG ? 32 / H : 1 };
     enum { NT = NW * WARP, J = FN ? (MVT_NORM_T + NT - 1) / NT : 1, FLT = T == AARMD_TYPE_F16 || T == AARMD_TYPE_BF16 };
     extern __shared__ __align__(MVT_ALIGN) uint8_t mvt_sh[];
-    __shared__ float red[NW];
+    __shared__ float red[2 * NW];   /* mv1_row_sum's, by set parity: a warp writing set k + 1's partial sum
+                                     * never overwrites one its row's first warp has still to read (racecheck) */
     uint64_t *bar = reinterpret_cast<uint64_t *>(mvt_sh);
     uint4 *act = reinterpret_cast<uint4 *>(mvt_sh + MVT_ALIGN);
     uint8_t *stg = mvt_sh + MVT_ALIGN + mvt_up(M::act_bytes(n_in));
@@ -696,7 +697,7 @@ k_mvt(const uint8_t *__restrict__ W, size_t rb, int n_in, int n_out, const int8_
             for (int u = ks * WARP + lane; u < nu; u += KS * WARP)
                 acc += M::dot(rowp, u, act, n_in);
         }
-        acc = mv1_row_sum<KS>(acc, red, warp, lane, ks);
+        acc = mv1_row_sum<KS>(acc, red + (k & 1) * NW, warp, lane, ks);
         if (valid && lane == 0 && ks == 0) {
             float o = y0 + (bias ? acc + b0 : acc);
             y[r] = o;
@@ -935,20 +936,26 @@ extern "C" int cuk_mv1_f(cudaStream_t s, uint32_t type, const void *w, int64_t n
 }
 
 /*
- * The fused kernels' configuration (v10): AARMD_CUDA_MV1F (a measurement knob, read once), else
- * Q4_K 0x21822 (persistent blocks of 4-row sets, 2 warps a row, 2 stages, 2 blocks per SM: each
- * block's norm prologue rereads x, so few blocks), Q8_0 its automatic 0x21821, F16/BF16 off.
+ * The fused kernels' configuration: AARMD_CUDA_MV1F (a measurement knob, read once; with
+ * AARMD_CUDA_MV1F_SMALL for matrices of < 32M weights), else Q4_K 0x1822 (persistent blocks of 4-row
+ * sets, 2 warps a row, 2 stages, up to the resident blocks: v17 measured 8B Q4_K decode +2% with the
+ * norm prologue where v10's 2 blocks per SM, 0x21822, lost 6.5%), Q8_0 its automatic 0x21821,
+ * F16/BF16 off.
  */
-static int mv1f_cfg(uint32_t type)
+static int mv1f_cfg(uint32_t type, int64_t n_in, int64_t n_out)
 {
-    static int env = -2;
+    static int env = -2, env_small = -2;
     if (env == -2) {
         const char *e = getenv("AARMD_CUDA_MV1F");
         env = e && *e ? (int)strtol(e, NULL, 0) : 0;
+        e = getenv("AARMD_CUDA_MV1F_SMALL");   /* matrices of < 32M weights (qkv) */
+        env_small = e && *e ? (int)strtol(e, NULL, 0) : 0;
     }
+    if (env_small && n_in * n_out < ((int64_t)32 << 20))
+        return env_small;
     if (env)
         return env;
-    return type == AARMD_TYPE_Q4_K ? 0x21822 : type == AARMD_TYPE_Q8_0 ? 0x21821 : -1;
+    return type == AARMD_TYPE_Q4_K ? 0x1822 : type == AARMD_TYPE_Q8_0 ? 0x21821 : -1;
 }
 
 template <uint32_t T>
@@ -969,7 +976,7 @@ extern "C" int cuk_mv1_fused(cudaStream_t s, uint32_t type, const void *w, int64
     if ((type != AARMD_TYPE_Q4_K && type != AARMD_TYPE_Q8_0 && !flt) || !f || (!f->x && !f->gated))
         return 0;
     if (cfg == CUK_MV1_DEFAULT || cfg == 0)
-        cfg = mv1f_cfg(type);
+        cfg = mv1f_cfg(type, n_in, n_out);
     size_t rb = cuk_row_bytes(type, n_in);
     if (cfg <= 0 || (cfg >> 12 & 15) != 1 || n_in <= 0 || n_in % 256 || n_out < 1 || !rb || rb % 16 ||
         ((uintptr_t)w & 15))

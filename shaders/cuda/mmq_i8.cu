@@ -106,42 +106,6 @@ struct i8k {
     }
 };
 
-__device__ __forceinline__ void mma_i8m(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%10,%10,%10,%10};\n"
-        : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(I8_MAGIC));
-#else
-    c[0] = c[1] = c[2] = c[3] = I8_MAGIC;
-    (void)a; (void)b0; (void)b1;
-#endif
-}
-
-__device__ __forceinline__ void mma_h8(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(b0));
-#else
-    (void)c; (void)a0; (void)a1; (void)b0;
-#endif
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-#else
-    r[0] = r[1] = r[2] = r[3] = 0;
-    (void)addr;
-#endif
-}
-
 __device__ __forceinline__ uint32_t i8_h2(__half lo, __half hi)
 {
     return (uint32_t)__half_as_ushort(lo) | (uint32_t)__half_as_ushort(hi) << 16;
@@ -393,10 +357,10 @@ k_mmqi8(int n_items, int n_out, const int8_t *__restrict__ xq, const float *__re
 #pragma unroll
                 for (int n = 0; n < NTT; n++) {
                     uint32_t b[4];
-                    ldsm_x4(b, ap + n * 8 * 128);
+                    ldsm4(b, ap + n * 8 * 128);
                     int c0[4], c1[4];
-                    mma_i8m(c0, a[0], b[0], b[1]);
-                    mma_i8m(c1, a[1], b[2], b[3]);
+                    mma_s8(c0, a[0], b[0], b[1], I8_MAGIC);
+                    mma_s8(c1, a[1], b[2], b[3], I8_MAGIC);
                     const float4 s0 = *reinterpret_cast<const float4 *>(xsc + 2 * ((2 * p) * NTOK + n * 8 + 2 * t4));
                     const float4 s1 = *reinterpret_cast<const float4 *>(xsc + 2 * ((2 * p + 1) * NTOK + n * 8 + 2 * t4));
                     acc[n][0] = fmaf(dw[0][0], fmaf(s0.x, __int_as_float(c0[0]), s0.y), acc[n][0]);

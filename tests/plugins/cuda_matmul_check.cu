@@ -461,6 +461,7 @@ static void check_v10_attn(void);
 static void check_v15_rope(void);
 static int run_attn_bench(void);
 static void check_wg(void);
+static void check_k(void);
 static int run_wg(void);
 static int run_check(void)
 {
@@ -520,6 +521,7 @@ static int run_check(void)
     check_v10_attn();   /* dec: the decode attention's batched keys and merge (end of this file) */
     check_v15_rope();   /* the decode attention's own rotation against k_rope_store (end of this file) */
     check_wg();         /* wg: the warpgroup-MMA GEMM for Q4_K steps (end of this file) */
+    check_k();          /* k: the Q4_K GEMM for served steps (end of this file) */
     printf("check: %d failures\n", n_fail);
     return n_fail ? 1 : 0;
 }
@@ -1176,6 +1178,105 @@ static void check_wg(void)
     cudaFree(p);
 }
 
+/* ---- k: the Q4_K GEMM for served steps (cuk_mmqk_q4k, mmq_k.cu) ---------------------------- */
+/*
+ * cuk_quantize_q8_256 against the same arithmetic on the host (bit for bit); then the GEMM on its
+ * rows against the Q8 route of the same rows (cuk_matvec_q8, v4 tuning, 64 tokens a call: the
+ * per-32 scales are equal within each 256): integer sub-block sums, F32 per super-block, the
+ * minimum through F16 halves (~2^-22): within 1e-5; every output written (NaN poison), a second
+ * run bit-identical, every knob (the six block shapes, 2-4 stages, no K split) on
+ * shapes with partial row tiles, 1..512 tokens; then the cases it must refuse.
+ */
+static void check_q8_256(const float *x, int64_t n, const void *xq, const float *xd)
+{
+    std::vector<float> hx = get(x, (size_t)n), hd = get(xd, (size_t)n / 32);
+    std::vector<int8_t> hq((size_t)n);
+    CK(cudaMemcpy(hq.data(), xq, (size_t)n, cudaMemcpyDeviceToHost));
+    int64_t bad = 0;
+    for (int64_t u = 0; u < n / 256; u++) {
+        float a = 0.0f;
+        for (int i = 0; i < 256; i++)
+            a = fmaxf(a, fabsf(hx[u * 256 + i]));
+        const float d = a / 127.0f;
+        for (int i = 0; i < 8; i++)
+            bad += memcmp(&hd[u * 8 + i], &d, 4) != 0;
+        for (int i = 0; i < 256; i++)
+            bad += hq[u * 256 + i] != (int8_t)(d > 0.0f ? (int)rintf(hx[u * 256 + i] / d) : 0);
+    }
+    if (bad) {
+        n_fail++;
+        printf("FAIL cuk_quantize_q8_256: %lld values differ from the host's\n", (long long)bad);
+    }
+}
+
+static void check_k_one(int64_t n_in, int64_t n_out, int nt, uint64_t seed)
+{
+    const tinfo &t = TYPES[8];   /* Q4_K */
+    const size_t wbytes = cuk_row_bytes(t.type, n_in) * n_out, ny = (size_t)nt * n_out;
+    void *w, *xq;
+    float *x, *xd, *y, *yr;
+    CK(cudaMalloc(&w, wbytes));
+    CK(cudaMalloc(&x, (size_t)nt * n_in * 4));
+    CK(cudaMalloc(&xq, (size_t)nt * n_in));
+    CK(cudaMalloc(&xd, (size_t)nt * n_in / 32 * 4));
+    CK(cudaMalloc(&y, ny * 4));
+    CK(cudaMalloc(&yr, ny * 4));
+    fill_w(t, w, n_in, n_out, seed);
+    k_fill_f32<<<(unsigned)((nt * n_in + 255) / 256), 256>>>(x, nt * n_in, seed + 5);
+    cuk_quantize_q8_256(0, x, (int64_t)nt * n_in, xq, xd);
+    CK(cudaDeviceSynchronize());
+    if (nt <= 3)
+        check_q8_256(x, (int64_t)nt * n_in, xq, xd);
+    cuk_set_tuning(0, 0);
+    for (int t0 = 0; t0 < nt; t0 += CUK_Q8_MAX_TOK)
+        cuk_matvec_q8(0, t.type, w, n_in, n_out, (const int8_t *)xq + (size_t)t0 * n_in, xd + (size_t)t0 * n_in / 32,
+                      std::min(CUK_Q8_MAX_TOK, nt - t0), yr + (size_t)t0 * n_out);
+    CK(cudaDeviceSynchronize());
+    std::vector<float> ref = get(yr, ny);
+    const int want = cc_major() == 9;
+    for (int cfg : {0, 1 << 8, 2 << 8, 3 << 8, 4 << 8, 5 << 8, 6 << 8, 1, 3, 1 << 2, 1 << 2 | 3 << 6}) {
+        for (int pdl : {0, 1}) {
+            if (pdl && cfg)
+                continue;
+            cuk_set_tuning(pdl, 1);
+            char what[40];
+            snprintf(what, sizeof what, "k cfg %d pdl=%d vs q8", cfg, pdl);
+            check_gemm_run(what, t, n_in, n_out, nt, y, ref, 1e-5, want,
+                           [&] { return cuk_mmqk_q4k(0, t.type, w, n_in, n_out, xq, xd, nt, y, cfg); });
+        }
+    }
+    cuk_set_tuning(1, 1);
+    cudaFree(w); cudaFree(x); cudaFree(xq); cudaFree(xd); cudaFree(y); cudaFree(yr);
+}
+
+static void check_k(void)
+{
+    uint64_t seed = 1900;
+    const std::pair<int64_t, int64_t> shapes[] = {{256, 37}, {768, 129}, {4096, 200}, {14336, 70}};
+    for (auto &sh : shapes)
+        for (int nt : {1, 3, 17, 64, 65, 80, 100, 147, 200, 256, 300, 512})
+            check_k_one(sh.first, sh.second, nt, seed++);
+    /* refusals: other types, K not of whole super-blocks, no or too many tokens, misaligned rows
+     * or activations, unknown knobs */
+    uint8_t *p = NULL;
+    CK(cudaMalloc(&p, 4096));
+    float *f = (float *)p;
+    if (cuk_mmqk_q4k(0, AARMD_TYPE_Q8_0, p, 256, 1, p, f, 16, f, 0) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 288, 1, p, f, 16, f, 0) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 0, f, 0) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, CUK_MMQK_MAX_TOK + 1, f, 0) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 0, p, f, 16, f, 0) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p + 8, 256, 1, p, f, 16, f, 0) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p + 8, f, 16, f, 0) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 7 << 8) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 15 << 8) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 1 << 12)) {
+        printf("FAIL cuk_mmqk_q4k took a case it must refuse\n");
+        n_fail++;
+    }
+    cudaFree(p);
+}
+
 /* cublasGemmEx from libcublas, looked up at run time (as plugins/cuda/cuda_blas.c does) */
 #include <dlfcn.h>
 typedef int (*blas_create_fn)(void **);
@@ -1224,9 +1325,13 @@ static void blas_run(cudaStream_t s, const void *w16, const void *a16, float *y,
  * route (v9 / int8). MM_WG_TOKS overrides the token counts. */
 static int run_wg(void)
 {
-    if (!getenv("MM_WG_NOCHECK"))   /* set: the bench alone (profiling) */
+    if (!getenv("MM_WG_NOCHECK")) {   /* set: the bench alone (profiling) */
         check_wg();
+        check_k();
+    }
     printf("wg check: %d failures\n", n_fail);
+    if (getenv("MM_PDL"))   /* programmatic dependent launch for the timed launches (0, 1, 2) */
+        cuk_set_tuning(atoi(getenv("MM_PDL")), 1);
     const mat m8b[] = {{4096, 6144, "qkv"}, {4096, 4096, "wo"}, {4096, 28672, "gate_up"}, {14336, 4096, "down"},
                        {4096, 128256, "output"}};
     const tinfo &t = TYPES[8];
@@ -1234,7 +1339,7 @@ static int run_wg(void)
     const int have_blas = blas_open();
     static cudaStream_t s = NULL;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    std::vector<double> tot(toks.size() * 3, 0.0);
+    std::vector<double> tot(toks.size() * 5, 0.0);
     for (int mi = 0; mi < 5; mi++) {
         const mat &m = m8b[mi];
         const size_t bytes = cuk_row_bytes(t.type, m.n_in) * m.n_out;
@@ -1247,8 +1352,10 @@ static int run_wg(void)
             cuk_dequant_f16(0, t.type, ws[i], m.n_in, m.n_out, w16s[i]);
         }
         const int maxt = 256;
-        float *x, *xd, *y;
-        void *xq, *x16;
+        float *x, *xd, *xdk, *y;
+        void *xq, *xqk, *x16;
+        CK(cudaMalloc(&xqk, (size_t)maxt * m.n_in));
+        CK(cudaMalloc(&xdk, (size_t)maxt * m.n_in / 32 * 4));
         CK(cudaMalloc(&x, (size_t)maxt * m.n_in * 4));
         CK(cudaMalloc(&x16, (size_t)maxt * m.n_in * 2));
         CK(cudaMalloc(&xq, (size_t)maxt * m.n_in));
@@ -1257,28 +1364,39 @@ static int run_wg(void)
         k_fill_f32<<<(unsigned)((maxt * m.n_in + 255) / 256), 256>>>(x, maxt * m.n_in, 5);
         cuk_f32_to_f16(0, x, x16, (int64_t)maxt * m.n_in);
         cuk_quantize_q8(0, x, (int64_t)maxt * m.n_in, xq, xd);
+        cuk_quantize_q8_256(0, x, (int64_t)maxt * m.n_in, xqk, xdk);
         CK(cudaDeviceSynchronize());
+        const int kcfg = env_ints("MM_K_CFG", {0})[0];
         for (size_t ti = 0; ti < toks.size(); ti++) {
             const int nt = toks[ti];
             printf("%-8s tok %3d:", m.name, nt);
-            const double wg = time_graph(s, 24, [&](int i) {
+            const double wg = getenv("MM_WG_SKIP") ? 0.0 : time_graph(s, 24, [&](int i) {   /* set: k and cuBLAS only */
                 cuk_mmqwg_q4k(s, t.type, ws[i % nb], m.n_in, m.n_out, x16, nt, y);
             });
             printf("  wg %8.2f (%5.0f GB/s)", wg, bytes / wg / 1e3);
-            tot[ti * 3] += wg * (mi == 4 ? 1 : 32);
+            tot[ti * 5] += wg * (mi == 4 ? 1 : 32);
+            const double kk = time_graph(s, 24, [&](int i) {
+                cuk_mmqk_q4k(s, t.type, ws[i % nb], m.n_in, m.n_out, xqk, xdk, nt, y, kcfg);
+            });
+            const double kq = time_graph(s, 24, [&](int) {
+                cuk_quantize_q8_256(s, x, (int64_t)nt * m.n_in, xqk, xdk);
+            });
+            printf("  k %8.2f (+quant %5.2f)", kk, kq);
+            tot[ti * 5 + 3] += kk * (mi == 4 ? 1 : 32);
+            tot[ti * 5 + 4] += kq * (mi == 4 ? 1 : 32);
             if (have_blas) {
                 const double bl = time_graph(s, 24, [&](int i) {
                     blas_run(s, w16s[i % nb], x16, y, (int)m.n_in, (int)m.n_out, nt);
                 });
                 printf("  cublas %8.2f", bl);
-                tot[ti * 3 + 1] += bl * (mi == 4 ? 1 : 32);
+                tot[ti * 5 + 1] += bl * (mi == 4 ? 1 : 32);
             }
             if (nt <= 64) {
                 const double q = time_graph(s, 24, [&](int i) {
                     cuk_matvec_q8(s, t.type, ws[i % nb], m.n_in, m.n_out, xq, xd, nt, y);
                 });
                 printf("  q8route %8.2f", q);
-                tot[ti * 3 + 2] += q * (mi == 4 ? 1 : 32);
+                tot[ti * 5 + 2] += q * (mi == 4 ? 1 : 32);
             }
             printf("\n");
         }
@@ -1286,12 +1404,13 @@ static int run_wg(void)
             cudaFree(ws[i]);
             cudaFree(w16s[i]);
         }
-        cudaFree(x); cudaFree(x16); cudaFree(xq); cudaFree(xd); cudaFree(y);
+        cudaFree(x); cudaFree(x16); cudaFree(xq); cudaFree(xd); cudaFree(xqk); cudaFree(xdk); cudaFree(y);
     }
     printf("-- Q4_K all matmuls of one 8B step (32 layers + output), ms:\n");
     for (size_t ti = 0; ti < toks.size(); ti++)
-        printf("   tok %3d: wg %.3f  cublas-f16 %.3f  q8route %.3f\n", toks[ti], tot[ti * 3] / 1e3,
-               tot[ti * 3 + 1] / 1e3, tot[ti * 3 + 2] / 1e3);
+        printf("   tok %3d: wg %.3f  cublas-f16 %.3f  q8route %.3f  k %.3f (+quant %.3f)\n", toks[ti],
+               tot[ti * 5] / 1e3, tot[ti * 5 + 1] / 1e3, tot[ti * 5 + 2] / 1e3, tot[ti * 5 + 3] / 1e3,
+               tot[ti * 5 + 4] / 1e3);
     return n_fail ? 1 : 0;
 }
 

@@ -1,0 +1,480 @@
+/*
+ * mmq_k.cu — the Q4_K GEMM of the CUDA backend for steps of tens to hundreds of tokens (a served
+ * step's decode tokens plus prefill chunks): int8 tensor-core products on the raw nibbles against
+ * activations quantized per 256 (one scale per Q4_K super-block, cuk_quantize_q8_256), the 6-bit
+ * sub-block scales applied as integers so that a super-block's dot stays one int32 and one F32
+ * multiply per super-block and token applies d * dx. Correct (within 1e-5 of the Q8 route) and,
+ * as of v17, slower than cuBLAS on the F16 copies at every token count measured, so the forward
+ * sends it nothing unless AARMD_CUDA_K_FROM asks (docs/cuda-notes.md v17-lead: the weight stream
+ * alone, no products, runs at 0.6-2 TB/s in this block structure). Not the 1..64-token GEMMs
+ * (mmq.cu, mmq_i8.cu: per-32 activation scales, F32 per sub-block) nor the dispatch (forward_cuda.c).
+ */
+#include <cuda.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../plugins/cuda/launch.h"
+#include "mma.cuh"
+#include "mmq_common.cuh"
+#include "pdl.cuh"
+#include "../../core/abi/aarmd_backend.h"
+
+#define WARP 32
+#define K_UK 256   /* elements per unit: one Q4_K super-block, one activation scale */
+#define K_UB 144   /* bytes of a Q4_K super-block: d, dmin (F16), 12 bytes of 6-bit scales, 128 of nibbles */
+#define K_BM 128   /* weight rows per block */
+#define K_NC 8     /* consumer warps: 4 row groups of 32 rows x 2 token halves */
+
+/*
+ * Design (docs/cuda-notes.md v17-lead). Why: at 32..256 tokens the int8 GEMM of mmq_i8.cu spends
+ * two FFMA and a 16-byte shared-memory load of scales per int32 result (per 32 elements and token),
+ * and its 64-row x <= 64-token blocks read the step's activations from L2 once per 64 rows.
+ * Here a block is 128 rows x NTOK tokens; a grid row is one (row tile, token tile) pair, its K
+ * split over a cluster (v8's ordered DSMEM reduction: deterministic). One producer warp moves each
+ * unit (256 elements of K) into a ring of ns stages: one 2D tensor copy of the weights (128 rows x
+ * 144 bytes), two of the activations (128 bytes x NTOK tokens, 128-byte swizzle: conflict-free
+ * ldmatrix; zeros past the last token) and the unit's token table (k_k_tab: dx per token, and the
+ * minimum's halves); once a stage lands it decodes the 128 rows' scales into the stage's row table
+ * (sc bytes, d, -32 dmin m as F16 high and low halves) and arrives on `ready`. Consumer warp w
+ * (4 row groups x TG token groups) takes rows 32 (w % 4).. and NT token tiles of 8 at
+ * 8 NT (w / 4)..: per pair of sub-blocks (2p: low nibbles, 2p + 1: high, the same 32 bytes) and
+ * token tile one ldmatrix.x4 and, for each of its two 16-row tiles, two m16n8k32 from zero and
+ *   S += sc[2p] * c0 + sc[2p + 1] * c1        (int32, exact: |S| <= 8 * 63 * 32 * 15 * 127)
+ * and at the unit's end acc += (float)S * (d * dx), then the minimum
+ *   acc += (-32 dmin m)[row][sub-block] x (dx sum(xq) / 32)[sub-block][token]
+ * as three F16 m16n8k8 on high and low halves (mmq_i8.cu's: ~2^-22 relative).
+ */
+
+template <int TG, int NT> struct kk {
+    enum {
+        NC = 4 * TG,                      /* consumer warps */
+        NTOK = 8 * NT * TG,               /* tokens of a block */
+        ABOX = NTOK * 128,                /* one activation box: 128 bytes of K x NTOK tokens */
+        WOFF = 2 * ABOX,                  /* the weight box */
+        TOFF = WOFF + K_BM * K_UB,        /* the unit's token table */
+        TABB = 36 * NTOK,                 /* its bytes: dx [NTOK] F32, then [NTOK][8] halves high, low */
+        ROFF = TOFF + TABB,               /* the row table: sc [128][8] bytes, d [128], min halves [128][8] x 2 */
+        STAGE = (ROFF + K_BM * 44 + 1023) / 1024 * 1024,
+        RST = NTOK + 1,                   /* row stride of the reduction's partial sums */
+        NTH = (NC + 1) * WARP
+    };
+    static constexpr size_t smem(int ns) { return 1024 + (size_t)ns * STAGE + 3 * ns * 8; }
+};
+
+/* one warp per 256 elements: xq = round(x / d), d = max|x| / 127, written to the 8 per-32 scales
+ * of the unit (the Q8 row format of cuk_quantize_q8 with one scale per 256) */
+__global__ void k_quantize_q8_256(const float *__restrict__ x, int64_t n_units, int8_t *__restrict__ xq,
+                                  float *__restrict__ xd)
+{
+    pdl_enter();
+    const int64_t u = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (u >= n_units)
+        return;
+    const float4 *src = reinterpret_cast<const float4 *>(x + u * K_UK) + 2 * lane;
+    const float4 v0 = src[0], v1 = src[1];
+    float a = fmaxf(fmaxf(fmaxf(fabsf(v0.x), fabsf(v0.y)), fmaxf(fabsf(v0.z), fabsf(v0.w))),
+                    fmaxf(fmaxf(fabsf(v1.x), fabsf(v1.y)), fmaxf(fabsf(v1.z), fabsf(v1.w))));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+    const float d = a / 127.0f;
+    const float e[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+    uint32_t q[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int qi = d > 0.0f ? __float2int_rn(e[i] / d) : 0;
+        q[i >> 2] |= (uint32_t)(qi & 0xFF) << (8 * (i & 3));
+    }
+    reinterpret_cast<uint2 *>(xq + u * K_UK)[lane] = make_uint2(q[0], q[1]);
+    if (lane < 8)
+        xd[u * 8 + lane] = d;
+}
+
+extern "C" void cuk_quantize_q8_256(cudaStream_t s, const float *x, int64_t n, void *xq, float *xd)
+{
+    const int64_t nu = n / K_UK;
+    pdl_launch(k_quantize_q8_256, dim3((unsigned)((nu * 32 + 255) / 256)), dim3(256), s, x, nu, (int8_t *)xq, xd);
+}
+
+/* The token tables of a launch, one per (token tile, unit): dx of the unit per token, then the
+ * Q4_K minimum's activation side dx * sum(xq of the sub-block) / 32 as F16 high and low halves
+ * [token][sub-block]; zeros past n_tok. One thread per (token, sub-block). */
+__global__ void k_k_tab(const int8_t *__restrict__ xq, const float *__restrict__ xd, int n_in, int n_tok, int ntok,
+                        int ntt, uint8_t *__restrict__ tab)
+{
+    pdl_enter();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+    const int items = n_in / 32, nu = n_in / K_UK;
+    const int v = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (v >= items * ntok * ntt)
+        return;
+    const int tok = v / items, item = v % items, tt = tok / ntok, tl = tok % ntok, u = item / 8, it = item % 8;
+    uint8_t *t = tab + ((size_t)tt * nu + u) * 36 * ntok;
+    float dx = 0.0f;
+    int sum = 0;
+    if (tok < n_tok) {
+        dx = __ldg(xd + (size_t)tok * items + item);
+        const int4 *src = reinterpret_cast<const int4 *>(xq + (size_t)tok * n_in + (size_t)item * 32);
+        const int4 q0 = __ldg(src), q1 = __ldg(src + 1);
+        const int w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            sum = __dp4a(w[i], 0x01010101, sum);
+    }
+    if (it == 0)
+        reinterpret_cast<float *>(t)[tl] = dx;
+    const float xs = dx * (float)sum * (1.0f / 32.0f);
+    const __half hi = __float2half_rn(xs);
+    reinterpret_cast<__half *>(t + 4 * ntok)[tl * 8 + it] = hi;
+    reinterpret_cast<__half *>(t + 20 * ntok)[tl * 8 + it] = __float2half_rn(xs - __half2float(hi));
+}
+
+/* the A fragments of sub-blocks 2p (a[0], low nibbles) and 2p + 1 (a[1], high) of rows g (rw) and
+ * g + 8: their 32 bytes of nibbles at 16 + 32p, one AND / shift per 4 weights */
+__device__ __forceinline__ void k_frags(const uint8_t *rw, int p, int t4, uint32_t (&a)[2][4])
+{
+    const uint32_t *w = reinterpret_cast<const uint32_t *>(rw + 16 + 32 * p) + t4;
+    const uint32_t *v = reinterpret_cast<const uint32_t *>(rw + 8 * K_UB + 16 + 32 * p) + t4;
+    const uint32_t w0 = w[0], w1 = w[4], v0 = v[0], v1 = v[4], m = 0x0F0F0F0Fu;
+    a[0][0] = w0 & m;
+    a[0][1] = v0 & m;
+    a[0][2] = w1 & m;
+    a[0][3] = v1 & m;
+    a[1][0] = (w0 >> 4) & m;
+    a[1][1] = (v0 >> 4) & m;
+    a[1][2] = (w1 >> 4) & m;
+    a[1][3] = (v1 >> 4) & m;
+}
+
+/* the producer's row table of a landed stage: lane = rows lane + 32 j; sc bytes, d, -32 dmin m as
+ * F16 high and low halves (the minimum's weight side) */
+__device__ __forceinline__ void k_row_table(uint8_t *st, int woff, int roff, int lane)
+{
+#pragma unroll
+    for (int j = 0; j < K_BM / WARP; j++) {
+        const int r = lane + WARP * j;
+        const uint4 hd = *reinterpret_cast<const uint4 *>(st + woff + r * K_UB);
+        const float2 dd = __half22float2(*reinterpret_cast<const __half2 *>(&hd.x));
+        uint32_t sc[2], mn[2];
+        q4k_half_scales(hd, 0, &sc[0], &mn[0]);
+        q4k_half_scales(hd, 1, &sc[1], &mn[1]);
+        uint32_t mh[4], ml[4];
+#pragma unroll
+        for (int k = 0; k < 8; k += 2) {
+            const float m0 = -32.0f * dd.y * (float)((mn[k >> 2] >> (8 * (k & 3))) & 0xFF);
+            const float m1 = -32.0f * dd.y * (float)((mn[k >> 2] >> (8 * (k & 3) + 8)) & 0xFF);
+            const __half2 h = __floats2half2_rn(m0, m1);
+            const float2 hf = __half22float2(h);
+            mh[k >> 1] = h2u(h);
+            ml[k >> 1] = h2u(__floats2half2_rn(m0 - hf.x, m1 - hf.y));
+        }
+        uint8_t *t = st + roff;
+        reinterpret_cast<uint2 *>(t)[r] = make_uint2(sc[0], sc[1]);
+        reinterpret_cast<float *>(t + 8 * K_BM)[r] = dd.x;
+        reinterpret_cast<uint4 *>(t + 12 * K_BM)[r] = make_uint4(mh[0], mh[1], mh[2], mh[3]);
+        reinterpret_cast<uint4 *>(t + 28 * K_BM)[r] = make_uint4(ml[0], ml[1], ml[2], ml[3]);
+    }
+}
+
+template <int TG, int NT>
+__global__ void __launch_bounds__((4 * TG + 1) * WARP, 1)
+k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, int kun, int ks, int ns,
+       const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmx,
+       const uint8_t *__restrict__ gtab)
+{
+    typedef kk<TG, NT> K;
+    enum { NC = K::NC, NTOK = K::NTOK, ABOX = K::ABOX, WOFF = K::WOFF, TOFF = K::TOFF, TABB = K::TABB,
+           ROFF = K::ROFF, STAGE = K::STAGE, RST = K::RST };
+    static_assert(ABOX % 1024 == 0 && STAGE % 1024 == 0, "swizzled activation boxes: 1024-byte aligned");
+    static_assert(TOFF % 16 == 0 && TABB % 16 == 0 && ROFF % 16 == 0, "tables: whole 16-byte chunks");
+    static_assert(K_BM * RST * 4 <= 2 * STAGE, "the reduction fits two stages");
+    extern __shared__ __align__(16) uint8_t smraw[];
+    uint8_t *sm = smraw + ((1024u - (smem_u32(smraw) & 1023u)) & 1023u);
+    uint64_t *full = reinterpret_cast<uint64_t *>(sm + ns * STAGE);
+    uint64_t *ready = full + ns;
+    uint64_t *empty = ready + ns;
+    float *red = reinterpret_cast<float *>(sm);   /* [K_BM][RST] partial sums, after the ring is drained */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int rank = ks > 1 ? (int)(blockIdx.x % (unsigned)ks) : 0, rest = (int)(blockIdx.x / (unsigned)ks);
+    const int tt = rest % ntt, r0 = rest / ntt * K_BM, t0 = tt * NTOK;
+    const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
+
+    mb_ring_init<true>(full, empty, ready, ns, NC);
+
+    float acc[2][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+        frag_zero(acc[mt]);
+    const int wr = (warp & 3) * 32, tn = (warp >> 2) * NT;   /* the warp's first row, first token tile */
+
+    if (warp == NC) {
+        /* producer: the weights of the first stages may go before the wait (never written) */
+        const uint32_t bytes = (uint32_t)(K_BM * K_UB + 2 * ABOX + TABB);
+        const uint8_t *tb = gtab + ((size_t)tt * nu + u0) * TABB;
+        auto acts = [&](int i) {
+            if (lane == 0) {
+                uint8_t *st = sm + (i % ns) * STAGE;
+                tma_2d(st, &tmx, (u0 + i) * K_UK, t0, &full[i % ns]);
+                tma_2d(st + ABOX, &tmx, (u0 + i) * K_UK + 128, t0, &full[i % ns]);
+                bulk_g2s(st + TOFF, tb + (size_t)i * TABB, TABB, &full[i % ns]);
+            }
+        };
+        auto wcopy = [&](int i) {   /* the weights of stage i into its slot: one tensor copy */
+            if (lane == 0) {
+                mb_arrive_tx(&full[i % ns], bytes);
+                tma_2d(sm + (i % ns) * STAGE + WOFF, &tmw, (u0 + i) * (K_UB / 2), r0, &full[i % ns]);
+            }
+        };
+        const int pre = min(ns, nst);
+        for (int i = 0; i < pre; i++)
+            wcopy(i);
+        pdl_enter();
+        for (int i = 0; i < pre; i++)
+            acts(i);
+        for (int i = 0; i < nst; i++) {
+            /* stage i landed: its row table, then (stage i - 1 consumed) that slot takes stage i - 1 + ns */
+            mb_wait(&full[i % ns], (i / ns) & 1);
+            k_row_table(sm + (i % ns) * STAGE, WOFF, ROFF, lane);
+            mb_arrive(&ready[i % ns]);
+            const int j = i - 1;
+            if (j >= 0 && j + ns < nst) {
+                mb_wait(&empty[j % ns], (j / ns) & 1);
+                wcopy(j + ns);
+                acts(j + ns);
+            }
+        }
+    } else {
+        pdl_enter();
+        /* ldmatrix rows: lane = (matrix j, row i): token i of the tile, chunk (4 (p & 1) + j) ^ i */
+        const int lj = lane >> 3, li = lane & 7;
+        for (int i = 0; i < nst; i++) {
+            uint8_t *st = sm + (i % ns) * STAGE;
+            mb_wait(&full[i % ns], (i / ns) & 1);
+            mb_wait(&ready[i % ns], (i / ns) & 1);
+            const uint8_t *wb = st + WOFF + wr * K_UB;   /* the warp's 32 rows */
+            const uint2 *tsc = reinterpret_cast<const uint2 *>(st + ROFF) + wr;
+            uint32_t sw[2][2][2];   /* [row tile][row g, g + 8][sub-blocks 0-3, 4-7] */
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const uint2 v = tsc[mt * 16 + h * 8 + g];
+                    sw[mt][h][0] = v.x;
+                    sw[mt][h][1] = v.y;
+                }
+            int S[2][NT][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int n = 0; n < NT; n++)
+                    S[mt][n][0] = S[mt][n][1] = S[mt][n][2] = S[mt][n][3] = 0;
+            const uint32_t abase = smem_u32(st) + li * 128 + tn * 1024;
+#pragma unroll
+            for (int p = 0; p < 4; p++) {
+                uint32_t a[2][2][4];
+                int sc[2][2][2];   /* [row tile][sub-block 2p, 2p + 1][row g, g + 8] */
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    k_frags(wb + (mt * 16 + g) * K_UB, p, t4, a[mt]);
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const uint32_t v = sw[mt][h][p >> 1] >> (16 * (p & 1));
+                        sc[mt][0][h] = (int)(v & 0xFF);
+                        sc[mt][1][h] = (int)((v >> 8) & 0xFF);
+                    }
+                }
+                const uint32_t ap = abase + (p >> 1) * ABOX + ((((p & 1) * 4 + lj) ^ li) << 4);
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
+                    uint32_t b[4];
+                    ldsm4(b, ap + n * 1024);
+#pragma unroll
+                    for (int mt = 0; mt < 2; mt++) {
+                        int c0[4], c1[4];
+                        mma_s8(c0, a[mt][0], b[0], b[1], 0);
+                        mma_s8(c1, a[mt][1], b[2], b[3], 0);
+                        S[mt][n][0] += sc[mt][0][0] * c0[0] + sc[mt][1][0] * c1[0];
+                        S[mt][n][1] += sc[mt][0][0] * c0[1] + sc[mt][1][0] * c1[1];
+                        S[mt][n][2] += sc[mt][0][1] * c0[2] + sc[mt][1][1] * c1[2];
+                        S[mt][n][3] += sc[mt][0][1] * c0[3] + sc[mt][1][1] * c1[3];
+                    }
+                }
+            }
+            /* the unit's scales: acc += S * d * dx, then the minimum through F16 products */
+            const float *tdx = reinterpret_cast<const float *>(st + TOFF);
+            const uint32_t *xh = reinterpret_cast<const uint32_t *>(st + TOFF + 4 * NTOK);
+            const uint32_t *xl = reinterpret_cast<const uint32_t *>(st + TOFF + 20 * NTOK);
+            const float *tdd = reinterpret_cast<const float *>(st + ROFF + 8 * K_BM) + wr;
+            const uint32_t *mh32 = reinterpret_cast<const uint32_t *>(st + ROFF + 12 * K_BM) + 4 * wr;
+            const uint32_t *ml32 = reinterpret_cast<const uint32_t *>(st + ROFF + 28 * K_BM) + 4 * wr;
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                const float d0 = tdd[mt * 16 + g], d1 = tdd[mt * 16 + g + 8];
+                const uint32_t ah0 = mh32[(mt * 16 + g) * 4 + t4], ah1 = mh32[(mt * 16 + g + 8) * 4 + t4];
+                const uint32_t al0 = ml32[(mt * 16 + g) * 4 + t4], al1 = ml32[(mt * 16 + g + 8) * 4 + t4];
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
+                    const float2 dx = *reinterpret_cast<const float2 *>(tdx + (tn + n) * 8 + 2 * t4);
+                    acc[mt][n][0] = fmaf((float)S[mt][n][0], d0 * dx.x, acc[mt][n][0]);
+                    acc[mt][n][1] = fmaf((float)S[mt][n][1], d0 * dx.y, acc[mt][n][1]);
+                    acc[mt][n][2] = fmaf((float)S[mt][n][2], d1 * dx.x, acc[mt][n][2]);
+                    acc[mt][n][3] = fmaf((float)S[mt][n][3], d1 * dx.y, acc[mt][n][3]);
+                    const int tok = (tn + n) * 8 + g;
+                    const uint32_t bh = xh[tok * 4 + t4], bl = xl[tok * 4 + t4];
+                    mma_h8(acc[mt][n], ah0, ah1, bh);
+                    mma_h8(acc[mt][n], al0, al1, bh);
+                    mma_h8(acc[mt][n], ah0, ah1, bl);
+                }
+            }
+            __syncwarp();
+            if (lane == 0)
+                mb_arrive(&empty[i % ns]);
+        }
+    }
+
+    /* every stage consumed (so every copy landed): partial sums over the ring, then v8's reduction */
+    __syncthreads();
+    if (warp < NC) {
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                float *rr = red + (wr + mt * 16 + g) * RST + (tn + n) * 8 + 2 * t4;
+                rr[0] = acc[mt][n][0];
+                rr[1] = acc[mt][n][1];
+                rr[8 * RST] = acc[mt][n][2];
+                rr[8 * RST + 1] = acc[mt][n][3];
+            }
+    }
+    splitk_reduce<K_BM, NTOK, RST>(red, tid, K::NTH, ks, rank, min(NTOK, n_tok - t0), r0, n_out,
+                                   y + (size_t)t0 * n_out);
+}
+
+/* ---- launch ------------------------------------------------------------------------------ */
+
+template <int TG, int NT>
+static int k_launch(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq,
+                    const float *xd, int n_tok, float *y, int ns, int ks_max, int wm)
+{
+    typedef kk<TG, NT> K;
+    auto kern = k_mmqk<TG, NT>;
+    const size_t smem = K::smem(ns);
+    static int attr = 0;   /* per instantiation: the shared memory limit raised to (bytes), -1 refused */
+    if (mmq_smem_limit(kern, K::smem(4), &attr) < 0 || smem > (size_t)attr)
+        return 0;
+    CUtensorMap tmw, tmx;
+    memset(&tmw, 0, sizeof tmw);
+    memset(&tmx, 0, sizeof tmx);
+    /* weights: rows of rb / 2 16-bit elements, boxes of one unit x K_BM rows; activations: n_tok
+     * rows of n_in bytes, boxes of 128 bytes x NTOK tokens, 128-byte swizzle */
+    if (!mmq_tmap_2d(&tmw, CU_TENSOR_MAP_DATA_TYPE_UINT16, w, rb / 2, (uint64_t)n_out, rb, K_UB / 2, K_BM,
+                     CU_TENSOR_MAP_SWIZZLE_NONE) ||
+        !mmq_tmap_2d(&tmx, CU_TENSOR_MAP_DATA_TYPE_UINT8, xq, (uint64_t)n_in, (uint64_t)n_tok, (uint64_t)n_in, 128,
+                     K::NTOK, CU_TENSOR_MAP_SWIZZLE_128B))
+        return 0;
+    const int nu = (int)(n_in / K_UK), ntt = (n_tok + K::NTOK - 1) / K::NTOK;
+    const int tiles = (int)((n_out + K_BM - 1) / K_BM) * ntt;
+    uint8_t *gtab = (uint8_t *)mmq_scratch(s, (size_t)ntt * nu * K::TABB);
+    if (!gtab)
+        return 0;
+    const int nt = (int)(n_in / 32) * K::NTOK * ntt;
+    if (pdl_launch_smem(k_k_tab, dim3((unsigned)((nt + 255) / 256)), dim3(256), 0, s, (const int8_t *)xq, xd,
+                        (int)n_in, n_tok, (int)K::NTOK, ntt, gtab) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    int ks = 1;
+    const int kun = split_k(nu, tiles, wm * v8_sms, ks_max, &ks);
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute at[2];
+    cluster_cfg(&cfg, at, tiles, ks, K::NTH, smem, s);
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, nu, (int)n_out, n_tok, ntt, y, kun, ks, ns, tmw, tmx,
+                                       (const uint8_t *)gtab);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return 1;
+}
+
+/* block shapes (token groups TG x NT token tiles of 8 per warp: NTOK = 8 TG NT tokens); cfg bits
+ * 8-11 pick one (1-based), else the one padding n_tok least (the first on a tie) */
+static const struct { int tg, nt; } k_shapes[] = {{2, 5}, {4, 3}, {3, 4}, {4, 2}, {3, 3}, {4, 4}};
+enum { K_SHAPES = sizeof k_shapes / sizeof k_shapes[0] };
+
+static int k_shape_for(int n_tok)
+{
+    int best = 0, best_pad = 1 << 30;
+    for (int i = 0; i < K_SHAPES - 1; i++) {   /* the last (128 tokens, spills) only when asked */
+        const int tile = 8 * k_shapes[i].tg * k_shapes[i].nt, pad = (n_tok + tile - 1) / tile * tile;
+        if (pad < best_pad) {
+            best = i;
+            best_pad = pad;
+        }
+    }
+    return best;
+}
+
+/* the fewest tokens the forward sends to cuk_mmqk_q4k: AARMD_CUDA_K_FROM (1..512; above: never),
+ * else never (v17-lead: slower than cuBLAS on the F16 copies and than the Q8 route at every token
+ * count measured); cuk_mmqk_set overrides it (tests, benchmarks) */
+#define K_FROM_DEFAULT (CUK_MMQK_MAX_TOK + 1)
+static int k_min_tok = -1;
+
+extern "C" void cuk_mmqk_set(int min_tok)
+{
+    k_min_tok = min_tok;
+}
+
+extern "C" int cuk_mmqk_min_tok(void)
+{
+    if (k_min_tok < 0) {
+        const char *e = getenv("AARMD_CUDA_K_FROM");
+        const int v = e ? atoi(e) : 0;
+        k_min_tok = v >= 1 ? v : K_FROM_DEFAULT;
+    }
+    return k_min_tok;
+}
+
+/*
+ * y[t][r] = W[r] . x[t] for Q4_K rows W and 1 <= n_tok <= CUK_MMQK_MAX_TOK tokens of activations
+ * quantized by cuk_quantize_q8_256 (xq int8 [n_tok][n_in], xd the per-32 scales, equal within each
+ * 256). cfg: bits 0-1 ring stages - 1 (0: 3), bits 2-5 blocks of a cluster splitting K at most (0: 8),
+ * bits 6-7 K is split until the grid has v blocks per SM (0: 1); bits 8-11 the block shape
+ * (k_shapes, 1-based; 0: the one padding n_tok least). Returns 1 when it enqueued the
+ * product, 0 (nothing enqueued) for other types, rows not of whole super-blocks, unaligned
+ * pointers, devices before sm_90, bad arguments or a launch the device refuses.
+ */
+extern "C" int cuk_mmqk_q4k(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
+                            const float *xd, int n_tok, float *y, int cfg)
+{
+    if (type != AARMD_TYPE_Q4_K || n_tok < 1 || n_tok > CUK_MMQK_MAX_TOK || n_in <= 0 || n_in % K_UK ||
+        n_out < 1 || n_out > (1 << 30) || cfg < 0 || cfg >= 1 << 12 || ((uintptr_t)w & 15) || ((uintptr_t)xq & 15) ||
+        ((uintptr_t)xd & 3) || !w || !xq || !xd || !y)
+        return 0;
+    v8_device();
+    if (v8_cc < 9)
+        return 0;
+    const size_t rb = cuk_row_bytes(type, n_in);
+    const int ns = cfg & 3 ? 1 + (cfg & 3) : 3;
+    const int ks_max = (cfg >> 2) & 15 ? (cfg >> 2) & 15 : 8, wm = (cfg >> 6) & 3 ? (cfg >> 6) & 3 : 1;
+    const int shape = (cfg >> 8) & 15 ? ((cfg >> 8) & 15) - 1 : k_shape_for(n_tok);
+    if (shape >= K_SHAPES)
+        return 0;
+#define K_ARGS s, w, rb, n_in, n_out, xq, xd, n_tok, y, ns, ks_max > 8 ? 8 : ks_max, wm
+    switch (shape) {
+    case 0: return k_launch<2, 5>(K_ARGS);
+    case 1: return k_launch<4, 3>(K_ARGS);
+    case 2: return k_launch<3, 4>(K_ARGS);
+    case 3: return k_launch<4, 2>(K_ARGS);
+    case 4: return k_launch<3, 3>(K_ARGS);
+    default: return k_launch<4, 4>(K_ARGS);
+    }
+#undef K_ARGS
+}
