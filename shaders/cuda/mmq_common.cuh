@@ -1,5 +1,5 @@
 /*
- * mmq_common.cuh — what the sm_90 small-batch GEMMs of mmq.cu (v8, v9) and mmq_i8.cu (int8) share:
+ * mmq_common.cuh — what the sm_90 GEMMs of mmq.cu (v8, v9), mmq_i8.cu (int8), mmq_k.cu and mmq_wg.cu share:
  * mbarrier and bulk/tensor-copy wrappers, the ordered split-K store through distributed shared
  * memory, the K-split and cluster launch configuration, and the tensor-map encoder looked up
  * from the driver. Included by those .cu files only (static copies per file); not a kernel.
@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pdl.cuh"
@@ -359,6 +360,33 @@ __device__ __forceinline__ void q4k_half_scales(uint4 hd, int hf, uint32_t *sc, 
 {
     *sc = hf ? (hd.w & 0x0F0F0F0Fu) | ((hd.y >> 2) & 0x30303030u) : hd.y & 0x3F3F3F3Fu;
     *mn = hf ? ((hd.w >> 4) & 0x0F0F0F0Fu) | ((hd.z >> 2) & 0x30303030u) : hd.z & 0x3F3F3F3Fu;
+}
+
+/* The int8 mma A fragments (mma.m16n8k32, row) of Q4_K sub-blocks 2p (a[0], low nibbles) and
+ * 2p + 1 (a[1], high nibbles) of the super-block at rw (row g) and rw + 8 * 144 (row g + 8): their
+ * 32 bytes of nibbles at 16 + 32p, one AND / shift per 4 weights (mmq_i8.cu, mmq_k.cu) */
+__device__ __forceinline__ void q4k_s8_frags(const uint8_t *rw, int p, int t4, uint32_t (&a)[2][4])
+{
+    const uint32_t *w = reinterpret_cast<const uint32_t *>(rw + 16 + 32 * p) + t4;
+    const uint32_t *v = reinterpret_cast<const uint32_t *>(rw + 8 * 144 + 16 + 32 * p) + t4;
+    const uint32_t w0 = w[0], w1 = w[4], v0 = v[0], v1 = v[4], m = 0x0F0F0F0Fu;
+    a[0][0] = w0 & m;
+    a[0][1] = v0 & m;
+    a[0][2] = w1 & m;
+    a[0][3] = v1 & m;
+    a[1][0] = (w0 >> 4) & m;
+    a[1][1] = (v0 >> 4) & m;
+    a[1][2] = (w1 >> 4) & m;
+    a[1][3] = (v1 >> 4) & m;
+}
+
+/* Host: the fewest tokens a forward sends to an optional GEMM, from the environment variable
+ * `name` (>= 1), else `never` (mmq_wg.cu's AARMD_CUDA_WG_FROM, mmq_k.cu's AARMD_CUDA_K_FROM) */
+static inline int mmq_env_from(const char *name, int never)
+{
+    const char *e = getenv(name);
+    const int v = e ? atoi(e) : 0;
+    return v >= 1 ? v : never;
 }
 
 /* ---- F16 decoding of Q4_K words (the F16 GEMMs: v8 and v9 of mmq.cu, mmq_wg.cu) ------------------ */

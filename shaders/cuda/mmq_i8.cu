@@ -75,17 +75,7 @@ template <> struct i8t<AARMD_TYPE_Q4_K> {
     /* sub-blocks 2p (low nibbles) and 2p+1 (high) share the 32 bytes at 16 + 32p */
     static __device__ __forceinline__ void frags(const uint8_t *rw, int p, int t4, uint32_t (&a)[2][4])
     {
-        const uint32_t *w = reinterpret_cast<const uint32_t *>(rw + 16 + 32 * p) + t4;
-        const uint32_t *v = reinterpret_cast<const uint32_t *>(rw + 8 * UB + 16 + 32 * p) + t4;
-        const uint32_t w0 = w[0], w1 = w[4], v0 = v[0], v1 = v[4], m = 0x0F0F0F0Fu;
-        a[0][0] = w0 & m;
-        a[0][1] = v0 & m;
-        a[0][2] = w1 & m;
-        a[0][3] = v1 & m;
-        a[1][0] = (w0 >> 4) & m;
-        a[1][1] = (v0 >> 4) & m;
-        a[1][2] = (w1 >> 4) & m;
-        a[1][3] = (v1 >> 4) & m;
+        q4k_s8_frags(rw, p, t4, a);
     }
 };
 

@@ -12,7 +12,6 @@
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "../../plugins/cuda/launch.h"
@@ -23,7 +22,8 @@
 
 #define WARP 32
 #define K_UK 256   /* elements per unit: one Q4_K super-block, one activation scale */
-#define K_UB 144   /* bytes of a Q4_K super-block: d, dmin (F16), 12 bytes of 6-bit scales, 128 of nibbles */
+#define K_UB 144   /* bytes of a Q4_K super-block: d, dmin (F16), 12 bytes of 6-bit scales, 128 of nibbles
+                    * (q4k_s8_frags, mmq_common.cuh, steps 8 rows by it too) */
 #define K_BM 128   /* weight rows per block */
 #define K_NC 8     /* consumer warps: 4 row groups of 32 rows x 2 token halves */
 
@@ -132,23 +132,6 @@ __global__ void k_k_tab(const int8_t *__restrict__ xq, const float *__restrict__
     const __half hi = __float2half_rn(xs);
     reinterpret_cast<__half *>(t + 4 * ntok)[tl * 8 + it] = hi;
     reinterpret_cast<__half *>(t + 20 * ntok)[tl * 8 + it] = __float2half_rn(xs - __half2float(hi));
-}
-
-/* the A fragments of sub-blocks 2p (a[0], low nibbles) and 2p + 1 (a[1], high) of rows g (rw) and
- * g + 8: their 32 bytes of nibbles at 16 + 32p, one AND / shift per 4 weights */
-__device__ __forceinline__ void k_frags(const uint8_t *rw, int p, int t4, uint32_t (&a)[2][4])
-{
-    const uint32_t *w = reinterpret_cast<const uint32_t *>(rw + 16 + 32 * p) + t4;
-    const uint32_t *v = reinterpret_cast<const uint32_t *>(rw + 8 * K_UB + 16 + 32 * p) + t4;
-    const uint32_t w0 = w[0], w1 = w[4], v0 = v[0], v1 = v[4], m = 0x0F0F0F0Fu;
-    a[0][0] = w0 & m;
-    a[0][1] = v0 & m;
-    a[0][2] = w1 & m;
-    a[0][3] = v1 & m;
-    a[1][0] = (w0 >> 4) & m;
-    a[1][1] = (v0 >> 4) & m;
-    a[1][2] = (w1 >> 4) & m;
-    a[1][3] = (v1 >> 4) & m;
 }
 
 /* the producer's row table of a landed stage: lane = rows lane + 32 j; sc bytes, d, -32 dmin m as
@@ -281,7 +264,7 @@ k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, int kun, in
                 int sc[2][2][2];   /* [row tile][sub-block 2p, 2p + 1][row g, g + 8] */
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++) {
-                    k_frags(wb + (mt * 16 + g) * K_UB, p, t4, a[mt]);
+                    q4k_s8_frags(wb + (mt * 16 + g) * K_UB, p, t4, a[mt]);
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         const uint32_t v = sw[mt][h][p >> 1] >> (16 * (p & 1));
@@ -434,11 +417,8 @@ extern "C" void cuk_mmqk_set(int min_tok)
 
 extern "C" int cuk_mmqk_min_tok(void)
 {
-    if (k_min_tok < 0) {
-        const char *e = getenv("AARMD_CUDA_K_FROM");
-        const int v = e ? atoi(e) : 0;
-        k_min_tok = v >= 1 ? v : K_FROM_DEFAULT;
-    }
+    if (k_min_tok < 0)
+        k_min_tok = mmq_env_from("AARMD_CUDA_K_FROM", K_FROM_DEFAULT);
     return k_min_tok;
 }
 

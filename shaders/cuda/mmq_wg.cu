@@ -328,11 +328,8 @@ extern "C" void cuk_mmqwg_set(int min_tok)
 
 extern "C" int cuk_mmqwg_min_tok(void)
 {
-    if (wg_min_tok < 0) {
-        const char *e = getenv("AARMD_CUDA_WG_FROM");
-        const int v = e ? atoi(e) : 0;
-        wg_min_tok = v >= 1 ? v : CUK_WG_MAX_TOK + 1;
-    }
+    if (wg_min_tok < 0)
+        wg_min_tok = mmq_env_from("AARMD_CUDA_WG_FROM", CUK_WG_MAX_TOK + 1);
     return wg_min_tok;
 }
 
