@@ -380,6 +380,21 @@ __device__ __forceinline__ void q4k_s8_frags(const uint8_t *rw, int p, int t4, u
     a[1][3] = (v1 >> 4) & m;
 }
 
+/* Host: the two tensor maps of the int8 GEMMs (mmq_i8.cu, mmq_k.cu): the weights as rows of rb / 2
+ * 16-bit elements in boxes of one unit (ub bytes) x bm rows; the step's int8 activations as n_tok
+ * rows of n_in bytes in boxes of 128 bytes x ntok tokens, 128-byte swizzle (conflict-free ldmatrix;
+ * zeros past the last token). 0 when the driver refuses either. */
+static inline int mmq_i8_maps(CUtensorMap *tmw, CUtensorMap *tmx, const void *w, size_t rb, int64_t n_out, int ub,
+                              int bm, const void *xq, int64_t n_in, int n_tok, int ntok)
+{
+    memset(tmw, 0, sizeof *tmw);
+    memset(tmx, 0, sizeof *tmx);
+    return mmq_tmap_2d(tmw, CU_TENSOR_MAP_DATA_TYPE_UINT16, w, rb / 2, (uint64_t)n_out, rb, (uint32_t)ub / 2,
+                       (uint32_t)bm, CU_TENSOR_MAP_SWIZZLE_NONE) &&
+           mmq_tmap_2d(tmx, CU_TENSOR_MAP_DATA_TYPE_UINT8, xq, (uint64_t)n_in, (uint64_t)n_tok, (uint64_t)n_in, 128,
+                       (uint32_t)ntok, CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
 /* Host: the fewest tokens a forward sends to an optional GEMM, from the environment variable
  * `name` (>= 1), else `never` (mmq_wg.cu's AARMD_CUDA_WG_FROM, mmq_k.cu's AARMD_CUDA_K_FROM) */
 static inline int mmq_env_from(const char *name, int never)

@@ -403,14 +403,7 @@ static int i8_launch(cudaStream_t s, const void *w, size_t rb, int items, int64_
     if (mmq_smem_limit(kern, K::smem(4), &attr) < 0 || smem > (size_t)attr)
         return 0;
     CUtensorMap tmw, tmx;
-    memset(&tmw, 0, sizeof tmw);
-    memset(&tmx, 0, sizeof tmx);
-    /* weights: rows of rb / 2 16-bit elements, boxes of one unit x BM rows; activations: n_tok rows
-     * of n_in bytes, boxes of 128 bytes x NTOK tokens, 128-byte swizzle */
-    if (!mmq_tmap_2d(&tmw, CU_TENSOR_MAP_DATA_TYPE_UINT16, w, rb / 2, (uint64_t)n_out, rb, i8t<T>::UB / 2, K::BM,
-                     CU_TENSOR_MAP_SWIZZLE_NONE) ||
-        !mmq_tmap_2d(&tmx, CU_TENSOR_MAP_DATA_TYPE_UINT8, xq, (uint64_t)n_in, (uint64_t)n_tok, (uint64_t)n_in, 128,
-                     K::NTOK, CU_TENSOR_MAP_SWIZZLE_128B))
+    if (!mmq_i8_maps(&tmw, &tmx, w, rb, n_out, i8t<T>::UB, K::BM, xq, n_in, n_tok, K::NTOK))
         return 0;
     const int tiles = (int)((n_out + K::BM - 1) / K::BM);
     const int nu = items / I8_UI;

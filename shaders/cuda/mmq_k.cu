@@ -352,14 +352,7 @@ static int k_launch(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int6
     if (mmq_smem_limit(kern, K::smem(4), &attr) < 0 || smem > (size_t)attr)
         return 0;
     CUtensorMap tmw, tmx;
-    memset(&tmw, 0, sizeof tmw);
-    memset(&tmx, 0, sizeof tmx);
-    /* weights: rows of rb / 2 16-bit elements, boxes of one unit x K_BM rows; activations: n_tok
-     * rows of n_in bytes, boxes of 128 bytes x NTOK tokens, 128-byte swizzle */
-    if (!mmq_tmap_2d(&tmw, CU_TENSOR_MAP_DATA_TYPE_UINT16, w, rb / 2, (uint64_t)n_out, rb, K_UB / 2, K_BM,
-                     CU_TENSOR_MAP_SWIZZLE_NONE) ||
-        !mmq_tmap_2d(&tmx, CU_TENSOR_MAP_DATA_TYPE_UINT8, xq, (uint64_t)n_in, (uint64_t)n_tok, (uint64_t)n_in, 128,
-                     K::NTOK, CU_TENSOR_MAP_SWIZZLE_128B))
+    if (!mmq_i8_maps(&tmw, &tmx, w, rb, n_out, K_UB, K_BM, xq, n_in, n_tok, K::NTOK))
         return 0;
     const int nu = (int)(n_in / K_UK), ntt = (n_tok + K::NTOK - 1) / K::NTOK;
     const int tiles = (int)((n_out + K_BM - 1) / K_BM) * ntt;
