@@ -31,10 +31,11 @@
  * Design (docs/cuda-notes.md v17-lead). Why: at 32..256 tokens the int8 GEMM of mmq_i8.cu spends
  * two FFMA and a 16-byte shared-memory load of scales per int32 result (per 32 elements and token),
  * and its 64-row x <= 64-token blocks read the step's activations from L2 once per 64 rows.
- * Here a block is 128 rows x NTOK tokens; a grid row is one (row tile, token tile) pair, its K
- * split over a cluster (v8's ordered DSMEM reduction: deterministic). One producer warp moves each
- * unit (256 elements of K) into a ring of ns stages: one 2D tensor copy of the weights (128 rows x
- * 144 bytes), two of the activations (128 bytes x NTOK tokens, 128-byte swizzle: conflict-free
+ * Here a work unit is 128 rows x NTOK tokens x a slice of K; one persistent block per SM walks
+ * work units b, b + grid, ... with its ring running on across them, and stores each unit's sums
+ * (to y, or with K slices to a part that k_k_sum adds in slice order: deterministic). One
+ * producer warp moves each unit of K (256 elements) into a ring of ns stages: one 2D tensor copy
+ * of the weights (128 rows x 144 bytes), two of the activations (128 bytes x NTOK tokens, 128-byte swizzle: conflict-free
  * ldmatrix; zeros past the last token) and the unit's token table (k_k_tab: dx per token, and the
  * minimum's halves); once a stage lands it decodes the 128 rows' scales into the stage's row table
  * (sc bytes, d, -32 dmin m as F16 high and low halves) and arrives on `ready`. Consumer warp w
@@ -57,7 +58,6 @@ template <int TG, int NT> struct kk {
         TABB = 36 * NTOK,                 /* its bytes: dx [NTOK] F32, then [NTOK][8] halves high, low */
         ROFF = TOFF + TABB,               /* the row table: sc [128][8] bytes, d [128], min halves [128][8] x 2 */
         STAGE = (ROFF + K_BM * 44 + 1023) / 1024 * 1024,
-        RST = NTOK + 1,                   /* row stride of the reduction's partial sums */
         NTH = (NC + 1) * WARP
     };
     static constexpr size_t smem(int ns) { return 1024 + (size_t)ns * STAGE + 3 * ns * 8; }
@@ -166,27 +166,44 @@ __device__ __forceinline__ void k_row_table(uint8_t *st, int woff, int roff, int
 
 template <int TG, int NT>
 __global__ void __launch_bounds__((4 * TG + 1) * WARP, 1)
-k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, int kun, int ks, int ns,
-       const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmx,
+k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, float *__restrict__ part, int kun, int ks,
+       int nwork, int ns, const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmx,
        const uint8_t *__restrict__ gtab)
 {
     typedef kk<TG, NT> K;
     enum { NC = K::NC, NTOK = K::NTOK, ABOX = K::ABOX, WOFF = K::WOFF, TOFF = K::TOFF, TABB = K::TABB,
-           ROFF = K::ROFF, STAGE = K::STAGE, RST = K::RST };
+           ROFF = K::ROFF, STAGE = K::STAGE };
     static_assert(ABOX % 1024 == 0 && STAGE % 1024 == 0, "swizzled activation boxes: 1024-byte aligned");
     static_assert(TOFF % 16 == 0 && TABB % 16 == 0 && ROFF % 16 == 0, "tables: whole 16-byte chunks");
-    static_assert(K_BM * RST * 4 <= 2 * STAGE, "the reduction fits two stages");
     extern __shared__ __align__(16) uint8_t smraw[];
     uint8_t *sm = smraw + ((1024u - (smem_u32(smraw) & 1023u)) & 1023u);
     uint64_t *full = reinterpret_cast<uint64_t *>(sm + ns * STAGE);
     uint64_t *ready = full + ns;
     uint64_t *empty = ready + ns;
-    float *red = reinterpret_cast<float *>(sm);   /* [K_BM][RST] partial sums, after the ring is drained */
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    const int rank = ks > 1 ? (int)(blockIdx.x % (unsigned)ks) : 0, rest = (int)(blockIdx.x / (unsigned)ks);
-    const int tt = rest % ntt, r0 = rest / ntt * K_BM, t0 = tt * NTOK;
-    const int u0 = min(nu, rank * kun), nst = min(nu, u0 + kun) - u0;
+    /* persistent: block b takes work units b, b + grid, ...; unit w = (row tile, token tile, K slice
+     * rank), its stages the units [u0, u0 + nst) of K; the ring runs on across work units */
+    struct cur {
+        int w, i, rank, tt, r0, t0, u0, nst;
+    };
+    auto at = [&](int w) {
+        cur c;
+        c.w = w;
+        c.i = 0;
+        c.rank = w % ks;
+        const int rest = w / ks;
+        c.tt = rest % ntt;
+        c.r0 = rest / ntt * K_BM;
+        c.t0 = c.tt * NTOK;
+        c.u0 = min(nu, c.rank * kun);
+        c.nst = min(nu, c.u0 + kun) - c.u0;
+        return c;
+    };
+    auto next = [&](cur &c) {
+        if (++c.i >= c.nst)
+            c = at(c.w + (int)gridDim.x);
+    };
 
     mb_ring_init<true>(full, empty, ready, ns, NC);
 
@@ -199,44 +216,51 @@ k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, int kun, in
     if (warp == NC) {
         /* producer: the weights of the first stages may go before the wait (never written) */
         const uint32_t bytes = (uint32_t)(K_BM * K_UB + 2 * ABOX + TABB);
-        const uint8_t *tb = gtab + ((size_t)tt * nu + u0) * TABB;
-        auto acts = [&](int i) {
+        auto acts = [&](int gi, const cur &c) {
             if (lane == 0) {
-                uint8_t *st = sm + (i % ns) * STAGE;
-                tma_2d(st, &tmx, (u0 + i) * K_UK, t0, &full[i % ns]);
-                tma_2d(st + ABOX, &tmx, (u0 + i) * K_UK + 128, t0, &full[i % ns]);
-                bulk_g2s(st + TOFF, tb + (size_t)i * TABB, TABB, &full[i % ns]);
+                uint8_t *st = sm + (gi % ns) * STAGE;
+                const int u = c.u0 + c.i;
+                tma_2d(st, &tmx, u * K_UK, c.t0, &full[gi % ns]);
+                tma_2d(st + ABOX, &tmx, u * K_UK + 128, c.t0, &full[gi % ns]);
+                bulk_g2s(st + TOFF, gtab + ((size_t)c.tt * nu + u) * TABB, TABB, &full[gi % ns]);
             }
         };
-        auto wcopy = [&](int i) {   /* the weights of stage i into its slot: one tensor copy */
+        auto wcopy = [&](int gi, const cur &c) {   /* the weights of stage gi into its slot: one tensor copy */
             if (lane == 0) {
-                mb_arrive_tx(&full[i % ns], bytes);
-                tma_2d(sm + (i % ns) * STAGE + WOFF, &tmw, (u0 + i) * (K_UB / 2), r0, &full[i % ns]);
+                mb_arrive_tx(&full[gi % ns], bytes);
+                tma_2d(sm + (gi % ns) * STAGE + WOFF, &tmw, (c.u0 + c.i) * (K_UB / 2), c.r0, &full[gi % ns]);
             }
         };
-        const int pre = min(ns, nst);
-        for (int i = 0; i < pre; i++)
-            wcopy(i);
+        cur ic = at((int)blockIdx.x);   /* the next stage to issue */
+        int pre = 0;
+        for (; pre < ns && ic.w < nwork; pre++, next(ic))
+            wcopy(pre, ic);
         pdl_enter();
-        for (int i = 0; i < pre; i++)
-            acts(i);
-        for (int i = 0; i < nst; i++) {
-            /* stage i landed: its row table, then (stage i - 1 consumed) that slot takes stage i - 1 + ns */
-            mb_wait(&full[i % ns], (i / ns) & 1);
-            k_row_table(sm + (i % ns) * STAGE, WOFF, ROFF, lane);
-            mb_arrive(&ready[i % ns]);
-            const int j = i - 1;
-            if (j >= 0 && j + ns < nst) {
+        {
+            cur c = at((int)blockIdx.x);
+            for (int gi = 0; gi < pre; gi++, next(c))
+                acts(gi, c);
+        }
+        int gi = 0;
+        for (cur dc = at((int)blockIdx.x); dc.w < nwork; next(dc), gi++) {
+            /* stage gi landed: its row table, then (stage gi - 1 consumed) that slot takes the next stage */
+            mb_wait(&full[gi % ns], (gi / ns) & 1);
+            k_row_table(sm + (gi % ns) * STAGE, WOFF, ROFF, lane);
+            mb_arrive(&ready[gi % ns]);
+            const int j = gi - 1;
+            if (j >= 0 && ic.w < nwork) {
                 mb_wait(&empty[j % ns], (j / ns) & 1);
-                wcopy(j + ns);
-                acts(j + ns);
+                wcopy(j + ns, ic);
+                acts(j + ns, ic);
+                next(ic);
             }
         }
     } else {
         pdl_enter();
         /* ldmatrix rows: lane = (matrix j, row i): token i of the tile, chunk (4 (p & 1) + j) ^ i */
         const int lj = lane >> 3, li = lane & 7;
-        for (int i = 0; i < nst; i++) {
+        int i = 0;   /* the stage */
+        for (cur cc = at((int)blockIdx.x); cc.w < nwork; next(cc), i++) {
             uint8_t *st = sm + (i % ns) * STAGE;
             mb_wait(&full[i % ns], (i / ns) & 1);
             mb_wait(&ready[i % ns], (i / ns) & 1);
@@ -318,32 +342,45 @@ k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, int kun, in
             __syncwarp();
             if (lane == 0)
                 mb_arrive(&empty[i % ns]);
+            if (cc.i == cc.nst - 1) {   /* the work unit's last stage: its sums to y (or its K slice's part) */
+                float *dst = ks > 1 ? part + (size_t)cc.rank * n_tok * n_out : y;
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                    for (int n = 0; n < NT; n++) {
+                        const int r = cc.r0 + wr + mt * 16 + g, t = cc.t0 + (tn + n) * 8 + 2 * t4;
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int rr = r + (e >> 1) * 8, tk = t + (e & 1);
+                            if (rr < n_out && tk < n_tok)
+                                dst[(size_t)tk * n_out + rr] = acc[mt][n][e];
+                            acc[mt][n][e] = 0.0f;
+                        }
+                    }
+            }
         }
     }
 
-    /* every stage consumed (so every copy landed): partial sums over the ring, then v8's reduction */
-    __syncthreads();
-    if (warp < NC) {
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                float *rr = red + (wr + mt * 16 + g) * RST + (tn + n) * 8 + 2 * t4;
-                rr[0] = acc[mt][n][0];
-                rr[1] = acc[mt][n][1];
-                rr[8 * RST] = acc[mt][n][2];
-                rr[8 * RST + 1] = acc[mt][n][3];
-            }
-    }
-    splitk_reduce<K_BM, NTOK, RST>(red, tid, K::NTH, ks, rank, min(NTOK, n_tok - t0), r0, n_out,
-                                   y + (size_t)t0 * n_out);
+}
+
+/* y[i] = part[0][i] + part[1][i] + ... (ks K slices, in order: deterministic) */
+__global__ void k_k_sum(const float *__restrict__ part, int ks, int64_t n, float *__restrict__ y)
+{
+    pdl_enter();
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n)
+        return;
+    float s = part[i];
+    for (int r = 1; r < ks; r++)
+        s += part[(size_t)r * n + i];
+    y[i] = s;
 }
 
 /* ---- launch ------------------------------------------------------------------------------ */
 
 template <int TG, int NT>
 static int k_launch(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq,
-                    const float *xd, int n_tok, float *y, int ns, int ks_max, int wm)
+                    const float *xd, int n_tok, float *y, int ns, int ks_max)
 {
     typedef kk<TG, NT> K;
     auto kern = k_mmqk<TG, NT>;
@@ -355,24 +392,34 @@ static int k_launch(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int6
     if (!mmq_i8_maps(&tmw, &tmx, w, rb, n_out, K_UB, K_BM, xq, n_in, n_tok, K::NTOK))
         return 0;
     const int nu = (int)(n_in / K_UK), ntt = (n_tok + K::NTOK - 1) / K::NTOK;
-    const int tiles = (int)((n_out + K_BM - 1) / K_BM) * ntt;
-    uint8_t *gtab = (uint8_t *)mmq_scratch(s, (size_t)ntt * nu * K::TABB);
-    if (!gtab)
+    const int items = (int)((n_out + K_BM - 1) / K_BM) * ntt, G = v8_sms;
+    /* the K split: work units of ceil(nu / ks) units, the most any block takes as few as can be */
+    int ks = 1, kun = nu;
+    long best = -1;
+    for (int k = 1; k <= ks_max && k <= nu; k++) {
+        const int ku = (nu + k - 1) / k, kk2 = (nu + ku - 1) / ku;
+        const long cost = (long)((items * kk2 + G - 1) / G) * ku;
+        if (best < 0 || cost < best) {
+            best = cost;
+            ks = kk2;
+            kun = ku;
+        }
+    }
+    const int nwork = items * ks, grid = nwork < G ? nwork : G;
+    const size_t tab_bytes = ((size_t)ntt * nu * K::TABB + 255) / 256 * 256;
+    const size_t part_n = ks > 1 ? (size_t)ks * n_tok * n_out : 0;
+    uint8_t *scr = (uint8_t *)mmq_scratch(s, tab_bytes + part_n * 4);
+    if (!scr)
         return 0;
+    uint8_t *gtab = scr;
+    float *part = ks > 1 ? (float *)(scr + tab_bytes) : NULL;
     const int nt = (int)(n_in / 32) * K::NTOK * ntt;
     if (pdl_launch_smem(k_k_tab, dim3((unsigned)((nt + 255) / 256)), dim3(256), 0, s, (const int8_t *)xq, xd,
-                        (int)n_in, n_tok, (int)K::NTOK, ntt, gtab) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    int ks = 1;
-    const int kun = split_k(nu, tiles, wm * v8_sms, ks_max, &ks);
-    cudaLaunchConfig_t cfg;
-    cudaLaunchAttribute at[2];
-    cluster_cfg(&cfg, at, tiles, ks, K::NTH, smem, s);
-    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, nu, (int)n_out, n_tok, ntt, y, kun, ks, ns, tmw, tmx,
-                                       (const uint8_t *)gtab);
-    if (e != cudaSuccess) {
+                        (int)n_in, n_tok, (int)K::NTOK, ntt, gtab) != cudaSuccess ||
+        pdl_launch_smem(kern, dim3((unsigned)grid), dim3(K::NTH), smem, s, nu, (int)n_out, n_tok, ntt, y, part, kun, ks,
+                        nwork, ns, tmw, tmx, (const uint8_t *)gtab) != cudaSuccess ||
+        (ks > 1 && pdl_launch_smem(k_k_sum, dim3((unsigned)((n_tok * n_out + 255) / 256)), dim3(256), 0, s,
+                                   (const float *)part, ks, (int64_t)n_tok * n_out, y) != cudaSuccess)) {
         cudaGetLastError();
         return 0;
     }
@@ -418,8 +465,8 @@ extern "C" int cuk_mmqk_min_tok(void)
 /*
  * y[t][r] = W[r] . x[t] for Q4_K rows W and 1 <= n_tok <= CUK_MMQK_MAX_TOK tokens of activations
  * quantized by cuk_quantize_q8_256 (xq int8 [n_tok][n_in], xd the per-32 scales, equal within each
- * 256). cfg: bits 0-1 ring stages - 1 (0: 3), bits 2-5 blocks of a cluster splitting K at most (0: 8),
- * bits 6-7 K is split until the grid has v blocks per SM (0: 1); bits 8-11 the block shape
+ * 256). cfg: bits 0-1 ring stages - 1 (0: 3), bits 2-5 K slices a row tile splits into at most (0: 8),
+ * bits 6-7 zero; bits 8-11 the block shape
  * (k_shapes, 1-based; 0: the one padding n_tok least). Returns 1 when it enqueued the
  * product, 0 (nothing enqueued) for other types, rows not of whole super-blocks, unaligned
  * pointers, devices before sm_90, bad arguments or a launch the device refuses.
@@ -428,7 +475,7 @@ extern "C" int cuk_mmqk_q4k(cudaStream_t s, uint32_t type, const void *w, int64_
                             const float *xd, int n_tok, float *y, int cfg)
 {
     if (type != AARMD_TYPE_Q4_K || n_tok < 1 || n_tok > CUK_MMQK_MAX_TOK || n_in <= 0 || n_in % K_UK ||
-        n_out < 1 || n_out > (1 << 30) || cfg < 0 || cfg >= 1 << 12 || ((uintptr_t)w & 15) || ((uintptr_t)xq & 15) ||
+        n_out < 1 || n_out > (1 << 30) || cfg < 0 || cfg >= 1 << 12 || (cfg & (3 << 6)) || ((uintptr_t)w & 15) || ((uintptr_t)xq & 15) ||
         ((uintptr_t)xd & 3) || !w || !xq || !xd || !y)
         return 0;
     v8_device();
@@ -436,11 +483,11 @@ extern "C" int cuk_mmqk_q4k(cudaStream_t s, uint32_t type, const void *w, int64_
         return 0;
     const size_t rb = cuk_row_bytes(type, n_in);
     const int ns = cfg & 3 ? 1 + (cfg & 3) : 3;
-    const int ks_max = (cfg >> 2) & 15 ? (cfg >> 2) & 15 : 8, wm = (cfg >> 6) & 3 ? (cfg >> 6) & 3 : 1;
+    const int ks_max = (cfg >> 2) & 15 ? (cfg >> 2) & 15 : 8;
     const int shape = (cfg >> 8) & 15 ? ((cfg >> 8) & 15) - 1 : k_shape_for(n_tok);
     if (shape >= K_SHAPES)
         return 0;
-#define K_ARGS s, w, rb, n_in, n_out, xq, xd, n_tok, y, ns, ks_max > 8 ? 8 : ks_max, wm
+#define K_ARGS s, w, rb, n_in, n_out, xq, xd, n_tok, y, ns, ks_max > 8 ? 8 : ks_max
     switch (shape) {
     case 0: return k_launch<2, 5>(K_ARGS);
     case 1: return k_launch<4, 3>(K_ARGS);
