@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <initializer_list>
 #include <vector>
 #include <algorithm>
 
@@ -1155,13 +1156,20 @@ static void check_wg_one(int64_t n_in, int64_t n_out, int nt, uint64_t seed)
     cudaFree(w); cudaFree(w16); cudaFree(x); cudaFree(x16); cudaFree(y); cudaFree(yr);
 }
 
-static void check_wg(void)
+/* one(n_in, n_out, tokens, seed) over the Q4_K GEMM shapes (partial row tiles; K of 1, 3, 16 and
+ * 56 super-blocks) and the token counts toks, a seed each */
+template <class F>
+static void each_q4k_gemm(uint64_t seed, std::initializer_list<int> toks, F one)
 {
-    uint64_t seed = 900;
     const std::pair<int64_t, int64_t> shapes[] = {{256, 37}, {768, 129}, {4096, 200}, {14336, 70}};
     for (auto &sh : shapes)
-        for (int nt : {1, 17, 32, 33, 64, 65, 96, 100, 128, 147, 200, 256})
-            check_wg_one(sh.first, sh.second, nt, seed++);
+        for (int nt : toks)
+            one(sh.first, sh.second, nt, seed++);
+}
+
+static void check_wg(void)
+{
+    each_q4k_gemm(900, {1, 17, 32, 33, 64, 65, 96, 100, 128, 147, 200, 256}, check_wg_one);
     /* refusals: other types, K not of whole super-blocks, no or too many tokens, misaligned rows */
     uint8_t *p = NULL;
     CK(cudaMalloc(&p, 4096));
@@ -1251,11 +1259,7 @@ static void check_k_one(int64_t n_in, int64_t n_out, int nt, uint64_t seed)
 
 static void check_k(void)
 {
-    uint64_t seed = 1900;
-    const std::pair<int64_t, int64_t> shapes[] = {{256, 37}, {768, 129}, {4096, 200}, {14336, 70}};
-    for (auto &sh : shapes)
-        for (int nt : {1, 3, 17, 64, 65, 80, 100, 147, 200, 256, 300, 512})
-            check_k_one(sh.first, sh.second, nt, seed++);
+    each_q4k_gemm(1900, {1, 3, 17, 64, 65, 80, 100, 147, 200, 256, 300, 512}, check_k_one);
     /* refusals: other types, K not of whole super-blocks, no or too many tokens, misaligned rows
      * or activations, unknown knobs */
     uint8_t *p = NULL;
