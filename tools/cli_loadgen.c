@@ -65,6 +65,12 @@ struct lg_code {
     uint64_t n;
 };
 
+/* Counts by name: error codes, stop reasons. */
+struct lg_tally {
+    struct lg_code v[LG_MAX_CODES];
+    uint32_t n;
+};
+
 /* One successful request's span from its first token to its last, ms. */
 struct lg_span {
     double first, last;
@@ -95,8 +101,8 @@ struct lg {
     size_t n_spans, cap_spans;
     uint64_t decode_tokens;     /* sum of (tokens - 1) over those */
     double t_first_measured;    /* earliest send time of a measured request; HUGE_VAL before one */
-    struct lg_code codes[LG_MAX_CODES];
-    uint32_t n_codes;
+    struct lg_tally errors;     /* failed measured requests by code */
+    struct lg_tally stops;      /* successful measured requests by the end event's stop_reason */
     double t_start, t_end;
     bool oom;
     struct lg_client *clients;
@@ -126,6 +132,7 @@ struct lg_client {
     struct lg_samples itl;      /* this request's inter-token gaps, merged when it counts */
     char terminal[16];          /* "end" or "error" once seen */
     char error_code[48];
+    char stop_reason[48];       /* from `end` */
 };
 
 static double now_ms(void)
@@ -186,16 +193,16 @@ static double percentile(const struct lg_samples *s, double p)
     return s->v[k - 1];
 }
 
-static void count_code(struct lg *g, const char *code)
+static void tally(struct lg_tally *t, const char *code)
 {
-    for (uint32_t i = 0; i < g->n_codes; i++)
-        if (!strcmp(g->codes[i].code, code)) {
-            g->codes[i].n++;
+    for (uint32_t i = 0; i < t->n; i++)
+        if (!strcmp(t->v[i].code, code)) {
+            t->v[i].n++;
             return;
         }
-    if (g->n_codes < LG_MAX_CODES) {
-        snprintf(g->codes[g->n_codes].code, sizeof g->codes[g->n_codes].code, "%s", code);
-        g->codes[g->n_codes++].n = 1;
+    if (t->n < LG_MAX_CODES) {
+        snprintf(t->v[t->n].code, sizeof t->v[t->n].code, "%s", code);
+        t->v[t->n++].n = 1;
     }
 }
 
@@ -282,6 +289,12 @@ static void parse_events(struct lg_client *c, double t)
             json_object_put(j);
         } else if (!strncmp(ev, "event: end\n", 11)) {
             snprintf(c->terminal, sizeof c->terminal, "end");
+            const char *data = strstr(ev, "\ndata: ");
+            struct json_object *j = data ? json_tokener_parse(data + 7) : NULL;
+            struct json_object *why;
+            snprintf(c->stop_reason, sizeof c->stop_reason, "%s",
+                     j && json_object_object_get_ex(j, "stop_reason", &why) ? json_object_get_string(why) : "UNKNOWN");
+            json_object_put(j);
         } else if (!strncmp(ev, "event: error\n", 13)) {
             snprintf(c->terminal, sizeof c->terminal, "error");
             const char *data = strstr(ev, "\ndata: ");
@@ -347,10 +360,11 @@ static void record(struct lg_client *c, const char *code)
         samples_append(g, &g->itl, &c->itl);
     }
     if (code) {
-        count_code(g, code);
+        tally(&g->errors, code);
         return;
     }
     g->ok++;
+    tally(&g->stops, c->stop_reason);
     if (c->tokens == 0)
         return;
     double span_ms = c->t_last_token - c->t_first_token;
@@ -438,6 +452,7 @@ static void issue(struct lg_client *c, double t_arrival)
     c->itl.n = 0;
     c->terminal[0] = '\0';
     c->error_code[0] = '\0';
+    c->stop_reason[0] = '\0';
     c->t_sent = t_arrival;
     if (!c->conn) {
         c->conn = evhttp_connection_base_new(g->base, NULL, g->host, (unsigned short)g->port);
@@ -571,7 +586,9 @@ static int usage(FILE *f)
             "  --warmup W: the first W requests to finish are left out of every number below\n"
             "  (reported as warmup; durations then start at the earliest send of a measured request).\n"
             "  Prints tokens/s, requests/s, time to first token and inter-token latency\n"
-            "  (p50, p90, p99, max) and errors by code; --json prints one JSON object instead.\n"
+            "  (p50, p90, p99, max), successful requests by stop reason (MAX_TOKENS, EOS,\n"
+            "  STOP_SEQUENCE: an EOS ends a stream before K tokens) and failed ones by error\n"
+            "  code; --json prints one JSON object instead.\n"
             "  tokens_s: all streamed tokens / wall time (prefill included).\n"
             "  decode_tokens_s: sum over successful requests of (tokens - 1), divided by the\n"
             "  length of the union of their [first token, last token] intervals: the time some\n"
@@ -899,6 +916,17 @@ struct lg_summary {
     double decode_s, decode_tokens_s;
 };
 
+/* One text-report line: the label, then NAME=count for each, or " none". */
+static void print_tally(const char *label, const struct lg_tally *t)
+{
+    printf("%s", label);
+    if (!t->n)
+        printf(" none");
+    for (uint32_t i = 0; i < t->n; i++)
+        printf(" %s=%" PRIu64, t->v[i].code, t->v[i].n);
+    printf("\n");
+}
+
 static void report_text(const struct lg *g, const struct lg_summary *m)
 {
     double secs = m->secs;
@@ -940,12 +968,8 @@ static void report_text(const struct lg *g, const struct lg_summary *m)
            percentile(&g->ttft, 90), percentile(&g->ttft, 99), percentile(&g->ttft, 100), g->ttft.n);
     printf("itl_ms        p50 %.3f p90 %.3f p99 %.3f max %.3f (n %zu)\n", percentile(&g->itl, 50),
            percentile(&g->itl, 90), percentile(&g->itl, 99), percentile(&g->itl, 100), g->itl.n);
-    printf("errors       ");
-    if (!g->n_codes)
-        printf(" none");
-    for (uint32_t i = 0; i < g->n_codes; i++)
-        printf(" %s=%" PRIu64, g->codes[i].code, g->codes[i].n);
-    printf("\n");
+    print_tally("stop_reasons ", &g->stops);
+    print_tally("errors       ", &g->errors);
 }
 
 static struct json_object *latency_json(const struct lg_samples *s)
@@ -959,10 +983,18 @@ static struct json_object *latency_json(const struct lg_samples *s)
     return o;
 }
 
+static struct json_object *tally_json(const struct lg_tally *t)
+{
+    struct json_object *o = json_object_new_object();
+    for (uint32_t i = 0; i < t->n; i++)
+        json_object_object_add(o, t->v[i].code, json_object_new_int64((int64_t)t->v[i].n));
+    return o;
+}
+
 static void report_json(const struct lg *g, const struct lg_summary *m)
 {
     double secs = m->secs;
-    struct json_object *o = json_object_new_object(), *errs = json_object_new_object();
+    struct json_object *o = json_object_new_object();
     struct json_object *warm = json_object_new_object(), *stream = json_object_new_object();
     json_object_object_add(o, "url", json_object_new_string(g->o.url));
     json_object_object_add(o, "mode", json_object_new_string(g->open_loop ? "open" : "closed"));
@@ -1002,9 +1034,8 @@ static void report_json(const struct lg *g, const struct lg_summary *m)
                            json_object_new_double(g->n_started ? (double)g->prompt_tokens / (double)g->n_started : 0));
     json_object_object_add(o, "ttft_ms", latency_json(&g->ttft));
     json_object_object_add(o, "itl_ms", latency_json(&g->itl));
-    for (uint32_t i = 0; i < g->n_codes; i++)
-        json_object_object_add(errs, g->codes[i].code, json_object_new_int64((int64_t)g->codes[i].n));
-    json_object_object_add(o, "errors", errs);
+    json_object_object_add(o, "stop_reasons", tally_json(&g->stops));
+    json_object_object_add(o, "errors", tally_json(&g->errors));
     printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
 }

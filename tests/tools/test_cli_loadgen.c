@@ -35,6 +35,17 @@ static struct cli_run loadgen(const char *args)
     return cli_capture_str(aarmd_cli_loadgen, "loadgen", args, 0);
 }
 
+/* Same, for a run against a mock daemon whose counts are checked exactly:
+ * greedy (--temperature 0) draws the mock's preferred token, never EOS, so
+ * every request runs to --max-tokens. At the default temperature 1 about one
+ * token in 100,000 is EOS (3 of 320,000 measured), which ends a stream early. */
+static struct cli_run served(const char *args)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s --temperature 0", args);
+    return loadgen(buf);
+}
+
 /* A temporary file holding `text`, removed when the test ends. */
 static void write_tmp(char *path, const char *text)
 {
@@ -162,7 +173,7 @@ static void closed_loop_against(struct hx_proc *p)
     char args[256];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 4 --requests 16 --max-tokens 6 --prompt-tokens 40 --json",
              hx_port(p));
-    struct cli_run r = loadgen(args);
+    struct cli_run r = served(args);
     cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
     struct json_object *j = parse_one(r.out);
     cr_assert_str_eq(hx_jstr(j, "mode"), "closed");
@@ -180,6 +191,7 @@ static void closed_loop_against(struct hx_proc *p)
     struct json_object *errs;
     cr_assert(json_object_object_get_ex(j, "errors", &errs));
     cr_assert_eq(json_object_object_length(errs), 0);
+    cr_assert_eq(jnum(j, "stop_reasons", "MAX_TOKENS"), 16);
     json_object_put(j);
     cli_run_free(&r);
     /* the server agrees */
@@ -207,13 +219,15 @@ static int64_t open_loop(int port, const char *extra, struct json_object **out)
 {
     char args[512];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --max-tokens 4 --json %s", port, extra);
-    struct cli_run r = loadgen(args);
+    struct cli_run r = served(args);
     cr_assert_eq(r.rc, 0, "%s: %s%s", args, r.out, r.err);
     struct json_object *j = parse_one(r.out);
     cr_assert_str_eq(hx_jstr(j, "mode"), "open");
     int64_t n = hx_jint(j, "requests");
     cr_assert_eq(hx_jint(j, "ok"), n, "%s", r.out);
     cr_assert_eq(hx_jint(j, "tokens"), 4 * n, "%s", r.out);
+    if (n > 0)
+        cr_assert_eq(jnum(j, "stop_reasons", "MAX_TOKENS"), n, "%s", r.out);
     if (n > 0) {
         check_latencies(j, "ttft_ms", (double)n);
         check_latencies(j, "itl_ms", (double)(3 * n));
@@ -260,7 +274,7 @@ Test(cli_loadgen, open_loop_mock_paged)
 /* One text-report run of args: its exit status is rc and its output holds every line of want. */
 static void text_report_has(const char *args, int rc, const char *const *want, size_t n_want)
 {
-    struct cli_run r = loadgen(args);
+    struct cli_run r = served(args);
     cr_assert_eq(r.rc, rc, "%s: %s%s", args, r.out, r.err);
     for (size_t i = 0; i < n_want; i++)
         cr_assert(strstr(r.out, want[i]), "%s: want '%s' in:\n%s", args, want[i], r.out);
@@ -278,7 +292,7 @@ Test(cli_loadgen, open_loop_text_report_and_errors_by_code)
                                 "ttft_ms       p50 0.000 p90 0.000 p99 0.000 max 0.000 (n 0)"};
     text_report_has(args, 1, want, sizeof want / sizeof want[0]);
     strcat(args, " --json");
-    struct cli_run r = loadgen(args);
+    struct cli_run r = served(args);
     cr_assert_eq(r.rc, 1);
     struct json_object *j = parse_one(r.out);
     cr_assert_eq(jnum(j, "errors", "INVALID_REQUEST"), 6, "%s", r.out);
@@ -287,7 +301,7 @@ Test(cli_loadgen, open_loop_text_report_and_errors_by_code)
     /* --warmup in open loop: the first 2 failures are warmup, not errors; the exit status still counts them */
     snprintf(args, sizeof args,
              "--url http://127.0.0.1:%d --rate 200 --duration 0.5 --requests 6 --max-tokens 6 --warmup 2", hx_port(p));
-    r = loadgen(args);
+    r = served(args);
     cr_assert_eq(r.rc, 1, "%s%s", r.out, r.err);
     cr_assert(strstr(r.out, "warmup        2 (ok 0, failed 2), left out of what follows"), "%s", r.out);
     cr_assert(strstr(r.out, "requests      4 (ok 0, failed 4)"), "%s", r.out);
@@ -333,7 +347,7 @@ Test(cli_loadgen, prompt_file_cycles_with_escapes)
     char args[256];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 2 --requests 9 --max-tokens 2 --prompt-file %s",
              port, path);
-    struct cli_run r = loadgen(args);
+    struct cli_run r = served(args);
     cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
     char want[128];
     snprintf(want, sizeof want, "prompt_tokens mean %.1f (n 9)", (double)(n1 + n2 + n3) / 3.0);
@@ -365,13 +379,16 @@ Test(cli_loadgen, open_loop_ttft_counts_from_arrival)
 /* ---- decode rates, --ramp, --warmup, against a mock step of known length ---- */
 
 #define STEP_MS 20.0   /* the daemons below: --backend-opt delay_ms=20, one step per token */
+/* How late a loaded machine (make -j check) may read a token: with 12 copies
+ * of this test on 2 cores, two 5-step streams that sleep 0.2 s read as 0.153 s. */
+#define READ_LAG_MS 40.0
 
 /* One successful closed-loop --json run against port; ARGS are added. */
 static struct json_object *closed_json(int port, const char *extra)
 {
     char args[512];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --json %s", port, extra);
-    struct cli_run r = loadgen(args);
+    struct cli_run r = served(args);
     cr_assert_eq(r.rc, 0, "%s: %s%s", args, r.out, r.err);
     struct json_object *j = parse_one(r.out);
     cli_run_free(&r);
@@ -401,14 +418,16 @@ Test(cli_loadgen, ramp_gap_is_not_decode_time)
     check_decode_consistent(j, 2, 6);
     double secs = jnum(j, "duration_s", NULL), ds = jnum(j, "decode_s", NULL);
     cr_assert_geq(secs, 0.5 + 6 * STEP_MS / 1e3 * 0.9, "the second client started %.3f s in", secs);
-    /* 2 x 5 steps; the sleep is a floor, a loaded machine only adds */
-    cr_assert(ds >= 2 * 5 * STEP_MS / 1e3 * 0.85 && ds <= secs - 0.3, "decode_s %.3f of %.3f s", ds, secs);
+    /* 2 x 5 steps; the sleep is a floor on the daemon's side, but the client
+     * may read a stream's first token late and its last on time */
+    double span_min = (5 * STEP_MS - READ_LAG_MS) / 1e3;
+    cr_assert(ds >= 2 * span_min && ds <= secs - 0.3, "decode_s %.3f of %.3f s", ds, secs);
     double dts = jnum(j, "decode_tokens_s", NULL), ts = jnum(j, "tokens_s", NULL);
     cr_assert_lt(ts, 0.6 * dts, "tokens_s %.1f vs decode_tokens_s %.1f: the gap was counted", ts, dts);
-    cr_assert_leq(dts, 1.25 * 1e3 / STEP_MS, "one stream decodes at most a token a step: %.1f", dts);
+    cr_assert_leq(dts, 5 / span_min, "one stream decodes at most a token a step: %.1f", dts);
     cr_assert_eq(jnum(j, "per_stream_decode_tokens_s", "n"), 2);
     double ps = jnum(j, "per_stream_decode_tokens_s", "p50");
-    cr_assert(ps > 0.3 * 1e3 / STEP_MS && ps <= 1.25 * 1e3 / STEP_MS, "per-stream p50 %.1f", ps);
+    cr_assert(ps > 0.3 * 1e3 / STEP_MS && ps <= 5 / span_min, "per-stream p50 %.1f", ps);
     /* not 500 ms: the second request was sent at 0.5 s */
     cr_assert_lt(jnum(j, "ttft_ms", "max"), 300, "ttft counted from the run's start");
     json_object_put(j);
@@ -507,4 +526,27 @@ Test(cli_loadgen, timed_closed_loop_sustained_rate)
     const char *const want[] = {"mode          closed loop, 30 s (settle 7.5 s)", "requests      3 (ok 3, failed 0)",
                                 "sustained_tokens_s 0.0 (0 tokens read from 7.5 s to 30 s)"};
     text_report_has(args, 0, want, sizeof want / sizeof want[0]);
+}
+
+/* Streams that end with EOS before --max-tokens succeed, count the tokens
+ * they streamed (EOS is not one) and show under stop_reasons. */
+Test(cli_loadgen, eos_is_a_stop_reason_not_an_error)
+{
+    struct hx_proc *p = hx_start("--backend-opt", "eos_after=2", NULL);
+    char args[256];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d --clients 2 --requests 3 --max-tokens 5", hx_port(p));
+    const char *const want[] = {"requests      3 (ok 3, failed 0)", "tokens        6\n", "stop_reasons  EOS=3\n",
+                                "errors        none\n"};
+    text_report_has(args, 0, want, sizeof want / sizeof want[0]);
+    strcat(args, " --json");
+    struct cli_run r = served(args);
+    cr_assert_eq(r.rc, 0, "%s%s", r.out, r.err);
+    struct json_object *j = parse_one(r.out), *stops;
+    cr_assert_eq(hx_jint(j, "tokens"), 6, "%s", r.out);
+    cr_assert(json_object_object_get_ex(j, "stop_reasons", &stops));
+    cr_assert_eq(json_object_object_length(stops), 1, "%s", r.out);
+    cr_assert_eq(jnum(j, "stop_reasons", "EOS"), 3);
+    cr_assert_eq(hx_jint(j, "decode_tokens"), 3, "2 tokens a stream: one after the first");
+    json_object_put(j);
+    cli_run_free(&r);
 }
