@@ -171,7 +171,7 @@ Test(batching, job_larger_than_the_pool_is_400)
     cr_assert_str_eq(r.code, "INVALID_REQUEST");
     cr_assert(strstr(r.message, "max_tokens 40"), "%s", r.message);
     cr_assert(strstr(r.message, "pool holds 4 blocks (16 tokens)"), "%s", r.message);
-    run(hx_port(p), "{\"job_id\":\"small\",\"prompt\":\"x\",\"max_tokens\":10}", &r);
+    run(hx_port(p), "{\"job_id\":\"small\",\"prompt\":\"x\",\"max_tokens\":10,\"temperature\":0}", &r);
     cr_assert_str_eq(r.terminal, "end", "%s %s", r.code, r.message);
     cr_assert_eq(r.n_ids, 10);
 }

@@ -263,7 +263,7 @@ Test(health_metrics, metrics_counters_move_by_outcome)
 Test(health_metrics, metrics_events_at_most_every_500ms)
 {
     struct hx_proc *p = hx_start("--backend-opt", "delay_ms=5", NULL);
-    struct hx_http *c = hx_execute(hx_port(p), NULL, "{\"job_id\":\"me\",\"prompt\":\"x\",\"max_tokens\":260}");
+    struct hx_http *c = hx_execute(hx_port(p), NULL, "{\"job_id\":\"me\",\"prompt\":\"x\",\"max_tokens\":260,\"temperature\":0}");
     double last = -1, first_token = -1;
     int n_metrics = 0;
     uint64_t prev_out = 0;
