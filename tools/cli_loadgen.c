@@ -251,6 +251,21 @@ static double queue_pop(struct lg *g)
 
 /* ---- one request ------------------------------------------------------------ */
 
+/* The JSON of an SSE event's data line, or NULL. */
+static struct json_object *event_data(const char *ev)
+{
+    const char *data = strstr(ev, "\ndata: ");
+    return data ? json_tokener_parse(data + 7) : NULL;
+}
+
+/* The string field key of an event's data into out, else dflt. */
+static void event_string(const char *ev, const char *key, const char *dflt, char *out, size_t cap)
+{
+    struct json_object *j = event_data(ev), *v;
+    snprintf(out, cap, "%s", j && json_object_object_get_ex(j, key, &v) ? json_object_get_string(v) : dflt);
+    json_object_put(j);
+}
+
 /* Parses the complete events in c->acc: counts tokens and records timing. */
 static void parse_events(struct lg_client *c, double t)
 {
@@ -281,28 +296,16 @@ static void parse_events(struct lg_client *c, double t)
             if (t >= g->win_lo && t < g->win_hi)
                 g->win_tokens++;
         } else if (!strncmp(ev, "event: started\n", 15)) {
-            const char *data = strstr(ev, "\ndata: ");
-            struct json_object *j = data ? json_tokener_parse(data + 7) : NULL;
-            struct json_object *n;
+            struct json_object *j = event_data(ev), *n;
             if (j && json_object_object_get_ex(j, "tokens_in", &n))
                 c->tokens_in = json_object_get_int64(n);
             json_object_put(j);
         } else if (!strncmp(ev, "event: end\n", 11)) {
             snprintf(c->terminal, sizeof c->terminal, "end");
-            const char *data = strstr(ev, "\ndata: ");
-            struct json_object *j = data ? json_tokener_parse(data + 7) : NULL;
-            struct json_object *why;
-            snprintf(c->stop_reason, sizeof c->stop_reason, "%s",
-                     j && json_object_object_get_ex(j, "stop_reason", &why) ? json_object_get_string(why) : "UNKNOWN");
-            json_object_put(j);
+            event_string(ev, "stop_reason", "UNKNOWN", c->stop_reason, sizeof c->stop_reason);
         } else if (!strncmp(ev, "event: error\n", 13)) {
             snprintf(c->terminal, sizeof c->terminal, "error");
-            const char *data = strstr(ev, "\ndata: ");
-            struct json_object *j = data ? json_tokener_parse(data + 7) : NULL;
-            struct json_object *code;
-            snprintf(c->error_code, sizeof c->error_code, "%s",
-                     j && json_object_object_get_ex(j, "code", &code) ? json_object_get_string(code) : "ERROR");
-            json_object_put(j);
+            event_string(ev, "code", "ERROR", c->error_code, sizeof c->error_code);
         }
         if (ev != stackbuf)
             free(ev);
