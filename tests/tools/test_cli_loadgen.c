@@ -288,7 +288,8 @@ Test(cli_loadgen, open_loop_text_report_and_errors_by_code)
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d --rate 200 --duration 0.5 --requests 6 --max-tokens 6",
              hx_port(p));
     const char *const want[] = {"mode          open loop: rate 200/s, duration 0.5 s, seed 1",
-                                "requests      6 (ok 0, failed 6)", "errors        INVALID_REQUEST=6",
+                                "requests      6 (ok 0, failed 6)", "stop_reasons  none\n",
+                                "errors        INVALID_REQUEST=6",
                                 "ttft_ms       p50 0.000 p90 0.000 p99 0.000 max 0.000 (n 0)"};
     text_report_has(args, 1, want, sizeof want / sizeof want[0]);
     strcat(args, " --json");
