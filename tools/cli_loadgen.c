@@ -60,14 +60,14 @@ struct lg_samples {
     size_t n, cap;
 };
 
-struct lg_code {
-    char code[48];
+/* Counts by name: error codes, stop reasons. */
+struct lg_count {
+    char name[48];
     uint64_t n;
 };
 
-/* Counts by name: error codes, stop reasons. */
 struct lg_tally {
-    struct lg_code v[LG_MAX_CODES];
+    struct lg_count v[LG_MAX_CODES];
     uint32_t n;
 };
 
@@ -193,15 +193,15 @@ static double percentile(const struct lg_samples *s, double p)
     return s->v[k - 1];
 }
 
-static void tally(struct lg_tally *t, const char *code)
+static void tally(struct lg_tally *t, const char *name)
 {
     for (uint32_t i = 0; i < t->n; i++)
-        if (!strcmp(t->v[i].code, code)) {
+        if (!strcmp(t->v[i].name, name)) {
             t->v[i].n++;
             return;
         }
     if (t->n < LG_MAX_CODES) {
-        snprintf(t->v[t->n].code, sizeof t->v[t->n].code, "%s", code);
+        snprintf(t->v[t->n].name, sizeof t->v[t->n].name, "%s", name);
         t->v[t->n++].n = 1;
     }
 }
@@ -926,7 +926,7 @@ static void print_tally(const char *label, const struct lg_tally *t)
     if (!t->n)
         printf(" none");
     for (uint32_t i = 0; i < t->n; i++)
-        printf(" %s=%" PRIu64, t->v[i].code, t->v[i].n);
+        printf(" %s=%" PRIu64, t->v[i].name, t->v[i].n);
     printf("\n");
 }
 
@@ -990,7 +990,7 @@ static struct json_object *tally_json(const struct lg_tally *t)
 {
     struct json_object *o = json_object_new_object();
     for (uint32_t i = 0; i < t->n; i++)
-        json_object_object_add(o, t->v[i].code, json_object_new_int64((int64_t)t->v[i].n));
+        json_object_object_add(o, t->v[i].name, json_object_new_int64((int64_t)t->v[i].n));
     return o;
 }
 
