@@ -164,6 +164,7 @@ struct aarmd_backend_model {
     int32_t *d_fa_tiles;        /* into d_step after tok_bt: [T + 1] flash-attention tile starts (launch.h
                                  * cuk_attention_fa), n_fa_tiles of them + the end */
     uint32_t n_fa_tiles;        /* tiles of this forward's tokens (step_cuda.c) */
+    uint32_t n_fa_small;        /* ... of them of at most 16 rows (tokens x group: decode tokens) */
     size_t btab_cap;            /* int32 entries of the block-table segment */
     float *h_logits;            /* pinned [CUDA_MAX_LOGIT_ROWS][n_vocab] */
     cudaEvent_t ev_logits[CUDA_MAX_LOGIT_ROWS];   /* one per slice of logit rows copied back */

@@ -356,7 +356,8 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
             cuk_attention_dec(s, q, k, v, rope_in, &L->rope, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D,
                               hp->attn_scale, hp->attn_softcap, window, nch, m->partial, cnt, m->att,
                               qo ? m->xq : NULL, qo ? m->xd : NULL);
-        else if (!(fa && cuk_attention_fa(s, q, &kv, m->d_pos, m->d_fa_tiles, (int)m->n_fa_tiles, (int)n_tok,
+        else if (!(fa && cuk_attention_fa(s, q, &kv, m->d_pos, m->d_fa_tiles, (int)m->n_fa_tiles,
+                                          (int)m->n_fa_small, (int)n_tok,
                                           hp->n_head, hp->n_head_kv, D, hp->attn_scale, hp->attn_softcap, window,
                                           nch, m->partial, m->att, qo ? m->xq : NULL, qo ? m->xd : NULL)))
             cuk_attention(s, q, &kv, m->d_pos, (int)n_tok, hp->n_head, hp->n_head_kv, D, hp->attn_scale,

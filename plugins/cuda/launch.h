@@ -370,11 +370,16 @@ void cuk_fa_prepare(int D);
  * F32 online softmax. n_chunks (1..CUK_ATTN_MAX_CHUNKS) bounds the split of each tile's keys
  * (split only while n_tiles * n_kv blocks stay under 1 per SM, AARMD_CUDA_FA_SPLIT=N: N per SM,
  * read once); split rows go through `partial` (n_tok * n_head * n_chunks * (D + 2) floats) and
- * a merge launch. Returns 0, enqueuing nothing, when the shape is not taken (cuk_fa_ok).
+ * a merge launch. n_small: how many tiles hold at most 16 rows (tokens x group: decode tokens);
+ * when all do and the launch splits no keys they go to a kernel of their own (k_attn_fa1: each
+ * warp streams its own KV blocks; AARMD_CUDA_FA1=0 never, 2 whenever some do, without key split).
+ * Returns 0, enqueuing nothing, when the shape is not taken (cuk_fa_ok) or n_small is out of
+ * 0..n_tiles.
  */
 int cuk_attention_fa(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
-                     const int32_t *tiles, int n_tiles, int n_tok, int n_head, int n_kv, int D, float scale,
-                     float softcap, int window, int n_chunks, float *partial, float *out, void *xq, float *xd);
+                     const int32_t *tiles, int n_tiles, int n_small, int n_tok, int n_head, int n_kv, int D,
+                     float scale, float softcap, int window, int n_chunks, float *partial, float *out, void *xq,
+                     float *xd);
 
 #ifdef __cplusplus
 }

@@ -201,6 +201,9 @@ int cuda_forward(struct aarmd_backend_model *m, const struct cuda_piece *pc, uin
     }
     tiles[n_tiles] = (int32_t)t;
     m->n_fa_tiles = n_tiles;
+    m->n_fa_small = 0;
+    for (uint32_t i = 0; i < n_tiles; i++)
+        m->n_fa_small += (uint32_t)(tiles[i + 1] - tiles[i]) * group <= 16;
     cudaMemcpyAsync(m->d_step, m->h_step, (4 * T + 1 + L + bo) * sizeof(int32_t), cudaMemcpyHostToDevice, s);
 
     cuk_set_tuning(m->ctx->prop.major >= 9 ? m->ctx->use_pdl : 0, m->ctx->use_mvf);

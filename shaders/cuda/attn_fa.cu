@@ -161,71 +161,14 @@ __device__ __forceinline__ void fa_keys(const __half *sqw, const __half *K, cons
     }
 }
 
-/*
- * grid (n_tiles, n_kv, n_chunks), FA_THREADS threads, fa_cfg<D>::SMEM bytes of
- * dynamic shared memory. tiles[i]..tiles[i+1]-1: the tokens of tile i (one
- * sequence, consecutive positions, at most FA_ROWS / group tokens). n_chunks
- * == 1: out (and the Q8 rows when xq != NULL) written here; else partial rows
- * (t, h, c) of D + 2 floats as attn_dec.cu's split-K kernels write them. ksplit !=
- * 0 and every row in the first 16 (decode tiles): the 4 warps take those rows
- * with 16 keys each of every stage and merge in shared memory at the end.
- */
-template <int D>
-__global__ void __launch_bounds__(FA_THREADS)
-k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
-          const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap, int window,
-          int ksplit, float *partial, float *out, int8_t *xq, float *xd)
+/* The tile's query rows 0..ROWS-1 as F16 into sq (stride LD; zeros past nrow), by the block's NT
+ * threads: row r = (token t0 + r / group, head kvh * group + r % group). */
+template <int D, int ROWS, int NT>
+__device__ __forceinline__ void fa_q_rows(__half *sq, const float *__restrict__ q, int nrow, int t0, int group,
+                                          int kvh, int n_head)
 {
-    constexpr int BK = fa_cfg<D>::BK, LD = fa_cfg<D>::LD, ND = D / 8;
-    static_assert(FA_WARPS * (32 + 16 * D) * sizeof(float) <= 4 * BK * LD * sizeof(__half), "merge fits K/V");
-    extern __shared__ __align__(16) unsigned char fa_smem[];
-    __half *sq = reinterpret_cast<__half *>(fa_smem);   /* [FA_ROWS][LD] */
-    __half *sk = sq + FA_ROWS * LD;                      /* [2][BK][LD] */
-    __half *sv = sk + 2 * BK * LD;                       /* [2][BK][LD] */
-    pdl_enter();
-    const int ti = gridDim.x - 1 - blockIdx.x;   /* later tiles (more keys) first */
-    const int kvh = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, qd = lane & 3;
-    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0, nrow = cnt * group;
-    const int32_t p_first = pos[t0], p_last = pos[t0 + cnt - 1];
-    const int32_t j0 = window > 0 && p_first - window + 1 > 0 ? p_first - window + 1 : 0;
-    const int n_kt = (p_last + 1 - j0 + BK - 1) / BK;   /* key tiles of the whole range */
-    const int per = (n_kt + nch - 1) / nch;             /* ... of this chunk */
-    const int32_t ka = j0 + c * per * BK;
-    const int32_t ke = min(p_last + 1, ka + per * BK);
-    const int nt = ka < ke ? (ke - ka + BK - 1) / BK : 0;
-    const int32_t *tab = kv.btab + kv.tok_bt[t0];
-    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
-    const bool ks = ksplit && nrow <= 16;   /* block-uniform: the warps split the keys, not the rows */
-
-    /* the two rows this thread holds (g and g + 8 of its warp's 16): position, first visible key */
-    const int wrow0 = ks ? 0 : 16 * w, wrow1 = min(nrow - 1, wrow0 + 15);
-    int32_t prow[2], plo[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        int row = wrow0 + g + 8 * r;
-        prow[r] = row < nrow ? pos[t0 + row / group] : -1;   /* -1: padding, every key masked */
-        plo[r] = window > 0 ? prow[r] - window + 1 : INT32_MIN;
-    }
-    const int32_t w_hi = wrow0 < nrow ? pos[t0 + wrow1 / group] : -1;   /* the warp's last row's position */
-    const int32_t w_lo = wrow0 < nrow && window > 0 ? pos[t0 + wrow0 / group] - window + 1 : INT32_MIN;
-
-    auto load = [&](int buf, int32_t kb) {
-        constexpr int CH = D / 8;   /* 16-byte pieces per row */
-        for (int i = threadIdx.x; i < BK * CH; i += FA_THREADS) {
-            int r = i / CH, ch = i % CH;
-            int32_t j = kb + r;
-            bool ok = j < ke;
-            const __half *src = pool + (ok ? fa_kv_row(kv, tab, j, kv_dim) : 0) + ch * 8;
-            cpa<16>(sk + (buf * BK + r) * LD + ch * 8, src, ok);
-            cpa<16>(sv + (buf * BK + r) * LD + ch * 8, src + (size_t)CUK_KV_BLOCK * kv_dim, ok);
-        }
-    };
-    if (nt > 0)
-        load(0, ka);
-    cp_commit();
-
-    for (int i = threadIdx.x; i < FA_ROWS * (D / 2); i += FA_THREADS) {   /* Q rows as F16 */
+    constexpr int LD = fa_cfg<D>::LD;
+    for (int i = threadIdx.x; i < ROWS * (D / 2); i += NT) {
         int row = i / (D / 2), d = (i % (D / 2)) * 2;
         float2 x = make_float2(0.0f, 0.0f);
         if (row < nrow) {
@@ -234,87 +177,79 @@ k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restri
         }
         *reinterpret_cast<__half2 *>(sq + row * LD + d) = __floats2half2_rn(x.x, x.y);
     }
+}
 
-    float o[ND][4];
-#pragma unroll
-    for (int n = 0; n < ND; n++)
-        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-
-    for (int it = 0; it < nt; it++) {
-        const int32_t kb = ka + it * BK;
-        if (it + 1 < nt)
-            load((it + 1) & 1, kb + BK);
-        cp_commit();
-        cp_wait<1>();
-        __syncthreads();
-        const __half *K = sk + (it & 1) * BK * LD, *V = sv + (it & 1) * BK * LD;
-        if (!ks) {
-            if (!(wrow0 >= nrow || kb > w_hi || kb + BK - 1 < w_lo))   /* else every key masked for this warp */
-                fa_keys<D, BK / 16>(sq + wrow0 * LD, K, V, kb, ke, prow, plo, scale, softcap, o, mrow, lrow);
-        } else {
-            const int32_t kw = kb + 16 * w;   /* this warp's 16 keys of the stage */
-            if (!(16 * w >= BK || kw > w_hi || kw + 15 < w_lo))
-                fa_keys<D, 1>(sq, K + 16 * w * LD, V + 16 * w * LD, kw, ke, prow, plo, scale, softcap, o, mrow,
-                              lrow);
-        }
-        __syncthreads();   /* every warp done with this stage before the next load overwrites it */
-    }
-    cp_wait<0>();
-
+/*
+ * The (m, l, O) of rows 0..15 that W warps hold for disjoint keys, merged through shared memory
+ * `red` (W x (32 + 16 D) floats, free once every warp is past its keys: the barrier here). Every
+ * thread of the block calls it; warp 0 returns true holding the merged rows, the others false.
+ */
+template <int D, int W>
+__device__ __forceinline__ bool fa_merge_warps(float *red, float (&o)[D / 8][4], float (&mrow)[2], float (&lrow)[2])
+{
+    constexpr int ND = D / 8;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, qd = lane & 3;
+    __syncthreads();
+    float *mine = red + w * (32 + 16 * D);
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
-        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
-    }
-    if (ks) {   /* the warps' (m, l, O) of rows 0..15 through shared memory (K/V are free), merged by warp 0 */
-        float *red = reinterpret_cast<float *>(sk);   /* [FA_WARPS][16 m, 16 l, 16 x D] */
-        float *mine = red + w * (32 + 16 * D);
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            int row = g + 8 * r;
-            if (qd == 0) {
-                mine[row] = mrow[r];
-                mine[16 + row] = lrow[r];
-            }
-#pragma unroll
-            for (int n = 0; n < ND; n++)
-                *reinterpret_cast<float2 *>(mine + 32 + row * D + n * 8 + 2 * qd) =
-                    make_float2(o[n][2 * r], o[n][2 * r + 1]);
+        int row = g + 8 * r;
+        if (qd == 0) {
+            mine[row] = mrow[r];
+            mine[16 + row] = lrow[r];
         }
-        __syncthreads();
-        if (w != 0)
-            return;
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            int row = g + 8 * r;
-            float M = -INFINITY;
-            for (int v = 0; v < FA_WARPS; v++)
-                M = fmaxf(M, red[v * (32 + 16 * D) + row]);
-            float f[FA_WARPS];
-            lrow[r] = 0.0f;
+        for (int n = 0; n < ND; n++)
+            *reinterpret_cast<float2 *>(mine + 32 + row * D + n * 8 + 2 * qd) =
+                make_float2(o[n][2 * r], o[n][2 * r + 1]);
+    }
+    __syncthreads();
+    if (w != 0)
+        return false;
 #pragma unroll
-            for (int v = 0; v < FA_WARPS; v++) {
-                float mv = red[v * (32 + 16 * D) + row];
-                f[v] = mv == -INFINITY ? 0.0f : exp2f(mv - M);
-                lrow[r] += f[v] * red[v * (32 + 16 * D) + 16 + row];
+    for (int r = 0; r < 2; r++) {
+        int row = g + 8 * r;
+        float M = -INFINITY;
+        for (int v = 0; v < W; v++)
+            M = fmaxf(M, red[v * (32 + 16 * D) + row]);
+        float f[W];
+        lrow[r] = 0.0f;
+#pragma unroll
+        for (int v = 0; v < W; v++) {
+            float mv = red[v * (32 + 16 * D) + row];
+            f[v] = mv == -INFINITY ? 0.0f : exp2f(mv - M);
+            lrow[r] += f[v] * red[v * (32 + 16 * D) + 16 + row];
+        }
+        mrow[r] = M;
+#pragma unroll
+        for (int n = 0; n < ND; n++) {
+            float2 acc = make_float2(0.0f, 0.0f);
+#pragma unroll
+            for (int v = 0; v < W; v++) {
+                const float *rv = red + v * (32 + 16 * D) + 32 + row * D;
+                float2 x = *reinterpret_cast<const float2 *>(rv + n * 8 + 2 * qd);
+                acc.x += f[v] * x.x;
+                acc.y += f[v] * x.y;
             }
-            mrow[r] = M;
-#pragma unroll
-            for (int n = 0; n < ND; n++) {
-                float2 acc = make_float2(0.0f, 0.0f);
-#pragma unroll
-                for (int v = 0; v < FA_WARPS; v++) {
-                    const float *rv = red + v * (32 + 16 * D) + 32 + row * D;
-                    float2 x = *reinterpret_cast<const float2 *>(rv + n * 8 + 2 * qd);
-                    acc.x += f[v] * x.x;
-                    acc.y += f[v] * x.y;
-                }
-                o[n][2 * r] = acc.x;
-                o[n][2 * r + 1] = acc.y;
-            }
+            o[n][2 * r] = acc.x;
+            o[n][2 * r + 1] = acc.y;
         }
     }
+    return true;
+}
+
+/*
+ * The end of a block's rows, in warp 0 after fa_merge_warps or in each warp of a tile of more rows:
+ * the warp's rows wrow0 + g and wrow0 + g + 8 of the tile's nrow. nch > 1: this chunk's (m, s, acc)
+ * partial rows; else out = O / l (and the Q8 rows when xq != NULL and D % 32 == 0).
+ */
+template <int D>
+__device__ __forceinline__ void fa_finish(float (&o)[D / 8][4], const float (&mrow)[2], const float (&lrow)[2],
+                                          int wrow0, int nrow, int t0, int group, int n_head, int kvh, int nch, int c,
+                                          float *partial, float *out, int8_t *xq, float *xd)
+{
+    constexpr int ND = D / 8;
+    const int lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
     if (wrow0 >= nrow)
         return;   /* warp-uniform: no valid row */
     size_t ro[2];
@@ -388,26 +323,236 @@ k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restri
     }
 }
 
+/*
+ * grid (n_tiles, n_kv, n_chunks), FA_THREADS threads, fa_cfg<D>::SMEM bytes of
+ * dynamic shared memory. tiles[i]..tiles[i+1]-1: the tokens of tile i (one
+ * sequence, consecutive positions, at most FA_ROWS / group tokens). n_chunks
+ * == 1: out (and the Q8 rows when xq != NULL) written here; else partial rows
+ * (t, h, c) of D + 2 floats as attn_dec.cu's split-K kernels write them. ksplit !=
+ * 0 and every row in the first 16 (decode tiles): the 4 warps take those rows
+ * with 16 keys each of every stage and merge in shared memory at the end.
+ * skip_small != 0: the blocks of such tiles exit at once (k_attn_fa1 takes them).
+ */
+template <int D>
+__global__ void __launch_bounds__(FA_THREADS)
+k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
+          const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap, int window,
+          int ksplit, int skip_small, float *partial, float *out, int8_t *xq, float *xd)
+{
+    constexpr int BK = fa_cfg<D>::BK, LD = fa_cfg<D>::LD, ND = D / 8;
+    static_assert(FA_WARPS * (32 + 16 * D) * sizeof(float) <= 4 * BK * LD * sizeof(__half), "merge fits K/V");
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    __half *sq = reinterpret_cast<__half *>(fa_smem);   /* [FA_ROWS][LD] */
+    __half *sk = sq + FA_ROWS * LD;                      /* [2][BK][LD] */
+    __half *sv = sk + 2 * BK * LD;                       /* [2][BK][LD] */
+    pdl_enter();
+    const int ti = gridDim.x - 1 - blockIdx.x;   /* later tiles (more keys) first */
+    const int kvh = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2;
+    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0, nrow = cnt * group;
+    if (skip_small && nrow <= 16)
+        return;   /* block-uniform: k_attn_fa1's tile */
+    const int32_t p_first = pos[t0], p_last = pos[t0 + cnt - 1];
+    const int32_t j0 = window > 0 && p_first - window + 1 > 0 ? p_first - window + 1 : 0;
+    const int n_kt = (p_last + 1 - j0 + BK - 1) / BK;   /* key tiles of the whole range */
+    const int per = (n_kt + nch - 1) / nch;             /* ... of this chunk */
+    const int32_t ka = j0 + c * per * BK;
+    const int32_t ke = min(p_last + 1, ka + per * BK);
+    const int nt = ka < ke ? (ke - ka + BK - 1) / BK : 0;
+    const int32_t *tab = kv.btab + kv.tok_bt[t0];
+    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
+    const bool ks = ksplit && nrow <= 16;   /* block-uniform: the warps split the keys, not the rows */
+
+    /* the two rows this thread holds (g and g + 8 of its warp's 16): position, first visible key */
+    const int wrow0 = ks ? 0 : 16 * w, wrow1 = min(nrow - 1, wrow0 + 15);
+    int32_t prow[2], plo[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = wrow0 + g + 8 * r;
+        prow[r] = row < nrow ? pos[t0 + row / group] : -1;   /* -1: padding, every key masked */
+        plo[r] = window > 0 ? prow[r] - window + 1 : INT32_MIN;
+    }
+    const int32_t w_hi = wrow0 < nrow ? pos[t0 + wrow1 / group] : -1;   /* the warp's last row's position */
+    const int32_t w_lo = wrow0 < nrow && window > 0 ? pos[t0 + wrow0 / group] - window + 1 : INT32_MIN;
+
+    auto load = [&](int buf, int32_t kb) {
+        constexpr int CH = D / 8;   /* 16-byte pieces per row */
+        for (int i = threadIdx.x; i < BK * CH; i += FA_THREADS) {
+            int r = i / CH, ch = i % CH;
+            int32_t j = kb + r;
+            bool ok = j < ke;
+            const __half *src = pool + (ok ? fa_kv_row(kv, tab, j, kv_dim) : 0) + ch * 8;
+            cpa<16>(sk + (buf * BK + r) * LD + ch * 8, src, ok);
+            cpa<16>(sv + (buf * BK + r) * LD + ch * 8, src + (size_t)CUK_KV_BLOCK * kv_dim, ok);
+        }
+    };
+    if (nt > 0)
+        load(0, ka);
+    cp_commit();
+
+    fa_q_rows<D, FA_ROWS, FA_THREADS>(sq, q, nrow, t0, group, kvh, n_head);
+
+    float o[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+
+    for (int it = 0; it < nt; it++) {
+        const int32_t kb = ka + it * BK;
+        if (it + 1 < nt)
+            load((it + 1) & 1, kb + BK);
+        cp_commit();
+        cp_wait<1>();
+        __syncthreads();
+        const __half *K = sk + (it & 1) * BK * LD, *V = sv + (it & 1) * BK * LD;
+        if (!ks) {
+            if (!(wrow0 >= nrow || kb > w_hi || kb + BK - 1 < w_lo))   /* else every key masked for this warp */
+                fa_keys<D, BK / 16>(sq + wrow0 * LD, K, V, kb, ke, prow, plo, scale, softcap, o, mrow, lrow);
+        } else {
+            const int32_t kw = kb + 16 * w;   /* this warp's 16 keys of the stage */
+            if (!(16 * w >= BK || kw > w_hi || kw + 15 < w_lo))
+                fa_keys<D, 1>(sq, K + 16 * w * LD, V + 16 * w * LD, kw, ke, prow, plo, scale, softcap, o, mrow,
+                              lrow);
+        }
+        __syncthreads();   /* every warp done with this stage before the next load overwrites it */
+    }
+    cp_wait<0>();
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
+        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+    }
+    if (ks && !fa_merge_warps<D, FA_WARPS>(reinterpret_cast<float *>(sk), o, mrow, lrow))
+        return;
+    fa_finish<D>(o, mrow, lrow, wrow0, nrow, t0, group, n_head, kvh, nch, c, partial, out, xq, xd);
+}
+
+/*
+ * Tiles of at most 16 rows (decode tokens: 16 / group tokens of one sequence), one block per (tile,
+ * kv head), no key split. v18 (docs/cuda-notes.md v18-lead): k_attn_fa on such tiles ran at ~1.6 TB/s
+ * with 8 warps per SM, each executing ~780 instructions per 16 keys between two block barriers.
+ * Here each of W warps streams its own KV blocks (16 keys: b0 + w, b0 + w + W, ... of the range)
+ * through a ring of NS stages of its own: one block-table read per KV block, row addresses by
+ * adds, no block barrier per stage; the warps' rows are merged at the end (fa_merge_warps).
+ * Blocks of larger tiles exit at once (k_attn_fa takes them with skip_small).
+ */
+template <int D> struct fa1_cfg {
+    static constexpr int W = 4, NS = D >= 256 ? 2 : 3, LD = fa_cfg<D>::LD;
+    static constexpr int STAGE = 2 * CUK_KV_BLOCK * LD;   /* halfs: the K, then the V rows of one KV block */
+    static constexpr size_t SMEM = (size_t)(16 * LD + W * NS * STAGE) * sizeof(__half);
+};
+
+template <int D>
+__global__ void __launch_bounds__(fa1_cfg<D>::W * 32)
+k_attn_fa1(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
+           const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap,
+           int window, float *out, int8_t *xq, float *xd)
+{
+    typedef fa1_cfg<D> C;
+    constexpr int W = C::W, NS = C::NS, LD = C::LD, ND = D / 8, CH = D / 8, KB = CUK_KV_BLOCK;
+    static_assert(KB == 16, "a stage is one KV block of 16 keys: one fa_keys<D, 1> call");
+    static_assert(W * (32 + 16 * D) * sizeof(float) <= (size_t)W * NS * C::STAGE * sizeof(__half),
+                  "the merge fits the rings");
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    __half *sq = reinterpret_cast<__half *>(fa_smem);   /* [16][LD] */
+    __half *ring = sq + 16 * LD;                         /* [W][NS][2 x KB][LD] */
+    pdl_enter();
+    const int ti = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2;
+    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0, nrow = cnt * group;
+    if (nrow > 16)
+        return;   /* block-uniform: k_attn_fa's tile */
+    const int32_t p_first = pos[t0], p_last = pos[t0 + cnt - 1];
+    const int32_t j0 = window > 0 && p_first - window + 1 > 0 ? p_first - window + 1 : 0, ke = p_last + 1;
+    const int32_t *tab = kv.btab + kv.tok_bt[t0];
+    const __half *pool = (const __half *)kv.pool + (size_t)kvh * D;
+    int32_t prow[2], plo[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = g + 8 * r;
+        prow[r] = row < nrow ? pos[t0 + row / group] : -1;   /* -1: padding, every key masked */
+        plo[r] = window > 0 ? prow[r] - window + 1 : INT32_MIN;
+    }
+    const int b0 = j0 / KB, b1 = p_last / KB;                     /* the KV blocks of the keys */
+    const int nb = b1 - b0 >= w ? (b1 - b0 - w) / W + 1 : 0;     /* this warp's: b0 + w + W i */
+    __half *mine = ring + (size_t)w * NS * C::STAGE;
+    auto issue = [&](int i) {   /* the warp's i-th KV block into its slot i % NS; a group either way */
+        if (i < nb) {
+            const int b = b0 + w + W * i;
+            const __half *src = pool + (size_t)tab[b] * kv.block_halfs + kv.layer_off;
+            __half *dst = mine + (i % NS) * C::STAGE;
+#pragma unroll
+            for (int k = lane; k < KB * CH; k += 32) {
+                const int r = k / CH, ch = k % CH;
+                const int32_t j = b * KB + r;
+                const bool ok = j >= j0 && j < ke;   /* zeros past the last key (V rows not yet written) */
+                const __half *kr = ok ? src + (size_t)r * kv_dim + ch * 8 : pool;
+                cpa<16>(dst + r * LD + ch * 8, kr, ok);
+                cpa<16>(dst + (KB + r) * LD + ch * 8, ok ? kr + (size_t)KB * kv_dim : pool, ok);
+            }
+        }
+        cp_commit();
+    };
+#pragma unroll
+    for (int i = 0; i < NS - 1; i++)
+        issue(i);
+    fa_q_rows<D, 16, W * 32>(sq, q, nrow, t0, group, kvh, n_head);
+    __syncthreads();
+
+    float o[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    for (int i = 0; i < nb; i++) {
+        issue(i + NS - 1);   /* into the slot block i - 1 left (the __syncwarp below it) */
+        cp_wait<NS - 1>();
+        __syncwarp();        /* every lane's copies of block i landed */
+        const __half *K = mine + (i % NS) * C::STAGE;
+        fa_keys<D, 1>(sq, K, K + KB * LD, (b0 + w + W * i) * KB, ke, prow, plo, scale, softcap, o, mrow, lrow);
+        __syncwarp();        /* every lane done reading the slot before it is refilled */
+    }
+    cp_wait<0>();
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 1);
+        lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
+    }
+    if (!fa_merge_warps<D, W>(reinterpret_cast<float *>(ring), o, mrow, lrow))
+        return;
+    fa_finish<D>(o, mrow, lrow, 0, nrow, t0, group, n_head, kvh, 1, 0, NULL, out, xq, xd);
+}
+
 template <int D>
 static void fa_run(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
-                   const int32_t *tiles, int n_tiles, int n_head, int n_kv, float scale, float softcap, int window,
-                   int nch, float *partial, float *out, int8_t *xq, float *xd)
+                   const int32_t *tiles, int n_tiles, int n_small, int n_head, int n_kv, float scale, float softcap,
+                   int window, int nch, float *partial, float *out, int8_t *xq, float *xd)
 {
-    dim3 grid((unsigned)n_tiles, (unsigned)n_kv, (unsigned)nch);
     static int ksplit = -1;   /* AARMD_CUDA_FA_KSPLIT=0: one-token tiles on one warp (the first version), for A/B */
     if (ksplit < 0) {
         const char *e = getenv("AARMD_CUDA_FA_KSPLIT");
         ksplit = e && *e ? atoi(e) != 0 : 1;
     }
-    pdl_launch_smem(k_attn_fa<D>, grid, dim3(FA_THREADS), fa_cfg<D>::SMEM, s, q, *kv, pos, tiles, n_head, n_head / n_kv,
-                    n_kv * D, scale, softcap, window, ksplit, partial, out, xq, xd);
+    const int one = n_small > 0 && nch == 1;   /* the small tiles to k_attn_fa1 (cuk_attention_fa decides) */
+    if (one)
+        pdl_launch_smem(k_attn_fa1<D>, dim3((unsigned)n_tiles, (unsigned)n_kv), dim3(fa1_cfg<D>::W * 32),
+                        fa1_cfg<D>::SMEM, s, q, *kv, pos, tiles, n_head, n_head / n_kv, n_kv * D, scale, softcap,
+                        window, out, xq, xd);
+    if (!one || n_small < n_tiles)
+        pdl_launch_smem(k_attn_fa<D>, dim3((unsigned)n_tiles, (unsigned)n_kv, (unsigned)nch), dim3(FA_THREADS),
+                        fa_cfg<D>::SMEM, s, q, *kv, pos, tiles, n_head, n_head / n_kv, n_kv * D, scale, softcap,
+                        window, ksplit, one, partial, out, xq, xd);
 }
 
 template <int D> static void fa_prepare()
 {
     static int done;   /* once per D: above 48 KB of shared memory a block needs the opt-in */
-    if (!done)
+    if (!done) {
         cudaFuncSetAttribute(k_attn_fa<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_cfg<D>::SMEM);
+        cudaFuncSetAttribute(k_attn_fa1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa1_cfg<D>::SMEM);
+    }
     done = 1;
 }
 
@@ -450,24 +595,42 @@ static int fa_split_target(void)
     return per_sm * sms;
 }
 
-extern "C" int cuk_attention_fa(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
-                                const int32_t *tiles, int n_tiles, int n_tok, int n_head, int n_kv, int D,
-                                float scale, float softcap, int window, int n_chunks, float *partial, float *out,
-                                void *xq, float *xd)
+/* Whether tiles of <= 16 rows go to k_attn_fa1 (AARMD_CUDA_FA1, read once): 1 (default) when every
+ * tile is one (batched decode) and the launch splits no keys; 0 never (k_attn_fa's four warps a
+ * stage, for A/B); 2 whenever a tile is one, without key split (tests: a mixed step then takes two
+ * launches, which measured no faster served than one; docs/cuda-notes.md v18-lead). */
+static int fa1_mode(void)
 {
-    if (!cuk_fa_ok(n_head, n_kv, D) || n_tiles < 1 || n_chunks < 1 || n_chunks > CUK_ATTN_MAX_CHUNKS)
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("AARMD_CUDA_FA1");
+        mode = e && *e ? atoi(e) : 1;
+    }
+    return mode;
+}
+
+extern "C" int cuk_attention_fa(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
+                                const int32_t *tiles, int n_tiles, int n_small, int n_tok, int n_head, int n_kv,
+                                int D, float scale, float softcap, int window, int n_chunks, float *partial,
+                                float *out, void *xq, float *xd)
+{
+    if (!cuk_fa_ok(n_head, n_kv, D) || n_tiles < 1 || n_small < 0 || n_small > n_tiles || n_chunks < 1 ||
+        n_chunks > CUK_ATTN_MAX_CHUNKS)
         return 0;
     if (D % 32)
         xq = NULL, xd = NULL;
+    const int mode = fa1_mode();
     int blocks = n_tiles * n_kv, want = fa_split_target();   /* split the keys only while SMs would idle */
-    if (blocks < want && n_chunks > 1)
+    if (blocks < want && n_chunks > 1 && !(mode == 2 && n_small > 0))
         n_chunks = min(n_chunks, (want + blocks - 1) / blocks);
     else
         n_chunks = 1;
+    if (!mode || (mode == 1 && n_small < n_tiles))
+        n_small = 0;
     cuk_fa_prepare(D);   /* no-op after step_cuda.c's call (outside graph capture) */
     int8_t *q8 = (int8_t *)xq;
-#define FA_RUN(d) fa_run<d>(s, q, kv, pos, tiles, n_tiles, n_head, n_kv, scale, softcap, window, n_chunks, partial, \
-                            out, q8, xd)
+#define FA_RUN(d) fa_run<d>(s, q, kv, pos, tiles, n_tiles, n_small, n_head, n_kv, scale, softcap, window, n_chunks, \
+                            partial, out, q8, xd)
     switch (D) {
     case 16: FA_RUN(16); break;
     case 32: FA_RUN(32); break;

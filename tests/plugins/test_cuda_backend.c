@@ -919,24 +919,33 @@ Test(cuda_backend, pinned_logits_buffers_match_malloc_ones)
  * mixing 9 more tokens of the first (continuing inside a KV block) with one of
  * each other: attn=fa against attn=grouped and the CPU backend, on shapes with
  * head_dim 16, 32, 64, 128 and 256, groups of 1 to 8 query heads per kv head,
- * gemma3's sliding window (256 of the 300) and an attention softcap.
+ * gemma3's sliding window (256 of the 300) and an attention softcap. fa1: the same with
+ * AARMD_CUDA_FA1=2, every tile of <= 16 rows (the decode step's, the short tail tiles, the
+ * one-token tiles of the mixed step) through k_attn_fa1 without a key split.
  */
 struct fa_case {
     char arch[16];
     uint32_t type;
     uint32_t n_embd, n_head, n_head_kv;   /* 0: gguf-synth's defaults */
     float softcap;                        /* set on the description, 0: none */
+    int fa1;                              /* 1: AARMD_CUDA_FA1=2 */
 };
 
 static struct fa_case fa_cases[] = {
-    {"llama", AARMD_TYPE_F16, 256, 4, 1, 0.0f},     /* D 64, group 4 */
-    {"llama", AARMD_TYPE_F16, 512, 4, 2, 0.0f},     /* D 128, group 2 */
-    {"qwen3", AARMD_TYPE_BF16, 256, 8, 2, 0.0f},    /* D 32, group 4, q/k norms */
-    {"gemma3", AARMD_TYPE_F32, 0, 0, 0, 8.0f},      /* D 16, sliding window, softcap */
-    {"gpt2", AARMD_TYPE_Q8_0, 0, 0, 0, 0.0f},       /* D 16, group 1 (64-token tiles) */
-    {"llama", AARMD_TYPE_Q4_K, 512, 2, 1, 0.0f},    /* D 256, group 2 */
-    {"llama", AARMD_TYPE_F16, 192, 6, 2, 0.0f},     /* D 32, group 3 (21-token tiles, 63 rows) */
-    {"qwen2", AARMD_TYPE_Q8_0, 256, 8, 1, 0.0f},    /* D 32, group 8 (8-token tiles), biases */
+    {"llama", AARMD_TYPE_F16, 256, 4, 1, 0.0f, 0},     /* D 64, group 4 */
+    {"llama", AARMD_TYPE_F16, 512, 4, 2, 0.0f, 0},     /* D 128, group 2 */
+    {"qwen3", AARMD_TYPE_BF16, 256, 8, 2, 0.0f, 0},    /* D 32, group 4, q/k norms */
+    {"gemma3", AARMD_TYPE_F32, 0, 0, 0, 8.0f, 0},      /* D 16, sliding window, softcap */
+    {"gpt2", AARMD_TYPE_Q8_0, 0, 0, 0, 0.0f, 0},       /* D 16, group 1 (64-token tiles) */
+    {"llama", AARMD_TYPE_Q4_K, 512, 2, 1, 0.0f, 0},    /* D 256, group 2 */
+    {"llama", AARMD_TYPE_F16, 192, 6, 2, 0.0f, 0},     /* D 32, group 3 (21-token tiles, 63 rows) */
+    {"qwen2", AARMD_TYPE_Q8_0, 256, 8, 1, 0.0f, 0},    /* D 32, group 8 (8-token tiles), biases */
+    {"llama", AARMD_TYPE_F16, 256, 4, 1, 0.0f, 1},     /* k_attn_fa1: D 64, group 4 */
+    {"llama", AARMD_TYPE_F16, 1024, 8, 2, 0.0f, 1},    /* D 128, group 4 (the 8B's) */
+    {"gemma3", AARMD_TYPE_F32, 0, 0, 0, 8.0f, 1},      /* D 16, sliding window, softcap */
+    {"gpt2", AARMD_TYPE_Q8_0, 0, 0, 0, 0.0f, 1},       /* D 16, group 1: the 5-token tile too */
+    {"llama", AARMD_TYPE_Q4_K, 512, 2, 1, 0.0f, 1},    /* D 256, group 2 */
+    {"qwen2", AARMD_TYPE_Q8_0, 256, 8, 1, 0.0f, 1},    /* D 32, group 8: two-token tiles of 16 rows */
 };
 
 ParameterizedTestParameters(cuda_backend, fa_attention_matches_grouped_and_cpu)
@@ -947,6 +956,8 @@ ParameterizedTestParameters(cuda_backend, fa_attention_matches_grouped_and_cpu)
 ParameterizedTest(struct fa_case *fc, cuda_backend, fa_attention_matches_grouped_and_cpu)
 {
     struct aarmd_opt o_fa[] = {{"attn", "fa"}}, o_gr[] = {{"attn", "grouped"}};
+    if (fc->fa1)
+        setenv("AARMD_CUDA_FA1", "2", 1);   /* read at the first launch, in this test's process */
     struct aarmd_plugin *pl[3] = {load_cuda(o_fa, 1), NULL, NULL};
     NEED_GPU(pl[0]);
     pl[1] = load_cuda(o_gr, 1);
@@ -1017,8 +1028,8 @@ ParameterizedTest(struct fa_case *fc, cuda_backend, fa_attention_matches_grouped
                 cr_assert(isfinite(lg[0][s][k]), "%s: step %d seq %d: logit %u not finite", fc->arch, step, s, k);
             double rg = max_rel(lg[0][s], lg[1][s], nv), rc = max_rel(lg[0][s], lg[2][s], nv);
             double gc = max_rel(lg[1][s], lg[2][s], nv);
-            cr_log_info("fa %s type %u D %u: step %d seq %d: fa-grouped %.3g fa-cpu %.3g grouped-cpu %.3g", fc->arch,
-                        fc->type, l.d->head_dim, step, s, rg, rc, gc);
+            cr_log_info("fa%s %s type %u D %u: step %d seq %d: fa-grouped %.3g fa-cpu %.3g grouped-cpu %.3g",
+                        fc->fa1 ? "1" : "", fc->arch, fc->type, l.d->head_dim, step, s, rg, rc, gc);
             cr_expect(rg < 0.03, "%s type %u step %d seq %d: fa vs grouped rel %g (grouped-cpu %g)", fc->arch,
                       fc->type, step, s, rg, gc);
             cr_expect(rc < 0.06, "%s type %u step %d seq %d: fa vs cpu rel %g", fc->arch, fc->type, step, s, rc);
