@@ -10,6 +10,8 @@
  * run on mma.sync m16n8k16 (F16 in, F32 accumulators) with an online softmax in
  * F32 (base 2). gridDim.z > 1 splits each tile's keys (split-K): the chunks
  * write (m, s, acc[D]) partial rows that cuk_attn_combine (attn_dec.cu) merges.
+ * Batched decode (every tile <= 16 rows, no split) runs k_attn_fa1 instead: the
+ * same products, each warp streaming its own KV blocks, the warps merged at the end.
  */
 #include <cuda_fp16.h>
 #include <math.h>
