@@ -6,12 +6,15 @@
  * multiply per super-block and token applies d * dx. Correct (within 1e-5 of the Q8 route) and,
  * as of v17, slower than cuBLAS on the F16 copies at every token count measured, so the forward
  * sends it nothing unless AARMD_CUDA_K_FROM asks (docs/cuda-notes.md v17-lead: the weight stream
- * alone, no products, runs at 0.6-2 TB/s in this block structure). Not the 1..64-token GEMMs
- * (mmq.cu, mmq_i8.cu: per-32 activation scales, F32 per sub-block) nor the dispatch (forward_cuda.c).
+ * alone, no products, runs at 0.6-2 TB/s in this block structure). v4 (k_mmqk2, cfg bit 7 or
+ * AARMD_CUDA_K_CFG=128) gives the weights a ring of their own; written in session 13, not yet run.
+ * Not the 1..64-token GEMMs (mmq.cu, mmq_i8.cu: per-32 activation scales, F32 per sub-block) nor
+ * the dispatch (forward_cuda.c).
  */
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../plugins/cuda/launch.h"
@@ -164,6 +167,151 @@ __device__ __forceinline__ void k_row_table(uint8_t *st, int woff, int roff, int
     }
 }
 
+/* The walk of a persistent block: work unit w = (row tile, token tile, K slice rank), its stages
+ * the units [u0, u0 + nst) of K; block b takes w = b, b + grid, ... and its ring runs on across them. */
+struct k_cur {
+    int w, i, rank, tt, r0, t0, u0, nst;
+};
+
+struct k_walk {
+    int nu, ntt, ntok, kun, ks, step;
+    __device__ __forceinline__ k_cur at(int w) const
+    {
+        k_cur c;
+        c.w = w;
+        c.i = 0;
+        c.rank = w % ks;
+        const int rest = w / ks;
+        c.tt = rest % ntt;
+        c.r0 = rest / ntt * K_BM;
+        c.t0 = c.tt * ntok;
+        c.u0 = min(nu, c.rank * kun);
+        c.nst = min(nu, c.u0 + kun) - c.u0;
+        return c;
+    }
+    __device__ __forceinline__ void next(k_cur &c) const
+    {
+        if (++c.i >= c.nst)
+            c = at(c.w + step);
+    }
+};
+
+/*
+ * One consumer warp's unit (256 of K): w the stage's 128 weight rows, rt their row table
+ * (k_row_table), a the unit's first activation box (the second at + ABOX), tt its token table;
+ * rows wr.. (32) x token tiles tn.. (NT) into acc.
+ */
+template <int TG, int NT>
+__device__ __forceinline__ void k_unit(const uint8_t *w, const uint8_t *rt, const uint8_t *a, const uint8_t *tt,
+                                       float (&acc)[2][NT][4], int wr, int tn, int lane)
+{
+    typedef kk<TG, NT> K;
+    enum { NTOK = K::NTOK, ABOX = K::ABOX };
+    const int g = lane >> 2, t4 = lane & 3;
+    /* ldmatrix rows: lane = (matrix j, row i): token i of the tile, chunk (4 (p & 1) + j) ^ i */
+    const int lj = lane >> 3, li = lane & 7;
+    const uint8_t *wb = w + wr * K_UB;   /* the warp's 32 rows */
+    const uint2 *tsc = reinterpret_cast<const uint2 *>(rt) + wr;
+    uint32_t sw[2][2][2];   /* [row tile][row g, g + 8][sub-blocks 0-3, 4-7] */
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const uint2 v = tsc[mt * 16 + h * 8 + g];
+            sw[mt][h][0] = v.x;
+            sw[mt][h][1] = v.y;
+        }
+    int S[2][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+            S[mt][n][0] = S[mt][n][1] = S[mt][n][2] = S[mt][n][3] = 0;
+    const uint32_t abase = smem_u32(a) + li * 128 + tn * 1024;
+#pragma unroll
+    for (int p = 0; p < 4; p++) {
+        uint32_t af[2][2][4];
+        int sc[2][2][2];   /* [row tile][sub-block 2p, 2p + 1][row g, g + 8] */
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) {
+            q4k_s8_frags(wb + (mt * 16 + g) * K_UB, p, t4, af[mt]);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint32_t v = sw[mt][h][p >> 1] >> (16 * (p & 1));
+                sc[mt][0][h] = (int)(v & 0xFF);
+                sc[mt][1][h] = (int)((v >> 8) & 0xFF);
+            }
+        }
+        const uint32_t ap = abase + (p >> 1) * ABOX + ((((p & 1) * 4 + lj) ^ li) << 4);
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            uint32_t b[4];
+            ldsm4(b, ap + n * 1024);
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                int c0[4], c1[4];
+                mma_s8(c0, af[mt][0], b[0], b[1], 0);
+                mma_s8(c1, af[mt][1], b[2], b[3], 0);
+                S[mt][n][0] += sc[mt][0][0] * c0[0] + sc[mt][1][0] * c1[0];
+                S[mt][n][1] += sc[mt][0][0] * c0[1] + sc[mt][1][0] * c1[1];
+                S[mt][n][2] += sc[mt][0][1] * c0[2] + sc[mt][1][1] * c1[2];
+                S[mt][n][3] += sc[mt][0][1] * c0[3] + sc[mt][1][1] * c1[3];
+            }
+        }
+    }
+    /* the unit's scales: acc += S * d * dx, then the minimum through F16 products */
+    const float *tdx = reinterpret_cast<const float *>(tt);
+    const uint32_t *xh = reinterpret_cast<const uint32_t *>(tt + 4 * NTOK);
+    const uint32_t *xl = reinterpret_cast<const uint32_t *>(tt + 20 * NTOK);
+    const float *tdd = reinterpret_cast<const float *>(rt + 8 * K_BM) + wr;
+    const uint32_t *mh32 = reinterpret_cast<const uint32_t *>(rt + 12 * K_BM) + 4 * wr;
+    const uint32_t *ml32 = reinterpret_cast<const uint32_t *>(rt + 28 * K_BM) + 4 * wr;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        const float d0 = tdd[mt * 16 + g], d1 = tdd[mt * 16 + g + 8];
+        const uint32_t ah0 = mh32[(mt * 16 + g) * 4 + t4], ah1 = mh32[(mt * 16 + g + 8) * 4 + t4];
+        const uint32_t al0 = ml32[(mt * 16 + g) * 4 + t4], al1 = ml32[(mt * 16 + g + 8) * 4 + t4];
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            const float2 dx = *reinterpret_cast<const float2 *>(tdx + (tn + n) * 8 + 2 * t4);
+            acc[mt][n][0] = fmaf((float)S[mt][n][0], d0 * dx.x, acc[mt][n][0]);
+            acc[mt][n][1] = fmaf((float)S[mt][n][1], d0 * dx.y, acc[mt][n][1]);
+            acc[mt][n][2] = fmaf((float)S[mt][n][2], d1 * dx.x, acc[mt][n][2]);
+            acc[mt][n][3] = fmaf((float)S[mt][n][3], d1 * dx.y, acc[mt][n][3]);
+            const int tok = (tn + n) * 8 + g;
+            const uint32_t bh = xh[tok * 4 + t4], bl = xl[tok * 4 + t4];
+            mma_h8(acc[mt][n], ah0, ah1, bh);
+            mma_h8(acc[mt][n], al0, al1, bh);
+            mma_h8(acc[mt][n], ah0, ah1, bl);
+        }
+    }
+}
+
+/* A work unit's sums from the consumer warp's registers to y, or with K slices to its slice's
+ * part (k_k_sum adds them); acc zeroed for the next work unit. */
+template <int NT>
+__device__ __forceinline__ void k_store(float (&acc)[2][NT][4], const k_cur &c, int ks, int n_out, int n_tok,
+                                        float *y, float *part, int wr, int tn, int lane)
+{
+    const int g = lane >> 2, t4 = lane & 3;
+    float *dst = ks > 1 ? part + (size_t)c.rank * n_tok * n_out : y;
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            const int r = c.r0 + wr + mt * 16 + g, t = c.t0 + (tn + n) * 8 + 2 * t4;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int rr = r + (e >> 1) * 8, tk = t + (e & 1);
+                if (rr < n_out && tk < n_tok)
+                    dst[(size_t)tk * n_out + rr] = acc[mt][n][e];
+                acc[mt][n][e] = 0.0f;
+            }
+        }
+}
+
+/* v3: one ring of ns stages, each the unit's weights, activations, token table and row table,
+ * filled by one producer warp (the weights of the first ns stages before the wait). */
 template <int TG, int NT>
 __global__ void __launch_bounds__((4 * TG + 1) * WARP, 1)
 k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, float *__restrict__ part, int kun, int ks,
@@ -181,29 +329,8 @@ k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, float *__re
     uint64_t *ready = full + ns;
     uint64_t *empty = ready + ns;
 
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-    /* persistent: block b takes work units b, b + grid, ...; unit w = (row tile, token tile, K slice
-     * rank), its stages the units [u0, u0 + nst) of K; the ring runs on across work units */
-    struct cur {
-        int w, i, rank, tt, r0, t0, u0, nst;
-    };
-    auto at = [&](int w) {
-        cur c;
-        c.w = w;
-        c.i = 0;
-        c.rank = w % ks;
-        const int rest = w / ks;
-        c.tt = rest % ntt;
-        c.r0 = rest / ntt * K_BM;
-        c.t0 = c.tt * NTOK;
-        c.u0 = min(nu, c.rank * kun);
-        c.nst = min(nu, c.u0 + kun) - c.u0;
-        return c;
-    };
-    auto next = [&](cur &c) {
-        if (++c.i >= c.nst)
-            c = at(c.w + (int)gridDim.x);
-    };
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const k_walk kw = {nu, ntt, NTOK, kun, ks, (int)gridDim.x};
 
     mb_ring_init<true>(full, empty, ready, ns, NC);
 
@@ -216,7 +343,7 @@ k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, float *__re
     if (warp == NC) {
         /* producer: the weights of the first stages may go before the wait (never written) */
         const uint32_t bytes = (uint32_t)(K_BM * K_UB + 2 * ABOX + TABB);
-        auto acts = [&](int gi, const cur &c) {
+        auto acts = [&](int gi, const k_cur &c) {
             if (lane == 0) {
                 uint8_t *st = sm + (gi % ns) * STAGE;
                 const int u = c.u0 + c.i;
@@ -225,24 +352,24 @@ k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, float *__re
                 bulk_g2s(st + TOFF, gtab + ((size_t)c.tt * nu + u) * TABB, TABB, &full[gi % ns]);
             }
         };
-        auto wcopy = [&](int gi, const cur &c) {   /* the weights of stage gi into its slot: one tensor copy */
+        auto wcopy = [&](int gi, const k_cur &c) {   /* the weights of stage gi into its slot: one tensor copy */
             if (lane == 0) {
                 mb_arrive_tx(&full[gi % ns], bytes);
                 tma_2d(sm + (gi % ns) * STAGE + WOFF, &tmw, (c.u0 + c.i) * (K_UB / 2), c.r0, &full[gi % ns]);
             }
         };
-        cur ic = at((int)blockIdx.x);   /* the next stage to issue */
+        k_cur ic = kw.at((int)blockIdx.x);   /* the next stage to issue */
         int pre = 0;
-        for (; pre < ns && ic.w < nwork; pre++, next(ic))
+        for (; pre < ns && ic.w < nwork; pre++, kw.next(ic))
             wcopy(pre, ic);
         pdl_enter();
         {
-            cur c = at((int)blockIdx.x);
-            for (int gi = 0; gi < pre; gi++, next(c))
+            k_cur c = kw.at((int)blockIdx.x);
+            for (int gi = 0; gi < pre; gi++, kw.next(c))
                 acts(gi, c);
         }
         int gi = 0;
-        for (cur dc = at((int)blockIdx.x); dc.w < nwork; next(dc), gi++) {
+        for (k_cur dc = kw.at((int)blockIdx.x); dc.w < nwork; kw.next(dc), gi++) {
             /* stage gi landed: its row table, then (stage gi - 1 consumed) that slot takes the next stage */
             mb_wait(&full[gi % ns], (gi / ns) & 1);
             k_row_table(sm + (gi % ns) * STAGE, WOFF, ROFF, lane);
@@ -252,115 +379,141 @@ k_mmqk(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, float *__re
                 mb_wait(&empty[j % ns], (j / ns) & 1);
                 wcopy(j + ns, ic);
                 acts(j + ns, ic);
-                next(ic);
+                kw.next(ic);
             }
         }
     } else {
         pdl_enter();
-        /* ldmatrix rows: lane = (matrix j, row i): token i of the tile, chunk (4 (p & 1) + j) ^ i */
-        const int lj = lane >> 3, li = lane & 7;
         int i = 0;   /* the stage */
-        for (cur cc = at((int)blockIdx.x); cc.w < nwork; next(cc), i++) {
+        for (k_cur cc = kw.at((int)blockIdx.x); cc.w < nwork; kw.next(cc), i++) {
             uint8_t *st = sm + (i % ns) * STAGE;
             mb_wait(&full[i % ns], (i / ns) & 1);
             mb_wait(&ready[i % ns], (i / ns) & 1);
-            const uint8_t *wb = st + WOFF + wr * K_UB;   /* the warp's 32 rows */
-            const uint2 *tsc = reinterpret_cast<const uint2 *>(st + ROFF) + wr;
-            uint32_t sw[2][2][2];   /* [row tile][row g, g + 8][sub-blocks 0-3, 4-7] */
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const uint2 v = tsc[mt * 16 + h * 8 + g];
-                    sw[mt][h][0] = v.x;
-                    sw[mt][h][1] = v.y;
-                }
-            int S[2][NT][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-                for (int n = 0; n < NT; n++)
-                    S[mt][n][0] = S[mt][n][1] = S[mt][n][2] = S[mt][n][3] = 0;
-            const uint32_t abase = smem_u32(st) + li * 128 + tn * 1024;
-#pragma unroll
-            for (int p = 0; p < 4; p++) {
-                uint32_t a[2][2][4];
-                int sc[2][2][2];   /* [row tile][sub-block 2p, 2p + 1][row g, g + 8] */
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    q4k_s8_frags(wb + (mt * 16 + g) * K_UB, p, t4, a[mt]);
-#pragma unroll
-                    for (int h = 0; h < 2; h++) {
-                        const uint32_t v = sw[mt][h][p >> 1] >> (16 * (p & 1));
-                        sc[mt][0][h] = (int)(v & 0xFF);
-                        sc[mt][1][h] = (int)((v >> 8) & 0xFF);
-                    }
-                }
-                const uint32_t ap = abase + (p >> 1) * ABOX + ((((p & 1) * 4 + lj) ^ li) << 4);
-#pragma unroll
-                for (int n = 0; n < NT; n++) {
-                    uint32_t b[4];
-                    ldsm4(b, ap + n * 1024);
-#pragma unroll
-                    for (int mt = 0; mt < 2; mt++) {
-                        int c0[4], c1[4];
-                        mma_s8(c0, a[mt][0], b[0], b[1], 0);
-                        mma_s8(c1, a[mt][1], b[2], b[3], 0);
-                        S[mt][n][0] += sc[mt][0][0] * c0[0] + sc[mt][1][0] * c1[0];
-                        S[mt][n][1] += sc[mt][0][0] * c0[1] + sc[mt][1][0] * c1[1];
-                        S[mt][n][2] += sc[mt][0][1] * c0[2] + sc[mt][1][1] * c1[2];
-                        S[mt][n][3] += sc[mt][0][1] * c0[3] + sc[mt][1][1] * c1[3];
-                    }
-                }
-            }
-            /* the unit's scales: acc += S * d * dx, then the minimum through F16 products */
-            const float *tdx = reinterpret_cast<const float *>(st + TOFF);
-            const uint32_t *xh = reinterpret_cast<const uint32_t *>(st + TOFF + 4 * NTOK);
-            const uint32_t *xl = reinterpret_cast<const uint32_t *>(st + TOFF + 20 * NTOK);
-            const float *tdd = reinterpret_cast<const float *>(st + ROFF + 8 * K_BM) + wr;
-            const uint32_t *mh32 = reinterpret_cast<const uint32_t *>(st + ROFF + 12 * K_BM) + 4 * wr;
-            const uint32_t *ml32 = reinterpret_cast<const uint32_t *>(st + ROFF + 28 * K_BM) + 4 * wr;
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                const float d0 = tdd[mt * 16 + g], d1 = tdd[mt * 16 + g + 8];
-                const uint32_t ah0 = mh32[(mt * 16 + g) * 4 + t4], ah1 = mh32[(mt * 16 + g + 8) * 4 + t4];
-                const uint32_t al0 = ml32[(mt * 16 + g) * 4 + t4], al1 = ml32[(mt * 16 + g + 8) * 4 + t4];
-#pragma unroll
-                for (int n = 0; n < NT; n++) {
-                    const float2 dx = *reinterpret_cast<const float2 *>(tdx + (tn + n) * 8 + 2 * t4);
-                    acc[mt][n][0] = fmaf((float)S[mt][n][0], d0 * dx.x, acc[mt][n][0]);
-                    acc[mt][n][1] = fmaf((float)S[mt][n][1], d0 * dx.y, acc[mt][n][1]);
-                    acc[mt][n][2] = fmaf((float)S[mt][n][2], d1 * dx.x, acc[mt][n][2]);
-                    acc[mt][n][3] = fmaf((float)S[mt][n][3], d1 * dx.y, acc[mt][n][3]);
-                    const int tok = (tn + n) * 8 + g;
-                    const uint32_t bh = xh[tok * 4 + t4], bl = xl[tok * 4 + t4];
-                    mma_h8(acc[mt][n], ah0, ah1, bh);
-                    mma_h8(acc[mt][n], al0, al1, bh);
-                    mma_h8(acc[mt][n], ah0, ah1, bl);
-                }
-            }
+            k_unit<TG, NT>(st + WOFF, st + ROFF, st, st + TOFF, acc, wr, tn, lane);
             __syncwarp();
             if (lane == 0)
                 mb_arrive(&empty[i % ns]);
-            if (cc.i == cc.nst - 1) {   /* the work unit's last stage: its sums to y (or its K slice's part) */
-                float *dst = ks > 1 ? part + (size_t)cc.rank * n_tok * n_out : y;
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-                    for (int n = 0; n < NT; n++) {
-                        const int r = cc.r0 + wr + mt * 16 + g, t = cc.t0 + (tn + n) * 8 + 2 * t4;
-#pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const int rr = r + (e >> 1) * 8, tk = t + (e & 1);
-                            if (rr < n_out && tk < n_tok)
-                                dst[(size_t)tk * n_out + rr] = acc[mt][n][e];
-                            acc[mt][n][e] = 0.0f;
-                        }
-                    }
-            }
+            if (cc.i == cc.nst - 1)   /* the work unit's last stage */
+                k_store<NT>(acc, cc, ks, n_out, n_tok, y, part, wr, tn, lane);
         }
     }
+}
 
+/*
+ * v4 (docs/cuda-notes.md v18-lead, "Open"; written in session 13, not yet run on a GPU). v3's
+ * weight stream alone ran at 1.3 TB/s: one producer refilled a slot only after the next stage had
+ * landed and its row table was decoded. Here the weights have a ring of their own (ws slots of
+ * 128 rows + their row table), filled by warp NC by tensor copies that never wait on the previous
+ * kernel (weights are never written) and refilled as soon as the consumers release a slot
+ * (wempty); the activations have another (as slots: two boxes + the token table), filled by warp
+ * NC + 1 after griddepcontrol.wait, which also decodes each weight slot's row table once it lands
+ * (wready, all 32 lanes). The consumers (k_unit, k_store) and the walk are v3's.
+ */
+enum { K_WROWS = K_BM * K_UB, K_WSLOT = K_WROWS + K_BM * 44 };   /* v4's weight slot, then its row table: 24,064 B */
+
+template <int TG, int NT> struct kk4 {
+    enum {
+        ASLOT = (2 * kk<TG, NT>::ABOX + kk<TG, NT>::TABB + 1023) / 1024 * 1024,   /* boxes, then the token table */
+        NTH = (4 * TG + 2) * WARP
+    };
+    static constexpr size_t smem(int ws, int as)
+    {
+        return 1024 + (size_t)as * ASLOT + (size_t)ws * K_WSLOT + (size_t)(3 * ws + 2 * as) * 8;
+    }
+};
+
+template <int TG, int NT>
+__global__ void __launch_bounds__((4 * TG + 2) * WARP, 1)
+k_mmqk2(int nu, int n_out, int n_tok, int ntt, float *__restrict__ y, float *__restrict__ part, int kun, int ks,
+        int nwork, int ws, int as, const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmx,
+        const uint8_t *__restrict__ gtab)
+{
+    typedef kk<TG, NT> K;
+    enum { NC = K::NC, NTOK = K::NTOK, ABOX = K::ABOX, TABB = K::TABB, ASLOT = kk4<TG, NT>::ASLOT,
+           WROWS = K_WROWS, WSLOT = K_WSLOT };
+    static_assert(ABOX % 1024 == 0 && ASLOT % 1024 == 0, "swizzled activation boxes: 1024-byte aligned");
+    static_assert(WSLOT % 128 == 0 && WROWS % 16 == 0 && TABB % 16 == 0, "tensor-copy and table alignment");
+    extern __shared__ __align__(16) uint8_t smraw[];
+    uint8_t *sa = smraw + ((1024u - (smem_u32(smraw) & 1023u)) & 1023u);   /* activation slots */
+    uint8_t *sw = sa + (size_t)as * ASLOT;                                  /* weight slots */
+    uint64_t *wfull = reinterpret_cast<uint64_t *>(sw + (size_t)ws * WSLOT);
+    uint64_t *wready = wfull + ws, *wempty = wready + ws;
+    uint64_t *afull = wempty + ws, *aempty = afull + as;
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const k_walk kw = {nu, ntt, NTOK, kun, ks, (int)gridDim.x};
+
+    mb_ring_init<true>(wfull, wempty, wready, ws, NC);
+    mb_ring_init<false>(afull, aempty, NULL, as, NC);
+
+    if (warp == NC) {   /* the weights, ahead of everything, as far as the ring allows */
+        if (lane == 0) {
+            int gi = 0;
+            for (k_cur c = kw.at((int)blockIdx.x); c.w < nwork; kw.next(c), gi++) {
+                const int s = gi % ws;
+                if (gi >= ws)   /* stage gi - ws released the slot */
+                    mb_wait(&wempty[s], ((gi - ws) / ws) & 1);
+                mb_arrive_tx(&wfull[s], (uint32_t)WROWS);
+                tma_2d(sw + (size_t)s * WSLOT, &tmw, (c.u0 + c.i) * (K_UB / 2), c.r0, &wfull[s]);
+            }
+        }
+        return;
+    }
+    if (warp == NC + 1) {   /* the activations after the wait; each landed weight slot's row table */
+        pdl_enter();
+        auto acts = [&](int gi, const k_cur &c) {
+            if (lane == 0) {
+                const int s = gi % as;
+                uint8_t *st = sa + (size_t)s * ASLOT;
+                const int u = c.u0 + c.i;
+                mb_arrive_tx(&afull[s], (uint32_t)(2 * ABOX + TABB));
+                tma_2d(st, &tmx, u * K_UK, c.t0, &afull[s]);
+                tma_2d(st + ABOX, &tmx, u * K_UK + 128, c.t0, &afull[s]);
+                bulk_g2s(st + 2 * ABOX, gtab + ((size_t)c.tt * nu + u) * TABB, TABB, &afull[s]);
+            }
+        };
+        k_cur ic = kw.at((int)blockIdx.x);   /* the next activation stage to issue: ia */
+        int ia = 0;
+        for (; ia < as && ic.w < nwork; ia++, kw.next(ic))
+            acts(ia, ic);
+        int gi = 0;
+        for (k_cur dc = kw.at((int)blockIdx.x); dc.w < nwork; kw.next(dc), gi++) {
+            const int s = gi % ws;
+            mb_wait(&wfull[s], (gi / ws) & 1);
+            k_row_table(sw + (size_t)s * WSLOT, 0, WROWS, lane);
+            mb_arrive(&wready[s]);
+            if (gi >= 1 && ic.w < nwork) {   /* stage gi - 1 consumed: its slot takes stage ia = gi - 1 + as */
+                const int j = gi - 1;
+                mb_wait(&aempty[j % as], (j / as) & 1);
+                acts(ia, ic);
+                ia++;
+                kw.next(ic);
+            }
+        }
+        return;
+    }
+    pdl_enter();
+    float acc[2][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+        frag_zero(acc[mt]);
+    const int wr = (warp & 3) * 32, tn = (warp >> 2) * NT;   /* the warp's first row, first token tile */
+    int i = 0;   /* the stage */
+    for (k_cur cc = kw.at((int)blockIdx.x); cc.w < nwork; kw.next(cc), i++) {
+        const int s = i % ws, a = i % as;
+        mb_wait(&afull[a], (i / as) & 1);
+        mb_wait(&wfull[s], (i / ws) & 1);
+        mb_wait(&wready[s], (i / ws) & 1);
+        const uint8_t *wslot = sw + (size_t)s * WSLOT, *aslot = sa + (size_t)a * ASLOT;
+        k_unit<TG, NT>(wslot, wslot + WROWS, aslot, aslot + 2 * ABOX, acc, wr, tn, lane);
+        __syncwarp();
+        if (lane == 0) {
+            mb_arrive(&wempty[s]);
+            mb_arrive(&aempty[a]);
+        }
+        if (cc.i == cc.nst - 1)   /* the work unit's last stage */
+            k_store<NT>(acc, cc, ks, n_out, n_tok, y, part, wr, tn, lane);
+    }
 }
 
 /* y[i] = part[0][i] + part[1][i] + ... (ks K slices, in order: deterministic) */
@@ -378,16 +531,30 @@ __global__ void k_k_sum(const float *__restrict__ part, int ks, int64_t n, float
 
 /* ---- launch ------------------------------------------------------------------------------ */
 
+/* One launch of v3 (v4 = 0: ns stages) or v4 (ns activation slots, ws weight slots, 0: as many as
+ * fit, at most 8) after the launch's token tables (k_k_tab), and with K slices their sum (k_k_sum). */
 template <int TG, int NT>
 static int k_launch(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int64_t n_out, const void *xq,
-                    const float *xd, int n_tok, float *y, int ns, int ks_max)
+                    const float *xd, int n_tok, float *y, int ns, int ks_max, int v4, int ws)
 {
     typedef kk<TG, NT> K;
-    auto kern = k_mmqk<TG, NT>;
-    const size_t smem = K::smem(ns);
-    static int attr = 0;   /* per instantiation: the shared memory limit raised to (bytes), -1 refused */
-    if (mmq_smem_limit(kern, K::smem(4), &attr) < 0 || smem > (size_t)attr)
-        return 0;
+    typedef kk4<TG, NT> K4;
+    static int attr3 = 0, attr4 = 0;   /* per instantiation: the shared memory limit raised to (bytes), -1 refused */
+    size_t smem;
+    if (!v4) {
+        smem = K::smem(ns);
+        if (mmq_smem_limit(k_mmqk<TG, NT>, K::smem(4), &attr3) < 0 || smem > (size_t)attr3)
+            return 0;
+    } else {
+        if (mmq_smem_limit(k_mmqk2<TG, NT>, K4::smem(8, 4), &attr4) < 0)
+            return 0;
+        if (!ws)
+            for (ws = 8; ws > 2 && K4::smem(ws, ns) > (size_t)attr4; ws--)
+                ;
+        smem = K4::smem(ws, ns);
+        if (smem > (size_t)attr4)
+            return 0;
+    }
     CUtensorMap tmw, tmx;
     if (!mmq_i8_maps(&tmw, &tmx, w, rb, n_out, K_UB, K_BM, xq, n_in, n_tok, K::NTOK))
         return 0;
@@ -397,11 +564,11 @@ static int k_launch(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int6
     int ks = 1, kun = nu;
     long best = -1;
     for (int k = 1; k <= ks_max && k <= nu; k++) {
-        const int ku = (nu + k - 1) / k, kk2 = (nu + ku - 1) / ku;
-        const long cost = (long)((items * kk2 + G - 1) / G) * ku;
+        const int ku = (nu + k - 1) / k, kn = (nu + ku - 1) / ku;
+        const long cost = (long)((items * kn + G - 1) / G) * ku;
         if (best < 0 || cost < best) {
             best = cost;
-            ks = kk2;
+            ks = kn;
             kun = ku;
         }
     }
@@ -416,8 +583,10 @@ static int k_launch(cudaStream_t s, const void *w, size_t rb, int64_t n_in, int6
     const int nt = (int)(n_in / 32) * K::NTOK * ntt;
     if (pdl_launch_smem(k_k_tab, dim3((unsigned)((nt + 255) / 256)), dim3(256), 0, s, (const int8_t *)xq, xd,
                         (int)n_in, n_tok, (int)K::NTOK, ntt, gtab) != cudaSuccess ||
-        pdl_launch_smem(kern, dim3((unsigned)grid), dim3(K::NTH), smem, s, nu, (int)n_out, n_tok, ntt, y, part, kun, ks,
-                        nwork, ns, tmw, tmx, (const uint8_t *)gtab) != cudaSuccess ||
+        (v4 ? pdl_launch_smem(k_mmqk2<TG, NT>, dim3((unsigned)grid), dim3(K4::NTH), smem, s, nu, (int)n_out, n_tok,
+                              ntt, y, part, kun, ks, nwork, ws, ns, tmw, tmx, (const uint8_t *)gtab)
+            : pdl_launch_smem(k_mmqk<TG, NT>, dim3((unsigned)grid), dim3(K::NTH), smem, s, nu, (int)n_out, n_tok,
+                              ntt, y, part, kun, ks, nwork, ns, tmw, tmx, (const uint8_t *)gtab)) != cudaSuccess ||
         (ks > 1 && pdl_launch_smem(k_k_sum, dim3((unsigned)((n_tok * n_out + 255) / 256)), dim3(256), 0, s,
                                    (const float *)part, ks, (int64_t)n_tok * n_out, y) != cudaSuccess)) {
         cudaGetLastError();
@@ -465,18 +634,28 @@ extern "C" int cuk_mmqk_min_tok(void)
 /*
  * y[t][r] = W[r] . x[t] for Q4_K rows W and 1 <= n_tok <= CUK_MMQK_MAX_TOK tokens of activations
  * quantized by cuk_quantize_q8_256 (xq int8 [n_tok][n_in], xd the per-32 scales, equal within each
- * 256). cfg: bits 0-1 ring stages - 1 (0: 3), bits 2-5 K slices a row tile splits into at most (0: 8),
- * bits 6-7 zero; bits 8-11 the block shape
- * (k_shapes, 1-based; 0: the one padding n_tok least). Returns 1 when it enqueued the
+ * 256). cfg (0: AARMD_CUDA_K_CFG's, read once, else 0): bits 0-1 ring stages - 1 (0: 3; v4: the
+ * activation slots), bits 2-5 K slices a row tile splits into at most (0: 8), bit 6 zero, bit 7
+ * v4 (k_mmqk2: the weights in a ring of their own; not yet run on a GPU), bits 8-11 the block shape
+ * (k_shapes, 1-based; 0: the one padding n_tok least), bits 12-14 v4's weight slots (2..7; 0: as
+ * many as fit, at most 8; only with bit 7), nothing above. Returns 1 when it enqueued the
  * product, 0 (nothing enqueued) for other types, rows not of whole super-blocks, unaligned
  * pointers, devices before sm_90, bad arguments or a launch the device refuses.
  */
 extern "C" int cuk_mmqk_q4k(cudaStream_t s, uint32_t type, const void *w, int64_t n_in, int64_t n_out, const void *xq,
                             const float *xd, int n_tok, float *y, int cfg)
 {
+    static int env_cfg = -1;
+    if (env_cfg < 0) {
+        const char *e = getenv("AARMD_CUDA_K_CFG");
+        env_cfg = e && *e ? atoi(e) : 0;
+    }
+    if (!cfg)
+        cfg = env_cfg;
+    const int v4 = (cfg >> 7) & 1, ws = (cfg >> 12) & 7;
     if (type != AARMD_TYPE_Q4_K || n_tok < 1 || n_tok > CUK_MMQK_MAX_TOK || n_in <= 0 || n_in % K_UK ||
-        n_out < 1 || n_out > (1 << 30) || cfg < 0 || cfg >= 1 << 12 || (cfg & (3 << 6)) || ((uintptr_t)w & 15) || ((uintptr_t)xq & 15) ||
-        ((uintptr_t)xd & 3) || !w || !xq || !xd || !y)
+        n_out < 1 || n_out > (1 << 30) || cfg < 0 || cfg >= 1 << 15 || (cfg & (1 << 6)) || (ws && !v4) ||
+        ws == 1 || ((uintptr_t)w & 15) || ((uintptr_t)xq & 15) || ((uintptr_t)xd & 3) || !w || !xq || !xd || !y)
         return 0;
     v8_device();
     if (v8_cc < 9)
@@ -487,7 +666,7 @@ extern "C" int cuk_mmqk_q4k(cudaStream_t s, uint32_t type, const void *w, int64_
     const int shape = (cfg >> 8) & 15 ? ((cfg >> 8) & 15) - 1 : k_shape_for(n_tok);
     if (shape >= K_SHAPES)
         return 0;
-#define K_ARGS s, w, rb, n_in, n_out, xq, xd, n_tok, y, ns, ks_max > 8 ? 8 : ks_max
+#define K_ARGS s, w, rb, n_in, n_out, xq, xd, n_tok, y, ns, ks_max > 8 ? 8 : ks_max, v4, ws
     switch (shape) {
     case 0: return k_launch<2, 5>(K_ARGS);
     case 1: return k_launch<4, 3>(K_ARGS);

@@ -1192,7 +1192,8 @@ static void check_wg(void)
  * rows against the Q8 route of the same rows (cuk_matvec_q8, v4 tuning, 64 tokens a call: the
  * per-32 scales are equal within each 256): integer sub-block sums, F32 per super-block, the
  * minimum through F16 halves (~2^-22): within 1e-5; every output written (NaN poison), a second
- * run bit-identical, every knob (the six block shapes, 2-4 stages, 1-3 K slices at most) on
+ * run bit-identical, every knob (the six block shapes, 2-4 stages, 1-3 K slices at most; v4's
+ * two rings with each shape, 2-4 activation slots, 2-4 weight slots and as many as fit) on
  * shapes with partial row tiles, 1..512 tokens; then the cases it must refuse.
  */
 static void check_q8_256(const float *x, int64_t n, const void *xq, const float *xd)
@@ -1242,7 +1243,10 @@ static void check_k_one(int64_t n_in, int64_t n_out, int nt, uint64_t seed)
     CK(cudaDeviceSynchronize());
     std::vector<float> ref = get(yr, ny);
     const int want = cc_major() == 9;
-    for (int cfg : {0, 1 << 8, 2 << 8, 3 << 8, 4 << 8, 5 << 8, 6 << 8, 1, 3, 1 << 2, 2 << 2, 3 << 2}) {
+    const int v4 = 1 << 7;   /* k_mmqk2: the weights in a ring of their own */
+    for (int cfg : {0, 1 << 8, 2 << 8, 3 << 8, 4 << 8, 5 << 8, 6 << 8, 1, 3, 1 << 2, 2 << 2, 3 << 2, v4, v4 | 1 << 8,
+                    v4 | 2 << 8, v4 | 3 << 8, v4 | 4 << 8, v4 | 5 << 8, v4 | 6 << 8, v4 | 1, v4 | 3, v4 | 2 << 12,
+                    v4 | 4 << 12, v4 | 1 | 3 << 12, v4 | 1 << 2, v4 | 3 << 2}) {
         for (int pdl : {0, 1}) {
             if (pdl && cfg)
                 continue;
@@ -1275,7 +1279,10 @@ static void check_k(void)
         cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 7 << 8) ||
         cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 15 << 8) ||
         cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 1 << 12) ||
-        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 1 << 6)) {
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 1 << 6) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 1 << 15) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 3 << 12) ||
+        cuk_mmqk_q4k(0, AARMD_TYPE_Q4_K, p, 256, 1, p, f, 16, f, 1 << 7 | 1 << 12)) {
         printf("FAIL cuk_mmqk_q4k took a case it must refuse\n");
         n_fail++;
     }
@@ -1345,6 +1352,8 @@ static int run_wg(void)
     static cudaStream_t s = NULL;
     CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     std::vector<double> tot(toks.size() * 5, 0.0);
+    const std::vector<int> kcfgs = env_ints("MM_K_CFG", {0});   /* a k[cfg] column each (v4: 128 | ...) */
+    std::vector<double> totk(toks.size() * kcfgs.size(), 0.0);
     for (int mi = 0; mi < 5; mi++) {
         const mat &m = m8b[mi];
         const size_t bytes = cuk_row_bytes(t.type, m.n_in) * m.n_out;
@@ -1371,7 +1380,6 @@ static int run_wg(void)
         cuk_quantize_q8(0, x, (int64_t)maxt * m.n_in, xq, xd);
         cuk_quantize_q8_256(0, x, (int64_t)maxt * m.n_in, xqk, xdk);
         CK(cudaDeviceSynchronize());
-        const int kcfg = env_ints("MM_K_CFG", {0})[0];
         for (size_t ti = 0; ti < toks.size(); ti++) {
             const int nt = toks[ti];
             printf("%-8s tok %3d:", m.name, nt);
@@ -1380,14 +1388,17 @@ static int run_wg(void)
             });
             printf("  wg %8.2f (%5.0f GB/s)", wg, bytes / wg / 1e3);
             tot[ti * 5] += wg * (mi == 4 ? 1 : 32);
-            const double kk = time_graph(s, 24, [&](int i) {
-                cuk_mmqk_q4k(s, t.type, ws[i % nb], m.n_in, m.n_out, xqk, xdk, nt, y, kcfg);
-            });
+            for (size_t ki = 0; ki < kcfgs.size(); ki++) {
+                const double kk = time_graph(s, 24, [&](int i) {
+                    cuk_mmqk_q4k(s, t.type, ws[i % nb], m.n_in, m.n_out, xqk, xdk, nt, y, kcfgs[ki]);
+                });
+                printf("  k[%d] %8.2f", kcfgs[ki], kk);
+                totk[ti * kcfgs.size() + ki] += kk * (mi == 4 ? 1 : 32);
+            }
             const double kq = time_graph(s, 24, [&](int) {
                 cuk_quantize_q8_256(s, x, (int64_t)nt * m.n_in, xqk, xdk);
             });
-            printf("  k %8.2f (+quant %5.2f)", kk, kq);
-            tot[ti * 5 + 3] += kk * (mi == 4 ? 1 : 32);
+            printf(" (+quant %5.2f)", kq);
             tot[ti * 5 + 4] += kq * (mi == 4 ? 1 : 32);
             if (have_blas) {
                 const double bl = time_graph(s, 24, [&](int i) {
@@ -1412,10 +1423,13 @@ static int run_wg(void)
         cudaFree(x); cudaFree(x16); cudaFree(xq); cudaFree(xd); cudaFree(xqk); cudaFree(xdk); cudaFree(y);
     }
     printf("-- Q4_K all matmuls of one 8B step (32 layers + output), ms:\n");
-    for (size_t ti = 0; ti < toks.size(); ti++)
-        printf("   tok %3d: wg %.3f  cublas-f16 %.3f  q8route %.3f  k %.3f (+quant %.3f)\n", toks[ti],
-               tot[ti * 5] / 1e3, tot[ti * 5 + 1] / 1e3, tot[ti * 5 + 2] / 1e3, tot[ti * 5 + 3] / 1e3,
-               tot[ti * 5 + 4] / 1e3);
+    for (size_t ti = 0; ti < toks.size(); ti++) {
+        printf("   tok %3d: wg %.3f  cublas-f16 %.3f  q8route %.3f ", toks[ti], tot[ti * 5] / 1e3, tot[ti * 5 + 1] / 1e3,
+               tot[ti * 5 + 2] / 1e3);
+        for (size_t ki = 0; ki < kcfgs.size(); ki++)
+            printf(" k[%d] %.3f", kcfgs[ki], totk[ti * kcfgs.size() + ki] / 1e3);
+        printf(" (+quant %.3f)\n", tot[ti * 5 + 4] / 1e3);
+    }
     return n_fail ? 1 : 0;
 }
 
