@@ -18,6 +18,10 @@
 #                                          shapes, 1..64 tokens), then its decode-shape
 #                                          micro-benchmark (MM_TYPES="Q4_K Q8_0 F16 BF16"; MM_ATTN=1
 #                                          also times the one-token decode attention in a graph)
+#   tools/device-run.sh wg                 (there) the Q4_K GEMMs of served steps: the wg and k (mmq_k)
+#                                          kernel checks, then all Q4_K matmuls of an 8B step at 32..256
+#                                          tokens against cuBLAS (MM_K_CFG="0 128": a column per mmq_k cfg;
+#                                          MM_WG_TOKS; WG_TIMEOUT s, default 300: a hung kernel ends it)
 #   tools/device-run.sh ncu                (there) Nsight Compute on one launch of each 8B
 #                                          decode matvec (v5 and v6), summary in $OUT/ncu.txt
 #   tools/device-run.sh stage-models [MB]  (here) the two real models of models/ cut into
@@ -129,7 +133,7 @@ take-models)
     done </tmp/models/manifest
     exit 0
     ;;
-check|bench|all|mm|ncu|serve|seqs|prof|real)
+check|bench|all|mm|wg|ncu|serve|seqs|prof|real)
     [ "$cmd" = real ] && [ ! -x "$dev/aarmd-cli" ] && [ -x /tmp/aarmd-dev/aarmd-cli ] && dev=/tmp/aarmd-dev
     mkdir -p "$out" /tmp/synth
     export AARMD_PLUGIN_PATH="$dev"
@@ -283,6 +287,13 @@ if [ "$cmd" = mm ]; then
     "$dev/cuda_matmul_check" --bench "${bw:-3000}" "${MM_TYPES:-Q4_K Q8_0 F16 BF16}" 2>&1 | tee "$out/mm-bench.txt"
     # MM_ATTN=1: the one-token decode attention, 30 launches in a graph as a decode runs them
     [ "${MM_ATTN:-0}" = 1 ] && "$dev/cuda_matmul_check" --attn 2>&1 | tee "$out/attn-bench.txt"
+fi
+
+if [ "$cmd" = wg ]; then
+    timeout "${WG_TIMEOUT:-300}" "$dev/cuda_matmul_check" --wg >"$out/wg.txt" 2>&1
+    rc=$?
+    grep -E '^(FAIL|wg check|--|   tok)' "$out/wg.txt"
+    echo "cuda_matmul_check --wg exit $rc (124: timed out; every line in $out/wg.txt)"
 fi
 
 if [ "$cmd" = ncu ]; then
