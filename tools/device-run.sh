@@ -146,7 +146,7 @@ check|bench|all|mm|wg|ncu|serve|seqs|prof|real)
     cli="$dev/aarmd-cli"
     ;;
 *)
-    sed -n '2,39p' "$0"
+    sed -n '2,46p' "$0"
     exit 2
     ;;
 esac
