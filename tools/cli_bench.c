@@ -22,7 +22,7 @@
 static const char bench_help[] =
     "usage: aarmd-cli bench BACKEND [--model FILE.gguf | --shape S --type T] [--pp|-p N] [--tg|-n N]\n"
     "                       [--reps|-r R] [--bw GBPS|host] [--json] [--backend-opt k=v ...]\n"
-    "                       [--plugin-dir DIR] [--device N] [--seqs N[,N...]] [--tg-fresh]\n"
+    "                       [--plugin-dir DIR] [--device N] [--seqs N[,N...] [--mixed C]] [--tg-fresh]\n"
     "       (also: aarmd-cli bench --backend BACKEND --model FILE ...)\n"
     "\n"
     "Times a prefill of N tokens (pp, default 512) and N single-token decodes after\n"
@@ -43,8 +43,11 @@ static const char bench_help[] =
     "for each N in turn in this one run: N sequences are each prefilled with pp tokens\n"
     "(one step per sequence), then tg steps each carry one token of every sequence.\n"
     "It reports the aggregate decode rate (N x tg tokens / time), the per-stream rate and\n"
-    "the ratio to the first N's aggregate, the same per second of process CPU time, and\n"
-    "the load average before and after.\n";
+    "the ratio to the first N's aggregate, the mean step time, the same per second of\n"
+    "process CPU time, and the load average before and after.\n"
+    "--mixed C (with --seqs): each decode step also carries the next C tokens of one more\n"
+    "sequence's pp-token prompt (started again once it is whole), as a served step mixes a new\n"
+    "prompt's chunk into the running streams' decode; the rates count the N decode tokens.\n";
 
 #define BENCH_MAX_SEQS 256
 #define BENCH_MAX_SEQ_LIST 8
@@ -322,6 +325,7 @@ struct seqs_run {
     const struct aarmd_model_desc *desc;
     const char *target, *type;
     long pp, tg, reps;
+    long mixed;             /* prompt tokens of one more sequence in every decode step (0: none) */
     int json;
     double t_load;
 };
@@ -330,6 +334,8 @@ struct seqs_result {
     long n;
     double pp_best;         /* tokens/s, prefill of one sequence */
     double tg_best, tg_mean, tg_sd;   /* aggregate decode tokens/s over the N streams */
+    double step_ms;         /* mean decode step of the best rep */
+    double step_tokens;     /* mean tokens a decode step holds (N, plus the mixed-in prompt's chunks) */
     double tg_cpu;          /* aggregate decode tokens per second of process CPU time (best rep) */
 };
 
@@ -341,32 +347,43 @@ static double cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* One N: N sequences prefilled one by one, then tg steps of N one-token entries. */
+/* The prompt of stream i: a different one per stream. */
+static void seq_prompt(int32_t *prompt, long pp, long i, uint32_t nv)
+{
+    for (long k = 0; k < pp; k++)
+        prompt[k] = (int32_t)(((uint64_t)k * 7919u + 13u + (uint64_t)i * 104729u) % nv);
+}
+
+/* One N: N sequences prefilled one by one, then tg steps of N one-token entries (with sr->mixed,
+ * sequence N's prompt chunk beside them). */
 static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result *res)
 {
     int rc = -1;
     uint32_t nv = sr->desc->n_vocab, n_ctx = (uint32_t)(sr->pp + sr->tg + 1);
+    long ns = n + (sr->mixed > 0);   /* sequences: the streams, and the mixed-in prompt's */
     char err[1024];
-    struct aarmd_backend_seq **seqs = calloc((size_t)n, sizeof *seqs);
-    struct aarmd_batch_entry *e = calloc((size_t)n, sizeof *e);
+    struct aarmd_backend_seq **seqs = calloc((size_t)ns, sizeof *seqs);
+    struct aarmd_batch_entry *e = calloc((size_t)ns, sizeof *e);
     int32_t *prompt = malloc((size_t)sr->pp * sizeof *prompt);
+    int32_t *mprompt = malloc((size_t)sr->pp * sizeof *mprompt);
     int32_t *dtok = malloc((size_t)n * sizeof *dtok);
     /* one logits buffer per stream from the backend's logits_alloc, as the server has */
-    float **logits = calloc((size_t)n, sizeof *logits);
-    bool *by_backend = calloc((size_t)n, sizeof *by_backend);
+    float **logits = calloc((size_t)ns, sizeof *logits);
+    bool *by_backend = calloc((size_t)ns, sizeof *by_backend);
     double *rate = calloc((size_t)sr->reps, sizeof *rate);
     memset(res, 0, sizeof *res);
     res->n = n;
-    if (!seqs || !e || !prompt || !dtok || !logits || !by_backend || !rate) {
+    if (!seqs || !e || !prompt || !mprompt || !dtok || !logits || !by_backend || !rate) {
         fprintf(stderr, "bench: out of memory\n");
         goto out;
     }
-    for (long i = 0; i < n; i++)
+    seq_prompt(mprompt, sr->pp, n, nv);
+    for (long i = 0; i < ns; i++)
         if (!(logits[i] = aarmd_plugin_logits_alloc(sr->p, sr->m, (size_t)nv * sizeof(float), &by_backend[i]))) {
             fprintf(stderr, "bench: out of memory\n");
             goto out;
         }
-    for (long i = 0; i < n; i++)
+    for (long i = 0; i < ns; i++)
         if (aarmd_plugin_seq_new(sr->p, sr->m, n_ctx, &seqs[i], err, sizeof err) != AARMD_OK) {
             fprintf(stderr, "bench: seq_new %ld of %ld: %s\n", i + 1, n, err);
             goto out;
@@ -379,8 +396,7 @@ static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result 
                 fprintf(stderr, "bench: truncate: %s\n", err);
                 goto out;
             }
-            for (long k = 0; k < sr->pp; k++)   /* a different prompt per stream */
-                prompt[k] = (int32_t)(((uint64_t)k * 7919u + 13u + (uint64_t)i * 104729u) % nv);
+            seq_prompt(prompt, sr->pp, i, nv);
             struct aarmd_batch_entry pe = {.seq = seqs[i], .tokens = prompt, .n_tokens = (uint32_t)sr->pp,
                                            .want_logits = 1, .logits = logits[i]};
             double a = now_s();
@@ -390,6 +406,7 @@ static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result 
             }
             t_pp += now_s() - a;
         }
+        long moff = 0, mtok = 0;   /* tokens of the mixed-in prompt computed so far, in all */
         double b = now_s(), cb = cpu_s();
         for (long k = 0; k < sr->tg; k++) {
             for (long i = 0; i < n; i++) {
@@ -397,12 +414,26 @@ static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result 
                 e[i] = (struct aarmd_batch_entry){.seq = seqs[i], .tokens = &dtok[i], .n_tokens = 1,
                                                   .want_logits = 1, .logits = logits[i]};
             }
-            if (aarmd_plugin_step(sr->p, sr->m, e, (uint32_t)n, err, sizeof err) != AARMD_OK) {
+            if (sr->mixed) {
+                if (moff == sr->pp)
+                    moff = 0;
+                if (moff == 0 && aarmd_plugin_seq_truncate(sr->p, seqs[n], 0, err, sizeof err) != AARMD_OK) {
+                    fprintf(stderr, "bench: truncate: %s\n", err);
+                    goto out;
+                }
+                long c = sr->pp - moff < sr->mixed ? sr->pp - moff : sr->mixed;
+                e[n] = (struct aarmd_batch_entry){.seq = seqs[n], .tokens = mprompt + moff, .n_tokens = (uint32_t)c,
+                                                  .want_logits = moff + c == sr->pp, .logits = logits[n]};
+                moff += c;
+                mtok += c;
+            }
+            if (aarmd_plugin_step(sr->p, sr->m, e, (uint32_t)ns, err, sizeof err) != AARMD_OK) {
                 fprintf(stderr, "bench: decode step of %ld streams: %s\n", n, err);
                 goto out;
             }
         }
         double c = now_s(), cc = cpu_s();
+        res->step_tokens = sr->tg > 0 ? (double)n + (double)mtok / (double)sr->tg : 0.0;
         if (r > 0) {
             rate[r - 1] = c > b ? (double)(n * sr->tg) / (c - b) : 0.0;
             if (cc - cb < best_cpu)
@@ -416,16 +447,18 @@ static int bench_seqs_one(const struct seqs_run *sr, long n, struct seqs_result 
     res->pp_best = (double)sr->pp / best_pp;
     res->tg_best = sr->tg > 0 ? (double)(n * sr->tg) / best_tg : 0.0;
     res->tg_cpu = sr->tg > 0 && best_cpu > 0 ? (double)(n * sr->tg) / best_cpu : 0.0;
+    res->step_ms = sr->tg > 0 ? best_tg * 1e3 / (double)sr->tg : 0.0;
     mean_sd(rate, sr->reps, &res->tg_mean, &res->tg_sd);
     rc = 0;
 out:
-    for (long i = 0; seqs && i < n; i++)
+    for (long i = 0; seqs && i < ns; i++)
         aarmd_plugin_seq_free(sr->p, seqs[i]);
     free(seqs);
     free(e);
     free(prompt);
+    free(mprompt);
     free(dtok);
-    for (long i = 0; logits && i < n; i++)
+    for (long i = 0; logits && i < ns; i++)
         aarmd_plugin_logits_free(sr->p, sr->m, logits[i], by_backend[i]);
     free(logits);
     free(by_backend);
@@ -450,26 +483,26 @@ static int bench_seqs(const struct seqs_run *sr, const long *list, int n_list)
         printf("\",\"model\":\"");
         json_puts(name);
         printf("\",\"type\":\"%s\",\"load_ms\":%.3f,\"reps\":%ld,\"pp\":%ld,\"tg\":%ld,"
-               "\"loadavg_before\":%.2f,\"loadavg_after\":%.2f,\"seqs\":[",
-               sr->type, sr->t_load * 1e3, sr->reps, sr->pp, sr->tg, la0, la1);
+               "\"mixed\":%ld,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f,\"seqs\":[",
+               sr->type, sr->t_load * 1e3, sr->reps, sr->pp, sr->tg, sr->mixed, la0, la1);
         for (int i = 0; i < n_list; i++)
             printf("%s{\"n\":%ld,\"pp_best_tok_s\":%.3f,\"tg_best_tok_s\":%.3f,\"tg_mean_tok_s\":%.3f,"
-                   "\"tg_sd_tok_s\":%.3f,\"tg_per_stream_tok_s\":%.3f,\"ratio_to_first\":%.4f,"
+                   "\"tg_sd_tok_s\":%.3f,\"tg_per_stream_tok_s\":%.3f,\"ratio_to_first\":%.4f,\"step_ms\":%.4f,\"step_tokens\":%.4f,"
                    "\"tg_tok_per_cpu_s\":%.3f,\"cpu_ratio_to_first\":%.4f}",
                    i ? "," : "", res[i].n, res[i].pp_best, res[i].tg_best, res[i].tg_mean, res[i].tg_sd,
-                   res[i].tg_best / (double)res[i].n, base > 0 ? res[i].tg_best / base : 0.0, res[i].tg_cpu,
-                   res[0].tg_cpu > 0 ? res[i].tg_cpu / res[0].tg_cpu : 0.0);
+                   res[i].tg_best / (double)res[i].n, base > 0 ? res[i].tg_best / base : 0.0, res[i].step_ms,
+                   res[i].step_tokens, res[i].tg_cpu, res[0].tg_cpu > 0 ? res[i].tg_cpu / res[0].tg_cpu : 0.0);
         printf("]}\n");
         return 0;
     }
-    printf("bench backend=%s model=%s type=%s load=%.1f ms pp=%ld tg=%ld reps=%ld loadavg %.2f -> %.2f\n",
-           sr->target, name, sr->type, sr->t_load * 1e3, sr->pp, sr->tg, sr->reps, la0, la1);
-    printf("  %5s %10s %13s %12s %8s %11s %8s %14s %8s\n", "seqs", "pp tok/s", "tg agg tok/s", "tg agg mean",
-           "sd", "per-stream", "x first", "tg tok/cpu-s", "x first");
+    printf("bench backend=%s model=%s type=%s load=%.1f ms pp=%ld tg=%ld reps=%ld mixed=%ld loadavg %.2f -> %.2f\n",
+           sr->target, name, sr->type, sr->t_load * 1e3, sr->pp, sr->tg, sr->reps, sr->mixed, la0, la1);
+    printf("  %5s %10s %13s %12s %8s %11s %8s %8s %14s %8s\n", "seqs", "pp tok/s", "tg agg tok/s", "tg agg mean",
+           "sd", "per-stream", "x first", "step ms", "tg tok/cpu-s", "x first");
     for (int i = 0; i < n_list; i++)
-        printf("  %5ld %10.1f %13.1f %12.1f %8.1f %11.1f %8.2f %14.1f %8.2f\n", res[i].n, res[i].pp_best,
+        printf("  %5ld %10.1f %13.1f %12.1f %8.1f %11.1f %8.2f %8.3f %14.1f %8.2f\n", res[i].n, res[i].pp_best,
                res[i].tg_best, res[i].tg_mean, res[i].tg_sd, res[i].tg_best / (double)res[i].n,
-               base > 0 ? res[i].tg_best / base : 0.0, res[i].tg_cpu,
+               base > 0 ? res[i].tg_best / base : 0.0, res[i].step_ms, res[i].tg_cpu,
                res[0].tg_cpu > 0 ? res[i].tg_cpu / res[0].tg_cpu : 0.0);
     printf("  (tok/cpu-s: decode tokens per second of this process's CPU time, all threads: steadier than wall\n"
            "   time on a shared machine; with threads > 1 it counts the workers' spinning too)\n");
@@ -479,7 +512,7 @@ static int bench_seqs(const struct seqs_run *sr, const long *list, int n_list)
 int aarmd_cli_bench(int argc, char **argv)
 {
     const char *target = NULL, *plugin_dir = NULL, *model_path = NULL, *shape_name = NULL, *type_name = NULL;
-    long pp = 512, tg = 128, reps = 3, device = 0;
+    long pp = 512, tg = 128, reps = 3, device = 0, mixed = 0;
     long seq_list[BENCH_MAX_SEQ_LIST];
     int n_seq_list = 0;
     double bw = 0.0;
@@ -548,6 +581,7 @@ int aarmd_cli_bench(int argc, char **argv)
         else if (!strcmp(a, "--reps") || !strcmp(a, "-r")) bad = parse_long(v, 1, 100, &reps);
         else if (!strcmp(a, "--device")) bad = parse_long(v, 0, INT32_MAX, &device);
         else if (!strcmp(a, "--seqs")) bad = parse_seq_list(v, seq_list, &n_seq_list);
+        else if (!strcmp(a, "--mixed")) bad = parse_long(v, 1, 65536, &mixed);
         else if (!strcmp(a, "--bw") && !strcmp(v, "host")) bw_host = 1;
         else if (!strcmp(a, "--bw")) {
             char *end;
@@ -576,6 +610,14 @@ int aarmd_cli_bench(int argc, char **argv)
     }
     if (tg_fresh && n_seq_list) {
         fprintf(stderr, "bench: --tg-fresh is for the batch-1 test, not --seqs (whose streams decode after their prompts)\n");
+        goto out;
+    }
+    if (mixed && !n_seq_list) {
+        fprintf(stderr, "bench: --mixed adds a prompt chunk to --seqs' decode steps: give --seqs too\n");
+        goto out;
+    }
+    if (mixed > pp) {
+        fprintf(stderr, "bench: --mixed %ld: more than the prompt's %ld tokens (--pp)\n", mixed, pp);
         goto out;
     }
     if (!target || (!model_path && !shape_name) || (model_path && shape_name)) {
@@ -635,7 +677,7 @@ int aarmd_cli_bench(int argc, char **argv)
     }
     double t_load = now_s() - t0;
     if (n_seq_list) {
-        struct seqs_run sr = {.p = p, .m = m, .desc = desc, .target = target, .pp = pp, .tg = tg, .reps = reps,
+        struct seqs_run sr = {.p = p, .m = m, .desc = desc, .target = target, .pp = pp, .tg = tg, .reps = reps, .mixed = mixed,
                               .json = json, .t_load = t_load, .type = shape_name ? type_name : "file"};
         status = bench_seqs(&sr, seq_list, n_seq_list) ? 1 : 0;
         goto out;

@@ -8,7 +8,8 @@
 #                                          plugin-check --reference cpu on each, the weight-kernel
 #                                          check, memcheck once
 #   tools/device-run.sh serve              (there) the real aarmd + loadgen at 1..64 streams
-#                                          (LOADGEN_MODES="burst steady sustained", STREAMS, SERVE_SHAPE)
+#                                          (LOADGEN_MODES="burst steady sustained", STREAMS, SERVE_SHAPE;
+#                                          SERVE_NCU="SKIP COUNT": kernels timed by Nsight Compute)
 #   tools/device-run.sh bench              (there) copy bandwidth + aarmd-cli bench on the
 #                                          SmolLM2/Llama-1B/Llama-8B-shaped synthetic models
 #                                          (BENCH_FRESH=1: also tg from an empty context)
@@ -39,8 +40,9 @@
 #                                          the CPU's plain-C path (plugin-check --prompt), $OUT/real.txt;
 #                                          the device folder's binaries, else /tmp/aarmd-dev's
 #   tools/device-run.sh prof               (there) every kernel of a bench run timed by Nsight
-#                                          Compute, summed per kernel name (PROF="shape:type ...",
-#                                          PROF_ARGS="--pp 512 --tg 0"), in $OUT/prof.txt
+#                                          Compute, summed per kernel name and per step (PROF="shape:type ...",
+#                                          PROF_ARGS="--pp 512 --tg 0", PROF_NCU="--launch-skip N ..."),
+#                                          in $OUT/prof.txt
 #
 # .device/ (or $AARMD_DEVICE_DIR, a .device-* folder) is ignored by .gitignore and carried by the
 # device tool (carry: [".device"]); set AARMD_DEVICE_DIR the same way on both sides. Logs go to $OUT (or .device/out when OUT is unset).
@@ -146,7 +148,7 @@ check|bench|all|mm|wg|ncu|serve|seqs|prof|real)
     cli="$dev/aarmd-cli"
     ;;
 *)
-    sed -n '2,46p' "$0"
+    sed -n '2,48p' "$0"
     exit 2
     ;;
 esac
@@ -208,6 +210,33 @@ if [ "$cmd" = check ] || [ "$cmd" = all ]; then
     fi
 fi
 
+# ncu_sum REPORT: the kernels of an Nsight Compute report summed per name, and per step (a step
+# starts with its embedding rows, k_get_rows)
+ncu_sum() {
+    "$ncu" --import "$1" --csv --page raw --metrics gpu__time_duration.sum >"$1.csv" 2>&1
+    python3 - "$1.csv" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
+if len(rows) < 3: sys.exit(print("no kernels recorded"))
+h = rows[0]; ki = h.index("Kernel Name"); ti = h.index("gpu__time_duration.sum")
+unit = rows[1][ti]; scale = {"us": 1e-3, "usecond": 1e-3, "ms": 1.0, "msecond": 1.0}.get(unit, 1e-6)
+tot = collections.Counter(); n = collections.Counter(); steps = []
+for r in rows[2:]:
+    try: v = float(r[ti].replace(",", "")) * scale
+    except ValueError: continue
+    k = r[ki].split("(")[0].split("<")[0][:60]
+    if k.startswith("k_get_rows") or k.startswith("void k_get_rows"): steps.append(0.0)
+    if steps: steps[-1] += v
+    tot[k] += v; n[k] += 1
+all_ms = sum(tot.values())
+whole = steps[1:-1]   # the first and last may be cut
+print("kernels %d, device time %.2f ms; whole steps %d, kernel ms a step: %s" %
+      (sum(n.values()), all_ms, len(whole), " ".join("%.2f" % s for s in whole)))
+for k, v in tot.most_common(30):
+    print("%8.3f ms %5.1f%% %6d  %s" % (v, 100 * v / all_ms, n[k], k))
+PY
+}
+
 bw_probe() {
     bw=
     if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -235,7 +264,15 @@ if [ "$cmd" = serve ]; then
     for variant in ${SERVE_VARIANTS:-new}; do
         vo=
         [ "$variant" = old ] && vo="--sample-threads 1 --backend-opt direct_logits=0"
-        "$dev/aarmd" --backend "${SERVE_BACKEND:-cuda}" --plugin-dir "$dev" --model "$m" --port 0 --log-format json \
+        # SERVE_NCU="SKIP COUNT": aarmd under Nsight Compute, which times COUNT kernels after the first
+        # SKIP (pick SKIP past the warm-up: ~350 kernels a step of the 8B); $out/serve-ncu.txt sums them
+        pre=
+        if [ -n "${SERVE_NCU:-}" ]; then
+            ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+            pre="$ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum -f -o /tmp/serve-ncu"
+            pre="$pre --launch-skip ${SERVE_NCU% *} --launch-count ${SERVE_NCU#* }"
+        fi
+        $pre "$dev/aarmd" --backend "${SERVE_BACKEND:-cuda}" --plugin-dir "$dev" --model "$m" --port 0 --log-format json \
             --max-jobs 64 --queue-depth 1024 --prefix-cache-blocks 0 $vo ${SERVE_OPTS:-} 2>"$out/serve-log.txt" &
         pid=$!
         port=
@@ -264,7 +301,8 @@ if [ "$cmd" = serve ]; then
             done
         done
         curl -s "http://127.0.0.1:$port/health" >"$out/serve-health-$variant.json" 2>/dev/null
-        kill -TERM $pid; wait $pid; echo "aarmd exit $?" | tee -a "$out/serve.txt"
+        kill -TERM $pid; [ -n "$pre" ] && pkill -TERM -x aarmd; wait $pid; echo "aarmd exit $?" | tee -a "$out/serve.txt"
+        [ -n "$pre" ] && ncu_sum /tmp/serve-ncu.ncu-rep | tee "$out/serve-ncu.txt"
     done
 fi
 
@@ -353,29 +391,15 @@ fi
 if [ "$cmd" = prof ]; then
     ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
     : >"$out/prof.txt"
+    # PROF_NCU: more ncu options, e.g. "--launch-skip 12000 --launch-count 2000" (a range of steps)
     for st in ${PROF:-llama-8b:F16}; do
         s=${st%%:*}; rest=${st#*:}; t=${rest%%:*}; o=
         [ "$rest" != "$t" ] && o="--backend-opt ${rest#*:}"
-        f="$out/prof-$s-$t.csv"
-        "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --page raw \
-            "$cli" bench cuda --shape "$s" --type "$t" ${PROF_ARGS:---pp 512 --tg 0} --reps 1 $o >"$f" 2>"$f.err"
+        "$ncu" --clock-control none --cache-control none --metrics gpu__time_duration.sum ${PROF_NCU:-} \
+            -f -o "/tmp/prof-$s-$t" "$cli" bench cuda --shape "$s" --type "$t" ${PROF_ARGS:---pp 512 --tg 0} \
+            --reps 1 $o >"$out/prof-$s-$t.log" 2>&1
         echo "== $s $t $o (ncu exit $?)" | tee -a "$out/prof.txt"
-        python3 - "$f" <<'PY' | tee -a "$out/prof.txt"
-import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 5]
-if len(rows) < 3: sys.exit(print("no kernels recorded"))
-h = rows[0]; ki = h.index("Kernel Name"); ti = h.index("gpu__time_duration.sum")
-unit = rows[1][ti]; scale = {"us": 1e-3, "usecond": 1e-3, "ms": 1.0, "msecond": 1.0}.get(unit, 1e-6)
-tot = collections.Counter(); n = collections.Counter()
-for r in rows[2:]:
-    try: v = float(r[ti].replace(",", "")) * scale
-    except ValueError: continue
-    k = r[ki].split("(")[0][:70]; tot[k] += v; n[k] += 1
-all_ms = sum(tot.values())
-print("kernels %d, device time %.2f ms (warm-up + measured)" % (sum(n.values()), all_ms))
-for k, v in tot.most_common(25):
-    print("%8.3f ms %5.1f%% %6d  %s" % (v, 100 * v / all_ms, n[k], k))
-PY
+        ncu_sum "/tmp/prof-$s-$t.ncu-rep" | tee -a "$out/prof.txt"
     done
 fi
 

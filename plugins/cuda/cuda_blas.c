@@ -1,7 +1,7 @@
 /*
  * cuda_blas.c — cuBLAS for the CUDA backend's prefill GEMMs, opened with
  * dlopen at model load so the plugin still loads (and falls back to its own
- * matmul kernels) where libcublas is absent. Only GemmEx F16 x F16 -> F32.
+ * matmul kernels) where libcublas is absent. Only GemmEx F16 x F16 -> F32 or F16.
  */
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -67,11 +67,12 @@ void cuda_blas_free(struct cuda_blas *b)
     free(b);
 }
 
-int cuda_blas_gemm(struct cuda_blas *b, const void *w16, const void *a16, float *y, int n_in, int n_out, int n_tok)
+int cuda_blas_gemm(struct cuda_blas *b, const void *w16, const void *a16, void *y, int y16, int n_in, int n_out,
+                   int n_tok)
 {
     /* column-major: Y^T (n_out x T) = W^T-as-stored (W is [n_out][n_in] row-major) x A^T (n_in x T) */
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t st = b->gemm(b->h, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n_tok, n_in, &one, w16, CUDA_R_16F, n_in, a16,
-                                CUDA_R_16F, n_in, &zero, y, CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                CUDA_R_16F, n_in, &zero, y, y16 ? CUDA_R_16F : CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
 }

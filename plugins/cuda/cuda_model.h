@@ -267,7 +267,9 @@ void cuda_kv_share(struct cuda_kv *kv, const struct aarmd_backend_seq *src, stru
 /* cuBLAS through dlopen (cuda_blas.c). NULL when the library is not found. */
 struct cuda_blas *cuda_blas_new(const struct aarmd_host *host, cudaStream_t stream);
 void cuda_blas_free(struct cuda_blas *b);   /* accepts NULL */
-/* y[T][n_out] (F32) = a16[T][n_in] (F16) x w16[n_out][n_in]^T (F16). 0 on success. */
-int cuda_blas_gemm(struct cuda_blas *b, const void *w16, const void *a16, float *y, int n_in, int n_out, int n_tok);
+/* y[T][n_out] (F32, or F16 when y16) = a16[T][n_in] (F16) x w16[n_out][n_in]^T (F16), F32 sums.
+ * 0 on success. */
+int cuda_blas_gemm(struct cuda_blas *b, const void *w16, const void *a16, void *y, int y16, int n_in, int n_out,
+                   int n_tok);
 
 #endif

@@ -5,6 +5,7 @@
  * (upload, graphs, logits) is step_cuda.c; loading cuda_load.c; KV block
  * bookkeeping cuda_kv.c.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_model.h"
@@ -54,6 +55,40 @@ static int blas_for(const struct aarmd_backend_model *m, const struct cuda_mat *
            (w->type == AARMD_TYPE_F16 || w->d16 || (size_t)(w->n_in * w->n_out) <= m->w16_elems);
 }
 
+/* y (F32, or F16 when y16) = x @ w through cuBLAS on w's F16 copy (x converted into a16 unless a
+ * producer wrote it there); 0 when enqueued. */
+static int blas_mm(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, uint32_t n_tok, void *y,
+                   int y16)
+{
+    cudaStream_t s = m->stream;
+    if (m->a16_src != x) {   /* a producer (norm, activation) may have written the F16 rows already */
+        cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
+        m->a16_src = x;
+    }
+    /* the Hopper Q4_K GEMM on the same F16 rows, when AARMD_CUDA_WG_FROM asks (off: slower) */
+    if (!y16 && (int)n_tok >= cuk_mmqwg_min_tok() &&
+        cuk_mmqwg_q4k(s, w->type, w->d, w->n_in, w->n_out, m->a16, (int)n_tok, y))
+        return 0;
+    const void *w16 = w->type == AARMD_TYPE_F16 ? w->d : w->d16;
+    if (!w16) {
+        cuk_dequant_f16(s, w->type, w->d, w->n_in, w->n_out, m->w16);
+        w16 = m->w16;
+    }
+    return cuda_blas_gemm(m->blas, w16, m->a16, y, y16, (int)w->n_in, (int)w->n_out, (int)n_tok);
+}
+
+/* Whether cuBLAS writes the [gate | up] product as F16 for the activation to read (AARMD_CUDA_GEMM16,
+ * read once; docs/cuda-notes.md v19-lead). */
+static int gemm16_on(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("AARMD_CUDA_GEMM16");
+        on = e && *e ? atoi(e) != 0 : 0;
+    }
+    return on;
+}
+
 static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, const float *x, uint32_t n_tok, float *y,
                    int reuse)
 {
@@ -79,22 +114,8 @@ static void matmul(struct aarmd_backend_model *m, const struct cuda_mat *w, cons
         }
     }
     int q8 = m->use_q8 && n_tok <= CUDA_Q8_ROWS && cuk_type_q8(w->type);
-    if (blas_for(m, w, n_tok)) {
-        if (m->a16_src != x) {   /* a producer (norm, activation) may have written the F16 rows already */
-            cuk_f32_to_f16(s, x, m->a16, (int64_t)n_tok * w->n_in);
-            m->a16_src = x;
-        }
-        /* the Hopper Q4_K GEMM on the same F16 rows, when AARMD_CUDA_WG_FROM asks (off: slower) */
-        if ((int)n_tok >= cuk_mmqwg_min_tok() && cuk_mmqwg_q4k(s, w->type, w->d, w->n_in, w->n_out, m->a16, (int)n_tok, y))
-            return;
-        const void *w16 = w->type == AARMD_TYPE_F16 ? w->d : w->d16;
-        if (!w16) {
-            cuk_dequant_f16(s, w->type, w->d, w->n_in, w->n_out, m->w16);
-            w16 = m->w16;
-        }
-        if (cuda_blas_gemm(m->blas, w16, m->a16, y, (int)w->n_in, (int)w->n_out, (int)n_tok) == 0)
-            return;
-    }
+    if (blas_for(m, w, n_tok) && blas_mm(m, w, x, n_tok, y, 0) == 0)
+        return;
     if (q8) {
         if (m->q8_src != x) {
             cuk_quantize_q8(s, x, (int64_t)n_tok * w->n_in, m->xq, m->xd);
@@ -393,13 +414,26 @@ void cuda_forward_body(struct aarmd_backend_model *m, uint32_t n_tok, int nch, u
         } else if (L->w_up_gate.d) {                                               /* [gate|up] = xb @ up_gate */
             int qd = q8_for(m, &L->w_down, n_tok);
             int acted = 0;   /* v10: hb2 = act(gate) * up (+ Q8) in the matvec's epilogue */
-            if (pend)
+            /* v19: [gate | up] from cuBLAS as F16 into hb, read so by the activation (AARMD_CUDA_GEMM16) */
+            int g16 = !pend && n_tok > 1 && gemm16_on() && blas_for(m, &L->w_up_gate, n_tok) &&
+                      (int)n_tok < cuk_mmqwg_min_tok() && blas_mm(m, &L->w_up_gate, m->xb, n_tok, m->hb, 1) == 0;
+            if (g16) {
+                int h = blas_for(m, &L->w_down, n_tok);
+                const uint16_t *hb16 = (const uint16_t *)m->hb;   /* [T][2F] F16 */
+                m->xqk_src = NULL;
+                cuk_act_gated16_q8(s, m->hb2, hb16, 2 * F, hb16 + F, 2 * F, (int)n_tok, F, gelu, qd ? m->xq : NULL,
+                                   qd ? m->xd : NULL, h ? m->a16 : NULL);
+                ffn = m->hb2;
+                m->q8_src = qd && F % 32 == 0 ? ffn : NULL;
+                m->a16_src = h ? ffn : NULL;
+                acted = 1;
+            } else if (pend)
                 acted = norm_matmul(m, &L->w_up_gate, L->ffn_norm, L->ffn_norm_b, 1, gelu, qd, m->hb);
             else if (!(n_tok == 1 && (acted = mv1_fused(m, &L->w_up_gate, 0, NULL, NULL, 1, gelu, qd, m->hb))))
                 matmul(m, &L->w_up_gate, m->xb, n_tok, m->hb, 1);
             pend = 0;
             if (acted)
-                ffn = m->hb2;   /* q8_src set by mv1_fused */
+                ffn = m->hb2;   /* q8_src set by mv1_fused or the F16 activation above */
             /* one token: x += (act(gate) * up) @ down (+ b) in one kernel when down takes it */
             res = !acted && fuse1 && !L->ffn_post_norm && qd && (fuse & CUK_FUSE_ACT_IN) &&
                   cuk_matvec_q8_act_acc(s, L->w_down.type, L->w_down.d, L->w_down.n_in, L->w_down.n_out, m->hb,

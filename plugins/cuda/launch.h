@@ -337,6 +337,9 @@ void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int gs, const 
  * as cuk_quantize_q8(out, n_tok * n) would; o16 != NULL: out also as F16 there ([n_tok][n]). */
 void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, int gs, const float *up, int us, int n_tok,
                       int n, int gelu, void *xq, float *xd, void *o16);
+/* cuk_act_gated_q8 with gate and up as F16 (a cuBLAS product written as F16: half the bytes). */
+void cuk_act_gated16_q8(cudaStream_t s, float *out, const void *gate, int gs, const void *up, int us, int n_tok,
+                        int n, int gelu, void *xq, float *xd, void *o16);
 /* Process-wide kernel choices, set before capturing graphs. pdl: 0 plain launches,
  * 1 programmatic dependent launch (sm_90) with the next kernel released at block
  * exit, 2 released at kernel entry by the kernels of matmul.cu, ops.cu and attn_dec.cu, 3 by
@@ -372,7 +375,9 @@ void cuk_fa_prepare(int D);
  * read once); split rows go through `partial` (n_tok * n_head * n_chunks * (D + 2) floats) and
  * a merge launch. n_small: how many tiles hold at most 16 rows (tokens x group: decode tokens);
  * when all do and the launch splits no keys they go to a kernel of their own (k_attn_fa1: each
- * warp streams its own KV blocks; AARMD_CUDA_FA1=0 never, 2 whenever some do, without key split).
+ * warp streams its own KV blocks; AARMD_CUDA_FA1=0 never, 2 whenever some do, without key split);
+ * when some do and others not (a mixed step), head_dim <= 128 and no key split, every tile goes
+ * to one launch of three blocks per SM (k_attn_famix; AARMD_CUDA_FA_MIX=0 never, 2 without split).
  * Returns 0, enqueuing nothing, when the shape is not taken (cuk_fa_ok) or n_small is out of
  * 0..n_tiles.
  */

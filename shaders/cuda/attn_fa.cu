@@ -335,25 +335,20 @@ __device__ __forceinline__ void fa_finish(float (&o)[D / 8][4], const float (&mr
  * with 16 keys each of every stage and merge in shared memory at the end.
  * skip_small != 0: the blocks of such tiles exit at once (k_attn_fa1 takes them).
  */
-template <int D>
-__global__ void __launch_bounds__(FA_THREADS)
-k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
-          const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap, int window,
-          int ksplit, int skip_small, float *partial, float *out, int8_t *xq, float *xd)
+template <int D, int BK>
+__device__ __forceinline__ void fa_body(unsigned char *smem, const float *__restrict__ q, const struct cuk_kv &kv,
+                                        const int32_t *__restrict__ pos, int t0, int cnt, int n_head, int group,
+                                        int kv_dim, float scale, float softcap, int window, int ksplit, float *partial,
+                                        float *out, int8_t *xq, float *xd)
 {
-    constexpr int BK = fa_cfg<D>::BK, LD = fa_cfg<D>::LD, ND = D / 8;
+    constexpr int LD = fa_cfg<D>::LD, ND = D / 8;
     static_assert(FA_WARPS * (32 + 16 * D) * sizeof(float) <= 4 * BK * LD * sizeof(__half), "merge fits K/V");
-    extern __shared__ __align__(16) unsigned char fa_smem[];
-    __half *sq = reinterpret_cast<__half *>(fa_smem);   /* [FA_ROWS][LD] */
-    __half *sk = sq + FA_ROWS * LD;                      /* [2][BK][LD] */
-    __half *sv = sk + 2 * BK * LD;                       /* [2][BK][LD] */
-    pdl_enter();
-    const int ti = gridDim.x - 1 - blockIdx.x;   /* later tiles (more keys) first */
+    __half *sq = reinterpret_cast<__half *>(smem);   /* [FA_ROWS][LD] */
+    __half *sk = sq + FA_ROWS * LD;                  /* [2][BK][LD] */
+    __half *sv = sk + 2 * BK * LD;                   /* [2][BK][LD] */
     const int kvh = blockIdx.y, c = blockIdx.z, nch = gridDim.z;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2;
-    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0, nrow = cnt * group;
-    if (skip_small && nrow <= 16)
-        return;   /* block-uniform: k_attn_fa1's tile */
+    const int nrow = cnt * group;
     const int32_t p_first = pos[t0], p_last = pos[t0 + cnt - 1];
     const int32_t j0 = window > 0 && p_first - window + 1 > 0 ? p_first - window + 1 : 0;
     const int n_kt = (p_last + 1 - j0 + BK - 1) / BK;   /* key tiles of the whole range */
@@ -431,6 +426,22 @@ k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restri
     fa_finish<D>(o, mrow, lrow, wrow0, nrow, t0, group, n_head, kvh, nch, c, partial, out, xq, xd);
 }
 
+template <int D>
+__global__ void __launch_bounds__(FA_THREADS)
+k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
+          const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap, int window,
+          int ksplit, int skip_small, float *partial, float *out, int8_t *xq, float *xd)
+{
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    pdl_enter();
+    const int ti = gridDim.x - 1 - blockIdx.x;   /* later tiles (more keys) first */
+    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0;
+    if (skip_small && cnt * group <= 16)
+        return;   /* block-uniform: k_attn_fa1's tile */
+    fa_body<D, fa_cfg<D>::BK>(fa_smem, q, kv, pos, t0, cnt, n_head, group, kv_dim, scale, softcap, window, ksplit,
+                              partial, out, xq, xd);
+}
+
 /*
  * Tiles of at most 16 rows (decode tokens: 16 / group tokens of one sequence), one block per (tile,
  * kv head), no key split. v18 (docs/cuda-notes.md v18-lead): k_attn_fa on such tiles ran at ~1.6 TB/s
@@ -440,32 +451,28 @@ k_attn_fa(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restri
  * adds, no block barrier per stage; the warps' rows are merged at the end (fa_merge_warps).
  * Blocks of larger tiles exit at once (k_attn_fa takes them with skip_small).
  */
-template <int D> struct fa1_cfg {
-    static constexpr int W = 4, NS = D >= 256 ? 2 : 3, LD = fa_cfg<D>::LD;
+template <int D, int NS_ = (D >= 256 ? 2 : 3)> struct fa1_cfg {
+    static constexpr int W = 4, NS = NS_, LD = fa_cfg<D>::LD;
     static constexpr int STAGE = 2 * CUK_KV_BLOCK * LD;   /* halfs: the K, then the V rows of one KV block */
     static constexpr size_t SMEM = (size_t)(16 * LD + W * NS * STAGE) * sizeof(__half);
 };
 
-template <int D>
-__global__ void __launch_bounds__(fa1_cfg<D>::W * 32)
-k_attn_fa1(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
-           const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap,
-           int window, float *out, int8_t *xq, float *xd)
+template <int D, int NS>
+__device__ __forceinline__ void fa1_body(unsigned char *smem, const float *__restrict__ q, const struct cuk_kv &kv,
+                                         const int32_t *__restrict__ pos, int t0, int cnt, int n_head, int group,
+                                         int kv_dim, float scale, float softcap, int window, float *out, int8_t *xq,
+                                         float *xd)
 {
-    typedef fa1_cfg<D> C;
-    constexpr int W = C::W, NS = C::NS, LD = C::LD, ND = D / 8, CH = D / 8, KB = CUK_KV_BLOCK;
+    typedef fa1_cfg<D, NS> C;
+    constexpr int W = C::W, LD = C::LD, ND = D / 8, CH = D / 8, KB = CUK_KV_BLOCK;
     static_assert(KB == 16, "a stage is one KV block of 16 keys: one fa_keys<D, 1> call");
     static_assert(W * (32 + 16 * D) * sizeof(float) <= (size_t)W * NS * C::STAGE * sizeof(__half),
                   "the merge fits the rings");
-    extern __shared__ __align__(16) unsigned char fa_smem[];
-    __half *sq = reinterpret_cast<__half *>(fa_smem);   /* [16][LD] */
-    __half *ring = sq + 16 * LD;                         /* [W][NS][2 x KB][LD] */
-    pdl_enter();
-    const int ti = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y;
+    __half *sq = reinterpret_cast<__half *>(smem);   /* [16][LD] */
+    __half *ring = sq + 16 * LD;                     /* [W][NS][2 x KB][LD] */
+    const int kvh = blockIdx.y;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2;
-    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0, nrow = cnt * group;
-    if (nrow > 16)
-        return;   /* block-uniform: k_attn_fa's tile */
+    const int nrow = cnt * group;
     const int32_t p_first = pos[t0], p_last = pos[t0 + cnt - 1];
     const int32_t j0 = window > 0 && p_first - window + 1 > 0 ? p_first - window + 1 : 0, ke = p_last + 1;
     const int32_t *tab = kv.btab + kv.tok_bt[t0];
@@ -528,14 +535,69 @@ k_attn_fa1(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restr
 }
 
 template <int D>
+__global__ void __launch_bounds__(fa1_cfg<D>::W * 32)
+k_attn_fa1(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
+           const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap,
+           int window, float *out, int8_t *xq, float *xd)
+{
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    pdl_enter();
+    const int ti = gridDim.x - 1 - blockIdx.x;
+    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0;
+    if (cnt * group > 16)
+        return;   /* block-uniform: k_attn_fa's tile */
+    fa1_body<D, fa1_cfg<D>::NS>(fa_smem, q, kv, pos, t0, cnt, n_head, group, kv_dim, scale, softcap, window, out, xq,
+                                xd);
+}
+
+/*
+ * A mixed step's tiles (decode tokens beside prefill chunks) in one launch of three blocks per SM
+ * (v19, docs/cuda-notes.md v19-lead): the two kernels above each fit two, so a 32-stream step with a
+ * 113-token chunk (320 blocks) ran in two waves. Tiles of <= 16 rows take k_attn_fa1's path with
+ * rings of 2 stages, the others k_attn_fa's with 32 keys a stage; no key split.
+ */
+template <int D> struct famix_cfg {
+    static constexpr int BK = 32, NS = 2;
+    static constexpr size_t A = (size_t)(FA_ROWS + 4 * BK) * fa_cfg<D>::LD * sizeof(__half), B = fa1_cfg<D, NS>::SMEM;
+    static constexpr size_t SMEM = A > B ? A : B;
+};
+
+template <int D>
+__global__ void __launch_bounds__(FA_THREADS, 3)
+k_attn_famix(const float *__restrict__ q, struct cuk_kv kv, const int32_t *__restrict__ pos,
+             const int32_t *__restrict__ tiles, int n_head, int group, int kv_dim, float scale, float softcap,
+             int window, float *out, int8_t *xq, float *xd)
+{
+    static_assert(fa1_cfg<D>::W * 32 == FA_THREADS, "one block size for both paths");
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    pdl_enter();
+    const int ti = gridDim.x - 1 - blockIdx.x;   /* later tiles (the prefill chunks, more rows) first */
+    const int t0 = tiles[ti], cnt = tiles[ti + 1] - t0;
+    if (cnt * group <= 16)
+        fa1_body<D, famix_cfg<D>::NS>(fa_smem, q, kv, pos, t0, cnt, n_head, group, kv_dim, scale, softcap, window,
+                                      out, xq, xd);
+    else
+        fa_body<D, famix_cfg<D>::BK>(fa_smem, q, kv, pos, t0, cnt, n_head, group, kv_dim, scale, softcap, window, 0,
+                                     NULL, out, xq, xd);
+}
+
+template <int D>
 static void fa_run(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
-                   const int32_t *tiles, int n_tiles, int n_small, int n_head, int n_kv, float scale, float softcap,
-                   int window, int nch, float *partial, float *out, int8_t *xq, float *xd)
+                   const int32_t *tiles, int n_tiles, int n_small, int mix, int n_head, int n_kv, float scale,
+                   float softcap, int window, int nch, float *partial, float *out, int8_t *xq, float *xd)
 {
     static int ksplit = -1;   /* AARMD_CUDA_FA_KSPLIT=0: one-token tiles on one warp (the first version), for A/B */
     if (ksplit < 0) {
         const char *e = getenv("AARMD_CUDA_FA_KSPLIT");
         ksplit = e && *e ? atoi(e) != 0 : 1;
+    }
+    if constexpr (D <= 128) {
+        if (mix) {
+            pdl_launch_smem(k_attn_famix<D>, dim3((unsigned)n_tiles, (unsigned)n_kv), dim3(FA_THREADS),
+                            famix_cfg<D>::SMEM, s, q, *kv, pos, tiles, n_head, n_head / n_kv, n_kv * D, scale,
+                            softcap, window, out, xq, xd);
+            return;
+        }
     }
     const int one = n_small > 0 && nch == 1;   /* the small tiles to k_attn_fa1 (cuk_attention_fa decides) */
     if (one)
@@ -554,6 +616,9 @@ template <int D> static void fa_prepare()
     if (!done) {
         cudaFuncSetAttribute(k_attn_fa<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa_cfg<D>::SMEM);
         cudaFuncSetAttribute(k_attn_fa1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fa1_cfg<D>::SMEM);
+        if constexpr (D <= 128)
+            cudaFuncSetAttribute(k_attn_famix<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)famix_cfg<D>::SMEM);
     }
     done = 1;
 }
@@ -600,12 +665,26 @@ static int fa_split_target(void)
 /* Whether tiles of <= 16 rows go to k_attn_fa1 (AARMD_CUDA_FA1, read once): 1 (default) when every
  * tile is one (batched decode) and the launch splits no keys; 0 never (k_attn_fa's four warps a
  * stage, for A/B); 2 whenever a tile is one, without key split (tests: a mixed step then takes two
- * launches, which measured no faster served than one; docs/cuda-notes.md v18-lead). */
+ * launches, which measured no faster served than one; docs/cuda-notes.md v18-lead). A mixed step
+ * (small and large tiles, no key split) takes k_attn_famix instead while fa_mix_on() says so. */
 static int fa1_mode(void)
 {
     static int mode = -1;
     if (mode < 0) {
         const char *e = getenv("AARMD_CUDA_FA1");
+        mode = e && *e ? atoi(e) : 1;
+    }
+    return mode;
+}
+
+/* Whether mixed steps take k_attn_famix (AARMD_CUDA_FA_MIX, read once): 1 (default) when the launch
+ * splits no keys, 0 never (for A/B), 2 whenever a step mixes small and large tiles, without key
+ * split (tests: their few tiles would be split). */
+static int fa_mix_mode(void)
+{
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("AARMD_CUDA_FA_MIX");
         mode = e && *e ? atoi(e) : 1;
     }
     return mode;
@@ -621,18 +700,19 @@ extern "C" int cuk_attention_fa(cudaStream_t s, const float *q, const struct cuk
         return 0;
     if (D % 32)
         xq = NULL, xd = NULL;
-    const int mode = fa1_mode();
+    const int mode = fa1_mode(), mixed = n_small > 0 && n_small < n_tiles && D <= 128;
     int blocks = n_tiles * n_kv, want = fa_split_target();   /* split the keys only while SMs would idle */
-    if (blocks < want && n_chunks > 1 && !(mode == 2 && n_small > 0))
+    if (blocks < want && n_chunks > 1 && !(mode == 2 && n_small > 0) && !(mixed && fa_mix_mode() == 2))
         n_chunks = min(n_chunks, (want + blocks - 1) / blocks);
     else
         n_chunks = 1;
+    const int mix = mixed && n_chunks == 1 && (fa_mix_mode() == 2 || (fa_mix_mode() == 1 && mode == 1));
     if (!mode || (mode == 1 && n_small < n_tiles))
         n_small = 0;
     cuk_fa_prepare(D);   /* no-op after step_cuda.c's call (outside graph capture) */
     int8_t *q8 = (int8_t *)xq;
-#define FA_RUN(d) fa_run<d>(s, q, kv, pos, tiles, n_tiles, n_small, n_head, n_kv, scale, softcap, window, n_chunks, \
-                            partial, out, q8, xd)
+#define FA_RUN(d) fa_run<d>(s, q, kv, pos, tiles, n_tiles, n_small, mix, n_head, n_kv, scale, softcap, window, \
+                            n_chunks, partial, out, q8, xd)
     switch (D) {
     case 16: FA_RUN(16); break;
     case 32: FA_RUN(32); break;

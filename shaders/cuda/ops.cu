@@ -315,7 +315,18 @@ static __device__ __forceinline__ float silu_f(float x)
     return x / (1.0f + expf(-x));
 }
 
-__global__ void k_act_gated(float *out, const float *g, int gs, const float *u, int us, int n_tok, int n, int gelu,
+static __device__ __forceinline__ float act_in(const float *p, size_t i)
+{
+    return p[i];
+}
+
+static __device__ __forceinline__ float act_in(const __half *p, size_t i)
+{
+    return __half2float(p[i]);
+}
+
+template <typename T>
+__global__ void k_act_gated(float *out, const T *g, int gs, const T *u, int us, int n_tok, int n, int gelu,
                             int8_t *xq, float *xd, __half *o16)
 {
     pdl_enter();
@@ -323,9 +334,9 @@ __global__ void k_act_gated(float *out, const float *g, int gs, const float *u, 
     if (i >= (int64_t)n_tok * n)
         return;
     int t = (int)(i / n), c = (int)(i % n);
-    float a = g[(size_t)t * gs + c];
+    float a = act_in(g, (size_t)t * gs + c);
     a = gelu ? gelu_f(a) : silu_f(a);
-    float y = a * u[(size_t)t * us + c];
+    float y = a * act_in(u, (size_t)t * us + c);
     out[i] = y;
     if (o16)
         o16[i] = __float2half_rn(y);
@@ -337,7 +348,7 @@ extern "C" void cuk_act_gated(cudaStream_t s, float *out, const float *gate, int
                               int n_tok, int n, int gelu)
 {
     int64_t tot = (int64_t)n_tok * n;
-    pdl_launch(k_act_gated, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
+    pdl_launch(k_act_gated<float>, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
                (int8_t *)NULL, (float *)NULL, (__half *)NULL);
 }
 
@@ -347,8 +358,18 @@ extern "C" void cuk_act_gated_q8(cudaStream_t s, float *out, const float *gate, 
     int64_t tot = (int64_t)n_tok * n;
     if (n % 32)
         xq = NULL, xd = NULL;
-    pdl_launch(k_act_gated, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
+    pdl_launch(k_act_gated<float>, (unsigned)((tot + 255) / 256), 256, s, out, gate, gs, up, us, n_tok, n, gelu,
                (int8_t *)xq, xd, (__half *)o16);
+}
+
+extern "C" void cuk_act_gated16_q8(cudaStream_t s, float *out, const void *gate, int gs, const void *up, int us,
+                                   int n_tok, int n, int gelu, void *xq, float *xd, void *o16)
+{
+    int64_t tot = (int64_t)n_tok * n;
+    if (n % 32)
+        xq = NULL, xd = NULL;
+    pdl_launch(k_act_gated<__half>, (unsigned)((tot + 255) / 256), 256, s, out, (const __half *)gate, gs,
+               (const __half *)up, us, n_tok, n, gelu, (int8_t *)xq, xd, (__half *)o16);
 }
 
 __global__ void k_gelu(float *x, int64_t n)

@@ -148,6 +148,27 @@ ParameterizedTest(struct bc_case *c, cuda_backend, matches_cpu)
     aarmd_plugin_free(p);
 }
 
+/* AARMD_CUDA_GEMM16=1: cuBLAS writes the prompt's [gate | up] products as F16 and the activation
+ * reads them so (v19); the same bounds against the CPU (SiLU and GELU gates, fused rows). */
+static struct bc_case g16_cases[] = {
+    {"llama", AARMD_TYPE_F16, 0.01}, {"llama", AARMD_TYPE_Q4_K, 0.06}, {"qwen3", AARMD_TYPE_Q8_0, 0.05},
+    {"phi3", AARMD_TYPE_Q4_K, 0.06}, {"gemma3", AARMD_TYPE_BF16, 0.01},
+};
+
+ParameterizedTestParameters(cuda_backend, gemm16_matches_cpu)
+{
+    return cr_make_param_array(struct bc_case, g16_cases, sizeof g16_cases / sizeof g16_cases[0]);
+}
+
+ParameterizedTest(struct bc_case *c, cuda_backend, gemm16_matches_cpu)
+{
+    setenv("AARMD_CUDA_GEMM16", "1", 1);   /* read at the first forward, in this test's process */
+    struct aarmd_plugin *p = load_cuda(NULL, 0);
+    NEED_GPU(p);
+    bc_match_cpu(p, c);
+    aarmd_plugin_free(p);
+}
+
 /* ---- refusals ------------------------------------------------------------------- */
 
 Test(cuda_backend, bad_steps_refused)
@@ -921,14 +942,15 @@ Test(cuda_backend, pinned_logits_buffers_match_malloc_ones)
  * head_dim 16, 32, 64, 128 and 256, groups of 1 to 8 query heads per kv head,
  * gemma3's sliding window (256 of the 300) and an attention softcap. fa1: the same with
  * AARMD_CUDA_FA1=2, every tile of <= 16 rows (the decode step's, the short tail tiles, the
- * one-token tiles of the mixed step) through k_attn_fa1 without a key split.
+ * one-token tiles of the mixed step) through k_attn_fa1 without a key split; mix: the mixed step
+ * in one launch of k_attn_famix (AARMD_CUDA_FA_MIX=2: no key split; head_dim <= 128).
  */
 struct fa_case {
     char arch[16];
     uint32_t type;
     uint32_t n_embd, n_head, n_head_kv;   /* 0: gguf-synth's defaults */
     float softcap;                        /* set on the description, 0: none */
-    int fa1;                              /* 1: AARMD_CUDA_FA1=2 */
+    int fa1;                              /* 1: AARMD_CUDA_FA1=2; 2: AARMD_CUDA_FA_MIX=2 */
 };
 
 static struct fa_case fa_cases[] = {
@@ -946,6 +968,12 @@ static struct fa_case fa_cases[] = {
     {"gpt2", AARMD_TYPE_Q8_0, 0, 0, 0, 0.0f, 1},       /* D 16, group 1: the 5-token tile too */
     {"llama", AARMD_TYPE_Q4_K, 512, 2, 1, 0.0f, 1},    /* D 256, group 2 */
     {"qwen2", AARMD_TYPE_Q8_0, 256, 8, 1, 0.0f, 1},    /* D 32, group 8: two-token tiles of 16 rows */
+    {"llama", AARMD_TYPE_F16, 256, 4, 1, 0.0f, 2},     /* k_attn_famix: D 64, group 4 */
+    {"llama", AARMD_TYPE_F16, 1024, 8, 2, 0.0f, 2},    /* D 128, group 4 (the 8B's) */
+    {"gemma3", AARMD_TYPE_F32, 0, 0, 0, 8.0f, 2},      /* D 16, sliding window, softcap */
+    {"gpt2", AARMD_TYPE_Q8_0, 0, 0, 0, 0.0f, 2},       /* D 16, group 1 */
+    {"qwen2", AARMD_TYPE_Q8_0, 256, 8, 1, 0.0f, 2},    /* D 32, group 8 */
+    {"llama", AARMD_TYPE_Q4_K, 512, 2, 1, 0.0f, 2},    /* D 256: not famix's, the two kernels as before */
 };
 
 ParameterizedTestParameters(cuda_backend, fa_attention_matches_grouped_and_cpu)
@@ -956,8 +984,8 @@ ParameterizedTestParameters(cuda_backend, fa_attention_matches_grouped_and_cpu)
 ParameterizedTest(struct fa_case *fc, cuda_backend, fa_attention_matches_grouped_and_cpu)
 {
     struct aarmd_opt o_fa[] = {{"attn", "fa"}}, o_gr[] = {{"attn", "grouped"}};
-    if (fc->fa1)
-        setenv("AARMD_CUDA_FA1", "2", 1);   /* read at the first launch, in this test's process */
+    if (fc->fa1)   /* read at the first launch, in this test's process */
+        setenv(fc->fa1 == 2 ? "AARMD_CUDA_FA_MIX" : "AARMD_CUDA_FA1", "2", 1);
     struct aarmd_plugin *pl[3] = {load_cuda(o_fa, 1), NULL, NULL};
     NEED_GPU(pl[0]);
     pl[1] = load_cuda(o_gr, 1);
@@ -1029,7 +1057,7 @@ ParameterizedTest(struct fa_case *fc, cuda_backend, fa_attention_matches_grouped
             double rg = max_rel(lg[0][s], lg[1][s], nv), rc = max_rel(lg[0][s], lg[2][s], nv);
             double gc = max_rel(lg[1][s], lg[2][s], nv);
             cr_log_info("fa%s %s type %u D %u: step %d seq %d: fa-grouped %.3g fa-cpu %.3g grouped-cpu %.3g",
-                        fc->fa1 ? "1" : "", fc->arch, fc->type, l.d->head_dim, step, s, rg, rc, gc);
+                        fc->fa1 == 2 ? "mix" : fc->fa1 ? "1" : "", fc->arch, fc->type, l.d->head_dim, step, s, rg, rc, gc);
             cr_expect(rg < 0.03, "%s type %u step %d seq %d: fa vs grouped rel %g (grouped-cpu %g)", fc->arch,
                       fc->type, step, s, rg, gc);
             cr_expect(rc < 0.06, "%s type %u step %d seq %d: fa vs cpu rel %g", fc->arch, fc->type, step, s, rc);

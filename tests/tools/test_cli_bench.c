@@ -1,7 +1,8 @@
 /* test_cli_bench.c — `aarmd-cli bench`, in process, on the mock backend and an
  * in-memory shape: --seqs measures each stream count of its list (JSON fields,
  * the first N is the ratio's base) and refuses bad lists with a message;
- * --tg-fresh decodes from an empty context (fewer KV bytes in the roofline). */
+ * --tg-fresh decodes from an empty context (fewer KV bytes in the roofline);
+ * --mixed adds a prompt's chunks to the decode steps, started again once whole. */
 #include <criterion/criterion.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -109,5 +110,47 @@ Test(cli_bench, tg_fresh_reads_fewer_keys)
     r = bench(ARGC(bad), bad);
     cr_assert_neq(r.rc, 0);
     cr_assert(strstr(r.err, "--tg-fresh is for the batch-1 test"), "%s", r.err);
+    cli_run_free(&r);
+}
+
+/* pp 8 in chunks of 3 over 5 steps: 3 + 3 + 2 (whole: started again) + 3 + 3 = 14 prompt tokens. */
+Test(cli_bench, mixed_steps_carry_prompt_chunks)
+{
+    const char *argv[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q4_0", "-p", "8", "-n", "5",
+                          "-r", "2", "--seqs", "2,4", "--mixed", "3", "--json"};
+    struct cli_run r = bench(ARGC(argv), argv);
+    cr_assert_eq(r.rc, 0, "rc %d: %s", r.rc, r.err);
+    struct json_object *o = json_tokener_parse(r.out), *seqs, *v;
+    cr_assert_not_null(o, "not JSON: %s", r.out);
+    cr_assert(json_object_object_get_ex(o, "mixed", &v) && json_object_get_int(v) == 3);
+    cr_assert(json_object_object_get_ex(o, "seqs", &seqs));
+    for (int i = 0; i < 2; i++) {
+        struct json_object *e = json_object_array_get_idx(seqs, (size_t)i);
+        cr_assert(json_object_object_get_ex(e, "step_tokens", &v));
+        cr_assert_float_eq(json_object_get_double(v), 2.0 * (i + 1) + 14.0 / 5.0, 1e-6, "%s", r.out);
+        cr_assert(json_object_object_get_ex(e, "step_ms", &v) && json_object_get_double(v) > 0.0);
+        cr_assert(json_object_object_get_ex(e, "tg_best_tok_s", &v) && json_object_get_double(v) > 0.0);
+    }
+    json_object_put(o);
+    cli_run_free(&r);
+}
+
+Test(cli_bench, bad_mixed_is_refused)
+{
+    const char *no_seqs[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q4_0", "--mixed", "4"};
+    const char *too_long[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q4_0", "-p", "8", "--seqs", "2",
+                              "--mixed", "9"};
+    const char *zero[] = {"bench", "mock", "--shape", "smollm2-135m", "--type", "Q4_0", "--seqs", "2", "--mixed", "0"};
+    struct cli_run r = bench(ARGC(no_seqs), no_seqs);
+    cr_assert_neq(r.rc, 0);
+    cr_assert(strstr(r.err, "give --seqs too"), "%s", r.err);
+    cli_run_free(&r);
+    r = bench(ARGC(too_long), too_long);
+    cr_assert_neq(r.rc, 0);
+    cr_assert(strstr(r.err, "more than the prompt's 8 tokens"), "%s", r.err);
+    cli_run_free(&r);
+    r = bench(ARGC(zero), zero);
+    cr_assert_neq(r.rc, 0);
+    cr_assert(strstr(r.err, "--mixed 0: bad value"), "%s", r.err);
     cli_run_free(&r);
 }
