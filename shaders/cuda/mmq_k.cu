@@ -7,7 +7,8 @@
  * as of v17, slower than cuBLAS on the F16 copies at every token count measured, so the forward
  * sends it nothing unless AARMD_CUDA_K_FROM asks (docs/cuda-notes.md v17-lead: the weight stream
  * alone, no products, runs at 0.6-2 TB/s in this block structure). v4 (k_mmqk2, cfg bit 7 or
- * AARMD_CUDA_K_CFG=128) gives the weights a ring of their own; written in session 13, not yet run.
+ * AARMD_CUDA_K_CFG=128) gives the weights a ring of their own: correct, and 2-6% slower than v3 on
+ * an H200 (v19-lead: the consumers, not the weight feed, hold both).
  * Not the 1..64-token GEMMs (mmq.cu, mmq_i8.cu: per-32 activation scales, F32 per sub-block) nor
  * the dispatch (forward_cuda.c).
  */
@@ -636,7 +637,7 @@ extern "C" int cuk_mmqk_min_tok(void)
  * quantized by cuk_quantize_q8_256 (xq int8 [n_tok][n_in], xd the per-32 scales, equal within each
  * 256). cfg (0: AARMD_CUDA_K_CFG's, read once, else 0): bits 0-1 ring stages - 1 (0: 3; v4: the
  * activation slots), bits 2-5 K slices a row tile splits into at most (0: 8), bit 6 zero, bit 7
- * v4 (k_mmqk2: the weights in a ring of their own; not yet run on a GPU), bits 8-11 the block shape
+ * v4 (k_mmqk2: the weights in a ring of their own; correct, slower than v3: v19-lead), bits 8-11 the block shape
  * (k_shapes, 1-based; 0: the one padding n_tok least), bits 12-14 v4's weight slots (2..7; 0: as
  * many as fit, at most 8; only with bit 7), nothing above. Returns 1 when it enqueued the
  * product, 0 (nothing enqueued) for other types, rows not of whole super-blocks, unaligned
