@@ -487,7 +487,8 @@ static int bench_seqs(const struct seqs_run *sr, const long *list, int n_list)
                sr->type, sr->t_load * 1e3, sr->reps, sr->pp, sr->tg, sr->mixed, la0, la1);
         for (int i = 0; i < n_list; i++)
             printf("%s{\"n\":%ld,\"pp_best_tok_s\":%.3f,\"tg_best_tok_s\":%.3f,\"tg_mean_tok_s\":%.3f,"
-                   "\"tg_sd_tok_s\":%.3f,\"tg_per_stream_tok_s\":%.3f,\"ratio_to_first\":%.4f,\"step_ms\":%.4f,\"step_tokens\":%.4f,"
+                   "\"tg_sd_tok_s\":%.3f,\"tg_per_stream_tok_s\":%.3f,\"ratio_to_first\":%.4f,"
+                   "\"step_ms\":%.4f,\"step_tokens\":%.4f,"
                    "\"tg_tok_per_cpu_s\":%.3f,\"cpu_ratio_to_first\":%.4f}",
                    i ? "," : "", res[i].n, res[i].pp_best, res[i].tg_best, res[i].tg_mean, res[i].tg_sd,
                    res[i].tg_best / (double)res[i].n, base > 0 ? res[i].tg_best / base : 0.0, res[i].step_ms,
@@ -677,8 +678,9 @@ int aarmd_cli_bench(int argc, char **argv)
     }
     double t_load = now_s() - t0;
     if (n_seq_list) {
-        struct seqs_run sr = {.p = p, .m = m, .desc = desc, .target = target, .pp = pp, .tg = tg, .reps = reps, .mixed = mixed,
-                              .json = json, .t_load = t_load, .type = shape_name ? type_name : "file"};
+        struct seqs_run sr = {.p = p, .m = m, .desc = desc, .target = target, .pp = pp, .tg = tg, .reps = reps,
+                              .mixed = mixed, .json = json, .t_load = t_load,
+                              .type = shape_name ? type_name : "file"};
         status = bench_seqs(&sr, seq_list, n_seq_list) ? 1 : 0;
         goto out;
     }

@@ -73,6 +73,7 @@ int cuda_blas_gemm(struct cuda_blas *b, const void *w16, const void *a16, void *
     /* column-major: Y^T (n_out x T) = W^T-as-stored (W is [n_out][n_in] row-major) x A^T (n_in x T) */
     const float one = 1.0f, zero = 0.0f;
     cublasStatus_t st = b->gemm(b->h, CUBLAS_OP_T, CUBLAS_OP_N, n_out, n_tok, n_in, &one, w16, CUDA_R_16F, n_in, a16,
-                                CUDA_R_16F, n_in, &zero, y, y16 ? CUDA_R_16F : CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                CUDA_R_16F, n_in, &zero, y, y16 ? CUDA_R_16F : CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT);
     return st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
 }

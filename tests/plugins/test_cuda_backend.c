@@ -1057,7 +1057,8 @@ ParameterizedTest(struct fa_case *fc, cuda_backend, fa_attention_matches_grouped
             double rg = max_rel(lg[0][s], lg[1][s], nv), rc = max_rel(lg[0][s], lg[2][s], nv);
             double gc = max_rel(lg[1][s], lg[2][s], nv);
             cr_log_info("fa%s %s type %u D %u: step %d seq %d: fa-grouped %.3g fa-cpu %.3g grouped-cpu %.3g",
-                        fc->fa1 == 2 ? "mix" : fc->fa1 ? "1" : "", fc->arch, fc->type, l.d->head_dim, step, s, rg, rc, gc);
+                        fc->fa1 == 2 ? "mix" : fc->fa1 ? "1" : "", fc->arch, fc->type, l.d->head_dim, step, s, rg,
+                        rc, gc);
             cr_expect(rg < 0.03, "%s type %u step %d seq %d: fa vs grouped rel %g (grouped-cpu %g)", fc->arch,
                       fc->type, step, s, rg, gc);
             cr_expect(rc < 0.06, "%s type %u step %d seq %d: fa vs cpu rel %g", fc->arch, fc->type, step, s, rc);
