@@ -662,32 +662,34 @@ static int fa_split_target(void)
     return per_sm * sms;
 }
 
-/* Whether tiles of <= 16 rows go to k_attn_fa1 (AARMD_CUDA_FA1, read once): 1 (default) when every
- * tile is one (batched decode) and the launch splits no keys; 0 never (k_attn_fa's four warps a
- * stage, for A/B); 2 whenever a tile is one, without key split (tests: a mixed step then takes two
- * launches, which measured no faster served than one; docs/cuda-notes.md v18-lead). A mixed step
- * (small and large tiles, no key split) takes k_attn_famix instead while fa_mix_on() says so. */
+/* An integer knob from the environment, read once into *cache (-1: not yet read), else def. */
+static int fa_knob(const char *name, int def, int *cache)
+{
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = e && *e ? atoi(e) : def;
+    }
+    return *cache;
+}
+
+/* Whether tiles of <= 16 rows go to k_attn_fa1 (AARMD_CUDA_FA1): 1 (default) when every tile is one
+ * (batched decode) and the launch splits no keys; 0 never (k_attn_fa's four warps a stage, for
+ * A/B); 2 whenever a tile is one, without key split (tests: a mixed step then takes two launches,
+ * which measured no faster served than one; docs/cuda-notes.md v18-lead). A mixed step (small and
+ * large tiles, no key split) takes k_attn_famix instead while fa_mix_mode() says so. */
 static int fa1_mode(void)
 {
     static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("AARMD_CUDA_FA1");
-        mode = e && *e ? atoi(e) : 1;
-    }
-    return mode;
+    return fa_knob("AARMD_CUDA_FA1", 1, &mode);
 }
 
-/* Whether mixed steps take k_attn_famix (AARMD_CUDA_FA_MIX, read once): 1 (default) when the launch
- * splits no keys, 0 never (for A/B), 2 whenever a step mixes small and large tiles, without key
- * split (tests: their few tiles would be split). */
+/* Whether mixed steps take k_attn_famix (AARMD_CUDA_FA_MIX): 1 (default) when the launch splits no
+ * keys, 0 never (for A/B), 2 whenever a step mixes small and large tiles, without key split (tests:
+ * their few tiles would be split). */
 static int fa_mix_mode(void)
 {
     static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("AARMD_CUDA_FA_MIX");
-        mode = e && *e ? atoi(e) : 1;
-    }
-    return mode;
+    return fa_knob("AARMD_CUDA_FA_MIX", 1, &mode);
 }
 
 extern "C" int cuk_attention_fa(cudaStream_t s, const float *q, const struct cuk_kv *kv, const int32_t *pos,
