@@ -265,7 +265,9 @@ if [ "$cmd" = serve ]; then
         vo=
         [ "$variant" = old ] && vo="--sample-threads 1 --backend-opt direct_logits=0"
         # SERVE_NCU="SKIP COUNT": aarmd under Nsight Compute, which times COUNT kernels after the first
-        # SKIP (pick SKIP past the warm-up: ~350 kernels a step of the 8B); $out/serve-ncu.txt sums them
+        # SKIP (~350 kernels a step of the 8B); $out/serve-ncu.txt sums them. ncu's interception slows
+        # aarmd ~10x, so a sustained load's steady steps are hard to reach: bench --mixed with prof is
+        # the served step's profile (docs/cuda-notes.md v19-lead)
         pre=
         if [ -n "${SERVE_NCU:-}" ]; then
             ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
